@@ -1,0 +1,95 @@
+"""Running a gateway node: open the services, start the lanes, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from gateway.config import GatewayConfig
+from gateway.datadir import DataDir
+from gateway.errors import PamgateError
+from gateway.human_lane import HumanLane
+from gateway.services import GatewayServices
+
+logger = logging.getLogger("pamgate")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
+    """Log to ``DATA_DIR/logs/gateway.log`` and, unless told not to, to stderr."""
+    data = DataDir(config.data_dir)
+    data.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handlers: list[logging.Handler] = [logging.FileHandler(data.gateway_log)]
+    if to_stderr:
+        handlers.append(logging.StreamHandler())
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(logging.WARNING)
+    logging.getLogger("pamgate").setLevel(config.gateway.log_level.upper())
+    # asyncssh logs every connection at INFO; keep its warnings only.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+def check_ready(config: GatewayConfig) -> None:
+    """Refuse to serve from a data directory that 'pamgate init' has not prepared."""
+    data = DataDir(config.data_dir)
+    for path in (data.human_host_key, data.upstream_ca_key):
+        if not path.exists():
+            raise PamgateError(
+                f"{path} is missing: run 'pamgate --config {config.source} init' first"
+            )
+
+
+class GatewayNode:
+    """One running gateway: its services and lanes."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        check_ready(config)
+        self.config = config
+        self.services = GatewayServices.open(config)
+        self.human_lane = HumanLane(self.services)
+
+    async def start(self) -> None:
+        """Recover from a previous crash, then start listening."""
+        self.services.store.create_schema()
+        interrupted = await asyncio.to_thread(self.services.ledger.mark_interrupted)
+        if interrupted:
+            logger.warning(
+                "marked %d sessions interrupted (the gateway stopped while they were live)",
+                interrupted,
+            )
+        try:
+            await self.human_lane.start()
+        except OSError as exc:
+            human = self.config.listeners.human
+            raise PamgateError(
+                f"cannot listen on {human.address}:{human.port} for the human lane: {exc.strerror}"
+            ) from None
+
+    async def stop(self) -> None:
+        """Stop the lanes and release the store."""
+        await self.human_lane.stop()
+        self.services.close()
+
+
+async def run_until_signalled(
+    node: GatewayNode, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Start ``node``, call ``on_ready``, and run until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await node.start()
+    try:
+        if on_ready is not None:
+            on_ready()
+        await stop.wait()
+    finally:
+        logger.info("shutting down")
+        await node.stop()

@@ -1,0 +1,367 @@
+"""The ``pamgate`` command line.
+
+Every command takes ``--config PATH`` (or ``$PAMGATE_CONFIG``, or
+``./pamgate.toml``). Errors are printed as ``pamgate: error: ...`` and exit
+with status 1 (2 for usage and configuration errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway.config import CONFIG_ENV_VAR, GatewayConfig, find_config_path, load_config
+from gateway.errors import ConfigError, PamgateError
+
+EXAMPLE_CONFIG = """\
+# pamgate gateway configuration (written by 'pamgate init').
+# Every setting is described in config/pamgate.example.toml in the source tree.
+
+[gateway]
+name = "pamgate"
+data_dir = "."          # relative to this file
+
+[listeners.human]
+address = "127.0.0.1"
+port = 2222
+
+# Add targets like this, then restart 'pamgate serve':
+# [[targets]]
+# name = "web01"
+# host = "10.0.0.5"
+# port = 22
+# accounts = ["root", "deploy"]
+# default_account = "deploy"
+# host_keys = ["ssh-ed25519 AAAA..."]   # ssh-keyscan -t ed25519 10.0.0.5
+# allowed_groups = ["ops"]
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all commands."""
+    parser = argparse.ArgumentParser(
+        prog="pamgate",
+        description=(
+            "pamgate: a privileged-access gateway for SSH. Admins log in with a password or "
+            "key plus a TOTP code; every session gets a fresh, minutes-long certificate to "
+            "the target."
+        ),
+        epilog=f"The config file is --config PATH, else ${CONFIG_ENV_VAR}, else ./pamgate.toml.",
+    )
+    parser.add_argument("--config", metavar="PATH", help="gateway config file (TOML)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    commands.add_parser(
+        "init",
+        help="create the data directory, keys, upstream CA and database",
+        description=(
+            "Create the data directory, the human-lane host key, the upstream CA and the "
+            "database. Writes a starter config file if there is none. Safe to run again: "
+            "existing keys are never overwritten."
+        ),
+    ).set_defaults(handler=cmd_init)
+
+    commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway in the foreground until SIGINT or SIGTERM.",
+    ).set_defaults(handler=cmd_serve)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a demo gateway with a real OpenSSH target and two users",
+        description=(
+            "Start a gateway on 127.0.0.1 with one demo target (a real OpenSSH sshd with a "
+            "shell, trusting the gateway's upstream CA) and two demo users, then print the "
+            "ssh command, passwords and TOTP secrets. State is kept in --data-dir, which "
+            "holds a config file usable with every other command. Runs until Ctrl-C."
+        ),
+    )
+    demo.add_argument(
+        "--data-dir", type=Path, default=Path("pamgate-demo"), help="default: ./pamgate-demo"
+    )
+    demo.add_argument(
+        "--port", type=int, help="human lane port on first run (default: 2222, or a free port)"
+    )
+    demo.set_defaults(handler=cmd_demo, needs_config=False)
+
+    _add_user_commands(commands)
+
+    ca = commands.add_parser("ca", help="certificate authorities").add_subparsers(
+        dest="ca_command", metavar="SUBCOMMAND", required=True
+    )
+    show = ca.add_parser(
+        "show",
+        help="print a CA public key",
+        description=(
+            "Print a CA's public key as one OpenSSH line. For 'upstream', put it in the "
+            "target's TrustedUserCAKeys file."
+        ),
+    )
+    show.add_argument("which", choices=["upstream"], help="which CA")
+    show.set_defaults(handler=cmd_ca_show)
+
+    commands.add_parser(
+        "check-config",
+        help="validate the config file and exit",
+        description="Load and validate the config file; print problems with file and key.",
+    ).set_defaults(handler=cmd_check_config)
+    return parser
+
+
+def _add_user_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    user = commands.add_parser("user", help="manage human users").add_subparsers(
+        dest="user_command", metavar="SUBCOMMAND", required=True
+    )
+    add = user.add_parser(
+        "add",
+        help="create a user and print their TOTP enrolment",
+        description=(
+            "Create a user. The first factor is a password, a registered SSH key, or both; "
+            "the second is always TOTP. Prints the otpauth:// URI (and a QR code on a "
+            "terminal). Without --password-stdin the password is asked for on the terminal."
+        ),
+    )
+    add.add_argument("name")
+    add.add_argument("--group", action="append", default=[], help="group (repeatable)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument(
+        "--ssh-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="register the public key in FILE (repeatable)",
+    )
+    add.add_argument("--no-password", action="store_true", help="key-only user: needs --ssh-key")
+    add.set_defaults(handler=cmd_user_add)
+
+    user.add_parser("list", help="list users").set_defaults(handler=cmd_user_list)
+    for name, help_text, handler in (
+        ("disable", "disable a user (they can no longer log in)", cmd_user_disable),
+        ("enable", "enable a disabled user", cmd_user_enable),
+        ("reset-mfa", "give a user a new TOTP secret", cmd_user_reset_mfa),
+        ("unlock", "clear a user's failed-login lockout", cmd_user_unlock),
+    ):
+        sub = user.add_parser(
+            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
+        )
+        sub.add_argument("name")
+        sub.set_defaults(handler=handler)
+    passwd = user.add_parser(
+        "passwd",
+        help="set a user's password",
+        description="Set a user's password (asked on the terminal).",
+    )
+    passwd.add_argument("name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    passwd.set_defaults(handler=cmd_user_passwd)
+    add_key = user.add_parser(
+        "add-key",
+        help="register an SSH public key for a user",
+        description="Register an SSH public key (first factor) for a user.",
+    )
+    add_key.add_argument("name")
+    add_key.add_argument("key_file", type=Path, metavar="FILE")
+    add_key.set_defaults(handler=cmd_user_add_key)
+
+
+# -- command handlers -------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gateway.datadir import initialize
+
+    path = find_config_path(args.config)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(EXAMPLE_CONFIG)
+        print(f"wrote starter config {path}")
+    config = load_config(path)
+    for line in initialize(config):
+        print(line)
+    print(f"upstream CA public key (for targets' TrustedUserCAKeys): {_upstream_ca_line(config)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.app import GatewayNode, configure_logging, run_until_signalled
+
+    config: GatewayConfig = args.loaded_config
+    configure_logging(config)
+    node = GatewayNode(config)
+    asyncio.run(run_until_signalled(node))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    run_demo(args.data_dir, gateway_port=args.port)
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from gateway.enrolment import describe_enrolment
+
+    keys = [_read_key_file(path) for path in args.ssh_key]
+    if args.no_password:
+        if not keys:
+            raise PamgateError("--no-password needs at least one --ssh-key")
+        password = None
+    else:
+        password = _read_password(args.password_stdin, confirm=True)
+    users = _services(args).users
+    enrolment = users.add_user(args.name, groups=args.group, password=password, public_keys=keys)
+    print(f"created user {args.name} (groups: {', '.join(args.group) or 'none'})")
+    print(describe_enrolment(enrolment, sys.stdout))
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    users = _services(args).users.list_users()
+    if not users:
+        print("no users (add one with 'pamgate user add NAME')")
+        return 0
+    print(f"{'NAME':<20} {'STATUS':<9} {'FACTORS':<18} GROUPS")
+    for user in users:
+        factors = "+".join(
+            f
+            for f, present in (
+                ("password", user.has_password),
+                ("key", bool(user.key_fingerprints)),
+            )
+            if present
+        )
+        status = "disabled" if user.disabled else "enabled"
+        print(f"{user.name:<20} {status:<9} {factors + '+totp':<18} {', '.join(user.groups)}")
+    return 0
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    _services(args).users.set_disabled(args.name, True)
+    print(f"disabled {args.name}")
+    return 0
+
+
+def cmd_user_enable(args: argparse.Namespace) -> int:
+    _services(args).users.set_disabled(args.name, False)
+    print(f"enabled {args.name}")
+    return 0
+
+
+def cmd_user_reset_mfa(args: argparse.Namespace) -> int:
+    from gateway.enrolment import describe_enrolment
+
+    enrolment = _services(args).users.reset_mfa(args.name)
+    print(f"reset TOTP for {args.name}; the old secret no longer works")
+    print(describe_enrolment(enrolment, sys.stdout))
+    return 0
+
+
+def cmd_user_unlock(args: argparse.Namespace) -> int:
+    services = _services(args)
+    if services.users.get(args.name) is None:
+        raise PamgateError(f"no user named {args.name!r}")
+    services.limiter.unlock(args.name)
+    print(f"cleared failed-login lockout for {args.name}")
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    users = _services(args).users
+    if users.get(args.name) is None:
+        raise PamgateError(f"no user named {args.name!r}")
+    users.set_password(args.name, _read_password(args.password_stdin, confirm=True))
+    print(f"password changed for {args.name}")
+    return 0
+
+
+def cmd_user_add_key(args: argparse.Namespace) -> int:
+    fingerprint = _services(args).users.add_key(args.name, _read_key_file(args.key_file))
+    print(f"registered key {fingerprint} for {args.name}")
+    return 0
+
+
+def cmd_ca_show(args: argparse.Namespace) -> int:
+    print(_upstream_ca_line(args.loaded_config))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config: GatewayConfig = args.loaded_config
+    print(f"{config.source}: OK ({len(config.targets)} targets, data dir {config.data_dir})")
+    return 0
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _services(args: argparse.Namespace):  # noqa: ANN202 - GatewayServices, imported lazily
+    from gateway.services import GatewayServices
+
+    services = GatewayServices.open(args.loaded_config)
+    services.store.create_schema()
+    return services
+
+
+def _upstream_ca_line(config: GatewayConfig) -> str:
+    from gateway.datadir import DataDir
+    from gateway.upstream_ca import load_private_key
+
+    key = load_private_key(DataDir(config.data_dir).upstream_ca_key, "upstream CA")
+    return key.export_public_key().decode().strip()
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise PamgateError(f"cannot read SSH key file {path}: {exc.strerror}") from None
+    if "PRIVATE KEY" in text:
+        raise PamgateError(f"{path} is a private key: give the .pub file")
+    return text
+
+
+def _read_password(from_stdin: bool, *, confirm: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+        if not password:
+            raise PamgateError("no password on stdin")
+        return password
+    if not sys.stdin.isatty():
+        raise PamgateError("no terminal to ask for a password: use --password-stdin")
+    password = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Password (again): ") != password:
+        raise PamgateError("the passwords do not match")
+    return password
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pamgate`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        if getattr(args, "needs_config", True) and handler is not cmd_init:
+            args.loaded_config = load_config(find_config_path(args.config))
+        return handler(args)
+    except ConfigError as exc:
+        print(f"pamgate: error: {exc}", file=sys.stderr)
+        return 2
+    except PamgateError as exc:
+        print(f"pamgate: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

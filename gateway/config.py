@@ -1,0 +1,274 @@
+"""Gateway configuration: a TOML file, validated into typed settings.
+
+The file is found from ``--config PATH``, else ``$PAMGATE_CONFIG``, else
+``./pamgate.toml``. Relative paths inside it are relative to the file itself,
+so a data directory can be moved as a whole.
+
+Every error names the file, the key and what is wrong, for example::
+
+    pamgate.toml: targets[0].port: Input should be less than or equal to 65535
+
+Unknown keys are errors too: a misspelt ``alowed_groups`` must not silently
+grant nothing (or everything).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "pamgate.toml"
+CONFIG_ENV_VAR = "PAMGATE_CONFIG"
+
+#: Names of users, targets and accounts: conservative POSIX-like names, so a
+#: login string can be split unambiguously and names are safe in logs.
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+NAME_RE = re.compile(NAME_PATTERN)
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Section):
+    """``[gateway]``: where state lives and what this node is called."""
+
+    name: Name = "pamgate"
+    data_dir: Path = Path(".")
+    #: SQLAlchemy URL. Empty means a SQLite file ``pamgate.db`` in ``data_dir``.
+    database_url: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ListenerSettings(_Section):
+    """One lane's listening socket."""
+
+    address: str = "127.0.0.1"
+    port: Port
+
+
+class Listeners(_Section):
+    """``[listeners]``: one listener per lane. The machine lane comes later."""
+
+    human: ListenerSettings = ListenerSettings(port=2222)
+
+
+class AuthSettings(_Section):
+    """``[auth]``: failed-login limits and TOTP tolerance for the human lane."""
+
+    #: Failed attempts for one user name before it is locked out.
+    max_failures_per_user: int = Field(default=5, ge=1)
+    #: Failed attempts from one source address before it is locked out.
+    max_failures_per_source: int = Field(default=20, ge=1)
+    #: Failures older than this no longer count.
+    failure_window_seconds: int = Field(default=900, ge=1)
+    #: How long a lockout lasts. Each further lockout of the same key doubles it.
+    lockout_seconds: int = Field(default=300, ge=1)
+    #: Minimum time a failed attempt takes. It doubles with each recent failure
+    #: from the same source (capped at 8x), which slows guessing and makes a
+    #: wrong password for a known user take as long as any attempt for an
+    #: unknown one.
+    failure_delay_seconds: float = Field(default=1.0, ge=0, le=30)
+    #: TOTP steps (30 s each) accepted either side of now, for clock skew.
+    totp_skew_steps: int = Field(default=1, ge=0, le=3)
+
+
+class UpstreamSettings(_Section):
+    """``[upstream]``: how the gateway connects to targets."""
+
+    #: Lifetime of the per-session upstream certificate. At most two minutes:
+    #: it is needed only for the login to the target.
+    certificate_ttl_seconds: int = Field(default=120, ge=10, le=120)
+    #: Backdating of the certificate's start, for target clock skew.
+    certificate_backdate_seconds: int = Field(default=60, ge=0, le=60)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+
+class SessionSettings(_Section):
+    """``[session]``: what a session may carry to the target."""
+
+    #: Environment variables passed through. A trailing ``*`` matches a prefix.
+    env_allow: list[str] = ["LANG", "LC_*", "TERM"]
+
+
+class TargetSettings(_Section):
+    """``[[targets]]``: one server reachable through the gateway."""
+
+    name: Name
+    host: str
+    port: Port = 22
+    accounts: list[Name] = Field(min_length=1)
+    #: Account used when the login names none. Defaults to the first account.
+    default_account: Name | None = None
+    #: ``certificate`` mints a per-session certificate from the upstream CA.
+    #: ``key`` uses a static private key: a legacy exception, logged as such.
+    upstream_auth: Literal["certificate", "key"] = "certificate"
+    #: Private key for ``upstream_auth = "key"``.
+    key_file: Path | None = None
+    #: Pinned host keys, as OpenSSH public key lines. At least one is required:
+    #: the gateway never trusts a target's key on first use.
+    host_keys: list[str] = Field(min_length=1)
+    #: User groups allowed to reach this target (the simple allow-list that
+    #: approvals and policy replace later).
+    allowed_groups: list[Name] = []
+    description: str = ""
+
+    @field_validator("host_keys")
+    @classmethod
+    def _check_host_keys(cls, keys: list[str]) -> list[str]:
+        for index, line in enumerate(keys):
+            problem = openssh_public_key_problem(line)
+            if problem:
+                raise ValueError(f"host_keys[{index}]: {problem}")
+        return keys
+
+    @model_validator(mode="after")
+    def _check_accounts(self) -> TargetSettings:
+        if self.default_account is not None and self.default_account not in self.accounts:
+            raise ValueError(
+                f"default_account {self.default_account!r} is not one of accounts {self.accounts}"
+            )
+        if self.upstream_auth == "key" and self.key_file is None:
+            raise ValueError('upstream_auth = "key" needs key_file')
+        if self.upstream_auth == "certificate" and self.key_file is not None:
+            raise ValueError('key_file is only used with upstream_auth = "key"')
+        return self
+
+    @property
+    def account_when_unnamed(self) -> str:
+        """The account used when the login names no account."""
+        return self.default_account or self.accounts[0]
+
+
+class GatewayConfig(_Section):
+    """The whole configuration file."""
+
+    gateway: GatewaySettings = GatewaySettings()
+    listeners: Listeners = Listeners()
+    auth: AuthSettings = AuthSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    session: SessionSettings = SessionSettings()
+    targets: list[TargetSettings] = []
+
+    #: The file this was loaded from (not part of the TOML).
+    source: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
+
+    @model_validator(mode="after")
+    def _check_unique_targets(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for target in self.targets:
+            if target.name in seen:
+                raise ValueError(f"target name {target.name!r} is used twice")
+            seen.add(target.name)
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory, resolved against the config file's folder."""
+        return (self.source.parent / self.gateway.data_dir).resolve()
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the store."""
+        if self.gateway.database_url:
+            return self.gateway.database_url
+        return f"sqlite:///{self.data_dir / 'pamgate.db'}"
+
+    def target(self, name: str) -> TargetSettings | None:
+        """The target called ``name``, or None."""
+        return next((t for t in self.targets if t.name == name), None)
+
+    def resolve_path(self, path: Path) -> Path:
+        """A path from the file, resolved against the file's folder."""
+        return (self.source.parent / path).resolve()
+
+
+def openssh_public_key_problem(line: str) -> str | None:
+    """Say what is wrong with an OpenSSH public key line, or None if it is well formed.
+
+    This checks the shape only (type, base64 blob whose embedded type matches),
+    which is enough to catch pasting errors without importing SSH code here.
+    """
+    parts = line.split()
+    if len(parts) < 2:
+        return "expected an OpenSSH public key line: '<type> <base64> [comment]'"
+    key_type, blob = parts[0], parts[1]
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return "the key data is not valid base64"
+    if len(raw) < 4:
+        return "the key data is too short"
+    length = int.from_bytes(raw[:4], "big")
+    embedded = raw[4 : 4 + length]
+    if embedded != key_type.encode():
+        return f"the key data is for {embedded.decode(errors='replace')!r}, not {key_type!r}"
+    return None
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """The config path from ``--config``, then ``$PAMGATE_CONFIG``, then ``./pamgate.toml``."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV_VAR)
+    if from_env:
+        return Path(from_env)
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate the config file at ``path``.
+
+    Raises :class:`ConfigError` naming the file, the key and the problem.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file (give --config PATH, set {CONFIG_ENV_VAR}, "
+            f"or run 'pamgate init' to create one)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return GatewayConfig.model_validate({**data, "source": path.resolve()})
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(path, exc)) from None
+
+
+def _describe_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        location = _format_location(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against config/pamgate.example.toml)"
+        lines.append(f"{path}: {location or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def _format_location(location: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text

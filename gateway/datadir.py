@@ -1,0 +1,76 @@
+"""The data directory: where a gateway node keeps its keys and (by default) its database.
+
+Layout::
+
+    DATA_DIR/
+      pamgate.db                 SQLite store (unless database_url says otherwise)
+      keys/human_host_ed25519    host key the human lane presents to clients
+      keys/upstream_ca           CA that signs per-session certificates for targets
+      logs/gateway.log           the gateway's log, including JSON event lines
+
+:func:`initialize` creates what is missing and never overwrites a key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import GatewayConfig
+from gateway.store import Store
+from gateway.upstream_ca import ensure_key_file
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Paths inside one gateway's data directory."""
+
+    root: Path
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def human_host_key(self) -> Path:
+        return self.keys / "human_host_ed25519"
+
+    @property
+    def upstream_ca_key(self) -> Path:
+        return self.keys / "upstream_ca"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def gateway_log(self) -> Path:
+        return self.logs / "gateway.log"
+
+
+def initialize(config: GatewayConfig) -> list[str]:
+    """Create the data directory, keys and database schema as needed.
+
+    Returns a line per thing created or found, for the operator.
+    """
+    data = DataDir(config.data_dir)
+    report = []
+    for folder in (data.root, data.keys, data.logs):
+        if not folder.exists():
+            folder.mkdir(parents=True, mode=0o700)
+            report.append(f"created {folder}")
+    os.chmod(data.keys, 0o700)
+    for path, comment in (
+        (data.human_host_key, f"pamgate human lane host key ({config.gateway.name})"),
+        (data.upstream_ca_key, f"pamgate upstream CA ({config.gateway.name})"),
+    ):
+        created = ensure_key_file(path, comment)
+        report.append(f"{'created' if created else 'kept existing'} {path}")
+    store = Store(config.database_url)
+    try:
+        store.create_schema()
+    finally:
+        store.dispose()
+    report.append(f"database ready at {config.database_url}")
+    return report

@@ -1,0 +1,252 @@
+"""``pamgate demo``: a gateway, a real OpenSSH target and two users, ready for ``ssh``.
+
+Everything lives in one data directory (default ``./pamgate-demo``) with a
+real config file, so every other ``pamgate --config DIR/pamgate.toml ...``
+command works against the running demo. Running the demo again reuses the
+directory: same ports, keys, users and credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from gateway.app import GatewayNode, configure_logging, run_until_signalled
+from gateway.config import GatewayConfig, load_config
+from gateway.datadir import DataDir, initialize
+from gateway.enrolment import render_enrolment
+from gateway.errors import PamgateError
+from gateway.identities import UserDirectory
+from gateway.openssh_target import OpenSSHTarget, free_port
+from gateway.store import Store
+
+DEFAULT_DEMO_DIR = Path("pamgate-demo")
+DEMO_TARGET = "web01"
+DEMO_GROUP = "admins"
+DEMO_USERS = ("alice", "bob")
+PREFERRED_GATEWAY_PORT = 2222
+CREDENTIALS_FILE = "demo-credentials.json"
+
+
+@dataclass(frozen=True)
+class DemoCredential:
+    """A demo user's first and second factor, kept so a rerun can print them again."""
+
+    user: str
+    password: str
+    totp_secret: str
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def write_demo_config(
+    data_dir: Path, gateway_port: int, target: OpenSSHTarget, account: str
+) -> Path:
+    """Write the demo's pamgate.toml (only when it does not exist yet)."""
+    config_path = data_dir / "pamgate.toml"
+    q = json.dumps  # a JSON string is a valid TOML basic string
+    config_path.write_text(
+        f"""# pamgate demo configuration, written by 'pamgate demo'.
+# See config/pamgate.example.toml in the source tree for every setting.
+
+[gateway]
+name = "demo"
+data_dir = "."
+
+[listeners.human]
+address = "127.0.0.1"
+port = {gateway_port}
+
+[auth]
+# Demo-friendly limits; production defaults are 5 / 20 / 300 s / 1.0 s.
+max_failures_per_user = 5
+max_failures_per_source = 20
+lockout_seconds = 60
+failure_delay_seconds = 0.5
+
+[[targets]]
+name = {q(DEMO_TARGET)}
+description = "demo OpenSSH target"
+host = "127.0.0.1"
+port = {target.port}
+accounts = [{q(account)}]
+default_account = {q(account)}
+upstream_auth = "certificate"
+host_keys = [{q(target.host_key_line())}]
+allowed_groups = [{q(DEMO_GROUP)}]
+"""
+    )
+    return config_path
+
+
+def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
+    """Create the demo users, or load their saved credentials."""
+    saved_path = config.data_dir / CREDENTIALS_FILE
+    saved: dict[str, dict[str, str]] = {}
+    if saved_path.exists():
+        saved = json.loads(saved_path.read_text())
+    store = Store(config.database_url)
+    users = UserDirectory(store)
+    credentials = []
+    try:
+        for name in DEMO_USERS:
+            existing = users.get(name)
+            if existing is not None and name in saved:
+                credentials.append(DemoCredential(name, **saved[name]))
+                continue
+            password = _demo_password()
+            if existing is None:
+                enrolment = users.add_user(name, groups=[DEMO_GROUP], password=password)
+            else:
+                users.set_password(name, password)
+                enrolment = users.reset_mfa(name)
+            credentials.append(DemoCredential(name, password, enrolment.secret))
+    finally:
+        store.dispose()
+    fd = os.open(saved_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(
+            {c.user: {"password": c.password, "totp_secret": c.totp_secret} for c in credentials},
+            handle,
+            indent=2,
+        )
+    return credentials
+
+
+def _demo_password() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(12)
+
+
+def _pamgate_command() -> str:
+    script = Path(sys.argv[0])
+    if script.name == "pamgate" and script.exists():
+        try:
+            return str(script.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(script.resolve())
+    return "pamgate"
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def instructions(
+    config: GatewayConfig, credentials: list[DemoCredential], target: OpenSSHTarget
+) -> str:
+    """The text the demo prints once it is ready."""
+    human = config.listeners.human
+    host_key = asyncssh.read_private_key(DataDir(config.data_dir).human_host_key)
+    first = credentials[0]
+    config_arg = _relative(config.source)
+    lines = [
+        "",
+        "pamgate demo is running.",
+        "",
+        f"  gateway (human lane)  {human.address}:{human.port}",
+        f"                        host key {host_key.get_fingerprint()}",
+        f"  demo target {DEMO_TARGET:<9} OpenSSH sshd on 127.0.0.1:{target.port}",
+        "                        (it trusts the gateway's upstream CA)",
+        "",
+        "Log in through the gateway (answer 'yes' to the host key the first time;",
+        "it must match the fingerprint above), type the password, then the code:",
+        "",
+        f"    ssh -p {human.port} {first.user}:{DEMO_TARGET}@{human.address}",
+        "",
+        "and on the target run:  id",
+        "",
+        "Demo users:",
+    ]
+    for credential in credentials:
+        enrolment = UserDirectory.enrolment(credential.user, credential.totp_secret)
+        lines += [
+            "",
+            f"  {credential.user}",
+            f"    password     {credential.password}",
+            f"    TOTP secret  {credential.totp_secret}",
+            f"    otpauth URI  {enrolment.uri}",
+        ]
+        qr = render_enrolment(enrolment, sys.stdout)
+        if qr:
+            lines.append(qr)
+        code_snippet = f"import pyotp; print(pyotp.TOTP('{credential.totp_secret}').now())"
+        lines.append(
+            f'    no authenticator app? current code: {sys.executable} -c "{code_snippet}"'
+        )
+    lines += [
+        "",
+        "Every other command works against this demo with its config file, e.g.:",
+        "",
+        f"    {_pamgate_command()} --config {config_arg} user list",
+        "",
+        f"Gateway log: {_relative(DataDir(config.data_dir).gateway_log)}",
+        "Press Ctrl-C to stop the demo. Running it again reuses the same users and keys.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(data_dir: Path, *, gateway_port: int | None = None) -> None:
+    """Set up (or reuse) the demo directory, start target and gateway, run until Ctrl-C."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config_path = data_dir / "pamgate.toml"
+    data = DataDir(data_dir)
+    target_dir = data_dir / "demo-target"
+    if not config_path.exists():
+        port = gateway_port or (
+            PREFERRED_GATEWAY_PORT if _port_is_free(PREFERRED_GATEWAY_PORT) else free_port()
+        )
+        target = OpenSSHTarget(
+            target_dir, free_port(), data.upstream_ca_key.with_name("upstream_ca.pub")
+        )
+        account = getpass.getuser()
+        write_demo_config(data_dir, port, target, account)
+    config = load_config(config_path)
+    if gateway_port is not None and gateway_port != config.listeners.human.port:
+        raise PamgateError(
+            f"{config_path} already uses port {config.listeners.human.port}; "
+            "edit it or use another --data-dir"
+        )
+    for line in initialize(config):
+        if line.startswith("created"):
+            print(f"pamgate demo: {line}")
+    configure_logging(config, to_stderr=False)
+    credentials = ensure_demo_users(config)
+    target_settings = config.target(DEMO_TARGET)
+    if target_settings is None:
+        raise PamgateError(f"{config_path}: the demo target {DEMO_TARGET!r} is missing")
+    target = OpenSSHTarget(
+        target_dir, target_settings.port, data.upstream_ca_key.with_name("upstream_ca.pub")
+    )
+    target.start()
+    try:
+        node = GatewayNode(config)
+        asyncio.run(
+            run_until_signalled(
+                node, on_ready=lambda: print(instructions(config, credentials, target), flush=True)
+            )
+        )
+    finally:
+        target.stop()
+    print("pamgate demo stopped.")

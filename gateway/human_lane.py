@@ -1,0 +1,303 @@
+"""The human lane: the SSH server admins log in to, with two factors every time.
+
+Authentication, as the stock OpenSSH client sees it:
+
+1. ``keyboard-interactive`` with the prompts ``Password:`` then
+   ``Verification code:`` (TOTP); or
+2. ``publickey`` with a registered key, answered with *partial success*,
+   then ``keyboard-interactive`` asking only ``Verification code:``, as
+   OpenSSH's ``AuthenticationMethods publickey,keyboard-interactive`` does.
+
+Plain ``password`` auth is not offered: it cannot carry the second factor.
+The verification code is asked for even after a wrong password, so a client
+cannot tell which factor failed. Failed attempts are counted per user name
+and per source address (:mod:`gateway.lockout`) and answered no sooner than
+the configured delay, whether or not the user exists.
+
+Port, agent and X11 forwarding are refused, each with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import asyncssh
+
+from gateway.access import user_part
+from gateway.eventlog import emit
+from gateway.identities import UserView
+from gateway.partial_auth import (
+    MultiFactorServer,
+    PartialSuccessServerConnection,
+    listen_multi_factor,
+)
+from gateway.relay import HumanSession, SessionContext
+from gateway.services import GatewayServices
+from gateway.upstream_ca import load_private_key
+
+logger = logging.getLogger("pamgate.human_lane")
+
+PASSWORD_PROMPT = "Password: "
+CODE_PROMPT = "Verification code: "
+KBDINT = "keyboard-interactive"
+#: Failed keyboard-interactive attempts allowed on one connection.
+MAX_ATTEMPTS_PER_CONNECTION = 3
+FORWARDING_REFUSED = "forwarding is not permitted through pamgate"
+
+
+class HumanLaneConnection(PartialSuccessServerConnection):
+    """Server connection that logs refused agent and X11 forwarding."""
+
+    async def attach_x11_listener(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        if isinstance(self._owner, HumanLaneServer):
+            self._owner.refuse_channel("x11-forwarding")
+
+    async def create_agent_listener(self) -> bool:
+        if isinstance(self._owner, HumanLaneServer):
+            self._owner.refuse_channel("agent-forwarding")
+        return False
+
+
+class HumanLaneServer(MultiFactorServer):
+    """One client connection on the human lane: authentication and session admission."""
+
+    def __init__(self, lane: HumanLane) -> None:
+        self._lane = lane
+        self._services = lane.services
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._source = "unknown"
+        self._login_name = ""
+        self._user = ""
+        self._key_passed = False
+        self._key_fingerprint = ""
+        self._stage = "password"
+        self._password_ok = False
+        self._attempt_started = 0.0
+        self._failures = 0
+        self._authenticated: UserView | None = None
+
+    # -- connection ------------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername")
+        if peer:
+            self._source = str(peer[0])
+
+    def begin_auth(self, username: str) -> bool:
+        # A new user name restarts authentication from the first factor.
+        self._login_name = username
+        self._user = user_part(username)
+        self._key_passed = False
+        self._stage = "password"
+        return True
+
+    # -- factor 1a: registered public key ---------------------------------
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        key_data = " ".join(key.export_public_key("openssh").decode().split()[:2])
+        matched = await asyncio.to_thread(
+            self._services.users.key_is_registered, self._user, key_data
+        )
+        if matched:
+            self._key_fingerprint = key.get_fingerprint()
+        return matched
+
+    # -- factor 1b and 2: keyboard-interactive ------------------------------
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return True
+
+    def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> asyncssh.KbdIntChallenge:
+        self._attempt_started = time.monotonic()
+        self._password_ok = False
+        if self._key_passed:
+            self._stage = "code"
+            return ("", "", "", [(CODE_PROMPT, False)])
+        self._stage = "password"
+        return ("", "", "", [(PASSWORD_PROMPT, False)])
+
+    async def validate_kbdint_response(
+        self, username: str, responses: asyncssh.KbdIntResponse
+    ) -> asyncssh.KbdIntChallenge:
+        answer = responses[0] if len(responses) == 1 else ""
+        if self._stage == "password":
+            self._password_ok = await asyncio.to_thread(
+                self._services.users.verify_password, self._user, answer
+            )
+            self._stage = "code"
+            return ("", "", "", [(CODE_PROMPT, False)])
+        return await self._finish_login(answer)
+
+    async def _finish_login(self, code: str) -> bool:
+        services = self._services
+        first_factor = "publickey" if self._key_passed else "password"
+        lock = await asyncio.to_thread(services.limiter.state, self._user, self._source)
+        first_ok = self._key_passed or self._password_ok
+        code_ok = False
+        if first_ok and not lock.locked:
+            code_ok = await asyncio.to_thread(services.users.verify_totp, self._user, code)
+        if first_ok and code_ok and not lock.locked:
+            user = await asyncio.to_thread(services.users.get, self._user)
+            if user is not None and not user.disabled:
+                await asyncio.to_thread(services.limiter.record_success, self._user)
+                self._authenticated = user
+                emit(
+                    "auth.success",
+                    user=self._user,
+                    source=self._source,
+                    method=f"{first_factor}+totp",
+                    key=self._key_fingerprint or None,
+                )
+                return True
+        reason = (
+            "locked out"
+            if lock.locked
+            else (f"wrong {first_factor}" if not first_ok else "wrong or reused verification code")
+        )
+        await self._fail(first_factor, reason, lock.locked, lock.retry_after_seconds)
+        return False
+
+    async def _fail(self, factor: str, reason: str, locked: bool, retry_after: float) -> None:
+        services = self._services
+        outcome = await asyncio.to_thread(services.limiter.record_failure, self._user, self._source)
+        emit("auth.failure", user=self._user, source=self._source, factor=factor, reason=reason)
+        for scope in outcome.new_lockouts:
+            emit("auth.lockout", user=self._user, source=self._source, scope=scope)
+        if outcome.new_lockouts and not locked:
+            locked, retry_after = True, float(services.config.auth.lockout_seconds)
+        remaining = outcome.delay_seconds - (time.monotonic() - self._attempt_started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        if locked and self._conn is not None:
+            self._conn.send_auth_banner(
+                "pamgate: too many failed logins for this user or address; "
+                f"try again in {int(retry_after) + 1} s.\n"
+            )
+        self._stage = "password"
+        self._failures += 1
+        if self._failures >= MAX_ATTEMPTS_PER_CONNECTION and self._conn is not None:
+            conn = self._conn
+            asyncio.get_running_loop().call_soon(
+                lambda: conn.disconnect(
+                    asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many failed attempts"
+                )
+            )
+
+    # -- partial success (see gateway.partial_auth) -----------------------
+
+    def method_succeeded(self, method: str) -> bool:
+        if method == "publickey":
+            self._key_passed = True
+            emit(
+                "auth.factor",
+                user=self._user,
+                source=self._source,
+                factor="publickey",
+                key=self._key_fingerprint,
+            )
+            return False
+        return self._authenticated is not None
+
+    def methods_remaining(self) -> Sequence[str] | None:
+        return [KBDINT] if self._key_passed else None
+
+    # -- channels ---------------------------------------------------------
+
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:
+        if self._authenticated is None:
+            return False
+        context = SessionContext(self._authenticated, self._login_name, self._source)
+        return HumanSession(context, self._services, self._lane.track_task)
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        self.refuse_channel("local-port-forwarding", destination=f"{dest_host}:{dest_port}")
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
+        )
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        self.refuse_channel("remote-port-forwarding", listen=f"{listen_host}:{listen_port}")
+        return False
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        self.refuse_channel("unix-socket-forwarding", destination=dest_path[:200])
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
+        )
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        self.refuse_channel("unix-socket-remote-forwarding", listen=listen_path[:200])
+        return False
+
+    def refuse_channel(self, kind: str, **details: str) -> None:
+        """Log a refused channel or forwarding request."""
+        emit(
+            "channel.refused",
+            kind=kind,
+            user=self._user,
+            source=self._source,
+            reason=FORWARDING_REFUSED,
+            **details,
+        )
+
+
+class HumanLane:
+    """The human lane's listener and its running session tasks."""
+
+    def __init__(self, services: GatewayServices) -> None:
+        self.services = services
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start listening on the configured address and port."""
+        settings = self.services.config.listeners.human
+        host_key = load_private_key(self.services.data.human_host_key, "human lane host")
+        self._acceptor = await listen_multi_factor(
+            settings.address,
+            settings.port,
+            connection_class=HumanLaneConnection,
+            server_factory=lambda: HumanLaneServer(self),
+            server_host_keys=[host_key],
+            encoding=None,
+            line_editor=False,
+            allow_pty=True,
+            x11_forwarding=False,
+            agent_forwarding=False,
+            login_timeout=60,
+            keepalive_interval=30,
+        )
+        logger.info("human lane listening on %s:%s", settings.address, self.port)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when the config asks for port 0)."""
+        assert self._acceptor is not None
+        return self._acceptor.get_port()
+
+    def track_task(self, task: asyncio.Task[None]) -> None:
+        """Keep a session's background task alive until it finishes."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Stop accepting, then wait briefly for bookkeeping tasks to finish."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+            await self._acceptor.wait_closed()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)

@@ -1,0 +1,137 @@
+"""Database tables of the access domain (SQLAlchemy 2.x declarative models).
+
+The lanes, the CLI and the console never touch these directly: they call the
+domain services (:mod:`gateway.identities`, :mod:`gateway.lockout`,
+:mod:`gateway.sessions`, :mod:`gateway.upstream_ca`), which own the rules.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    SQLite has no time zones and hands back naive values; normalising here
+    means no caller ever compares naive with aware times.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all pamgate tables."""
+
+
+class User(Base):
+    """A human who logs in on the human lane."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: argon2id hash; None for a key-only user.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    totp_secret: Mapped[str] = mapped_column(String(64))
+    #: Last TOTP time step accepted; a code for this step or earlier is a replay.
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    keys: Mapped[list[UserKey]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class UserKey(Base):
+    """A public key registered as a user's first factor."""
+
+    __tablename__ = "user_keys"
+    __table_args__ = (UniqueConstraint("user_id", "key_data"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    #: ``<type> <base64>`` without the comment; compared byte for byte.
+    key_data: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    comment: Mapped[str] = mapped_column(String(255), default="")
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="keys")
+
+
+class AuthFailureCounter(Base):
+    """Recent failed logins for one user name or one source address."""
+
+    __tablename__ = "auth_failures"
+
+    #: ``user:<name>`` or ``source:<address>``.
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[float] = mapped_column()
+    locked_until: Mapped[float] = mapped_column(default=0.0)
+    #: Lockouts so far; each one lasts twice as long as the one before.
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IssuedCertificate(Base):
+    """Every certificate a gateway CA signed. The row id is the serial."""
+
+    __tablename__ = "issued_certificates"
+
+    serial: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ca: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str] = mapped_column(String(255))
+    principal: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    valid_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SessionRecord(Base):
+    """One relayed session, live or finished."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lane: Mapped[str] = mapped_column(String(16))
+    node: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    #: What allowed the session (for now, the allow-list group).
+    authority: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    command: Mapped[str | None] = mapped_column(Text)
+    #: ``live``, ``closed``, ``failed`` or ``interrupted``.
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bytes_to_target: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_from_target: Mapped[int] = mapped_column(Integer, default=0)
+    exit_status: Mapped[int | None] = mapped_column(Integer)
+    exit_signal: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,450 @@
+"""The human-lane session relay: one client channel joined to one target channel.
+
+:class:`HumanSession` is the server side of a session channel from the
+user's ``ssh``. Once the destination is settled (from the login name, or the
+in-terminal menu) it mints the upstream certificate, records the session in
+the ledger, connects to the target and opens the matching channel there,
+:class:`UpstreamSession`. From then on bytes flow both ways with flow
+control: when one side's send window fills, the other side stops reading.
+
+Relayed: pty (type, size, modes), shell and exec, window changes, signals,
+break, EOF in either direction, stdout and stderr separately, and the exit
+status or exit signal. Environment variables pass only if allow-listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import asyncssh
+
+from gateway.access import Destination, parse_login_name
+from gateway.errors import DestinationError, HostKeyMismatch, PamgateError, StoreError
+from gateway.eventlog import emit
+from gateway.identities import UserView
+from gateway.menu import TargetMenu
+from gateway.services import GatewayServices
+from gateway.sessions import SessionEnd, SessionStart
+from gateway.upstream import connect_upstream
+
+logger = logging.getLogger("pamgate.relay")
+
+#: Exit status reported to the client when the gateway itself ends the session.
+GATEWAY_EXIT_STATUS = 255
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """Who is asking, from where, with which login name."""
+
+    user: UserView
+    login_name: str
+    source: str
+
+
+def filter_environment(env: Mapping[str, str], allowed: list[str]) -> dict[str, str]:
+    """Keep only allow-listed variables; ``LC_*`` style patterns match prefixes."""
+    return {
+        name: value
+        for name, value in env.items()
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed)
+    }
+
+
+class UpstreamSession(asyncssh.SSHClientSession[bytes]):
+    """The target side of a relayed session: forwards everything to the client."""
+
+    def __init__(self, relay: HumanSession) -> None:
+        self._relay = relay
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._relay.from_target(data, datatype)
+
+    def eof_received(self) -> bool:
+        self._relay.target_eof()
+        # Stay half-open: the exit status usually follows the EOF.
+        return True
+
+    def pause_writing(self) -> None:
+        self._relay.pause_client()
+
+    def resume_writing(self) -> None:
+        self._relay.resume_client()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._relay.target_closed(exc)
+
+
+class HumanSession(asyncssh.SSHServerSession[bytes]):
+    """The client side of a relayed session on the human lane."""
+
+    def __init__(
+        self,
+        context: SessionContext,
+        services: GatewayServices,
+        track_task: Callable[[asyncio.Task[None]], None],
+    ) -> None:
+        self._ctx = context
+        self._services = services
+        self._track_task = track_task
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self._command: str | None = None
+        self._term_type: str | None = None
+        self._term_size: tuple[int, int, int, int] = (80, 24, 0, 0)
+        self._term_modes: Mapping[int, int] = {}
+        self._menu: TargetMenu | None = None
+        self._menu_choice: asyncio.Future[tuple[str, str | None]] | None = None
+        self._pending = bytearray()
+        self._client_eof = False
+        self._upstream_conn: asyncssh.SSHClientConnection | None = None
+        self._upstream: asyncssh.SSHClientChannel[bytes] | None = None
+        self._session_id: str | None = None
+        self._start: SessionStart | None = None
+        self._bytes_to_target = 0
+        self._bytes_from_target = 0
+        self._finished = False
+        self._client_gone = False
+
+    # -- requests from the client -------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+        self._chan = chan
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self._term_type = term_type
+        self._term_size = term_size
+        self._term_modes = term_modes
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self._command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        emit(
+            "channel.refused",
+            kind="subsystem",
+            subsystem=subsystem[:64],
+            user=self._ctx.user.name,
+            source=self._ctx.source,
+            reason="subsystems (SFTP) are not enabled on the human lane",
+        )
+        return False
+
+    def session_started(self) -> None:
+        assert self._chan is not None
+        self._chan.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._run())
+        self._track_task(task)
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._upstream is not None:
+            self._bytes_to_target += len(data)
+            self._upstream.write(data)
+        elif self._menu is not None:
+            self._feed_menu(data)
+        else:
+            # Input that arrives before the target is connected is kept, and
+            # reading stops so the client's window (not memory) bounds it.
+            self._pending += data
+            if self._chan is not None:
+                self._chan.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._client_eof = True
+        if self._upstream is not None:
+            self._upstream.write_eof()
+        elif self._menu is not None:
+            self._resolve_menu(None)
+        return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self._term_size = (width, height, pixwidth, pixheight)
+        if self._upstream is not None:
+            self._upstream.change_terminal_size(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        if self._upstream is not None:
+            self._upstream.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if self._upstream is not None:
+            self._upstream.send_break(msec)
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        if self._upstream is not None:
+            self._upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._upstream is not None:
+            self._upstream.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._client_gone = True
+        if self._menu_choice is not None and not self._menu_choice.done():
+            self._menu_choice.set_result(("", None))
+        if self._upstream_conn is not None:
+            self._upstream_conn.close()
+        if not self._finished and self._session_id is not None:
+            self._finish("closed", reason="client disconnected")
+
+    # -- calls from the upstream side -----------------------------------
+
+    def from_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        """Forward target output to the client, keeping stderr separate."""
+        self._bytes_from_target += len(data)
+        chan = self._chan
+        if chan is None or chan.is_closing():
+            return
+        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            chan.write_stderr(data)
+        else:
+            chan.write(data)
+
+    def target_eof(self) -> None:
+        """The target will send no more output."""
+        if self._chan is not None and not self._chan.is_closing():
+            self._chan.write_eof()
+
+    def pause_client(self) -> None:
+        """The target's window is full: stop reading from the client."""
+        if self._chan is not None:
+            self._chan.pause_reading()
+
+    def resume_client(self) -> None:
+        """The target can take more input."""
+        if self._chan is not None:
+            self._chan.resume_reading()
+
+    def target_closed(self, exc: Exception | None) -> None:
+        """The target channel closed: pass on its exit status, or say why not."""
+        upstream = self._upstream
+        exit_status = upstream.get_exit_status() if upstream else None
+        exit_signal = upstream.get_exit_signal() if upstream else None
+        if self._upstream_conn is not None:
+            self._upstream_conn.close()
+        if exit_signal is not None:
+            signal, core_dumped, message, lang = exit_signal
+            self._finish("closed", exit_signal=signal)
+            self._exit_with_signal(signal, core_dumped, message, lang)
+        elif exit_status is not None:
+            self._finish("closed", exit_status=exit_status)
+            self._exit(exit_status)
+        else:
+            why = str(exc) if exc else "the target closed the session without an exit status"
+            reason = f"connection to target lost: {why}"
+            self._finish("failed", reason=reason)
+            self._tell_user(f"{reason}")
+            self._exit(GATEWAY_EXIT_STATUS)
+
+    # -- the session's life ---------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            destination = await self._settle_destination()
+            if destination is None:
+                self._exit(GATEWAY_EXIT_STATUS)
+                return
+            await self._connect(destination)
+        except PamgateError as exc:
+            self._tell_user(str(exc))
+            self._finish("failed", reason=str(exc))
+            self._exit(GATEWAY_EXIT_STATUS)
+        except Exception as exc:  # the session must end cleanly, never hang
+            logger.exception("session setup failed")
+            self._tell_user(f"internal error while starting the session ({type(exc).__name__})")
+            self._finish("failed", reason=f"internal error: {exc!r}")
+            self._exit(GATEWAY_EXIT_STATUS)
+
+    async def _settle_destination(self) -> Destination | None:
+        login = parse_login_name(self._ctx.login_name)
+        allow_list = self._services.allow_list
+        target, account = login.target, login.account
+        if target is None:
+            reachable = allow_list.reachable_targets(self._ctx.user.groups)
+            if self._term_type is None:
+                names = ", ".join(t.name for t in reachable) or "none"
+                raise DestinationError(
+                    f"no target given: log in as {self._ctx.user.name}:TARGET "
+                    f"(or {self._ctx.user.name}:ACCOUNT@TARGET). Targets you may reach: {names}"
+                )
+            choice = await self._run_menu(TargetMenu(reachable))
+            if choice is None:
+                return None
+            target, account = choice
+        return allow_list.authorize(self._ctx.user.groups, target, account)
+
+    async def _run_menu(self, menu: TargetMenu) -> tuple[str, str | None] | None:
+        assert self._chan is not None
+        self._menu = menu
+        self._menu_choice = asyncio.get_running_loop().create_future()
+        self._chan.write(menu.render().encode())
+        if not menu.render().endswith(TargetMenu.PROMPT):
+            return None
+        self._chan.resume_reading()
+        target, account = await self._menu_choice
+        self._chan.pause_reading()
+        self._menu = None
+        return (target, account) if target else None
+
+    def _feed_menu(self, data: bytes) -> None:
+        assert self._menu is not None and self._chan is not None
+        echo, choice = self._menu.feed(data)
+        if echo:
+            self._chan.write(echo)
+        if choice is not None:
+            self._resolve_menu((choice.target, choice.account))
+        elif self._menu.cancelled:
+            self._resolve_menu(None)
+
+    def _resolve_menu(self, choice: tuple[str, str | None] | None) -> None:
+        if self._menu_choice is not None and not self._menu_choice.done():
+            self._menu_choice.set_result(choice or ("", None))
+
+    async def _connect(self, destination: Destination) -> None:
+        services = self._services
+        target, account = destination.target, destination.account
+        ledger = services.ledger
+        session_id = ledger.new_session_id()
+        start = SessionStart(
+            lane="human",
+            user=self._ctx.user.name,
+            target=target.name,
+            account=account,
+            source=self._ctx.source,
+            authority=destination.authority,
+            kind="exec" if self._command is not None else "shell",
+            command=self._command,
+        )
+        credential = None
+        legacy_key = None
+        if target.upstream_auth == "certificate":
+            credential = await asyncio.to_thread(
+                services.upstream_ca.mint_upstream_certificate,
+                user=start.user,
+                account=account,
+                session_id=session_id,
+            )
+        else:
+            legacy_key = services.config.resolve_path(target.key_file)  # type: ignore[arg-type]
+            logger.warning(
+                'EXCEPTION: target %s uses a static legacy key (upstream_auth = "key")',
+                target.name,
+            )
+        try:
+            await asyncio.to_thread(ledger.open, session_id, start)
+        except StoreError as exc:
+            logger.error("refusing session: cannot record it: %s", exc)
+            raise PamgateError(
+                "the session cannot be recorded right now, so it is refused"
+            ) from None
+        self._session_id, self._start = session_id, start
+        try:
+            self._upstream_conn = await connect_upstream(
+                target,
+                account,
+                credential,
+                legacy_key_path=legacy_key,
+                timeout=services.config.upstream.connect_timeout_seconds,
+            )
+        except HostKeyMismatch as exc:
+            emit(
+                "upstream.host_key_mismatch",
+                session=session_id,
+                user=start.user,
+                target=target.name,
+                source=start.source,
+            )
+            raise exc
+        if self._chan is None or self._chan.is_closing():
+            self._upstream_conn.close()
+            return
+        env = filter_environment(self._chan.get_environment(), services.config.session.env_allow)
+        pty_options = {}
+        if self._term_type is not None:
+            pty_options = {
+                "request_pty": "force",
+                "term_type": self._term_type,
+                "term_size": self._term_size,
+                "term_modes": self._term_modes,
+            }
+        try:
+            upstream, _ = await self._upstream_conn.create_session(
+                lambda: UpstreamSession(self),
+                self._command,
+                env=env,
+                send_env=None,
+                encoding=None,
+                **pty_options,
+            )
+        except asyncssh.ChannelOpenError as exc:
+            raise PamgateError(
+                f"target {target.name!r} refused the session: {exc.reason}"
+            ) from None
+        self._upstream = upstream
+        if self._pending:
+            self._bytes_to_target += len(self._pending)
+            upstream.write(bytes(self._pending))
+            self._pending.clear()
+        if self._client_eof:
+            upstream.write_eof()
+        self._chan.resume_reading()
+
+    def _finish(
+        self,
+        status: str,
+        *,
+        exit_status: int | None = None,
+        exit_signal: str | None = None,
+        reason: str = "",
+    ) -> None:
+        """Record the session's end once (the ledger write runs off the event loop)."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._session_id is None or self._start is None:
+            return
+        end = SessionEnd(
+            status=status,
+            bytes_to_target=self._bytes_to_target,
+            bytes_from_target=self._bytes_from_target,
+            exit_status=exit_status,
+            exit_signal=exit_signal,
+            reason=reason,
+        )
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self._services.ledger.close, self._session_id, self._start, end)
+        )
+        self._track_task(task)
+
+    # -- talking to the client ------------------------------------------
+
+    def _tell_user(self, message: str) -> None:
+        chan = self._chan
+        if chan is None or chan.is_closing():
+            return
+        text = f"pamgate: {message}\n"
+        if self._term_type is not None:
+            text = "\r\n" + text.replace("\n", "\r\n")
+        chan.write_stderr(text.encode())
+
+    # exit() is valid after our EOF (is_closing() is already True then), so
+    # these check only whether the client's channel is gone.
+    def _exit(self, status: int) -> None:
+        if self._chan is not None and not self._client_gone:
+            self._chan.exit(status)
+
+    def _exit_with_signal(self, signal: str, core_dumped: bool, message: str, lang: str) -> None:
+        if self._chan is not None and not self._client_gone:
+            self._chan.exit_with_signal(signal, core_dumped, message, lang)

@@ -1,0 +1,63 @@
+"""The access-domain services of one gateway node, built from its config.
+
+The lanes, the CLI and (later) the console all take a :class:`GatewayServices`
+and call these objects; none of them writes tables directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.access import AllowList
+from gateway.config import GatewayConfig
+from gateway.datadir import DataDir
+from gateway.identities import UserDirectory
+from gateway.lockout import FailureLimiter
+from gateway.sessions import SessionLedger
+from gateway.store import Store
+from gateway.upstream_ca import UpstreamCA
+
+
+@dataclass
+class GatewayServices:
+    """Everything a lane or command needs, wired to one store."""
+
+    config: GatewayConfig
+    data: DataDir
+    store: Store
+    users: UserDirectory
+    limiter: FailureLimiter
+    allow_list: AllowList
+    ledger: SessionLedger
+    _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, config: GatewayConfig) -> GatewayServices:
+        """Open the store and build the services."""
+        data = DataDir(config.data_dir)
+        store = Store(config.database_url)
+        return cls(
+            config=config,
+            data=data,
+            store=store,
+            users=UserDirectory(store, totp_skew_steps=config.auth.totp_skew_steps),
+            limiter=FailureLimiter(store, config.auth),
+            allow_list=AllowList(config),
+            ledger=SessionLedger(store, config.gateway.name),
+        )
+
+    @property
+    def upstream_ca(self) -> UpstreamCA:
+        """The upstream CA, loaded from its key file on first use."""
+        if self._upstream_ca is None:
+            self._upstream_ca = UpstreamCA.from_file(
+                self.data.upstream_ca_key,
+                self.store,
+                ttl_seconds=self.config.upstream.certificate_ttl_seconds,
+                backdate_seconds=self.config.upstream.certificate_backdate_seconds,
+            )
+        return self._upstream_ca
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.store.dispose()

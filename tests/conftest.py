@@ -1,0 +1,326 @@
+"""Shared fixtures: a real gateway process, real OpenSSH targets, real ssh clients.
+
+Everything runs on loopback. The gateway is started as ``pamgate serve`` in
+a subprocess with a config written here; targets are stock ``sshd``
+processes trusting the gateway's upstream CA; logins use the stock ``ssh``
+client, answering keyboard-interactive prompts through ``SSH_ASKPASS``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyotp
+import pytest
+
+from gateway.config import load_config
+from gateway.datadir import DataDir, initialize
+from gateway.identities import UserDirectory
+from gateway.openssh_target import OpenSSHTarget, free_port, wait_for_port
+from gateway.store import Store
+
+SSH = shutil.which("ssh")
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Real-program tests must not be skipped silently: fail loudly if OpenSSH is missing."""
+    if any(item.get_closest_marker("openssh") for item in items) and not (SSH and SSHD):
+        raise pytest.UsageError(
+            "OpenSSH ssh/sshd not found. Install openssh-client and openssh-server "
+            "(scripts/test.sh does this when run as root)."
+        )
+
+
+ASKPASS_SOURCE = """#!{python}
+# Answers ssh's keyboard-interactive prompts for the tests, and logs them.
+import os, re, sys
+import pyotp
+# OpenSSH prefixes keyboard-interactive prompts with "(user@host) ".
+prompt = re.sub(r"^\\(.*?\\) ", "", sys.argv[1] if len(sys.argv) > 1 else "")
+log = os.environ.get("PG_ASKPASS_LOG")
+if log:
+    with open(log, "a") as handle:
+        handle.write(prompt.strip() + "\\n")
+if "Password" in prompt:
+    print(os.environ.get("PG_PASSWORD", ""))
+elif "Verification code" in prompt:
+    print(os.environ.get("PG_TOTP_CODE") or pyotp.TOTP(os.environ["PG_TOTP_SECRET"]).now())
+else:
+    sys.exit(1)
+"""
+
+
+@dataclass
+class TestUser:
+    """A user created for one test, with their factors."""
+
+    name: str
+    password: str | None
+    totp_secret: str
+    key_path: Path | None = None
+
+
+@dataclass
+class Gateway:
+    """A running ``pamgate serve`` and what tests need to talk to it."""
+
+    root: Path
+    config_path: Path
+    port: int
+    known_hosts: Path
+    askpass: Path
+    process: subprocess.Popen[bytes]
+    targets: dict[str, OpenSSHTarget]
+    users: UserDirectory
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def log_path(self) -> Path:
+        return DataDir(load_config(self.config_path).data_dir).gateway_log
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def make_user(
+        self, *, groups: tuple[str, ...] = ("admins",), password: bool = True, key: bool = False
+    ) -> TestUser:
+        """Create a fresh user (fresh, so one test's TOTP codes never collide with another's)."""
+        name = f"u{next(self._names)}_{os.getpid()}"
+        secret_password = f"pw-{name}-secret" if password else None
+        key_path = None
+        public_keys = []
+        if key:
+            key_path = self.root / f"{name}_ed25519"
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_path)], check=True
+            )
+            public_keys.append(key_path.with_suffix(".pub").read_text())
+        enrolment = self.users.add_user(
+            name, groups=groups, password=secret_password, public_keys=public_keys
+        )
+        return TestUser(name, secret_password, enrolment.secret, key_path)
+
+    def ssh_command(
+        self,
+        login: str,
+        *,
+        key: Path | None = None,
+        source: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> list[str]:
+        """An ``ssh`` command line for the gateway, with no user config or agent involved."""
+        methods = "publickey,keyboard-interactive" if key else "keyboard-interactive"
+        # ssh keeps the first value given for an option, so the test's own
+        # options come before the defaults.
+        command = [
+            "ssh",
+            *extra,
+            "-F", "/dev/null",
+            "-p", str(self.port),
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentityAgent=none",
+            "-o", "IdentitiesOnly=yes",
+            "-o", f"PreferredAuthentications={methods}",
+            "-o", "NumberOfPasswordPrompts=1",
+            "-o", "ConnectTimeout=10",
+        ]  # fmt: skip
+        if key:
+            command += ["-i", str(key)]
+        if source:
+            command += ["-b", source]
+        return [*command, f"{login}@127.0.0.1"]
+
+    def ssh_env(
+        self,
+        user: TestUser,
+        *,
+        code: str | None = None,
+        password: str | None = None,
+        log: Path | None = None,
+    ) -> dict[str, str]:
+        """Environment that makes ssh answer prompts through the askpass helper."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith("SSH_")}
+        env.update(
+            SSH_ASKPASS=str(self.askpass),
+            SSH_ASKPASS_REQUIRE="force",
+            DISPLAY=env.get("DISPLAY", ":0"),
+            PG_PASSWORD=password if password is not None else (user.password or ""),
+            PG_TOTP_SECRET=user.totp_secret,
+        )
+        if code is not None:
+            env["PG_TOTP_CODE"] = code
+        if log is not None:
+            env["PG_ASKPASS_LOG"] = str(log)
+        return env
+
+    def run_ssh(
+        self,
+        user: TestUser,
+        destination: str | None,
+        remote_command: str | None = None,
+        *,
+        code: str | None = None,
+        password: str | None = None,
+        use_key: bool = False,
+        source: str | None = None,
+        extra: tuple[str, ...] = (),
+        log: Path | None = None,
+        timeout: float = 30,
+        input_bytes: bytes | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Log in as ``user`` to ``destination`` (``[account@]target``) and run a command."""
+        login = user.name if destination is None else f"{user.name}:{destination}"
+        command = self.ssh_command(
+            login, key=user.key_path if use_key else None, source=source, extra=extra
+        )
+        if remote_command is not None:
+            command.append(remote_command)
+        return subprocess.run(
+            command,
+            env=self.ssh_env(user, code=code, password=password, log=log),
+            input=input_bytes,
+            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+        )
+
+    def cli(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a ``pamgate`` command against this gateway's config."""
+        return run_cli("--config", str(self.config_path), *args, input_text=input_text)
+
+
+def run_cli(
+    *args: str, input_text: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pamgate ARGS`` in a subprocess (the real entry point)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
+    )
+
+
+def write_askpass(path: Path) -> Path:
+    path.write_text(ASKPASS_SOURCE.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
+def gateway_config_text(port: int, targets: dict[str, tuple[int, str]]) -> str:
+    """A test gateway config: fast failure delays, low per-user lockout threshold."""
+    text = f"""
+[gateway]
+name = "test-node"
+data_dir = "data"
+
+[listeners.human]
+address = "127.0.0.1"
+port = {port}
+
+[auth]
+max_failures_per_user = 3
+max_failures_per_source = 50
+lockout_seconds = 120
+failure_delay_seconds = 0.05
+"""
+    for name, (target_port, host_key) in targets.items():
+        text += f"""
+[[targets]]
+name = "{name}"
+host = "127.0.0.1"
+port = {target_port}
+accounts = ["root", "nobody"]
+default_account = "root"
+host_keys = ["{host_key}"]
+allowed_groups = ["admins"]
+"""
+    return text
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway with four targets: web01, mortal (killed by a test), badkey, deadport."""
+    root = tmp_path_factory.mktemp("gateway")
+    ca_pub = root / "data" / "keys" / "upstream_ca.pub"
+    web01 = OpenSSHTarget(root / "web01", free_port(), ca_pub)
+    mortal = OpenSSHTarget(root / "mortal", free_port(), ca_pub)
+    impostor = OpenSSHTarget(root / "impostor", 1, ca_pub)
+    port = free_port()
+    config_path = root / "pamgate.toml"
+    config_path.write_text(
+        gateway_config_text(
+            port,
+            {
+                "web01": (web01.port, web01.host_key_line()),
+                "mortal": (mortal.port, mortal.host_key_line()),
+                # Points at web01's port but pins a different host key.
+                "badkey": (web01.port, impostor.host_key_line()),
+                "deadport": (free_port(), web01.host_key_line()),
+            },
+        )
+    )
+    config = load_config(config_path)
+    initialize(config)
+    web01.start()
+    mortal.start()
+    known_hosts = root / "known_hosts"
+    host_pub = DataDir(config.data_dir).human_host_key.with_name("human_host_ed25519.pub")
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub.read_text()}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = Store(config.database_url)
+    try:
+        wait_for_port("127.0.0.1", port, 20, process)
+        yield Gateway(
+            root=root,
+            config_path=config_path,
+            port=port,
+            known_hosts=known_hosts,
+            askpass=write_askpass(root / "askpass.py"),
+            process=process,
+            targets={"web01": web01, "mortal": mortal},
+            users=UserDirectory(store),
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        web01.stop()
+        mortal.stop()
+        store.dispose()
+
+
+def wait_for_log(gateway: Gateway, needle: str, timeout: float = 5.0) -> str:
+    """Wait until the gateway log contains ``needle``; return the log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = gateway.log_text()
+        if needle in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
+def current_code(user: TestUser) -> str:
+    """The user's TOTP code right now."""
+    return pyotp.TOTP(user.totp_secret).now()
