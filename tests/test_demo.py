@@ -1,0 +1,103 @@
+"""``pamgate demo`` as a new user meets it: follow its output, log in, run ``id``."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from gateway.openssh_target import free_port
+from tests.conftest import write_askpass
+
+pytestmark = pytest.mark.openssh
+
+
+def start_demo(data_dir: Path, port: int) -> tuple[pexpect.spawn, str]:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "gateway.cli", "demo", "--data-dir", str(data_dir), "--port", str(port)],
+        timeout=60,
+        dimensions=(60, 200),
+    )
+    child.expect("Press Ctrl-C to stop the demo")
+    return child, child.before.decode()
+
+
+def stop_demo(child: pexpect.spawn) -> None:
+    child.sendcontrol("c")
+    child.expect("pamgate demo stopped.")
+    child.expect(pexpect.EOF)
+    child.close()
+
+
+def credentials(output: str, user: str) -> tuple[str, str]:
+    block = output[output.index(f"  {user}\r\n") :]
+    password = re.search(r"password\s+(\S+)", block).group(1)
+    secret = re.search(r"TOTP secret\s+([A-Z2-7]+)", block).group(1)
+    return password, secret
+
+
+def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pamgate-demo"
+    port = free_port()
+    child, output = start_demo(data_dir, port)
+    try:
+        command = re.search(r"(ssh -p \d+ alice:web01@127\.0\.0\.1)", output).group(1)
+        assert f"-p {port} " in command
+        assert "otpauth://totp/pamgate:alice?secret=" in output
+        assert "▀" in output or "█" in output  # a QR code, since stdout is a terminal
+        config_hint = re.search(r"(\S+) --config (\S+) user list", output)
+        password, secret = credentials(output, "alice")
+        askpass = write_askpass(tmp_path / "askpass.py")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}
+        env.update(
+            SSH_ASKPASS=str(askpass),
+            SSH_ASKPASS_REQUIRE="force",
+            DISPLAY=":0",
+            PG_PASSWORD=password,
+            PG_TOTP_SECRET=secret,
+        )
+        ssh = command.split() + [
+            "-F", "/dev/null", "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}", "-o", "IdentityAgent=none",
+            "id",
+        ]  # fmt: skip
+        result = subprocess.run(
+            ssh, env=env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"uid={os.getuid()}(".encode())
+        # The printed config works for other commands against the running demo.
+        listing = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "--config",
+                str(data_dir / "pamgate.toml"),
+                "user",
+                "list",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert listing.returncode == 0 and "alice" in listing.stdout and "bob" in listing.stdout
+        assert config_hint and config_hint.group(2).endswith("pamgate.toml")
+    finally:
+        stop_demo(child)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # the gateway is gone
+
+    # A second run reuses the same users and credentials.
+    child, again = start_demo(data_dir, port)
+    try:
+        assert credentials(again, "alice") == (password, secret)
+    finally:
+        stop_demo(child)
