@@ -53,6 +53,7 @@ class GatewayNode:
         self.config = config
         self.services = GatewayServices.open(config)
         self.human_lane = HumanLane(self.services)
+        self._checkpointer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Recover from a previous crash, then start listening."""
@@ -70,11 +71,30 @@ class GatewayNode:
             raise PamgateError(
                 f"cannot listen on {human.address}:{human.port} for the human lane: {exc.strerror}"
             ) from None
+        interval = self.config.audit.checkpoint_interval_seconds
+        if interval:
+            self._checkpointer = asyncio.get_running_loop().create_task(
+                self._checkpoint_every(interval)
+            )
 
     async def stop(self) -> None:
-        """Stop the lanes and release the store."""
+        """Stop the lanes, sign a final checkpoint and release the store."""
         await self.human_lane.stop()
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await self._checkpoint()
         self.services.close()
+
+    async def _checkpoint_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        try:
+            await asyncio.to_thread(self.services.checkpoints.checkpoint)
+        except PamgateError as exc:
+            logger.error("audit checkpoint failed: %s", exc)
 
 
 async def run_until_signalled(

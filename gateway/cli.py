@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("which", choices=["upstream"], help="which CA")
     show.set_defaults(handler=cmd_ca_show)
 
+    _add_audit_commands(commands)
+
     commands.add_parser(
         "check-config",
         help="validate the config file and exit",
@@ -172,6 +175,74 @@ def _add_user_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     add_key.set_defaults(handler=cmd_user_add_key)
 
 
+def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser(
+        "audit",
+        help="verify, export and follow the audit trails",
+        description=(
+            "The audit trails are hash chains: 'human' (people, their sessions, user "
+            "administration) and 'machine' (non-human identities). Each is verified, "
+            "exported and followed on its own."
+        ),
+    ).add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+    verify = audit.add_parser(
+        "verify",
+        help="check a trail's hash chain and checkpoints",
+        description=(
+            "Walk the hash chain of a trail (default: both) and check it against the signed "
+            "checkpoints. Exit 0 with the event count if intact; otherwise exit 1 naming the "
+            "first broken event and what is wrong."
+        ),
+    )
+    verify.add_argument("--trail", choices=[t.value for t in _trails()], help="default: both")
+    verify.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint file to check against (default: the data directory's; "
+        "give an off-box copy to detect a rewritten chain)",
+    )
+    verify.set_defaults(handler=cmd_audit_verify)
+    export = audit.add_parser(
+        "export",
+        help="stream a trail as JSON lines",
+        description="Write a trail's events as JSON lines (one object per event), for a SIEM.",
+    )
+    export.add_argument("--trail", choices=[t.value for t in _trails()], required=True)
+    export.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="ISO date/time (UTC if no zone), or an age such as 30m, 12h, 7d",
+    )
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: stdout")
+    export.set_defaults(handler=cmd_audit_export)
+    tail = audit.add_parser(
+        "tail",
+        help="show the newest events",
+        description="Show the newest events of a trail; with -f, keep following new ones.",
+    )
+    tail.add_argument("--trail", choices=[t.value for t in _trails()], default="human")
+    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N")
+    tail.add_argument("-f", "--follow", action="store_true")
+    tail.set_defaults(handler=cmd_audit_tail)
+    audit.add_parser(
+        "checkpoint",
+        help="sign the trails' head hashes now",
+        description=(
+            "Sign the current head hash of each trail with the gateway's audit key and append "
+            "it to DATA_DIR/audit/checkpoints.jsonl. Copy that file off the box: verification "
+            "against an old copy detects a truncated or rewritten chain."
+        ),
+    ).set_defaults(handler=cmd_audit_checkpoint)
+
+
+def _trails():  # noqa: ANN202 - the Trail enum, imported lazily
+    from gateway.audit import Trail
+
+    return list(Trail)
+
+
 # -- command handlers -------------------------------------------------------
 
 
@@ -218,7 +289,9 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     else:
         password = _read_password(args.password_stdin, confirm=True)
     users = _services(args).users
-    enrolment = users.add_user(args.name, groups=args.group, password=password, public_keys=keys)
+    enrolment = users.add_user(
+        args.name, actor=_actor(), groups=args.group, password=password, public_keys=keys
+    )
     print(f"created user {args.name} (groups: {', '.join(args.group) or 'none'})")
     print(describe_enrolment(enrolment, sys.stdout))
     return 0
@@ -245,13 +318,13 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 def cmd_user_disable(args: argparse.Namespace) -> int:
-    _services(args).users.set_disabled(args.name, True)
+    _services(args).users.set_disabled(args.name, True, actor=_actor())
     print(f"disabled {args.name}")
     return 0
 
 
 def cmd_user_enable(args: argparse.Namespace) -> int:
-    _services(args).users.set_disabled(args.name, False)
+    _services(args).users.set_disabled(args.name, False, actor=_actor())
     print(f"enabled {args.name}")
     return 0
 
@@ -259,7 +332,7 @@ def cmd_user_enable(args: argparse.Namespace) -> int:
 def cmd_user_reset_mfa(args: argparse.Namespace) -> int:
     from gateway.enrolment import describe_enrolment
 
-    enrolment = _services(args).users.reset_mfa(args.name)
+    enrolment = _services(args).users.reset_mfa(args.name, actor=_actor())
     print(f"reset TOTP for {args.name}; the old secret no longer works")
     print(describe_enrolment(enrolment, sys.stdout))
     return 0
@@ -269,7 +342,7 @@ def cmd_user_unlock(args: argparse.Namespace) -> int:
     services = _services(args)
     if services.users.get(args.name) is None:
         raise PamgateError(f"no user named {args.name!r}")
-    services.limiter.unlock(args.name)
+    services.limiter.unlock(args.name, actor=_actor())
     print(f"cleared failed-login lockout for {args.name}")
     return 0
 
@@ -278,19 +351,94 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     users = _services(args).users
     if users.get(args.name) is None:
         raise PamgateError(f"no user named {args.name!r}")
-    users.set_password(args.name, _read_password(args.password_stdin, confirm=True))
+    users.set_password(args.name, _read_password(args.password_stdin, confirm=True), actor=_actor())
     print(f"password changed for {args.name}")
     return 0
 
 
 def cmd_user_add_key(args: argparse.Namespace) -> int:
-    fingerprint = _services(args).users.add_key(args.name, _read_key_file(args.key_file))
+    fingerprint = _services(args).users.add_key(
+        args.name, _read_key_file(args.key_file), actor=_actor()
+    )
     print(f"registered key {fingerprint} for {args.name}")
     return 0
 
 
 def cmd_ca_show(args: argparse.Namespace) -> int:
     print(_upstream_ca_line(args.loaded_config))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit import Trail
+
+    services = _services(args)
+    trails = [Trail(args.trail)] if args.trail else list(Trail)
+    checkpoints = services.checkpoints.read(args.checkpoints)
+    if args.checkpoints is not None and not args.checkpoints.exists():
+        raise PamgateError(f"checkpoint file {args.checkpoints} does not exist")
+    failed = False
+    for trail in trails:
+        result = services.audit.verify(trail, progress=_progress(f"{trail}: verified"))
+        problem = (
+            result.problem if not result.ok else services.checkpoints.problems(trail, checkpoints)
+        )
+        if problem:
+            failed = True
+            where = f" at event {result.first_bad_seq}" if result.first_bad_seq else ""
+            print(f"{trail}: BROKEN{where}: {problem}")
+        else:
+            print(f"{trail}: OK, {result.count} events, head {result.head_hash[:16]}")
+    if checkpoints:
+        print(f"checked against {len(checkpoints)} signed checkpoints")
+    return 1 if failed else 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from gateway.audit import Trail
+
+    services = _services(args)
+    since = _parse_since(args.since) if args.since else None
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        count = 0
+        for record in services.audit.events(Trail(args.trail), since=since):
+            out.write(record.to_json() + "\n")
+            count += 1
+    finally:
+        if args.output:
+            out.close()
+    if args.output:
+        print(f"wrote {count} {args.trail} events to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    import time
+
+    from gateway.audit import Trail
+
+    services = _services(args)
+    trail = Trail(args.trail)
+    last = 0
+    for record in services.audit.tail(trail, max(args.lines, 0)):
+        print(_format_record(record), flush=True)
+        last = record.seq
+    if not last:
+        last = services.audit.head(trail)[0]
+    while args.follow:
+        time.sleep(0.5)
+        for record in services.audit.events(trail, after_seq=last):
+            print(_format_record(record), flush=True)
+            last = record.seq
+    return 0
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    services = _services(args)
+    for checkpoint in services.checkpoints.checkpoint():
+        print(f"{checkpoint.trail}: event {checkpoint.seq} hash {checkpoint.hash[:16]} signed")
+    print(f"appended to {services.checkpoints.path}; copy it somewhere safe")
     return 0
 
 
@@ -309,6 +457,58 @@ def _services(args: argparse.Namespace):  # noqa: ANN202 - GatewayServices, impo
     services = GatewayServices.open(args.loaded_config)
     services.store.create_schema()
     return services
+
+
+def _format_record(record) -> str:  # noqa: ANN001 - gateway.audit.AuditRecord
+    where = record.target or "-"
+    if record.account:
+        where = f"{record.account}@{where}"
+    parts = [
+        f"#{record.seq}", record.ts, record.action, record.outcome,
+        f"actor={record.actor}", f"on={where}",
+    ]  # fmt: skip
+    for label, value in (
+        ("session", record.session_id),
+        ("from", record.source),
+        ("authority", record.authority),
+        ("reason", record.reason),
+    ):
+        if value:
+            parts.append(f"{label}={value}")
+    if record.details != "{}":
+        parts.append(record.details)
+    return " ".join(parts)
+
+
+def _parse_since(text: str):  # noqa: ANN202 - datetime
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    age = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if age:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[age.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: int(age.group(1))})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise PamgateError(
+            f"--since {text!r}: give an ISO date/time (2026-11-23T08:00) or an age (30m, 12h, 7d)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _progress(label: str) -> Callable[[int], None] | None:
+    """A progress printer for long work, when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda count: print(
+        f"\r{label} {count:,} events...", end="", file=sys.stderr, flush=True
+    )
+
+
+def _actor() -> str:
+    """The administrator running this command, as recorded in the audit trail."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def _upstream_ca_line(config: GatewayConfig) -> str:

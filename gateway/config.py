@@ -103,6 +103,23 @@ class SessionSettings(_Section):
     env_allow: list[str] = ["LANG", "LC_*", "TERM"]
 
 
+class SyslogSettings(_Section):
+    """``[audit.syslog]``: forward every audit record to a syslog collector (RFC 5424)."""
+
+    host: str
+    port: Port = 514
+    protocol: Literal["udp", "tcp"] = "udp"
+    app_name: str = "pamgate"
+
+
+class AuditSettings(_Section):
+    """``[audit]``: checkpoints and forwarding of the audit trails."""
+
+    #: How often ``pamgate serve`` signs the trails' head hashes; 0 turns it off.
+    checkpoint_interval_seconds: int = Field(default=3600, ge=0)
+    syslog: SyslogSettings | None = None
+
+
 class TargetSettings(_Section):
     """``[[targets]]``: one server reachable through the gateway."""
 
@@ -160,6 +177,7 @@ class GatewayConfig(_Section):
     auth: AuthSettings = AuthSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     session: SessionSettings = SessionSettings()
+    audit: AuditSettings = AuditSettings()
     targets: list[TargetSettings] = []
 
     #: The file this was loaded from (not part of the TOML).

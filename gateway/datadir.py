@@ -6,6 +6,8 @@ Layout::
       pamgate.db                 SQLite store (unless database_url says otherwise)
       keys/human_host_ed25519    host key the human lane presents to clients
       keys/upstream_ca           CA that signs per-session certificates for targets
+      keys/audit_signing         Ed25519 key that signs audit checkpoints (+ .pub)
+      audit/checkpoints.jsonl    signed head hashes of the audit trails; copy it off the box
       logs/gateway.log           the gateway's log, including JSON event lines
 
 :func:`initialize` creates what is missing and never overwrites a key.
@@ -17,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.audit_anchor import ensure_signing_key
 from gateway.config import GatewayConfig
 from gateway.store import Store
 from gateway.upstream_ca import ensure_key_file
@@ -39,6 +42,14 @@ class DataDir:
     @property
     def upstream_ca_key(self) -> Path:
         return self.keys / "upstream_ca"
+
+    @property
+    def audit_signing_key(self) -> Path:
+        return self.keys / "audit_signing"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "audit" / "checkpoints.jsonl"
 
     @property
     def logs(self) -> Path:
@@ -67,6 +78,8 @@ def initialize(config: GatewayConfig) -> list[str]:
     ):
         created = ensure_key_file(path, comment)
         report.append(f"{'created' if created else 'kept existing'} {path}")
+    created = ensure_signing_key(data.audit_signing_key)
+    report.append(f"{'created' if created else 'kept existing'} {data.audit_signing_key}")
     store = Store(config.database_url)
     try:
         store.create_schema()

@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncssh
 
 from gateway.app import GatewayNode, configure_logging, run_until_signalled
+from gateway.audit import AuditLog
 from gateway.config import GatewayConfig, load_config
 from gateway.datadir import DataDir, initialize
 from gateway.enrolment import render_enrolment
@@ -34,6 +35,7 @@ DEMO_GROUP = "admins"
 DEMO_USERS = ("alice", "bob")
 PREFERRED_GATEWAY_PORT = 2222
 CREDENTIALS_FILE = "demo-credentials.json"
+DEMO_ACTOR = "pamgate-demo"
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
     if saved_path.exists():
         saved = json.loads(saved_path.read_text())
     store = Store(config.database_url)
-    users = UserDirectory(store)
+    users = UserDirectory(store, AuditLog(store))
     credentials = []
     try:
         for name in DEMO_USERS:
@@ -111,10 +113,12 @@ def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
                 continue
             password = _demo_password()
             if existing is None:
-                enrolment = users.add_user(name, groups=[DEMO_GROUP], password=password)
+                enrolment = users.add_user(
+                    name, actor=DEMO_ACTOR, groups=[DEMO_GROUP], password=password
+                )
             else:
-                users.set_password(name, password)
-                enrolment = users.reset_mfa(name)
+                users.set_password(name, password, actor=DEMO_ACTOR)
+                enrolment = users.reset_mfa(name, actor=DEMO_ACTOR)
             credentials.append(DemoCredential(name, password, enrolment.secret))
     finally:
         store.dispose()

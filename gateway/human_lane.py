@@ -14,7 +14,11 @@ cannot tell which factor failed. Failed attempts are counted per user name
 and per source address (:mod:`gateway.lockout`) and answered no sooner than
 the configured delay, whether or not the user exists.
 
-Port, agent and X11 forwarding are refused, each with a log line.
+Every outcome goes to the human audit trail: successes, failures (with the
+factor), lockouts and refused channels. A login whose success cannot be
+audited is refused (fail closed).
+
+Port, agent and X11 forwarding are refused and audited.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Sequence
 import asyncssh
 
 from gateway.access import user_part
-from gateway.eventlog import emit
+from gateway.audit import ActorType, AuditEvent, AuditWriteFailed, Trail
 from gateway.identities import UserView
 from gateway.partial_auth import (
     MultiFactorServer,
@@ -152,15 +156,14 @@ class HumanLaneServer(MultiFactorServer):
             user = await asyncio.to_thread(services.users.get, self._user)
             if user is not None and not user.disabled:
                 await asyncio.to_thread(services.limiter.record_success, self._user)
-                self._authenticated = user
-                emit(
-                    "auth.success",
-                    user=self._user,
-                    source=self._source,
-                    method=f"{first_factor}+totp",
-                    key=self._key_fingerprint or None,
-                )
-                return True
+                details = {"method": f"{first_factor}+totp", "factor": "totp"}
+                if self._key_fingerprint:
+                    details["key"] = self._key_fingerprint
+                if await self._audit("auth.success", "success", **details):
+                    self._authenticated = user
+                    return True
+                await self._fail(first_factor, "the login could not be audited", False, 0.0)
+                return False
         reason = (
             "locked out"
             if lock.locked
@@ -172,9 +175,11 @@ class HumanLaneServer(MultiFactorServer):
     async def _fail(self, factor: str, reason: str, locked: bool, retry_after: float) -> None:
         services = self._services
         outcome = await asyncio.to_thread(services.limiter.record_failure, self._user, self._source)
-        emit("auth.failure", user=self._user, source=self._source, factor=factor, reason=reason)
+        await self._audit("auth.failure", "failure", reason=reason, factor=factor)
         for scope in outcome.new_lockouts:
-            emit("auth.lockout", user=self._user, source=self._source, scope=scope)
+            await self._audit(
+                "auth.lockout", "failure", reason=f"too many failures ({scope})", scope=scope
+            )
         if outcome.new_lockouts and not locked:
             locked, retry_after = True, float(services.config.auth.lockout_seconds)
         remaining = outcome.delay_seconds - (time.monotonic() - self._attempt_started)
@@ -200,12 +205,8 @@ class HumanLaneServer(MultiFactorServer):
     def method_succeeded(self, method: str) -> bool:
         if method == "publickey":
             self._key_passed = True
-            emit(
-                "auth.factor",
-                user=self._user,
-                source=self._source,
-                factor="publickey",
-                key=self._key_fingerprint,
+            self._lane.record_soon(
+                self._event("auth.factor", "success", factor="publickey", key=self._key_fingerprint)
             )
             return False
         return self._authenticated is not None
@@ -219,7 +220,7 @@ class HumanLaneServer(MultiFactorServer):
         if self._authenticated is None:
             return False
         context = SessionContext(self._authenticated, self._login_name, self._source)
-        return HumanSession(context, self._services, self._lane.track_task)
+        return HumanSession(context, self._lane)
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
@@ -244,15 +245,39 @@ class HumanLaneServer(MultiFactorServer):
         return False
 
     def refuse_channel(self, kind: str, **details: str) -> None:
-        """Log a refused channel or forwarding request."""
-        emit(
-            "channel.refused",
-            kind=kind,
-            user=self._user,
-            source=self._source,
-            reason=FORWARDING_REFUSED,
-            **details,
+        """Audit a refused channel or forwarding request."""
+        self._lane.record_soon(
+            self._event(
+                "channel.refused", "refused", reason=FORWARDING_REFUSED, kind=kind, **details
+            )
         )
+
+    # -- audit ------------------------------------------------------------
+
+    def _event(
+        self, action: str, outcome: str, *, reason: str = "", **details: object
+    ) -> AuditEvent:
+        return AuditEvent(
+            actor=self._user,
+            actor_type=ActorType.HUMAN,
+            action=action,
+            outcome=outcome,
+            source=self._source,
+            reason=reason,
+            details=details,
+        )
+
+    async def _audit(
+        self, action: str, outcome: str, *, reason: str = "", **details: object
+    ) -> bool:
+        """Append to the human trail; False if that failed (the caller fails closed)."""
+        event = self._event(action, outcome, reason=reason, **details)
+        try:
+            await asyncio.to_thread(self._services.audit.record, Trail.HUMAN, event)
+        except AuditWriteFailed:
+            logger.exception("audit write failed for %s", action)
+            return False
+        return True
 
 
 class HumanLane:
@@ -293,6 +318,21 @@ class HumanLane:
         """Keep a session's background task alive until it finishes."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def record_soon(self, event: AuditEvent) -> None:
+        """Append a human-trail event from synchronous code, off the event loop.
+
+        Only for records of refusals and intermediate steps: nothing waits
+        for them, so nothing is granted if they fail (they are logged).
+        """
+        task = asyncio.get_running_loop().create_task(self._record(event))
+        self.track_task(task)
+
+    async def _record(self, event: AuditEvent) -> None:
+        try:
+            await asyncio.to_thread(self.services.audit.record, Trail.HUMAN, event)
+        except AuditWriteFailed:
+            logger.exception("audit write failed for %s", event.action)
 
     async def stop(self) -> None:
         """Stop accepting, then wait briefly for bookkeeping tasks to finish."""

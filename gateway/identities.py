@@ -32,6 +32,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from gateway.audit import ActorType, AuditEvent, AuditLog, AuditRecord, Trail, admin_authority
 from gateway.config import NAME_RE
 from gateway.errors import IdentityError, InvalidName, UnknownUser, UserExists
 from gateway.models import User, UserKey
@@ -101,11 +102,13 @@ class UserDirectory:
     def __init__(
         self,
         store: Store,
+        audit: AuditLog,
         *,
         totp_skew_steps: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._audit = audit
         self._skew = totp_skew_steps
         self._clock = clock
         self._hasher = PasswordHasher()
@@ -119,6 +122,7 @@ class UserDirectory:
         self,
         name: str,
         *,
+        actor: str,
         groups: Iterable[str] = (),
         password: str | None = None,
         public_keys: Iterable[str] = (),
@@ -126,7 +130,8 @@ class UserDirectory:
         """Create a user and return their TOTP enrolment.
 
         A user needs a password, a registered key, or both: either one is the
-        first factor, and TOTP is always the second.
+        first factor, and TOTP is always the second. ``actor`` is the
+        administrator, recorded in the human audit trail.
         """
         validate_name("user", name)
         group_list = sorted({validate_name("group", g) for g in groups})
@@ -157,35 +162,45 @@ class UserDirectory:
                     )
                 )
             db.add(user)
+            factors = (["password"] if password is not None else []) + (["key"] if keys else [])
+            record = self._admin_event(
+                db, actor, "user.created", name, groups=group_list, factors=factors
+            )
+        self._audit.committed(record)
         return self.enrolment(name, secret)
 
     def list_users(self) -> list[UserView]:
         """All users, by name."""
-        with self._store.transaction() as db:
+        with self._store.transaction(write=False) as db:
             return [_view(u) for u in db.scalars(select(User).order_by(User.name))]
 
     def get(self, name: str) -> UserView | None:
         """The user called ``name``, or None."""
-        with self._store.transaction() as db:
+        with self._store.transaction(write=False) as db:
             user = db.scalar(select(User).where(User.name == name))
             return _view(user) if user else None
 
-    def set_disabled(self, name: str, disabled: bool) -> None:
+    def set_disabled(self, name: str, disabled: bool, *, actor: str) -> None:
         """Disable or enable a user. A disabled user cannot log in."""
         with self._store.transaction() as db:
             user = self._require(db, name)
             user.disabled = disabled
             user.updated_at = self._now()
+            action = "user.disabled" if disabled else "user.enabled"
+            record = self._admin_event(db, actor, action, name)
+        self._audit.committed(record)
 
-    def set_password(self, name: str, password: str) -> None:
+    def set_password(self, name: str, password: str, *, actor: str) -> None:
         """Replace a user's password."""
         _check_password_quality(password)
         with self._store.transaction() as db:
             user = self._require(db, name)
             user.password_hash = self._hasher.hash(password)
             user.updated_at = self._now()
+            record = self._admin_event(db, actor, "user.password_set", name)
+        self._audit.committed(record)
 
-    def reset_mfa(self, name: str) -> TotpEnrolment:
+    def reset_mfa(self, name: str, *, actor: str) -> TotpEnrolment:
         """Give a user a new TOTP secret; the old one stops working at once."""
         secret = pyotp.random_base32()
         with self._store.transaction() as db:
@@ -193,9 +208,11 @@ class UserDirectory:
             user.totp_secret = secret
             user.totp_last_step = None
             user.updated_at = self._now()
+            record = self._admin_event(db, actor, "user.mfa_reset", name)
+        self._audit.committed(record)
         return self.enrolment(name, secret)
 
-    def add_key(self, name: str, public_key_line: str) -> str:
+    def add_key(self, name: str, public_key_line: str, *, actor: str) -> str:
         """Register a public key for a user; returns its fingerprint."""
         key_data, fingerprint, comment = parse_public_key_line(public_key_line)
         with self._store.transaction() as db:
@@ -210,6 +227,8 @@ class UserDirectory:
                     added_at=self._now(),
                 )
             )
+            record = self._admin_event(db, actor, "user.key_added", name, key=fingerprint)
+        self._audit.committed(record)
         return fingerprint
 
     @staticmethod
@@ -227,7 +246,7 @@ class UserDirectory:
 
         Costs one argon2 verification whatever the outcome.
         """
-        with self._store.transaction() as db:
+        with self._store.transaction(write=False) as db:
             user = db.scalar(select(User).where(User.name == name))
             stored = user.password_hash if user is not None else None
             usable = user is not None and not user.disabled and stored is not None
@@ -239,7 +258,7 @@ class UserDirectory:
 
     def key_is_registered(self, name: str, key_data: str) -> bool:
         """True if ``name`` is an enabled user and ``key_data`` (``<type> <base64>``) is theirs."""
-        with self._store.transaction() as db:
+        with self._store.transaction(write=False) as db:
             user = db.scalar(select(User).where(User.name == name))
             if user is None or user.disabled:
                 return False
@@ -251,7 +270,7 @@ class UserDirectory:
         Accepting a code burns its time step and every earlier one.
         """
         code = code.strip().replace(" ", "")
-        with self._store.transaction() as db:
+        with self._store.transaction(write=False) as db:
             user = db.scalar(select(User).where(User.name == name))
             secret = user.totp_secret if user is not None else pyotp.random_base32()
             usable = user is not None and not user.disabled
@@ -274,6 +293,22 @@ class UserDirectory:
         return view is not None and not view.disabled
 
     # -- internals --------------------------------------------------------
+
+    def _admin_event(
+        self, db: Session, actor: str, action: str, user: str, **details: object
+    ) -> AuditRecord:
+        return self._audit.append(
+            db,
+            Trail.HUMAN,
+            AuditEvent(
+                actor=actor,
+                actor_type=ActorType.ADMIN,
+                action=action,
+                target=f"user:{user}",
+                authority=admin_authority(actor),
+                details=details,
+            ),
+        )
 
     def _matching_step(self, secret: str, code: str) -> int | None:
         if len(code) != TOTP_DIGITS or not code.isdigit():

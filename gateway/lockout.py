@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.audit import ActorType, AuditEvent, AuditLog, Trail, admin_authority
 from gateway.config import AuthSettings
 from gateway.models import AuthFailureCounter
 from gateway.store import Store
@@ -43,16 +44,22 @@ class FailureLimiter:
     """Counts failed logins and decides lockouts and backoff delays."""
 
     def __init__(
-        self, store: Store, settings: AuthSettings, *, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        audit: AuditLog,
+        settings: AuthSettings,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._audit = audit
         self._settings = settings
         self._clock = clock
 
     def state(self, user: str, source: str) -> LockState:
         """The lock state for a login attempt by ``user`` from ``source``."""
         now = self._clock()
-        with self._store.transaction() as db:
+        with self._store.transaction(write=False) as db:
             for scope, key in (("user", _user_key(user)), ("source", _source_key(source))):
                 row = db.get(AuthFailureCounter, key)
                 if row is not None and row.locked_until > now:
@@ -100,12 +107,24 @@ class FailureLimiter:
             if row is not None and row.locked_until <= self._clock():
                 row.failures = 0
 
-    def unlock(self, user: str) -> None:
-        """Clear a user's lockout (an administrator's action)."""
+    def unlock(self, user: str, *, actor: str) -> None:
+        """Clear a user's lockout (an administrator's action, audited)."""
         with self._store.transaction() as db:
             row = db.get(AuthFailureCounter, _user_key(user))
             if row is not None:
                 db.delete(row)
+            record = self._audit.append(
+                db,
+                Trail.HUMAN,
+                AuditEvent(
+                    actor=actor,
+                    actor_type=ActorType.ADMIN,
+                    action="user.unlocked",
+                    target=f"user:{user}",
+                    authority=admin_authority(actor),
+                ),
+            )
+        self._audit.committed(record)
 
 
 def _user_key(user: str) -> str:

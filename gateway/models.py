@@ -135,3 +135,47 @@ class SessionRecord(Base):
     exit_status: Mapped[int | None] = mapped_column(Integer)
     exit_signal: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class _AuditEventColumns:
+    """Columns shared by the two audit trails (each trail has its own table and chain)."""
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    #: ISO 8601 UTC with microseconds, stored as text so the hash covers exact bytes.
+    ts: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(255))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    account: Mapped[str | None] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    authority: Mapped[str | None] = mapped_column(String(255))
+    #: Canonical JSON object with action-specific fields.
+    details: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class HumanAuditEvent(_AuditEventColumns, Base):
+    """The human trail: people, their sessions, and administration of people."""
+
+    __tablename__ = "audit_human"
+
+
+class MachineAuditEvent(_AuditEventColumns, Base):
+    """The machine trail: non-human identities and their sessions."""
+
+    __tablename__ = "audit_machine"
+
+
+class AuditHead(Base):
+    """The newest event of each trail. Appends lock this row, so chains never fork."""
+
+    __tablename__ = "audit_heads"
+
+    trail: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncssh
 
 from gateway.access import Destination, parse_login_name
+from gateway.audit import ActorType, AuditEvent
 from gateway.errors import DestinationError, HostKeyMismatch, PamgateError, StoreError
-from gateway.eventlog import emit
 from gateway.identities import UserView
 from gateway.menu import TargetMenu
 from gateway.services import GatewayServices
@@ -44,6 +45,16 @@ class SessionContext:
     user: UserView
     login_name: str
     source: str
+
+
+class SessionHost(Protocol):
+    """What a session needs from its lane."""
+
+    services: GatewayServices
+
+    def track_task(self, task: asyncio.Task[None]) -> None: ...
+
+    def record_soon(self, event: AuditEvent) -> None: ...
 
 
 def filter_environment(env: Mapping[str, str], allowed: list[str]) -> dict[str, str]:
@@ -82,15 +93,10 @@ class UpstreamSession(asyncssh.SSHClientSession[bytes]):
 class HumanSession(asyncssh.SSHServerSession[bytes]):
     """The client side of a relayed session on the human lane."""
 
-    def __init__(
-        self,
-        context: SessionContext,
-        services: GatewayServices,
-        track_task: Callable[[asyncio.Task[None]], None],
-    ) -> None:
+    def __init__(self, context: SessionContext, host: SessionHost) -> None:
         self._ctx = context
-        self._services = services
-        self._track_task = track_task
+        self._host = host
+        self._services = host.services
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
         self._command: str | None = None
         self._term_type: str | None = None
@@ -130,13 +136,14 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
-        emit(
-            "channel.refused",
-            kind="subsystem",
-            subsystem=subsystem[:64],
-            user=self._ctx.user.name,
-            source=self._ctx.source,
-            reason="subsystems (SFTP) are not enabled on the human lane",
+        self._host.record_soon(
+            self._event(
+                "channel.refused",
+                "refused",
+                reason="subsystems (SFTP) are not enabled on the human lane",
+                kind="subsystem",
+                subsystem=subsystem[:64],
+            )
         )
         return False
 
@@ -144,7 +151,7 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         assert self._chan is not None
         self._chan.pause_reading()
         task = asyncio.get_running_loop().create_task(self._run())
-        self._track_task(task)
+        self._host.track_task(task)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self._upstream is not None:
@@ -317,13 +324,17 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         target, account = destination.target, destination.account
         ledger = services.ledger
         session_id = ledger.new_session_id()
+        authority = destination.authority
+        if target.upstream_auth == "key":
+            # A static target secret is a documented exception; say so in the record.
+            authority += ";exception=legacy-static-key"
         start = SessionStart(
             lane="human",
             user=self._ctx.user.name,
             target=target.name,
             account=account,
             source=self._ctx.source,
-            authority=destination.authority,
+            authority=authority,
             kind="exec" if self._command is not None else "shell",
             command=self._command,
         )
@@ -359,14 +370,16 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                 timeout=services.config.upstream.connect_timeout_seconds,
             )
         except HostKeyMismatch as exc:
-            emit(
-                "upstream.host_key_mismatch",
-                session=session_id,
-                user=start.user,
-                target=target.name,
-                source=start.source,
+            self._host.record_soon(
+                self._event(
+                    "upstream.host_key_mismatch",
+                    "refused",
+                    reason=str(exc),
+                    target=target.name,
+                    session_id=session_id,
+                )
             )
-            raise exc
+            raise
         if self._chan is None or self._chan.is_closing():
             self._upstream_conn.close()
             return
@@ -426,7 +439,29 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         task = asyncio.get_running_loop().create_task(
             asyncio.to_thread(self._services.ledger.close, self._session_id, self._start, end)
         )
-        self._track_task(task)
+        self._host.track_task(task)
+
+    def _event(
+        self,
+        action: str,
+        outcome: str,
+        *,
+        reason: str = "",
+        target: str | None = None,
+        session_id: str | None = None,
+        **details: object,
+    ) -> AuditEvent:
+        return AuditEvent(
+            actor=self._ctx.user.name,
+            actor_type=ActorType.HUMAN,
+            action=action,
+            outcome=outcome,
+            target=target,
+            session_id=session_id,
+            source=self._ctx.source,
+            reason=reason,
+            details=details,
+        )
 
     # -- talking to the client ------------------------------------------
 

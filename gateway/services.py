@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.access import AllowList
+from gateway.audit import AuditLog
+from gateway.audit_anchor import CheckpointBook
+from gateway.audit_syslog import SyslogForwarder
 from gateway.config import GatewayConfig
 from gateway.datadir import DataDir
 from gateway.identities import UserDirectory
@@ -25,25 +28,41 @@ class GatewayServices:
     config: GatewayConfig
     data: DataDir
     store: Store
+    audit: AuditLog
+    checkpoints: CheckpointBook
     users: UserDirectory
     limiter: FailureLimiter
     allow_list: AllowList
     ledger: SessionLedger
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
+    _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, config: GatewayConfig) -> GatewayServices:
         """Open the store and build the services."""
         data = DataDir(config.data_dir)
         store = Store(config.database_url)
+        audit = AuditLog(store)
+        syslog = None
+        if config.audit.syslog is not None:
+            settings = config.audit.syslog
+            syslog = SyslogForwarder(
+                settings.host, settings.port, settings.protocol, settings.app_name
+            )
+            audit.add_listener(syslog)
         return cls(
             config=config,
             data=data,
             store=store,
-            users=UserDirectory(store, totp_skew_steps=config.auth.totp_skew_steps),
-            limiter=FailureLimiter(store, config.auth),
+            audit=audit,
+            checkpoints=CheckpointBook(
+                audit, data.audit_signing_key, data.checkpoints, config.gateway.name
+            ),
+            users=UserDirectory(store, audit, totp_skew_steps=config.auth.totp_skew_steps),
+            limiter=FailureLimiter(store, audit, config.auth),
             allow_list=AllowList(config),
-            ledger=SessionLedger(store, config.gateway.name),
+            ledger=SessionLedger(store, audit, config.gateway.name),
+            _syslog=syslog,
         )
 
     @property
@@ -59,5 +78,7 @@ class GatewayServices:
         return self._upstream_ca
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Release the database connections and the syslog socket."""
+        if self._syslog is not None:
+            self._syslog.close()
         self.store.dispose()

@@ -1,8 +1,8 @@
 """The session ledger: every relayed session, from start to end, in the store.
 
-Each start and end is also written as one structured (JSON) log line through
-:func:`gateway.eventlog.emit`: user, target, account, source, bytes, exit
-status. The hash-chained audit trail plugs in at :class:`SessionEventSink`.
+Opening a session writes its row and its ``session.start`` audit event in one
+transaction: if either fails, neither exists and the session is refused.
+Closing writes ``session.end`` the same way, with bytes and exit status.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from sqlalchemy import select
 
-from gateway.eventlog import emit
+from gateway.audit import ActorType, AuditEvent, AuditLog, AuditRecord, Trail
 from gateway.models import SessionRecord
 from gateway.store import Store
 
@@ -34,6 +33,14 @@ class SessionStart:
     kind: str
     command: str | None = None
 
+    @property
+    def trail(self) -> Trail:
+        return Trail.MACHINE if self.lane == "machine" else Trail.HUMAN
+
+    @property
+    def actor_type(self) -> ActorType:
+        return ActorType.MACHINE if self.lane == "machine" else ActorType.HUMAN
+
 
 @dataclass(frozen=True)
 class SessionEnd:
@@ -47,38 +54,20 @@ class SessionEnd:
     reason: str = ""
 
 
-class SessionEventSink(Protocol):
-    """Receives session start and end events (the seam for the audit trail)."""
-
-    def session_started(self, session_id: str, start: SessionStart) -> None: ...
-
-    def session_ended(self, session_id: str, start: SessionStart, end: SessionEnd) -> None: ...
-
-
-class JsonLogSink:
-    """Writes each session event as one JSON log line."""
-
-    def session_started(self, session_id: str, start: SessionStart) -> None:
-        emit("session.start", session=session_id, **asdict(start))
-
-    def session_ended(self, session_id: str, start: SessionStart, end: SessionEnd) -> None:
-        emit("session.end", session=session_id, **asdict(start), **asdict(end))
-
-
 class SessionLedger:
-    """Records sessions in the store and reports them to a sink."""
+    """Records sessions in the store and in the audit trail of their lane."""
 
     def __init__(
         self,
         store: Store,
+        audit: AuditLog,
         node: str,
-        sink: SessionEventSink | None = None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._audit = audit
         self._node = node
-        self._sink = sink or JsonLogSink()
         self._clock = clock
 
     @staticmethod
@@ -87,7 +76,7 @@ class SessionLedger:
         return uuid.uuid4().hex
 
     def open(self, session_id: str, start: SessionStart) -> None:
-        """Record a session as live. Raises StoreError if it cannot be recorded."""
+        """Record a session as live. Raises StoreError (refuse the session) on failure."""
         with self._store.transaction() as db:
             db.add(
                 SessionRecord(
@@ -106,38 +95,102 @@ class SessionLedger:
                     reason="",
                 )
             )
-        self._sink.session_started(session_id, start)
+            record = self._audit.append(db, start.trail, self._event(session_id, start))
+        self._audit.committed(record)
 
     def close(self, session_id: str, start: SessionStart, end: SessionEnd) -> None:
         """Record how a session ended."""
+        details = {
+            "status": end.status,
+            "bytes_to_target": end.bytes_to_target,
+            "bytes_from_target": end.bytes_from_target,
+            "exit_status": end.exit_status,
+            "exit_signal": end.exit_signal,
+        }
         with self._store.transaction() as db:
-            record = db.get(SessionRecord, session_id)
-            if record is not None:
-                record.status = end.status
-                record.ended_at = self._now()
-                record.bytes_to_target = end.bytes_to_target
-                record.bytes_from_target = end.bytes_from_target
-                record.exit_status = end.exit_status
-                record.exit_signal = end.exit_signal
-                record.reason = end.reason
-        self._sink.session_ended(session_id, start, end)
+            row = db.get(SessionRecord, session_id)
+            if row is not None:
+                row.status = end.status
+                row.ended_at = self._now()
+                row.bytes_to_target = end.bytes_to_target
+                row.bytes_from_target = end.bytes_from_target
+                row.exit_status = end.exit_status
+                row.exit_signal = end.exit_signal
+                row.reason = end.reason
+            event = self._event(
+                session_id,
+                start,
+                action="session.end",
+                outcome="success" if end.status == "closed" else "failure",
+                reason=end.reason,
+                details=details,
+            )
+            record = self._audit.append(db, start.trail, event)
+        self._audit.committed(record)
 
     def mark_interrupted(self) -> int:
         """Mark this node's sessions still ``live`` as ``interrupted`` (after a crash).
 
-        Returns how many were marked.
+        Each gets a ``session.interrupted`` audit event. Returns how many.
         """
+        records: list[AuditRecord] = []
         with self._store.transaction() as db:
             stale = db.scalars(
                 select(SessionRecord).where(
                     SessionRecord.node == self._node, SessionRecord.status == "live"
                 )
             ).all()
-            for record in stale:
-                record.status = "interrupted"
-                record.reason = "gateway stopped while the session was live"
-                record.ended_at = self._now()
-            return len(stale)
+            for row in stale:
+                row.status = "interrupted"
+                row.reason = "gateway stopped while the session was live"
+                row.ended_at = self._now()
+                trail = Trail.MACHINE if row.lane == "machine" else Trail.HUMAN
+                event = AuditEvent(
+                    actor=f"gateway:{self._node}",
+                    actor_type=ActorType.GATEWAY,
+                    action="session.interrupted",
+                    outcome="failure",
+                    target=row.target,
+                    account=row.account,
+                    session_id=row.id,
+                    source=row.source,
+                    reason=row.reason,
+                    authority=row.authority,
+                    details={"user": row.user},
+                )
+                records.append(self._audit.append(db, trail, event))
+        for record in records:
+            self._audit.committed(record)
+        return len(records)
+
+    def _event(
+        self,
+        session_id: str,
+        start: SessionStart,
+        *,
+        action: str = "session.start",
+        outcome: str = "success",
+        reason: str = "",
+        details: dict[str, object] | None = None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            actor=start.user,
+            actor_type=start.actor_type,
+            action=action,
+            outcome=outcome,
+            reason=reason,
+            target=start.target,
+            account=start.account,
+            session_id=session_id,
+            source=start.source,
+            authority=start.authority,
+            details={
+                "kind": start.kind,
+                "command": start.command,
+                "node": self._node,
+                **(details or {}),
+            },
+        )
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)

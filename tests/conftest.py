@@ -22,6 +22,7 @@ from pathlib import Path
 import pyotp
 import pytest
 
+from gateway.audit import AuditLog
 from gateway.config import load_config
 from gateway.datadir import DataDir, initialize
 from gateway.identities import UserDirectory
@@ -82,6 +83,7 @@ class Gateway:
     process: subprocess.Popen[bytes]
     targets: dict[str, OpenSSHTarget]
     users: UserDirectory
+    audit: AuditLog
     _names: Iterator[int] = field(default_factory=itertools.count)
 
     @property
@@ -106,7 +108,7 @@ class Gateway:
             )
             public_keys.append(key_path.with_suffix(".pub").read_text())
         enrolment = self.users.add_user(
-            name, groups=groups, password=secret_password, public_keys=public_keys
+            name, actor="tests", groups=groups, password=secret_password, public_keys=public_keys
         )
         return TestUser(name, secret_password, enrolment.secret, key_path)
 
@@ -298,7 +300,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             askpass=write_askpass(root / "askpass.py"),
             process=process,
             targets={"web01": web01, "mortal": mortal},
-            users=UserDirectory(store),
+            users=UserDirectory(store, AuditLog(store)),
+            audit=AuditLog(store),
         )
     finally:
         process.send_signal(signal.SIGTERM)

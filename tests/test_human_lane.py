@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -12,20 +13,32 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from gateway.audit import Trail
 from tests.conftest import Gateway, current_code, wait_for_log
 
 pytestmark = pytest.mark.openssh
 
 
 def events(gateway: Gateway, name: str) -> list[dict[str, object]]:
-    """The gateway's JSON event lines called ``name``."""
+    """The human audit trail's events called ``name``, flattened for easy checks."""
     found = []
-    for line in gateway.log_text().splitlines():
-        _, _, payload = line.partition("pamgate.events: ")
-        if payload:
-            record = json.loads(payload)
-            if record["event"] == name:
-                found.append(record)
+    for record in gateway.audit.events(Trail.HUMAN):
+        if record.action == name:
+            found.append(
+                {
+                    **json.loads(record.details),
+                    "event": record.action,
+                    "user": record.actor,
+                    "actor": record.actor,
+                    "outcome": record.outcome,
+                    "target": record.target,
+                    "account": record.account,
+                    "session": record.session_id,
+                    "source": record.source,
+                    "reason": record.reason,
+                    "authority": record.authority,
+                }
+            )
     return found
 
 
@@ -428,3 +441,57 @@ def test_session_is_logged_with_bytes_and_status(gateway: Gateway) -> None:
     assert ended["bytes_to_target"] == 10
     assert ended["exit_status"] == 0
     assert re.fullmatch(r"[0-9a-f]{32}", str(ended["session"]))
+
+
+# -- the human audit trail ---------------------------------------------------------
+
+
+def test_session_leaves_a_verifiable_trail(gateway: Gateway) -> None:
+    user = gateway.make_user()
+    assert gateway.run_ssh(user, "web01", "exit 3").returncode == 3
+    deadline = time.monotonic() + 5
+    while not events(gateway, "session.end") or not [
+        e for e in events(gateway, "session.end") if e["user"] == user.name
+    ]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    mine = [
+        record
+        for record in gateway.audit.events(Trail.HUMAN)
+        if record.actor == user.name or record.target == f"user:{user.name}"
+    ]
+    assert [r.action for r in mine] == [
+        "user.created",
+        "auth.success",
+        "session.start",
+        "session.end",
+    ]
+    start, end = mine[2], mine[3]
+    assert start.session_id == end.session_id and start.authority == "allow-list:group=admins"
+    assert json.loads(end.details)["exit_status"] == 3
+    verified = gateway.cli("audit", "verify", "--trail", "human")
+    assert verified.returncode == 0, verified.stdout
+    assert "human: OK" in verified.stdout
+
+
+def test_no_audit_no_access(gateway: Gateway) -> None:
+    user = gateway.make_user()
+    database = gateway.config_path.parent / "data" / "pamgate.db"
+    block = (
+        "CREATE TRIGGER block_audit BEFORE INSERT ON audit_human "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    connection = sqlite3.connect(database)
+    try:
+        with connection:
+            connection.execute(block)
+        refused = gateway.run_ssh(user, "web01", "echo should-not-run", source="127.0.0.10")
+    finally:
+        with connection:
+            connection.execute("DROP TRIGGER block_audit")
+        connection.close()
+    assert refused.returncode == 255
+    assert b"should-not-run" not in refused.stdout
+    time.sleep(1)
+    later = gateway.make_user()
+    assert gateway.run_ssh(later, "web01", "true").returncode == 0  # recovers at once

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyotp
 import pytest
 
+from gateway.audit import AuditLog, Trail
 from gateway.errors import IdentityError, InvalidName, UnknownUser, UserExists
 from gateway.identities import UserDirectory, parse_public_key_line
 from gateway.store import Store
@@ -39,7 +40,7 @@ def clock() -> Clock:
 
 @pytest.fixture()
 def users(store: Store, clock: Clock) -> UserDirectory:
-    return UserDirectory(store, totp_skew_steps=1, clock=clock)
+    return UserDirectory(store, AuditLog(store), totp_skew_steps=1, clock=clock)
 
 
 def code_at(secret: str, when: float) -> str:
@@ -47,7 +48,7 @@ def code_at(secret: str, when: float) -> str:
 
 
 def test_add_user_stores_argon2id_hash_not_password(users: UserDirectory, tmp_path: Path) -> None:
-    enrolment = users.add_user("alice", groups=["ops"], password="correct horse")
+    enrolment = users.add_user("alice", actor="admin", groups=["ops"], password="correct horse")
     assert enrolment.uri.startswith("otpauth://totp/pamgate:alice?secret=")
     # WAL mode: recent pages are in the -wal file.
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("pamgate.db*"))
@@ -59,16 +60,16 @@ def test_add_user_stores_argon2id_hash_not_password(users: UserDirectory, tmp_pa
 
 def test_user_input_is_validated(users: UserDirectory) -> None:
     with pytest.raises(InvalidName):
-        users.add_user("bad name", password="long enough")
+        users.add_user("bad name", actor="admin", password="long enough")
     with pytest.raises(IdentityError, match="too short"):
-        users.add_user("bob", password="short")
+        users.add_user("bob", actor="admin", password="short")
     with pytest.raises(IdentityError, match="needs a password or an SSH key"):
-        users.add_user("bob")
-    users.add_user("bob", password="long enough")
+        users.add_user("bob", actor="admin")
+    users.add_user("bob", actor="admin", password="long enough")
     with pytest.raises(UserExists):
-        users.add_user("bob", password="long enough")
+        users.add_user("bob", actor="admin", password="long enough")
     with pytest.raises(UnknownUser):
-        users.set_disabled("nobody", True)
+        users.set_disabled("nobody", True, actor="admin")
     assert [u.name for u in users.list_users()] == ["bob"]
 
 
@@ -85,14 +86,14 @@ def test_unknown_user_costs_one_argon2_verification(users: UserDirectory) -> Non
             return real.verify(hash_, password)
 
     users._hasher = CountingHasher()  # type: ignore[assignment]
-    users.add_user("alice", password="correct horse")
+    users.add_user("alice", actor="admin", password="correct horse")
     assert not users.verify_password("ghost", "correct horse")
     assert not users.verify_password("alice", "wrong horse")
     assert len(calls) == 2 and all(h.startswith("$argon2id$") for h in calls)
 
 
 def test_totp_accepts_skew_and_refuses_replay(users: UserDirectory, clock: Clock) -> None:
-    secret = users.add_user("alice", password="correct horse").secret
+    secret = users.add_user("alice", actor="admin", password="correct horse").secret
     assert users.verify_totp("alice", code_at(secret, clock.now - 30))  # one step behind
     assert not users.verify_totp("alice", code_at(secret, clock.now - 30))  # replay
     assert users.verify_totp("alice", code_at(secret, clock.now))
@@ -105,24 +106,26 @@ def test_totp_accepts_skew_and_refuses_replay(users: UserDirectory, clock: Clock
 
 @pytest.mark.parametrize("junk", ["", "12345", "1234567", "abcdef", "12 34 5x"])
 def test_malformed_codes_are_refused(users: UserDirectory, junk: str) -> None:
-    users.add_user("alice", password="correct horse")
+    users.add_user("alice", actor="admin", password="correct horse")
     assert not users.verify_totp("alice", junk)
 
 
 def test_disabled_user_fails_every_factor(users: UserDirectory, clock: Clock) -> None:
-    secret = users.add_user("alice", password="correct horse", public_keys=[PUBLIC_KEY]).secret
-    users.set_disabled("alice", True)
+    secret = users.add_user(
+        "alice", actor="admin", password="correct horse", public_keys=[PUBLIC_KEY]
+    ).secret
+    users.set_disabled("alice", True, actor="admin")
     key_data = " ".join(PUBLIC_KEY.split()[:2])
     assert not users.verify_password("alice", "correct horse")
     assert not users.verify_totp("alice", code_at(secret, clock.now))
     assert not users.key_is_registered("alice", key_data)
-    users.set_disabled("alice", False)
+    users.set_disabled("alice", False, actor="admin")
     assert users.key_is_registered("alice", key_data)
 
 
 def test_reset_mfa_invalidates_old_secret(users: UserDirectory, clock: Clock) -> None:
-    old = users.add_user("alice", password="correct horse").secret
-    new = users.reset_mfa("alice").secret
+    old = users.add_user("alice", actor="admin", password="correct horse").secret
+    new = users.reset_mfa("alice", actor="admin").secret
     assert old != new
     assert not users.verify_totp("alice", code_at(old, clock.now))
     assert users.verify_totp("alice", code_at(new, clock.now))
@@ -140,8 +143,40 @@ def test_keys_are_parsed_and_checked(users: UserDirectory) -> None:
     ]:
         with pytest.raises(IdentityError):
             parse_public_key_line(bad)
-    users.add_user("alice", public_keys=[PUBLIC_KEY])
+    users.add_user("alice", actor="admin", public_keys=[PUBLIC_KEY])
     with pytest.raises(IdentityError, match="registered"):
-        users.add_key("alice", PUBLIC_KEY)
+        users.add_key("alice", PUBLIC_KEY, actor="admin")
     assert users.get("alice").key_fingerprints == (fingerprint,)
     assert not users.get("alice").has_password
+
+
+def test_administration_is_audited_with_the_acting_admin(
+    users: UserDirectory, store: Store
+) -> None:
+    users.add_user("alice", actor="root@gw", groups=["ops"], password="correct horse")
+    users.set_disabled("alice", True, actor="root@gw")
+    users.set_disabled("alice", False, actor="carol@gw")
+    users.reset_mfa("alice", actor="carol@gw")
+    users.set_password("alice", "battery staple", actor="carol@gw")
+    records = list(AuditLog(store).events(Trail.HUMAN))
+    assert [r.action for r in records] == [
+        "user.created",
+        "user.disabled",
+        "user.enabled",
+        "user.mfa_reset",
+        "user.password_set",
+    ]
+    assert [r.actor for r in records[:2]] == ["root@gw", "root@gw"]
+    assert all(r.actor_type == "admin" and r.target == "user:alice" for r in records)
+    assert all(r.authority and r.authority.startswith("gateway-admin:") for r in records)
+    assert "correct horse" not in str(records) and "battery" not in str(records)
+    assert list(AuditLog(store).events(Trail.MACHINE)) == []
+
+
+def test_refused_change_leaves_no_audit_event(users: UserDirectory, store: Store) -> None:
+    users.add_user("alice", actor="root", password="correct horse")
+    with pytest.raises(UserExists):
+        users.add_user("alice", actor="root", password="correct horse")
+    with pytest.raises(UnknownUser):
+        users.reset_mfa("ghost", actor="root")
+    assert [r.action for r in AuditLog(store).events(Trail.HUMAN)] == ["user.created"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audit import AuditLog
 from gateway.config import AuthSettings
 from gateway.lockout import FailureLimiter
 from gateway.store import Store
@@ -24,7 +25,7 @@ def limiter(tmp_path: Path) -> tuple[FailureLimiter, Clock]:
         lockout_seconds=100,
         failure_delay_seconds=0.5,
     )
-    yield FailureLimiter(store, settings, clock=clock), clock
+    yield FailureLimiter(store, AuditLog(store), settings, clock=clock), clock
     store.dispose()
 
 
@@ -83,5 +84,5 @@ def test_success_and_unlock_reset_the_user(limiter: tuple[FailureLimiter, Clock]
     for _ in range(3):
         limits.record_failure("bob", "10.0.0.2")
     assert limits.state("bob", "10.0.0.3").locked
-    limits.unlock("bob")
+    limits.unlock("bob", actor="admin")
     assert not limits.state("bob", "10.0.0.3").locked
