@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 
 from gateway.config import GatewayConfig
-from gateway.datadir import DataDir
+from gateway.datadir import DataDir, check_ready
 from gateway.errors import PamgateError
 from gateway.human_lane import HumanLane
 from gateway.services import GatewayServices
@@ -22,6 +23,8 @@ def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
     """Log to ``DATA_DIR/logs/gateway.log`` and, unless told not to, to stderr."""
     data = DataDir(config.data_dir)
     data.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The log names users and sources: owner-only, like the database.
+    os.close(os.open(data.gateway_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     handlers: list[logging.Handler] = [logging.FileHandler(data.gateway_log)]
     if to_stderr:
         handlers.append(logging.StreamHandler())
@@ -33,16 +36,6 @@ def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
     logging.getLogger("pamgate").setLevel(config.gateway.log_level.upper())
     # asyncssh logs every connection at INFO; keep its warnings only.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-
-
-def check_ready(config: GatewayConfig) -> None:
-    """Refuse to serve from a data directory that 'pamgate init' has not prepared."""
-    data = DataDir(config.data_dir)
-    for path in (data.human_host_key, data.upstream_ca_key):
-        if not path.exists():
-            raise PamgateError(
-                f"{path} is missing: run 'pamgate --config {config.source} init' first"
-            )
 
 
 class GatewayNode:

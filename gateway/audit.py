@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway.errors import PamgateError, StoreError
@@ -153,12 +155,17 @@ def canonical_details(details: dict[str, Any]) -> str:
     )
 
 
+#: The canonical serialisation: a compact JSON array of the fields in RECORD_FIELDS order.
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def record_hash(values: dict[str, Any]) -> str:
     """sha256 over the canonical serialisation of an event's fields (prev_hash included)."""
-    payload = json.dumps(
-        [values[name] for name in RECORD_FIELDS], separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return _hash_fields([values[name] for name in RECORD_FIELDS])
+
+
+def _hash_fields(fields: list[Any]) -> str:
+    return hashlib.sha256(_CANONICAL(fields).encode("utf-8")).hexdigest()
 
 
 def admin_authority(actor: str) -> str:
@@ -182,6 +189,10 @@ class AuditLog:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
+        self._sql = _AppendStatements(store.engine.dialect.paramstyle, store.is_sqlite)
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._writing = False
         self._listeners: list[Callable[[AuditRecord], None]] = []
 
     def add_listener(self, listener: Callable[[AuditRecord], None]) -> None:
@@ -191,14 +202,50 @@ class AuditLog:
     # -- writing ----------------------------------------------------------
 
     def record(self, trail: Trail, event: AuditEvent) -> AuditRecord:
-        """Append ``event`` in its own transaction. Raises AuditWriteFailed."""
-        try:
-            with self._store.transaction() as db:
-                stored = self.append(db, trail, event)
-        except StoreError as exc:
-            raise AuditWriteFailed(f"cannot write the {trail} audit trail: {exc}") from exc
-        self.committed(stored)
-        return stored
+        """Append ``event`` in its own transaction; return once it is committed.
+
+        Raises AuditWriteFailed (the caller's action must not happen).
+
+        Concurrent callers share commits (group commit): the first caller to
+        find no write in progress writes everything queued, in one
+        transaction, until the queue is empty; the others wait for theirs.
+        Order within a trail is arrival order.
+        """
+        _check_authority(event)
+        pending = _Pending(trail, event)
+        with self._queue_lock:
+            self._queue.append(pending)
+            lead = not self._writing
+            self._writing = True
+        if lead:
+            self._drain()
+        pending.done.wait()
+        if pending.error is not None:
+            raise AuditWriteFailed(
+                f"cannot write the {trail} audit trail: {pending.error}"
+            ) from pending.error
+        assert pending.record is not None
+        self.committed(pending.record)
+        return pending.record
+
+    def _drain(self) -> None:
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._writing = False
+                    return
+            try:
+                with self._store.connection() as connection:
+                    records = self._append(connection, [(p.trail, p.event) for p in batch])
+            except Exception as exc:  # every waiter must wake, whatever went wrong
+                for waiting in batch:
+                    waiting.error = exc
+                    waiting.done.set()
+                continue
+            for waiting, stored in zip(batch, records, strict=True):
+                waiting.record = stored
+                waiting.done.set()
 
     def append(self, db: Session, trail: Trail, event: AuditEvent) -> AuditRecord:
         """Append ``event`` inside the caller's transaction ``db``.
@@ -206,41 +253,52 @@ class AuditLog:
         The event is part of that transaction: if it rolls back, so does the
         event. Call :meth:`committed` after the commit to notify listeners.
         """
-        if (
-            event.outcome == "success"
-            and event.action in PRIVILEGED_ACTIONS
-            and not event.authority
-        ):
-            raise MissingAuthority(f"{event.action} by {event.actor} has no authority")
-        head = db.execute(
-            select(AuditHead).where(AuditHead.trail == trail.value).with_for_update()
-        ).scalar_one_or_none()
-        if head is None:
-            head = AuditHead(trail=trail.value, seq=0, hash=GENESIS_HASH)
-            db.add(head)
-        values: dict[str, Any] = {
-            "trail": trail.value,
-            "seq": head.seq + 1,
-            "ts": datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "actor": event.actor,
-            "actor_type": str(event.actor_type),
-            "action": event.action,
-            "target": event.target,
-            "account": event.account,
-            "session_id": event.session_id,
-            "source": event.source,
-            "outcome": event.outcome,
-            "reason": event.reason,
-            "authority": event.authority,
-            "details": canonical_details(event.details),
-            "prev_hash": head.hash,
-        }
-        values["hash"] = record_hash(values)
-        row_values = {k: v for k, v in values.items() if k != "trail"}
-        db.add(_TABLES[trail](**row_values))
-        head.seq, head.hash = values["seq"], values["hash"]
-        db.flush()
-        return AuditRecord(**values)
+        _check_authority(event)
+        db.flush()  # the caller's pending changes go first, in order
+        return self._append(db.connection(), [(trail, event)])[0]
+
+    def _append(
+        self, connection: Connection, items: list[tuple[Trail, AuditEvent]]
+    ) -> list[AuditRecord]:
+        """Chain and insert ``items`` in order; one head read and write per trail."""
+        sql = self._sql
+        heads: dict[Trail, tuple[int, str]] = {}
+        rows: dict[Trail, list[dict[str, Any]]] = {}
+        records = []
+        for trail, event in items:
+            if trail not in heads:
+                found = connection.exec_driver_sql(sql.select_head, {"trail": trail.value}).first()
+                if found is None:
+                    connection.exec_driver_sql(
+                        sql.insert_head, {"trail": trail.value, "seq": 0, "hash": GENESIS_HASH}
+                    )
+                heads[trail] = tuple(found) if found else (0, GENESIS_HASH)  # type: ignore[assignment]
+            head_seq, head_hash = heads[trail]
+            values: dict[str, Any] = {
+                "trail": trail.value,
+                "seq": head_seq + 1,
+                "ts": datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "actor": event.actor,
+                "actor_type": str(event.actor_type),
+                "action": event.action,
+                "target": event.target,
+                "account": event.account,
+                "session_id": event.session_id,
+                "source": event.source,
+                "outcome": event.outcome,
+                "reason": event.reason,
+                "authority": event.authority,
+                "details": canonical_details(event.details),
+                "prev_hash": head_hash,
+            }
+            values["hash"] = record_hash(values)
+            heads[trail] = (values["seq"], values["hash"])
+            rows.setdefault(trail, []).append(values)
+            records.append(AuditRecord(**values))
+        for trail, trail_rows in rows.items():
+            connection.exec_driver_sql(sql.insert_event[trail], trail_rows)
+            connection.exec_driver_sql(sql.update_head, trail_rows[-1])
+        return records
 
     def committed(self, record: AuditRecord) -> None:
         """Tell the log line and listeners about a committed record (never raises)."""
@@ -307,26 +365,29 @@ class AuditLog:
         head_seq, head_hash = self.head(trail)
         expected, prev = 1, GENESIS_HASH
         count = 0
-        for record in self.events(trail, until_seq=head_seq):
-            values = asdict(record)
-            if record.seq != expected:  # rows come in seq order, so this is a gap
+        name = trail.value
+        for row in self._chain_rows(trail, head_seq):
+            # row: seq, ts, ..., prev_hash, hash (the stored columns in RECORD_FIELDS order)
+            seq = row[0]
+            if seq != expected:  # rows come in seq order, so this is a gap
                 missing = (
-                    f"event {expected} is" if record.seq == expected + 1
-                    else f"events {expected}..{record.seq - 1} are"
+                    f"event {expected} is" if seq == expected + 1
+                    else f"events {expected}..{seq - 1} are"
                 )  # fmt: skip
                 return VerifyResult(trail, False, count, expected, f"{missing} missing (deleted)")
-            if record.prev_hash != prev:
+            if row[-2] != prev:
                 return VerifyResult(
-                    trail, False, count, record.seq,
-                    f"event {record.seq}: prev_hash does not match event {record.seq - 1} "
+                    trail, False, count, seq,
+                    f"event {seq}: prev_hash does not match event {seq - 1} "
                     "(events inserted, deleted or reordered)",
                 )  # fmt: skip
-            if record_hash(values) != record.hash:
+            stored = row[-1]
+            if _hash_fields([name, *row[:-1]]) != stored:
                 return VerifyResult(
-                    trail, False, count, record.seq,
-                    f"event {record.seq}: contents do not match its hash (edited)",
+                    trail, False, count, seq,
+                    f"event {seq}: contents do not match its hash (edited)",
                 )  # fmt: skip
-            prev = record.hash
+            prev = stored
             expected += 1
             count += 1
             if progress is not None and count % PROGRESS_EVERY == 0:
@@ -345,6 +406,18 @@ class AuditLog:
             )  # fmt: skip
         return VerifyResult(trail, True, count, head_hash=prev)
 
+    def _chain_rows(self, trail: Trail, until_seq: int) -> Iterator[tuple[Any, ...]]:
+        """All stored columns of events 1..until_seq as plain tuples, streamed."""
+        table = _TABLES[trail]
+        query = select(*_columns(table)).where(table.seq <= until_seq).order_by(table.seq)
+        try:
+            with self._store.engine.connect() as connection:
+                result = connection.execution_options(yield_per=20_000).execute(query)
+                for partition in result.partitions():
+                    yield from (tuple(row) for row in partition)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the {trail} audit trail: {exc}") from exc
+
     def _first_beyond_head(self, trail: Trail) -> int | None:
         table = _TABLES[trail]
         with self._store.transaction(write=False) as db:
@@ -358,6 +431,52 @@ class AuditLog:
         table = _TABLES[trail]
         with self._store.transaction(write=False) as db:
             return db.scalar(select(table.hash).where(table.seq == seq))
+
+
+def _check_authority(event: AuditEvent) -> None:
+    if event.outcome == "success" and event.action in PRIVILEGED_ACTIONS and not event.authority:
+        raise MissingAuthority(f"{event.action} by {event.actor} has no authority")
+
+
+class _Pending:
+    """One caller's event waiting in the group-commit queue."""
+
+    def __init__(self, trail: Trail, event: AuditEvent) -> None:
+        self.trail = trail
+        self.event = event
+        self.done = threading.Event()
+        self.record: AuditRecord | None = None
+        self.error: BaseException | None = None
+
+
+class _AppendStatements:
+    """The SQL of an append, rendered once for the database's parameter style.
+
+    Appends run on every login and session, so they skip SQLAlchemy's
+    statement compilation (which costs more than the database work itself).
+    """
+
+    def __init__(self, paramstyle: str, is_sqlite: bool) -> None:
+        def param(name: str) -> str:
+            return f"%({name})s" if paramstyle == "pyformat" else f":{name}"
+
+        # SQLite serialises writers with BEGIN IMMEDIATE; others lock the head row.
+        lock = "" if is_sqlite else " FOR UPDATE"
+        self.select_head = f"SELECT seq, hash FROM audit_heads WHERE trail = {param('trail')}{lock}"
+        self.insert_head = (
+            "INSERT INTO audit_heads (trail, seq, hash) "
+            f"VALUES ({param('trail')}, {param('seq')}, {param('hash')})"
+        )
+        self.update_head = (
+            f"UPDATE audit_heads SET seq = {param('seq')}, hash = {param('hash')} "
+            f"WHERE trail = {param('trail')}"
+        )
+        columns = [*RECORD_FIELDS[1:], "hash"]
+        self.insert_event = {
+            trail: f"INSERT INTO {_TABLES[trail].__tablename__} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(param(c) for c in columns)})"
+            for trail in Trail
+        }
 
 
 def _columns(table: type[HumanAuditEvent] | type[MachineAuditEvent]) -> list[Any]:

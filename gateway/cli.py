@@ -51,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
             "key plus a TOTP code; every session gets a fresh, minutes-long certificate to "
             "the target."
         ),
-        epilog=f"The config file is --config PATH, else ${CONFIG_ENV_VAR}, else ./pamgate.toml.",
+        epilog=(
+            f"The config file is --config PATH (before or after the command), else "
+            f"${CONFIG_ENV_VAR}, else ./pamgate.toml."
+        ),
     )
     parser.add_argument("--config", metavar="PATH", help="gateway config file (TOML)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -293,6 +296,10 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         args.name, actor=_actor(), groups=args.group, password=password, public_keys=keys
     )
     print(f"created user {args.name} (groups: {', '.join(args.group) or 'none'})")
+    config: GatewayConfig = args.loaded_config
+    used = {group for target in config.targets for group in target.allowed_groups}
+    for group in sorted(set(args.group) - used):
+        print(f"warning: no target allows group {group!r} yet", file=sys.stderr)
     print(describe_enrolment(enrolment, sys.stdout))
     return 0
 
@@ -444,7 +451,8 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config: GatewayConfig = args.loaded_config
-    print(f"{config.source}: OK ({len(config.targets)} targets, data dir {config.data_dir})")
+    targets = f"{len(config.targets)} target{'s' if len(config.targets) != 1 else ''}"
+    print(f"{config.source}: OK ({targets}, data dir {config.data_dir})")
     return 0
 
 
@@ -452,8 +460,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _services(args: argparse.Namespace):  # noqa: ANN202 - GatewayServices, imported lazily
+    from gateway.datadir import check_ready
     from gateway.services import GatewayServices
 
+    check_ready(args.loaded_config)
     services = GatewayServices.open(args.loaded_config)
     services.store.create_schema()
     return services
@@ -544,10 +554,35 @@ def _read_password(from_stdin: bool, *, confirm: bool) -> str:
     return password
 
 
+def _take_config_option(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Pull ``--config PATH`` out of ``argv`` wherever it stands.
+
+    So ``pamgate user list --config F`` works as well as ``pamgate --config F user list``.
+    """
+    config, rest = None, []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            rest += [word, *words]
+        elif word == "--config":
+            config = next(words, None)
+            if config is None:
+                rest.append(word)  # let argparse report the missing value
+        elif word.startswith("--config="):
+            config = word.removeprefix("--config=")
+        else:
+            rest.append(word)
+    return config, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pamgate`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    config_path, rest = _take_config_option(list(sys.argv[1:] if argv is None else argv))
+    if "--config" in rest:
+        parser.error("argument --config: expected a PATH")
+    args = parser.parse_args(rest)
+    args.config = config_path or args.config
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         if getattr(args, "needs_config", True) and handler is not cmd_init:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gateway.audit_anchor import ensure_signing_key
 from gateway.config import GatewayConfig
+from gateway.errors import PamgateError
 from gateway.store import Store
 from gateway.upstream_ca import ensure_key_file
 
@@ -67,11 +68,17 @@ def initialize(config: GatewayConfig) -> list[str]:
     """
     data = DataDir(config.data_dir)
     report = []
-    for folder in (data.root, data.keys, data.logs):
+    for folder in (data.root, data.keys, data.logs, data.checkpoints.parent):
         if not folder.exists():
             folder.mkdir(parents=True, mode=0o700)
             report.append(f"created {folder}")
-    os.chmod(data.keys, 0o700)
+    for private in (data.keys, data.logs):
+        os.chmod(private, 0o700)
+    if data.root.stat().st_mode & 0o077:
+        report.append(
+            f"warning: {data.root} is readable by other users; "
+            f"consider 'chmod 700 {data.root}' (the database and keys inside are 0600)"
+        )
     for path, comment in (
         (data.human_host_key, f"pamgate human lane host key ({config.gateway.name})"),
         (data.upstream_ca_key, f"pamgate upstream CA ({config.gateway.name})"),
@@ -87,3 +94,13 @@ def initialize(config: GatewayConfig) -> list[str]:
         store.dispose()
     report.append(f"database ready at {config.database_url}")
     return report
+
+
+def check_ready(config: GatewayConfig) -> None:
+    """Refuse to work on a data directory that 'pamgate init' has not prepared."""
+    data = DataDir(config.data_dir)
+    for path in (data.human_host_key, data.upstream_ca_key):
+        if not path.exists():
+            raise PamgateError(
+                f"{path} is missing: run 'pamgate --config {config.source} init' first"
+            )

@@ -97,7 +97,11 @@ allowed_groups = [{q(DEMO_GROUP)}]
 
 
 def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
-    """Create the demo users, or load their saved credentials."""
+    """Create the demo users, or load their saved credentials.
+
+    Saved credentials that no longer work (after ``user passwd`` or
+    ``user reset-mfa``) are replaced, so the demo never prints stale ones.
+    """
     saved_path = config.data_dir / CREDENTIALS_FILE
     saved: dict[str, dict[str, str]] = {}
     if saved_path.exists():
@@ -108,8 +112,13 @@ def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
     try:
         for name in DEMO_USERS:
             existing = users.get(name)
-            if existing is not None and name in saved:
-                credentials.append(DemoCredential(name, **saved[name]))
+            kept = saved.get(name)
+            if (
+                existing is not None
+                and kept is not None
+                and users.credentials_match(name, kept["password"], kept["totp_secret"])
+            ):
+                credentials.append(DemoCredential(name, **kept))
                 continue
             password = _demo_password()
             if existing is None:

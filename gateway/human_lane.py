@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+import weakref
 from collections.abc import Sequence
 
 import asyncssh
@@ -148,28 +150,33 @@ class HumanLaneServer(MultiFactorServer):
         services = self._services
         first_factor = "publickey" if self._key_passed else "password"
         lock = await asyncio.to_thread(services.limiter.state, self._user, self._source)
+        account = await asyncio.to_thread(services.users.get, self._user)
         first_ok = self._key_passed or self._password_ok
         code_ok = False
         if first_ok and not lock.locked:
             code_ok = await asyncio.to_thread(services.users.verify_totp, self._user, code)
-        if first_ok and code_ok and not lock.locked:
-            user = await asyncio.to_thread(services.users.get, self._user)
-            if user is not None and not user.disabled:
-                await asyncio.to_thread(services.limiter.record_success, self._user)
-                details = {"method": f"{first_factor}+totp", "factor": "totp"}
-                if self._key_fingerprint:
-                    details["key"] = self._key_fingerprint
-                if await self._audit("auth.success", "success", **details):
-                    self._authenticated = user
-                    return True
-                await self._fail(first_factor, "the login could not be audited", False, 0.0)
-                return False
-        reason = (
-            "locked out"
-            if lock.locked
-            else (f"wrong {first_factor}" if not first_ok else "wrong or reused verification code")
-        )
-        await self._fail(first_factor, reason, lock.locked, lock.retry_after_seconds)
+        if first_ok and code_ok and not lock.locked and account and not account.disabled:
+            await asyncio.to_thread(services.limiter.record_success, self._user)
+            details = {"method": f"{first_factor}+totp", "factor": "totp"}
+            if self._key_fingerprint:
+                details["key"] = self._key_fingerprint
+            if await self._audit("auth.success", "success", **details):
+                self._authenticated = account
+                return True
+            await self._fail("totp", "the login could not be audited", False, 0.0)
+            return False
+        # The precise reason is for the audit trail only; the client learns nothing.
+        if lock.locked:
+            factor, reason = first_factor, f"locked out ({lock.scope})"
+        elif account is None:
+            factor, reason = first_factor, "unknown user"
+        elif account.disabled:
+            factor, reason = first_factor, "user disabled"
+        elif not first_ok:
+            factor, reason = first_factor, f"wrong {first_factor}"
+        else:
+            factor, reason = "totp", "wrong or reused verification code"
+        await self._fail(factor, reason, lock.locked, lock.retry_after_seconds)
         return False
 
     async def _fail(self, factor: str, reason: str, locked: bool, retry_after: float) -> None:
@@ -188,7 +195,7 @@ class HumanLaneServer(MultiFactorServer):
         if locked and self._conn is not None:
             self._conn.send_auth_banner(
                 "pamgate: too many failed logins for this user or address; "
-                f"try again in {int(retry_after) + 1} s.\n"
+                f"try again in {math.ceil(retry_after)} s.\n"
             )
         self._stage = "password"
         self._failures += 1
@@ -220,7 +227,9 @@ class HumanLaneServer(MultiFactorServer):
         if self._authenticated is None:
             return False
         context = SessionContext(self._authenticated, self._login_name, self._source)
-        return HumanSession(context, self._lane)
+        session = HumanSession(context, self._lane)
+        self._lane.sessions.add(session)
+        return session
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
@@ -287,6 +296,8 @@ class HumanLane:
         self.services = services
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Sessions of this lane; ended ones drop out as they are collected.
+        self.sessions: weakref.WeakSet[HumanSession] = weakref.WeakSet()
 
     async def start(self) -> None:
         """Start listening on the configured address and port."""
@@ -335,9 +346,12 @@ class HumanLane:
             logger.exception("audit write failed for %s", event.action)
 
     async def stop(self) -> None:
-        """Stop accepting, then wait briefly for bookkeeping tasks to finish."""
+        """Stop accepting, end live sessions with a message, and record their end."""
         if self._acceptor is not None:
             self._acceptor.close()
-            await self._acceptor.wait_closed()
+        for session in list(self.sessions):
+            session.terminate("the gateway is shutting down; the session was ended")
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
+        if self._acceptor is not None:
+            await self._acceptor.wait_closed()

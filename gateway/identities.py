@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.audit import ActorType, AuditEvent, AuditLog, AuditRecord, Trail, admin_authority
@@ -143,8 +143,10 @@ class UserDirectory:
         secret = pyotp.random_base32()
         now = self._now()
         with self._store.transaction() as db:
-            if db.scalar(select(User.id).where(User.name == name)) is not None:
-                raise UserExists(f"user {name!r} exists already")
+            clash = db.scalar(select(User.name).where(func.lower(User.name) == name.lower()))
+            if clash is not None:
+                # Names differing only in case would read as one person in logs.
+                raise UserExists(f"user {clash!r} exists already")
             user = User(
                 name=name,
                 password_hash=self._hasher.hash(password) if password is not None else None,
@@ -287,10 +289,18 @@ class UserDirectory:
             )
             return result.rowcount == 1
 
-    def is_enabled(self, name: str) -> bool:
-        """True if ``name`` exists and is not disabled."""
-        view = self.get(name)
-        return view is not None and not view.disabled
+    def credentials_match(self, name: str, password: str, totp_secret: str) -> bool:
+        """True if ``name`` has exactly this password and TOTP secret (used by the demo)."""
+        with self._store.transaction(write=False) as db:
+            user = db.scalar(select(User).where(User.name == name))
+            if user is None or user.password_hash is None:
+                return False
+            stored_secret, stored_hash = user.totp_secret, user.password_hash
+        try:
+            password_ok = self._hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            password_ok = False
+        return password_ok and hmac.compare_digest(stored_secret, totp_secret)
 
     # -- internals --------------------------------------------------------
 

@@ -15,6 +15,7 @@ status or exit signal. Environment variables pass only if allow-listed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import logging
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from typing import Protocol
 import asyncssh
 
 from gateway.access import Destination, parse_login_name
-from gateway.audit import ActorType, AuditEvent
+from gateway.audit import ActorType, AuditEvent, AuditWriteFailed, Trail
 from gateway.errors import DestinationError, HostKeyMismatch, PamgateError, StoreError
 from gateway.identities import UserView
 from gateway.menu import TargetMenu
@@ -236,6 +237,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
 
     def target_closed(self, exc: Exception | None) -> None:
         """The target channel closed: pass on its exit status, or say why not."""
+        if self._finished and self._session_id is not None:
+            return  # the gateway ended it (terminate), or the client left first
         upstream = self._upstream
         exit_status = upstream.get_exit_status() if upstream else None
         exit_signal = upstream.get_exit_signal() if upstream else None
@@ -265,6 +268,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                 return
             await self._connect(destination)
         except PamgateError as exc:
+            if self._session_id is None:
+                await self._record_refusal(str(exc))
             self._tell_user(str(exc))
             self._finish("failed", reason=str(exc))
             self._exit(GATEWAY_EXIT_STATUS)
@@ -286,18 +291,25 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                     f"no target given: log in as {self._ctx.user.name}:TARGET "
                     f"(or {self._ctx.user.name}:ACCOUNT@TARGET). Targets you may reach: {names}"
                 )
-            choice = await self._run_menu(TargetMenu(reachable))
-            if choice is None:
-                return None
-            target, account = choice
+            menu = TargetMenu(reachable)
+            text = menu.render()
+            while True:
+                choice = await self._run_menu(menu, text)
+                if choice is None:
+                    return None
+                try:
+                    return allow_list.authorize(self._ctx.user.groups, *choice)
+                except DestinationError as exc:
+                    # A typo in the menu costs a re-prompt, not a new login.
+                    text = f"{exc}\r\n{TargetMenu.PROMPT}"
         return allow_list.authorize(self._ctx.user.groups, target, account)
 
-    async def _run_menu(self, menu: TargetMenu) -> tuple[str, str | None] | None:
+    async def _run_menu(self, menu: TargetMenu, text: str) -> tuple[str, str | None] | None:
         assert self._chan is not None
         self._menu = menu
         self._menu_choice = asyncio.get_running_loop().create_future()
-        self._chan.write(menu.render().encode())
-        if not menu.render().endswith(TargetMenu.PROMPT):
+        self._chan.write(text.encode())
+        if not text.endswith(TargetMenu.PROMPT):
             return None
         self._chan.resume_reading()
         target, account = await self._menu_choice
@@ -370,7 +382,7 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                 timeout=services.config.upstream.connect_timeout_seconds,
             )
         except HostKeyMismatch as exc:
-            self._host.record_soon(
+            await self._record(
                 self._event(
                     "upstream.host_key_mismatch",
                     "refused",
@@ -440,6 +452,33 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
             asyncio.to_thread(self._services.ledger.close, self._session_id, self._start, end)
         )
         self._host.track_task(task)
+
+    async def _record_refusal(self, reason: str) -> None:
+        """Audit a session that was refused before it started (bad or forbidden destination)."""
+        try:
+            login = parse_login_name(self._ctx.login_name)
+            target, account = login.target, login.account
+        except DestinationError:
+            target, account = None, None
+        event = self._event("access.refused", "refused", reason=reason, target=target)
+        await self._record(dataclasses.replace(event, account=account))
+
+    async def _record(self, event: AuditEvent) -> None:
+        """Append to the human trail before going on; a failure is logged (we are refusing)."""
+        try:
+            await asyncio.to_thread(self._services.audit.record, Trail.HUMAN, event)
+        except AuditWriteFailed:
+            logger.exception("could not audit %s", event.action)
+
+    def terminate(self, reason: str) -> None:
+        """End the session from the gateway's side (shutdown, revocation), telling the user why."""
+        if self._client_gone:
+            return
+        self._tell_user(reason)
+        if self._upstream_conn is not None:
+            self._upstream_conn.close()
+        self._finish("interrupted", reason=reason)
+        self._exit(GATEWAY_EXIT_STATUS)
 
     def _event(
         self,

@@ -12,11 +12,14 @@ stale snapshot. Read-only work passes ``write=False`` and never blocks writers.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,16 +42,28 @@ class Store:
             self.engine: Engine = create_engine(url, connect_args=connect_args)
         except (SQLAlchemyError, ValueError) as exc:
             raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+        self._write_lock = threading.RLock()
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = self._readers
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
-            immediate = self.engine.execution_options(sqlite_begin="IMMEDIATE")
-            self._writers = sessionmaker(immediate, expire_on_commit=False)
+            self._immediate = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            self._writers = sessionmaker(self._immediate, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create any missing tables. Existing tables and rows are left alone."""
+        """Create any missing tables. Existing tables and rows are left alone.
+
+        A new SQLite file is created readable by its owner only: it holds
+        TOTP secrets and password hashes.
+        """
+        database = self.engine.url.database if self.is_sqlite else None
+        if database and database != ":memory:":
+            path = Path(database)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            path.chmod(0o600)
         try:
             Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
@@ -66,13 +81,31 @@ class Store:
         ``write=False`` is for read-only work (listings, exports, verification).
         """
         session = (self._writers if write else self._readers)()
+        # SQLite allows one writer at a time; queueing this process's writers
+        # on a lock is far cheaper than letting them spin in SQLite's busy
+        # handler. Other processes still wait on the busy timeout.
+        lock = self._write_lock if write and self.is_sqlite else nullcontext()
         try:
-            with session.begin():
+            with lock, session.begin():
                 yield session
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc}") from exc
         finally:
             session.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A Core connection in a write transaction (committed on success).
+
+        Lighter than :meth:`transaction` for hot paths that need no ORM.
+        """
+        engine = self._immediate if self.is_sqlite else self.engine
+        lock = self._write_lock if self.is_sqlite else nullcontext()
+        try:
+            with lock, engine.begin() as connection:
+                yield connection
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc}") from exc
 
     def dispose(self) -> None:
         """Close all pooled connections."""

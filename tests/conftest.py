@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,10 +255,9 @@ allowed_groups = ["admins"]
     return text
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """One gateway with four targets: web01, mortal (killed by a test), badkey, deadport."""
-    root = tmp_path_factory.mktemp("gateway")
+@contextmanager
+def launch_gateway(root: Path) -> Iterator[Gateway]:
+    """A gateway with four targets: web01, mortal (killed by a test), badkey, deadport."""
     ca_pub = root / "data" / "keys" / "upstream_ca.pub"
     web01 = OpenSSHTarget(root / "web01", free_port(), ca_pub)
     mortal = OpenSSHTarget(root / "mortal", free_port(), ca_pub)
@@ -304,7 +304,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             audit=AuditLog(store),
         )
     finally:
-        process.send_signal(signal.SIGTERM)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -312,6 +313,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         web01.stop()
         mortal.stop()
         store.dispose()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The gateway most end-to-end tests share."""
+    with launch_gateway(tmp_path_factory.mktemp("gateway")) as running:
+        yield running
 
 
 def wait_for_log(gateway: Gateway, needle: str, timeout: float = 5.0) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import time
@@ -495,3 +496,51 @@ def test_no_audit_no_access(gateway: Gateway) -> None:
     time.sleep(1)
     later = gateway.make_user()
     assert gateway.run_ssh(later, "web01", "true").returncode == 0  # recovers at once
+
+
+def test_refused_destinations_are_audited(gateway: Gateway) -> None:
+    user = gateway.make_user(groups=("visitors",))
+    assert gateway.run_ssh(user, "web01", "true").returncode == 255
+    refused = [e for e in events(gateway, "access.refused") if e["user"] == user.name]
+    assert refused and refused[0]["target"] == "web01"
+    assert "not permitted" in str(refused[0]["reason"])
+
+
+def test_menu_typo_reprompts_instead_of_disconnecting(gateway: Gateway) -> None:
+    user = gateway.make_user()
+    child = spawn_shell(gateway, user, "")
+    try:
+        child.expect("Target \\(number")
+        child.send("daemon@web01\r")
+        child.expect("account 'daemon' is not available")
+        child.expect("Target \\(number")
+        child.send("web01\r")
+        set_prompt(child)
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+
+
+def test_shutdown_ends_live_sessions_with_a_message(tmp_path: Path) -> None:
+    from tests.conftest import launch_gateway
+
+    with launch_gateway(tmp_path) as own:
+        user = own.make_user()
+        command = own.ssh_command(f"{user.name}:web01") + ["echo started; sleep 60"]
+        process = subprocess.Popen(
+            command, env=own.ssh_env(user), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None and process.stdout.readline() == b"started\n"
+            own.process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=20)
+        finally:
+            process.kill()
+        assert own.process.wait(timeout=10) == 0
+        assert b"the gateway is shutting down" in stderr
+        ended = [e for e in events(own, "session.end") if e["user"] == user.name]
+        assert ended and ended[0]["status"] == "interrupted"
+        verified = own.cli("audit", "verify")
+        assert verified.returncode == 0, verified.stdout
