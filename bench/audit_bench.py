@@ -132,7 +132,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--appends", type=int, default=20_000)
-    parser.add_argument("--writers", type=int, default=16, help="concurrent appending threads (sessions)")
+    parser.add_argument(
+        "--writers", type=int, default=16, help="concurrent appending threads (sessions)"
+    )
     parser.add_argument("--verify-events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write raw figures here")
