@@ -47,6 +47,7 @@ class GatewayNode:
         self.services = GatewayServices.open(config)
         self.human_lane = HumanLane(self.services)
         self._checkpointer: asyncio.Task[None] | None = None
+        self._indexing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Recover from a previous crash, then start listening."""
@@ -77,6 +78,13 @@ class GatewayNode:
             self._checkpointer.cancel()
             await self._checkpoint()
         self.services.close()
+
+    def _index_commands(self, session_ids: list[str]) -> None:
+        for session_id in session_ids:
+            try:
+                self.services.recordings.index_commands(session_id)
+            except (PamgateError, OSError) as exc:
+                logger.warning("cannot extract commands of session %s: %s", session_id, exc)
 
     async def _checkpoint_every(self, interval: float) -> None:
         while True:

@@ -103,6 +103,18 @@ class SessionSettings(_Section):
     env_allow: list[str] = ["LANG", "LC_*", "TERM"]
 
 
+class RecordingSettings(_Section):
+    """``[recordings]``: where and how sessions are recorded."""
+
+    #: Folder for recordings; relative paths are inside the data directory.
+    directory: Path = Path("recordings")
+    #: Compress sealed recordings; readers decompress transparently.
+    compression: Literal["none", "gzip", "zstd"] = "none"
+    #: For exec sessions, bytes of stdout and of stderr kept in the recording
+    #: (digests and byte counts always cover everything). 0 = metadata only.
+    exec_payload_cap_bytes: int = Field(default=1024 * 1024, ge=0)
+
+
 class SyslogSettings(_Section):
     """``[audit.syslog]``: forward every audit record to a syslog collector (RFC 5424)."""
 
@@ -178,6 +190,7 @@ class GatewayConfig(_Section):
     upstream: UpstreamSettings = UpstreamSettings()
     session: SessionSettings = SessionSettings()
     audit: AuditSettings = AuditSettings()
+    recordings: RecordingSettings = RecordingSettings()
     targets: list[TargetSettings] = []
 
     #: The file this was loaded from (not part of the TOML).
@@ -203,6 +216,11 @@ class GatewayConfig(_Section):
         if self.gateway.database_url:
             return self.gateway.database_url
         return f"sqlite:///{self.data_dir / 'pamgate.db'}"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """The recordings folder, resolved against the data directory."""
+        return (self.data_dir / self.recordings.directory).resolve()
 
     def target(self, name: str) -> TargetSettings | None:
         """The target called ``name``, or None."""

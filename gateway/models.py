@@ -135,6 +135,26 @@ class SessionRecord(Base):
     exit_status: Mapped[int | None] = mapped_column(Integer)
     exit_signal: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text, default="")
+    #: The recording file (relative to the recordings folder) and its sealed sha256.
+    recording_path: Mapped[str | None] = mapped_column(Text)
+    recording_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class SessionCommand(Base):
+    """A command line extracted from a session's recording (an audit aid)."""
+
+    __tablename__ = "session_commands"
+    __table_args__ = (UniqueConstraint("session_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    #: Seconds from the start of the recording (where replay jumps to).
+    offset: Mapped[float] = mapped_column()
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    text: Mapped[str] = mapped_column(Text)
 
 
 class _AuditEventColumns:

@@ -30,6 +30,7 @@ from gateway.errors import DestinationError, HostKeyMismatch, PamgateError, Stor
 from gateway.identities import UserView
 from gateway.menu import TargetMenu
 from gateway.services import GatewayServices
+from gateway.session_recording import SessionTap
 from gateway.sessions import SessionEnd, SessionStart
 from gateway.upstream import connect_upstream
 
@@ -115,6 +116,10 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         self._bytes_from_target = 0
         self._finished = False
         self._client_gone = False
+        self._tap: SessionTap | None = None
+        #: Why upstream reading is paused: the client's window, the recording's backlog.
+        self._client_full = False
+        self._recording_full = False
 
     # -- requests from the client -------------------------------------
 
@@ -157,6 +162,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self._upstream is not None:
             self._bytes_to_target += len(data)
+            if self._tap is not None:
+                self._tap.from_client(data)
             self._upstream.write(data)
         elif self._menu is not None:
             self._feed_menu(data)
@@ -178,6 +185,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self._term_size = (width, height, pixwidth, pixheight)
         if self._upstream is not None:
+            if self._tap is not None:
+                self._tap.resize(width, height)
             self._upstream.change_terminal_size(width, height, pixwidth, pixheight)
 
     def signal_received(self, signal: str) -> None:
@@ -191,12 +200,12 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         return False
 
     def pause_writing(self) -> None:
-        if self._upstream is not None:
-            self._upstream.pause_reading()
+        self._client_full = True
+        self._update_upstream_reading()
 
     def resume_writing(self) -> None:
-        if self._upstream is not None:
-            self._upstream.resume_reading()
+        self._client_full = False
+        self._update_upstream_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._client_gone = True
@@ -215,10 +224,33 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         chan = self._chan
         if chan is None or chan.is_closing():
             return
-        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+        stderr = datatype == asyncssh.EXTENDED_DATA_STDERR
+        if self._tap is not None:
+            self._tap.from_target(data, stderr=stderr)
+            if self._tap.writer.backlogged and not self._recording_full:
+                self._recording_full = True
+                self._update_upstream_reading()
+        if stderr:
             chan.write_stderr(data)
         else:
             chan.write(data)
+
+    def _update_upstream_reading(self) -> None:
+        # Recording bytes are never dropped: if the disk falls behind, the
+        # target waits, exactly as when the client's window is full.
+        if self._upstream is None:
+            return
+        if self._client_full or self._recording_full:
+            self._upstream.pause_reading()
+        else:
+            self._upstream.resume_reading()
+
+    def _recording_drained(self) -> None:
+        self._recording_full = False
+        self._update_upstream_reading()
+
+    def _recording_failed(self, message: str) -> None:
+        self.terminate(f"{message}; the session was ended because it can no longer be recorded")
 
     def target_eof(self) -> None:
         """The target will send no more output."""
@@ -365,13 +397,40 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                 'EXCEPTION: target %s uses a static legacy key (upstream_auth = "key")',
                 target.name,
             )
+        recordings = services.recordings
+        writer = await asyncio.to_thread(
+            recordings.start,
+            session_id,
+            width=self._term_size[0],
+            height=self._term_size[1],
+            term=self._term_type,
+            metadata={
+                "session": session_id,
+                "user": start.user,
+                "target": start.target,
+                "account": start.account,
+                "source": start.source,
+                "authority": start.authority,
+                "kind": start.kind,
+                "command": start.command,
+                "node": services.config.gateway.name,
+            },
+        )
         try:
-            await asyncio.to_thread(ledger.open, session_id, start)
+            await asyncio.to_thread(
+                ledger.open, session_id, start, recording_path=recordings.relative(writer.path)
+            )
         except StoreError as exc:
+            await asyncio.to_thread(recordings.discard, writer)
             logger.error("refusing session: cannot record it: %s", exc)
             raise PamgateError(
                 "the session cannot be recorded right now, so it is refused"
             ) from None
+        loop = asyncio.get_running_loop()
+        writer.on_error = lambda message: loop.call_soon_threadsafe(self._recording_failed, message)
+        writer.on_drained = lambda: loop.call_soon_threadsafe(self._recording_drained)
+        cap = None if self._term_type is not None else recordings.exec_payload_cap
+        self._tap = SessionTap(writer, exec_payload_cap=cap)
         self._session_id, self._start = session_id, start
         try:
             self._upstream_conn = await connect_upstream(
@@ -434,7 +493,10 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         exit_signal: str | None = None,
         reason: str = "",
     ) -> None:
-        """Record the session's end once (the ledger write runs off the event loop)."""
+        """Record the session's end once: seal the recording, then write the end event.
+
+        The disk and database work runs off the event loop.
+        """
         if self._finished:
             return
         self._finished = True
@@ -449,9 +511,33 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
             reason=reason,
         )
         task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(self._services.ledger.close, self._session_id, self._start, end)
+            asyncio.to_thread(self._close_out, self._session_id, self._start, end, self._tap)
         )
         self._host.track_task(task)
+
+    def _close_out(
+        self, session_id: str, start: SessionStart, end: SessionEnd, tap: SessionTap | None
+    ) -> None:
+        """Seal, record the end (with the recording's sha256), then extract commands."""
+        recordings = self._services.recordings
+        details: dict[str, object] = {}
+        if tap is not None:
+            details.update(tap.summary())
+            sealed = recordings.seal(session_id, tap.writer)
+            if sealed is None:
+                details["recording_incomplete"] = tap.writer.failed or "unknown error"
+            else:
+                end = dataclasses.replace(
+                    end,
+                    recording_path=recordings.relative(sealed.path),
+                    recording_sha256=sealed.sha256,
+                )
+        self._services.ledger.close(session_id, start, dataclasses.replace(end, details=details))
+        if start.kind == "shell" and tap is not None:
+            try:
+                recordings.index_commands(session_id)
+            except (PamgateError, OSError) as exc:
+                logger.warning("cannot extract commands of session %s: %s", session_id, exc)
 
     async def _record_refusal(self, reason: str) -> None:
         """Audit a session that was refused before it started (bad or forbidden destination)."""

@@ -16,6 +16,7 @@ from gateway.config import GatewayConfig
 from gateway.datadir import DataDir
 from gateway.identities import UserDirectory
 from gateway.lockout import FailureLimiter
+from gateway.recording_service import RecordingService
 from gateway.sessions import SessionLedger
 from gateway.store import Store
 from gateway.upstream_ca import UpstreamCA
@@ -34,6 +35,7 @@ class GatewayServices:
     limiter: FailureLimiter
     allow_list: AllowList
     ledger: SessionLedger
+    recordings: RecordingService
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
@@ -62,6 +64,7 @@ class GatewayServices:
             limiter=FailureLimiter(store, audit, config.auth),
             allow_list=AllowList(config),
             ledger=SessionLedger(store, audit, config.gateway.name),
+            recordings=RecordingService(config, store),
             _syslog=syslog,
         )
 
@@ -78,7 +81,8 @@ class GatewayServices:
         return self._upstream_ca
 
     def close(self) -> None:
-        """Release the database connections and the syslog socket."""
+        """Stop the recording flusher; release the database connections and the syslog socket."""
+        self.recordings.stop()
         if self._syslog is not None:
             self._syslog.close()
         self.store.dispose()

@@ -52,6 +52,11 @@ class SessionEnd:
     exit_status: int | None = None
     exit_signal: str | None = None
     reason: str = ""
+    #: The sealed recording (relative path and sha256), when there is one.
+    recording_path: str | None = None
+    recording_sha256: str | None = None
+    #: Extra facts for the end event (exec stream digests, truncation, ...).
+    details: dict[str, object] | None = None
 
 
 class SessionLedger:
@@ -75,7 +80,9 @@ class SessionLedger:
         """A fresh, unguessable session id."""
         return uuid.uuid4().hex
 
-    def open(self, session_id: str, start: SessionStart) -> None:
+    def open(
+        self, session_id: str, start: SessionStart, *, recording_path: str | None = None
+    ) -> None:
         """Record a session as live. Raises StoreError (refuse the session) on failure."""
         with self._store.transaction() as db:
             db.add(
@@ -93,9 +100,11 @@ class SessionLedger:
                     status="live",
                     started_at=self._now(),
                     reason="",
+                    recording_path=recording_path,
                 )
             )
-            record = self._audit.append(db, start.trail, self._event(session_id, start))
+            event = self._event(session_id, start, details={"recording": recording_path})
+            record = self._audit.append(db, start.trail, event)
         self._audit.committed(record)
 
     def close(self, session_id: str, start: SessionStart, end: SessionEnd) -> None:
@@ -106,6 +115,9 @@ class SessionLedger:
             "bytes_from_target": end.bytes_from_target,
             "exit_status": end.exit_status,
             "exit_signal": end.exit_signal,
+            "recording": end.recording_path,
+            "recording_sha256": end.recording_sha256,
+            **(end.details or {}),
         }
         with self._store.transaction() as db:
             row = db.get(SessionRecord, session_id)
@@ -117,6 +129,9 @@ class SessionLedger:
                 row.exit_status = end.exit_status
                 row.exit_signal = end.exit_signal
                 row.reason = end.reason
+                if end.recording_path is not None:
+                    row.recording_path = end.recording_path
+                    row.recording_sha256 = end.recording_sha256
             event = self._event(
                 session_id,
                 start,
@@ -128,10 +143,10 @@ class SessionLedger:
             record = self._audit.append(db, start.trail, event)
         self._audit.committed(record)
 
-    def mark_interrupted(self) -> int:
+    def mark_interrupted(self) -> list[str]:
         """Mark this node's sessions still ``live`` as ``interrupted`` (after a crash).
 
-        Each gets a ``session.interrupted`` audit event. Returns how many.
+        Each gets a ``session.interrupted`` audit event. Returns their ids.
         """
         records: list[AuditRecord] = []
         with self._store.transaction() as db:
@@ -161,7 +176,7 @@ class SessionLedger:
                 records.append(self._audit.append(db, trail, event))
         for record in records:
             self._audit.committed(record)
-        return len(records)
+        return [record.session_id for record in records if record.session_id]
 
     def _event(
         self,

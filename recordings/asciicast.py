@@ -1,0 +1,345 @@
+"""Asciicast v2 recordings: writing as bytes flow, sealing, and reading back.
+
+A recording is a JSON header line followed by one JSON array per event:
+``[seconds, "o", text]`` (output), ``"i"`` (input) or ``"r"`` (resize,
+``"COLSxROWS"``). The stock ``asciinema play`` and ``asciinema cat`` read
+it. pamgate's own metadata (session id, user, target, ...) sits under the
+header key ``"pamgate"``, which players ignore.
+
+Writing is split so the relay never waits on the disk: the relay calls
+:meth:`RecordingWriter.output` and friends, which only append to an
+in-memory list; a :class:`Flusher` thread encodes and writes every writer's
+pending events at least every ``interval`` seconds (0.25 s by default), so a
+SIGKILL loses at most about that much. If the disk falls behind, the writer
+reports backlog so the relay can pause reading (recording bytes are never
+dropped). A write error marks the writer failed and calls its error
+callback: the session must end (fail closed).
+
+Sealing flushes and fsyncs, optionally compresses (gzip or zstd), makes the
+file read-only and returns its sha256. Readers open ``.cast``,
+``.cast.gz`` and ``.cast.zst`` alike.
+
+Imports nothing from ``gateway`` or ``tui``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import zstandard
+
+#: Pending bytes above which a writer reports backlog (the relay pauses).
+BACKLOG_HIGH = 8 * 1024 * 1024
+#: Pending bytes below which a backlogged writer lets the relay resume.
+BACKLOG_LOW = 1 * 1024 * 1024
+SUFFIXES = (".cast", ".cast.gz", ".cast.zst")
+
+
+class RecordingError(Exception):
+    """A recording could not be created, written, sealed or read."""
+
+
+@dataclass(frozen=True)
+class SealedRecording:
+    """A finished recording: where it is, its digest and its size on disk."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """One recorded event."""
+
+    time: float
+    code: str
+    data: str
+
+
+class RecordingWriter:
+    """One asciicast v2 file being written while its session runs."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        width: int,
+        height: int,
+        term: str | None,
+        metadata: dict[str, Any],
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Create the file and write its header now (errors surface here, before the session)."""
+        self.path = path
+        self._clock = clock
+        self._started = clock()
+        header: dict[str, Any] = {
+            "version": 2,
+            "width": max(int(width), 1),
+            "height": max(int(height), 1),
+            "timestamp": int(wall_clock()),
+            "env": {"TERM": term or "", "SHELL": ""},
+            "pamgate": metadata,
+        }
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._file = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+            self._file.write(json.dumps(header, ensure_ascii=False) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise RecordingError(f"cannot create recording {path}: {exc.strerror or exc}") from exc
+        self._decoders = {
+            "o": codecs.getincrementaldecoder("utf-8")("replace"),
+            "i": codecs.getincrementaldecoder("utf-8")("replace"),
+        }
+        self._lock = threading.Lock()
+        self._io_lock = threading.Lock()  # the flusher thread and close() share the file
+        self._pending: list[tuple[float, str, bytes | str]] = []
+        self._pending_bytes = 0
+        self.failed: str | None = None
+        self.closed = False
+        self.on_error: Callable[[str], None] | None = None
+        self.on_drained: Callable[[], None] | None = None
+        self._backlogged = False
+
+    # -- called by the relay (cheap, never touches the disk) ----------------
+
+    def output(self, data: bytes) -> None:
+        """Record terminal output."""
+        self._add("o", data)
+
+    def input(self, data: bytes) -> None:
+        """Record keystrokes (or stdin)."""
+        self._add("i", data)
+
+    def resize(self, width: int, height: int) -> None:
+        """Record a window size change."""
+        self._add("r", f"{width}x{height}")
+
+    @property
+    def backlogged(self) -> bool:
+        """True while more than BACKLOG_HIGH bytes wait for the disk."""
+        return self._backlogged
+
+    def _add(self, code: str, data: bytes | str) -> None:
+        if self.closed:
+            return
+        with self._lock:
+            self._pending.append((self._clock() - self._started, code, data))
+            self._pending_bytes += len(data)
+            if self._pending_bytes > BACKLOG_HIGH:
+                self._backlogged = True
+
+    # -- called by the flusher thread -----------------------------------------
+
+    def flush(self) -> None:
+        """Encode and write pending events, then flush to the OS."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._pending_bytes = 0
+        if not pending or self.failed:
+            self._maybe_drained()
+            return
+        with self._io_lock:
+            lines = []
+            for offset, code, data in pending:
+                text = self._decoders[code].decode(data) if isinstance(data, bytes) else data
+                if text:
+                    lines.append(json.dumps([round(offset, 6), code, text], ensure_ascii=False))
+            try:
+                if lines and not self._file.closed:
+                    self._file.write("\n".join(lines) + "\n")
+                    self._file.flush()
+            except (OSError, ValueError) as exc:
+                self._fail(f"recording storage failed: {getattr(exc, 'strerror', None) or exc}")
+                return
+        self._maybe_drained()
+
+    def _maybe_drained(self) -> None:
+        if self._backlogged and self._pending_bytes < BACKLOG_LOW:
+            self._backlogged = False
+            if self.on_drained is not None:
+                self.on_drained()
+
+    def _fail(self, message: str) -> None:
+        if self.failed:
+            return
+        self.failed = message
+        if self.on_error is not None:
+            self.on_error(message)
+
+    # -- sealing ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write what is pending and close the file (without sealing)."""
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        with self._io_lock:
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except (OSError, ValueError) as exc:
+                self._fail(f"recording storage failed: {getattr(exc, 'strerror', None) or exc}")
+            finally:
+                try:
+                    self._file.close()
+                except OSError as exc:
+                    self._fail(f"recording storage failed: {exc.strerror or exc}")
+
+    def seal(self, compression: str = "none") -> SealedRecording:
+        """Close, optionally compress, make read-only; return path and sha256.
+
+        Raises RecordingError if the recording could not be written completely.
+        """
+        self.close()
+        if self.failed:
+            raise RecordingError(self.failed)
+        return seal_file(self.path, compression)
+
+
+def seal_file(path: Path, compression: str = "none") -> SealedRecording:
+    """Compress (optionally) and make read-only a closed recording; return its digest."""
+    try:
+        if compression == "none":
+            final = path
+        else:
+            final = path.with_name(path.name + (".gz" if compression == "gzip" else ".zst"))
+            _compress(path, final, compression)
+            path.unlink()
+        digest = file_sha256(final)
+        final.chmod(0o444)
+        return SealedRecording(final, digest, final.stat().st_size)
+    except OSError as exc:
+        raise RecordingError(f"cannot seal recording {path}: {exc.strerror or exc}") from exc
+
+
+def _compress(source: Path, target: Path, compression: str) -> None:
+    temporary = target.with_name(target.name + ".tmp")
+    with open(source, "rb") as plain, open(temporary, "wb") as packed:
+        if compression == "gzip":
+            with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as stream:
+                _copy(plain, stream)
+        elif compression == "zstd":
+            with zstandard.ZstdCompressor(level=3).stream_writer(packed, closefd=False) as stream:
+                _copy(plain, stream)
+        else:
+            raise RecordingError(f"unknown compression {compression!r}")
+        packed.flush()
+        os.fsync(packed.fileno())
+    temporary.rename(target)
+
+
+def _copy(source: io.BufferedReader, target: Any) -> None:
+    while chunk := source.read(1 << 20):
+        target.write(chunk)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's stored bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Flusher:
+    """One background thread that flushes every open recording at a fixed interval."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self._interval = interval
+        self._writers: set[RecordingWriter] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recording-flusher", daemon=True)
+        self._thread.start()
+
+    def add(self, writer: RecordingWriter) -> None:
+        with self._lock:
+            self._writers.add(writer)
+
+    def remove(self, writer: RecordingWriter) -> None:
+        with self._lock:
+            self._writers.discard(writer)
+
+    def flush_all(self) -> None:
+        with self._lock:
+            writers = list(self._writers)
+        for writer in writers:
+            if not writer.closed:
+                writer.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.flush_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.flush_all()
+
+
+# -- reading --------------------------------------------------------------------
+
+
+def open_text(path: Path) -> TextIO:
+    """Open a recording for reading as text, whatever its compression."""
+    name = path.name
+    if name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", newline="\n")  # type: ignore[return-value]
+    if name.endswith(".zst"):
+        raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
+        stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
+    return open(path, encoding="utf-8", newline="\n")
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The header object of a recording."""
+    with open_text(path) as handle:
+        line = handle.readline()
+    try:
+        header = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RecordingError(f"{path}: not an asciicast recording (bad header)") from exc
+    if not isinstance(header, dict) or header.get("version") != 2:
+        raise RecordingError(f"{path}: not an asciicast v2 recording")
+    return header
+
+
+def iter_events(path: Path) -> Iterator[Event]:
+    """Events in order. A torn last line (a crash mid-write) ends the stream quietly."""
+    with open_text(path) as handle:
+        handle.readline()
+        for line in handle:
+            try:
+                offset, code, data = json.loads(line)
+            except (json.JSONDecodeError, ValueError, TypeError):
+                return
+            if isinstance(offset, int | float) and isinstance(code, str) and isinstance(data, str):
+                yield Event(float(offset), code, data)
+
+
+def find_recording(base: Path) -> Path | None:
+    """The stored file for a recording written at ``base`` (``.cast`` or compressed)."""
+    for suffix in SUFFIXES:
+        candidate = base.with_name(base.name.removesuffix(".cast") + suffix)
+        if candidate.exists():
+            return candidate
+    return None
