@@ -56,7 +56,11 @@ class GatewayNode:
         if interrupted:
             logger.warning(
                 "marked %d sessions interrupted (the gateway stopped while they were live)",
-                interrupted,
+                len(interrupted),
+            )
+            # Their recordings stay as written (readable up to the crash); index them.
+            self._indexing = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self._index_commands, interrupted)
             )
         try:
             await self.human_lane.start()

@@ -27,13 +27,11 @@ Imports nothing from ``gateway`` or ``tui``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import pyte
-
 from recordings.asciicast import Event
+from recordings.terminal import TerminalModel
 
 #: Output kept between keystrokes; older output is dropped unseen.
 OUTPUT_TAIL = 64 * 1024
@@ -42,7 +40,6 @@ SUBMIT_WITHOUT_NEWLINE = 4096
 #: Rows followed upwards when joining a soft-wrapped command.
 MAX_WRAPPED_ROWS = 50
 
-_ALT_SCREEN = re.compile(r"\x1b\[\?(?:1049|1047|47)([hl])")
 _SUBMIT = {"\r", "\n"}
 _ABANDON = {"\x03", "\x04"}  # Ctrl-C, Ctrl-D at an empty line
 
@@ -67,12 +64,7 @@ class CommandExtractor:
     """Turns a recording's event stream into the command lines submitted at prompts."""
 
     def __init__(self, width: int = 80, height: int = 24) -> None:
-        self._width, self._height = width, height
-        self._main = pyte.Screen(width, height)
-        self._main_stream = pyte.Stream(self._main)
-        self._alt = pyte.Screen(width, height)
-        self._alt_stream = pyte.Stream(self._alt)
-        self._in_alt = False
+        self._terminal = TerminalModel(width, height)
         self._output: list[str] = []
         self._output_size = 0
         self._seen_output = False
@@ -132,7 +124,7 @@ class CommandExtractor:
             return []  # typeahead before the first prompt
         self._apply_output()
         for key in keys:
-            if self._in_alt:
+            if self._terminal.in_alt:
                 continue
             if key in _SUBMIT:
                 if self._prompt is not None and not self._line_spoiled:
@@ -150,9 +142,7 @@ class CommandExtractor:
         if not (width.isdigit() and height.isdigit()):
             return
         self._apply_output()
-        self._width, self._height = max(int(width), 1), max(int(height), 1)
-        for screen in (self._main, self._alt):
-            screen.resize(self._height, self._width)
+        self._terminal.resize(int(width), int(height))
         if self._prompt is not None:
             # The shell redraws the line for the new width; what is on the
             # screen now is not a faithful copy of it, so drop the line.
@@ -170,16 +160,10 @@ class CommandExtractor:
 
     def _trim(self) -> None:
         joined = "".join(self._output)
-        dropped, kept = joined[:-OUTPUT_TAIL], joined[-OUTPUT_TAIL:]
-        # Keep track of alternate-screen switches in what is skipped.
-        switches = _ALT_SCREEN.findall(dropped)
-        if switches:
-            self._in_alt = switches[-1] == "h"
-            if self._in_alt:
-                self._alt.reset()
+        self._terminal.skip(joined[:-OUTPUT_TAIL])
+        kept = joined[-OUTPUT_TAIL:]
         self._output, self._output_size = [kept], len(kept)
         # The screen is rebuilt from the tail: any remembered prompt is stale.
-        (self._alt if self._in_alt else self._main).reset()
         self._prompt = None
 
     def _apply_output(self) -> None:
@@ -187,33 +171,22 @@ class CommandExtractor:
             return
         text = "".join(self._output)
         self._output, self._output_size = [], 0
-        position = 0
-        for switch in _ALT_SCREEN.finditer(text):
-            self._screen_stream().feed(text[position : switch.start()])
-            entering = switch.group(1) == "h"
-            if entering and not self._in_alt:
-                self._alt.reset()
-                self._prompt = None
-            self._in_alt = entering
-            position = switch.end()
-        self._screen_stream().feed(text[position:])
-
-    def _screen_stream(self) -> pyte.Stream:
-        return self._alt_stream if self._in_alt else self._main_stream
+        if True in self._terminal.feed(text):
+            self._prompt = None
 
     # -- reading the screen -------------------------------------------------------
 
     def _capture_prompt(self) -> _Prompt:
-        screen = self._main
+        screen = self._terminal.main
         row = screen.display[screen.cursor.y]
         left, right = row[: screen.cursor.x], row[screen.cursor.x :]
         return _Prompt(text=left, rprompt=right.strip())
 
     def _read_submitted(self, time: float) -> Command | None:
         prompt, self._prompt, self._line_spoiled = self._prompt, None, False
-        if prompt is None or self._in_alt:
+        if prompt is None or self._terminal.in_alt:
             return None
-        screen = self._main
+        screen = self._terminal.main
         rows = screen.display
         bottom = screen.cursor.y
         top = bottom

@@ -19,6 +19,11 @@ if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
     apt_packages+=(openssh-server)
 fi
 
+# The tests also drive the stock asciinema player.
+if [ "${1:-}" = "--test" ] && ! command -v asciinema >/dev/null 2>&1; then
+    apt_packages+=(asciinema)
+fi
+
 if [ ${#apt_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing ${apt_packages[*]} with apt-get" >&2

@@ -198,6 +198,17 @@ class Gateway:
             timeout=timeout,
         )
 
+    def restart(self) -> None:
+        """SIGKILL the gateway (if running) and start it again on the same config."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = serve(self.config_path, self.port)
+
+    @property
+    def data_dir(self) -> Path:
+        return load_config(self.config_path).data_dir
+
     def cli(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a ``pamgate`` command against this gateway's config."""
         return run_cli("--config", str(self.config_path), *args, input_text=input_text)
@@ -224,9 +235,10 @@ def write_askpass(path: Path) -> Path:
     return path
 
 
-def gateway_config_text(port: int, targets: dict[str, tuple[int, str]]) -> str:
+def gateway_config_text(port: int, targets: dict[str, tuple[int, str]], extra: str = "") -> str:
     """A test gateway config: fast failure delays, low per-user lockout threshold."""
-    text = f"""
+    text = (
+        f"""
 [gateway]
 name = "test-node"
 data_dir = "data"
@@ -241,6 +253,8 @@ max_failures_per_source = 50
 lockout_seconds = 120
 failure_delay_seconds = 0.05
 """
+        + extra
+    )
     for name, (target_port, host_key) in targets.items():
         text += f"""
 [[targets]]
@@ -255,8 +269,20 @@ allowed_groups = ["admins"]
     return text
 
 
+def serve(config_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start ``pamgate serve`` and wait until it listens."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port("127.0.0.1", port, 20, process)
+    return process
+
+
 @contextmanager
-def launch_gateway(root: Path) -> Iterator[Gateway]:
+def launch_gateway(root: Path, extra_config: str = "") -> Iterator[Gateway]:
     """A gateway with four targets: web01, mortal (killed by a test), badkey, deadport."""
     ca_pub = root / "data" / "keys" / "upstream_ca.pub"
     web01 = OpenSSHTarget(root / "web01", free_port(), ca_pub)
@@ -274,6 +300,7 @@ def launch_gateway(root: Path) -> Iterator[Gateway]:
                 "badkey": (web01.port, impostor.host_key_line()),
                 "deadport": (free_port(), web01.host_key_line()),
             },
+            extra_config,
         )
     )
     config = load_config(config_path)
@@ -283,16 +310,11 @@ def launch_gateway(root: Path) -> Iterator[Gateway]:
     known_hosts = root / "known_hosts"
     host_pub = DataDir(config.data_dir).human_host_key.with_name("human_host_ed25519.pub")
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub.read_text()}")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = serve(config_path, port)
     store = Store(config.database_url)
+    running = None
     try:
-        wait_for_port("127.0.0.1", port, 20, process)
-        yield Gateway(
+        running = Gateway(
             root=root,
             config_path=config_path,
             port=port,
@@ -303,7 +325,9 @@ def launch_gateway(root: Path) -> Iterator[Gateway]:
             users=UserDirectory(store, AuditLog(store)),
             audit=AuditLog(store),
         )
+        yield running
     finally:
+        process = running.process if running else process
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         try:

@@ -1,0 +1,66 @@
+"""A terminal model for reading recordings: pyte screens plus the alternate screen.
+
+pyte emulates one screen; full-screen programs (vim, less, top) switch to
+the alternate screen and back, which restores the shell's screen. This model
+keeps both, routes output to the active one and resets the alternate screen
+on entry, as a real terminal does. Command extraction and replay both read
+recordings through it.
+
+Imports nothing from ``gateway`` or ``tui``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyte
+
+ALT_SCREEN_SWITCH = re.compile(r"\x1b\[\?(?:1049|1047|47)([hl])")
+
+
+class TerminalModel:
+    """The main and alternate screens of one terminal."""
+
+    def __init__(self, width: int = 80, height: int = 24) -> None:
+        self.main = pyte.Screen(max(width, 1), max(height, 1))
+        self.alt = pyte.Screen(max(width, 1), max(height, 1))
+        self._streams = {id(self.main): pyte.Stream(self.main), id(self.alt): pyte.Stream(self.alt)}
+        self.in_alt = False
+
+    @property
+    def screen(self) -> pyte.Screen:
+        """The screen being shown."""
+        return self.alt if self.in_alt else self.main
+
+    def feed(self, text: str) -> list[bool]:
+        """Feed output; returns the alternate-screen switches it made (True = entered)."""
+        switches = []
+        position = 0
+        for switch in ALT_SCREEN_SWITCH.finditer(text):
+            self._feed(text[position : switch.start()])
+            entering = switch.group(1) == "h"
+            if entering and not self.in_alt:
+                self.alt.reset()
+            self.in_alt = entering
+            switches.append(entering)
+            position = switch.end()
+        self._feed(text[position:])
+        return switches
+
+    def _feed(self, text: str) -> None:
+        if text:
+            self._streams[id(self.screen)].feed(text)
+
+    def resize(self, width: int, height: int) -> None:
+        for screen in (self.main, self.alt):
+            screen.resize(max(height, 1), max(width, 1))
+
+    def skip(self, dropped: str) -> None:
+        """Output that will not be fed: keep only its effect on which screen is shown."""
+        switches = ALT_SCREEN_SWITCH.findall(dropped)
+        if switches:
+            entering = switches[-1] == "h"
+            if entering:
+                self.alt.reset()
+            self.in_alt = entering
+        self.screen.reset()
