@@ -52,6 +52,7 @@ class GatewayNode:
     async def start(self) -> None:
         """Recover from a previous crash, then start listening."""
         self.services.store.create_schema()
+        self.services.recordings.attach_loop(asyncio.get_running_loop())
         interrupted = await asyncio.to_thread(self.services.ledger.mark_interrupted)
         if interrupted:
             logger.warning(

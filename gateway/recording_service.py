@@ -9,6 +9,7 @@ CLI's and console's questions (list, search, verify, export).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -85,6 +86,11 @@ class RecordingService:
         self._store = store
         self._flusher: Flusher | None = None
         self._flusher_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush recordings on this event loop (the gateway's) rather than a thread."""
+        self._loop = loop
 
     # -- recording ------------------------------------------------------------
 
@@ -136,7 +142,7 @@ class RecordingService:
     def _flusher_started(self) -> Flusher:
         with self._flusher_lock:
             if self._flusher is None:
-                self._flusher = Flusher()
+                self._flusher = Flusher(loop=self._loop)
             return self._flusher
 
     def stop(self) -> None:

@@ -8,9 +8,9 @@ header key ``"pamgate"``, which players ignore.
 
 Writing is split so the relay never waits on the disk: the relay calls
 :meth:`RecordingWriter.output` and friends, which only append to an
-in-memory list; a :class:`Flusher` thread encodes and writes every writer's
-pending events at least every ``interval`` seconds (0.25 s by default), so a
-SIGKILL loses at most about that much. If the disk falls behind, the writer
+in-memory list; a :class:`Flusher` encodes and writes every writer's pending
+events at least every ``interval`` seconds (0.25 s by default), so a SIGKILL
+loses at most about that much. If the disk falls behind, the writer
 reports backlog so the relay can pause reading (recording bytes are never
 dropped). A write error marks the writer failed and calls its error
 callback: the session must end (fail closed).
@@ -24,6 +24,7 @@ Imports nothing from ``gateway`` or ``tui``.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import gzip
 import hashlib
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
 import zstandard
 
 #: Pending bytes above which a writer reports backlog (the relay pauses).
@@ -97,8 +99,8 @@ class RecordingWriter:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            self._file = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-            self._file.write(json.dumps(header, ensure_ascii=False) + "\n")
+            self._file = os.fdopen(fd, "wb")
+            self._file.write(json.dumps(header, ensure_ascii=False).encode() + b"\n")
             self._file.flush()
         except OSError as exc:
             raise RecordingError(f"cannot create recording {path}: {exc.strerror or exc}") from exc
@@ -159,10 +161,11 @@ class RecordingWriter:
             for offset, code, data in pending:
                 text = self._decoders[code].decode(data) if isinstance(data, bytes) else data
                 if text:
-                    lines.append(json.dumps([round(offset, 6), code, text], ensure_ascii=False))
+                    # orjson: the encoding is most of a recording's CPU cost.
+                    lines.append(orjson.dumps([round(offset, 6), code, text]))
             try:
                 if lines and not self._file.closed:
-                    self._file.write("\n".join(lines) + "\n")
+                    self._file.write(b"\n".join(lines) + b"\n")
                     self._file.flush()
             except (OSError, ValueError) as exc:
                 self._fail(f"recording storage failed: {getattr(exc, 'strerror', None) or exc}")
@@ -260,15 +263,30 @@ def file_sha256(path: Path) -> str:
 
 
 class Flusher:
-    """One background thread that flushes every open recording at a fixed interval."""
+    """Flushes every open recording at a fixed interval.
 
-    def __init__(self, interval: float = 0.25) -> None:
+    Given an asyncio loop, it runs there as a timer: encoding and handing
+    bytes to the OS (the page cache) in short steps between the relay's own
+    work. A separate thread would contend with the relay for the GIL and
+    stall it far more than the work itself costs. Without a loop it uses a
+    thread.
+    """
+
+    def __init__(
+        self, interval: float = 0.25, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self._interval = interval
         self._writers: set[RecordingWriter] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="recording-flusher", daemon=True)
-        self._thread.start()
+        self._loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+        self._thread: threading.Thread | None = None
+        if loop is not None:
+            self._timer = loop.call_soon_threadsafe(self._tick)  # type: ignore[assignment]
+        else:
+            self._thread = threading.Thread(target=self._run, name="recording-flusher", daemon=True)
+            self._thread.start()
 
     def add(self, writer: RecordingWriter) -> None:
         with self._lock:
@@ -285,13 +303,22 @@ class Flusher:
             if not writer.closed:
                 writer.flush()
 
+    def _tick(self) -> None:
+        if self._stop.is_set() or self._loop is None:
+            return
+        self.flush_all()
+        self._timer = self._loop.call_later(self._interval, self._tick)
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.flush_all()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self.flush_all()
 
 

@@ -346,6 +346,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield running
 
 
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A real SQLite store (WAL) in ``tmp_path/pamgate.db``, schema created."""
+    database = Store(f"sqlite:///{tmp_path / 'pamgate.db'}")
+    database.create_schema()
+    yield database
+    database.dispose()
+
+
 def wait_for_log(gateway: Gateway, needle: str, timeout: float = 5.0) -> str:
     """Wait until the gateway log contains ``needle``; return the log."""
     deadline = time.monotonic() + timeout

@@ -34,14 +34,6 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def store(db_path: Path) -> Store:
-    store = Store(f"sqlite:///{db_path}")
-    store.create_schema()
-    yield store
-    store.dispose()
-
-
-@pytest.fixture()
 def audit(store: Store) -> AuditLog:
     return AuditLog(store)
 

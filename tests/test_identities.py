@@ -26,14 +26,6 @@ class Clock:
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'pamgate.db'}")
-    store.create_schema()
-    yield store
-    store.dispose()
-
-
-@pytest.fixture()
 def clock() -> Clock:
     return Clock()
 

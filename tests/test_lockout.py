@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from gateway.audit import AuditLog
@@ -14,9 +12,7 @@ from tests.test_identities import Clock
 
 
 @pytest.fixture()
-def limiter(tmp_path: Path) -> tuple[FailureLimiter, Clock]:
-    store = Store(f"sqlite:///{tmp_path / 'pamgate.db'}")
-    store.create_schema()
+def limiter(store: Store) -> tuple[FailureLimiter, Clock]:
     clock = Clock()
     settings = AuthSettings(
         max_failures_per_user=3,
@@ -25,8 +21,7 @@ def limiter(tmp_path: Path) -> tuple[FailureLimiter, Clock]:
         lockout_seconds=100,
         failure_delay_seconds=0.5,
     )
-    yield FailureLimiter(store, AuditLog(store), settings, clock=clock), clock
-    store.dispose()
+    return FailureLimiter(store, AuditLog(store), settings, clock=clock), clock
 
 
 def test_user_lockout_and_doubling(limiter: tuple[FailureLimiter, Clock]) -> None:

@@ -50,10 +50,15 @@ def recording_of(gateway: Gateway, session: str) -> Path:
     return matches[0]
 
 
-def run_shell(gateway: Gateway, user, lines: list[str]) -> None:
+def run_shell(gateway: Gateway, user, lines: list[str], *, resize: bool = False) -> None:
     child = spawn_shell(gateway, user, "web01", rows=30, cols=100)
     try:
         set_prompt(child)
+        if resize:
+            child.setwinsize(35, 110)
+            child.sendline("stty size")
+            child.expect("35 110")
+            child.expect("PG> ")
         for line in lines:
             child.sendline(line)
             child.expect("PG> ")
@@ -69,6 +74,7 @@ def test_shell_session_is_recorded_sealed_and_searchable(gateway: Gateway, tmp_p
         gateway,
         user,
         ["echo hello-recording", "ls -d /etc", "sudo -n true 2>/dev/null; echo after"],
+        resize=True,
     )
     end = session_end(gateway, user.name)
     path = recording_of(gateway, str(end["session"]))
@@ -81,8 +87,9 @@ def test_shell_session_is_recorded_sealed_and_searchable(gateway: Gateway, tmp_p
     header = read_header(path)
     assert (header["width"], header["height"], header["env"]["TERM"]) == (100, 30, "xterm-256color")
     assert header["pamgate"]["user"] == user.name and header["pamgate"]["target"] == "web01"
-    codes = {event.code for event in iter_events(path)}
-    assert {"o", "i"} <= codes
+    events = list(iter_events(path))
+    assert {"o", "i", "r"} <= {event.code for event in events}
+    assert [e.data for e in events if e.code == "r"] == ["110x35"]
     # The stock asciinema reads it.
     status, output = asciinema_cat(path)
     assert status == 0, output
@@ -100,6 +107,12 @@ def test_shell_session_is_recorded_sealed_and_searchable(gateway: Gateway, tmp_p
         "sudo -n true 2>/dev/null; echo after",
         "exit",
     ]
+    # ... and plays it.
+    player = pexpect.spawn("asciinema", ["play", "-s", "20", "-i", "0.1", str(path)], timeout=60)
+    player.expect("hello-recording")
+    player.expect(pexpect.EOF)
+    player.close()
+    assert player.exitstatus == 0
     # Export gives a plain asciicast file that asciinema also reads.
     exported = tmp_path / "copy.cast"
     assert (

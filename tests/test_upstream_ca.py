@@ -17,17 +17,14 @@ pytestmark = pytest.mark.openssh
 
 
 @pytest.fixture()
-def ca(tmp_path: Path) -> tuple[UpstreamCA, Clock]:
-    store = Store(f"sqlite:///{tmp_path / 'pamgate.db'}")
-    store.create_schema()
+def ca(store: Store, tmp_path: Path) -> tuple[UpstreamCA, Clock]:
     key_path = tmp_path / "keys" / "upstream_ca"
     assert ensure_key_file(key_path, "test CA")
     clock = Clock(1_800_000_000.0)
-    yield (
-        UpstreamCA.from_file(key_path, store, ttl_seconds=120, backdate_seconds=60, clock=clock),
-        clock,
+    authority = UpstreamCA.from_file(
+        key_path, store, ttl_seconds=120, backdate_seconds=60, clock=clock
     )
-    store.dispose()
+    return authority, clock
 
 
 def inspect(certificate: object, tmp_path: Path, name: str) -> str:
