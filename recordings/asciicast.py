@@ -41,8 +41,10 @@ from typing import Any, TextIO
 import orjson
 import zstandard
 
+#: Pending bytes above which a flush is asked for at once, not at the next tick.
+FLUSH_SOON = 1024 * 1024
 #: Pending bytes above which a writer reports backlog (the relay pauses).
-BACKLOG_HIGH = 8 * 1024 * 1024
+BACKLOG_HIGH = 16 * 1024 * 1024
 #: Pending bytes below which a backlogged writer lets the relay resume.
 BACKLOG_LOW = 1 * 1024 * 1024
 SUFFIXES = (".cast", ".cast.gz", ".cast.zst")
@@ -116,6 +118,9 @@ class RecordingWriter:
         self.closed = False
         self.on_error: Callable[[str], None] | None = None
         self.on_drained: Callable[[], None] | None = None
+        #: Called (once per batch) when FLUSH_SOON bytes are pending; set by the Flusher.
+        self.on_flush_wanted: Callable[[], None] | None = None
+        self._flush_wanted = False
         self._backlogged = False
 
     # -- called by the relay (cheap, never touches the disk) ----------------
@@ -145,6 +150,13 @@ class RecordingWriter:
             self._pending_bytes += len(data)
             if self._pending_bytes > BACKLOG_HIGH:
                 self._backlogged = True
+            wanted = self._pending_bytes > FLUSH_SOON and not self._flush_wanted
+            if wanted:
+                self._flush_wanted = True
+        # Busy sessions are flushed as their output accumulates, so a burst
+        # never waits for the timer (and never pauses the relay needlessly).
+        if wanted and self.on_flush_wanted is not None:
+            self.on_flush_wanted()
 
     # -- called by the flusher thread -----------------------------------------
 
@@ -153,6 +165,7 @@ class RecordingWriter:
         with self._lock:
             pending, self._pending = self._pending, []
             self._pending_bytes = 0
+            self._flush_wanted = False
         if not pending or self.failed:
             self._maybe_drained()
             return
@@ -279,6 +292,7 @@ class Flusher:
         self._writers: set[RecordingWriter] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._loop = loop
         self._timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
@@ -291,6 +305,11 @@ class Flusher:
     def add(self, writer: RecordingWriter) -> None:
         with self._lock:
             self._writers.add(writer)
+        if self._loop is not None:
+            loop = self._loop
+            writer.on_flush_wanted = lambda: loop.call_soon_threadsafe(writer.flush)
+        else:
+            writer.on_flush_wanted = self._wake.set
 
     def remove(self, writer: RecordingWriter) -> None:
         with self._lock:
@@ -310,11 +329,14 @@ class Flusher:
         self._timer = self._loop.call_later(self._interval, self._tick)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
             self.flush_all()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._timer is not None:
             self._timer.cancel()
         if self._thread is not None:
