@@ -5,18 +5,24 @@ The SSH user name carries the destination: ``alice`` (menu), ``alice:web01``
 ``alice:root@web01@gw`` at the *last* ``@``, so the gateway sees
 ``alice:root@web01``.
 
-For now access is a simple allow-list: a user may reach a target when one of
-their groups is in the target's ``allowed_groups``. Policy with approvals
-replaces this later; :class:`Destination.authority` is the seam that carries
-what allowed the session into logs and audit.
+Whether the user may have it is the policy's decision (:mod:`gateway.policy`);
+:attr:`Destination.authority` carries the deciding rule into the audit trail.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from gateway.config import NAME_RE, GatewayConfig, TargetSettings
-from gateway.errors import AccessDenied, DestinationSyntaxError, UnknownAccount, UnknownTarget
+from gateway.errors import (
+    AccessDenied,
+    DestinationError,
+    DestinationSyntaxError,
+    UnknownAccount,
+    UnknownTarget,
+)
+from gateway.policy import AccessContext, Decision, Mode, Policy
 
 #: Longest login name accepted; anything longer is hostile or a mistake.
 MAX_LOGIN_NAME = 200
@@ -37,7 +43,7 @@ class Destination:
 
     target: TargetSettings
     account: str
-    #: What allowed it, e.g. ``allow-list:group=ops``.
+    #: What allowed it, e.g. ``policy:ops-web``.
     authority: str
 
 
@@ -69,37 +75,63 @@ def parse_login_name(login_name: str) -> LoginName:
     return LoginName(user, target, account or None)
 
 
-class AllowList:
-    """The simple group → target allow-list from the config."""
+class ApprovalRequired(DestinationError):
+    """The policy allows this destination only with approval (a request, then a grant)."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, message: str, destination: Destination, decision: Decision) -> None:
+        super().__init__(message)
+        self.destination = destination
+        self.decision = decision
+
+
+class AccessResolver:
+    """Turns a requested target and account into a Destination, or says why not."""
+
+    def __init__(self, config: GatewayConfig, policy: Policy) -> None:
         self._config = config
+        self.policy = policy
 
-    def reachable_targets(self, groups: tuple[str, ...]) -> list[TargetSettings]:
-        """Targets a member of ``groups`` may reach, in config order."""
-        return [t for t in self._config.targets if set(groups) & set(t.allowed_groups)]
+    def reachable_targets(self, user: str, groups: tuple[str, ...]) -> list[TargetSettings]:
+        """Targets the user might reach (for menus and hints)."""
+        return self.policy.reachable_targets(user, groups)
 
     def authorize(
-        self, groups: tuple[str, ...], target_name: str, account: str | None
+        self,
+        user: str,
+        groups: tuple[str, ...],
+        target_name: str,
+        account: str | None,
+        *,
+        source: str,
+        at: datetime,
     ) -> Destination:
-        """Resolve and check a destination for a user in ``groups``.
+        """Resolve and check a destination against the policy.
 
-        Raises UnknownTarget, UnknownAccount or AccessDenied with a message fit
-        for the user's terminal.
+        Raises UnknownTarget, UnknownAccount, AccessDenied or ApprovalRequired
+        with a message fit for the user's terminal.
         """
         target = self._config.target(target_name)
         if target is None:
-            reachable = ", ".join(t.name for t in self.reachable_targets(groups)) or "none"
+            reachable = ", ".join(t.name for t in self.reachable_targets(user, groups)) or "none"
             raise UnknownTarget(
                 f"unknown target {target_name!r}. Targets you may reach: {reachable}"
             )
-        matching = sorted(set(groups) & set(target.allowed_groups))
-        if not matching:
-            raise AccessDenied(f"you are not permitted to reach {target_name!r}")
         chosen = account or target.account_when_unnamed
         if chosen not in target.accounts:
             raise UnknownAccount(
                 f"account {chosen!r} is not available on {target_name!r}. "
                 f"Accounts: {', '.join(target.accounts)}"
             )
-        return Destination(target, chosen, f"allow-list:group={matching[0]}")
+        decision = self.policy.evaluate(
+            AccessContext(user, groups, target.name, chosen, source, at)
+        )
+        destination = Destination(target, chosen, decision.authority)
+        if decision.mode == Mode.ALLOW:
+            return destination
+        if decision.mode == Mode.APPROVAL:
+            raise ApprovalRequired(
+                f"{chosen}@{target_name} needs approval ({decision.reason})", destination, decision
+            )
+        raise AccessDenied(
+            f"you are not permitted to reach {chosen}@{target_name} ({decision.reason})"
+        )

@@ -38,7 +38,12 @@ port = 2222
 # accounts = ["root", "deploy"]
 # default_account = "deploy"
 # host_keys = ["ssh-ed25519 AAAA..."]   # ssh-keyscan -t ed25519 10.0.0.5
-# allowed_groups = ["ops"]
+#
+# [[rules]]
+# id = "ops-web01"
+# groups = ["ops"]
+# targets = ["web01"]
+# mode = "allow"
 """
 
 
@@ -111,6 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_commands(commands)
     _add_recording_commands(commands)
+
+    policy = commands.add_parser("policy", help="inspect the access policy").add_subparsers(
+        dest="policy_command", metavar="SUBCOMMAND", required=True
+    )
+    check = policy.add_parser(
+        "check",
+        help="show the decision and the rule for a user and target",
+        description=(
+            "Evaluate the access policy as the gateway would for USER reaching TARGET "
+            "(and ACCOUNT, default: the target's default account), and print the decision "
+            "and the rule that made it."
+        ),
+    )
+    check.add_argument("user")
+    check.add_argument("destination", metavar="TARGET[:ACCOUNT]")
+    check.add_argument(
+        "--from",
+        dest="source",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="source address (default 127.0.0.1)",
+    )
+    check.add_argument("--at", metavar="TIME", help="ISO date/time, UTC if no zone (default now)")
+    check.set_defaults(handler=cmd_policy_check)
 
     commands.add_parser(
         "check-config",
@@ -372,9 +401,9 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     )
     print(f"created user {args.name} (groups: {', '.join(args.group) or 'none'})")
     config: GatewayConfig = args.loaded_config
-    used = {group for target in config.targets for group in target.allowed_groups}
+    used = {group for rule in config.rules for group in rule.groups}
     for group in sorted(set(args.group) - used):
-        print(f"warning: no target allows group {group!r} yet", file=sys.stderr)
+        print(f"warning: no access rule mentions group {group!r} yet", file=sys.stderr)
     print(describe_enrolment(enrolment, sys.stdout))
     return 0
 
@@ -619,6 +648,45 @@ def cmd_replay(args: argparse.Namespace) -> int:
             player.play(start)
     finally:
         recording.close()
+    return 0
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from gateway.access import ApprovalRequired
+
+    services = _services(args)
+    user = services.users.get(args.user)
+    if user is None:
+        raise PamgateError(f"no user named {args.user!r}")
+    target, _, account = args.destination.partition(":")
+    when = datetime.now(UTC)
+    if args.at:
+        try:
+            when = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise PamgateError(f"--at {args.at!r}: give an ISO date/time") from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    try:
+        destination = services.access.authorize(
+            user.name, user.groups, target, account or None, source=args.source, at=when
+        )
+    except ApprovalRequired as exc:
+        rule = exc.decision.rule
+        assert rule is not None
+        print(
+            f"approval: {exc.destination.account}@{target} needs "
+            f"{rule.approvals_required} approval(s) from {', '.join(rule.approver_groups)} "
+            f"(rule {rule.id}; max {rule.max_duration}, default {rule.default_duration}"
+            f"{', reason required' if rule.reason_required else ''}"
+            f"{', break-glass allowed' if rule.break_glass else ''})"
+        )
+        return 0
+    except PamgateError as exc:
+        print(f"deny: {exc}")
+        return 0
+    print(f"allow: {destination.account}@{target} ({destination.authority})")
     return 0
 
 

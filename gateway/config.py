@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 import tomllib
@@ -149,9 +150,8 @@ class TargetSettings(_Section):
     #: Pinned host keys, as OpenSSH public key lines. At least one is required:
     #: the gateway never trusts a target's key on first use.
     host_keys: list[str] = Field(min_length=1)
-    #: User groups allowed to reach this target (the simple allow-list that
-    #: approvals and policy replace later).
-    allowed_groups: list[Name] = []
+    #: Labels that policy rules can select with ``label:NAME``.
+    labels: list[Name] = []
     description: str = ""
 
     @field_validator("host_keys")
@@ -181,6 +181,73 @@ class TargetSettings(_Section):
         return self.default_account or self.accounts[0]
 
 
+DURATION_PATTERN = r"^\d+[smhd]$"
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a duration such as ``90s``, ``30m``, ``4h`` or ``1d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return int(text[:-1]) * units[text[-1]]
+
+
+class RuleSettings(_Section):
+    """``[[rules]]``: who may reach which targets and accounts, and how."""
+
+    id: Name
+    #: User groups the rule is for; ``"*"`` is everyone.
+    groups: list[str] = Field(min_length=1)
+    #: Target names, ``group:NAME`` (from ``[target_groups]``), ``label:NAME`` or ``"*"``.
+    targets: list[str] = Field(min_length=1)
+    #: Accounts the rule covers; empty means every account of the target.
+    accounts: list[Name] = []
+    mode: Literal["allow", "approval", "deny"]
+    #: Groups whose members may approve (``approval`` rules).
+    approver_groups: list[Name] = []
+    #: Distinct approvals needed (N of the approvers).
+    approvals_required: int = Field(default=1, ge=1, le=10)
+    max_duration: Duration = "8h"
+    default_duration: Duration = "1h"
+    reason_required: bool = False
+    #: Days the rule applies (mon..sun, UTC); empty means every day.
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = []
+    #: Hours the rule applies, ``HH:MM-HH:MM`` in UTC; may wrap midnight.
+    hours: str | None = Field(default=None, pattern=r"^\d\d:\d\d-\d\d:\d\d$")
+    #: Source networks the rule applies to (CIDRs); empty means anywhere.
+    sources: list[str] = []
+    #: Whether matching users may invoke break-glass instead of waiting.
+    break_glass: bool = False
+    break_glass_max_duration: Duration = "30m"
+
+    @field_validator("sources")
+    @classmethod
+    def _check_sources(cls, sources: list[str]) -> list[str]:
+        for index, network in enumerate(sources):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"sources[{index}]: {network!r} is not a CIDR") from None
+        return sources
+
+    @field_validator("hours")
+    @classmethod
+    def _check_hours(cls, hours: str | None) -> str | None:
+        if hours is not None:
+            for part in hours.split("-"):
+                hour, minute = (int(x) for x in part.split(":"))
+                if hour > 23 or minute > 59:
+                    raise ValueError(f"{part!r} is not a time of day")
+        return hours
+
+    @model_validator(mode="after")
+    def _check_rule(self) -> RuleSettings:
+        if self.mode == "approval" and not self.approver_groups:
+            raise ValueError("an approval rule needs approver_groups")
+        if duration_seconds(self.default_duration) > duration_seconds(self.max_duration):
+            raise ValueError("default_duration is longer than max_duration")
+        return self
+
+
 class GatewayConfig(_Section):
     """The whole configuration file."""
 
@@ -192,17 +259,43 @@ class GatewayConfig(_Section):
     audit: AuditSettings = AuditSettings()
     recordings: RecordingSettings = RecordingSettings()
     targets: list[TargetSettings] = []
+    #: Named sets of targets for rules (``group:NAME``).
+    target_groups: dict[str, list[Name]] = {}
+    rules: list[RuleSettings] = []
 
     #: The file this was loaded from (not part of the TOML).
     source: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
 
     @model_validator(mode="after")
-    def _check_unique_targets(self) -> GatewayConfig:
+    def _check_references(self) -> GatewayConfig:
         seen: set[str] = set()
         for target in self.targets:
             if target.name in seen:
                 raise ValueError(f"target name {target.name!r} is used twice")
             seen.add(target.name)
+        for group, members in self.target_groups.items():
+            for member in members:
+                if member not in seen:
+                    raise ValueError(f"target_groups.{group}: no target named {member!r}")
+        labels = {label for target in self.targets for label in target.labels}
+        rule_ids: set[str] = set()
+        for index, rule in enumerate(self.rules):
+            if rule.id in rule_ids:
+                raise ValueError(f"rules[{index}]: rule id {rule.id!r} is used twice")
+            rule_ids.add(rule.id)
+            for selector in rule.targets:
+                kind, _, name = selector.partition(":")
+                known = (
+                    selector == "*"
+                    or (not name and selector in seen)
+                    or (kind == "group" and name in self.target_groups)
+                    or (kind == "label" and name in labels)
+                )
+                if not known:
+                    raise ValueError(
+                        f"rules[{index}] ({rule.id}): target {selector!r} matches nothing "
+                        '(use a target name, group:NAME, label:NAME or "*")'
+                    )
         return self
 
     @property
@@ -296,6 +389,10 @@ def _describe_validation_error(path: Path, exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config/pamgate.example.toml)"
+            if location.endswith("allowed_groups"):
+                message = (
+                    "allowed_groups was replaced by [[rules]] (see config/pamgate.example.toml)"
+                )
         lines.append(f"{path}: {location or '(top level)'}: {message}")
     return "\n".join(lines)
 

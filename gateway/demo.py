@@ -90,7 +90,12 @@ accounts = [{q(account)}]
 default_account = {q(account)}
 upstream_auth = "certificate"
 host_keys = [{q(target.host_key_line())}]
-allowed_groups = [{q(DEMO_GROUP)}]
+
+[[rules]]
+id = "admins-web01"
+groups = [{q(DEMO_GROUP)}]
+targets = [{q(DEMO_TARGET)}]
+mode = "allow"
 """
     )
     return config_path

@@ -20,6 +20,7 @@ import fnmatch
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncssh
@@ -313,15 +314,16 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
 
     async def _settle_destination(self) -> Destination | None:
         login = parse_login_name(self._ctx.login_name)
-        allow_list = self._services.allow_list
+        user = self._ctx.user
+        access = self._services.access
         target, account = login.target, login.account
         if target is None:
-            reachable = allow_list.reachable_targets(self._ctx.user.groups)
+            reachable = access.reachable_targets(user.name, user.groups)
             if self._term_type is None:
                 names = ", ".join(t.name for t in reachable) or "none"
                 raise DestinationError(
-                    f"no target given: log in as {self._ctx.user.name}:TARGET "
-                    f"(or {self._ctx.user.name}:ACCOUNT@TARGET). Targets you may reach: {names}"
+                    f"no target given: log in as {user.name}:TARGET "
+                    f"(or {user.name}:ACCOUNT@TARGET). Targets you may reach: {names}"
                 )
             menu = TargetMenu(reachable)
             text = menu.render()
@@ -330,11 +332,17 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                 if choice is None:
                     return None
                 try:
-                    return allow_list.authorize(self._ctx.user.groups, *choice)
+                    return self._authorize(*choice)
                 except DestinationError as exc:
                     # A typo in the menu costs a re-prompt, not a new login.
                     text = f"{exc}\r\n{TargetMenu.PROMPT}"
-        return allow_list.authorize(self._ctx.user.groups, target, account)
+        return self._authorize(target, account)
+
+    def _authorize(self, target: str, account: str | None) -> Destination:
+        user = self._ctx.user
+        return self._services.access.authorize(
+            user.name, user.groups, target, account, source=self._ctx.source, at=datetime.now(UTC)
+        )
 
     async def _run_menu(self, menu: TargetMenu, text: str) -> tuple[str, str | None] | None:
         assert self._chan is not None

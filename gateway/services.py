@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.access import AllowList
+from gateway.access import AccessResolver
 from gateway.audit import AuditLog
 from gateway.audit_anchor import CheckpointBook
 from gateway.audit_syslog import SyslogForwarder
@@ -16,6 +16,7 @@ from gateway.config import GatewayConfig
 from gateway.datadir import DataDir
 from gateway.identities import UserDirectory
 from gateway.lockout import FailureLimiter
+from gateway.policy import Policy
 from gateway.recording_service import RecordingService
 from gateway.sessions import SessionLedger
 from gateway.store import Store
@@ -33,7 +34,7 @@ class GatewayServices:
     checkpoints: CheckpointBook
     users: UserDirectory
     limiter: FailureLimiter
-    allow_list: AllowList
+    access: AccessResolver
     ledger: SessionLedger
     recordings: RecordingService
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
@@ -62,7 +63,7 @@ class GatewayServices:
             ),
             users=UserDirectory(store, audit, totp_skew_steps=config.auth.totp_skew_steps),
             limiter=FailureLimiter(store, audit, config.auth),
-            allow_list=AllowList(config),
+            access=AccessResolver(config, Policy(config)),
             ledger=SessionLedger(store, audit, config.gateway.name),
             recordings=RecordingService(config, store),
             _syslog=syslog,

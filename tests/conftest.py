@@ -264,7 +264,13 @@ port = {target_port}
 accounts = ["root", "nobody"]
 default_account = "root"
 host_keys = ["{host_key}"]
-allowed_groups = ["admins"]
+"""
+    text += """
+[[rules]]
+id = "admins-all"
+groups = ["admins"]
+targets = ["*"]
+mode = "allow"
 """
     return text
 

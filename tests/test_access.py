@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from gateway.access import AllowList, LoginName, parse_login_name, user_part
+from gateway.access import AccessResolver, LoginName, parse_login_name, user_part
 from gateway.config import load_config
 from gateway.errors import AccessDenied, DestinationSyntaxError, UnknownAccount, UnknownTarget
+from gateway.policy import Policy
 from tests.test_config import HOST_KEY
 
 
@@ -53,7 +55,7 @@ def test_user_part() -> None:
 
 
 @pytest.fixture()
-def allow_list(tmp_path: Path) -> AllowList:
+def access(tmp_path: Path) -> AccessResolver:
     path = tmp_path / "pamgate.toml"
     path.write_text(
         f"""
@@ -62,37 +64,54 @@ name = "web01"
 host = "10.0.0.1"
 accounts = ["deploy", "root"]
 host_keys = ["{HOST_KEY}"]
-allowed_groups = ["ops", "dba"]
 
 [[targets]]
 name = "db01"
 host = "10.0.0.2"
 accounts = ["postgres"]
 host_keys = ["{HOST_KEY}"]
-allowed_groups = ["dba"]
+
+[[rules]]
+id = "ops-web"
+groups = ["ops", "dba"]
+targets = ["web01"]
+mode = "allow"
+
+[[rules]]
+id = "dba-db"
+groups = ["dba"]
+targets = ["db01"]
+mode = "allow"
 """
     )
-    return AllowList(load_config(path))
+    config = load_config(path)
+    return AccessResolver(config, Policy(config))
 
 
-def test_authorize_default_and_named_account(allow_list: AllowList) -> None:
-    default = allow_list.authorize(("ops",), "web01", None)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_authorize_default_and_named_account(access: AccessResolver) -> None:
+    default = access.authorize("al", ("ops",), "web01", None, source="10.1.1.1", at=NOW)
     assert (default.target.name, default.account) == ("web01", "deploy")
-    assert default.authority == "allow-list:group=ops"
-    assert allow_list.authorize(("ops",), "web01", "root").account == "root"
+    assert default.authority == "policy:ops-web"
+    assert (
+        access.authorize("al", ("ops",), "web01", "root", source="10.1.1.1", at=NOW).account
+        == "root"
+    )
 
 
-def test_authorize_refusals(allow_list: AllowList) -> None:
+def test_authorize_refusals(access: AccessResolver) -> None:
     with pytest.raises(UnknownTarget, match="Targets you may reach: web01"):
-        allow_list.authorize(("ops",), "nosuch", None)
-    with pytest.raises(AccessDenied):
-        allow_list.authorize(("ops",), "db01", None)
+        access.authorize("al", ("ops",), "nosuch", None, source="10.1.1.1", at=NOW)
+    with pytest.raises(AccessDenied, match="no rule"):
+        access.authorize("al", ("ops",), "db01", None, source="10.1.1.1", at=NOW)
     with pytest.raises(UnknownAccount, match="Accounts: deploy, root"):
-        allow_list.authorize(("ops",), "web01", "admin")
+        access.authorize("al", ("ops",), "web01", "admin", source="10.1.1.1", at=NOW)
     with pytest.raises(AccessDenied):
-        allow_list.authorize((), "web01", None)
+        access.authorize("al", (), "web01", None, source="10.1.1.1", at=NOW)
 
 
-def test_reachable_targets(allow_list: AllowList) -> None:
-    assert [t.name for t in allow_list.reachable_targets(("dba",))] == ["web01", "db01"]
-    assert allow_list.reachable_targets(("visitors",)) == []
+def test_reachable_targets(access: AccessResolver) -> None:
+    assert [t.name for t in access.reachable_targets("al", ("dba",))] == ["web01", "db01"]
+    assert access.reachable_targets("al", ("visitors",)) == []

@@ -198,7 +198,7 @@ def test_target_not_in_users_groups_is_refused(gateway: Gateway) -> None:
     user = gateway.make_user(groups=("visitors",))
     result = gateway.run_ssh(user, "web01", "true")
     assert result.returncode == 255
-    assert b"you are not permitted to reach 'web01'" in result.stderr
+    assert b"you are not permitted to reach root@web01 (no rule lets" in result.stderr
 
 
 def test_exec_without_target_lists_reachable_targets(gateway: Gateway) -> None:
@@ -437,7 +437,7 @@ def test_session_is_logged_with_bytes_and_status(gateway: Gateway) -> None:
     ended = [e for e in events(gateway, "session.end") if e["user"] == user.name][0]
     assert started["target"] == "web01" and started["account"] == "root"
     assert started["source"] == "127.0.0.1"
-    assert started["authority"] == "allow-list:group=admins"
+    assert started["authority"] == "policy:admins-all"
     assert ended["bytes_from_target"] == 1000
     assert ended["bytes_to_target"] == 10
     assert ended["exit_status"] == 0
@@ -468,7 +468,7 @@ def test_session_leaves_a_verifiable_trail(gateway: Gateway) -> None:
         "session.end",
     ]
     start, end = mine[2], mine[3]
-    assert start.session_id == end.session_id and start.authority == "allow-list:group=admins"
+    assert start.session_id == end.session_id and start.authority == "policy:admins-all"
     assert json.loads(end.details)["exit_status"] == 3
     verified = gateway.cli("audit", "verify", "--trail", "human")
     assert verified.returncode == 0, verified.stdout
