@@ -178,11 +178,6 @@ def admin_authority(actor: str) -> str:
     return f"gateway-admin:{actor}"
 
 
-def trail_for(actor_type: ActorType | str) -> Trail:
-    """The trail an actor type's own events belong in."""
-    return Trail.MACHINE if actor_type == ActorType.MACHINE else Trail.HUMAN
-
-
 class AuditLog:
     """Appends to, reads and verifies the audit trails."""
 
@@ -378,14 +373,14 @@ class AuditLog:
             if row[-2] != prev:
                 return VerifyResult(
                     trail, False, count, seq,
-                    f"event {seq}: prev_hash does not match event {seq - 1} "
-                    "(events inserted, deleted or reordered)",
+                    f"event {seq} ({_describe(row)}): prev_hash does not match event "
+                    f"{seq - 1} (events inserted, deleted or reordered)",
                 )  # fmt: skip
             stored = row[-1]
             if _hash_fields([name, *row[:-1]]) != stored:
                 return VerifyResult(
                     trail, False, count, seq,
-                    f"event {seq}: contents do not match its hash (edited)",
+                    f"event {seq} ({_describe(row)}): contents do not match its hash (edited)",
                 )  # fmt: skip
             prev = stored
             expected += 1
@@ -477,6 +472,12 @@ class _AppendStatements:
             f"VALUES ({', '.join(param(c) for c in columns)})"
             for trail in Trail
         }
+
+
+def _describe(row: tuple[Any, ...]) -> str:
+    """``action by actor`` for a raw trail row (as stored, which may be edited)."""
+    values = dict(zip(RECORD_FIELDS[1:], row, strict=False))
+    return f"{values['action']} by {values['actor']}"
 
 
 def _columns(table: type[HumanAuditEvent] | type[MachineAuditEvent]) -> list[Any]:

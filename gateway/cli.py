@@ -255,8 +255,17 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="show the newest events",
         description="Show the newest events of a trail; with -f, keep following new ones.",
     )
-    tail.add_argument("--trail", choices=[t.value for t in _trails()], default="human")
-    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N")
+    tail.add_argument(
+        "--trail", choices=[t.value for t in _trails()], default="human", help="default: human"
+    )
+    tail.add_argument(
+        "-n",
+        "--lines",
+        type=int,
+        default=20,
+        metavar="N",
+        help="how many of the newest events (default 20)",
+    )
     tail.add_argument("-f", "--follow", action="store_true")
     tail.set_defaults(handler=cmd_audit_tail)
     audit.add_parser(
@@ -496,12 +505,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         )
         if problem:
             failed = True
-            where = f" at event {result.first_bad_seq}" if result.first_bad_seq else ""
-            print(f"{trail}: BROKEN{where}: {problem}")
+            print(f"{trail}: BROKEN: {problem}")
         else:
             print(f"{trail}: OK, {result.count} events, head {result.head_hash[:16]}")
     if checkpoints:
-        print(f"checked against {len(checkpoints)} signed checkpoints")
+        outcome = "some trails disagree" if failed else "all agree"
+        print(f"compared with {len(checkpoints)} signed checkpoints: {outcome}")
     return 1 if failed else 0
 
 
@@ -529,6 +538,8 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
     from gateway.audit import Trail
 
+    if args.lines < 0:
+        raise PamgateError("-n/--lines cannot be negative")
     services = _services(args)
     trail = Trail(args.trail)
     last = 0
@@ -579,7 +590,7 @@ def cmd_recordings_search(args: argparse.Namespace) -> int:
         return 1
     for hit in hits:
         print(
-            f"{hit.at:%Y-%m-%d %H:%M:%S}  {hit.session_id[:12]}  {hit.user}@{hit.target}  "
+            f"{hit.at:%Y-%m-%d %H:%M:%S}  {hit.session_id[:12]}  {hit.user}  {hit.where}  "
             f"+{_clock(hit.offset)}  {hit.text}"
         )
     return 0
@@ -597,7 +608,7 @@ def cmd_recordings_commands(args: argparse.Namespace) -> int:
 
 
 def cmd_recordings_export(args: argparse.Namespace) -> int:
-    info = _services(args).recordings.export(args.session, args.output)
+    info = _services(args).recordings.export(args.session, args.output, actor=_actor())
     print(f"wrote session {info.session_id} to {args.output}")
     return 0
 
@@ -626,13 +637,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from recordings.player import PlainRecording, Player, play_in_terminal
 
     services = _services(args)
-    info = services.recordings.info(args.session)
-    if info.path is None:
-        raise PamgateError(f"session {info.session_id} has no recording file")
+    if args.speed <= 0:
+        raise PamgateError("--speed must be above 0 (e.g. 0.5 for half speed)")
+    if args.idle_limit is not None and args.idle_limit < 0:
+        raise PamgateError("--idle-limit cannot be negative")
     start = _parse_position(args.start)
+    info = services.recordings.open_for_review(args.session, actor=_actor(), purpose="replayed")
+    assert info.path is not None
+    if info.sha256 is None:
+        print(
+            f"note: session {info.session_id} was never sealed ({info.status}); "
+            "showing the recording as written",
+            file=sys.stderr,
+        )
     command_times = [c.offset for c in services.recordings.commands(info.session_id)]
     recording = PlainRecording(info.path)
     try:
+        length = recording.index().duration
+        if start > length:
+            raise PamgateError(f"--from {args.start}: the recording is only {_clock(length)} long")
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         player = Player(
             recording,

@@ -164,7 +164,9 @@ class UserDirectory:
                     )
                 )
             db.add(user)
-            factors = (["password"] if password is not None else []) + (["key"] if keys else [])
+            factors = ["password"] if password is not None else []
+            factors += ["key"] if keys else []
+            factors.append("totp")
             record = self._admin_event(
                 db, actor, "user.created", name, groups=group_list, factors=factors
             )

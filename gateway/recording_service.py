@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from gateway.audit import ActorType, AuditEvent, AuditLog, Trail, admin_authority
 from gateway.config import GatewayConfig
 from gateway.errors import PamgateError
 from gateway.models import SessionCommand, SessionRecord
@@ -35,7 +36,7 @@ from recordings.asciicast import (
     open_text,
     read_header,
 )
-from recordings.commands import CommandExtractor
+from recordings.commands import Command, CommandExtractor
 
 logger = logging.getLogger("pamgate.recordings")
 
@@ -48,11 +49,16 @@ class UnknownSession(PamgateError):
     """No session (or no recording) matches what was asked for."""
 
 
+class RecordingTampered(PamgateError):
+    """A sealed recording no longer matches the sha256 stored when it was sealed."""
+
+
 @dataclass(frozen=True)
 class RecordingInfo:
     """A recorded session, for listings."""
 
     session_id: str
+    lane: str
     user: str
     target: str
     account: str
@@ -70,7 +76,7 @@ class CommandHit:
 
     session_id: str
     user: str
-    target: str
+    where: str
     at: datetime
     offset: float
     text: str
@@ -79,11 +85,12 @@ class CommandHit:
 class RecordingService:
     """Creates, seals, indexes and finds session recordings."""
 
-    def __init__(self, config: GatewayConfig, store: Store) -> None:
+    def __init__(self, config: GatewayConfig, store: Store, audit: AuditLog) -> None:
         self._root = config.recordings_dir
         self._compression = config.recordings.compression
         self.exec_payload_cap = config.recordings.exec_payload_cap_bytes
         self._store = store
+        self._audit = audit
         self._flusher: Flusher | None = None
         self._flusher_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,13 +161,20 @@ class RecordingService:
     # -- commands ----------------------------------------------------------------
 
     def index_commands(self, session_id: str) -> int:
-        """Extract a recorded shell session's commands into the store; returns how many."""
+        """Store a session's commands: the exec command, or those extracted from a shell.
+
+        Returns how many.
+        """
         info = self.info(session_id)
-        if info.path is None or info.kind != "shell":
+        if info.path is None:
             return 0
         header = read_header(info.path)
-        extractor = CommandExtractor(int(header.get("width", 80)), int(header.get("height", 24)))
-        commands = extractor.feed_all(iter_events(info.path))
+        if info.kind == "exec":
+            command = header.get("pamgate", {}).get("command")
+            commands = [Command(0.0, command)] if command else []
+        else:
+            width, height = int(header.get("width", 80)), int(header.get("height", 24))
+            commands = CommandExtractor(width, height).feed_all(iter_events(info.path))
         started = datetime.fromtimestamp(int(header.get("timestamp", 0)), UTC)
         with self._store.transaction() as db:
             db.execute(delete(SessionCommand).where(SessionCommand.session_id == session_id))
@@ -198,7 +212,10 @@ class RecordingService:
                 .order_by(SessionCommand.at.desc())
                 .limit(limit)
             ).all()
-        return [CommandHit(s.id, s.user, s.target, c.at, c.offset, c.text) for c, s in rows]
+        return [
+            CommandHit(s.id, s.user, f"{s.account}@{s.target}", c.at, c.offset, c.text)
+            for c, s in rows
+        ]
 
     # -- lookup ------------------------------------------------------------------
 
@@ -250,13 +267,43 @@ class RecordingService:
             return info, f"sha256 is {actual}, but {info.sha256} was sealed"
         return info, None
 
-    def export(self, session_ref: str, target: Path) -> RecordingInfo:
-        """Write a plain (uncompressed) asciicast v2 copy of a recording."""
-        info = self.info(session_ref)
+    def open_for_review(self, session_ref: str, *, actor: str, purpose: str) -> RecordingInfo:
+        """A recording an auditor is about to replay or export: checked and audited.
+
+        A sealed recording must still match its sha256 (RecordingTampered
+        otherwise). An unsealed one (the session was interrupted) is returned
+        as written; the caller should say so. The access itself goes to the
+        audit trail first, and does not happen if that fails.
+        """
+        info, problem = self.verify(session_ref)
         if info.path is None:
             raise UnknownSession(f"session {info.session_id} has no recording file")
+        if problem and info.sha256 is not None:
+            raise RecordingTampered(
+                f"recording of session {info.session_id} fails verification: {problem}"
+            )
+        self._audit.record(
+            Trail.MACHINE if info.lane == "machine" else Trail.HUMAN,
+            AuditEvent(
+                actor=actor,
+                actor_type=ActorType.ADMIN,
+                action=f"recording.{purpose}",
+                target=f"session:{info.session_id}",
+                session_id=info.session_id,
+                authority=admin_authority(actor),
+                details={"user": info.user, "sealed": info.sha256 is not None},
+            ),
+        )
+        return info
+
+    def export(self, session_ref: str, target: Path, *, actor: str) -> RecordingInfo:
+        """Write a plain (uncompressed) asciicast v2 copy of a recording (mode 0600)."""
+        info = self.open_for_review(session_ref, actor=actor, purpose="exported")
+        assert info.path is not None
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open_text(info.path) as source, open(temporary, "w", encoding="utf-8") as out:
+        # It holds everything typed in the session: owner-only, like the original.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open_text(info.path) as source, os.fdopen(fd, "w", encoding="utf-8") as out:
             shutil.copyfileobj(source, out)
         temporary.rename(target)
         return info
@@ -268,6 +315,7 @@ class RecordingService:
             path = candidate if candidate.exists() else None
         return RecordingInfo(
             session_id=row.id,
+            lane=row.lane,
             user=row.user,
             target=row.target,
             account=row.account,

@@ -541,7 +541,7 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                     recording_sha256=sealed.sha256,
                 )
         self._services.ledger.close(session_id, start, dataclasses.replace(end, details=details))
-        if start.kind == "shell" and tap is not None:
+        if tap is not None:
             try:
                 recordings.index_commands(session_id)
             except (PamgateError, OSError) as exc:

@@ -65,7 +65,7 @@ class GatewayServices:
             limiter=FailureLimiter(store, audit, config.auth),
             access=AccessResolver(config, Policy(config)),
             ledger=SessionLedger(store, audit, config.gateway.name),
-            recordings=RecordingService(config, store),
+            recordings=RecordingService(config, store, audit),
             _syslog=syslog,
         )
 

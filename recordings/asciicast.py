@@ -383,12 +383,3 @@ def iter_events(path: Path) -> Iterator[Event]:
                 return
             if isinstance(offset, int | float) and isinstance(code, str) and isinstance(data, str):
                 yield Event(float(offset), code, data)
-
-
-def find_recording(base: Path) -> Path | None:
-    """The stored file for a recording written at ``base`` (``.cast`` or compressed)."""
-    for suffix in SUFFIXES:
-        candidate = base.with_name(base.name.removesuffix(".cast") + suffix)
-        if candidate.exists():
-            return candidate
-    return None

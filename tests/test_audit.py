@@ -299,4 +299,7 @@ def test_cli_verify_export_tail_checkpoint(tmp_path: Path) -> None:
     sql(tmp_path / "pamgate.db", "UPDATE audit_human SET target = 'user:bem' WHERE seq = 2")
     broken = run_cli("--config", str(config), "audit", "verify", "--trail", "human")
     assert broken.returncode == 1
-    assert "human: BROKEN at event 2: event 2: contents do not match its hash" in broken.stdout
+    assert (
+        "human: BROKEN: event 2 (user.created by " in broken.stdout
+        and "contents do not match its hash (edited)" in broken.stdout
+    )

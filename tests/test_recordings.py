@@ -16,7 +16,7 @@ import pexpect
 import pytest
 
 from gateway.audit import Trail
-from recordings.asciicast import iter_events, read_header
+from recordings.asciicast import SUFFIXES, iter_events, read_header
 from tests.conftest import Gateway, launch_gateway
 from tests.test_human_lane import set_prompt, spawn_shell
 
@@ -45,7 +45,8 @@ def session_end(gateway: Gateway, user: str, timeout: float = 10) -> dict[str, o
 def recording_of(gateway: Gateway, session: str) -> Path:
     listing = gateway.cli("recordings", "list")
     assert session[:12] in listing.stdout, listing.stdout
-    matches = list((gateway.data_dir / "recordings").rglob(f"{session}.cast*"))
+    names = {f"{session}{suffix}" for suffix in SUFFIXES}
+    matches = [p for p in (gateway.data_dir / "recordings").rglob("*") if p.name in names]
     assert len(matches) == 1, matches
     return matches[0]
 
@@ -265,3 +266,36 @@ def test_full_recording_storage_ends_a_live_session(gateway: Gateway) -> None:
         assert refused.returncode == 255 and b"cannot be recorded" in refused.stderr
     finally:
         unmount(recordings)
+
+
+def test_tampered_recording_is_not_replayed_or_exported(gateway: Gateway, tmp_path: Path) -> None:
+    user = gateway.make_user()
+    assert gateway.run_ssh(user, "web01", "echo original-text").returncode == 0
+    end = session_end(gateway, user.name)
+    session = str(end["session"])
+    replayed = gateway.cli("replay", session)
+    assert replayed.returncode == 0 and "original-text" in replayed.stdout
+    path = recording_of(gateway, session)
+    path.chmod(0o644)
+    path.write_text(path.read_text().replace("original-text", "forged---text"))
+    for command in (
+        ("replay", session),
+        ("recordings", "export", session, "-o", str(tmp_path / "x")),
+    ):
+        refused = gateway.cli(*command)
+        assert refused.returncode == 1
+        assert "fails verification" in refused.stderr
+        assert "forged" not in refused.stdout
+    assert not (tmp_path / "x").exists()
+    # Looking at a recording is itself audited, with the viewer as actor.
+    viewed = [r for r in gateway.audit.events(Trail.HUMAN) if r.action == "recording.replayed"]
+    assert any(r.session_id == session for r in viewed)
+
+
+def test_exec_commands_are_searchable(gateway: Gateway) -> None:
+    user = gateway.make_user()
+    assert gateway.run_ssh(user, "web01", "uname -a # exec-marker-42").returncode == 0
+    deadline = time.monotonic() + 10
+    while "exec-marker-42" not in gateway.cli("recordings", "search", "exec-marker-42").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
