@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from gateway.config import NAME_RE, GatewayConfig, TargetSettings
 from gateway.errors import (
@@ -23,6 +24,9 @@ from gateway.errors import (
     UnknownTarget,
 )
 from gateway.policy import AccessContext, Decision, Mode, Policy
+
+if TYPE_CHECKING:
+    from gateway.approvals import GrantView
 
 #: Longest login name accepted; anything longer is hostile or a mistake.
 MAX_LOGIN_NAME = 200
@@ -43,8 +47,10 @@ class Destination:
 
     target: TargetSettings
     account: str
-    #: What allowed it, e.g. ``policy:ops-web``.
+    #: What allowed it, e.g. ``policy:ops-web`` or ``grant:12``.
     authority: str
+    #: The grant behind it, when an approval rule applies; sessions end with it.
+    grant: GrantView | None = None
 
 
 def user_part(login_name: str) -> str:

@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_commands(commands)
     _add_recording_commands(commands)
+    _add_request_commands(commands)
 
     policy = commands.add_parser("policy", help="inspect the access policy").add_subparsers(
         dest="policy_command", metavar="SUBCOMMAND", required=True
@@ -351,6 +352,65 @@ def _add_recording_commands(commands: argparse._SubParsersAction[argparse.Argume
         "--idle-limit", type=float, metavar="SECONDS", help="cap pauses between events"
     )
     replay.set_defaults(handler=cmd_replay)
+
+
+def _add_request_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    requests = commands.add_parser(
+        "request",
+        help="list, approve and deny access requests",
+        description=(
+            "Access requests come from logins under approval rules. Approving or denying "
+            "needs the approver's own password and TOTP code (--as USER); nobody decides "
+            "their own request."
+        ),
+    ).add_subparsers(dest="request_command", metavar="SUBCOMMAND", required=True)
+    listing = requests.add_parser(
+        "list", help="requests, newest first", description="List requests, newest first."
+    )
+    listing.add_argument(
+        "--all", action="store_true", help="include decided ones (default: pending)"
+    )
+    listing.set_defaults(handler=cmd_request_list)
+    for name, handler in (("approve", cmd_request_approve), ("deny", cmd_request_deny)):
+        sub = requests.add_parser(
+            name, help=f"{name} a request as an approver",
+            description=f"{name.capitalize()} request N, authenticated as the approver.",
+        )  # fmt: skip
+        sub.add_argument("request_id", type=int, metavar="N")
+        sub.add_argument("--comment", default="", help="shown to the requester"
+                         + (" (required)" if name == "deny" else ""))  # fmt: skip
+        _add_approver_options(sub)
+        sub.set_defaults(handler=handler)
+
+    grants = commands.add_parser("grant", help="list and revoke grants").add_subparsers(
+        dest="grant_command", metavar="SUBCOMMAND", required=True
+    )
+    grant_list = grants.add_parser(
+        "list", help="grants, newest first", description="List grants, newest first."
+    )
+    grant_list.add_argument("--active", action="store_true", help="only current ones")
+    grant_list.set_defaults(handler=cmd_grant_list)
+    revoke = grants.add_parser(
+        "revoke", help="end a grant now (its sessions close within 2 s)",
+        description="Revoke grant N: live sessions under it are closed within about 2 seconds.",
+    )  # fmt: skip
+    revoke.add_argument("grant_id", type=int, metavar="N")
+    revoke.add_argument("--reason", required=True)
+    revoke.set_defaults(handler=cmd_grant_revoke)
+
+
+def _add_approver_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--as",
+        dest="approver",
+        required=True,
+        metavar="USER",
+        help="the approver (a pamgate user in an approver group)",
+    )
+    parser.add_argument(
+        "--password-stdin", action="store_true", help="read the approver's password from stdin"
+    )
+    parser.add_argument("--totp", metavar="CODE", help="the approver's current TOTP code")
 
 
 def _trails():  # noqa: ANN202 - the Trail enum, imported lazily
@@ -672,6 +732,81 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         recording.close()
     return 0
+
+
+def cmd_request_list(args: argparse.Namespace) -> int:
+    found = _services(args).requests.list(pending_only=not args.all)
+    if not found:
+        print("no pending requests" if not args.all else "no requests")
+        return 0
+    for request in found:
+        approvals = f"{len(request.approvals)}/{request.approvals_required}"
+        print(
+            f"#{request.id:<5} {request.status:<9} {request.user:<12} "
+            f"{request.account}@{request.target:<16} approvals {approvals:<5} "
+            f"by {','.join(request.approver_groups):<10} {request.created_at:%Y-%m-%d %H:%M} "
+            f"{request.reason!r}"
+        )
+    return 0
+
+
+def cmd_request_approve(args: argparse.Namespace) -> int:
+    services = _services(args)
+    approver = _authenticate_approver(services, args)
+    request = services.requests.approve(args.request_id, approver, args.comment)
+    if request.status == "approved":
+        print(f"request #{request.id} approved: grant #{request.grant_id} for {request.user}")
+    else:
+        print(
+            f"request #{request.id}: {len(request.approvals)} of "
+            f"{request.approvals_required} approvals"
+        )
+    return 0
+
+
+def cmd_request_deny(args: argparse.Namespace) -> int:
+    services = _services(args)
+    approver = _authenticate_approver(services, args)
+    request = services.requests.deny(args.request_id, approver, args.comment)
+    print(f"request #{request.id} denied")
+    return 0
+
+
+def cmd_grant_list(args: argparse.Namespace) -> int:
+    grants = _services(args).requests.list_grants(active_only=args.active)
+    if not grants:
+        print("no grants")
+    for grant in grants:
+        state = "revoked" if grant.revoked else f"until {grant.ends_at:%Y-%m-%d %H:%M:%S}"
+        print(
+            f"#{grant.id:<5} {grant.user:<12} {grant.account}@{grant.target:<16} {state}"
+            f"  (request #{grant.request_id})"
+        )
+    return 0
+
+
+def cmd_grant_revoke(args: argparse.Namespace) -> int:
+    grant = _services(args).requests.revoke(args.grant_id, _actor(), args.reason)
+    print(f"grant #{grant.id} revoked; its sessions close within about 2 seconds")
+    return 0
+
+
+def _authenticate_approver(services, args: argparse.Namespace) -> str:  # noqa: ANN001
+    """Check the approver's password and TOTP code, as at login; return their name."""
+    password = _read_password(args.password_stdin, confirm=False)
+    code = args.totp
+    if code is None:
+        if not sys.stdin.isatty():
+            raise PamgateError("no terminal to ask for the TOTP code: use --totp CODE")
+        code = getpass.getpass("Verification code: ")
+    users = services.users
+    # The code is checked only after the password, so a wrong password never
+    # burns a code; either failure gives the same message.
+    password_ok = users.verify_password(args.approver, password)
+    code_ok = password_ok and users.verify_totp(args.approver, code)
+    if not (password_ok and code_ok):
+        raise PamgateError(f"authentication as {args.approver} failed")
+    return args.approver
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:

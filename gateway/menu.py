@@ -1,8 +1,8 @@
-"""The in-terminal target menu shown when a login names no target.
+"""Line input in the client's terminal: the target menu and free-text prompts.
 
 The client's terminal is in raw mode, so this does its own echo and line
-editing (backspace, Ctrl-U) and treats Ctrl-C / Ctrl-D as cancel. It is a
-pure state machine fed with bytes; the lane writes what it returns.
+editing (backspace, Ctrl-U) and treats Ctrl-C / Ctrl-D as cancel. These are
+pure state machines fed with bytes; the lane writes what they return.
 """
 
 from __future__ import annotations
@@ -11,10 +11,42 @@ from dataclasses import dataclass
 
 from gateway.config import TargetSettings
 
-MAX_INPUT = 64
+MAX_INPUT = 200
 CANCEL_KEYS = {0x03, 0x04}  # Ctrl-C, Ctrl-D
 ERASE_KEYS = {0x08, 0x7F}
 KILL_LINE = 0x15  # Ctrl-U
+
+
+class LineEditor:
+    """One line of typed text with echo, erase, kill-line and cancel."""
+
+    def __init__(self, max_length: int = MAX_INPUT) -> None:
+        self._line = bytearray()
+        self._max = max_length
+        self.cancelled = False
+
+    def feed(self, data: bytes) -> tuple[bytes, str | None]:
+        """Process typed bytes; return (bytes to echo, the line once Enter is pressed)."""
+        echo = bytearray()
+        for byte in data:
+            if byte in CANCEL_KEYS:
+                self.cancelled = True
+                return bytes(echo + b"^C\r\n"), None
+            if byte in (0x0D, 0x0A):
+                line = self._line.decode("utf-8", "replace").strip()
+                self._line.clear()
+                return bytes(echo + b"\r\n"), line
+            if byte in ERASE_KEYS:
+                if self._line:
+                    self._line.pop()
+                    echo += b"\b \b"
+            elif byte == KILL_LINE:
+                echo += b"\b \b" * len(self._line)
+                self._line.clear()
+            elif 0x20 <= byte < 0x7F and len(self._line) < self._max:
+                self._line.append(byte)
+                echo.append(byte)
+        return bytes(echo), None
 
 
 @dataclass(frozen=True)
@@ -32,8 +64,11 @@ class TargetMenu:
 
     def __init__(self, targets: list[TargetSettings]) -> None:
         self._targets = targets
-        self._line = bytearray()
-        self.cancelled = False
+        self._editor = LineEditor(64)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._editor.cancelled
 
     def render(self) -> str:
         """The menu text, with CRLF line ends for a raw terminal."""
@@ -49,29 +84,13 @@ class TargetMenu:
 
     def feed(self, data: bytes) -> tuple[bytes, MenuChoice | None]:
         """Process typed bytes; return (bytes to echo, a choice when one is made)."""
-        echo = bytearray()
-        for byte in data:
-            if byte in CANCEL_KEYS:
-                self.cancelled = True
-                return bytes(echo + b"^C\r\n"), None
-            if byte in (0x0D, 0x0A):
-                choice = self._choose(self._line.decode("utf-8", "replace").strip())
-                self._line.clear()
-                echo += b"\r\n"
-                if choice is not None:
-                    return bytes(echo), choice
-                echo += b"No such target in the list.\r\n" + self.PROMPT.encode()
-            elif byte in ERASE_KEYS:
-                if self._line:
-                    self._line.pop()
-                    echo += b"\b \b"
-            elif byte == KILL_LINE:
-                echo += b"\b \b" * len(self._line)
-                self._line.clear()
-            elif 0x20 <= byte < 0x7F and len(self._line) < MAX_INPUT:
-                self._line.append(byte)
-                echo.append(byte)
-        return bytes(echo), None
+        echo, line = self._editor.feed(data)
+        if line is None:
+            return echo, None
+        choice = self._choose(line)
+        if choice is None:
+            return echo + b"No such target in the list.\r\n" + self.PROMPT.encode(), None
+        return echo, choice
 
     def _choose(self, text: str) -> MenuChoice | None:
         if text.isdigit():

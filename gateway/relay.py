@@ -25,9 +25,17 @@ from typing import Protocol
 
 import asyncssh
 
-from gateway.access import Destination, parse_login_name
+from gateway.access import ApprovalRequired, Destination, parse_login_name
+from gateway.approvals import GrantView, RequestView
 from gateway.audit import ActorType, AuditEvent, AuditWriteFailed, Trail
-from gateway.errors import DestinationError, HostKeyMismatch, PamgateError, StoreError
+from gateway.dialog import TerminalDialog
+from gateway.errors import (
+    AccessDenied,
+    DestinationError,
+    HostKeyMismatch,
+    PamgateError,
+    StoreError,
+)
 from gateway.identities import UserView
 from gateway.menu import TargetMenu
 from gateway.services import GatewayServices
@@ -36,6 +44,9 @@ from gateway.sessions import SessionEnd, SessionStart
 from gateway.upstream import connect_upstream
 
 logger = logging.getLogger("pamgate.relay")
+
+#: Seconds before a grant ends at which the user is warned.
+GRANT_WARNINGS = (300, 60)
 
 #: Exit status reported to the client when the gateway itself ends the session.
 GATEWAY_EXIT_STATUS = 255
@@ -105,8 +116,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         self._term_type: str | None = None
         self._term_size: tuple[int, int, int, int] = (80, 24, 0, 0)
         self._term_modes: Mapping[int, int] = {}
-        self._menu: TargetMenu | None = None
-        self._menu_choice: asyncio.Future[tuple[str, str | None]] | None = None
+        self._dialog: TerminalDialog | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._pending = bytearray()
         self._client_eof = False
         self._upstream_conn: asyncssh.SSHClientConnection | None = None
@@ -157,6 +168,7 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
     def session_started(self) -> None:
         assert self._chan is not None
         self._chan.pause_reading()
+        self._dialog = TerminalDialog(self._chan, pty=self._term_type is not None)
         task = asyncio.get_running_loop().create_task(self._run())
         self._host.track_task(task)
 
@@ -166,8 +178,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
             if self._tap is not None:
                 self._tap.from_client(data)
             self._upstream.write(data)
-        elif self._menu is not None:
-            self._feed_menu(data)
+        elif self._dialog is not None and self._dialog.active:
+            self._dialog.feed(data)
         else:
             # Input that arrives before the target is connected is kept, and
             # reading stops so the client's window (not memory) bounds it.
@@ -179,8 +191,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         self._client_eof = True
         if self._upstream is not None:
             self._upstream.write_eof()
-        elif self._menu is not None:
-            self._resolve_menu(None)
+        elif self._dialog is not None:
+            self._dialog.input_ended()
         return True
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
@@ -210,8 +222,10 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._client_gone = True
-        if self._menu_choice is not None and not self._menu_choice.done():
-            self._menu_choice.set_result(("", None))
+        if self._dialog is not None:
+            self._dialog.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._upstream_conn is not None:
             self._upstream_conn.close()
         if not self._finished and self._session_id is not None:
@@ -325,51 +339,79 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                     f"no target given: log in as {user.name}:TARGET "
                     f"(or {user.name}:ACCOUNT@TARGET). Targets you may reach: {names}"
                 )
+            assert self._dialog is not None
             menu = TargetMenu(reachable)
             text = menu.render()
             while True:
-                choice = await self._run_menu(menu, text)
+                choice = await self._dialog.choose_target(menu, text)
                 if choice is None:
                     return None
                 try:
-                    return self._authorize(*choice)
+                    return await self._authorize(choice.target, choice.account)
                 except DestinationError as exc:
                     # A typo in the menu costs a re-prompt, not a new login.
                     text = f"{exc}\r\n{TargetMenu.PROMPT}"
-        return self._authorize(target, account)
+        return await self._authorize(target, account)
 
-    def _authorize(self, target: str, account: str | None) -> Destination:
+    async def _authorize(self, target: str, account: str | None) -> Destination | None:
+        """The policy's destination; under an approval rule, a grant (waiting for one)."""
         user = self._ctx.user
-        return self._services.access.authorize(
-            user.name, user.groups, target, account, source=self._ctx.source, at=datetime.now(UTC)
-        )
+        try:
+            return self._services.access.authorize(
+                user.name,
+                user.groups,
+                target,
+                account,
+                source=self._ctx.source,
+                at=datetime.now(UTC),
+            )
+        except ApprovalRequired as needed:
+            return await self._obtain_grant(needed)
 
-    async def _run_menu(self, menu: TargetMenu, text: str) -> tuple[str, str | None] | None:
-        assert self._chan is not None
-        self._menu = menu
-        self._menu_choice = asyncio.get_running_loop().create_future()
-        self._chan.write(text.encode())
-        if not text.endswith(TargetMenu.PROMPT):
-            return None
-        self._chan.resume_reading()
-        target, account = await self._menu_choice
-        self._chan.pause_reading()
-        self._menu = None
-        return (target, account) if target else None
+    async def _obtain_grant(self, needed: ApprovalRequired) -> Destination | None:
+        requests = self._services.requests
+        destination, rule = needed.destination, needed.decision.rule
+        assert rule is not None and self._dialog is not None
+        target, account = destination.target.name, destination.account
+        user = self._ctx.user.name
+        grant = await asyncio.to_thread(requests.active_grant, user, target, account)
+        if grant is None:
+            reason = ""
+            if rule.reason_required:
+                if self._term_type is None:
+                    raise DestinationError(
+                        f"{needed}; a reason is required: connect with a terminal (ssh -t) "
+                        "to give one"
+                    )
+                reason = await self._dialog.read_line(f"Reason for access to {account}@{target}: ")
+                if reason is None:
+                    return None
+            request = await asyncio.to_thread(
+                requests.create, user=user, target=target, account=account, rule=rule,
+                reason=reason, source=self._ctx.source,
+            )  # fmt: skip
+            self._dialog.say(
+                f"Request #{request.id} for {target} ({account}) is waiting for approval by "
+                f"{', '.join(request.approver_groups)} ({request.approvals_required} needed)... "
+                "Ctrl-C cancels."
+            )
+            decided = await self._dialog.wait_for(lambda: self._decision(request.id))
+            if decided is None:
+                await asyncio.to_thread(requests.cancel, request.id, user)
+                self._dialog.say(f"request #{request.id} cancelled")
+                return None
+            if decided.status != "approved" or decided.grant_id is None:
+                by = f" by {decided.decided_by}" if decided.decided_by else ""
+                comment = f": {decided.comment}" if decided.comment else ""
+                raise AccessDenied(f"request #{request.id} was {decided.status}{by}{comment}")
+            grant = await asyncio.to_thread(requests.grant, decided.grant_id)
+            self._dialog.say(f"request #{request.id} approved by {', '.join(decided.approvals)}")
+        self._dialog.say(f"access under grant #{grant.id} until {grant.ends_at:%H:%M:%S} UTC")
+        return dataclasses.replace(destination, authority=grant.authority, grant=grant)
 
-    def _feed_menu(self, data: bytes) -> None:
-        assert self._menu is not None and self._chan is not None
-        echo, choice = self._menu.feed(data)
-        if echo:
-            self._chan.write(echo)
-        if choice is not None:
-            self._resolve_menu((choice.target, choice.account))
-        elif self._menu.cancelled:
-            self._resolve_menu(None)
-
-    def _resolve_menu(self, choice: tuple[str, str | None] | None) -> None:
-        if self._menu_choice is not None and not self._menu_choice.done():
-            self._menu_choice.set_result(choice or ("", None))
+    async def _decision(self, request_id: int) -> RequestView | None:
+        view = await asyncio.to_thread(self._services.requests.get, request_id)
+        return None if view.status == "pending" else view
 
     async def _connect(self, destination: Destination) -> None:
         services = self._services
@@ -492,6 +534,43 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         if self._client_eof:
             upstream.write_eof()
         self._chan.resume_reading()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(destination.grant))
+
+    async def _watch(self, grant: GrantView | None) -> None:
+        """End the session when its grant ends or is revoked, or its user is disabled.
+
+        Checks every second, so revocation and disabling take effect within ~2 s.
+        """
+        warned: set[int] = set()
+        while not self._finished:
+            await asyncio.sleep(1)
+            if grant is not None:
+                left = (grant.ends_at - datetime.now(UTC)).total_seconds()
+                if left <= 0:
+                    self.terminate(f"grant #{grant.id} has ended; the session was closed")
+                    return
+                total = (grant.ends_at - grant.starts_at).total_seconds()
+                for mark in GRANT_WARNINGS:
+                    if left <= mark < total and mark not in warned:
+                        warned.add(mark)
+                        self._tell_user(f"access under grant #{grant.id} ends in {mark // 60} min")
+            try:
+                reason = await asyncio.to_thread(self._revoked_because, grant)
+            except PamgateError:
+                continue  # the database is unreachable for a moment; check again
+            if reason:
+                self.terminate(f"{reason}; the session was closed")
+                return
+
+    def _revoked_because(self, grant: GrantView | None) -> str | None:
+        user = self._services.users.get(self._ctx.user.name)
+        if user is None or user.disabled:
+            return f"user {self._ctx.user.name} was disabled"
+        if grant is not None:
+            current = self._services.requests.grant(grant.id)
+            if current.revoked:
+                return f"grant #{grant.id} was revoked ({current.revoke_reason})"
+        return None
 
     def _finish(
         self,
@@ -599,13 +678,10 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
     # -- talking to the client ------------------------------------------
 
     def _tell_user(self, message: str) -> None:
-        chan = self._chan
-        if chan is None or chan.is_closing():
-            return
-        text = f"pamgate: {message}\n"
-        if self._term_type is not None:
-            text = "\r\n" + text.replace("\n", "\r\n")
-        chan.write_stderr(text.encode())
+        if self._dialog is not None:
+            if self._term_type is not None and self._upstream is not None:
+                message = "\r\n" + message  # start clear of whatever the shell drew
+            self._dialog.say(message)
 
     # exit() is valid after our EOF (is_closing() is already True then), so
     # these check only whether the client's channel is gone.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.access import AccessResolver
+from gateway.approvals import AccessRequests
 from gateway.audit import AuditLog
 from gateway.audit_anchor import CheckpointBook
 from gateway.audit_syslog import SyslogForwarder
@@ -37,6 +38,7 @@ class GatewayServices:
     access: AccessResolver
     ledger: SessionLedger
     recordings: RecordingService
+    requests: AccessRequests
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
@@ -66,6 +68,7 @@ class GatewayServices:
             access=AccessResolver(config, Policy(config)),
             ledger=SessionLedger(store, audit, config.gateway.name),
             recordings=RecordingService(config, store, audit),
+            requests=AccessRequests(store, audit),
             _syslog=syslog,
         )
 

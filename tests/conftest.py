@@ -66,6 +66,8 @@ else:
 class TestUser:
     """A user created for one test, with their factors."""
 
+    __test__ = False  # not a test class, despite the name
+
     name: str
     password: str | None
     totp_secret: str
@@ -271,6 +273,30 @@ id = "admins-all"
 groups = ["admins"]
 targets = ["*"]
 mode = "allow"
+
+[[rules]]
+id = "needs-one"
+groups = ["requesters"]
+targets = ["web01"]
+mode = "approval"
+approver_groups = ["leads"]
+
+[[rules]]
+id = "needs-two"
+groups = ["cautious"]
+targets = ["web01"]
+mode = "approval"
+approver_groups = ["leads"]
+approvals_required = 2
+
+[[rules]]
+id = "short-grant"
+groups = ["brief"]
+targets = ["web01"]
+mode = "approval"
+approver_groups = ["leads"]
+default_duration = "4s"
+max_duration = "4s"
 """
     return text
 

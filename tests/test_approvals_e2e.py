@@ -1,0 +1,143 @@
+"""Requests and grants end to end: ssh waits, another process approves, the grant ends it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pyotp
+import pytest
+
+from gateway.audit import Trail
+from tests.conftest import Gateway, TestUser, current_code
+
+pytestmark = pytest.mark.openssh
+
+
+def start_waiting(
+    gateway: Gateway, user: TestUser, command: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Log in to a target that needs approval; return the waiting ssh and its request id."""
+    process = subprocess.Popen(
+        gateway.ssh_command(f"{user.name}:web01") + [command],
+        env=gateway.ssh_env(user), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    line = process.stderr.readline().decode()
+    found = re.search(r"Request #(\d+) for web01 \(root\) is waiting for approval by leads", line)
+    assert found, line
+    return process, int(found.group(1))
+
+
+def decide(gateway: Gateway, verb: str, request_id: int, approver: TestUser, comment: str = "ok",
+           *, next_code: bool = False):  # fmt: skip
+    # A code is accepted once: someone who just logged in uses the next step's code.
+    code = (
+        pyotp.TOTP(approver.totp_secret).at(time.time() + 30)
+        if next_code
+        else current_code(approver)
+    )
+    return gateway.cli(
+        "request", verb, str(request_id), "--as", approver.name, "--password-stdin",
+        "--totp", code, "--comment", comment,
+        input_text=f"{approver.password}\n",
+    )  # fmt: skip
+
+
+def test_waiting_session_proceeds_when_approved_from_another_process(gateway: Gateway) -> None:
+    requester = gateway.make_user(groups=("requesters",))
+    approver = gateway.make_user(groups=("leads",))
+    process, request_id = start_waiting(gateway, requester, "echo approved-and-running")
+    listing = gateway.cli("request", "list")
+    assert f"#{request_id}" in listing.stdout and requester.name in listing.stdout
+    started = time.monotonic()
+    approved = decide(gateway, "approve", request_id, approver)
+    assert approved.returncode == 0, approved.stderr
+    stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert stdout == b"approved-and-running\n"
+    assert time.monotonic() - started < 5
+    session_start = [r for r in gateway.audit.events(Trail.HUMAN)
+                     if r.action == "session.start" and r.actor == requester.name]  # fmt: skip
+    assert session_start and session_start[0].authority.startswith("grant:")
+
+
+def test_denial_is_shown_to_the_requester(gateway: Gateway) -> None:
+    requester = gateway.make_user(groups=("requesters",))
+    approver = gateway.make_user(groups=("leads",))
+    process, request_id = start_waiting(gateway, requester, "echo must-not-run")
+    assert decide(gateway, "deny", request_id, approver, "change freeze").returncode == 0
+    stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 255 and stdout == b""
+    assert f"was denied by {approver.name}: change freeze".encode() in stderr
+
+
+def test_self_approval_and_outsiders_are_refused_and_quorum_counts(gateway: Gateway) -> None:
+    requester = gateway.make_user(groups=("cautious", "leads"))
+    first, second, outsider = (gateway.make_user(groups=groups)
+                               for groups in (("leads",), ("leads",), ("admins",)))  # fmt: skip
+    process, request_id = start_waiting(gateway, requester, "echo after-two")
+    try:
+        own = decide(gateway, "approve", request_id, requester, next_code=True)
+        assert own.returncode == 1 and "cannot decide your own request" in own.stderr
+        other = decide(gateway, "approve", request_id, outsider)
+        assert other.returncode == 1 and "not in an approver group" in other.stderr
+        wrong = gateway.cli(
+            "request",
+            "approve",
+            str(request_id),
+            "--as",
+            first.name,
+            "--password-stdin",
+            "--totp",
+            "000000",
+            input_text="bad password\n",
+        )
+        assert wrong.returncode == 1 and "authentication as" in wrong.stderr
+        assert "1 of 2 approvals" in decide(gateway, "approve", request_id, first).stdout
+        assert process.poll() is None  # still waiting
+        assert "approved" in decide(gateway, "approve", request_id, second).stdout
+        stdout, _ = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert stdout == b"after-two\n"
+
+
+def test_grant_end_closes_the_session(gateway: Gateway) -> None:
+    requester = gateway.make_user(groups=("brief",))
+    approver = gateway.make_user(groups=("leads",))
+    process, request_id = start_waiting(gateway, requester, "echo started; sleep 60")
+    decide(gateway, "approve", request_id, approver)
+    stdout, stderr = process.communicate(timeout=30)
+    assert stdout == b"started\n"
+    assert re.search(rb"grant #\d+ has ended; the session was closed", stderr)
+
+
+def test_revoking_the_grant_ends_the_session(gateway: Gateway) -> None:
+    requester = gateway.make_user(groups=("requesters",))
+    approver = gateway.make_user(groups=("leads",))
+    process, request_id = start_waiting(gateway, requester, "echo started; sleep 60")
+    grant_id = re.search(r"grant #(\d+)", decide(gateway, "approve", request_id, approver).stdout)
+    assert process.stdout is not None and process.stdout.readline() == b"started\n"
+    revoked_at = time.monotonic()
+    assert gateway.cli("grant", "revoke", grant_id.group(1), "--reason", "incident").returncode == 0
+    _, stderr = process.communicate(timeout=20)
+    assert time.monotonic() - revoked_at < 4
+    assert b"was revoked (incident)" in stderr
+
+
+def test_disabling_a_user_ends_their_sessions(gateway: Gateway) -> None:
+    user = gateway.make_user()
+    process = subprocess.Popen(
+        gateway.ssh_command(f"{user.name}:web01") + ["echo started; sleep 60"],
+        env=gateway.ssh_env(user), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdout.readline() == b"started\n"
+    disabled_at = time.monotonic()
+    assert gateway.cli("user", "disable", user.name).returncode == 0
+    _, stderr = process.communicate(timeout=20)
+    assert time.monotonic() - disabled_at < 4
+    assert f"user {user.name} was disabled".encode() in stderr
