@@ -60,6 +60,7 @@ PRIVILEGED_ACTIONS = frozenset(
         "user.password_set",
         "user.key_added",
         "user.unlocked",
+        "user.groups_set",
     }
 )
 

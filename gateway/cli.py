@@ -189,6 +189,14 @@ def _add_user_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         )
         sub.add_argument("name")
         sub.set_defaults(handler=handler)
+    set_groups = user.add_parser(
+        "set-groups",
+        help="replace a user's groups",
+        description="Replace a user's groups (the policy's rules refer to groups).",
+    )
+    set_groups.add_argument("name")
+    set_groups.add_argument("--group", action="append", default=[], help="group (repeatable)")
+    set_groups.set_defaults(handler=cmd_user_set_groups)
     passwd = user.add_parser(
         "passwd",
         help="set a user's password",
@@ -524,6 +532,12 @@ def cmd_user_unlock(args: argparse.Namespace) -> int:
         raise PamgateError(f"no user named {args.name!r}")
     services.limiter.unlock(args.name, actor=_actor())
     print(f"cleared failed-login lockout for {args.name}")
+    return 0
+
+
+def cmd_user_set_groups(args: argparse.Namespace) -> int:
+    _services(args).users.set_groups(args.name, args.group, actor=_actor())
+    print(f"groups of {args.name}: {', '.join(sorted(set(args.group))) or 'none'}")
     return 0
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,15 @@ from gateway.store import Store
 
 DEFAULT_DEMO_DIR = Path("pamgate-demo")
 DEMO_TARGET = "web01"
+DEMO_APPROVAL_TARGET = "db01"
 DEMO_GROUP = "admins"
-DEMO_USERS = ("alice", "bob")
+#: Demo users, their groups and what they show.
+DEMO_USERS = {
+    "alice": (("admins",), "admin: web01 directly, db01 after approval"),
+    "bob": (("admins", "approvers"), "admin and approver: approves alice's requests"),
+}
+#: Bumped when the demo's config changes shape; older demo configs are rewritten.
+DEMO_CONFIG_VERSION = 2
 PREFERRED_GATEWAY_PORT = 2222
 CREDENTIALS_FILE = "demo-credentials.json"
 DEMO_ACTOR = "pamgate-demo"
@@ -64,6 +72,7 @@ def write_demo_config(
     q = json.dumps  # a JSON string is a valid TOML basic string
     config_path.write_text(
         f"""# pamgate demo configuration, written by 'pamgate demo'.
+# demo-config-version: {DEMO_CONFIG_VERSION}
 # See config/pamgate.example.toml in the source tree for every setting.
 
 [gateway]
@@ -91,11 +100,31 @@ default_account = {q(account)}
 upstream_auth = "certificate"
 host_keys = [{q(target.host_key_line())}]
 
+# The same server under another name, to show the approval flow.
+[[targets]]
+name = {q(DEMO_APPROVAL_TARGET)}
+description = "needs approval"
+host = "127.0.0.1"
+port = {target.port}
+accounts = [{q(account)}]
+default_account = {q(account)}
+host_keys = [{q(target.host_key_line())}]
+
 [[rules]]
 id = "admins-web01"
 groups = [{q(DEMO_GROUP)}]
 targets = [{q(DEMO_TARGET)}]
 mode = "allow"
+
+[[rules]]
+id = "admins-db01-approval"
+groups = [{q(DEMO_GROUP)}]
+targets = [{q(DEMO_APPROVAL_TARGET)}]
+mode = "approval"
+approver_groups = ["approvers"]
+reason_required = true
+default_duration = "15m"
+max_duration = "1h"
 """
     )
     return config_path
@@ -115,8 +144,10 @@ def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
     users = UserDirectory(store, AuditLog(store))
     credentials = []
     try:
-        for name in DEMO_USERS:
+        for name, (groups, _) in DEMO_USERS.items():
             existing = users.get(name)
+            if existing is not None and set(existing.groups) != set(groups):
+                users.set_groups(name, groups, actor=DEMO_ACTOR)
             kept = saved.get(name)
             if (
                 existing is not None
@@ -127,9 +158,7 @@ def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
                 continue
             password = _demo_password()
             if existing is None:
-                enrolment = users.add_user(
-                    name, actor=DEMO_ACTOR, groups=[DEMO_GROUP], password=password
-                )
+                enrolment = users.add_user(name, actor=DEMO_ACTOR, groups=groups, password=password)
             else:
                 users.set_password(name, password, actor=DEMO_ACTOR)
                 enrolment = users.reset_mfa(name, actor=DEMO_ACTOR)
@@ -144,6 +173,22 @@ def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
             indent=2,
         )
     return credentials
+
+
+def _outdated_demo_ports(config_path: Path) -> tuple[int, int] | None:
+    """(gateway port, target port) of a config written by an older demo, else None."""
+    if not config_path.exists():
+        return None
+    text = config_path.read_text()
+    if not text.startswith("# pamgate demo configuration"):
+        return None
+    if f"# demo-config-version: {DEMO_CONFIG_VERSION}" in text:
+        return None
+    try:
+        data = tomllib.loads(text)
+        return int(data["listeners"]["human"]["port"]), int(data["targets"][0]["port"])
+    except (tomllib.TOMLDecodeError, KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 def _demo_password() -> str:
@@ -199,7 +244,7 @@ def instructions(
         enrolment = UserDirectory.enrolment(credential.user, credential.totp_secret)
         lines += [
             "",
-            f"  {credential.user}",
+            f"  {credential.user}  ({DEMO_USERS[credential.user][1]})",
             f"    password     {credential.password}",
             f"    TOTP secret  {credential.totp_secret}",
             f"    otpauth URI  {enrolment.uri}",
@@ -211,11 +256,27 @@ def instructions(
         lines.append(
             f'    no authenticator app? current code: {sys.executable} -c "{code_snippet}"'
         )
+    pamgate = f"{_pamgate_command()} --config {config_arg}"
     lines += [
+        "",
+        f"Approval flow: {DEMO_APPROVAL_TARGET} needs an approver's OK. As alice, give a reason",
+        "and wait:",
+        "",
+        f"    ssh -p {human.port} alice:{DEMO_APPROVAL_TARGET}@{human.address}",
+        "",
+        "then, in another terminal, approve as bob (his password, then his current code):",
+        "",
+        f"    {pamgate} request list",
+        f"    {pamgate} request approve N --as bob",
+        "",
+        "and alice's waiting ssh goes on. Afterwards, replay what she did:",
+        "",
+        f"    {pamgate} recordings list",
+        f"    {pamgate} replay SESSION",
         "",
         "Every other command works against this demo with its config file, e.g.:",
         "",
-        f"    {_pamgate_command()} --config {config_arg} user list",
+        f"    {pamgate} user list",
         "",
         f"Gateway log: {_relative(DataDir(config.data_dir).gateway_log)}",
         "Press Ctrl-C to stop the demo. Running it again reuses the same users and keys.",
@@ -231,12 +292,22 @@ def run_demo(data_dir: Path, *, gateway_port: int | None = None) -> None:
     config_path = data_dir / "pamgate.toml"
     data = DataDir(data_dir)
     target_dir = data_dir / "demo-target"
+    previous_ports = _outdated_demo_ports(config_path)
+    if previous_ports is not None:
+        gateway_port = gateway_port or previous_ports[0]
+        target_port = previous_ports[1]
+        config_path.unlink()
+        print("pamgate demo: rewrote the config of an older demo version")
+    else:
+        target_port = None
     if not config_path.exists():
         port = gateway_port or (
             PREFERRED_GATEWAY_PORT if _port_is_free(PREFERRED_GATEWAY_PORT) else free_port()
         )
         target = OpenSSHTarget(
-            target_dir, free_port(), data.upstream_ca_key.with_name("upstream_ca.pub")
+            target_dir,
+            target_port or free_port(),
+            data.upstream_ca_key.with_name("upstream_ca.pub"),
         )
         account = getpass.getuser()
         write_demo_config(data_dir, port, target, account)

@@ -194,6 +194,19 @@ class UserDirectory:
             record = self._admin_event(db, actor, action, name)
         self._audit.committed(record)
 
+    def set_groups(self, name: str, groups: Iterable[str], *, actor: str) -> None:
+        """Replace a user's groups (which decide what the policy lets them do)."""
+        group_list = sorted({validate_name("group", g) for g in groups})
+        with self._store.transaction() as db:
+            user = self._require(db, name)
+            before = list(user.groups or [])
+            user.groups = group_list
+            user.updated_at = self._now()
+            record = self._admin_event(
+                db, actor, "user.groups_set", name, before=before, after=group_list
+            )
+        self._audit.committed(record)
+
     def set_password(self, name: str, password: str, *, actor: str) -> None:
         """Replace a user's password."""
         _check_password_quality(password)

@@ -7,9 +7,11 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pexpect
+import pyotp
 import pytest
 
 from gateway.openssh_target import free_port
@@ -37,7 +39,7 @@ def stop_demo(child: pexpect.spawn) -> None:
 
 
 def credentials(output: str, user: str) -> tuple[str, str]:
-    block = output[output.index(f"  {user}\r\n") :]
+    block = output[output.index(f"  {user}  (") :]
     password = re.search(r"password\s+(\S+)", block).group(1)
     secret = re.search(r"TOTP secret\s+([A-Z2-7]+)", block).group(1)
     return password, secret
@@ -90,6 +92,35 @@ def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
         )
         assert listing.returncode == 0 and "alice" in listing.stdout and "bob" in listing.stdout
         assert config_hint and config_hint.group(2).endswith("pamgate.toml")
+        # The quick tour's approval flow: alice waits for db01, bob approves.
+        # alice logged in a moment ago: her current code is spent, so use the next one.
+        next_code = pyotp.TOTP(secret).at(time.time() + 30)
+        alice_env = {**env, "TERM": "xterm", "PG_TOTP_CODE": next_code}
+        waiting = pexpect.spawn(
+            "ssh", ["-tt", "-p", str(port), "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+                    "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}",
+                    "-o", "IdentityAgent=none", "alice:db01@127.0.0.1"],
+            env=alice_env, timeout=30,
+        )  # fmt: skip
+        try:
+            waiting.expect("Reason for access to")
+            waiting.sendline("demo tour")
+            waiting.expect(r"Request #(\d+) for db01")
+            request_id = waiting.match.group(1).decode()
+            bob_password, bob_secret = credentials(output, "bob")
+            approve = subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "--config", str(data_dir / "pamgate.toml"),
+                 "request", "approve", request_id, "--as", "bob", "--password-stdin",
+                 "--totp", pyotp.TOTP(bob_secret).now()],
+                input=f"{bob_password}\n", capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert approve.returncode == 0, approve.stderr
+            waiting.expect("approved by bob")
+            waiting.sendline("echo on-db01-now; exit")
+            waiting.expect("on-db01-now")
+            waiting.expect(pexpect.EOF)
+        finally:
+            waiting.close()
     finally:
         stop_demo(child)
     with socket.socket() as probe:
