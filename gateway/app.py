@@ -95,6 +95,14 @@ class GatewayNode:
         while True:
             await asyncio.sleep(interval)
             await self._checkpoint()
+            await asyncio.to_thread(self._log_overdue_reviews)
+
+    def _log_overdue_reviews(self) -> None:
+        for case in self.services.breakglass.list(overdue=True):
+            logger.warning(
+                "break-glass case #%d (%s on %s@%s) is overdue for review since %s",
+                case.id, case.user, case.account, case.target, case.review_due_at.isoformat(),
+            )  # fmt: skip
 
     async def _checkpoint(self) -> None:
         try:

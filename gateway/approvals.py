@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.alerts import WebhookAlerts
 from gateway.audit import ActorType, AuditEvent, AuditLog, AuditRecord, Trail
 from gateway.config import RuleSettings, duration_seconds
 from gateway.errors import PamgateError
@@ -76,10 +77,13 @@ class GrantView:
     request_id: int | None
     revoked: bool
     revoke_reason: str
+    #: The break-glass case behind an emergency grant.
+    exception_id: int | None = None
 
     @property
     def authority(self) -> str:
-        return f"grant:{self.id}"
+        """``grant:N``, or ``breakglass:N`` for an emergency grant."""
+        return f"breakglass:{self.exception_id}" if self.exception_id else f"grant:{self.id}"
 
 
 class AccessRequests:
@@ -90,18 +94,28 @@ class AccessRequests:
         store: Store,
         audit: AuditLog,
         *,
+        alerts: WebhookAlerts | None = None,
         request_ttl: timedelta = DEFAULT_REQUEST_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._audit = audit
+        self._alerts = alerts
         self._ttl = request_ttl
         self._clock = clock
 
     # -- requests ---------------------------------------------------------------
 
     def create(
-        self, *, user: str, target: str, account: str, rule: RuleSettings, reason: str, source: str
+        self,
+        *,
+        user: str,
+        target: str,
+        account: str,
+        rule: RuleSettings,
+        reason: str,
+        source: str,
+        duration: int | None = None,
     ) -> RequestView:
         """Open a request under ``rule``; ApprovalError if a required reason is missing."""
         reason = " ".join(reason.split())[:500]
@@ -117,7 +131,11 @@ class AccessRequests:
                 rule_id=rule.id,
                 approver_groups=list(rule.approver_groups),
                 approvals_required=rule.approvals_required,
-                duration_seconds=duration_seconds(rule.default_duration),
+                # A requested length is honoured up to the rule's maximum.
+                duration_seconds=min(
+                    duration or duration_seconds(rule.default_duration),
+                    duration_seconds(rule.max_duration),
+                ),
                 status="pending",
                 created_at=now,
                 expires_at=now + self._ttl,
@@ -131,6 +149,7 @@ class AccessRequests:
             )  # fmt: skip
             view = _request_view(db, request)
         self._audit.committed(record)
+        self._announce("request.created", view)
         return view
 
     def get(self, request_id: int) -> RequestView:
@@ -142,10 +161,14 @@ class AccessRequests:
                 raise ApprovalError(f"no request #{request_id}")
             return _request_view(db, request)
 
-    def list(self, *, pending_only: bool = False, limit: int = 100) -> list[RequestView]:
+    def list(
+        self, *, pending_only: bool = False, user: str | None = None, limit: int = 100
+    ) -> list[RequestView]:
         """Requests, newest first."""
         self.expire_stale()
         query = select(AccessRequest).order_by(AccessRequest.id.desc()).limit(limit)
+        if user is not None:
+            query = query.where(AccessRequest.user == user)
         if pending_only:
             query = query.where(AccessRequest.status == "pending")
         with self._store.transaction(write=False) as db:
@@ -177,6 +200,9 @@ class AccessRequests:
             view = _request_view(db, request)
         for record in records:
             self._audit.committed(record)
+        self._announce(
+            "request.approved" if view.status == "approved" else "request.approval", view
+        )
         return view
 
     def deny(self, request_id: int, approver: str, comment: str) -> RequestView:
@@ -195,6 +221,7 @@ class AccessRequests:
             )  # fmt: skip
             view = _request_view(db, request)
         self._audit.committed(record)
+        self._announce("request.denied", view)
         return view
 
     def cancel(self, request_id: int, user: str) -> None:
@@ -247,21 +274,26 @@ class AccessRequests:
                 )
                 .order_by(AccessGrant.ends_at.desc())
             ).first()
-            return _grant_view(grant) if grant else None
+            return grant_view(grant) if grant else None
 
     def grant(self, grant_id: int) -> GrantView:
         with self._store.transaction(write=False) as db:
             grant = db.get(AccessGrant, grant_id)
             if grant is None:
                 raise ApprovalError(f"no grant #{grant_id}")
-            return _grant_view(grant)
+            return grant_view(grant)
 
-    def list_grants(self, *, active_only: bool = False, limit: int = 100) -> list[GrantView]:
+    def list_grants(
+        self, *, active_only: bool = False, user: str | None = None, limit: int = 100
+    ) -> list[GrantView]:
+        """Grants, newest first."""
         query = select(AccessGrant).order_by(AccessGrant.id.desc()).limit(limit)
+        if user is not None:
+            query = query.where(AccessGrant.user == user)
         if active_only:
             query = query.where(AccessGrant.revoked_at.is_(None), AccessGrant.ends_at > self._now())
         with self._store.transaction(write=False) as db:
-            return [_grant_view(g) for g in db.scalars(query)]
+            return [grant_view(g) for g in db.scalars(query)]
 
     def revoke(self, grant_id: int, actor: str, reason: str) -> GrantView:
         """End a grant now; sessions under it are closed by the lanes within seconds."""
@@ -281,11 +313,20 @@ class AccessRequests:
                 target=grant.target, account=grant.account, reason=reason,
                 authority=f"gateway-admin:{actor}", details={"grant": grant.id, "user": grant.user},
             ))  # fmt: skip
-            view = _grant_view(grant)
+            view = grant_view(grant)
         self._audit.committed(record)
         return view
 
     # -- internals ----------------------------------------------------------------
+
+    def _announce(self, kind: str, view: RequestView) -> None:
+        # A link-free summary: approvers are paged, the console does the rest.
+        if self._alerts is not None:
+            self._alerts.send(kind, {
+                "request": view.id, "user": view.user, "target": view.target,
+                "account": view.account, "reason": view.reason, "status": view.status,
+                "approvals": list(view.approvals), "needed": view.approvals_required,
+            }, authority=f"policy:{view.rule_id}")  # fmt: skip
 
     def _decidable(self, db: Session, request_id: int, approver: str) -> AccessRequest:
         request = db.get(AccessRequest, request_id, with_for_update=True)
@@ -383,7 +424,7 @@ def _request_view(db: Session, request: AccessRequest) -> RequestView:
     )
 
 
-def _grant_view(grant: AccessGrant) -> GrantView:
+def grant_view(grant: AccessGrant) -> GrantView:
     return GrantView(
         id=grant.id,
         user=grant.user,
@@ -394,4 +435,5 @@ def _grant_view(grant: AccessGrant) -> GrantView:
         request_id=grant.request_id,
         revoked=grant.revoked_at is not None,
         revoke_reason=grant.revoke_reason,
+        exception_id=grant.exception_id,
     )

@@ -390,6 +390,32 @@ def _add_request_commands(commands: argparse._SubParsersAction[argparse.Argument
         _add_approver_options(sub)
         sub.set_defaults(handler=handler)
 
+    breakglass = commands.add_parser(
+        "breakglass",
+        help="list and review break-glass use",
+        description=(
+            "Break-glass gives immediate, short access with a justification; every use must "
+            "be reviewed afterwards by someone else in a reviewer group."
+        ),
+    ).add_subparsers(dest="breakglass_command", metavar="SUBCOMMAND", required=True)
+    cases = breakglass.add_parser(
+        "list",
+        help="cases, unreviewed first",
+        description="List break-glass cases, unreviewed first.",
+    )
+    cases.add_argument("--unreviewed", action="store_true", help="only cases without a verdict")
+    cases.add_argument("--overdue", action="store_true", help="only unreviewed cases past due")
+    cases.set_defaults(handler=cmd_breakglass_list)
+    review = breakglass.add_parser(
+        "review", help="record a verdict on a case",
+        description="Record a verdict on break-glass case N, authenticated as the reviewer.",
+    )  # fmt: skip
+    review.add_argument("case_id", type=int, metavar="N")
+    review.add_argument("--verdict", choices=["justified", "unjustified"], required=True)
+    review.add_argument("--note", required=True, help="why (kept in the audit trail)")
+    _add_approver_options(review)
+    review.set_defaults(handler=cmd_breakglass_review)
+
     grants = commands.add_parser("grant", help="list and revoke grants").add_subparsers(
         dest="grant_command", metavar="SUBCOMMAND", required=True
     )
@@ -766,7 +792,7 @@ def cmd_request_list(args: argparse.Namespace) -> int:
 
 def cmd_request_approve(args: argparse.Namespace) -> int:
     services = _services(args)
-    approver = _authenticate_approver(services, args)
+    approver = _authenticate_person(services, args)
     request = services.requests.approve(args.request_id, approver, args.comment)
     if request.status == "approved":
         print(f"request #{request.id} approved: grant #{request.grant_id} for {request.user}")
@@ -780,9 +806,39 @@ def cmd_request_approve(args: argparse.Namespace) -> int:
 
 def cmd_request_deny(args: argparse.Namespace) -> int:
     services = _services(args)
-    approver = _authenticate_approver(services, args)
+    approver = _authenticate_person(services, args)
     request = services.requests.deny(args.request_id, approver, args.comment)
     print(f"request #{request.id} denied")
+    return 0
+
+
+def cmd_breakglass_list(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    cases = _services(args).breakglass.list(unreviewed=args.unreviewed, overdue=args.overdue)
+    if not cases:
+        print("no break-glass cases")
+    now = datetime.now(UTC)
+    for case in cases:
+        state = (
+            f"{case.verdict} by {case.reviewed_by}"
+            if case.verdict
+            else "OVERDUE"
+            if case.overdue(now)
+            else f"review by {case.review_due_at:%Y-%m-%d %H:%M}"
+        )
+        print(
+            f"#{case.id:<4} {case.created_at:%Y-%m-%d %H:%M} {case.user:<12} "
+            f"{case.account}@{case.target:<14} {state:<28} {case.justification!r}"
+        )
+    return 0
+
+
+def cmd_breakglass_review(args: argparse.Namespace) -> int:
+    services = _services(args)
+    reviewer = _authenticate_person(services, args)
+    case = services.breakglass.review(args.case_id, reviewer, args.verdict, args.note)
+    print(f"break-glass case #{case.id} reviewed: {case.verdict}")
     return 0
 
 
@@ -805,7 +861,7 @@ def cmd_grant_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _authenticate_approver(services, args: argparse.Namespace) -> str:  # noqa: ANN001
+def _authenticate_person(services, args: argparse.Namespace) -> str:  # noqa: ANN001
     """Check the approver's password and TOTP code, as at login; return their name."""
     password = _read_password(args.password_stdin, confirm=False)
     code = args.totp

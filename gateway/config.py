@@ -38,6 +38,15 @@ NAME_RE = re.compile(NAME_PATTERN)
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
+DURATION_PATTERN = r"^\d+[smhd]$"
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a duration such as ``90s``, ``30m``, ``4h`` or ``1d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return int(text[:-1]) * units[text[-1]]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -116,6 +125,29 @@ class RecordingSettings(_Section):
     exec_payload_cap_bytes: int = Field(default=1024 * 1024, ge=0)
 
 
+class ApprovalSettings(_Section):
+    """``[approvals]``: requests, break-glass and who is told about them."""
+
+    #: Unanswered requests expire after this long.
+    request_ttl: Duration = "30m"
+    #: Break-glass: the shortest justification accepted (characters).
+    break_glass_min_justification: int = Field(default=20, ge=1, le=1000)
+    #: Break-glass reviews are overdue after this long.
+    break_glass_review_within: Duration = "24h"
+    #: Groups whose members may review break-glass use (never their own).
+    reviewer_groups: list[Name] = ["approvers", "auditors"]
+    #: URLs that receive a JSON POST for new requests, decisions and break-glass.
+    webhooks: list[str] = []
+
+    @field_validator("webhooks")
+    @classmethod
+    def _check_webhooks(cls, urls: list[str]) -> list[str]:
+        for index, url in enumerate(urls):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhooks[{index}]: {url!r} is not an http(s) URL")
+        return urls
+
+
 class SyslogSettings(_Section):
     """``[audit.syslog]``: forward every audit record to a syslog collector (RFC 5424)."""
 
@@ -179,16 +211,6 @@ class TargetSettings(_Section):
     def account_when_unnamed(self) -> str:
         """The account used when the login names no account."""
         return self.default_account or self.accounts[0]
-
-
-DURATION_PATTERN = r"^\d+[smhd]$"
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
-
-
-def duration_seconds(text: str) -> int:
-    """Seconds in a duration such as ``90s``, ``30m``, ``4h`` or ``1d``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return int(text[:-1]) * units[text[-1]]
 
 
 class RuleSettings(_Section):
@@ -258,6 +280,7 @@ class GatewayConfig(_Section):
     session: SessionSettings = SessionSettings()
     audit: AuditSettings = AuditSettings()
     recordings: RecordingSettings = RecordingSettings()
+    approvals: ApprovalSettings = ApprovalSettings()
     targets: list[TargetSettings] = []
     #: Named sets of targets for rules (``group:NAME``).
     target_groups: dict[str, list[Name]] = {}

@@ -10,7 +10,7 @@ with None when the user cancels or goes away. It knows nothing of policy.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import asyncssh
@@ -92,17 +92,26 @@ class TerminalDialog:
         return await self._own_input(handle, result, reads=True)
 
     async def wait_for(
-        self, check: Callable[[], Awaitable[T | None]], *, interval: float = 0.5
-    ) -> T | None:
+        self,
+        check: Callable[[], Awaitable[T | None]],
+        *,
+        interval: float = 0.5,
+        hotkeys: Mapping[int, str] | None = None,
+    ) -> T | str | None:
         """Call ``check`` every ``interval`` seconds until it returns something.
 
-        Returns None if the user presses Ctrl-C or leaves first.
+        Returns None if the user presses Ctrl-C or leaves first, or the value
+        of a key in ``hotkeys`` if they press it.
         """
-        result: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
+        result: asyncio.Future[T | str | None] = asyncio.get_running_loop().create_future()
+        keys = hotkeys or {}
 
         def handle(data: bytes) -> None:
-            if any(byte in CANCEL_KEYS for byte in data):
-                _settle(result, None)
+            for byte in data:
+                if byte in CANCEL_KEYS:
+                    _settle(result, None)
+                elif byte in keys:
+                    _settle(result, keys[byte])
 
         async def poll() -> None:
             while not result.done():

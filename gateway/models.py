@@ -256,3 +256,27 @@ class AccessGrant(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_by: Mapped[str | None] = mapped_column(String(255))
     revoke_reason: Mapped[str] = mapped_column(Text, default="")
+    #: The break-glass case, for an emergency grant.
+    exception_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class BreakGlassCase(Base):
+    """One use of break-glass, awaiting (or given) its after-the-fact review."""
+
+    __tablename__ = "breakglass_cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(String(64))
+    rule_id: Mapped[str] = mapped_column(String(64))
+    justification: Mapped[str] = mapped_column(Text)
+    grant_id: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    review_due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: ``justified`` or ``unjustified`` once reviewed.
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")

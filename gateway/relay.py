@@ -28,6 +28,8 @@ import asyncssh
 from gateway.access import ApprovalRequired, Destination, parse_login_name
 from gateway.approvals import GrantView, RequestView
 from gateway.audit import ActorType, AuditEvent, AuditWriteFailed, Trail
+from gateway.breakglass import BreakGlassError
+from gateway.config import RuleSettings
 from gateway.dialog import TerminalDialog
 from gateway.errors import (
     AccessDenied,
@@ -38,6 +40,7 @@ from gateway.errors import (
 )
 from gateway.identities import UserView
 from gateway.menu import TargetMenu
+from gateway.self_service import is_gateway_command, run_gateway_command
 from gateway.services import GatewayServices
 from gateway.session_recording import SessionTap
 from gateway.sessions import SessionEnd, SessionStart
@@ -309,6 +312,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
 
     async def _run(self) -> None:
         try:
+            if await self._ran_gateway_command():
+                return
             destination = await self._settle_destination()
             if destination is None:
                 self._exit(GATEWAY_EXIT_STATUS)
@@ -325,6 +330,23 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
             self._tell_user(f"internal error while starting the session ({type(exc).__name__})")
             self._finish("failed", reason=f"internal error: {exc!r}")
             self._exit(GATEWAY_EXIT_STATUS)
+
+    async def _ran_gateway_command(self) -> bool:
+        """Run a self-service command (request, requests, breakglass) if that is what came."""
+        login = parse_login_name(self._ctx.login_name)
+        if not is_gateway_command(self._command, has_target=login.target is not None):
+            return False
+        assert self._command is not None and self._chan is not None
+        user = self._ctx.user
+        result = await asyncio.to_thread(
+            run_gateway_command, self._services, user=user.name, groups=user.groups,
+            source=self._ctx.source, command=self._command, target=login.target,
+            account=login.account,
+        )  # fmt: skip
+        self._chan.write(result.output.encode())
+        self._finished = True
+        self._exit(result.status)
+        return True
 
     async def _settle_destination(self) -> Destination | None:
         login = parse_login_name(self._ctx.login_name)
@@ -390,12 +412,23 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                 requests.create, user=user, target=target, account=account, rule=rule,
                 reason=reason, source=self._ctx.source,
             )  # fmt: skip
+            can_break_glass = rule.break_glass and self._term_type is not None
             self._dialog.say(
                 f"Request #{request.id} for {target} ({account}) is waiting for approval by "
                 f"{', '.join(request.approver_groups)} ({request.approvals_required} needed)... "
-                "Ctrl-C cancels."
+                + ("Press b for break-glass, " if can_break_glass else "")
+                + "Ctrl-C cancels."
             )
-            decided = await self._dialog.wait_for(lambda: self._decision(request.id))
+            decided = await self._dialog.wait_for(
+                lambda: self._decision(request.id),
+                hotkeys={ord("b"): "breakglass"} if can_break_glass else None,
+            )
+            if decided == "breakglass":
+                await asyncio.to_thread(requests.cancel, request.id, user)
+                grant = await self._break_glass(destination, rule)
+                if grant is None:
+                    return None
+                return dataclasses.replace(destination, authority=grant.authority, grant=grant)
             if decided is None:
                 await asyncio.to_thread(requests.cancel, request.id, user)
                 self._dialog.say(f"request #{request.id} cancelled")
@@ -408,6 +441,31 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
             self._dialog.say(f"request #{request.id} approved by {', '.join(decided.approvals)}")
         self._dialog.say(f"access under grant #{grant.id} until {grant.ends_at:%H:%M:%S} UTC")
         return dataclasses.replace(destination, authority=grant.authority, grant=grant)
+
+    async def _break_glass(self, destination: Destination, rule: RuleSettings) -> GrantView | None:
+        """Ask for a justification and invoke break-glass; None if the user gives up."""
+        assert self._dialog is not None
+        minimum = self._services.config.approvals.break_glass_min_justification
+        while True:
+            justification = await self._dialog.read_line(
+                f"Break-glass justification (at least {minimum} characters): "
+            )
+            if justification is None:
+                return None
+            try:
+                case, grant = await asyncio.to_thread(
+                    self._services.breakglass.invoke, user=self._ctx.user.name,
+                    target=destination.target.name, account=destination.account, rule=rule,
+                    justification=justification, source=self._ctx.source,
+                )  # fmt: skip
+            except BreakGlassError as exc:
+                self._dialog.say(str(exc))
+                continue
+            self._dialog.say(
+                f"BREAK-GLASS #{case.id}: access until {grant.ends_at:%H:%M:%S} UTC; announced, "
+                "recorded and flagged for review"
+            )
+            return grant
 
     async def _decision(self, request_id: int) -> RequestView | None:
         view = await asyncio.to_thread(self._services.requests.get, request_id)
@@ -461,6 +519,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                 "account": start.account,
                 "source": start.source,
                 "authority": start.authority,
+                # Emergency access is flagged for the reviewers who replay it.
+                "flagged": start.authority.startswith("breakglass:"),
                 "kind": start.kind,
                 "command": start.command,
                 "node": services.config.gateway.name,

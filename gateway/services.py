@@ -7,13 +7,16 @@ and call these objects; none of them writes tables directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from gateway.access import AccessResolver
+from gateway.alerts import WebhookAlerts
 from gateway.approvals import AccessRequests
 from gateway.audit import AuditLog
 from gateway.audit_anchor import CheckpointBook
 from gateway.audit_syslog import SyslogForwarder
-from gateway.config import GatewayConfig
+from gateway.breakglass import BreakGlass
+from gateway.config import GatewayConfig, duration_seconds
 from gateway.datadir import DataDir
 from gateway.identities import UserDirectory
 from gateway.lockout import FailureLimiter
@@ -39,6 +42,7 @@ class GatewayServices:
     ledger: SessionLedger
     recordings: RecordingService
     requests: AccessRequests
+    breakglass: BreakGlass
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
@@ -48,6 +52,7 @@ class GatewayServices:
         data = DataDir(config.data_dir)
         store = Store(config.database_url)
         audit = AuditLog(store)
+        alerts = WebhookAlerts(config.approvals.webhooks, audit)
         syslog = None
         if config.audit.syslog is not None:
             settings = config.audit.syslog
@@ -68,7 +73,13 @@ class GatewayServices:
             access=AccessResolver(config, Policy(config)),
             ledger=SessionLedger(store, audit, config.gateway.name),
             recordings=RecordingService(config, store, audit),
-            requests=AccessRequests(store, audit),
+            requests=AccessRequests(
+                store,
+                audit,
+                alerts=alerts,
+                request_ttl=timedelta(seconds=duration_seconds(config.approvals.request_ttl)),
+            ),
+            breakglass=BreakGlass(store, audit, alerts, config.approvals),
             _syslog=syslog,
         )
 

@@ -280,6 +280,8 @@ groups = ["requesters"]
 targets = ["web01"]
 mode = "approval"
 approver_groups = ["leads"]
+break_glass = true
+break_glass_max_duration = "10m"
 
 [[rules]]
 id = "needs-two"
