@@ -40,7 +40,7 @@ DEMO_USERS = {
     "bob": (("admins", "approvers"), "admin and approver: approves alice's requests"),
 }
 #: Bumped when the demo's config changes shape; older demo configs are rewritten.
-DEMO_CONFIG_VERSION = 2
+DEMO_CONFIG_VERSION = 3
 PREFERRED_GATEWAY_PORT = 2222
 CREDENTIALS_FILE = "demo-credentials.json"
 DEMO_ACTOR = "pamgate-demo"
@@ -125,6 +125,8 @@ approver_groups = ["approvers"]
 reason_required = true
 default_duration = "15m"
 max_duration = "1h"
+break_glass = true
+break_glass_max_duration = "30m"
 """
     )
     return config_path
@@ -269,7 +271,11 @@ def instructions(
         f"    {pamgate} request list",
         f"    {pamgate} request approve N --as bob",
         "",
-        "and alice's waiting ssh goes on. Afterwards, replay what she did:",
+        "and alice's waiting ssh goes on. Or, while waiting, alice presses b for",
+        "break-glass: immediate access with a written justification, announced and",
+        f"reviewed afterwards by bob ({pamgate} breakglass list).",
+        "",
+        "Afterwards, replay what she did:",
         "",
         f"    {pamgate} recordings list",
         f"    {pamgate} replay SESSION",

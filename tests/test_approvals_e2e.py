@@ -141,3 +141,34 @@ def test_disabling_a_user_ends_their_sessions(gateway: Gateway) -> None:
     _, stderr = process.communicate(timeout=20)
     assert time.monotonic() - disabled_at < 4
     assert f"user {user.name} was disabled".encode() in stderr
+
+
+def test_unanswered_request_expires(tmp_path) -> None:
+    from tests.conftest import launch_gateway
+
+    with launch_gateway(tmp_path, '\n[approvals]\nrequest_ttl = "2s"\n') as own:
+        requester = own.make_user(groups=("requesters",))
+        process, request_id = start_waiting(own, requester, "echo never")
+        _, stderr = process.communicate(timeout=20)
+        assert process.returncode == 255
+        assert f"request #{request_id} was expired".encode() in stderr
+        assert "expired" in own.cli("request", "list", "--all").stdout
+
+
+def test_ctrl_c_cancels_a_waiting_request(gateway: Gateway) -> None:
+    import pexpect
+
+    requester = gateway.make_user(groups=("requesters",))
+    command = gateway.ssh_command(f"{requester.name}:web01", extra=("-tt",))
+    env = {**gateway.ssh_env(requester), "TERM": "xterm"}
+    child = pexpect.spawn(command[0], command[1:], env=env, timeout=20)
+    try:
+        child.expect(r"Request #(\d+) for web01")
+        request_id = int(child.match.group(1))
+        child.sendcontrol("c")
+        child.expect(f"request #{request_id} cancelled")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert f"#{request_id} " in gateway.cli("request", "list", "--all").stdout
+    assert "cancelled" in gateway.cli("request", "list", "--all").stdout

@@ -122,6 +122,9 @@ def test_break_glass_at_the_waiting_prompt_alerts_and_needs_review(tmp_path: Pat
                 time.sleep(0.1)
             alert = next(h for h in _Hooks.received if h.get("kind") == "breakglass.invoked")
             assert alert["user"] == user.name and alert["justification"] == WHY
+            # The request the login opened first was announced too (approvers get paged).
+            assert any(h.get("kind") == "request.created" and h.get("user") == user.name
+                       for h in _Hooks.received)  # fmt: skip
             authority = f"breakglass:{case_id}"
             while "alert.sent" not in [r.action for r in own.audit.events(Trail.HUMAN)]:
                 assert time.monotonic() < deadline
@@ -147,6 +150,20 @@ def test_break_glass_at_the_waiting_prompt_alerts_and_needs_review(tmp_path: Pat
             )
     finally:
         server.shutdown()
+
+
+def test_failing_webhook_never_blocks_and_is_audited(store: Store) -> None:
+    audit = AuditLog(store)
+    alerts = WebhookAlerts(["http://127.0.0.1:9/unreachable"], audit)
+    started = time.monotonic()
+    alerts.send("breakglass.invoked", {"case": 1}, authority="breakglass:1")
+    assert time.monotonic() - started < 0.5
+    deadline = time.monotonic() + 20
+    while "alert.failed" not in [r.action for r in audit.events(Trail.HUMAN)]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    failed = [r for r in audit.events(Trail.HUMAN) if r.action == "alert.failed"][0]
+    assert failed.authority == "breakglass:1" and json.loads(failed.details)["attempts"] == 4
 
 
 @pytest.mark.openssh
