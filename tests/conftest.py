@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pexpect
 import pyotp
 import pytest
 
@@ -200,6 +201,18 @@ class Gateway:
             timeout=timeout,
         )
 
+    def start_ssh(
+        self, user: TestUser, destination: str, remote_command: str
+    ) -> subprocess.Popen[bytes]:
+        """Start ``ssh`` running ``remote_command`` without waiting (stdout/stderr piped)."""
+        return subprocess.Popen(
+            self.ssh_command(f"{user.name}:{destination}") + [remote_command],
+            env=self.ssh_env(user),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
     def restart(self) -> None:
         """SIGKILL the gateway (if running) and start it again on the same config."""
         if self.process.poll() is None:
@@ -214,6 +227,24 @@ class Gateway:
     def cli(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a ``pamgate`` command against this gateway's config."""
         return run_cli("--config", str(self.config_path), *args, input_text=input_text)
+
+
+def spawn_shell(
+    gateway: Gateway, user: TestUser, destination: str, *, rows: int = 24, cols: int = 80
+) -> pexpect.spawn:
+    """A stock ``ssh -tt`` to ``destination`` (empty: the menu) in a real pty."""
+    login = f"{user.name}:{destination}" if destination else user.name
+    command = gateway.ssh_command(login, extra=("-tt",))
+    env = gateway.ssh_env(user)
+    env["TERM"] = "xterm-256color"
+    child = pexpect.spawn(command[0], command[1:], env=env, dimensions=(rows, cols), timeout=15)
+    return child
+
+
+def set_prompt(child: pexpect.spawn) -> None:
+    """Give the remote shell a prompt tests can wait for: ``PG> ``."""
+    child.sendline("export PS1='PG''> '")
+    child.expect("PG> ")
 
 
 def run_cli(
@@ -290,6 +321,15 @@ targets = ["web01"]
 mode = "approval"
 approver_groups = ["leads"]
 approvals_required = 2
+
+[[rules]]
+id = "minute-grant"
+groups = ["minute"]
+targets = ["web01"]
+mode = "approval"
+approver_groups = ["leads"]
+default_duration = "62s"
+max_duration = "62s"
 
 [[rules]]
 id = "short-grant"

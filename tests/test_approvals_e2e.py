@@ -10,7 +10,7 @@ import pyotp
 import pytest
 
 from gateway.audit import Trail
-from tests.conftest import Gateway, TestUser, current_code
+from tests.conftest import Gateway, TestUser, current_code, spawn_shell
 
 pytestmark = pytest.mark.openssh
 
@@ -19,11 +19,7 @@ def start_waiting(
     gateway: Gateway, user: TestUser, command: str
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Log in to a target that needs approval; return the waiting ssh and its request id."""
-    process = subprocess.Popen(
-        gateway.ssh_command(f"{user.name}:web01") + [command],
-        env=gateway.ssh_env(user), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    process = gateway.start_ssh(user, "web01", command)
     assert process.stderr is not None
     line = process.stderr.readline().decode()
     found = re.search(r"Request #(\d+) for web01 \(root\) is waiting for approval by leads", line)
@@ -130,11 +126,7 @@ def test_revoking_the_grant_ends_the_session(gateway: Gateway) -> None:
 
 def test_disabling_a_user_ends_their_sessions(gateway: Gateway) -> None:
     user = gateway.make_user()
-    process = subprocess.Popen(
-        gateway.ssh_command(f"{user.name}:web01") + ["echo started; sleep 60"],
-        env=gateway.ssh_env(user), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    process = gateway.start_ssh(user, "web01", "echo started; sleep 60")
     assert process.stdout is not None and process.stdout.readline() == b"started\n"
     disabled_at = time.monotonic()
     assert gateway.cli("user", "disable", user.name).returncode == 0
@@ -159,9 +151,7 @@ def test_ctrl_c_cancels_a_waiting_request(gateway: Gateway) -> None:
     import pexpect
 
     requester = gateway.make_user(groups=("requesters",))
-    command = gateway.ssh_command(f"{requester.name}:web01", extra=("-tt",))
-    env = {**gateway.ssh_env(requester), "TERM": "xterm"}
-    child = pexpect.spawn(command[0], command[1:], env=env, timeout=20)
+    child = spawn_shell(gateway, requester, "web01")
     try:
         child.expect(r"Request #(\d+) for web01")
         request_id = int(child.match.group(1))
@@ -172,3 +162,19 @@ def test_ctrl_c_cancels_a_waiting_request(gateway: Gateway) -> None:
         child.close()
     assert f"#{request_id} " in gateway.cli("request", "list", "--all").stdout
     assert "cancelled" in gateway.cli("request", "list", "--all").stdout
+
+
+def test_user_is_warned_before_the_grant_ends(gateway: Gateway) -> None:
+    requester = gateway.make_user(groups=("minute",))
+    approver = gateway.make_user(groups=("leads",))
+    process, request_id = start_waiting(gateway, requester, "echo started; sleep 30")
+    decide(gateway, "approve", request_id, approver)
+    assert process.stdout is not None and process.stdout.readline() == b"started\n"
+    assert process.stderr is not None
+    deadline = time.monotonic() + 15
+    seen = b""
+    while b"ends in 1 min" not in seen:
+        assert time.monotonic() < deadline, seen
+        seen += process.stderr.readline()
+    process.kill()
+    process.wait()

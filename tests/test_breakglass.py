@@ -19,7 +19,7 @@ from gateway.breakglass import BreakGlass, BreakGlassError
 from gateway.config import ApprovalSettings, RuleSettings
 from gateway.identities import UserDirectory
 from gateway.store import Store
-from tests.conftest import Gateway, launch_gateway
+from tests.conftest import Gateway, launch_gateway, spawn_shell
 from tests.test_approvals_e2e import decide
 from tests.test_identities import Clock
 
@@ -99,9 +99,7 @@ def test_break_glass_at_the_waiting_prompt_alerts_and_needs_review(tmp_path: Pat
     try:
         with launch_gateway(tmp_path, extra) as own:
             user = own.make_user(groups=("requesters",))
-            command = own.ssh_command(f"{user.name}:web01", extra=("-tt",))
-            env = {**own.ssh_env(user), "TERM": "xterm"}
-            child = pexpect.spawn(command[0], command[1:], env=env, timeout=20)
+            child = spawn_shell(own, user, "web01")
             try:
                 child.expect("Press b for break-glass")
                 child.send("b")

@@ -15,7 +15,7 @@ import pexpect
 import pytest
 
 from gateway.audit import Trail
-from tests.conftest import Gateway, current_code, wait_for_log
+from tests.conftest import Gateway, current_code, set_prompt, spawn_shell, wait_for_log
 
 pytestmark = pytest.mark.openssh
 
@@ -248,22 +248,6 @@ def test_environment_is_allow_listed(gateway: Gateway) -> None:
     assert result.stdout == b"lang=C.UTF-8 secret=\n"
 
 
-def spawn_shell(
-    gateway: Gateway, user, destination: str, *, rows: int = 24, cols: int = 80
-) -> pexpect.spawn:
-    login = f"{user.name}:{destination}" if destination else user.name
-    command = gateway.ssh_command(login, extra=("-tt",))
-    env = gateway.ssh_env(user)
-    env["TERM"] = "xterm-256color"
-    child = pexpect.spawn(command[0], command[1:], env=env, dimensions=(rows, cols), timeout=15)
-    return child
-
-
-def set_prompt(child: pexpect.spawn) -> None:
-    child.sendline("export PS1='PG''> '")
-    child.expect("PG> ")
-
-
 def test_pty_shell_sees_term_and_size_and_resize(gateway: Gateway) -> None:
     user = gateway.make_user()
     child = spawn_shell(gateway, user, "web01", rows=33, cols=101)
@@ -400,14 +384,7 @@ def test_agent_and_x11_forwarding_are_refused(gateway: Gateway, tmp_path: Path) 
 
 def test_target_dying_mid_session_is_explained(gateway: Gateway) -> None:
     user = gateway.make_user()
-    command = gateway.ssh_command(f"{user.name}:mortal") + ["echo started; sleep 60"]
-    process = subprocess.Popen(
-        command,
-        env=gateway.ssh_env(user),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = gateway.start_ssh(user, "mortal", "echo started; sleep 60")
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == b"started\n"
@@ -527,11 +504,7 @@ def test_shutdown_ends_live_sessions_with_a_message(tmp_path: Path) -> None:
 
     with launch_gateway(tmp_path) as own:
         user = own.make_user()
-        command = own.ssh_command(f"{user.name}:web01") + ["echo started; sleep 60"]
-        process = subprocess.Popen(
-            command, env=own.ssh_env(user), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        process = own.start_ssh(user, "web01", "echo started; sleep 60")
         try:
             assert process.stdout is not None and process.stdout.readline() == b"started\n"
             own.process.send_signal(signal.SIGTERM)

@@ -17,8 +17,7 @@ import pytest
 
 from gateway.audit import Trail
 from recordings.asciicast import SUFFIXES, iter_events, read_header
-from tests.conftest import Gateway, launch_gateway
-from tests.test_human_lane import set_prompt, spawn_shell
+from tests.conftest import Gateway, launch_gateway, set_prompt, spawn_shell
 
 pytestmark = pytest.mark.openssh
 
