@@ -1,10 +1,10 @@
 """The human-lane session relay: one client channel joined to one target channel.
 
 :class:`HumanSession` is the server side of a session channel from the
-user's ``ssh``. Once the destination is settled (from the login name, or the
-in-terminal menu) it mints the upstream certificate, records the session in
-the ledger, connects to the target and opens the matching channel there,
-:class:`UpstreamSession`. From then on bytes flow both ways with flow
+user's ``ssh``. Once :class:`~gateway.admission.Admission` has settled the
+destination (and any grant), it opens the recording, records the session in
+the ledger, mints the upstream certificate, connects to the target and opens
+the matching channel there, :class:`UpstreamSession`. From then on bytes flow both ways with flow
 control: when one side's send window fills, the other side stops reading.
 
 Relayed: pty (type, size, modes), shell and exec, window changes, signals,
@@ -25,21 +25,18 @@ from typing import Protocol
 
 import asyncssh
 
-from gateway.access import ApprovalRequired, Destination, parse_login_name
-from gateway.approvals import GrantView, RequestView
+from gateway.access import Destination, parse_login_name
+from gateway.admission import Admission
+from gateway.approvals import GrantView
 from gateway.audit import ActorType, AuditEvent, AuditWriteFailed, Trail
-from gateway.breakglass import BreakGlassError
-from gateway.config import RuleSettings
 from gateway.dialog import TerminalDialog
 from gateway.errors import (
-    AccessDenied,
     DestinationError,
     HostKeyMismatch,
     PamgateError,
     StoreError,
 )
 from gateway.identities import UserView
-from gateway.menu import TargetMenu
 from gateway.self_service import is_gateway_command, run_gateway_command
 from gateway.services import GatewayServices
 from gateway.session_recording import SessionTap
@@ -314,7 +311,11 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         try:
             if await self._ran_gateway_command():
                 return
-            destination = await self._settle_destination()
+            assert self._dialog is not None
+            admission = Admission(
+                self._services, self._ctx, self._dialog, pty=self._term_type is not None
+            )
+            destination = await admission.settle()
             if destination is None:
                 self._exit(GATEWAY_EXIT_STATUS)
                 return
@@ -347,129 +348,6 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         self._finished = True
         self._exit(result.status)
         return True
-
-    async def _settle_destination(self) -> Destination | None:
-        login = parse_login_name(self._ctx.login_name)
-        user = self._ctx.user
-        access = self._services.access
-        target, account = login.target, login.account
-        if target is None:
-            reachable = access.reachable_targets(user.name, user.groups)
-            if self._term_type is None:
-                names = ", ".join(t.name for t in reachable) or "none"
-                raise DestinationError(
-                    f"no target given: log in as {user.name}:TARGET "
-                    f"(or {user.name}:ACCOUNT@TARGET). Targets you may reach: {names}"
-                )
-            assert self._dialog is not None
-            menu = TargetMenu(reachable)
-            text = menu.render()
-            while True:
-                choice = await self._dialog.choose_target(menu, text)
-                if choice is None:
-                    return None
-                try:
-                    return await self._authorize(choice.target, choice.account)
-                except DestinationError as exc:
-                    # A typo in the menu costs a re-prompt, not a new login.
-                    text = f"{exc}\r\n{TargetMenu.PROMPT}"
-        return await self._authorize(target, account)
-
-    async def _authorize(self, target: str, account: str | None) -> Destination | None:
-        """The policy's destination; under an approval rule, a grant (waiting for one)."""
-        user = self._ctx.user
-        try:
-            return self._services.access.authorize(
-                user.name,
-                user.groups,
-                target,
-                account,
-                source=self._ctx.source,
-                at=datetime.now(UTC),
-            )
-        except ApprovalRequired as needed:
-            return await self._obtain_grant(needed)
-
-    async def _obtain_grant(self, needed: ApprovalRequired) -> Destination | None:
-        requests = self._services.requests
-        destination, rule = needed.destination, needed.decision.rule
-        assert rule is not None and self._dialog is not None
-        target, account = destination.target.name, destination.account
-        user = self._ctx.user.name
-        grant = await asyncio.to_thread(requests.active_grant, user, target, account)
-        if grant is None:
-            reason = ""
-            if rule.reason_required:
-                if self._term_type is None:
-                    raise DestinationError(
-                        f"{needed}; a reason is required: connect with a terminal (ssh -t) "
-                        "to give one"
-                    )
-                reason = await self._dialog.read_line(f"Reason for access to {account}@{target}: ")
-                if reason is None:
-                    return None
-            request = await asyncio.to_thread(
-                requests.create, user=user, target=target, account=account, rule=rule,
-                reason=reason, source=self._ctx.source,
-            )  # fmt: skip
-            can_break_glass = rule.break_glass and self._term_type is not None
-            self._dialog.say(
-                f"Request #{request.id} for {target} ({account}) is waiting for approval by "
-                f"{', '.join(request.approver_groups)} ({request.approvals_required} needed)... "
-                + ("Press b for break-glass, " if can_break_glass else "")
-                + "Ctrl-C cancels."
-            )
-            decided = await self._dialog.wait_for(
-                lambda: self._decision(request.id),
-                hotkeys={ord("b"): "breakglass"} if can_break_glass else None,
-            )
-            if decided == "breakglass":
-                await asyncio.to_thread(requests.cancel, request.id, user)
-                grant = await self._break_glass(destination, rule)
-                if grant is None:
-                    return None
-                return dataclasses.replace(destination, authority=grant.authority, grant=grant)
-            if decided is None:
-                await asyncio.to_thread(requests.cancel, request.id, user)
-                self._dialog.say(f"request #{request.id} cancelled")
-                return None
-            if decided.status != "approved" or decided.grant_id is None:
-                by = f" by {decided.decided_by}" if decided.decided_by else ""
-                comment = f": {decided.comment}" if decided.comment else ""
-                raise AccessDenied(f"request #{request.id} was {decided.status}{by}{comment}")
-            grant = await asyncio.to_thread(requests.grant, decided.grant_id)
-            self._dialog.say(f"request #{request.id} approved by {', '.join(decided.approvals)}")
-        self._dialog.say(f"access under grant #{grant.id} until {grant.ends_at:%H:%M:%S} UTC")
-        return dataclasses.replace(destination, authority=grant.authority, grant=grant)
-
-    async def _break_glass(self, destination: Destination, rule: RuleSettings) -> GrantView | None:
-        """Ask for a justification and invoke break-glass; None if the user gives up."""
-        assert self._dialog is not None
-        minimum = self._services.config.approvals.break_glass_min_justification
-        while True:
-            justification = await self._dialog.read_line(
-                f"Break-glass justification (at least {minimum} characters): "
-            )
-            if justification is None:
-                return None
-            try:
-                case, grant = await asyncio.to_thread(
-                    self._services.breakglass.invoke, user=self._ctx.user.name,
-                    target=destination.target.name, account=destination.account, rule=rule,
-                    justification=justification, source=self._ctx.source,
-                )  # fmt: skip
-            except BreakGlassError as exc:
-                self._dialog.say(str(exc))
-                continue
-            self._dialog.say(
-                f"BREAK-GLASS #{case.id}: access until {grant.ends_at:%H:%M:%S} UTC; announced, "
-                "recorded and flagged for review"
-            )
-            return grant
-
-    async def _decision(self, request_id: int) -> RequestView | None:
-        view = await asyncio.to_thread(self._services.requests.get, request_id)
-        return None if view.status == "pending" else view
 
     async def _connect(self, destination: Destination) -> None:
         services = self._services
