@@ -102,9 +102,13 @@ class Admission:
                         f"{needed}; a reason is required: connect with a terminal (ssh -t) "
                         "to give one"
                     )
-                reason = await self._dialog.read_line(f"Reason for access to {account}@{target}: ")
-                if reason is None:
-                    return None
+                while not reason:
+                    answer = await self._dialog.read_line(
+                        f"Reason for access to {account}@{target}: "
+                    )
+                    if answer is None:
+                        return None
+                    reason = answer.strip()
             request = await asyncio.to_thread(
                 requests.create, user=user, target=target, account=account, rule=rule,
                 reason=reason, source=self._ctx.source,
@@ -136,7 +140,7 @@ class Admission:
                 raise AccessDenied(f"request #{request.id} was {decided.status}{by}{comment}")
             grant = await asyncio.to_thread(requests.grant, decided.grant_id)
             self._dialog.say(f"request #{request.id} approved by {', '.join(decided.approvals)}")
-        self._dialog.say(f"access under grant #{grant.id} until {grant.ends_at:%H:%M:%S} UTC")
+        self._dialog.say(f"access under {grant.authority} until {grant.ends_at:%H:%M:%S} UTC")
         return dataclasses.replace(destination, authority=grant.authority, grant=grant)
 
     async def _break_glass(self, destination: Destination, rule: RuleSettings) -> GrantView | None:

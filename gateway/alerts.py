@@ -39,7 +39,9 @@ class WebhookAlerts:
             "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **payload,
         }
-        logger.warning("ALERT %s", json.dumps(body, default=str))
+        # Break-glass is loud in the log; routine request news is not.
+        level = logging.WARNING if kind.startswith("breakglass") else logging.INFO
+        logger.log(level, "ALERT %s", json.dumps(body, default=str))
         for url in self._urls:
             thread = threading.Thread(
                 target=self._deliver, args=(url, kind, body, authority), daemon=True,

@@ -56,6 +56,7 @@ class RequestView:
     approver_groups: tuple[str, ...]
     approvals_required: int
     approvals: tuple[str, ...]
+    duration_seconds: int
     status: str
     created_at: datetime
     expires_at: datetime
@@ -175,7 +176,33 @@ class AccessRequests:
             return [_request_view(db, r) for r in db.scalars(query)]
 
     def approve(self, request_id: int, approver: str, comment: str = "") -> RequestView:
-        """Add ``approver``'s approval; grant access once the quorum is reached."""
+        """Add ``approver``'s approval; grant access once the quorum is reached.
+
+        A refused attempt (own request, not an approver, not pending...) is
+        audited before the ApprovalError reaches the caller.
+        """
+        try:
+            return self._approve(request_id, approver, comment)
+        except ApprovalError as exc:
+            self._refused(request_id, approver, "approve", str(exc))
+            raise
+
+    def deny(self, request_id: int, approver: str, comment: str) -> RequestView:
+        """Deny a request; one denial ends it. Refused attempts are audited."""
+        try:
+            return self._deny(request_id, approver, comment)
+        except ApprovalError as exc:
+            self._refused(request_id, approver, "deny", str(exc))
+            raise
+
+    def _refused(self, request_id: int, actor: str, attempted: str, reason: str) -> None:
+        self._audit.record(Trail.HUMAN, AuditEvent(
+            actor=actor, actor_type=ActorType.HUMAN, action="request.decision_refused",
+            outcome="refused", reason=reason,
+            details={"request": request_id, "attempted": attempted},
+        ))  # fmt: skip
+
+    def _approve(self, request_id: int, approver: str, comment: str) -> RequestView:
         records: list[AuditRecord] = []
         with self._store.transaction() as db:
             request = self._decidable(db, request_id, approver)
@@ -192,7 +219,7 @@ class AccessRequests:
             if len(_counting_approvers(db, request.id)) >= request.approvals_required:
                 grant = self._grant(db, request)
                 records.append(self._event(
-                    db, request.user, ActorType.HUMAN, "grant.created", request,
+                    db, approver, ActorType.HUMAN, "grant.created", request,
                     authority=f"request:{request.id}",
                     reason=f"approved by {', '.join(_counting_approvers(db, request.id))}",
                     grant=grant.id, ends_at=grant.ends_at.isoformat(),
@@ -205,8 +232,7 @@ class AccessRequests:
         )
         return view
 
-    def deny(self, request_id: int, approver: str, comment: str) -> RequestView:
-        """Deny a request; one denial ends it."""
+    def _deny(self, request_id: int, approver: str, comment: str) -> RequestView:
         if not comment.strip():
             raise ApprovalError("a denial needs a comment for the requester")
         with self._store.transaction() as db:
@@ -326,6 +352,8 @@ class AccessRequests:
                 "request": view.id, "user": view.user, "target": view.target,
                 "account": view.account, "reason": view.reason, "status": view.status,
                 "approvals": list(view.approvals), "needed": view.approvals_required,
+                "duration_seconds": view.duration_seconds, "decided_by": view.decided_by,
+                "comment": view.comment,
             }, authority=f"policy:{view.rule_id}")  # fmt: skip
 
     def _decidable(self, db: Session, request_id: int, approver: str) -> AccessRequest:
@@ -415,6 +443,7 @@ def _request_view(db: Session, request: AccessRequest) -> RequestView:
         approver_groups=tuple(request.approver_groups or ()),
         approvals_required=request.approvals_required,
         approvals=tuple(_counting_approvers(db, request.id)),
+        duration_seconds=request.duration_seconds,
         status=request.status,
         created_at=request.created_at,
         expires_at=request.expires_at,

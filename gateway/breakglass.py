@@ -149,7 +149,29 @@ class BreakGlass:
         return sorted(cases, key=lambda c: (c.verdict is not None, -c.id))
 
     def review(self, case_id: int, reviewer: str, verdict: str, note: str) -> CaseView:
-        """Record a verdict; only someone else, in a reviewer group, may."""
+        """Record a verdict; only someone else, in a reviewer group, may.
+
+        A refused attempt is audited before the BreakGlassError reaches the caller.
+        """
+        try:
+            return self._review(case_id, reviewer, verdict, note)
+        except BreakGlassError as exc:
+            self._audit.record(Trail.HUMAN, AuditEvent(
+                actor=reviewer, actor_type=ActorType.HUMAN, action="breakglass.review_refused",
+                outcome="refused", reason=str(exc), authority=f"breakglass:{case_id}",
+                details={"verdict": verdict},
+            ))  # fmt: skip
+            raise
+
+    def get(self, case_id: int) -> CaseView:
+        """One case; BreakGlassError if there is none."""
+        with self._store.transaction(write=False) as db:
+            case = db.get(BreakGlassCase, case_id)
+            if case is None:
+                raise BreakGlassError(f"no break-glass case #{case_id}")
+            return _case_view(case)
+
+    def _review(self, case_id: int, reviewer: str, verdict: str, note: str) -> CaseView:
         if verdict not in VERDICTS:
             raise BreakGlassError(f"verdict must be one of {', '.join(VERDICTS)}")
         if len(note.strip()) < 3:

@@ -439,7 +439,7 @@ def _add_approver_options(parser: argparse.ArgumentParser) -> None:
         dest="approver",
         required=True,
         metavar="USER",
-        help="the approver (a pamgate user in an approver group)",
+        help="who decides: a pamgate user, authenticated with their password and TOTP code",
     )
     parser.add_argument(
         "--password-stdin", action="store_true", help="read the approver's password from stdin"
@@ -783,16 +783,26 @@ def cmd_request_list(args: argparse.Namespace) -> int:
         approvals = f"{len(request.approvals)}/{request.approvals_required}"
         print(
             f"#{request.id:<5} {request.status:<9} {request.user:<12} "
-            f"{request.account}@{request.target:<16} approvals {approvals:<5} "
+            f"{request.account}@{request.target:<16} for {request.duration_seconds // 60}m "
+            f"approvals {approvals:<5} "
             f"by {','.join(request.approver_groups):<10} {request.created_at:%Y-%m-%d %H:%M} "
             f"{request.reason!r}"
         )
     return 0
 
 
+def _pending_request(services, request_id: int):  # noqa: ANN001, ANN202
+    """The request, checked before an approver spends a one-time code on it."""
+    request = services.requests.get(request_id)
+    if request.status != "pending":
+        raise PamgateError(f"request #{request_id} is {request.status}, not pending")
+    return request
+
+
 def cmd_request_approve(args: argparse.Namespace) -> int:
     services = _services(args)
-    approver = _authenticate_person(services, args)
+    _pending_request(services, args.request_id)
+    approver = _authenticate_person(services, args, "request approve")
     request = services.requests.approve(args.request_id, approver, args.comment)
     if request.status == "approved":
         print(f"request #{request.id} approved: grant #{request.grant_id} for {request.user}")
@@ -806,7 +816,10 @@ def cmd_request_approve(args: argparse.Namespace) -> int:
 
 def cmd_request_deny(args: argparse.Namespace) -> int:
     services = _services(args)
-    approver = _authenticate_person(services, args)
+    if not args.comment.strip():
+        raise PamgateError("a denial needs --comment for the requester")
+    _pending_request(services, args.request_id)
+    approver = _authenticate_person(services, args, "request deny")
     request = services.requests.deny(args.request_id, approver, args.comment)
     print(f"request #{request.id} denied")
     return 0
@@ -817,7 +830,8 @@ def cmd_breakglass_list(args: argparse.Namespace) -> int:
 
     cases = _services(args).breakglass.list(unreviewed=args.unreviewed, overdue=args.overdue)
     if not cases:
-        print("no break-glass cases")
+        which = "overdue " if args.overdue else "unreviewed " if args.unreviewed else ""
+        print(f"no {which}break-glass cases")
     now = datetime.now(UTC)
     for case in cases:
         state = (
@@ -836,7 +850,10 @@ def cmd_breakglass_list(args: argparse.Namespace) -> int:
 
 def cmd_breakglass_review(args: argparse.Namespace) -> int:
     services = _services(args)
-    reviewer = _authenticate_person(services, args)
+    case = services.breakglass.get(args.case_id)
+    if case.verdict is not None:
+        raise PamgateError(f"case #{case.id} was reviewed already by {case.reviewed_by}")
+    reviewer = _authenticate_person(services, args, "breakglass review")
     case = services.breakglass.review(args.case_id, reviewer, args.verdict, args.note)
     print(f"break-glass case #{case.id} reviewed: {case.verdict}")
     return 0
@@ -850,7 +867,7 @@ def cmd_grant_list(args: argparse.Namespace) -> int:
         state = "revoked" if grant.revoked else f"until {grant.ends_at:%Y-%m-%d %H:%M:%S}"
         print(
             f"#{grant.id:<5} {grant.user:<12} {grant.account}@{grant.target:<16} {state}"
-            f"  (request #{grant.request_id})"
+            f"  ({f'request #{grant.request_id}' if grant.request_id else grant.authority})"
         )
     return 0
 
@@ -861,8 +878,17 @@ def cmd_grant_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _authenticate_person(services, args: argparse.Namespace) -> str:  # noqa: ANN001
-    """Check the approver's password and TOTP code, as at login; return their name."""
+def _authenticate_person(services, args: argparse.Namespace, purpose: str) -> str:  # noqa: ANN001
+    """Check the approver's password and TOTP code, as at login; return their name.
+
+    Failures count towards the same lockout as SSH logins and are audited.
+    """
+    import time
+
+    from gateway.audit import ActorType, AuditEvent, Trail
+
+    source = f"cli:{_actor()}"
+    lock = services.limiter.state(args.approver, source)
     password = _read_password(args.password_stdin, confirm=False)
     code = args.totp
     if code is None:
@@ -872,10 +898,19 @@ def _authenticate_person(services, args: argparse.Namespace) -> str:  # noqa: AN
     users = services.users
     # The code is checked only after the password, so a wrong password never
     # burns a code; either failure gives the same message.
-    password_ok = users.verify_password(args.approver, password)
+    password_ok = not lock.locked and users.verify_password(args.approver, password)
     code_ok = password_ok and users.verify_totp(args.approver, code)
     if not (password_ok and code_ok):
+        outcome = services.limiter.record_failure(args.approver, source)
+        reason = "locked out" if lock.locked else "wrong password or code"
+        services.audit.record(Trail.HUMAN, AuditEvent(
+            actor=args.approver, actor_type=ActorType.HUMAN, action="auth.failure",
+            outcome="failure", source=source, reason=reason,
+            details={"factor": "password+totp", "purpose": purpose},
+        ))  # fmt: skip
+        time.sleep(outcome.delay_seconds)
         raise PamgateError(f"authentication as {args.approver} failed")
+    services.limiter.record_success(args.approver)
     return args.approver
 
 
@@ -913,7 +948,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         return 0
     except PamgateError as exc:
         print(f"deny: {exc}")
-        return 0
+        return 1
     print(f"allow: {destination.account}@{target} ({destination.authority})")
     return 0
 

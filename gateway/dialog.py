@@ -53,11 +53,14 @@ class TerminalDialog:
         self._gone = True
         self._cancelled.set()
 
-    def say(self, message: str) -> None:
-        """One line of information for the user (on stderr)."""
+    def say(self, message: str, *, fresh_line: bool = False) -> None:
+        """One line of information for the user (on stderr).
+
+        ``fresh_line`` starts it on a new line, clear of whatever a shell drew.
+        """
         if self._gone or self._chan.is_closing():
             return
-        text = f"pamgate: {message}\n"
+        text = ("\n" if fresh_line else "") + f"pamgate: {message}\n"
         if self._pty:
             text = text.replace("\n", "\r\n")
         self._chan.write_stderr(text.encode())

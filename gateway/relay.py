@@ -617,9 +617,7 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
 
     def _tell_user(self, message: str) -> None:
         if self._dialog is not None:
-            if self._term_type is not None and self._upstream is not None:
-                message = "\r\n" + message  # start clear of whatever the shell drew
-            self._dialog.say(message)
+            self._dialog.say(message, fresh_line=self._upstream is not None)
 
     # exit() is valid after our EOF (is_closing() is already True then), so
     # these check only whether the client's channel is gone.

@@ -56,12 +56,20 @@ def run_gateway_command(
     target: str | None,
     account: str | None,
 ) -> CommandResult:
-    """Run a self-service command for an authenticated user."""
+    """Run a self-service command for an authenticated user.
+
+    ``--reason`` takes the rest of the line: ssh joins its arguments with
+    spaces and drops the local quotes, so ``--reason "a b c"`` arrives as
+    three words.
+    """
+    head, reason = _split_reason(command)
     try:
-        words = shlex.split(command)
+        words = shlex.split(head)
     except ValueError as exc:
         raise PamgateError(f"cannot parse the command: {exc}") from None
     name, arguments = words[0], words[1:]
+    if reason is not None:
+        arguments += ["--reason", reason]
     if name == "requests":
         return _list(services, user)
     if name == "request":
@@ -77,6 +85,17 @@ def run_gateway_command(
     args = parser.parse_args(arguments)
     assert target is not None
     return _breakglass(services, user, groups, source, target, account, args.reason)
+
+
+def _split_reason(command: str) -> tuple[str, str | None]:
+    """Split ``... --reason REST`` into the part before and REST (unquoted)."""
+    match = re.search(r"(?:^|\s)--reason(?:=|\s+)", command)
+    if match is None:
+        return command, None
+    reason = command[match.end() :].strip()
+    if len(reason) >= 2 and reason[0] == reason[-1] and reason[0] in "'\"":
+        reason = reason[1:-1]
+    return command[: match.start()], reason
 
 
 def _needs_approval(
@@ -110,24 +129,35 @@ def _request(
         user=user, target=needed.destination.target.name, account=needed.destination.account,
         rule=rule, reason=args.reason, source=source, duration=duration,
     )  # fmt: skip
+    capped = ""
+    if duration is not None and duration > request.duration_seconds:
+        capped = f" (asked for {args.duration}; rule {rule.id} allows at most {rule.max_duration})"
     return CommandResult(
-        f"Request #{request.id} for {request.target} ({request.account}) is waiting for approval "
+        f"Request #{request.id} for {request.target} ({request.account}), "
+        f"{_minutes(request.duration_seconds)}{capped}, is waiting for approval "
         f"by {', '.join(request.approver_groups)} ({request.approvals_required} needed).\n"
         "Once approved, connect as usual; `requests` shows where it stands.\n"
     )
 
 
+def _minutes(seconds: int) -> str:
+    return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
+
+
 def _list(services: GatewayServices, user: str) -> CommandResult:
     lines = []
     for request in services.requests.list(user=user, limit=20):
+        decided = f"  ({request.decided_by}: {request.comment})" if request.comment else ""
         lines.append(
             f"request #{request.id}  {request.status:<9} {request.account}@{request.target}  "
-            f"{len(request.approvals)}/{request.approvals_required} approvals  {request.reason}"
+            f"{_minutes(request.duration_seconds)}  "
+            f"{len(request.approvals)}/{request.approvals_required} approvals  "
+            f"{request.reason}{decided}"
         )
     for grant in services.requests.list_grants(user=user, active_only=True):
         lines.append(
-            f"grant #{grant.id}  {grant.account}@{grant.target} until "
-            f"{grant.ends_at:%Y-%m-%d %H:%M:%S} UTC ({grant.authority})"
+            f"{grant.authority}  {grant.account}@{grant.target} until "
+            f"{grant.ends_at:%Y-%m-%d %H:%M:%S} UTC"
         )
     return CommandResult("\n".join(lines) + "\n" if lines else "no requests or grants\n")
 

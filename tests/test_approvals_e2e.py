@@ -78,6 +78,12 @@ def test_self_approval_and_outsiders_are_refused_and_quorum_counts(gateway: Gate
     try:
         own = decide(gateway, "approve", request_id, requester, next_code=True)
         assert own.returncode == 1 and "cannot decide your own request" in own.stderr
+        refused = [
+            r
+            for r in gateway.audit.events(Trail.HUMAN)
+            if r.action == "request.decision_refused" and r.actor == requester.name
+        ]
+        assert refused and "own request" in refused[0].reason  # fmt: skip
         other = decide(gateway, "approve", request_id, outsider)
         assert other.returncode == 1 and "not in an approver group" in other.stderr
         wrong = gateway.cli(
@@ -178,3 +184,29 @@ def test_user_is_warned_before_the_grant_ends(gateway: Gateway) -> None:
         seen += process.stderr.readline()
     process.kill()
     process.wait()
+
+
+def test_approver_mistakes_are_refused_early_audited_and_counted(gateway: Gateway) -> None:
+    requester = gateway.make_user(groups=("requesters",))
+    approver = gateway.make_user(groups=("leads",))
+    process, request_id = start_waiting(gateway, requester, "echo ok")
+    try:
+        # Checks that need no authentication come first: no code is spent on them.
+        no_comment = gateway.cli("request", "deny", str(request_id), "--as", approver.name,
+                                 "--totp", "000000", input_text="x\n")  # fmt: skip
+        assert no_comment.returncode == 1 and "needs --comment" in no_comment.stderr
+        wrong = gateway.cli(
+            "request", "approve", str(request_id), "--as", approver.name,
+            "--password-stdin", "--totp", "123456", input_text="wrong\n",
+        )  # fmt: skip
+        assert wrong.returncode == 1 and f"authentication as {approver.name} failed" in wrong.stderr
+        failures = [r for r in gateway.audit.events(Trail.HUMAN)
+                    if r.action == "auth.failure" and r.actor == approver.name]  # fmt: skip
+        assert failures and failures[-1].source.startswith("cli:")
+        assert decide(gateway, "approve", request_id, approver).returncode == 0
+        process.communicate(timeout=20)
+        again = gateway.cli("request", "approve", str(request_id), "--as", approver.name,
+                            "--totp", "000000", input_text="x\n")  # fmt: skip
+        assert again.returncode == 1 and "is approved, not pending" in again.stderr
+    finally:
+        process.kill()

@@ -144,7 +144,7 @@ def test_break_glass_at_the_waiting_prompt_alerts_and_needs_review(tmp_path: Pat
             assert reviewed.returncode == 0, reviewed.stderr
             assert (
                 own.cli("breakglass", "list", "--unreviewed").stdout.strip()
-                == "no break-glass cases"
+                == "no unreviewed break-glass cases"
             )
     finally:
         server.shutdown()
@@ -169,16 +169,20 @@ def test_self_service_commands_over_ssh(gateway: Gateway) -> None:
     user = gateway.make_user(groups=("requesters",))
     asked = gateway.run_ssh(user, None, "request web01 --for 5m --reason 'patch openssl'")
     assert asked.returncode == 0, asked.stderr
-    request_id = re.search(rb"Request #(\d+) for web01 \(root\) is waiting", asked.stdout).group(1)
+    found = re.search(rb"Request #(\d+) for web01 \(root\), 5 min, is waiting", asked.stdout)
+    assert found, asked.stdout
+    request_id = found.group(1)
     approver = gateway.make_user(groups=("leads",))
     assert decide(gateway, "approve", int(request_id), approver).returncode == 0
     # With the grant in place the login goes straight through (the code from the
     # first login is spent, so use the next one).
     next_code = pyotp.TOTP(user.totp_secret).at(time.time() + 30)
     listed = gateway.run_ssh(user, None, "requests", code=next_code)
-    assert b"approved" in listed.stdout and b"grant #" in listed.stdout
+    assert b"approved" in listed.stdout and b"grant:" in listed.stdout
+    assert b"patch openssl" in listed.stdout
     glass = gateway.make_user(groups=("requesters",))
-    invoked = gateway.run_ssh(glass, "web01", f"breakglass --reason '{WHY}'")
+    # ssh drops local quotes: the reason is the rest of the line, quoted or not.
+    invoked = gateway.run_ssh(glass, "web01", f"breakglass --reason {WHY}")
     assert invoked.returncode == 0 and b"BREAK-GLASS #" in invoked.stdout
     unknown = gateway.run_ssh(gateway.make_user(), None, "request nosuch --reason x")
     assert unknown.returncode == 255 and b"unknown target 'nosuch'" in unknown.stderr
