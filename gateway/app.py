@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
 from collections.abc import Callable
 
+from gateway.audit import ActorType, AuditEvent, Trail
 from gateway.config import GatewayConfig
 from gateway.datadir import DataDir, check_ready
 from gateway.errors import PamgateError
@@ -53,6 +55,7 @@ class GatewayNode:
         """Recover from a previous crash, then start listening."""
         self.services.store.create_schema()
         self.services.recordings.attach_loop(asyncio.get_running_loop())
+        await asyncio.to_thread(self._record_start)
         interrupted = await asyncio.to_thread(self.services.ledger.mark_interrupted)
         if interrupted:
             logger.warning(
@@ -83,6 +86,17 @@ class GatewayNode:
             self._checkpointer.cancel()
             await self._checkpoint()
         self.services.close()
+
+    def _record_start(self) -> None:
+        """Audit the start with a digest of the config, so config changes are traceable."""
+        digest = hashlib.sha256(self.config.source.read_bytes()).hexdigest()
+        self.services.audit.record(Trail.HUMAN, AuditEvent(
+            actor=f"gateway:{self.config.gateway.name}", actor_type=ActorType.GATEWAY,
+            action="gateway.started", target=str(self.config.source),
+            authority=f"config:sha256={digest[:16]}",
+            details={"config_sha256": digest, "targets": len(self.config.targets),
+                     "rules": len(self.config.rules)},
+        ))  # fmt: skip
 
     def _index_commands(self, session_ids: list[str]) -> None:
         for session_id in session_ids:

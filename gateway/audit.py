@@ -61,6 +61,8 @@ PRIVILEGED_ACTIONS = frozenset(
         "user.key_added",
         "user.unlocked",
         "user.groups_set",
+        "ca.created",
+        "gateway.started",
     }
 )
 

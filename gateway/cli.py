@@ -465,7 +465,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         path.write_text(EXAMPLE_CONFIG)
         print(f"wrote starter config {path}")
     config = load_config(path)
-    for line in initialize(config):
+    for line in initialize(config, actor=_actor()):
         print(line)
     print(f"upstream CA public key (for targets' TrustedUserCAKeys): {_upstream_ca_line(config)}")
     return 0

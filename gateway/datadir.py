@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.audit import ActorType, AuditEvent, AuditLog, Trail, admin_authority
 from gateway.audit_anchor import ensure_signing_key
 from gateway.config import GatewayConfig
 from gateway.errors import PamgateError
@@ -61,10 +62,11 @@ class DataDir:
         return self.logs / "gateway.log"
 
 
-def initialize(config: GatewayConfig) -> list[str]:
+def initialize(config: GatewayConfig, *, actor: str = "pamgate-init") -> list[str]:
     """Create the data directory, keys and database schema as needed.
 
-    Returns a line per thing created or found, for the operator.
+    Keys created are recorded in the human audit trail with ``actor`` (the
+    administrator). Returns a line per thing created or found, for the operator.
     """
     data = DataDir(config.data_dir)
     report = []
@@ -79,17 +81,28 @@ def initialize(config: GatewayConfig) -> list[str]:
             f"warning: {data.root} is readable by other users; "
             f"consider 'chmod 700 {data.root}' (the database and keys inside are 0600)"
         )
+    created_keys = []
     for path, comment in (
         (data.human_host_key, f"pamgate human lane host key ({config.gateway.name})"),
         (data.upstream_ca_key, f"pamgate upstream CA ({config.gateway.name})"),
     ):
         created = ensure_key_file(path, comment)
         report.append(f"{'created' if created else 'kept existing'} {path}")
+        if created:
+            created_keys.append(path.name)
     created = ensure_signing_key(data.audit_signing_key)
     report.append(f"{'created' if created else 'kept existing'} {data.audit_signing_key}")
+    if created:
+        created_keys.append(data.audit_signing_key.name)
     store = Store(config.database_url)
     try:
         store.create_schema()
+        if created_keys:
+            AuditLog(store).record(Trail.HUMAN, AuditEvent(
+                actor=actor, actor_type=ActorType.ADMIN, action="ca.created",
+                target=f"node:{config.gateway.name}", authority=admin_authority(actor),
+                details={"keys": created_keys},
+            ))  # fmt: skip
     finally:
         store.dispose()
     report.append(f"database ready at {config.database_url}")

@@ -278,28 +278,29 @@ def test_cli_verify_export_tail_checkpoint(tmp_path: Path) -> None:
         assert added.returncode == 0, added.stderr
     verified = run_cli("--config", str(config), "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "human: OK, 2 events" in verified.stdout and "machine: OK, 0 events" in verified.stdout
+    assert "human: OK, 3 events" in verified.stdout and "machine: OK, 0 events" in verified.stdout
     exported = run_cli("--config", str(config), "audit", "export", "--trail", "human")
     lines = [json.loads(line) for line in exported.stdout.splitlines()]
     assert [(e["seq"], e["action"], e["target"]) for e in lines] == [
-        (1, "user.created", "user:ann"),
-        (2, "user.created", "user:ben"),
+        (1, "ca.created", "node:pamgate"),  # by init, with the administrator as actor
+        (2, "user.created", "user:ann"),
+        (3, "user.created", "user:ben"),
     ]
     assert run_cli("--config", str(config), "audit", "export", "--trail", "machine").stdout == ""
     since = run_cli("--config", str(config), "audit", "export", "--trail", "human", "--since", "1h")
-    assert len(since.stdout.splitlines()) == 2
+    assert len(since.stdout.splitlines()) == 3
     bad_since = run_cli(
         "--config", str(config), "audit", "export", "--trail", "human", "--since", "soon"
     )
     assert bad_since.returncode == 1 and "--since 'soon'" in bad_since.stderr
     tail = run_cli("--config", str(config), "audit", "tail", "-n", "1")
-    assert tail.stdout.startswith("#2 ") and "user.created" in tail.stdout
+    assert tail.stdout.startswith("#3 ") and "user.created" in tail.stdout
     checkpoint = run_cli("--config", str(config), "audit", "checkpoint")
-    assert checkpoint.returncode == 0 and "human: event 2" in checkpoint.stdout
-    sql(tmp_path / "pamgate.db", "UPDATE audit_human SET target = 'user:bem' WHERE seq = 2")
+    assert checkpoint.returncode == 0 and "human: event 3" in checkpoint.stdout
+    sql(tmp_path / "pamgate.db", "UPDATE audit_human SET target = 'user:bem' WHERE seq = 3")
     broken = run_cli("--config", str(config), "audit", "verify", "--trail", "human")
     assert broken.returncode == 1
     assert (
-        "human: BROKEN: event 2 (user.created by " in broken.stdout
+        "human: BROKEN: event 3 (user.created by " in broken.stdout
         and "contents do not match its hash (edited)" in broken.stdout
     )
