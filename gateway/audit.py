@@ -63,6 +63,11 @@ PRIVILEGED_ACTIONS = frozenset(
         "user.groups_set",
         "ca.created",
         "gateway.started",
+        "machine.created",
+        "machine.suspended",
+        "machine.resumed",
+        "machine.offboarded",
+        "machine.certificate_issued",
     }
 )
 

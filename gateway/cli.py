@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import re
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -111,12 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
             "target's TrustedUserCAKeys file."
         ),
     )
-    show.add_argument("which", choices=["upstream"], help="which CA")
+    show.add_argument(
+        "which", choices=["upstream", "machine"],
+        help="upstream: for targets' TrustedUserCAKeys; machine: signs NHI certificates",
+    )  # fmt: skip
     show.set_defaults(handler=cmd_ca_show)
 
     _add_audit_commands(commands)
     _add_recording_commands(commands)
     _add_request_commands(commands)
+    _add_machine_commands(commands)
 
     policy = commands.add_parser("policy", help="inspect the access policy").add_subparsers(
         dest="policy_command", metavar="SUBCOMMAND", required=True
@@ -433,6 +438,74 @@ def _add_request_commands(commands: argparse._SubParsersAction[argparse.Argument
     revoke.set_defaults(handler=cmd_grant_revoke)
 
 
+def _add_machine_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    machine = commands.add_parser(
+        "machine",
+        help="register and manage non-human identities (NHIs)",
+        description=(
+            "Non-human identities (service accounts, CI jobs, agents) use the machine lane "
+            "with short-lived certificates from the machine CA. Every change is recorded in "
+            "the machine audit trail."
+        ),
+    ).add_subparsers(dest="machine_command", metavar="SUBCOMMAND", required=True)
+    add = machine.add_parser(
+        "add",
+        help="register an NHI with its owners and scope",
+        description=(
+            "Register an NHI. --command takes an exact command string, or re:PATTERN (a "
+            "Python regular expression that must match the whole command). Repeat --target "
+            "and --command as needed."
+        ),
+    )
+    add.add_argument("name")
+    add.add_argument("--kind", required=True, choices=["service-account", "ci-pipeline", "agent",
+                                                       "other"])  # fmt: skip
+    add.add_argument("--owner", required=True, help="business owner")
+    add.add_argument("--tech-owner", required=True, help="technical owner")
+    add.add_argument("--purpose", required=True)
+    add.add_argument("--target", action="append", default=[], metavar="T[:ACCOUNT]",
+                     help="a target account it may use (repeatable)")  # fmt: skip
+    add.add_argument("--command", action="append", default=[], metavar="PATTERN",
+                     help="an allowed command (repeatable)")  # fmt: skip
+    add.add_argument("--source", action="append", default=[], metavar="CIDR",
+                     help="networks it may use (repeatable; default anywhere)")  # fmt: skip
+    add.add_argument("--max-ttl", default="15m", help="longest certificate (default 15m, max 24h)")
+    add.add_argument("--review-by", metavar="DATE", help="ISO date by which owners re-approve it")
+    add.add_argument("--allow-pty", action="store_true", help="allow a pty (default: exec only)")
+    add.add_argument("--allow-sftp", action="store_true", help="allow SFTP (default: no)")
+    add.set_defaults(handler=cmd_machine_add)
+    machine.add_parser("list", help="NHIs with owners, status and review dates",
+                       description="List NHIs; overdue reviews are flagged.").set_defaults(
+        handler=cmd_machine_list)  # fmt: skip
+    show = machine.add_parser("show", help="one NHI in full", description="Show one NHI in full.")
+    show.add_argument("name")
+    show.set_defaults(handler=cmd_machine_show)
+    changes = (
+        ("suspend", "suspended", "stop an NHI from connecting"),
+        ("resume", "active", "let a suspended NHI connect again"),
+        ("offboard", "offboarded", "retire an NHI for good (final)"),
+    )
+    for name, status, text in changes:
+        sub = machine.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("name")
+        sub.add_argument("--reason", default="", help="kept in the machine audit trail")
+        sub.set_defaults(handler=cmd_machine_status, status=status)
+    issue = machine.add_parser(
+        "issue",
+        help="sign a short-lived certificate for an NHI's public key",
+        description=(
+            "Sign an OpenSSH user certificate for the NHI: principal = its name, validity "
+            "from 60 s ago to now + TTL (at most its --max-ttl), force-command and "
+            "source-address from its scope. Printed, or written with -o."
+        ),
+    )
+    issue.add_argument("name")
+    issue.add_argument("--pubkey", type=Path, required=True, metavar="FILE")
+    issue.add_argument("--ttl", default="5m", help="lifetime (default 5m)")
+    issue.add_argument("-o", "--output", type=Path, metavar="CERTFILE")
+    issue.set_defaults(handler=cmd_machine_issue)
+
+
 def _add_approver_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--as",
@@ -585,7 +658,98 @@ def cmd_user_add_key(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_show(args: argparse.Namespace) -> int:
-    print(_upstream_ca_line(args.loaded_config))
+    if args.which == "machine":
+        print(_services(args).machine_ca.public_key_line())
+    else:
+        print(_upstream_ca_line(args.loaded_config))
+    return 0
+
+
+def _duration(text: str, option: str) -> int:
+    from gateway.config import DURATION_PATTERN, duration_seconds
+
+    if not re.match(DURATION_PATTERN, text):
+        raise PamgateError(f"{option} {text!r}: give a duration such as 90s, 15m or 2h")
+    return duration_seconds(text)
+
+
+def cmd_machine_add(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from gateway.machines import parse_scope_target
+
+    services = _services(args)
+    review_by = None
+    if args.review_by:
+        try:
+            review_by = datetime.fromisoformat(args.review_by)
+        except ValueError:
+            raise PamgateError(f"--review-by {args.review_by!r}: give an ISO date") from None
+        review_by = review_by if review_by.tzinfo else review_by.replace(tzinfo=UTC)
+    view = services.machines.add(
+        args.name, actor=_actor(), kind=args.kind, owner=args.owner, tech_owner=args.tech_owner,
+        purpose=args.purpose,
+        targets=[parse_scope_target(t, args.loaded_config) for t in args.target],
+        commands=args.command, sources=args.source, allow_pty=args.allow_pty,
+        allow_sftp=args.allow_sftp, max_ttl_seconds=_duration(args.max_ttl, "--max-ttl"),
+        review_by=review_by,
+    )  # fmt: skip
+    print(f"registered {view.name} ({view.kind}); certificates up to {view.max_ttl_seconds // 60}m")
+    return 0
+
+
+def cmd_machine_list(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    machines = _services(args).machines.list()
+    if not machines:
+        print("no machine identities (add one with 'pamgate machine add')")
+        return 0
+    now = datetime.now(UTC)
+    print(f"{'NAME':<20} {'KIND':<16} {'STATUS':<11} {'OWNER':<16} {'TECH OWNER':<16} REVIEW BY")
+    for machine in machines:
+        review = f"{machine.review_by:%Y-%m-%d}" if machine.review_by else "-"
+        if machine.review_overdue(now):
+            review += " OVERDUE"
+        print(f"{machine.name:<20} {machine.kind:<16} {machine.status:<11} {machine.owner:<16} "
+              f"{machine.tech_owner:<16} {review}")  # fmt: skip
+    return 0
+
+
+def cmd_machine_show(args: argparse.Namespace) -> int:
+    machine = _services(args).machines.get(args.name)
+    print(f"name        {machine.name}\nkind        {machine.kind}\nstatus      {machine.status}")
+    print(f"owner       {machine.owner}\ntech owner  {machine.tech_owner}")
+    print(f"purpose     {machine.purpose}")
+    print("targets     " + ", ".join(f"{t.account}@{t.target}" for t in machine.targets))
+    print("commands    " + "\n            ".join(machine.commands))
+    print("sources     " + (", ".join(machine.sources) or "anywhere"))
+    print(f"pty         {'allowed' if machine.allow_pty else 'no'}")
+    print(f"sftp        {'allowed' if machine.allow_sftp else 'no'}")
+    print(f"max ttl     {machine.max_ttl_seconds // 60}m")
+    print(f"review by   {machine.review_by or '-'}")
+    return 0
+
+
+def cmd_machine_status(args: argparse.Namespace) -> int:
+    view = _services(args).machines.set_status(
+        args.name, args.status, actor=_actor(), reason=args.reason
+    )
+    print(f"{view.name} is now {view.status}")
+    return 0
+
+
+def cmd_machine_issue(args: argparse.Namespace) -> int:
+    services = _services(args)
+    machine = services.machines.get(args.name)
+    certificate = services.machine_ca.issue(
+        machine, _read_key_file(args.pubkey), _duration(args.ttl, "--ttl"), actor=_actor()
+    )
+    if args.output:
+        args.output.write_text(certificate + "\n")
+        print(f"wrote {args.output} (valid {args.ttl}, principal {machine.name})", file=sys.stderr)
+    else:
+        print(certificate)
     return 0
 
 

@@ -6,6 +6,7 @@ Layout::
       pamgate.db                 SQLite store (unless database_url says otherwise)
       keys/human_host_ed25519    host key the human lane presents to clients
       keys/upstream_ca           CA that signs per-session certificates for targets
+      keys/machine_ca            CA for non-human identities (the machine lane only)
       keys/audit_signing         Ed25519 key that signs audit checkpoints (+ .pub)
       audit/checkpoints.jsonl    signed head hashes of the audit trails; copy it off the box
       logs/gateway.log           the gateway's log, including JSON event lines
@@ -44,6 +45,10 @@ class DataDir:
     @property
     def upstream_ca_key(self) -> Path:
         return self.keys / "upstream_ca"
+
+    @property
+    def machine_ca_key(self) -> Path:
+        return self.keys / "machine_ca"
 
     @property
     def audit_signing_key(self) -> Path:
@@ -90,6 +95,10 @@ def initialize(config: GatewayConfig, *, actor: str = "pamgate-init") -> list[st
         report.append(f"{'created' if created else 'kept existing'} {path}")
         if created:
             created_keys.append(path.name)
+    machine_ca_created = ensure_key_file(
+        data.machine_ca_key, f"pamgate machine CA ({config.gateway.name})"
+    )
+    report.append(f"{'created' if machine_ca_created else 'kept existing'} {data.machine_ca_key}")
     created = ensure_signing_key(data.audit_signing_key)
     report.append(f"{'created' if created else 'kept existing'} {data.audit_signing_key}")
     if created:
@@ -97,11 +106,19 @@ def initialize(config: GatewayConfig, *, actor: str = "pamgate-init") -> list[st
     store = Store(config.database_url)
     try:
         store.create_schema()
+        audit = AuditLog(store)
         if created_keys:
-            AuditLog(store).record(Trail.HUMAN, AuditEvent(
+            audit.record(Trail.HUMAN, AuditEvent(
                 actor=actor, actor_type=ActorType.ADMIN, action="ca.created",
                 target=f"node:{config.gateway.name}", authority=admin_authority(actor),
                 details={"keys": created_keys},
+            ))  # fmt: skip
+        if machine_ca_created:
+            # CA actions go to the trail of the identities they concern.
+            audit.record(Trail.MACHINE, AuditEvent(
+                actor=actor, actor_type=ActorType.ADMIN, action="ca.created",
+                target=f"node:{config.gateway.name}", authority=admin_authority(actor),
+                details={"keys": [data.machine_ca_key.name]},
             ))  # fmt: skip
     finally:
         store.dispose()

@@ -280,3 +280,30 @@ class BreakGlassCase(Base):
     #: ``justified`` or ``unjustified`` once reviewed.
     verdict: Mapped[str | None] = mapped_column(String(16))
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class NonHumanIdentity(Base):
+    """A service account, CI pipeline or agent, with its owners and scope."""
+
+    __tablename__ = "machine_identities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str] = mapped_column(String(255))
+    tech_owner: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(Text)
+    #: ``[{"target": ..., "account": ...}]``
+    targets: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    #: Exact command strings, or ``re:PATTERN`` (matched against the whole command).
+    commands: Mapped[list[str]] = mapped_column(JSON)
+    sources: Mapped[list[str]] = mapped_column(JSON)
+    allow_pty: Mapped[bool] = mapped_column(Boolean, default=False)
+    allow_sftp: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_ttl_seconds: Mapped[int] = mapped_column(Integer)
+    review_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: ``active``, ``suspended`` or ``offboarded`` (final).
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

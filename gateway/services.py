@@ -20,6 +20,8 @@ from gateway.config import GatewayConfig, duration_seconds
 from gateway.datadir import DataDir
 from gateway.identities import UserDirectory
 from gateway.lockout import FailureLimiter
+from gateway.machine_ca import MachineCA
+from gateway.machines import MachineRegistry
 from gateway.policy import Policy
 from gateway.recording_service import RecordingService
 from gateway.sessions import SessionLedger
@@ -43,6 +45,8 @@ class GatewayServices:
     recordings: RecordingService
     requests: AccessRequests
     breakglass: BreakGlass
+    machines: MachineRegistry
+    machine_ca: MachineCA
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
@@ -80,6 +84,8 @@ class GatewayServices:
                 request_ttl=timedelta(seconds=duration_seconds(config.approvals.request_ttl)),
             ),
             breakglass=BreakGlass(store, audit, alerts, config.approvals),
+            machines=MachineRegistry(store, audit),
+            machine_ca=MachineCA(data.machine_ca_key, store, audit),
             _syslog=syslog,
         )
 
