@@ -216,12 +216,13 @@ class AccessRequests:
                 db, approver, ActorType.HUMAN, "request.approved", request,
                 authority=f"policy:{request.rule_id}", reason=comment,
             ))  # fmt: skip
-            if len(_counting_approvers(db, request.id)) >= request.approvals_required:
+            counting = _counting_approvers(db, request.id)
+            if len(counting) >= request.approvals_required:
                 grant = self._grant(db, request)
                 records.append(self._event(
                     db, approver, ActorType.HUMAN, "grant.created", request,
                     authority=f"request:{request.id}",
-                    reason=f"approved by {', '.join(_counting_approvers(db, request.id))}",
+                    reason=f"approved by {', '.join(counting)}",
                     grant=grant.id, ends_at=grant.ends_at.isoformat(),
                 ))  # fmt: skip
             view = _request_view(db, request)

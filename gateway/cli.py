@@ -16,7 +16,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gateway.config import CONFIG_ENV_VAR, GatewayConfig, find_config_path, load_config
+from gateway.config import (
+    CONFIG_ENV_VAR,
+    DURATION_PATTERN,
+    GatewayConfig,
+    duration_seconds,
+    find_config_path,
+    load_config,
+    parse_duration,
+)
 from gateway.errors import ConfigError, PamgateError
 
 EXAMPLE_CONFIG = """\
@@ -665,14 +673,6 @@ def cmd_ca_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _duration(text: str, option: str) -> int:
-    from gateway.config import DURATION_PATTERN, duration_seconds
-
-    if not re.match(DURATION_PATTERN, text):
-        raise PamgateError(f"{option} {text!r}: give a duration such as 90s, 15m or 2h")
-    return duration_seconds(text)
-
-
 def cmd_machine_add(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
@@ -691,7 +691,7 @@ def cmd_machine_add(args: argparse.Namespace) -> int:
         purpose=args.purpose,
         targets=[parse_scope_target(t, args.loaded_config) for t in args.target],
         commands=args.command, sources=args.source, allow_pty=args.allow_pty,
-        allow_sftp=args.allow_sftp, max_ttl_seconds=_duration(args.max_ttl, "--max-ttl"),
+        allow_sftp=args.allow_sftp, max_ttl_seconds=parse_duration(args.max_ttl, "--max-ttl"),
         review_by=review_by,
     )  # fmt: skip
     print(f"registered {view.name} ({view.kind}); certificates up to {view.max_ttl_seconds // 60}m")
@@ -743,7 +743,7 @@ def cmd_machine_issue(args: argparse.Namespace) -> int:
     services = _services(args)
     machine = services.machines.get(args.name)
     certificate = services.machine_ca.issue(
-        machine, _read_key_file(args.pubkey), _duration(args.ttl, "--ttl"), actor=_actor()
+        machine, _read_key_file(args.pubkey), parse_duration(args.ttl, "--ttl"), actor=_actor()
     )
     if args.output:
         args.output.write_text(certificate + "\n")
@@ -1159,13 +1159,10 @@ def _format_record(record) -> str:  # noqa: ANN001 - gateway.audit.AuditRecord
 
 
 def _parse_since(text: str):  # noqa: ANN202 - datetime
-    import re
     from datetime import UTC, datetime, timedelta
 
-    age = re.fullmatch(r"(\d+)([smhd])", text.strip())
-    if age:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[age.group(2)]
-        return datetime.now(UTC) - timedelta(**{unit: int(age.group(1))})
+    if re.match(DURATION_PATTERN, text.strip()):
+        return datetime.now(UTC) - timedelta(seconds=duration_seconds(text.strip()))
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PamgateError
 
 DEFAULT_CONFIG_NAME = "pamgate.toml"
 CONFIG_ENV_VAR = "PAMGATE_CONFIG"
@@ -40,6 +40,13 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 DURATION_PATTERN = r"^\d+[smhd]$"
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+
+
+def parse_duration(text: str, option: str) -> int:
+    """Seconds in a duration typed by a person, or PamgateError naming ``option``."""
+    if not re.match(DURATION_PATTERN, text):
+        raise PamgateError(f"{option} {text!r}: give a duration such as 90s, 15m or 2h")
+    return duration_seconds(text)
 
 
 def duration_seconds(text: str) -> int:

@@ -29,6 +29,7 @@ import math
 import time
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import asyncssh
 
@@ -280,13 +281,7 @@ class HumanLaneServer(MultiFactorServer):
         self, action: str, outcome: str, *, reason: str = "", **details: object
     ) -> bool:
         """Append to the human trail; False if that failed (the caller fails closed)."""
-        event = self._event(action, outcome, reason=reason, **details)
-        try:
-            await asyncio.to_thread(self._services.audit.record, Trail.HUMAN, event)
-        except AuditWriteFailed:
-            logger.exception("audit write failed for %s", action)
-            return False
-        return True
+        return await self._lane.record(self._event(action, outcome, reason=reason, **details))
 
 
 class HumanLane:
@@ -295,7 +290,7 @@ class HumanLane:
     def __init__(self, services: GatewayServices) -> None:
         self.services = services
         self._acceptor: asyncssh.SSHAcceptor | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         #: Sessions of this lane; ended ones drop out as they are collected.
         self.sessions: weakref.WeakSet[HumanSession] = weakref.WeakSet()
 
@@ -325,7 +320,7 @@ class HumanLane:
         assert self._acceptor is not None
         return self._acceptor.get_port()
 
-    def track_task(self, task: asyncio.Task[None]) -> None:
+    def track_task(self, task: asyncio.Task[Any]) -> None:
         """Keep a session's background task alive until it finishes."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -336,14 +331,20 @@ class HumanLane:
         Only for records of refusals and intermediate steps: nothing waits
         for them, so nothing is granted if they fail (they are logged).
         """
-        task = asyncio.get_running_loop().create_task(self._record(event))
+        task = asyncio.get_running_loop().create_task(self.record(event))
         self.track_task(task)
 
-    async def _record(self, event: AuditEvent) -> None:
+    async def record(self, event: AuditEvent) -> bool:
+        """Append a human-trail event off the event loop; False (and logged) if that failed.
+
+        Callers granting something must treat False as "do not grant".
+        """
         try:
             await asyncio.to_thread(self.services.audit.record, Trail.HUMAN, event)
         except AuditWriteFailed:
             logger.exception("audit write failed for %s", event.action)
+            return False
+        return True
 
     async def stop(self) -> None:
         """Stop accepting, end live sessions with a message, and record their end."""

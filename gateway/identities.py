@@ -267,10 +267,7 @@ class UserDirectory:
             user = db.scalar(select(User).where(User.name == name))
             stored = user.password_hash if user is not None else None
             usable = user is not None and not user.disabled and stored is not None
-        try:
-            matched = self._hasher.verify(stored if usable else self._decoy_hash, password)
-        except (VerificationError, InvalidHashError):
-            matched = False
+        matched = self._password_matches(stored if usable else self._decoy_hash, password)
         return usable and matched
 
     def key_is_registered(self, name: str, key_data: str) -> bool:
@@ -311,10 +308,7 @@ class UserDirectory:
             if user is None or user.password_hash is None:
                 return False
             stored_secret, stored_hash = user.totp_secret, user.password_hash
-        try:
-            password_ok = self._hasher.verify(stored_hash, password)
-        except (VerificationError, InvalidHashError):
-            password_ok = False
+        password_ok = self._password_matches(stored_hash, password)
         return password_ok and hmac.compare_digest(stored_secret, totp_secret)
 
     # -- internals --------------------------------------------------------
@@ -334,6 +328,12 @@ class UserDirectory:
                 details=details,
             ),
         )
+
+    def _password_matches(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
 
     def _matching_step(self, secret: str, code: str) -> int | None:
         if len(code) != TOTP_DIGITS or not code.isdigit():

@@ -21,14 +21,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncssh
 
 from gateway.access import Destination, parse_login_name
 from gateway.admission import Admission
 from gateway.approvals import GrantView
-from gateway.audit import ActorType, AuditEvent, AuditWriteFailed, Trail
+from gateway.audit import ActorType, AuditEvent
 from gateway.dialog import TerminalDialog
 from gateway.errors import (
     DestinationError,
@@ -66,9 +66,11 @@ class SessionHost(Protocol):
 
     services: GatewayServices
 
-    def track_task(self, task: asyncio.Task[None]) -> None: ...
+    def track_task(self, task: asyncio.Task[Any]) -> None: ...
 
     def record_soon(self, event: AuditEvent) -> None: ...
+
+    async def record(self, event: AuditEvent) -> bool: ...
 
 
 def filter_environment(env: Mapping[str, str], allowed: list[str]) -> dict[str, str]:
@@ -429,7 +431,7 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
                 timeout=services.config.upstream.connect_timeout_seconds,
             )
         except HostKeyMismatch as exc:
-            await self._record(
+            await self._host.record(
                 self._event(
                     "upstream.host_key_mismatch",
                     "refused",
@@ -572,14 +574,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         except DestinationError:
             target, account = None, None
         event = self._event("access.refused", "refused", reason=reason, target=target)
-        await self._record(dataclasses.replace(event, account=account))
-
-    async def _record(self, event: AuditEvent) -> None:
-        """Append to the human trail before going on; a failure is logged (we are refusing)."""
-        try:
-            await asyncio.to_thread(self._services.audit.record, Trail.HUMAN, event)
-        except AuditWriteFailed:
-            logger.exception("could not audit %s", event.action)
+        # We are refusing either way; a failed write is logged by the lane.
+        await self._host.record(dataclasses.replace(event, account=account))
 
     def terminate(self, reason: str) -> None:
         """End the session from the gateway's side (shutdown, revocation), telling the user why."""

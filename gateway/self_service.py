@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.access import ApprovalRequired
-from gateway.config import DURATION_PATTERN, duration_seconds
+from gateway.config import parse_duration
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 
@@ -120,11 +120,7 @@ def _request(
         return CommandResult(f"no request needed: you may reach {args.target} now\n")
     rule = needed.decision.rule
     assert rule is not None
-    duration = None
-    if args.duration:
-        if not re.match(DURATION_PATTERN, args.duration):
-            raise PamgateError(f"--for {args.duration!r}: give a duration such as 30m or 2h")
-        duration = duration_seconds(args.duration)
+    duration = parse_duration(args.duration, "--for") if args.duration else None
     request = services.requests.create(
         user=user, target=needed.destination.target.name, account=needed.destination.account,
         rule=rule, reason=args.reason, source=source, duration=duration,
