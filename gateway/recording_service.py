@@ -2,7 +2,7 @@
 
 The file format, extraction and playback are in :mod:`recordings`; this
 module decides paths (``RECORDINGS/YYYY/MM/DD/<session>.cast``), keeps the
-one flusher thread, stores each sealed recording's sha256 with its session,
+one flusher, stores each sealed recording's sha256 with its session,
 extracts commands after the session (off the relay entirely) and answers the
 CLI's and console's questions (list, search, verify, export).
 """
@@ -149,11 +149,13 @@ class RecordingService:
     def _flusher_started(self) -> Flusher:
         with self._flusher_lock:
             if self._flusher is None:
-                self._flusher = Flusher(loop=self._loop)
+                if self._loop is None:
+                    raise RecordingUnavailable("recording needs the gateway's event loop")
+                self._flusher = Flusher(self._loop)
             return self._flusher
 
     def stop(self) -> None:
-        """Stop the flusher thread (after writing what is pending)."""
+        """Stop the flusher (after writing what is pending)."""
         if self._flusher is not None:
             self._flusher.stop()
             self._flusher = None

@@ -111,7 +111,8 @@ class RecordingWriter:
             "i": codecs.getincrementaldecoder("utf-8")("replace"),
         }
         self._lock = threading.Lock()
-        self._io_lock = threading.Lock()  # the flusher thread and close() share the file
+        # The flusher (on the event loop) and close() (in a worker thread) share the file.
+        self._io_lock = threading.Lock()
         self._pending: list[tuple[float, str, bytes | str]] = []
         self._pending_bytes = 0
         self.failed: str | None = None
@@ -158,7 +159,7 @@ class RecordingWriter:
         if wanted and self.on_flush_wanted is not None:
             self.on_flush_wanted()
 
-    # -- called by the flusher thread -----------------------------------------
+    # -- called by the flusher -----------------------------------------
 
     def flush(self) -> None:
         """Encode and write pending events, then flush to the OS."""
@@ -276,40 +277,27 @@ def file_sha256(path: Path) -> str:
 
 
 class Flusher:
-    """Flushes every open recording at a fixed interval.
+    """Flushes every open recording at a fixed interval, on the gateway's event loop.
 
-    Given an asyncio loop, it runs there as a timer: encoding and handing
-    bytes to the OS (the page cache) in short steps between the relay's own
-    work. A separate thread would contend with the relay for the GIL and
-    stall it far more than the work itself costs. Without a loop it uses a
-    thread.
+    It runs there as a timer: encoding and handing bytes to the OS (the page
+    cache) in short steps between the relay's own work. A separate thread
+    would contend with the relay for the GIL and stall it far more than the
+    work itself costs.
     """
 
-    def __init__(
-        self, interval: float = 0.25, loop: asyncio.AbstractEventLoop | None = None
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = 0.25) -> None:
         self._interval = interval
         self._writers: set[RecordingWriter] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._stopped = False
         self._loop = loop
-        self._timer: asyncio.TimerHandle | None = None
-        self._thread: threading.Thread | None = None
-        if loop is not None:
-            self._timer = loop.call_soon_threadsafe(self._tick)  # type: ignore[assignment]
-        else:
-            self._thread = threading.Thread(target=self._run, name="recording-flusher", daemon=True)
-            self._thread.start()
+        self._timer: asyncio.Handle | None = loop.call_soon_threadsafe(self._tick)
 
     def add(self, writer: RecordingWriter) -> None:
         with self._lock:
             self._writers.add(writer)
-        if self._loop is not None:
-            loop = self._loop
-            writer.on_flush_wanted = lambda: loop.call_soon_threadsafe(writer.flush)
-        else:
-            writer.on_flush_wanted = self._wake.set
+        loop = self._loop
+        writer.on_flush_wanted = lambda: loop.call_soon_threadsafe(writer.flush)
 
     def remove(self, writer: RecordingWriter) -> None:
         with self._lock:
@@ -323,24 +311,15 @@ class Flusher:
                 writer.flush()
 
     def _tick(self) -> None:
-        if self._stop.is_set() or self._loop is None:
+        if self._stopped:
             return
         self.flush_all()
         self._timer = self._loop.call_later(self._interval, self._tick)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            self.flush_all()
-
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
         self.flush_all()
 
 

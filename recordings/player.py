@@ -40,7 +40,7 @@ import pyte
 
 from recordings.asciicast import open_text, read_header
 from recordings.sanitize import TerminalSanitizer
-from recordings.terminal import ALT_SCREEN_SWITCH, TerminalModel
+from recordings.terminal import TerminalModel, last_alt_screen_switch
 
 #: Output characters replayed into a fresh screen to show the screen at a time.
 SEEK_TAIL = 64 * 1024
@@ -97,9 +97,9 @@ class RecordingIndex:
                         progress(offset / max(size, 1))
                 if code == "o":
                     output_chars += len(data)
-                    switches = ALT_SCREEN_SWITCH.findall(data) if "\x1b[?" in data else ()
-                    if switches:
-                        in_alt = switches[-1] == "h"
+                    switched = last_alt_screen_switch(data)
+                    if switched is not None:
+                        in_alt = switched
                 elif code == "r":
                     w, _, h = data.partition("x")
                     if w.isdigit() and h.isdigit():

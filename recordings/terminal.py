@@ -18,6 +18,15 @@ import pyte
 ALT_SCREEN_SWITCH = re.compile(r"\x1b\[\?(?:1049|1047|47)([hl])")
 
 
+def last_alt_screen_switch(text: str) -> bool | None:
+    """Whether ``text`` leaves the alternate screen on (True) or off (False).
+
+    None if it never switches.
+    """
+    switches = ALT_SCREEN_SWITCH.findall(text) if "\x1b[?" in text else []
+    return switches[-1] == "h" if switches else None
+
+
 class TerminalModel:
     """The main and alternate screens of one terminal."""
 
@@ -57,9 +66,8 @@ class TerminalModel:
 
     def skip(self, dropped: str) -> None:
         """Output that will not be fed: keep only its effect on which screen is shown."""
-        switches = ALT_SCREEN_SWITCH.findall(dropped)
-        if switches:
-            entering = switches[-1] == "h"
+        entering = last_alt_screen_switch(dropped)
+        if entering is not None:
             if entering:
                 self.alt.reset()
             self.in_alt = entering
