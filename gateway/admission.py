@@ -26,7 +26,7 @@ from gateway.menu import TargetMenu
 from gateway.services import GatewayServices
 
 if TYPE_CHECKING:
-    from gateway.relay import SessionContext
+    from gateway.human_session import SessionContext
 
 
 class Admission:

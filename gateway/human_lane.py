@@ -35,13 +35,13 @@ import asyncssh
 
 from gateway.access import user_part
 from gateway.audit import ActorType, AuditEvent, AuditWriteFailed, Trail
+from gateway.human_session import HumanSession, SessionContext
 from gateway.identities import UserView
 from gateway.partial_auth import (
     MultiFactorServer,
     PartialSuccessServerConnection,
     listen_multi_factor,
 )
-from gateway.relay import HumanSession, SessionContext
 from gateway.services import GatewayServices
 from gateway.upstream_ca import load_private_key
 

@@ -1,15 +1,18 @@
-"""The human-lane session relay: one client channel joined to one target channel.
+"""The session relay shared by both lanes: one client channel joined to one target channel.
 
-:class:`HumanSession` is the server side of a session channel from the
-user's ``ssh``. Once :class:`~gateway.admission.Admission` has settled the
-destination (and any grant), it opens the recording, records the session in
+:class:`RelayedSession` is the server side of a session channel from a
+client's ``ssh``. A lane subclasses it to decide *whether* and *where* the
+session may go (:meth:`RelayedSession._admit`); this module does the rest
+the same way for both lanes: it opens the recording, records the session in
 the ledger, mints the upstream certificate, connects to the target and opens
-the matching channel there, :class:`UpstreamSession`. From then on bytes flow both ways with flow
-control: when one side's send window fills, the other side stops reading.
+the matching channel there, :class:`UpstreamSession`. From then on bytes flow
+both ways with flow control: when one side's send window fills, the other
+side stops reading.
 
-Relayed: pty (type, size, modes), shell and exec, window changes, signals,
-break, EOF in either direction, stdout and stderr separately, and the exit
-status or exit signal. Environment variables pass only if allow-listed.
+Relayed: pty (type, size, modes), shell, exec and subsystems, window
+changes, signals, break, EOF in either direction, stdout and stderr
+separately, and the exit status or exit signal. Environment variables pass
+only if allow-listed.
 """
 
 from __future__ import annotations
@@ -19,25 +22,14 @@ import dataclasses
 import fnmatch
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import asyncssh
 
 from gateway.access import Destination, parse_login_name
-from gateway.admission import Admission
-from gateway.approvals import GrantView
 from gateway.audit import ActorType, AuditEvent
 from gateway.dialog import TerminalDialog
-from gateway.errors import (
-    DestinationError,
-    HostKeyMismatch,
-    PamgateError,
-    StoreError,
-)
-from gateway.identities import UserView
-from gateway.self_service import is_gateway_command, run_gateway_command
+from gateway.errors import DestinationError, HostKeyMismatch, PamgateError, StoreError
 from gateway.services import GatewayServices
 from gateway.session_recording import SessionTap
 from gateway.sessions import SessionEnd, SessionStart
@@ -45,20 +37,11 @@ from gateway.upstream import connect_upstream
 
 logger = logging.getLogger("pamgate.relay")
 
-#: Seconds before a grant ends at which the user is warned.
-GRANT_WARNINGS = (300, 60)
-
 #: Exit status reported to the client when the gateway itself ends the session.
 GATEWAY_EXIT_STATUS = 255
 
-
-@dataclass(frozen=True)
-class SessionContext:
-    """Who is asking, from where, with which login name."""
-
-    user: UserView
-    login_name: str
-    source: str
+#: Seconds between checks that a live session is still allowed (revocation, disabling).
+WATCH_INTERVAL = 1.0
 
 
 class SessionHost(Protocol):
@@ -85,7 +68,7 @@ def filter_environment(env: Mapping[str, str], allowed: list[str]) -> dict[str, 
 class UpstreamSession(asyncssh.SSHClientSession[bytes]):
     """The target side of a relayed session: forwards everything to the client."""
 
-    def __init__(self, relay: HumanSession) -> None:
+    def __init__(self, relay: RelayedSession) -> None:
         self._relay = relay
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
@@ -106,21 +89,32 @@ class UpstreamSession(asyncssh.SSHClientSession[bytes]):
         self._relay.target_closed(exc)
 
 
-class HumanSession(asyncssh.SSHServerSession[bytes]):
-    """The client side of a relayed session on the human lane."""
+class RelayedSession(asyncssh.SSHServerSession[bytes]):
+    """The client side of a relayed session; lanes subclass it and implement ``_admit``."""
 
-    def __init__(self, context: SessionContext, host: SessionHost) -> None:
-        self._ctx = context
+    #: ``human`` or ``machine``: the ledger row and the audit trail of the session.
+    lane: ClassVar[str]
+    #: Who the actor of this lane's events is.
+    actor_type: ClassVar[ActorType]
+
+    def __init__(self, host: SessionHost, *, actor: str, login_name: str, source: str) -> None:
         self._host = host
         self._services = host.services
+        self._actor = actor
+        self._login_name = login_name
+        self._source = source
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
         self._command: str | None = None
+        self._subsystem: str | None = None
         self._term_type: str | None = None
         self._term_size: tuple[int, int, int, int] = (80, 24, 0, 0)
         self._term_modes: Mapping[int, int] = {}
         self._dialog: TerminalDialog | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._pending = bytearray()
+        #: Set while a gateway command reads all of the client's input (see read_input).
+        self._input_complete: asyncio.Event | None = None
+        self._input_limit = 0
         self._client_eof = False
         self._upstream_conn: asyncssh.SSHClientConnection | None = None
         self._upstream: asyncssh.SSHClientChannel[bytes] | None = None
@@ -134,6 +128,20 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         #: Why upstream reading is paused: the client's window, the recording's backlog.
         self._client_full = False
         self._recording_full = False
+
+    # -- what a lane decides --------------------------------------------
+
+    async def _admit(self) -> Destination | None:
+        """Settle where the session goes, or answer the client and return None."""
+        raise NotImplementedError
+
+    def _revoked_because(self) -> str | None:
+        """Why the live session must end now (checked off the event loop), or None."""
+        return None
+
+    def _check_time(self) -> str | None:
+        """Time-based limits checked on the event loop each second; why to end, or None."""
+        return None
 
     # -- requests from the client -------------------------------------
 
@@ -155,18 +163,6 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         self._command = command
         return True
 
-    def subsystem_requested(self, subsystem: str) -> bool:
-        self._host.record_soon(
-            self._event(
-                "channel.refused",
-                "refused",
-                reason="subsystems (SFTP) are not enabled on the human lane",
-                kind="subsystem",
-                subsystem=subsystem[:64],
-            )
-        )
-        return False
-
     def session_started(self) -> None:
         assert self._chan is not None
         self._chan.pause_reading()
@@ -182,6 +178,10 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
             self._upstream.write(data)
         elif self._dialog is not None and self._dialog.active:
             self._dialog.feed(data)
+        elif self._input_complete is not None:
+            self._pending += data
+            if len(self._pending) > self._input_limit:
+                self._input_complete.set()
         else:
             # Input that arrives before the target is connected is kept, and
             # reading stops so the client's window (not memory) bounds it.
@@ -193,6 +193,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         self._client_eof = True
         if self._upstream is not None:
             self._upstream.write_eof()
+        elif self._input_complete is not None:
+            self._input_complete.set()
         elif self._dialog is not None:
             self._dialog.input_ended()
         return True
@@ -226,12 +228,31 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         self._client_gone = True
         if self._dialog is not None:
             self._dialog.close()
+        if self._input_complete is not None:
+            self._input_complete.set()
         if self._watcher is not None:
             self._watcher.cancel()
         if self._upstream_conn is not None:
             self._upstream_conn.close()
         if not self._finished and self._session_id is not None:
             self._finish("closed", reason="client disconnected")
+
+    async def read_input(self, limit: int, timeout: float) -> bytes | None:
+        """All of the client's stdin up to EOF, for a gateway command; None if too big or slow."""
+        assert self._chan is not None
+        self._input_complete, self._input_limit = asyncio.Event(), limit
+        if self._client_eof or len(self._pending) > limit:
+            self._input_complete.set()
+        self._chan.resume_reading()
+        try:
+            await asyncio.wait_for(self._input_complete.wait(), timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._chan.pause_reading()
+        data = bytes(self._pending)
+        self._pending.clear()
+        return None if len(data) > limit else data
 
     # -- calls from the upstream side -----------------------------------
 
@@ -311,17 +332,9 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
 
     async def _run(self) -> None:
         try:
-            if await self._ran_gateway_command():
-                return
-            assert self._dialog is not None
-            admission = Admission(
-                self._services, self._ctx, self._dialog, pty=self._term_type is not None
-            )
-            destination = await admission.settle()
-            if destination is None:
-                self._exit(GATEWAY_EXIT_STATUS)
-                return
-            await self._connect(destination)
+            destination = await self._admit()
+            if destination is not None:
+                await self._connect(destination)
         except PamgateError as exc:
             if self._session_id is None:
                 await self._record_refusal(str(exc))
@@ -334,22 +347,11 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
             self._finish("failed", reason=f"internal error: {exc!r}")
             self._exit(GATEWAY_EXIT_STATUS)
 
-    async def _ran_gateway_command(self) -> bool:
-        """Run a self-service command (request, requests, breakglass) if that is what came."""
-        login = parse_login_name(self._ctx.login_name)
-        if not is_gateway_command(self._command, has_target=login.target is not None):
-            return False
-        assert self._command is not None and self._chan is not None
-        user = self._ctx.user
-        result = await asyncio.to_thread(
-            run_gateway_command, self._services, user=user.name, groups=user.groups,
-            source=self._ctx.source, command=self._command, target=login.target,
-            account=login.account,
-        )  # fmt: skip
-        self._chan.write(result.output.encode())
-        self._finished = True
-        self._exit(result.status)
-        return True
+    @property
+    def session_kind(self) -> str:
+        if self._subsystem is not None:
+            return "subsystem"
+        return "exec" if self._command is not None else "shell"
 
     async def _connect(self, destination: Destination) -> None:
         services = self._services
@@ -361,14 +363,14 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
             # A static target secret is a documented exception; say so in the record.
             authority += ";exception=legacy-static-key"
         start = SessionStart(
-            lane="human",
-            user=self._ctx.user.name,
+            lane=self.lane,
+            user=self._actor,
             target=target.name,
             account=account,
-            source=self._ctx.source,
+            source=self._source,
             authority=authority,
-            kind="exec" if self._command is not None else "shell",
-            command=self._command,
+            kind=self.session_kind,
+            command=self._command if self._subsystem is None else self._subsystem,
         )
         credential = None
         legacy_key = None
@@ -394,6 +396,7 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
             term=self._term_type,
             metadata={
                 "session": session_id,
+                "lane": self.lane,
                 "user": start.user,
                 "target": start.target,
                 "account": start.account,
@@ -456,7 +459,8 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         try:
             upstream, _ = await self._upstream_conn.create_session(
                 lambda: UpstreamSession(self),
-                self._command,
+                self._command if self._subsystem is None else (),
+                subsystem=self._subsystem,
                 env=env,
                 send_env=None,
                 encoding=None,
@@ -474,43 +478,26 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         if self._client_eof:
             upstream.write_eof()
         self._chan.resume_reading()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(destination.grant))
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
-    async def _watch(self, grant: GrantView | None) -> None:
-        """End the session when its grant ends or is revoked, or its user is disabled.
+    async def _watch(self) -> None:
+        """End the session when the lane's checks say so (revocation, expiry, disabling).
 
         Checks every second, so revocation and disabling take effect within ~2 s.
         """
-        warned: set[int] = set()
         while not self._finished:
-            await asyncio.sleep(1)
-            if grant is not None:
-                left = (grant.ends_at - datetime.now(UTC)).total_seconds()
-                if left <= 0:
-                    self.terminate(f"grant #{grant.id} has ended; the session was closed")
-                    return
-                total = (grant.ends_at - grant.starts_at).total_seconds()
-                for mark in GRANT_WARNINGS:
-                    if left <= mark < total and mark not in warned:
-                        warned.add(mark)
-                        self._tell_user(f"access under grant #{grant.id} ends in {mark // 60} min")
+            await asyncio.sleep(WATCH_INTERVAL)
+            reason = self._check_time()
+            if reason:
+                self.terminate(reason)
+                return
             try:
-                reason = await asyncio.to_thread(self._revoked_because, grant)
+                reason = await asyncio.to_thread(self._revoked_because)
             except PamgateError:
                 continue  # the database is unreachable for a moment; check again
             if reason:
                 self.terminate(f"{reason}; the session was closed")
                 return
-
-    def _revoked_because(self, grant: GrantView | None) -> str | None:
-        user = self._services.users.get(self._ctx.user.name)
-        if user is None or user.disabled:
-            return f"user {self._ctx.user.name} was disabled"
-        if grant is not None:
-            current = self._services.requests.grant(grant.id)
-            if current.revoked:
-                return f"grant #{grant.id} was revoked ({current.revoke_reason})"
-        return None
 
     def _finish(
         self,
@@ -569,7 +556,7 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
     async def _record_refusal(self, reason: str) -> None:
         """Audit a session that was refused before it started (bad or forbidden destination)."""
         try:
-            login = parse_login_name(self._ctx.login_name)
+            login = parse_login_name(self._login_name)
             target, account = login.target, login.account
         except DestinationError:
             target, account = None, None
@@ -595,17 +582,19 @@ class HumanSession(asyncssh.SSHServerSession[bytes]):
         reason: str = "",
         target: str | None = None,
         session_id: str | None = None,
+        authority: str | None = None,
         **details: object,
     ) -> AuditEvent:
         return AuditEvent(
-            actor=self._ctx.user.name,
-            actor_type=ActorType.HUMAN,
+            actor=self._actor,
+            actor_type=self.actor_type,
             action=action,
             outcome=outcome,
             target=target,
             session_id=session_id,
-            source=self._ctx.source,
+            source=self._source,
             reason=reason,
+            authority=authority,
             details=details,
         )
 

@@ -1,0 +1,117 @@
+"""A session on the human lane: admission by policy and approval, then the shared relay.
+
+:class:`HumanSession` decides where an authenticated admin's session goes:
+a self-service command (``request``, ``requests``, ``breakglass``), or a
+target settled by :class:`~gateway.admission.Admission` (menu, policy,
+approval wait, break-glass). While the session is live it ends when its
+grant ends (with warnings 5 and 1 minutes before) or is revoked, or when the
+user is disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.access import Destination, parse_login_name
+from gateway.admission import Admission
+from gateway.approvals import GrantView
+from gateway.audit import ActorType
+from gateway.identities import UserView
+from gateway.relay import GATEWAY_EXIT_STATUS, RelayedSession, SessionHost
+from gateway.self_service import is_gateway_command, run_gateway_command
+
+#: Seconds before a grant ends at which the user is warned.
+GRANT_WARNINGS = (300, 60)
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """Who is asking, from where, with which login name."""
+
+    user: UserView
+    login_name: str
+    source: str
+
+
+class HumanSession(RelayedSession):
+    """The client side of a relayed session on the human lane."""
+
+    lane = "human"
+    actor_type = ActorType.HUMAN
+
+    def __init__(self, context: SessionContext, host: SessionHost) -> None:
+        super().__init__(
+            host, actor=context.user.name, login_name=context.login_name, source=context.source
+        )
+        self._ctx = context
+        self._grant: GrantView | None = None
+        self._warned: set[int] = set()
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        self._host.record_soon(
+            self._event(
+                "channel.refused",
+                "refused",
+                reason="subsystems (SFTP) are not enabled on the human lane",
+                kind="subsystem",
+                subsystem=subsystem[:64],
+            )
+        )
+        return False
+
+    async def _admit(self) -> Destination | None:
+        if await self._ran_gateway_command():
+            return None
+        assert self._dialog is not None
+        admission = Admission(
+            self._services, self._ctx, self._dialog, pty=self._term_type is not None
+        )
+        destination = await admission.settle()
+        if destination is None:
+            self._exit(GATEWAY_EXIT_STATUS)
+            return None
+        self._grant = destination.grant
+        return destination
+
+    async def _ran_gateway_command(self) -> bool:
+        """Run a self-service command (request, requests, breakglass) if that is what came."""
+        login = parse_login_name(self._ctx.login_name)
+        if not is_gateway_command(self._command, has_target=login.target is not None):
+            return False
+        assert self._command is not None and self._chan is not None
+        user = self._ctx.user
+        result = await asyncio.to_thread(
+            run_gateway_command, self._services, user=user.name, groups=user.groups,
+            source=self._ctx.source, command=self._command, target=login.target,
+            account=login.account,
+        )  # fmt: skip
+        self._chan.write(result.output.encode())
+        self._finished = True
+        self._exit(result.status)
+        return True
+
+    def _check_time(self) -> str | None:
+        grant = self._grant
+        if grant is None:
+            return None
+        left = (grant.ends_at - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            return f"grant #{grant.id} has ended; the session was closed"
+        total = (grant.ends_at - grant.starts_at).total_seconds()
+        for mark in GRANT_WARNINGS:
+            if left <= mark < total and mark not in self._warned:
+                self._warned.add(mark)
+                self._tell_user(f"access under grant #{grant.id} ends in {mark // 60} min")
+        return None
+
+    def _revoked_because(self) -> str | None:
+        user = self._services.users.get(self._ctx.user.name)
+        if user is None or user.disabled:
+            return f"user {self._ctx.user.name} was disabled"
+        if self._grant is not None:
+            current = self._services.requests.grant(self._grant.id)
+            if current.revoked:
+                return f"grant #{self._grant.id} was revoked ({current.revoke_reason})"
+        return None
