@@ -32,24 +32,36 @@ class WebhookAlerts:
         self._urls = list(urls)
         self._audit = audit
 
-    def send(self, kind: str, payload: dict[str, Any], *, authority: str | None = None) -> None:
-        """Announce ``kind`` (e.g. ``breakglass.invoked``); returns at once."""
+    def send(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        authority: str | None = None,
+        trail: Trail = Trail.HUMAN,
+    ) -> None:
+        """Announce ``kind`` (e.g. ``breakglass.invoked``); returns at once.
+
+        The delivery's outcome is audited in ``trail``, the trail of the event announced.
+        """
         body = {
             "kind": kind,
             "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **payload,
         }
         # Break-glass is loud in the log; routine request news is not.
-        level = logging.WARNING if kind.startswith("breakglass") else logging.INFO
+        level = logging.WARNING if kind.startswith(("breakglass", "machine")) else logging.INFO
         logger.log(level, "ALERT %s", json.dumps(body, default=str))
         for url in self._urls:
             thread = threading.Thread(
-                target=self._deliver, args=(url, kind, body, authority), daemon=True,
+                target=self._deliver, args=(url, kind, body, authority, trail), daemon=True,
                 name=f"webhook-{kind}",
             )  # fmt: skip
             thread.start()
 
-    def _deliver(self, url: str, kind: str, body: dict[str, Any], authority: str | None) -> None:
+    def _deliver(
+        self, url: str, kind: str, body: dict[str, Any], authority: str | None, trail: Trail
+    ) -> None:
         data = json.dumps(body, default=str).encode()
         delay, error = FIRST_BACKOFF_SECONDS, ""
         for attempt in range(1, ATTEMPTS + 1):
@@ -59,7 +71,9 @@ class WebhookAlerts:
             try:
                 with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
                     if 200 <= response.status < 300:
-                        self._record("alert.sent", "success", kind, url, attempt, "", authority)
+                        self._record(
+                            trail, "alert.sent", "success", kind, url, attempt, "", authority
+                        )
                         return
                     error = f"HTTP {response.status}"
             except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -68,14 +82,14 @@ class WebhookAlerts:
                 time.sleep(delay)
                 delay *= 2
         logger.error("webhook %s failed for %s after %d attempts: %s", url, kind, ATTEMPTS, error)
-        self._record("alert.failed", "failure", kind, url, ATTEMPTS, error, authority)
+        self._record(trail, "alert.failed", "failure", kind, url, ATTEMPTS, error, authority)
 
     def _record(
-        self, action: str, outcome: str, kind: str, url: str, attempts: int, error: str,
-        authority: str | None,
+        self, trail: Trail, action: str, outcome: str, kind: str, url: str, attempts: int,
+        error: str, authority: str | None,
     ) -> None:  # fmt: skip
         try:
-            self._audit.record(Trail.HUMAN, AuditEvent(
+            self._audit.record(trail, AuditEvent(
                 actor="gateway", actor_type=ActorType.GATEWAY, action=action, outcome=outcome,
                 target=url, reason=error, authority=authority,
                 details={"alert": kind, "attempts": attempts},

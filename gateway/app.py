@@ -14,6 +14,7 @@ from gateway.config import GatewayConfig
 from gateway.datadir import DataDir, check_ready
 from gateway.errors import PamgateError
 from gateway.human_lane import HumanLane
+from gateway.machine_lane import MachineLane
 from gateway.services import GatewayServices
 
 logger = logging.getLogger("pamgate")
@@ -48,6 +49,7 @@ class GatewayNode:
         self.config = config
         self.services = GatewayServices.open(config)
         self.human_lane = HumanLane(self.services)
+        self.machine_lane = MachineLane(self.services)
         self._checkpointer: asyncio.Task[None] | None = None
         self._indexing: asyncio.Task[None] | None = None
 
@@ -66,13 +68,17 @@ class GatewayNode:
             self._indexing = asyncio.get_running_loop().create_task(
                 asyncio.to_thread(self._index_commands, interrupted)
             )
-        try:
-            await self.human_lane.start()
-        except OSError as exc:
-            human = self.config.listeners.human
-            raise PamgateError(
-                f"cannot listen on {human.address}:{human.port} for the human lane: {exc.strerror}"
-            ) from None
+        lanes = [("human", self.human_lane, self.config.listeners.human)]
+        if self.config.listeners.machine.enabled:
+            lanes.append(("machine", self.machine_lane, self.config.listeners.machine))
+        for name, lane, settings in lanes:
+            try:
+                await lane.start()
+            except OSError as exc:
+                raise PamgateError(
+                    f"cannot listen on {settings.address}:{settings.port} for the {name} lane: "
+                    f"{exc.strerror}"
+                ) from None
         interval = self.config.audit.checkpoint_interval_seconds
         if interval:
             self._checkpointer = asyncio.get_running_loop().create_task(
@@ -81,7 +87,7 @@ class GatewayNode:
 
     async def stop(self) -> None:
         """Stop the lanes, sign a final checkpoint and release the store."""
-        await self.human_lane.stop()
+        await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             await self._checkpoint()

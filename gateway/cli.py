@@ -494,7 +494,15 @@ def _add_machine_commands(commands: argparse._SubParsersAction[argparse.Argument
         ("offboard", "offboarded", "retire an NHI for good (final)"),
     )
     for name, status, text in changes:
-        sub = machine.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        description = text[0].upper() + text[1:] + "."
+        if status == "offboarded":
+            description += (
+                " Revokes every outstanding certificate and join token and ends its live "
+                "sessions within 2 s. The name cannot be registered again."
+            )
+        elif status == "suspended":
+            description += " Its live sessions end within 2 s; 'resume' undoes it."
+        sub = machine.add_parser(name, help=text, description=description)
         sub.add_argument("name")
         sub.add_argument("--reason", default="", help="kept in the machine audit trail")
         sub.set_defaults(handler=cmd_machine_status, status=status)
@@ -512,6 +520,47 @@ def _add_machine_commands(commands: argparse._SubParsersAction[argparse.Argument
     issue.add_argument("--ttl", default="5m", help="lifetime (default 5m)")
     issue.add_argument("-o", "--output", type=Path, metavar="CERTFILE")
     issue.set_defaults(handler=cmd_machine_issue)
+    token = machine.add_parser(
+        "token",
+        help="make a join token a workload trades for its first certificate",
+        description=(
+            "Make a join token for the NHI. The workload sends it on stdin to the machine lane "
+            "as the pamgate-join user, authenticating with the key it wants certified, and "
+            'gets the certificate on stdout:  echo "$TOKEN" | ssh -p PORT -i KEY '
+            "pamgate-join@GATEWAY > KEY-cert.pub   The token is shown once; only its hash "
+            "is kept."
+        ),
+    )
+    token.add_argument("name")
+    token.add_argument("--ttl", default="10m", help="how long the token works (default 10m)")
+    token.add_argument("--uses", type=int, default=1, help="how many joins it allows (default 1)")
+    token.set_defaults(handler=cmd_machine_token)
+    revoke = machine.add_parser(
+        "revoke",
+        help="revoke certificates: all of an NHI's, or by serial, key id or key",
+        description=(
+            "Revoke at once: the next authentication is refused and live sessions using the "
+            "certificate end within 2 s. NAME revokes every unexpired certificate pamgate "
+            "issued to that NHI. Publish the result to targets with 'pamgate machine krl'."
+        ),
+    )
+    what = revoke.add_mutually_exclusive_group(required=True)
+    what.add_argument("name", nargs="?", help="an NHI: all its outstanding certificates")
+    what.add_argument("--serial", type=int, help="one certificate serial")
+    what.add_argument("--key-id", help="every certificate with this key id")
+    what.add_argument("--key", type=Path, metavar="FILE", help="every certificate on this key")
+    revoke.add_argument("--reason", default="", help="kept in the machine audit trail")
+    revoke.set_defaults(handler=cmd_machine_revoke)
+    krl = machine.add_parser(
+        "krl",
+        help="write an OpenSSH KRL of every revoked machine certificate",
+        description=(
+            "Write an OpenSSH key revocation list (KRL) of everything revoked, for sshd's "
+            "RevokedKeys on targets; check a certificate with ssh-keygen -Q -f FILE CERT."
+        ),
+    )
+    krl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    krl.set_defaults(handler=cmd_machine_krl)
 
 
 def _add_approver_options(parser: argparse.ArgumentParser) -> None:
@@ -699,25 +748,32 @@ def cmd_machine_add(args: argparse.Namespace) -> int:
 
 
 def cmd_machine_list(args: argparse.Namespace) -> int:
+    from collections import Counter
     from datetime import UTC, datetime
 
-    machines = _services(args).machines.list()
+    services = _services(args)
+    machines = services.machines.list()
     if not machines:
         print("no machine identities (add one with 'pamgate machine add')")
         return 0
+    outstanding = Counter(cert.nhi for cert in services.machine_credentials.outstanding())
     now = datetime.now(UTC)
-    print(f"{'NAME':<20} {'KIND':<16} {'STATUS':<11} {'OWNER':<16} {'TECH OWNER':<16} REVIEW BY")
+    print(f"{'NAME':<18} {'KIND':<15} {'STATUS':<10} {'OWNER':<14} {'TECH OWNER':<14} "
+          f"{'LAST USED':<16} {'CERTS':>5}  REVIEW BY")  # fmt: skip
     for machine in machines:
         review = f"{machine.review_by:%Y-%m-%d}" if machine.review_by else "-"
         if machine.review_overdue(now):
             review += " OVERDUE"
-        print(f"{machine.name:<20} {machine.kind:<16} {machine.status:<11} {machine.owner:<16} "
-              f"{machine.tech_owner:<16} {review}")  # fmt: skip
+        used = f"{machine.last_used_at:%Y-%m-%d %H:%M}" if machine.last_used_at else "never"
+        print(f"{machine.name:<18} {machine.kind:<15} {machine.status:<10} "
+              f"{machine.owner[:14]:<14} {machine.tech_owner[:14]:<14} {used:<16} "
+              f"{outstanding[machine.name]:>5}  {review}")  # fmt: skip
     return 0
 
 
 def cmd_machine_show(args: argparse.Namespace) -> int:
-    machine = _services(args).machines.get(args.name)
+    services = _services(args)
+    machine = services.machines.get(args.name)
     print(f"name        {machine.name}\nkind        {machine.kind}\nstatus      {machine.status}")
     print(f"owner       {machine.owner}\ntech owner  {machine.tech_owner}")
     print(f"purpose     {machine.purpose}")
@@ -728,28 +784,71 @@ def cmd_machine_show(args: argparse.Namespace) -> int:
     print(f"sftp        {'allowed' if machine.allow_sftp else 'no'}")
     print(f"max ttl     {machine.max_ttl_seconds // 60}m")
     print(f"review by   {machine.review_by or '-'}")
+    print(f"last used   {machine.last_used_at or 'never'}")
+    certificates = services.machine_credentials.outstanding(machine.name)
+    print(f"outstanding {len(certificates)} certificate(s)")
+    for cert in certificates:
+        print(f"  serial {cert.serial:<6} valid until {cert.valid_before:%Y-%m-%d %H:%M:%S}Z  "
+              f"{cert.key_fingerprint or ''}")  # fmt: skip
     return 0
 
 
 def cmd_machine_status(args: argparse.Namespace) -> int:
-    view = _services(args).machines.set_status(
-        args.name, args.status, actor=_actor(), reason=args.reason
-    )
+    services = _services(args)
+    if args.status == "offboarded":
+        revoked = services.machine_credentials.offboard(
+            args.name, actor=_actor(), reason=args.reason
+        )
+        print(f"{args.name} is offboarded; {len(revoked)} outstanding certificate(s) revoked")
+        print("publish the revocations to targets with 'pamgate machine krl -o FILE'")
+        return 0
+    view = services.machines.set_status(args.name, args.status, actor=_actor(), reason=args.reason)
     print(f"{view.name} is now {view.status}")
     return 0
 
 
 def cmd_machine_issue(args: argparse.Namespace) -> int:
     services = _services(args)
-    machine = services.machines.get(args.name)
-    certificate = services.machine_ca.issue(
-        machine, _read_key_file(args.pubkey), parse_duration(args.ttl, "--ttl"), actor=_actor()
-    )
+    key = _read_key_file(args.pubkey)
+    ttl = parse_duration(args.ttl, "--ttl")
+    signed = services.machine_credentials.issue(args.name, key, ttl, actor=_actor())
     if args.output:
-        args.output.write_text(certificate + "\n")
-        print(f"wrote {args.output} (valid {args.ttl}, principal {machine.name})", file=sys.stderr)
+        args.output.write_text(signed.certificate + "\n")
+        print(f"wrote {args.output} (serial {signed.serial}, valid {args.ttl}, principal "
+              f"{args.name})", file=sys.stderr)  # fmt: skip
     else:
-        print(certificate)
+        print(signed.certificate)
+    return 0
+
+
+def cmd_machine_token(args: argparse.Namespace) -> int:
+    token = _services(args).machine_credentials.create_join_token(
+        args.name, ttl_seconds=parse_duration(args.ttl, "--ttl"), uses=args.uses, actor=_actor()
+    )
+    print(token)
+    print(f"join token for {args.name}: {args.uses} use(s) within {args.ttl}; shown only once",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_machine_revoke(args: argparse.Namespace) -> int:
+    services = _services(args)
+    revoked = services.machine_credentials.revoke(
+        actor=_actor(), reason=args.reason, name=args.name, serial=args.serial,
+        key_id=args.key_id, key_line=_read_key_file(args.key) if args.key else None,
+    )  # fmt: skip
+    if not revoked:
+        print("nothing new to revoke (already revoked, or nothing outstanding)")
+        return 0
+    for entry in revoked:
+        print(f"revoked {entry.kind.replace('_', ' ')} {entry.value[:80]}")
+    print("publish the revocations to targets with 'pamgate machine krl -o FILE'")
+    return 0
+
+
+def cmd_machine_krl(args: argparse.Namespace) -> int:
+    count = _services(args).machine_credentials.write_krl(args.output)
+    print(f"wrote {args.output} with {count} revocation(s)")
     return 0
 
 

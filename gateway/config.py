@@ -74,12 +74,15 @@ class ListenerSettings(_Section):
 
     address: str = "127.0.0.1"
     port: Port
+    #: The machine lane can be switched off; the human lane always listens.
+    enabled: bool = True
 
 
 class Listeners(_Section):
-    """``[listeners]``: one listener per lane. The machine lane comes later."""
+    """``[listeners]``: one listener per lane, each on its own address and port."""
 
     human: ListenerSettings = ListenerSettings(port=2222)
+    machine: ListenerSettings = ListenerSettings(port=2223)
 
 
 class AuthSettings(_Section):

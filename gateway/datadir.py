@@ -5,6 +5,7 @@ Layout::
     DATA_DIR/
       pamgate.db                 SQLite store (unless database_url says otherwise)
       keys/human_host_ed25519    host key the human lane presents to clients
+      keys/machine_host_ed25519  host key the machine lane presents to workloads
       keys/upstream_ca           CA that signs per-session certificates for targets
       keys/machine_ca            CA for non-human identities (the machine lane only)
       keys/audit_signing         Ed25519 key that signs audit checkpoints (+ .pub)
@@ -41,6 +42,10 @@ class DataDir:
     @property
     def human_host_key(self) -> Path:
         return self.keys / "human_host_ed25519"
+
+    @property
+    def machine_host_key(self) -> Path:
+        return self.keys / "machine_host_ed25519"
 
     @property
     def upstream_ca_key(self) -> Path:
@@ -89,6 +94,7 @@ def initialize(config: GatewayConfig, *, actor: str = "pamgate-init") -> list[st
     created_keys = []
     for path, comment in (
         (data.human_host_key, f"pamgate human lane host key ({config.gateway.name})"),
+        (data.machine_host_key, f"pamgate machine lane host key ({config.gateway.name})"),
         (data.upstream_ca_key, f"pamgate upstream CA ({config.gateway.name})"),
     ):
         created = ensure_key_file(path, comment)
@@ -129,7 +135,7 @@ def initialize(config: GatewayConfig, *, actor: str = "pamgate-init") -> list[st
 def check_ready(config: GatewayConfig) -> None:
     """Refuse to work on a data directory that 'pamgate init' has not prepared."""
     data = DataDir(config.data_dir)
-    for path in (data.human_host_key, data.upstream_ca_key):
+    for path in (data.human_host_key, data.machine_host_key, data.upstream_ca_key):
         if not path.exists():
             raise PamgateError(
                 f"{path} is missing: run 'pamgate --config {config.source} init' first"

@@ -27,22 +27,17 @@ import asyncio
 import logging
 import math
 import time
-import weakref
 from collections.abc import Sequence
-from typing import Any
 
 import asyncssh
 
 from gateway.access import user_part
-from gateway.audit import ActorType, AuditEvent, AuditWriteFailed, Trail
+from gateway.audit import ActorType, AuditEvent, Trail
 from gateway.human_session import HumanSession, SessionContext
 from gateway.identities import UserView
-from gateway.partial_auth import (
-    MultiFactorServer,
-    PartialSuccessServerConnection,
-    listen_multi_factor,
-)
-from gateway.services import GatewayServices
+from gateway.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
+from gateway.partial_auth import MultiFactorServer, PartialSuccessServerConnection
+from gateway.ssh_listener import listen_with_connection_class
 from gateway.upstream_ca import load_private_key
 
 logger = logging.getLogger("pamgate.human_lane")
@@ -52,23 +47,13 @@ CODE_PROMPT = "Verification code: "
 KBDINT = "keyboard-interactive"
 #: Failed keyboard-interactive attempts allowed on one connection.
 MAX_ATTEMPTS_PER_CONNECTION = 3
-FORWARDING_REFUSED = "forwarding is not permitted through pamgate"
 
 
-class HumanLaneConnection(PartialSuccessServerConnection):
-    """Server connection that logs refused agent and X11 forwarding."""
-
-    async def attach_x11_listener(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
-        if isinstance(self._owner, HumanLaneServer):
-            self._owner.refuse_channel("x11-forwarding")
-
-    async def create_agent_listener(self) -> bool:
-        if isinstance(self._owner, HumanLaneServer):
-            self._owner.refuse_channel("agent-forwarding")
-        return False
+class HumanLaneConnection(RefusesAgentAndX11, PartialSuccessServerConnection):  # type: ignore[misc]
+    """Server connection with partial success that refuses agent and X11 forwarding."""
 
 
-class HumanLaneServer(MultiFactorServer):
+class HumanLaneServer(RefusesForwarding, MultiFactorServer):
     """One client connection on the human lane: authentication and session admission."""
 
     def __init__(self, lane: HumanLane) -> None:
@@ -232,28 +217,6 @@ class HumanLaneServer(MultiFactorServer):
         self._lane.sessions.add(session)
         return session
 
-    def connection_requested(
-        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> bool:
-        self.refuse_channel("local-port-forwarding", destination=f"{dest_host}:{dest_port}")
-        raise asyncssh.ChannelOpenError(
-            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
-        )
-
-    def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        self.refuse_channel("remote-port-forwarding", listen=f"{listen_host}:{listen_port}")
-        return False
-
-    def unix_connection_requested(self, dest_path: str) -> bool:
-        self.refuse_channel("unix-socket-forwarding", destination=dest_path[:200])
-        raise asyncssh.ChannelOpenError(
-            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
-        )
-
-    def unix_server_requested(self, listen_path: str) -> bool:
-        self.refuse_channel("unix-socket-remote-forwarding", listen=listen_path[:200])
-        return False
-
     def refuse_channel(self, kind: str, **details: str) -> None:
         """Audit a refused channel or forwarding request."""
         self._lane.record_soon(
@@ -284,21 +247,16 @@ class HumanLaneServer(MultiFactorServer):
         return await self._lane.record(self._event(action, outcome, reason=reason, **details))
 
 
-class HumanLane:
+class HumanLane(Lane):
     """The human lane's listener and its running session tasks."""
 
-    def __init__(self, services: GatewayServices) -> None:
-        self.services = services
-        self._acceptor: asyncssh.SSHAcceptor | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        #: Sessions of this lane; ended ones drop out as they are collected.
-        self.sessions: weakref.WeakSet[HumanSession] = weakref.WeakSet()
+    trail = Trail.HUMAN
 
     async def start(self) -> None:
         """Start listening on the configured address and port."""
         settings = self.services.config.listeners.human
         host_key = load_private_key(self.services.data.human_host_key, "human lane host")
-        self._acceptor = await listen_multi_factor(
+        self._acceptor = await listen_with_connection_class(
             settings.address,
             settings.port,
             connection_class=HumanLaneConnection,
@@ -313,46 +271,3 @@ class HumanLane:
             keepalive_interval=30,
         )
         logger.info("human lane listening on %s:%s", settings.address, self.port)
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful when the config asks for port 0)."""
-        assert self._acceptor is not None
-        return self._acceptor.get_port()
-
-    def track_task(self, task: asyncio.Task[Any]) -> None:
-        """Keep a session's background task alive until it finishes."""
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def record_soon(self, event: AuditEvent) -> None:
-        """Append a human-trail event from synchronous code, off the event loop.
-
-        Only for records of refusals and intermediate steps: nothing waits
-        for them, so nothing is granted if they fail (they are logged).
-        """
-        task = asyncio.get_running_loop().create_task(self.record(event))
-        self.track_task(task)
-
-    async def record(self, event: AuditEvent) -> bool:
-        """Append a human-trail event off the event loop; False (and logged) if that failed.
-
-        Callers granting something must treat False as "do not grant".
-        """
-        try:
-            await asyncio.to_thread(self.services.audit.record, Trail.HUMAN, event)
-        except AuditWriteFailed:
-            logger.exception("audit write failed for %s", event.action)
-            return False
-        return True
-
-    async def stop(self) -> None:
-        """Stop accepting, end live sessions with a message, and record their end."""
-        if self._acceptor is not None:
-            self._acceptor.close()
-        for session in list(self.sessions):
-            session.terminate("the gateway is shutting down; the session was ended")
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
-        if self._acceptor is not None:
-            await self._acceptor.wait_closed()

@@ -3,7 +3,7 @@
 A separate CA from the upstream one, used for nothing but the machine lane.
 Certificates are signed by the stock ``ssh-keygen -s``, so they are exactly
 what OpenSSH makes and reads: principal = the NHI name only; key id naming
-the NHI and serial; a serial unique for the life of the database; validity
+the NHI, serial, lineage and generation; a serial unique for the life of the database; validity
 from now−60 s to now+ttl (ttl ≤ the NHI's maximum); ``force-command`` when
 the NHI has exactly one exact command; ``source-address`` when it has
 networks; ``permit-pty`` only if allowed; and the extension
@@ -12,39 +12,45 @@ networks; ``permit-pty`` only if allowed; and the extension
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.audit import ActorType, AuditEvent, AuditLog, Trail, admin_authority
+from sqlalchemy.orm import Session
+
 from gateway.errors import CertificateAuthorityError
 from gateway.identities import parse_public_key_line
 from gateway.machines import MachineError, MachineView
 from gateway.models import IssuedCertificate
-from gateway.store import Store
 
 BACKDATE_SECONDS = 60
 SCOPE_EXTENSION = "scope@pamgate"
 
 
+@dataclass(frozen=True)
+class SignedCertificate:
+    """A machine certificate just signed."""
+
+    #: The certificate, one OpenSSH line (what ``-cert.pub`` files hold).
+    certificate: str
+    serial: int
+    key_id: str
+    key_fingerprint: str
+    valid_before: datetime
+    ttl_seconds: int
+
+
 class MachineCA:
     """Signs NHI certificates with the machine CA key (through ``ssh-keygen``)."""
 
-    def __init__(
-        self,
-        key_path: Path,
-        store: Store,
-        audit: AuditLog,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, key_path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self._key_path = key_path
-        self._store = store
-        self._audit = audit
         self._clock = clock
 
     def public_key_line(self) -> str:
@@ -56,8 +62,21 @@ class MachineCA:
                 f"machine CA key {self._key_path} is missing: run 'pamgate init'"
             ) from None
 
-    def issue(self, nhi: MachineView, public_key_line: str, ttl_seconds: int, *, actor: str) -> str:
-        """Sign ``public_key_line`` for ``nhi``; returns the certificate (one OpenSSH line)."""
+    def sign(
+        self,
+        db: Session,
+        nhi: MachineView,
+        public_key_line: str,
+        ttl_seconds: int,
+        *,
+        lineage_id: int,
+        generation: int,
+    ) -> SignedCertificate:
+        """Sign ``public_key_line`` for ``nhi`` inside the caller's transaction.
+
+        The caller audits the issue in the same transaction, so a certificate
+        exists in the records exactly when its audit event does.
+        """
         if nhi.status != "active":
             raise MachineError(f"{nhi.name!r} is {nhi.status}: no certificates")
         if not 60 <= ttl_seconds <= nhi.max_ttl_seconds:
@@ -70,25 +89,49 @@ class MachineCA:
             raise CertificateAuthorityError("ssh-keygen is needed to sign: install openssh-client")
         now = self._clock()
         valid_after, valid_before = int(now) - BACKDATE_SECONDS, int(now) + ttl_seconds
-        with self._store.transaction() as db:
-            row = IssuedCertificate(
-                ca="machine", key_id="", principal=nhi.name, session_id=None,
-                valid_after=datetime.fromtimestamp(valid_after, UTC),
-                valid_before=datetime.fromtimestamp(valid_before, UTC),
-                issued_at=datetime.fromtimestamp(now, UTC),
+        row = IssuedCertificate(
+            ca="machine", key_id="", principal=nhi.name, session_id=None,
+            valid_after=datetime.fromtimestamp(valid_after, UTC),
+            valid_before=datetime.fromtimestamp(valid_before, UTC),
+            issued_at=datetime.fromtimestamp(now, UTC), lineage_id=lineage_id,
+            generation=generation, key_fingerprint=fingerprint,
+        )  # fmt: skip
+        db.add(row)
+        db.flush()
+        row.key_id = (
+            f"pamgate-nhi name={nhi.name} serial={row.serial} lineage={lineage_id} gen={generation}"
+        )
+        certificate = self._sign(keygen, nhi, key_data, row.key_id, row.serial, ttl_seconds)
+        return SignedCertificate(
+            certificate=certificate, serial=row.serial, key_id=row.key_id,
+            key_fingerprint=fingerprint, valid_before=row.valid_before, ttl_seconds=ttl_seconds,
+        )  # fmt: skip
+
+    def write_krl(self, spec_lines: list[str], path: Path) -> None:
+        """Write an OpenSSH KRL from ``ssh-keygen -k`` spec lines (serial:, id:, key:)."""
+        keygen = shutil.which("ssh-keygen")
+        if keygen is None:
+            raise CertificateAuthorityError(
+                "ssh-keygen is needed to write a KRL: install openssh-client"
+            )
+        with tempfile.TemporaryDirectory(prefix="pamgate-krl-") as folder:
+            spec = Path(folder) / "spec"
+            spec.write_text("".join(line + "\n" for line in spec_lines))
+            ca_public = Path(folder) / "ca.pub"
+            ca_public.write_text(self.public_key_line() + "\n")
+            built = Path(folder) / "krl"
+            result = subprocess.run(
+                [keygen, "-q", "-k", "-f", str(built), "-s", str(ca_public), str(spec)],
+                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
             )  # fmt: skip
-            db.add(row)
-            db.flush()
-            row.key_id = f"pamgate-nhi name={nhi.name} serial={row.serial}"
-            certificate = self._sign(keygen, nhi, key_data, row.key_id, row.serial, ttl_seconds)
-            record = self._audit.append(db, Trail.MACHINE, AuditEvent(
-                actor=actor, actor_type=ActorType.ADMIN, action="machine.certificate_issued",
-                target=f"nhi:{nhi.name}", authority=admin_authority(actor),
-                details={"serial": row.serial, "key": fingerprint, "ttl_seconds": ttl_seconds,
-                         "scope": nhi.scope_id},
-            ))  # fmt: skip
-        self._audit.committed(record)
-        return certificate
+            if result.returncode != 0:
+                raise CertificateAuthorityError(
+                    f"ssh-keygen could not write the KRL: {result.stderr.strip()}"
+                )
+            # Replace atomically, so sshds reading the file never see half of it.
+            staged = path.with_name(f".{path.name}.tmp")
+            shutil.copyfile(built, staged)
+            os.replace(staged, path)
 
     def _sign(
         self, keygen: str, nhi: MachineView, key_data: str, key_id: str, serial: int, ttl: int

@@ -38,6 +38,8 @@ DEFAULT_MAX_TTL = 15 * 60
 MAX_TTL_CEILING = 24 * 3600
 KINDS = ("service-account", "ci-pipeline", "agent", "other")
 STATUSES = ("active", "suspended", "offboarded")
+#: Login names the machine lane keeps for itself (``pamgate-join``).
+RESERVED_PREFIX = "pamgate-"
 
 
 class MachineError(PamgateError):
@@ -135,6 +137,8 @@ class MachineRegistry:
     ) -> MachineView:
         """Register an NHI. Everything is checked before anything is written."""
         validate_name("machine identity", name)
+        if name.startswith(RESERVED_PREFIX):
+            raise MachineError(f"names starting with {RESERVED_PREFIX!r} are reserved for pamgate")
         if kind not in KINDS:
             raise MachineError(f"--kind must be one of {', '.join(KINDS)}")
         for label, value in (
@@ -182,32 +186,25 @@ class MachineRegistry:
             db.add(row)
             db.flush()
             record = self._event(db, actor, "machine.created", row)
-            view = _view(row)
+            view = machine_view(row)
         self._audit.committed(record)
         return view
 
     def get(self, name: str) -> MachineView:
         with self._store.transaction(write=False) as db:
-            row = db.scalar(select(NonHumanIdentity).where(NonHumanIdentity.name == name))
-            if row is None:
-                raise MachineError(f"no machine identity named {name!r}")
-            return _view(row)
+            return machine_view(load_machine(db, name))
 
     def list(self) -> list[MachineView]:
         with self._store.transaction(write=False) as db:
             rows = db.scalars(select(NonHumanIdentity).order_by(NonHumanIdentity.name))
-            return [_view(row) for row in rows]
+            return [machine_view(row) for row in rows]
 
     def set_status(self, name: str, status: str, *, actor: str, reason: str = "") -> MachineView:
         """Suspend, resume (``active``) or offboard. Offboarding is final."""
         if status not in STATUSES:
             raise MachineError(f"status must be one of {', '.join(STATUSES)}")
         with self._store.transaction() as db:
-            row = db.scalar(
-                select(NonHumanIdentity).where(NonHumanIdentity.name == name).with_for_update()
-            )
-            if row is None:
-                raise MachineError(f"no machine identity named {name!r}")
+            row = load_machine(db, name, for_update=True)
             if row.status == "offboarded":
                 raise MachineError(f"{name!r} is offboarded; that is final")
             if row.status == status:
@@ -217,7 +214,7 @@ class MachineRegistry:
             action = {"active": "machine.resumed", "suspended": "machine.suspended",
                       "offboarded": "machine.offboarded"}[status]  # fmt: skip
             record = self._event(db, actor, action, row, reason=reason)
-            view = _view(row)
+            view = machine_view(row)
         self._audit.committed(record)
         return view
 
@@ -236,7 +233,17 @@ class MachineRegistry:
         return datetime.fromtimestamp(self._clock(), UTC)
 
 
-def _view(row: NonHumanIdentity) -> MachineView:
+def load_machine(db: Session, name: str, *, for_update: bool = False) -> NonHumanIdentity:
+    """The NHI's row inside a caller's transaction; MachineError if there is none."""
+    query = select(NonHumanIdentity).where(NonHumanIdentity.name == name)
+    row = db.scalar(query.with_for_update() if for_update else query)
+    if row is None:
+        raise MachineError(f"no machine identity named {name!r}")
+    return row
+
+
+def machine_view(row: NonHumanIdentity) -> MachineView:
+    """A read-only snapshot of an NHI row."""
     return MachineView(
         name=row.name, kind=row.kind, owner=row.owner, tech_owner=row.tech_owner,
         purpose=row.purpose,

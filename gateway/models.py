@@ -108,6 +108,11 @@ class IssuedCertificate(Base):
     valid_after: Mapped[datetime] = mapped_column(UTCDateTime)
     valid_before: Mapped[datetime] = mapped_column(UTCDateTime)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Machine CA only: the credential line (join or issue) and its generation.
+    lineage_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    generation: Mapped[int | None] = mapped_column(Integer)
+    #: SHA256 fingerprint of the certified key (machine CA only).
+    key_fingerprint: Mapped[str | None] = mapped_column(String(128))
 
 
 class SessionRecord(Base):
@@ -307,3 +312,54 @@ class NonHumanIdentity(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MachineLineage(Base):
+    """One workload's line of certificates: a join (or a hand issue), then its renewals.
+
+    ``generation`` is that of the newest certificate. Presenting an older
+    one after a renewal means the credential was copied.
+    """
+
+    __tablename__ = "machine_lineages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    nhi: Mapped[str] = mapped_column(String(64), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    #: ``issue`` (by an administrator) or ``join`` (with a join token).
+    origin: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MachineJoinToken(Base):
+    """A join token: a workload trades it (and its public key) for a first certificate."""
+
+    __tablename__ = "machine_join_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    nhi: Mapped[str] = mapped_column(String(64), index=True)
+    #: sha256 of the secret part; the token itself is shown once and never stored.
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    uses_left: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MachineRevocation(Base):
+    """A revoked machine certificate serial, key id or key (what the KRL holds)."""
+
+    __tablename__ = "machine_revocations"
+    __table_args__ = (UniqueConstraint("kind", "value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: ``serial``, ``key_id`` or ``key`` (value: the public key line, ``TYPE BASE64``).
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(Text)
+    #: SHA256 fingerprint, for ``key`` entries.
+    fingerprint: Mapped[str | None] = mapped_column(String(128), index=True)
+    nhi: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    revoked_by: Mapped[str] = mapped_column(String(255))
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)

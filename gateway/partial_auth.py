@@ -11,21 +11,18 @@ authentication. This module adds it by subclassing the server connection:
   it answers with partial success and the remaining methods instead;
 - while a factor has passed, failures advertise only the remaining methods.
 
-It relies on internals of asyncssh 2.24.1 (``_owner``, ``_auth``,
-``send_packet`` and ``asyncssh.connection._listen``), which is why
+It relies on internals of asyncssh 2.24.1 (``_owner``, ``_auth`` and
+``send_packet``; listening with a connection subclass is
+:mod:`gateway.ssh_listener`), which is why
 ``pyproject.toml`` pins that exact version. ``tests/test_human_lane.py``
 covers the behaviour with the stock OpenSSH client.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import Sequence
-from typing import Any
 
 import asyncssh
-from asyncssh.connection import _listen
 from asyncssh.constants import MSG_USERAUTH_FAILURE
 from asyncssh.packet import Boolean, NameList
 
@@ -71,39 +68,3 @@ class PartialSuccessServerConnection(asyncssh.SSHServerConnection):
         methods = [m.encode("ascii") for m in owner.methods_remaining() or ()]
         self._auth = None
         self.send_packet(MSG_USERAUTH_FAILURE, NameList(methods), Boolean(partial_success))
-
-
-async def listen_multi_factor(
-    host: str,
-    port: int,
-    *,
-    connection_class: type[PartialSuccessServerConnection] = PartialSuccessServerConnection,
-    backlog: int = 100,
-    **options: Any,
-) -> asyncssh.SSHAcceptor:
-    """Like :func:`asyncssh.listen`, but connections support partial success.
-
-    ``options`` are :class:`asyncssh.SSHServerConnectionOptions` keywords.
-    No OpenSSH server config file is read.
-    """
-    loop = asyncio.get_running_loop()
-    server_options = await asyncssh.SSHServerConnectionOptions.construct(
-        None, config=(), host=host, port=port, tunnel=(), family=(), **options
-    )
-    server_options.proxy_command = None
-
-    def connection_factory() -> PartialSuccessServerConnection:
-        return connection_class(loop, server_options, None, None)
-
-    return await _listen(
-        server_options,
-        None,
-        loop,
-        socket.AI_PASSIVE,
-        backlog,
-        None,
-        True,
-        None,
-        connection_factory,
-        "Creating multi-factor SSH listener on",
-    )

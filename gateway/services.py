@@ -20,7 +20,9 @@ from gateway.config import GatewayConfig, duration_seconds
 from gateway.datadir import DataDir
 from gateway.identities import UserDirectory
 from gateway.lockout import FailureLimiter
+from gateway.machine_admission import MachineGate
 from gateway.machine_ca import MachineCA
+from gateway.machine_credentials import MachineCredentials
 from gateway.machines import MachineRegistry
 from gateway.policy import Policy
 from gateway.recording_service import RecordingService
@@ -47,6 +49,8 @@ class GatewayServices:
     breakglass: BreakGlass
     machines: MachineRegistry
     machine_ca: MachineCA
+    machine_credentials: MachineCredentials
+    machine_gate: MachineGate
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
@@ -64,6 +68,9 @@ class GatewayServices:
                 settings.host, settings.port, settings.protocol, settings.app_name
             )
             audit.add_listener(syslog)
+        machines = MachineRegistry(store, audit)
+        machine_ca = MachineCA(data.machine_ca_key)
+        machine_credentials = MachineCredentials(store, audit, machines, machine_ca, alerts)
         return cls(
             config=config,
             data=data,
@@ -84,8 +91,10 @@ class GatewayServices:
                 request_ttl=timedelta(seconds=duration_seconds(config.approvals.request_ttl)),
             ),
             breakglass=BreakGlass(store, audit, alerts, config.approvals),
-            machines=MachineRegistry(store, audit),
-            machine_ca=MachineCA(data.machine_ca_key, store, audit),
+            machines=machines,
+            machine_ca=machine_ca,
+            machine_credentials=machine_credentials,
+            machine_gate=MachineGate(machines, machine_credentials, machine_ca),
             _syslog=syslog,
         )
 

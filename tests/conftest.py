@@ -82,6 +82,7 @@ class Gateway:
     root: Path
     config_path: Path
     port: int
+    machine_port: int
     known_hosts: Path
     askpass: Path
     process: subprocess.Popen[bytes]
@@ -218,7 +219,7 @@ class Gateway:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
-        self.process = serve(self.config_path, self.port)
+        self.process = serve(self.config_path)
 
     @property
     def data_dir(self) -> Path:
@@ -268,7 +269,9 @@ def write_askpass(path: Path) -> Path:
     return path
 
 
-def gateway_config_text(port: int, targets: dict[str, tuple[int, str]], extra: str = "") -> str:
+def gateway_config_text(
+    port: int, machine_port: int, targets: dict[str, tuple[int, str]], extra: str = ""
+) -> str:
     """A test gateway config: fast failure delays, low per-user lockout threshold."""
     text = (
         f"""
@@ -279,6 +282,10 @@ data_dir = "data"
 [listeners.human]
 address = "127.0.0.1"
 port = {port}
+
+[listeners.machine]
+address = "127.0.0.1"
+port = {machine_port}
 
 [auth]
 max_failures_per_user = 3
@@ -343,15 +350,18 @@ max_duration = "4s"
     return text
 
 
-def serve(config_path: Path, port: int) -> subprocess.Popen[bytes]:
-    """Start ``pamgate serve`` and wait until it listens."""
+def serve(config_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``pamgate serve`` and wait until both lanes listen."""
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for_port("127.0.0.1", port, 20, process)
+    listeners = load_config(config_path).listeners
+    for lane in (listeners.human, listeners.machine):
+        if lane.enabled:
+            wait_for_port(lane.address, lane.port, 20, process)
     return process
 
 
@@ -362,11 +372,12 @@ def launch_gateway(root: Path, extra_config: str = "") -> Iterator[Gateway]:
     web01 = OpenSSHTarget(root / "web01", free_port(), ca_pub)
     mortal = OpenSSHTarget(root / "mortal", free_port(), ca_pub)
     impostor = OpenSSHTarget(root / "impostor", 1, ca_pub)
-    port = free_port()
+    port, machine_port = free_port(), free_port()
     config_path = root / "pamgate.toml"
     config_path.write_text(
         gateway_config_text(
             port,
+            machine_port,
             {
                 "web01": (web01.port, web01.host_key_line()),
                 "mortal": (mortal.port, mortal.host_key_line()),
@@ -382,9 +393,13 @@ def launch_gateway(root: Path, extra_config: str = "") -> Iterator[Gateway]:
     web01.start()
     mortal.start()
     known_hosts = root / "known_hosts"
-    host_pub = DataDir(config.data_dir).human_host_key.with_name("human_host_ed25519.pub")
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub.read_text()}")
-    process = serve(config_path, port)
+    data = DataDir(config.data_dir)
+    human_pub = data.human_host_key.with_name(data.human_host_key.name + ".pub").read_text()
+    machine_pub = data.machine_host_key.with_name(data.machine_host_key.name + ".pub").read_text()
+    known_hosts.write_text(
+        f"[127.0.0.1]:{port} {human_pub}[127.0.0.1]:{machine_port} {machine_pub}"
+    )
+    process = serve(config_path)
     store = Store(config.database_url)
     running = None
     try:
@@ -392,6 +407,7 @@ def launch_gateway(root: Path, extra_config: str = "") -> Iterator[Gateway]:
             root=root,
             config_path=config_path,
             port=port,
+            machine_port=machine_port,
             known_hosts=known_hosts,
             askpass=write_askpass(root / "askpass.py"),
             process=process,

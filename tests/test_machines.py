@@ -59,7 +59,7 @@ def test_issued_certificate_is_narrow_and_short(gateway_config, tmp_path: Path) 
     listing = inspect(issued.stdout.strip(), tmp_path)
     assert "user certificate" in listing
     assert re.search(r"Principals:\s*\n\s+svc-backup\n\s+Critical", listing)
-    assert re.search(r'Key ID: "pamgate-nhi name=svc-backup serial=\d+"', listing)
+    assert re.search(r'Key ID: "pamgate-nhi name=svc-backup serial=\d+ lineage=\d+ gen=1"', listing)
     assert "force-command pg_dump app" in listing
     assert "source-address 10.1.0.0/16" in listing
     assert "scope@pamgate" in listing and "permit-pty" not in listing

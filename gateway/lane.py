@@ -1,0 +1,128 @@
+"""What both lanes share: a listener, their live sessions, and audited writes to their trail."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any, ClassVar
+
+import asyncssh
+
+from gateway.audit import AuditEvent, AuditWriteFailed, Trail
+from gateway.relay import RelayedSession
+from gateway.services import GatewayServices
+
+logger = logging.getLogger("pamgate.lane")
+
+FORWARDING_REFUSED = "forwarding is not permitted through pamgate"
+
+
+class RefusesForwarding:
+    """Server mixin: every kind of port and socket forwarding is refused and audited.
+
+    The class it is mixed into implements :meth:`refuse_channel`.
+    """
+
+    def refuse_channel(self, kind: str, **details: str) -> None:
+        """Audit a refused channel or forwarding request."""
+        raise NotImplementedError
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        self.refuse_channel("local-port-forwarding", destination=f"{dest_host}:{dest_port}")
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
+        )
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        self.refuse_channel("remote-port-forwarding", listen=f"{listen_host}:{listen_port}")
+        return False
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        self.refuse_channel("unix-socket-forwarding", destination=dest_path[:200])
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
+        )
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        self.refuse_channel("unix-socket-remote-forwarding", listen=listen_path[:200])
+        return False
+
+
+class RefusesAgentAndX11:
+    """Server-connection mixin: agent and X11 forwarding requests are refused and audited."""
+
+    _owner: object
+
+    async def attach_x11_listener(self, *args: object, **kwargs: object) -> None:
+        if isinstance(self._owner, RefusesForwarding):
+            self._owner.refuse_channel("x11-forwarding")
+
+    async def create_agent_listener(self) -> bool:
+        if isinstance(self._owner, RefusesForwarding):
+            self._owner.refuse_channel("agent-forwarding")
+        return False
+
+
+class Lane:
+    """A listener and its running session tasks; subclasses implement :meth:`start`."""
+
+    #: The audit trail this lane's events go to.
+    trail: ClassVar[Trail]
+
+    def __init__(self, services: GatewayServices) -> None:
+        self.services = services
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Sessions of this lane; ended ones drop out as they are collected.
+        self.sessions: weakref.WeakSet[RelayedSession] = weakref.WeakSet()
+
+    async def start(self) -> None:
+        """Start listening."""
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when the config asks for port 0)."""
+        assert self._acceptor is not None
+        return self._acceptor.get_port()
+
+    def track_task(self, task: asyncio.Task[Any]) -> None:
+        """Keep a session's background task alive until it finishes."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def record_soon(self, event: AuditEvent) -> None:
+        """Append an event to this lane's trail from synchronous code, off the event loop.
+
+        Only for records of refusals and intermediate steps: nothing waits
+        for them, so nothing is granted if they fail (they are logged).
+        """
+        task = asyncio.get_running_loop().create_task(self.record(event))
+        self.track_task(task)
+
+    async def record(self, event: AuditEvent) -> bool:
+        """Append an event to this lane's trail off the event loop; False (and logged) if that
+        failed.
+
+        Callers granting something must treat False as "do not grant".
+        """
+        try:
+            await asyncio.to_thread(self.services.audit.record, self.trail, event)
+        except AuditWriteFailed:
+            logger.exception("audit write failed for %s", event.action)
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop accepting, end live sessions with a message, and record their end."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+        for session in list(self.sessions):
+            session.terminate("the gateway is shutting down; the session was ended")
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        if self._acceptor is not None:
+            await self._acceptor.wait_closed()

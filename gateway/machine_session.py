@@ -1,0 +1,205 @@
+"""Sessions on the machine lane: a scoped command relayed to a target, or a credential exchange.
+
+:class:`MachineSession` belongs to an NHI that logged in with a certificate.
+It runs ``pamgate-renew`` itself (new public key on stdin, the next
+generation's certificate on stdout). Anything else is held to the NHI's
+scope by :class:`~gateway.machine_admission.MachineGate` (target account,
+command, force-command, no pty unless allowed), audited as
+``command.allowed`` or ``command.refused``, and relayed like a human
+session, with a fresh upstream certificate and a recording of the exec. The
+session ends within about 2 s of the NHI being suspended or offboarded, or
+its certificate being revoked.
+
+:class:`MachineJoinSession` is the ``pamgate-join`` login: a join token on
+stdin buys a certificate, on stdout, for the key the workload authenticated
+with. Failed joins count towards the per-source lockout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+
+from gateway.access import Destination
+from gateway.audit import ActorType
+from gateway.config import parse_duration
+from gateway.errors import PamgateError
+from gateway.machine_admission import MachineLogin, ScopeRefused
+from gateway.machine_credentials import JoinRefused
+from gateway.relay import RelayedSession, SessionHost
+
+JOIN_USER = "pamgate-join"
+RENEW_COMMAND = "pamgate-renew"
+#: Most stdin a credential exchange reads (a public key line, or a token).
+MAX_EXCHANGE_INPUT = 16 * 1024
+#: Seconds a credential exchange waits for its stdin to end.
+EXCHANGE_INPUT_TIMEOUT = 30.0
+#: Exit status of a refused credential exchange.
+EXCHANGE_REFUSED_STATUS = 1
+
+
+def exchange_ttl(command: str, name: str) -> int | None:
+    """The ``--ttl`` of ``NAME [--ttl DURATION]``; None when not given."""
+    words = command.split()
+    if words == [name]:
+        return None
+    if len(words) == 3 and words[0] == name and words[1] == "--ttl":
+        return parse_duration(words[2], "--ttl")
+    raise ScopeRefused(f"usage: {name} [--ttl DURATION] (input on stdin)")
+
+
+def first_line(data: bytes) -> str:
+    """The first non-empty line of a credential exchange's input."""
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+class MachineSession(RelayedSession):
+    """A session of an NHI authenticated by certificate."""
+
+    lane = "machine"
+    actor_type = ActorType.MACHINE
+
+    def __init__(
+        self,
+        login: MachineLogin,
+        login_name: str,
+        source: str,
+        host: SessionHost,
+        login_recorded: asyncio.Future[bool],
+    ) -> None:
+        super().__init__(host, actor=login.nhi.name, login_name=login_name, source=source)
+        self._login = login
+        self._login_recorded = login_recorded
+
+    @property
+    def _authority(self) -> str:
+        return f"{self._login.nhi.scope_id};serial={self._login.certificate.serial}"
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem == "sftp" and self._login.nhi.allow_sftp:
+            self._subsystem = subsystem
+            return True
+        self._host.record_soon(self._event(
+            "channel.refused", "refused", authority=self._authority, kind="subsystem",
+            subsystem=subsystem[:64],
+            reason=f"subsystem {subsystem[:64]!r} is not in {self._login.nhi.name}'s scope",
+        ))  # fmt: skip
+        return False
+
+    async def _admit(self) -> Destination | None:
+        if not await self._login_recorded:
+            raise PamgateError("the login could not be audited, so it is refused")
+        if self._command is not None and self._command.split()[:1] == [RENEW_COMMAND]:
+            await self._renew(self._command)
+            return None
+        services, login = self._services, self._login
+        target, account = services.machine_gate.destination(
+            login, self._login_name, services.config
+        )
+        if self._subsystem is None:
+            self._command = services.machine_gate.command(
+                login, self._command, pty=self._term_type is not None
+            )
+        event = self._event(
+            "command.allowed", "success", target=target.name, authority=self._authority,
+            command=self._command if self._subsystem is None else f"subsystem:{self._subsystem}",
+            serial=login.certificate.serial,
+        )  # fmt: skip
+        if not await self._host.record(dataclasses.replace(event, account=account)):
+            raise PamgateError("the command could not be audited, so it is refused")
+        return Destination(target, account, self._authority)
+
+    async def _record_refusal(self, reason: str) -> None:
+        event = self._event(
+            "command.refused", "refused", reason=reason, authority=self._authority,
+            command=(self._command or "")[:500], login=self._login_name[:200],
+            pty=self._term_type is not None,
+        )  # fmt: skip
+        await self._host.record(event)
+
+    def _revoked_because(self) -> str | None:
+        return self._services.machine_gate.still_allowed(self._login)
+
+    async def _renew(self, command: str) -> None:
+        """Sign the next generation for the new public key on stdin."""
+        services, login = self._services, self._login
+        try:
+            ttl = exchange_ttl(command, RENEW_COMMAND)
+            data = await self.read_input(MAX_EXCHANGE_INPUT, EXCHANGE_INPUT_TIMEOUT)
+            if data is None:
+                raise ScopeRefused("send the new public key on stdin (one line, then EOF)")
+            signed = await asyncio.to_thread(
+                services.machine_credentials.renew, login.nhi.name, login.certificate,
+                first_line(data), ttl_seconds=ttl, source=self._source,
+            )  # fmt: skip
+        except PamgateError as exc:
+            await self._host.record(self._event(
+                "machine.renew_refused", "refused", reason=str(exc), authority=self._authority,
+                serial=login.certificate.serial,
+            ))  # fmt: skip
+            self._tell_user(str(exc))
+            self._exit(EXCHANGE_REFUSED_STATUS)
+            return
+        assert self._chan is not None
+        self._chan.write((signed.certificate + "\n").encode())
+        self._finished = True
+        self._exit(0)
+
+
+class MachineJoinSession(RelayedSession):
+    """The ``pamgate-join`` exchange: a join token for a certificate on the proven key."""
+
+    lane = "machine"
+    actor_type = ActorType.MACHINE
+
+    def __init__(self, key_line: str, source: str, host: SessionHost) -> None:
+        super().__init__(host, actor=JOIN_USER, login_name=JOIN_USER, source=source)
+        self._key_line = key_line
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return False
+
+    async def _admit(self) -> Destination | None:
+        services = self._services
+        # Failures are counted per source, so one noisy source cannot lock out the rest.
+        limiter_user = f"{JOIN_USER}@{self._source}"
+        try:
+            lock = await asyncio.to_thread(services.limiter.state, limiter_user, self._source)
+            if lock.locked:
+                raise JoinRefused(
+                    "too many failed joins from this address; "
+                    f"try again in {math.ceil(lock.retry_after_seconds)} s"
+                )
+            ttl = exchange_ttl(self._command or JOIN_USER, JOIN_USER)
+            data = await self.read_input(MAX_EXCHANGE_INPUT, EXCHANGE_INPUT_TIMEOUT)
+            if data is None:
+                raise JoinRefused("send the join token on stdin (one line, then EOF)")
+        except PamgateError as exc:
+            await self._host.record(self._event("machine.join_refused", "refused", reason=str(exc)))
+            return self._refuse(str(exc))
+        try:
+            nhi, signed = await asyncio.to_thread(
+                services.machine_credentials.join, first_line(data), self._key_line,
+                ttl_seconds=ttl, source=self._source,
+            )  # fmt: skip
+        except PamgateError as exc:  # audited by join()
+            await asyncio.to_thread(services.limiter.record_failure, limiter_user, self._source)
+            return self._refuse(str(exc))
+        assert self._chan is not None
+        self._chan.write((signed.certificate + "\n").encode())
+        self._tell_user(
+            f"joined as {nhi.name}: certificate serial {signed.serial}, "
+            f"valid for {signed.ttl_seconds // 60} min"
+        )
+        self._finished = True
+        self._exit(0)
+        return None
+
+    def _refuse(self, message: str) -> None:
+        self._tell_user(message)
+        self._finished = True
+        self._exit(EXCHANGE_REFUSED_STATUS)

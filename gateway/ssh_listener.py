@@ -1,0 +1,52 @@
+"""Listening for SSH with our own server connection class.
+
+asyncssh's public ``listen()`` always builds its own connection class. The
+lanes need subclasses (partial-success authentication on the human lane,
+strict certificate checks on the machine lane), so this goes through
+``asyncssh.connection._listen``, an internal of the pinned asyncssh 2.24.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import asyncssh
+from asyncssh.connection import _listen
+
+
+async def listen_with_connection_class(
+    host: str,
+    port: int,
+    *,
+    connection_class: type[asyncssh.SSHServerConnection],
+    backlog: int = 100,
+    **options: Any,
+) -> asyncssh.SSHAcceptor:
+    """Like :func:`asyncssh.listen`, but each connection is a ``connection_class``.
+
+    ``options`` are :class:`asyncssh.SSHServerConnectionOptions` keywords.
+    No OpenSSH server config file is read.
+    """
+    loop = asyncio.get_running_loop()
+    server_options = await asyncssh.SSHServerConnectionOptions.construct(
+        None, config=(), host=host, port=port, tunnel=(), family=(), **options
+    )
+    server_options.proxy_command = None
+
+    def connection_factory() -> asyncssh.SSHServerConnection:
+        return connection_class(loop, server_options, None, None)
+
+    return await _listen(
+        server_options,
+        None,
+        loop,
+        socket.AI_PASSIVE,
+        backlog,
+        None,
+        True,
+        None,
+        connection_factory,
+        "Creating SSH listener on",
+    )
