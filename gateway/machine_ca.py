@@ -101,7 +101,9 @@ class MachineCA:
         row.key_id = (
             f"pamgate-nhi name={nhi.name} serial={row.serial} lineage={lineage_id} gen={generation}"
         )
-        certificate = self._sign(keygen, nhi, key_data, row.key_id, row.serial, ttl_seconds)
+        certificate = self._sign(
+            keygen, nhi, key_data, row.key_id, row.serial, (valid_after, valid_before)
+        )
         return SignedCertificate(
             certificate=certificate, serial=row.serial, key_id=row.key_id,
             key_fingerprint=fingerprint, valid_before=row.valid_before, ttl_seconds=ttl_seconds,
@@ -134,7 +136,13 @@ class MachineCA:
             os.replace(staged, path)
 
     def _sign(
-        self, keygen: str, nhi: MachineView, key_data: str, key_id: str, serial: int, ttl: int
+        self,
+        keygen: str,
+        nhi: MachineView,
+        key_data: str,
+        key_id: str,
+        serial: int,
+        validity: tuple[int, int],
     ) -> str:
         options = ["-O", "clear"]
         exact = [c for c in nhi.commands if not c.startswith("re:")]
@@ -150,7 +158,8 @@ class MachineCA:
             public.write_text(key_data + "\n")
             result = subprocess.run(
                 [keygen, "-q", "-s", str(self._key_path), "-I", key_id, "-n", nhi.name,
-                 "-z", str(serial), "-V", f"-{BACKDATE_SECONDS}s:+{ttl}s", *options, str(public)],
+                 "-z", str(serial), "-V", f"{_utc(validity[0])}:{_utc(validity[1])}", *options,
+                 str(public)],
                 capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
             )  # fmt: skip
             if result.returncode != 0:
@@ -158,3 +167,8 @@ class MachineCA:
                     f"ssh-keygen could not sign: {result.stderr.strip()}"
                 )
             return (Path(folder) / "key-cert.pub").read_text().strip()
+
+
+def _utc(epoch: int) -> str:
+    # Absolute UTC times, so the certificate says exactly what the records say.
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(epoch))

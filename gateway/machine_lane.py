@@ -60,6 +60,14 @@ class MachineLaneConnection(RefusesAgentAndX11, asyncssh.SSHServerConnection):  
         # (svc:db01 logs in as svc); asyncssh compares the whole name.
         return await super()._validate_client_certificate(user_part(username), key_data)
 
+    def check_certificate_permission(self, permission: str) -> bool:
+        # asyncssh refuses what the certificate does not permit (pty, port
+        # forwarding) before any server callback runs; audit it here.
+        permitted = super().check_certificate_permission(permission)
+        if not permitted and isinstance(self._owner, MachineLaneServer):
+            self._owner.refuse_channel(permission, why="not permitted by the certificate")
+        return permitted
+
 
 class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
     """One workload's connection: certificate authentication and session admission."""

@@ -1,0 +1,281 @@
+"""The machine gate and credential life cycle without sockets, on an injected clock.
+
+Certificates are real (signed by ssh-keygen); time is not, so expiry
+boundaries, token lifetimes and renewals can be checked to the second.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.alerts import WebhookAlerts
+from gateway.audit import AuditLog, Trail
+from gateway.config import load_config
+from gateway.errors import PamgateError
+from gateway.machine_admission import MachineAuthRefused, MachineGate, ScopeRefused
+from gateway.machine_ca import MachineCA
+from gateway.machine_credentials import JoinRefused, MachineCredentials, RenewalRefused
+from gateway.machines import MachineError, MachineRegistry, ScopeTarget
+from gateway.ssh_certificates import (
+    CertificateMalformed,
+    PresentedCertificate,
+    parse_certificate_line,
+)
+from gateway.store import Store
+
+pytestmark = pytest.mark.openssh
+
+NOW = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Lab:
+    """A registry, CA, credentials and gate on one store and one clock."""
+
+    def __init__(self, store: Store, folder: Path, ca_type: str = "ed25519") -> None:
+        self.folder = folder
+        self.clock = Clock()
+        self.audit = AuditLog(store)
+        self.ca_key = keygen(folder, "machine_ca", ca_type)
+        self.registry = MachineRegistry(store, self.audit, clock=self.clock)
+        self.ca = MachineCA(self.ca_key, clock=self.clock)
+        self.credentials = MachineCredentials(
+            store, self.audit, self.registry, self.ca, WebhookAlerts([], self.audit),
+            clock=self.clock,
+        )  # fmt: skip
+        self.gate = MachineGate(self.registry, self.credentials, self.ca, clock=self.clock)
+        self.registry.add(
+            "svc", actor="tests", kind="agent", owner="o", tech_owner="t", purpose="p",
+            targets=[ScopeTarget("web01", "root"), ScopeTarget("web01", "backup")],
+            commands=["echo ok", "re:ls( -l)?"], max_ttl_seconds=900,
+        )  # fmt: skip
+
+    def key(self, name: str = "k") -> Path:
+        return keygen(self.folder, name, "ed25519")
+
+    def keygen_cert(self, *args: str, key: Path | None = None, ca: Path | None = None) -> str:
+        """A certificate from ssh-keygen; ``-V`` windows are relative to the real time."""
+        key = key or self.key(f"k{len(list(self.folder.iterdir()))}")
+        subprocess.run(
+            ["ssh-keygen", "-q", "-s", str(ca or self.ca_key), "-I", "kid", *args,
+             str(key.with_suffix(".pub"))],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return key.with_name(key.name + "-cert.pub").read_text()
+
+    def check(self, certificate: str, login: str = "svc", source: str = "127.0.0.1"):  # noqa: ANN201
+        return self.gate.check(login, parse_certificate_line(certificate), source=source)
+
+
+def keygen(folder: Path, name: str, kind: str) -> Path:
+    path = folder / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True, capture_output=True
+    )
+    return path
+
+
+@pytest.fixture()
+def lab(store: Store, tmp_path: Path) -> Lab:
+    return Lab(store, tmp_path)
+
+
+def real_window(lab: Lab, before: int, after: int) -> tuple[str, ...]:
+    """A -V window around the lab clock's "now" (absolute, so the real time does not matter)."""
+    start, end = int(lab.clock.now) + before, int(lab.clock.now) + after
+    return ("-V", f"{_utc(start)}:{_utc(end)}")
+
+
+def _utc(epoch: int) -> str:
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(epoch)) + "Z"
+
+
+def test_validity_boundaries_to_the_second(lab: Lab) -> None:
+    cert = lab.keygen_cert("-n", "svc", *real_window(lab, 0, 600))
+    parsed = parse_certificate_line(cert)
+    lab.clock.now = parsed.valid_after - 1
+    with pytest.raises(MachineAuthRefused, match="not valid yet"):
+        lab.check(cert)
+    lab.clock.now = parsed.valid_after
+    assert lab.check(cert).nhi.name == "svc"
+    lab.clock.now = parsed.valid_before - 1
+    assert lab.check(cert).nhi.name == "svc"
+    lab.clock.now = parsed.valid_before
+    with pytest.raises(MachineAuthRefused, match="expired"):
+        lab.check(cert)
+
+
+def test_lifetime_ceiling_allows_the_backdating(lab: Lab) -> None:
+    assert lab.check(lab.keygen_cert("-n", "svc", *real_window(lab, -60, 900)))
+    with pytest.raises(MachineAuthRefused, match="exceeds"):
+        lab.check(lab.keygen_cert("-n", "svc", *real_window(lab, -60, 901)))
+    with pytest.raises(MachineAuthRefused, match="exceeds"):
+        lab.check(lab.keygen_cert("-n", "svc"))  # "forever"
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (("-h", "-n", "svc"), "host certificate"),
+        ((), "no principals"),
+        (("-n", "other"), "do not include 'svc'"),
+        (("-n", "svc", "-O", "critical:odd@x=1"), "unknown critical option"),
+        (("-n", "svc", "-O", "verify-required"), "unknown critical option"),
+        (("-n", "svc", "-O", "source-address=10.0.0.0/8"), "outside the certificate"),
+    ],
+)
+def test_refusals_name_the_rule(lab: Lab, args: tuple[str, ...], reason: str) -> None:
+    with pytest.raises(MachineAuthRefused, match=reason):
+        lab.check(lab.keygen_cert(*args, *real_window(lab, -60, 300)))
+
+
+def test_wrong_ca_and_sha1_signatures(store: Store, tmp_path: Path) -> None:
+    lab = Lab(store, tmp_path, ca_type="rsa")
+    window = real_window(lab, -60, 300)
+    with pytest.raises(MachineAuthRefused, match="SHA-1"):
+        lab.check(lab.keygen_cert("-t", "ssh-rsa", "-n", "svc", *window))
+    assert lab.check(lab.keygen_cert("-t", "rsa-sha2-256", "-n", "svc", *window))
+    rogue = keygen(tmp_path, "rogue", "ed25519")
+    with pytest.raises(MachineAuthRefused, match="not signed by the machine CA"):
+        lab.check(lab.keygen_cert("-n", "svc", *window, ca=rogue))
+
+
+def test_malformed_certificates_are_clear_errors(lab: Lab) -> None:
+    good = lab.keygen_cert("-n", "svc", *real_window(lab, -60, 300)).split()
+    for bad in ("", "garbage", f"{good[0]} !!!", f"{good[0]} {good[1][:40]}",
+                f"{good[0]} {good[1][:-8]}AAAAAAAA"):  # fmt: skip
+        with pytest.raises(CertificateMalformed):
+            parse_certificate_line(bad)
+    with pytest.raises(CertificateMalformed, match="not an OpenSSH certificate"):
+        parse_certificate_line(lab.key().with_suffix(".pub").read_text())
+
+
+def test_scope_destination_and_commands(lab: Lab) -> None:
+    login = lab.check(lab.keygen_cert("-n", "svc", *real_window(lab, -60, 300)))
+    config_path = lab.folder / "pamgate.toml"
+    config_path.write_text(TARGETS)
+    config = load_config(config_path)
+    with pytest.raises(ScopeRefused, match="name a target"):
+        MachineGate.destination(login, "svc", config)  # two accounts in scope
+    with pytest.raises(ScopeRefused, match="not in svc's scope"):
+        MachineGate.destination(login, "svc:db01", config)
+    target, account = MachineGate.destination(login, "svc:backup@web01", config)
+    assert (target.name, account) == ("web01", "backup")
+    assert MachineGate.command(login, "ls -l", pty=False) == "ls -l"
+    for command in ("ls -la", "echo ok; id", "ls -l\nid", None):
+        with pytest.raises(ScopeRefused):
+            MachineGate.command(login, command, pty=False)
+    with pytest.raises(ScopeRefused, match="pty"):
+        MachineGate.command(login, "echo ok", pty=True)
+
+
+TARGETS = """
+[[targets]]
+name = "web01"
+host = "127.0.0.1"
+accounts = ["root", "backup"]
+host_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFmTjzR9GHjvjKJTd3OAMN9YLhGXgOG7r3DujrQ3pqVP"]
+
+[[targets]]
+name = "db01"
+host = "127.0.0.1"
+accounts = ["root"]
+host_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFmTjzR9GHjvjKJTd3OAMN9YLhGXgOG7r3DujrQ3pqVP"]
+"""
+
+
+# -- join tokens -------------------------------------------------------------------
+
+
+def test_join_token_expiry_uses_and_hostile_tokens(lab: Lab) -> None:
+    key = lab.key().with_suffix(".pub").read_text()
+    token = lab.credentials.create_join_token("svc", ttl_seconds=600, uses=2, actor="tests")
+    lab.clock.now += 599
+    nhi, signed = lab.credentials.join(token, key, ttl_seconds=None, source="10.0.0.1")
+    assert nhi.name == "svc" and signed.ttl_seconds == 900
+    lab.clock.now += 1
+    with pytest.raises(JoinRefused, match="expired"):
+        lab.credentials.join(token, key, ttl_seconds=None, source="10.0.0.1")
+    for hostile in ("", "pgjoin", "pgjoin--x", "pgjoin-99999999999999-x", token[:-1] + "?",
+                    "pgjoin-1-" + "A" * 10_000, "pgjoin-1-\x00\x1b[2J"):  # fmt: skip
+        with pytest.raises(JoinRefused, match="not valid"):
+            lab.credentials.join(hostile, key, ttl_seconds=None, source="10.0.0.1")
+    refused = [e for e in lab.audit.events(Trail.MACHINE) if e.action == "machine.join_refused"]
+    assert len(refused) == 8
+
+
+def test_tokens_and_certificates_only_for_active_identities(lab: Lab) -> None:
+    token = lab.credentials.create_join_token("svc", ttl_seconds=600, uses=1, actor="tests")
+    lab.registry.set_status("svc", "suspended", actor="tests")
+    with pytest.raises(JoinRefused, match="suspended"):
+        lab.credentials.join(token, lab.key().with_suffix(".pub").read_text(), ttl_seconds=None,
+                             source="10.0.0.1")  # fmt: skip
+    with pytest.raises(MachineError, match="suspended"):
+        lab.credentials.create_join_token("svc", ttl_seconds=600, uses=1, actor="tests")
+    with pytest.raises(MachineError):
+        lab.credentials.create_join_token("svc", ttl_seconds=600, uses=0, actor="tests")
+
+
+# -- renewal and generations ----------------------------------------------------------
+
+
+def test_renewal_chain_and_copied_credential(lab: Lab) -> None:
+    first_key, second_key = lab.key("a"), lab.key("b")
+    signed = lab.credentials.issue("svc", first_key.with_suffix(".pub").read_text(), 600,
+                                   actor="tests")  # fmt: skip
+    first = parse_certificate_line(signed.certificate)
+    assert lab.check(signed.certificate).lineage.generation == 1
+    renewed = lab.credentials.renew("svc", first, second_key.with_suffix(".pub").read_text(),
+                                    ttl_seconds=None, source="10.0.0.1")  # fmt: skip
+    assert renewed.ttl_seconds == 600  # the presented certificate's lifetime
+    second = parse_certificate_line(renewed.certificate)
+    assert lab.check(renewed.certificate).lineage.generation == 2
+    with pytest.raises(RenewalRefused, match="newest"):
+        lab.credentials.renew("svc", first, lab.key("c").with_suffix(".pub").read_text(),
+                              ttl_seconds=None, source="10.0.0.1")  # fmt: skip
+    with pytest.raises(MachineAuthRefused, match="copied"):
+        lab.check(signed.certificate)
+    assert lab.registry.get("svc").status == "suspended"
+    with pytest.raises(MachineAuthRefused, match="suspended"):
+        lab.gate.check("svc", second, source="127.0.0.1")
+
+
+def test_certificates_signed_elsewhere_cannot_renew(lab: Lab) -> None:
+    foreign: PresentedCertificate = parse_certificate_line(
+        lab.keygen_cert("-n", "svc", "-z", "4242", *real_window(lab, -60, 300))
+    )
+    with pytest.raises(RenewalRefused, match="not issued by pamgate"):
+        lab.credentials.renew("svc", foreign, lab.key("n").with_suffix(".pub").read_text(),
+                              ttl_seconds=None, source="10.0.0.1")  # fmt: skip
+
+
+# -- revocation -------------------------------------------------------------------------
+
+
+def test_revoke_validates_and_counts_outstanding(lab: Lab) -> None:
+    for bad in ({}, {"serial": -1}, {"key_id": " "}, {"serial": 1, "key_id": "x"},
+                {"key_line": "not a key"}, {"name": "nobody"}):  # fmt: skip
+        with pytest.raises(PamgateError):
+            lab.credentials.revoke(actor="tests", **bad)  # type: ignore[arg-type]
+    assert lab.credentials.revocations() == []
+    key = lab.key("r").with_suffix(".pub").read_text()
+    for _ in range(3):
+        lab.credentials.issue("svc", key, 300, actor="tests")
+    assert len(lab.credentials.outstanding("svc")) == 3
+    lab.clock.now += 301
+    assert lab.credentials.outstanding("svc") == []
+    lab.credentials.issue("svc", key, 300, actor="tests")
+    assert len(lab.credentials.revoke(actor="tests", name="svc")) == 1
+    assert lab.credentials.revoke(actor="tests", name="svc") == []
+    assert lab.credentials.outstanding() == []
