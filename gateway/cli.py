@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--port", type=int, help="human lane port on first run (default: 2222, or a free port)"
     )
+    demo.add_argument(
+        "--machine-port",
+        type=int,
+        help="machine lane port on first run (default: 2223, or a free port)",
+    )
     demo.set_defaults(handler=cmd_demo, needs_config=False)
 
     _add_user_commands(commands)
@@ -561,6 +566,18 @@ def _add_machine_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     krl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     krl.set_defaults(handler=cmd_machine_krl)
+    known_hosts = machine.add_parser(
+        "known-hosts",
+        help="the machine lane's known_hosts line, for workloads to pin",
+        description=(
+            "Print the known_hosts line of the machine lane's host key, so workloads can "
+            "use StrictHostKeyChecking=yes from their first connection."
+        ),
+    )
+    known_hosts.add_argument(
+        "--host", help="the name or address workloads connect to (default: the listen address)"
+    )
+    known_hosts.set_defaults(handler=cmd_machine_known_hosts)
 
 
 def _add_approver_options(parser: argparse.ArgumentParser) -> None:
@@ -614,7 +631,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    run_demo(args.data_dir, gateway_port=args.port)
+    run_demo(args.data_dir, gateway_port=args.port, machine_port=args.machine_port)
     return 0
 
 
@@ -843,6 +860,25 @@ def cmd_machine_revoke(args: argparse.Namespace) -> int:
     for entry in revoked:
         print(f"revoked {entry.kind.replace('_', ' ')} {entry.value[:80]}")
     print("publish the revocations to targets with 'pamgate machine krl -o FILE'")
+    return 0
+
+
+def cmd_machine_known_hosts(args: argparse.Namespace) -> int:
+    from gateway.datadir import DataDir
+
+    listener = args.loaded_config.listeners.machine
+    host = args.host or listener.address
+    if host in ("0.0.0.0", "::", ""):
+        raise PamgateError(
+            f"the machine lane listens on {listener.address}: give --host, the name or address "
+            "workloads use to reach it"
+        )
+    key_path = DataDir(args.loaded_config.data_dir).machine_host_key
+    try:
+        key = " ".join(key_path.with_name(key_path.name + ".pub").read_text().split()[:2])
+    except OSError as exc:
+        raise PamgateError(f"cannot read the machine lane host key: {exc.strerror}") from None
+    print(f"{host if listener.port == 22 else f'[{host}]:{listener.port}'} {key}")
     return 0
 
 

@@ -40,8 +40,11 @@ DEMO_USERS = {
     "bob": (("admins", "approvers"), "admin and approver: approves alice's requests"),
 }
 #: Bumped when the demo's config changes shape; older demo configs are rewritten.
-DEMO_CONFIG_VERSION = 3
+DEMO_CONFIG_VERSION = 4
 PREFERRED_GATEWAY_PORT = 2222
+PREFERRED_MACHINE_PORT = 2223
+#: The NHI the demo's instructions register.
+DEMO_WORKLOAD = "demo-ci"
 CREDENTIALS_FILE = "demo-credentials.json"
 DEMO_ACTOR = "pamgate-demo"
 
@@ -65,7 +68,7 @@ def _port_is_free(port: int) -> bool:
 
 
 def write_demo_config(
-    data_dir: Path, gateway_port: int, target: OpenSSHTarget, account: str
+    data_dir: Path, gateway_port: int, machine_port: int, target: OpenSSHTarget, account: str
 ) -> Path:
     """Write the demo's pamgate.toml (only when it does not exist yet)."""
     config_path = data_dir / "pamgate.toml"
@@ -82,6 +85,10 @@ data_dir = "."
 [listeners.human]
 address = "127.0.0.1"
 port = {gateway_port}
+
+[listeners.machine]
+address = "127.0.0.1"
+port = {machine_port}
 
 [auth]
 # Demo-friendly limits; production defaults are 5 / 20 / 300 s / 1.0 s.
@@ -178,7 +185,7 @@ def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
 
 
 def _outdated_demo_ports(config_path: Path) -> tuple[int, int] | None:
-    """(gateway port, target port) of a config written by an older demo, else None."""
+    """(human lane port, target port) of a config written by an older demo, else None."""
     if not config_path.exists():
         return None
     text = config_path.read_text()
@@ -220,8 +227,10 @@ def instructions(
     config: GatewayConfig, credentials: list[DemoCredential], target: OpenSSHTarget
 ) -> str:
     """The text the demo prints once it is ready."""
-    human = config.listeners.human
-    host_key = asyncssh.read_private_key(DataDir(config.data_dir).human_host_key)
+    human, machine = config.listeners.human, config.listeners.machine
+    data = DataDir(config.data_dir)
+    host_key = asyncssh.read_private_key(data.human_host_key)
+    machine_host_key = asyncssh.read_private_key(data.machine_host_key)
     first = credentials[0]
     config_arg = _relative(config.source)
     lines = [
@@ -230,6 +239,8 @@ def instructions(
         "",
         f"  gateway (human lane)  {human.address}:{human.port}",
         f"                        host key {host_key.get_fingerprint()}",
+        f"  machine lane          {machine.address}:{machine.port} (certificates only)",
+        f"                        host key {machine_host_key.get_fingerprint()}",
         f"  demo target {DEMO_TARGET:<9} OpenSSH sshd on 127.0.0.1:{target.port}",
         "                        (it trusts the gateway's upstream CA)",
         "",
@@ -259,6 +270,8 @@ def instructions(
             f'    no authenticator app? current code: {sys.executable} -c "{code_snippet}"'
         )
     pamgate = f"{_pamgate_command()} --config {config_arg}"
+    machine_ca_line = data.machine_ca_key.with_name(data.machine_ca_key.name + ".pub").read_text()
+    machine_ca_line = machine_ca_line.strip()
     lines += [
         "",
         f"Approval flow: {DEMO_APPROVAL_TARGET} needs an approver's OK. As alice, give a reason",
@@ -280,6 +293,25 @@ def instructions(
         f"    {pamgate} recordings list",
         f"    {pamgate} replay SESSION",
         "",
+        "Machine lane: workloads log in with short-lived certificates from the machine CA",
+        "(no passwords, no plain keys). Its public key, for reference:",
+        "",
+        f"    {machine_ca_line}",
+        "",
+        f"Register a workload for {DEMO_TARGET}, give it a 5-minute certificate, run its command:",
+        "",
+        f"    {pamgate} machine add {DEMO_WORKLOAD} --kind ci-pipeline --owner 'Demo team' \\",
+        f"        --tech-owner you --purpose 'demo job' --target {DEMO_TARGET} --command uptime",
+        f"    ssh-keygen -q -t ed25519 -N '' -f {DEMO_WORKLOAD}",
+        f"    {pamgate} machine issue {DEMO_WORKLOAD} --pubkey {DEMO_WORKLOAD}.pub --ttl 5m "
+        f"-o {DEMO_WORKLOAD}-cert.pub",
+        f"    ssh -p {machine.port} -i {DEMO_WORKLOAD} -o CertificateFile={DEMO_WORKLOAD}-cert.pub "
+        f"{DEMO_WORKLOAD}:{DEMO_TARGET}@{machine.address} uptime",
+        "",
+        "Anything else is refused and audited (try 'id'); see it all in the machine trail:",
+        "",
+        f"    {pamgate} audit tail --trail machine",
+        "",
         "Every other command works against this demo with its config file, e.g.:",
         "",
         f"    {pamgate} user list",
@@ -291,7 +323,9 @@ def instructions(
     return "\n".join(lines)
 
 
-def run_demo(data_dir: Path, *, gateway_port: int | None = None) -> None:
+def run_demo(
+    data_dir: Path, *, gateway_port: int | None = None, machine_port: int | None = None
+) -> None:
     """Set up (or reuse) the demo directory, start target and gateway, run until Ctrl-C."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -315,14 +349,21 @@ def run_demo(data_dir: Path, *, gateway_port: int | None = None) -> None:
             target_port or free_port(),
             data.upstream_ca_key.with_name("upstream_ca.pub"),
         )
-        account = getpass.getuser()
-        write_demo_config(data_dir, port, target, account)
-    config = load_config(config_path)
-    if gateway_port is not None and gateway_port != config.listeners.human.port:
-        raise PamgateError(
-            f"{config_path} already uses port {config.listeners.human.port}; "
-            "edit it or use another --data-dir"
+        lane_port = machine_port or (
+            PREFERRED_MACHINE_PORT if _port_is_free(PREFERRED_MACHINE_PORT) else free_port()
         )
+        account = getpass.getuser()
+        write_demo_config(data_dir, port, lane_port, target, account)
+    config = load_config(config_path)
+    for asked, listener, option in (
+        (gateway_port, config.listeners.human, "--port"),
+        (machine_port, config.listeners.machine, "--machine-port"),
+    ):
+        if asked is not None and asked != listener.port:
+            raise PamgateError(
+                f"{config_path} already uses port {listener.port}, not {option} {asked}; "
+                "edit it or use another --data-dir"
+            )
     for line in initialize(config):
         if line.startswith("created"):
             print(f"pamgate demo: {line}")

@@ -14,9 +14,9 @@ rules, and names the first failed rule:
 7. serial, key id and key not revoked; not an old generation after a renewal.
 
 :meth:`MachineGate.destination` and :meth:`MachineGate.command` then hold
-each session to the NHI's scope: its target accounts, its commands (a
-certificate's ``force-command`` replaces the client's command, as in sshd,
-and must be in scope too), and no pty unless allowed.
+each session to the NHI's scope: its target accounts, its commands (with a
+``force-command``, only that command, which must be in scope too; no
+command means the forced one), and no pty unless allowed.
 """
 
 from __future__ import annotations
@@ -175,10 +175,13 @@ class MachineGate:
         nhi, cert = login.nhi, login.certificate
         if pty and not (nhi.allow_pty and "permit-pty" in cert.extensions):
             raise ScopeRefused(f"a terminal (pty) is not allowed for {nhi.name}: run without -t")
-        # As in sshd, force-command replaces whatever the client asked for
-        # (asyncssh has already swapped it in); it must still be in scope.
-        if cert.force_command is not None:
-            requested = cert.force_command
+        # Stricter than sshd, which runs the forced command whatever was asked:
+        # asking for something else is refused, so a job learns it is out of scope.
+        forced = cert.force_command
+        if forced is not None:
+            if requested is not None and requested != forced:
+                raise ScopeRefused(f"this certificate may only run: {forced[:200]}")
+            requested = forced
         if requested is None:
             raise ScopeRefused(
                 "the machine lane runs commands only: give one, as in ssh ... 'COMMAND'"

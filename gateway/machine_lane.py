@@ -60,6 +60,14 @@ class MachineLaneConnection(RefusesAgentAndX11, asyncssh.SSHServerConnection):  
         # (svc:db01 logs in as svc); asyncssh compares the whole name.
         return await super()._validate_client_certificate(user_part(username), key_data)
 
+    def get_certificate_option(self, option: str, default: object = None) -> object:
+        # asyncssh would swap a force-command in for whatever the client asked,
+        # as sshd does; pamgate enforces it itself (MachineGate.command) and
+        # refuses a different command instead of running the forced one silently.
+        if option == "force-command":
+            return default
+        return super().get_certificate_option(option, default)
+
     def check_certificate_permission(self, permission: str) -> bool:
         # asyncssh refuses what the certificate does not permit (pty, port
         # forwarding) before any server callback runs; audit it here.

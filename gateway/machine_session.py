@@ -104,6 +104,10 @@ class MachineSession(RelayedSession):
             self._command = services.machine_gate.command(
                 login, self._command, pty=self._term_type is not None
             )
+        elif login.certificate.force_command is not None:
+            raise ScopeRefused(
+                f"this certificate may only run: {login.certificate.force_command[:200]}"
+            )
         event = self._event(
             "command.allowed", "success", target=target.name, authority=self._authority,
             command=self._command if self._subsystem is None else f"subsystem:{self._subsystem}",

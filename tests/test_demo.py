@@ -20,10 +20,20 @@ from tests.conftest import write_askpass
 pytestmark = pytest.mark.openssh
 
 
-def start_demo(data_dir: Path, port: int) -> tuple[pexpect.spawn, str]:
+def start_demo(data_dir: Path, port: int, machine_port: int) -> tuple[pexpect.spawn, str]:
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "gateway.cli", "demo", "--data-dir", str(data_dir), "--port", str(port)],
+        [
+            "-m",
+            "gateway.cli",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--machine-port",
+            str(machine_port),
+        ],  # fmt: skip
         timeout=60,
         dimensions=(60, 200),
     )
@@ -47,8 +57,8 @@ def credentials(output: str, user: str) -> tuple[str, str]:
 
 def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
     data_dir = tmp_path / "pamgate-demo"
-    port = free_port()
-    child, output = start_demo(data_dir, port)
+    port, machine_port = free_port(), free_port()
+    child, output = start_demo(data_dir, port, machine_port)
     try:
         command = re.search(r"(ssh -p \d+ alice:web01@127\.0\.0\.1)", output).group(1)
         assert f"-p {port} " in command
@@ -121,14 +131,39 @@ def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
             waiting.expect(pexpect.EOF)
         finally:
             waiting.close()
+        follow_machine_lane_tour(output, tmp_path, machine_port)
     finally:
         stop_demo(child)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # the gateway is gone
 
     # A second run reuses the same users and credentials.
-    child, again = start_demo(data_dir, port)
+    child, again = start_demo(data_dir, port, machine_port)
     try:
         assert credentials(again, "alice") == (password, secret)
     finally:
         stop_demo(child)
+
+
+def follow_machine_lane_tour(output: str, folder: Path, machine_port: int) -> None:
+    """Run the machine-lane commands the demo printed, as printed (bar the known_hosts file)."""
+    block = output[output.index("Register a workload") : output.index("Anything else is refused")]
+    commands: list[str] = []
+    for line in block.splitlines()[1:]:
+        if commands and commands[-1].endswith("\\"):
+            commands[-1] = commands[-1][:-1] + line.strip()
+        elif line.startswith("    "):
+            commands.append(line.strip())
+    assert [c.split()[0] for c in commands] == ["pamgate", "ssh-keygen", "pamgate", "ssh"]
+    assert f"-p {machine_port} " in commands[-1]
+    cli = f"{sys.executable} -m gateway.cli"
+    ssh = ("ssh -F /dev/null -o StrictHostKeyChecking=accept-new -o IdentityAgent=none "
+           f"-o BatchMode=yes -o UserKnownHostsFile={folder / 'machine_known_hosts'}")  # fmt: skip
+    for command in commands:
+        program, rest = command.split(" ", 1)
+        program = {"pamgate": cli, "ssh": ssh}.get(program, program)
+        result = subprocess.run(["bash", "-c", f"{program} {rest}"], cwd=folder,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, (command, result.stderr)
+    assert "load average" in result.stdout  # uptime ran on the target
+    assert "ssh-ed25519 " in output[output.index("Machine lane:") :]  # the machine CA key

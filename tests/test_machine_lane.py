@@ -349,15 +349,13 @@ def test_force_command_is_enforced(
     forced = run(gateway, workload, None)
     assert forced.returncode == 0, forced.stderr
     assert forced.stdout == b"machine-ok\n"
-    # As with sshd, the forced command runs whatever the client asks for.
+    same = run(gateway, workload, "echo machine-ok")
+    assert same.returncode == 0 and same.stdout == b"machine-ok\n"
+    # Stricter than sshd (which would run the forced command): another command is refused.
     other = run(gateway, workload, "cat /etc/hostname")
-    assert other.returncode == 0
-    assert other.stdout == b"machine-ok\n"
-    commands = [
-        json.loads(e.details)["command"]
-        for e in machine_events(gateway, workload.name, "command.allowed", want=2)
-    ]
-    assert commands == ["echo machine-ok", "echo machine-ok"]
+    assert other.returncode != 0
+    assert b"may only run: echo machine-ok" in other.stderr
+    assert other.stdout == b""
     # A forced command outside the NHI's scope is refused too.
     keygen_sign(gateway, workload, "-n", workload.name, "-V", "-1m:+5m",
                 "-O", "force-command=id")  # fmt: skip
@@ -586,3 +584,45 @@ def test_sha1_ca_signatures_are_refused(tmp_path: Path) -> None:
             assert run(own, workload, "echo machine-ok").returncode == 0
         finally:
             services.close()
+
+
+# -- the README's CI lifecycle, verbatim ---------------------------------------------------
+
+
+def readme_lifecycle_script() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- machine-lifecycle -->")[1].split("<!-- /machine-lifecycle -->")[0]
+    return block.split("```sh\n", 1)[1].rsplit("```", 1)[0]
+
+
+def test_readme_lifecycle_script_runs_with_stock_openssh(gateway: Gateway, tmp_path: Path) -> None:
+    added = gateway.cli("machine", "add", "svc-report", "--kind", "ci-pipeline",
+                        "--owner", "Data team", "--tech-owner", "ops@example.net",
+                        "--purpose", "nightly report", "--target", "web01",
+                        "--command", "uptime")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    token = gateway.cli("machine", "token", "svc-report", "--ttl", "10m")
+    known_hosts = gateway.cli("machine", "known-hosts")
+    assert token.returncode == 0 and known_hosts.returncode == 0, token.stderr + known_hosts.stderr
+    (tmp_path / "machine_known_hosts").write_text(known_hosts.stdout)
+    assert known_hosts.stdout.startswith(f"[127.0.0.1]:{gateway.machine_port} ssh-ed25519 ")
+    pinned = tmp_path / "machine_known_hosts"
+    env = {**os.environ, "GW": "127.0.0.1", "PORT": str(gateway.machine_port),
+           "JOIN_TOKEN": token.stdout.strip(), "KNOWN_HOSTS": str(pinned)}  # fmt: skip
+    result = subprocess.run(["bash", "-c", readme_lifecycle_script()], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("load average") == 2  # uptime, before and after the renewal
+    assert "may only run: uptime" in result.stderr  # its one command is forced
+    # 6. Offboarded: cut off.
+    assert gateway.cli("machine", "offboard", "svc-report").returncode == 0
+    after = machine_ssh(gateway, "svc-report:web01", "uptime", key=tmp_path / "job_key",
+                        extra=("-o", f"UserKnownHostsFile={pinned}"))  # fmt: skip
+    assert after.returncode == 255
+    actions = {e.action for e in gateway.audit.events(Trail.MACHINE) if e.target == "nhi:svc-report"
+               or e.actor == "svc-report"}  # fmt: skip
+    assert {"machine.created", "machine.token_created", "machine.joined", "auth.accepted",
+            "command.allowed", "session.start", "session.end", "command.refused",
+            "machine.renewed", "machine.offboarded", "machine.revoked",
+            "auth.refused"} <= actions  # fmt: skip
+    assert not human_trail_mentions(gateway, "svc-report")
