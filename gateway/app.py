@@ -57,7 +57,7 @@ class GatewayNode:
         """Recover from a previous crash, then start listening."""
         self.services.store.create_schema()
         self.services.recordings.attach_loop(asyncio.get_running_loop())
-        await asyncio.to_thread(self._record_start)
+        await asyncio.to_thread(self._record, "gateway.started")
         interrupted = await asyncio.to_thread(self.services.ledger.mark_interrupted)
         if interrupted:
             logger.warning(
@@ -86,19 +86,23 @@ class GatewayNode:
             )
 
     async def stop(self) -> None:
-        """Stop the lanes, sign a final checkpoint and release the store."""
+        """Stop the lanes, record the stop, sign a final checkpoint and release the store."""
         await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
+        try:
+            await asyncio.to_thread(self._record, "gateway.stopped")
+        except PamgateError as exc:
+            logger.error("cannot audit the gateway's stop: %s", exc)
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             await self._checkpoint()
         self.services.close()
 
-    def _record_start(self) -> None:
-        """Audit the start with a digest of the config, so config changes are traceable."""
+    def _record(self, action: str) -> None:
+        """Audit a start or stop with a digest of the config, so config changes are traceable."""
         digest = hashlib.sha256(self.config.source.read_bytes()).hexdigest()
         self.services.audit.record(Trail.HUMAN, AuditEvent(
             actor=f"gateway:{self.config.gateway.name}", actor_type=ActorType.GATEWAY,
-            action="gateway.started", target=str(self.config.source),
+            action=action, target=str(self.config.source),
             authority=f"config:sha256={digest[:16]}",
             details={"config_sha256": digest, "targets": len(self.config.targets),
                      "rules": len(self.config.rules)},

@@ -63,11 +63,19 @@ PRIVILEGED_ACTIONS = frozenset(
         "user.groups_set",
         "ca.created",
         "gateway.started",
+        "gateway.stopped",
         "machine.created",
         "machine.suspended",
         "machine.resumed",
         "machine.offboarded",
         "machine.certificate_issued",
+        "machine.token_created",
+        "machine.joined",
+        "machine.renewed",
+        "machine.revoked",
+        "machine.tokens_revoked",
+        "auth.accepted",
+        "command.allowed",
     }
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import re
 import socket
 import sys
@@ -26,6 +27,7 @@ from gateway.config import (
     parse_duration,
 )
 from gateway.errors import ConfigError, PamgateError
+from recordings.sanitize import one_line
 
 EXAMPLE_CONFIG = """\
 # pamgate gateway configuration (written by 'pamgate init').
@@ -458,8 +460,16 @@ def _add_machine_commands(commands: argparse._SubParsersAction[argparse.Argument
         description=(
             "Non-human identities (service accounts, CI jobs, agents) use the machine lane "
             "with short-lived certificates from the machine CA. Every change is recorded in "
-            "the machine audit trail."
+            "the machine audit trail.\n\n"
+            "Workloads help themselves over the machine lane with stock ssh:\n"
+            "  echo \"$TOKEN\" | ssh -p PORT -i KEY pamgate-join@GW ['pamgate-join --ttl 5m'] "
+            "> KEY-cert.pub\n"
+            "  ssh -p PORT -i KEY NAME@GW 'pamgate-renew [--ttl 5m]' < NEW_KEY.pub "
+            "> NEW_KEY-cert.pub\n"
+            "A join certifies the key the workload logged in with (default 5 min, at most the "
+            "NHI's --max-ttl); a renewal certifies a new key, as the next generation."
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     ).add_subparsers(dest="machine_command", metavar="SUBCOMMAND", required=True)
     add = machine.add_parser(
         "add",
@@ -521,7 +531,8 @@ def _add_machine_commands(commands: argparse._SubParsersAction[argparse.Argument
         ),
     )
     issue.add_argument("name")
-    issue.add_argument("--pubkey", type=Path, required=True, metavar="FILE")
+    issue.add_argument("--pubkey", type=Path, required=True, metavar="FILE",
+                       help="the workload's public key (.pub)")  # fmt: skip
     issue.add_argument("--ttl", default="5m", help="lifetime (default 5m)")
     issue.add_argument("-o", "--output", type=Path, metavar="CERTFILE")
     issue.set_defaults(handler=cmd_machine_issue)
@@ -529,12 +540,13 @@ def _add_machine_commands(commands: argparse._SubParsersAction[argparse.Argument
         "token",
         help="make a join token a workload trades for its first certificate",
         description=(
-            "Make a join token for the NHI. The workload sends it on stdin to the machine lane "
-            "as the pamgate-join user, authenticating with the key it wants certified, and "
-            'gets the certificate on stdout:  echo "$TOKEN" | ssh -p PORT -i KEY '
-            "pamgate-join@GATEWAY > KEY-cert.pub   The token is shown once; only its hash "
-            "is kept."
+            "Make a join token for the NHI. The workload sends it on stdin to the machine lane\n"
+            "as the pamgate-join user, authenticating with the key it wants certified, and\n"
+            "gets the certificate on stdout:\n\n"
+            '  echo "$TOKEN" | ssh -p PORT -i KEY pamgate-join@GATEWAY > KEY-cert.pub\n\n'
+            "The token is shown once; only its hash is kept."
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     token.add_argument("name")
     token.add_argument("--ttl", default="10m", help="how long the token works (default 10m)")
@@ -773,25 +785,36 @@ def cmd_machine_list(args: argparse.Namespace) -> int:
     if not machines:
         print("no machine identities (add one with 'pamgate machine add')")
         return 0
-    outstanding = Counter(cert.nhi for cert in services.machine_credentials.outstanding())
+    outstanding = Counter(cert.nhi for cert in services.machine_revocations.outstanding())
     now = datetime.now(UTC)
-    print(f"{'NAME':<18} {'KIND':<15} {'STATUS':<10} {'OWNER':<14} {'TECH OWNER':<14} "
-          f"{'LAST USED':<16} {'CERTS':>5}  REVIEW BY")  # fmt: skip
+    rows = [("NAME", "KIND", "STATUS", "OWNER", "TECH OWNER", "LAST LOGIN", "CERTS", "REVIEW BY")]
     for machine in machines:
         review = f"{machine.review_by:%Y-%m-%d}" if machine.review_by else "-"
         if machine.review_overdue(now):
             review += " OVERDUE"
         used = f"{machine.last_used_at:%Y-%m-%d %H:%M}" if machine.last_used_at else "never"
-        print(f"{machine.name:<18} {machine.kind:<15} {machine.status:<10} "
-              f"{machine.owner[:14]:<14} {machine.tech_owner[:14]:<14} {used:<16} "
-              f"{outstanding[machine.name]:>5}  {review}")  # fmt: skip
+        certs = str(outstanding[machine.name])
+        rows.append((machine.name, machine.kind, machine.status, _clip(machine.owner),
+                     _clip(machine.tech_owner), used, certs, review))  # fmt: skip
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
     return 0
+
+
+def _clip(text: str, width: int = 24) -> str:
+    """Shorten free text for a table column, showing that it was cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def cmd_machine_show(args: argparse.Namespace) -> int:
     services = _services(args)
     machine = services.machines.get(args.name)
-    print(f"name        {machine.name}\nkind        {machine.kind}\nstatus      {machine.status}")
+    from datetime import UTC, datetime
+
+    status = machine.status + (f" ({machine.status_reason})" if machine.status_reason else "")
+    print(f"name        {machine.name}\nkind        {machine.kind}\nstatus      {status}")
     print(f"owner       {machine.owner}\ntech owner  {machine.tech_owner}")
     print(f"purpose     {machine.purpose}")
     print("targets     " + ", ".join(f"{t.account}@{t.target}" for t in machine.targets))
@@ -800,9 +823,13 @@ def cmd_machine_show(args: argparse.Namespace) -> int:
     print(f"pty         {'allowed' if machine.allow_pty else 'no'}")
     print(f"sftp        {'allowed' if machine.allow_sftp else 'no'}")
     print(f"max ttl     {machine.max_ttl_seconds // 60}m")
-    print(f"review by   {machine.review_by or '-'}")
-    print(f"last used   {machine.last_used_at or 'never'}")
-    certificates = services.machine_credentials.outstanding(machine.name)
+    review = f"{machine.review_by:%Y-%m-%d}" if machine.review_by else "-"
+    if machine.review_overdue(datetime.now(UTC)):
+        review += " OVERDUE"
+    print(f"review by   {review}")
+    used = f"{machine.last_used_at:%Y-%m-%d %H:%M:%S}Z" if machine.last_used_at else "never"
+    print(f"last login  {used}")
+    certificates = services.machine_revocations.outstanding(machine.name)
     print(f"outstanding {len(certificates)} certificate(s)")
     for cert in certificates:
         print(f"  serial {cert.serial:<6} valid until {cert.valid_before:%Y-%m-%d %H:%M:%S}Z  "
@@ -813,7 +840,7 @@ def cmd_machine_show(args: argparse.Namespace) -> int:
 def cmd_machine_status(args: argparse.Namespace) -> int:
     services = _services(args)
     if args.status == "offboarded":
-        revoked = services.machine_credentials.offboard(
+        revoked = services.machine_revocations.offboard(
             args.name, actor=_actor(), reason=args.reason
         )
         print(f"{args.name} is offboarded; {len(revoked)} outstanding certificate(s) revoked")
@@ -828,9 +855,18 @@ def cmd_machine_issue(args: argparse.Namespace) -> int:
     services = _services(args)
     key = _read_key_file(args.pubkey)
     ttl = parse_duration(args.ttl, "--ttl")
+    if args.output:
+        _check_writable(args.output)  # before signing: no certificate nobody received
     signed = services.machine_credentials.issue(args.name, key, ttl, actor=_actor())
     if args.output:
-        args.output.write_text(signed.certificate + "\n")
+        try:
+            args.output.write_text(signed.certificate + "\n")
+        except OSError as exc:
+            print(signed.certificate)
+            raise PamgateError(
+                f"cannot write {args.output}: {exc.strerror}; the certificate (serial "
+                f"{signed.serial}) is printed above instead"
+            ) from None
         print(f"wrote {args.output} (serial {signed.serial}, valid {args.ttl}, principal "
               f"{args.name})", file=sys.stderr)  # fmt: skip
     else:
@@ -850,7 +886,7 @@ def cmd_machine_token(args: argparse.Namespace) -> int:
 
 def cmd_machine_revoke(args: argparse.Namespace) -> int:
     services = _services(args)
-    revoked = services.machine_credentials.revoke(
+    revoked = services.machine_revocations.revoke(
         actor=_actor(), reason=args.reason, name=args.name, serial=args.serial,
         key_id=args.key_id, key_line=_read_key_file(args.key) if args.key else None,
     )  # fmt: skip
@@ -858,7 +894,11 @@ def cmd_machine_revoke(args: argparse.Namespace) -> int:
         print("nothing new to revoke (already revoked, or nothing outstanding)")
         return 0
     for entry in revoked:
-        print(f"revoked {entry.kind.replace('_', ' ')} {entry.value[:80]}")
+        note = "" if entry.nhi or args.key else (
+            " (pamgate issued no such certificate; revoked anyway, in case one was signed "
+            "with the CA key directly)"
+        )  # fmt: skip
+        print(f"revoked {entry.kind.replace('_', ' ')} {entry.value[:80]}{note}")
     print("publish the revocations to targets with 'pamgate machine krl -o FILE'")
     return 0
 
@@ -873,17 +913,31 @@ def cmd_machine_known_hosts(args: argparse.Namespace) -> int:
             f"the machine lane listens on {listener.address}: give --host, the name or address "
             "workloads use to reach it"
         )
+    from gateway.identities import parse_public_key_line
+
     key_path = DataDir(args.loaded_config.data_dir).machine_host_key
     try:
-        key = " ".join(key_path.with_name(key_path.name + ".pub").read_text().split()[:2])
+        key, _, _ = parse_public_key_line(key_path.with_name(key_path.name + ".pub").read_text())
     except OSError as exc:
         raise PamgateError(f"cannot read the machine lane host key: {exc.strerror}") from None
     print(f"{host if listener.port == 22 else f'[{host}]:{listener.port}'} {key}")
     return 0
 
 
+def _check_writable(path: Path) -> None:
+    """PamgateError unless ``path`` can be written as a file."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise PamgateError(f"{path} is a directory: give a file name")
+    if not parent.is_dir():
+        raise PamgateError(f"cannot write {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PamgateError(f"cannot write {path}: permission denied")
+
+
 def cmd_machine_krl(args: argparse.Namespace) -> int:
-    count = _services(args).machine_credentials.write_krl(args.output)
+    _check_writable(args.output)
+    count = _services(args).machine_revocations.write_krl(args.output)
     print(f"wrote {args.output} with {count} revocation(s)")
     return 0
 
@@ -1290,7 +1344,8 @@ def _format_record(record) -> str:  # noqa: ANN001 - gateway.audit.AuditRecord
             parts.append(f"{label}={value}")
     if record.details != "{}":
         parts.append(record.details)
-    return " ".join(parts)
+    # Fields carry what clients sent (commands, names): one record, one line.
+    return one_line(" ".join(parts))
 
 
 def _parse_since(text: str):  # noqa: ANN202 - datetime

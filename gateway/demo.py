@@ -308,6 +308,9 @@ def instructions(
         f"    ssh -p {machine.port} -i {DEMO_WORKLOAD} -o CertificateFile={DEMO_WORKLOAD}-cert.pub "
         f"{DEMO_WORKLOAD}:{DEMO_TARGET}@{machine.address} uptime",
         "",
+        "(the first time, check the host key against the machine lane's fingerprint above;",
+        f"scripts pin it with: {pamgate} machine known-hosts > known_hosts)",
+        "",
         "Anything else is refused and audited (try 'id'); see it all in the machine trail:",
         "",
         f"    {pamgate} audit tail --trail machine",

@@ -24,23 +24,21 @@ Port, agent and X11 forwarding are refused and audited.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncssh
 
 from gateway.access import user_part
 from gateway.audit import ActorType, AuditEvent, Trail
+from gateway.config import ListenerSettings
 from gateway.human_session import HumanSession, SessionContext
 from gateway.identities import UserView
 from gateway.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
 from gateway.partial_auth import MultiFactorServer, PartialSuccessServerConnection
-from gateway.ssh_listener import listen_with_connection_class
-from gateway.upstream_ca import load_private_key
-
-logger = logging.getLogger("pamgate.human_lane")
+from gateway.ssh_certificates import openssh_key_data
 
 PASSWORD_PROMPT = "Password: "
 CODE_PROMPT = "Verification code: "
@@ -93,7 +91,7 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
         return True
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        key_data = " ".join(key.export_public_key("openssh").decode().split()[:2])
+        key_data = openssh_key_data(key)
         matched = await asyncio.to_thread(
             self._services.users.key_is_registered, self._user, key_data
         )
@@ -252,22 +250,17 @@ class HumanLane(Lane):
 
     trail = Trail.HUMAN
 
-    async def start(self) -> None:
-        """Start listening on the configured address and port."""
-        settings = self.services.config.listeners.human
-        host_key = load_private_key(self.services.data.human_host_key, "human lane host")
-        self._acceptor = await listen_with_connection_class(
-            settings.address,
-            settings.port,
-            connection_class=HumanLaneConnection,
-            server_factory=lambda: HumanLaneServer(self),
-            server_host_keys=[host_key],
-            encoding=None,
-            line_editor=False,
-            allow_pty=True,
-            x11_forwarding=False,
-            agent_forwarding=False,
-            login_timeout=60,
-            keepalive_interval=30,
-        )
-        logger.info("human lane listening on %s:%s", settings.address, self.port)
+    name = "human"
+    connection_class = HumanLaneConnection
+    login_timeout = 60
+
+    @property
+    def settings(self) -> ListenerSettings:
+        return self.services.config.listeners.human
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.services.data.human_host_key
+
+    def new_server(self) -> HumanLaneServer:
+        return HumanLaneServer(self)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from pathlib import Path
 from typing import Any, ClassVar
 
 import asyncssh
 
-from gateway.audit import AuditEvent, AuditWriteFailed, Trail
+from gateway.audit import AuditEvent, Trail
+from gateway.config import ListenerSettings
+from gateway.errors import StoreError
 from gateway.relay import RelayedSession
 from gateway.services import GatewayServices
+from gateway.ssh_listener import listen_with_connection_class
+from gateway.upstream_ca import load_private_key
 
 logger = logging.getLogger("pamgate.lane")
 
@@ -67,10 +72,16 @@ class RefusesAgentAndX11:
 
 
 class Lane:
-    """A listener and its running session tasks; subclasses implement :meth:`start`."""
+    """A listener and its running session tasks; subclasses say which and how."""
 
+    #: ``human`` or ``machine``, for logs and messages.
+    name: ClassVar[str]
     #: The audit trail this lane's events go to.
     trail: ClassVar[Trail]
+    #: The SSH server connection class (each lane authenticates its own way).
+    connection_class: ClassVar[type[asyncssh.SSHServerConnection]]
+    #: Seconds a client has to authenticate.
+    login_timeout: ClassVar[int]
 
     def __init__(self, services: GatewayServices) -> None:
         self.services = services
@@ -79,9 +90,39 @@ class Lane:
         #: Sessions of this lane; ended ones drop out as they are collected.
         self.sessions: weakref.WeakSet[RelayedSession] = weakref.WeakSet()
 
-    async def start(self) -> None:
-        """Start listening."""
+    @property
+    def settings(self) -> ListenerSettings:
+        """The lane's listener settings."""
         raise NotImplementedError
+
+    @property
+    def host_key_path(self) -> Path:
+        """The private host key the lane presents."""
+        raise NotImplementedError
+
+    def new_server(self) -> asyncssh.SSHServer:
+        """The server object for one new client connection."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Start listening on the configured address and port."""
+        settings = self.settings
+        host_key = load_private_key(self.host_key_path, f"{self.name} lane host")
+        self._acceptor = await listen_with_connection_class(
+            settings.address,
+            settings.port,
+            connection_class=self.connection_class,
+            server_factory=self.new_server,
+            server_host_keys=[host_key],
+            encoding=None,
+            line_editor=False,
+            allow_pty=True,
+            x11_forwarding=False,
+            agent_forwarding=False,
+            login_timeout=self.login_timeout,
+            keepalive_interval=30,
+        )
+        logger.info("%s lane listening on %s:%s", self.name, settings.address, self.port)
 
     @property
     def port(self) -> int:
@@ -111,7 +152,7 @@ class Lane:
         """
         try:
             await asyncio.to_thread(self.services.audit.record, self.trail, event)
-        except AuditWriteFailed:
+        except StoreError:  # AuditWriteFailed, or the database is unreachable
             logger.exception("audit write failed for %s", event.action)
             return False
         return True

@@ -11,7 +11,11 @@ rules, and names the first failed rule:
    does not), one of which is the NHI in the login name, which is ``active``;
 5. a lifetime no longer than the NHI's maximum (plus the 60 s backdating);
 6. the source inside the certificate's ``source-address`` and the NHI's networks;
-7. serial, key id and key not revoked; not an old generation after a renewal.
+7. serial, key id and key not revoked.
+
+A certificate superseded by a renewal passes :meth:`MachineGate.check` with
+``MachineLogin.lineage.superseded`` set: the lane lets the client prove it
+holds the key, and only then locks the NHI as a copied credential.
 
 :meth:`MachineGate.destination` and :meth:`MachineGate.command` then hold
 each session to the NHI's scope: its target accounts, its commands (with a
@@ -30,7 +34,8 @@ from gateway.access import parse_login_name, user_part
 from gateway.config import GatewayConfig, TargetSettings
 from gateway.errors import PamgateError
 from gateway.machine_ca import BACKDATE_SECONDS, MachineCA
-from gateway.machine_credentials import CertificateLineage, CopiedCredential, MachineCredentials
+from gateway.machine_credentials import CertificateLineage, MachineCredentials
+from gateway.machine_revocation import MachineRevocations
 from gateway.machines import MachineError, MachineRegistry, MachineView
 from gateway.ssh_certificates import (
     KNOWN_CRITICAL_OPTIONS,
@@ -64,12 +69,14 @@ class MachineGate:
         self,
         registry: MachineRegistry,
         credentials: MachineCredentials,
+        revocations: MachineRevocations,
         ca: MachineCA,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry
         self._credentials = credentials
+        self._revocations = revocations
         self._ca = ca
         self._clock = clock
 
@@ -77,7 +84,7 @@ class MachineGate:
         """Accept ``cert`` for ``login_name`` from ``source``, or raise MachineAuthRefused."""
         if cert.cert_type != "user":
             raise MachineAuthRefused("a host certificate cannot log in")
-        if cert.signing_key != _key_data(self._ca.public_key_line()):
+        if cert.signing_key != self._ca.public_key_data():
             raise MachineAuthRefused("the certificate is not signed by the machine CA")
         if cert.signature_algorithm in WEAK_SIGNATURE_ALGORITHMS:
             raise MachineAuthRefused(
@@ -122,21 +129,34 @@ class MachineGate:
             or not any(address in ipaddress.ip_network(n, strict=False) for n in nhi.sources)
         ):
             raise MachineAuthRefused(f"source {source} is outside {name}'s allowed networks")
-        revoked = self._credentials.revocation_reason(cert)
+        revoked = self._revocations.revocation_reason(cert)
         if revoked:
             raise MachineAuthRefused(revoked)
-        try:
-            lineage = self._credentials.check_generation(name, cert, source=source)
-        except CopiedCredential as exc:
-            raise MachineAuthRefused(str(exc)) from None
-        return MachineLogin(nhi, cert, lineage)
+        return MachineLogin(nhi, cert, self._credentials.lineage_of(cert))
 
-    def still_allowed(self, login: MachineLogin) -> str | None:
+    def revoked_because(self, login: MachineLogin) -> str | None:
         """Why a live session must end now (NHI no longer active, certificate revoked)."""
         nhi = self._registry.get(login.nhi.name)
         if nhi.status != "active":
             return f"{nhi.name} was {nhi.status}"
-        return self._credentials.revocation_reason(login.certificate)
+        return self._revocations.revocation_reason(login.certificate)
+
+    def new_session_refused_because(self, login: MachineLogin) -> str | None:
+        """Why an authenticated connection may not open another session, or None.
+
+        Stricter than for live sessions: the certificate must also still be
+        valid and not superseded by a renewal (a live session outlives both,
+        as it would with sshd).
+        """
+        reason = self.revoked_because(login)
+        if reason:
+            return reason
+        if self._clock() >= login.certificate.valid_before:
+            return "the certificate has expired"
+        lineage = self._credentials.lineage_of(login.certificate)
+        if lineage is not None and lineage.superseded:
+            return "the certificate was replaced by a renewal; use the new one"
+        return None
 
     @staticmethod
     def destination(
@@ -173,8 +193,7 @@ class MachineGate:
     def command(login: MachineLogin, requested: str | None, *, pty: bool) -> str:
         """The command to run for ``requested``, or ScopeRefused saying why not."""
         nhi, cert = login.nhi, login.certificate
-        if pty and not (nhi.allow_pty and "permit-pty" in cert.extensions):
-            raise ScopeRefused(f"a terminal (pty) is not allowed for {nhi.name}: run without -t")
+        MachineGate.check_pty(login, pty)
         # Stricter than sshd, which runs the forced command whatever was asked:
         # asking for something else is refused, so a job learns it is out of scope.
         forced = cert.force_command
@@ -190,9 +209,12 @@ class MachineGate:
             raise ScopeRefused(f"command not in {nhi.name}'s scope: {requested[:200]}")
         return requested
 
-
-def _key_data(line: str) -> str:
-    return " ".join(line.split()[:2])
+    @staticmethod
+    def check_pty(login: MachineLogin, pty: bool) -> None:
+        """ScopeRefused for a pty unless both the NHI and its certificate allow one."""
+        nhi = login.nhi
+        if pty and not (nhi.allow_pty and "permit-pty" in login.certificate.extensions):
+            raise ScopeRefused(f"a terminal (pty) is not allowed for {nhi.name}: run without -t")
 
 
 def _address(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -30,6 +30,9 @@ from gateway.machines import MachineError, MachineView
 from gateway.models import IssuedCertificate
 
 BACKDATE_SECONDS = 60
+#: Lifetime of a certificate when none is asked for (capped at the NHI's maximum).
+DEFAULT_CERTIFICATE_TTL = 300
+SIGN_TIMEOUT_SECONDS = 5
 SCOPE_EXTENSION = "scope@pamgate"
 
 
@@ -52,15 +55,23 @@ class MachineCA:
     def __init__(self, key_path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self._key_path = key_path
         self._clock = clock
+        self._public_line: str | None = None
 
     def public_key_line(self) -> str:
-        """The CA's public key, one OpenSSH line."""
-        try:
-            return self._key_path.with_name(self._key_path.name + ".pub").read_text().strip()
-        except OSError:
-            raise CertificateAuthorityError(
-                f"machine CA key {self._key_path} is missing: run 'pamgate init'"
-            ) from None
+        """The CA's public key, one OpenSSH line (read once: logins compare against it)."""
+        if self._public_line is None:
+            try:
+                path = self._key_path.with_name(self._key_path.name + ".pub")
+                self._public_line = path.read_text().strip()
+            except OSError:
+                raise CertificateAuthorityError(
+                    f"machine CA key {self._key_path} is missing: run 'pamgate init'"
+                ) from None
+        return self._public_line
+
+    def public_key_data(self) -> str:
+        """The CA's public key as ``TYPE BASE64``."""
+        return " ".join(self.public_key_line().split()[:2])
 
     def sign(
         self,
@@ -122,18 +133,27 @@ class MachineCA:
             ca_public = Path(folder) / "ca.pub"
             ca_public.write_text(self.public_key_line() + "\n")
             built = Path(folder) / "krl"
-            result = subprocess.run(
-                [keygen, "-q", "-k", "-f", str(built), "-s", str(ca_public), str(spec)],
-                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+            try:
+                result = subprocess.run(
+                    [keygen, "-q", "-k", "-f", str(built), "-s", str(ca_public), str(spec)],
+                    capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise CertificateAuthorityError("ssh-keygen took too long on the KRL") from None
             if result.returncode != 0:
                 raise CertificateAuthorityError(
                     f"ssh-keygen could not write the KRL: {result.stderr.strip()}"
                 )
             # Replace atomically, so sshds reading the file never see half of it.
             staged = path.with_name(f".{path.name}.tmp")
-            shutil.copyfile(built, staged)
-            os.replace(staged, path)
+            try:
+                shutil.copyfile(built, staged)
+                os.replace(staged, path)
+            except OSError as exc:
+                staged.unlink(missing_ok=True)
+                raise CertificateAuthorityError(
+                    f"cannot write the KRL to {path}: {exc.strerror}"
+                ) from None
 
     def _sign(
         self,
@@ -155,13 +175,19 @@ class MachineCA:
         options += ["-O", f"extension:{SCOPE_EXTENSION}={nhi.scope_id}"]
         with tempfile.TemporaryDirectory(prefix="pamgate-issue-") as folder:
             public = Path(folder) / "key.pub"
-            public.write_text(key_data + "\n")
-            result = subprocess.run(
-                [keygen, "-q", "-s", str(self._key_path), "-I", key_id, "-n", nhi.name,
-                 "-z", str(serial), "-V", f"{_utc(validity[0])}:{_utc(validity[1])}", *options,
-                 str(public)],
-                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+            # ssh-keygen copies the key's comment into the certificate.
+            public.write_text(f"{key_data} {nhi.name} serial {serial}\n")
+            # Signing runs inside the caller's write transaction, so it must be quick.
+            try:
+                result = subprocess.run(
+                    [keygen, "-q", "-s", str(self._key_path), "-I", key_id, "-n", nhi.name,
+                     "-z", str(serial), "-V", f"{_utc(validity[0])}:{_utc(validity[1])}",
+                     *options, str(public)],
+                    capture_output=True, text=True, timeout=SIGN_TIMEOUT_SECONDS,
+                    stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise CertificateAuthorityError("ssh-keygen took too long to sign") from None
             if result.returncode != 0:
                 raise CertificateAuthorityError(
                     f"ssh-keygen could not sign: {result.stderr.strip()}"

@@ -19,18 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import asyncssh
 
 from gateway.access import user_part
 from gateway.audit import ActorType, AuditEvent, Trail
+from gateway.config import ListenerSettings
 from gateway.errors import PamgateError
 from gateway.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
 from gateway.machine_admission import MachineAuthRefused, MachineLogin
 from gateway.machine_session import JOIN_USER, MachineJoinSession, MachineSession
-from gateway.ssh_certificates import is_certificate, parse_certificate
-from gateway.ssh_listener import listen_with_connection_class
-from gateway.upstream_ca import load_private_key
+from gateway.ssh_certificates import (
+    is_certificate,
+    key_data_of_blob,
+    openssh_key_data,
+    parse_certificate,
+)
 
 logger = logging.getLogger("pamgate.machine_lane")
 
@@ -45,6 +50,19 @@ class MachineLaneConnection(RefusesAgentAndX11, asyncssh.SSHServerConnection):  
     still run afterwards; the gate adds what OpenSSH checks and asyncssh
     does not (no principals, SHA-1 CA signatures) and pamgate's own rules.
     """
+
+    async def validate_public_key(
+        self, username: str, key_data: bytes, msg: bytes, signature: bytes
+    ) -> bool:
+        owner = self._owner
+        if not isinstance(owner, MachineLaneServer):
+            return False
+        if not await super().validate_public_key(username, key_data, msg, signature):
+            return False
+        if not msg:
+            return True  # a query ("would you accept this key?"): nothing is proven yet
+        # The signature verified: this client holds the key, for this user name.
+        return await owner.key_proven(username, key_data)
 
     async def _validate_client_certificate(
         self, username: str, key_data: bytes
@@ -78,7 +96,13 @@ class MachineLaneConnection(RefusesAgentAndX11, asyncssh.SSHServerConnection):  
 
 
 class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
-    """One workload's connection: certificate authentication and session admission."""
+    """One workload's connection: certificate authentication and session admission.
+
+    Verdicts on presented keys are kept per (user name, key); a verdict takes
+    effect only when the client signs with that key under that user name
+    (:meth:`key_proven`), so a public certificate alone, or a change of user
+    name half-way through, gets a client nowhere.
+    """
 
     def __init__(self, lane: MachineLane) -> None:
         self._lane = lane
@@ -86,10 +110,11 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
         self._conn: asyncssh.SSHServerConnection | None = None
         self._source = "unknown"
         self._login_name = ""
-        #: Verdicts per presented key blob: a client asks about a key, then signs with it.
-        self._verdicts: dict[bytes, MachineLogin | None] = {}
+        self._verdicts: dict[tuple[str, bytes], MachineLogin | None] = {}
+        #: What the signed request proved: an NHI's certificate, or a key for the join.
         self._login: MachineLogin | None = None
         self._join_key: str | None = None
+        self._join_started = False
         self._login_recorded: asyncio.Future[bool] | None = None
         #: Why keys were refused; audited as one event if the connection never logs in.
         self._refusals: list[dict[str, str]] = []
@@ -101,7 +126,9 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
             self._source = str(peer[0])
 
     def begin_auth(self, username: str) -> bool:
+        # A new user name starts over: nothing proven under another name counts.
         self._login_name = username
+        self._login, self._join_key = None, None
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -116,18 +143,13 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
     # -- certificates (NHIs) ---------------------------------------------
 
     async def admit_certificate(self, username: str, key_data: bytes) -> bool:
-        """Judge a presented certificate once per connection; refusals are audited."""
-        if key_data in self._verdicts:
-            verdict = self._verdicts[key_data]
-        else:
+        """Judge a presented certificate once per user name; refusals are kept for the audit."""
+        verdict_key = (username, key_data)
+        if verdict_key not in self._verdicts:
             if len(self._verdicts) >= MAX_KEYS_PER_CONNECTION:
                 return False
-            verdict = await asyncio.to_thread(self._judge, username, key_data)
-            self._verdicts[key_data] = verdict
-        if verdict is None:
-            return False
-        self._login = verdict
-        return True
+            self._verdicts[verdict_key] = await asyncio.to_thread(self._judge, username, key_data)
+        return self._verdicts[verdict_key] is not None
 
     def _judge(self, username: str, key_data: bytes) -> MachineLogin | None:
         try:
@@ -140,20 +162,39 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
             return None
 
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        ca_line = self._services.machine_ca.public_key_line()
-        return key.export_public_key("openssh").split()[:2] == ca_line.encode().split()[:2]
+        return openssh_key_data(key) == self._services.machine_ca.public_key_data()
 
     # -- plain keys (the join exchange only) ----------------------------------
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         if username == JOIN_USER:
-            self._join_key = " ".join(key.export_public_key("openssh").decode().split()[:2])
             return True
         self._refusals.append({
             "method": "publickey", "key": key.get_fingerprint(),
             "reason": "plain keys are not accepted: use a certificate from the machine CA",
         })  # fmt: skip
         return False
+
+    async def key_proven(self, username: str, key_data: bytes) -> bool:
+        """The client signed with ``key_data`` as ``username``: is that a login?"""
+        if username == JOIN_USER:
+            if is_certificate(key_data):
+                return False
+            self._join_key = key_data_of_blob(key_data)
+            return True
+        login = self._verdicts.get((username, key_data))
+        if login is None:
+            return False
+        if login.lineage is not None and login.lineage.superseded:
+            # Proven possession of a replaced certificate: a copy is in use.
+            reason = await asyncio.to_thread(
+                self._services.machine_credentials.lock_copied_credential, login.nhi.name,
+                login.certificate, login.lineage, source=self._source,
+            )  # fmt: skip
+            self._refusals.append({"method": "publickey-certificate", "reason": reason})
+            return False
+        self._login = login
+        return True
 
     # -- after authentication --------------------------------------------------
 
@@ -173,11 +214,12 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
     def auth_completed(self) -> None:
         # Sessions wait for this record: no access without an audit record.
         loop = asyncio.get_running_loop()
-        if self._login is not None:
+        if self._login is not None and self._login_name != JOIN_USER:
             self._login_recorded = loop.create_task(self._record_login(self._login))
-        else:
-            self._login_recorded = loop.create_future()
-            self._login_recorded.set_result(self._join_key is not None)
+            return
+        self._login_recorded = loop.create_future()
+        joining = self._login is None and self._join_key is not None
+        self._login_recorded.set_result(joining and self._login_name == JOIN_USER)
 
     async def _record_login(self, login: MachineLogin) -> bool:
         try:
@@ -195,11 +237,14 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
         if recorded is None:
             return False
         session: MachineSession | MachineJoinSession
-        if self._login is not None:
+        if self._login is not None and self._login_name != JOIN_USER:
             session = MachineSession(
                 self._login, self._login_name, self._source, self._lane, recorded
             )
-        elif self._join_key is not None:
+        elif self._join_key is not None and self._login_name == JOIN_USER:
+            if self._join_started:
+                return False  # one exchange per connection
+            self._join_started = True
             session = MachineJoinSession(self._join_key, self._source, self._lane)
         else:
             return False
@@ -227,22 +272,17 @@ class MachineLane(Lane):
 
     trail = Trail.MACHINE
 
-    async def start(self) -> None:
-        """Start listening on the configured address and port."""
-        settings = self.services.config.listeners.machine
-        host_key = load_private_key(self.services.data.machine_host_key, "machine lane host")
-        self._acceptor = await listen_with_connection_class(
-            settings.address,
-            settings.port,
-            connection_class=MachineLaneConnection,
-            server_factory=lambda: MachineLaneServer(self),
-            server_host_keys=[host_key],
-            encoding=None,
-            line_editor=False,
-            allow_pty=True,
-            x11_forwarding=False,
-            agent_forwarding=False,
-            login_timeout=30,
-            keepalive_interval=30,
-        )
-        logger.info("machine lane listening on %s:%s", settings.address, self.port)
+    name = "machine"
+    connection_class = MachineLaneConnection
+    login_timeout = 30
+
+    @property
+    def settings(self) -> ListenerSettings:
+        return self.services.config.listeners.machine
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.services.data.machine_host_key
+
+    def new_server(self) -> MachineLaneServer:
+        return MachineLaneServer(self)

@@ -39,6 +39,10 @@ EXCHANGE_INPUT_TIMEOUT = 30.0
 EXCHANGE_REFUSED_STATUS = 1
 
 
+class ExchangeUsageError(PamgateError):
+    """A credential exchange (join, renew) was called the wrong way."""
+
+
 def exchange_ttl(command: str, name: str) -> int | None:
     """The ``--ttl`` of ``NAME [--ttl DURATION]``; None when not given."""
     words = command.split()
@@ -46,7 +50,7 @@ def exchange_ttl(command: str, name: str) -> int | None:
         return None
     if len(words) == 3 and words[0] == name and words[1] == "--ttl":
         return parse_duration(words[2], "--ttl")
-    raise ScopeRefused(f"usage: {name} [--ttl DURATION] (input on stdin)")
+    raise ExchangeUsageError(f"usage: {name} [--ttl DURATION] (input on stdin)")
 
 
 def first_line(data: bytes) -> str:
@@ -93,6 +97,12 @@ class MachineSession(RelayedSession):
     async def _admit(self) -> Destination | None:
         if not await self._login_recorded:
             raise PamgateError("the login could not be audited, so it is refused")
+        # Each session is a new decision: the connection may outlive a revocation.
+        refused = await asyncio.to_thread(
+            self._services.machine_gate.new_session_refused_because, self._login
+        )
+        if refused:
+            raise PamgateError(refused)
         if self._command is not None and self._command.split()[:1] == [RENEW_COMMAND]:
             await self._renew(self._command)
             return None
@@ -108,6 +118,8 @@ class MachineSession(RelayedSession):
             raise ScopeRefused(
                 f"this certificate may only run: {login.certificate.force_command[:200]}"
             )
+        else:
+            services.machine_gate.check_pty(login, self._term_type is not None)
         event = self._event(
             "command.allowed", "success", target=target.name, authority=self._authority,
             command=self._command if self._subsystem is None else f"subsystem:{self._subsystem}",
@@ -126,7 +138,7 @@ class MachineSession(RelayedSession):
         await self._host.record(event)
 
     def _revoked_because(self) -> str | None:
-        return self._services.machine_gate.still_allowed(self._login)
+        return self._services.machine_gate.revoked_because(self._login)
 
     async def _renew(self, command: str) -> None:
         """Sign the next generation for the new public key on stdin."""
@@ -135,7 +147,7 @@ class MachineSession(RelayedSession):
             ttl = exchange_ttl(command, RENEW_COMMAND)
             data = await self.read_input(MAX_EXCHANGE_INPUT, EXCHANGE_INPUT_TIMEOUT)
             if data is None:
-                raise ScopeRefused("send the new public key on stdin (one line, then EOF)")
+                raise ExchangeUsageError("send the new public key on stdin (one line, then EOF)")
             signed = await asyncio.to_thread(
                 services.machine_credentials.renew, login.nhi.name, login.certificate,
                 first_line(data), ttl_seconds=ttl, source=self._source,
@@ -150,6 +162,10 @@ class MachineSession(RelayedSession):
             return
         assert self._chan is not None
         self._chan.write((signed.certificate + "\n").encode())
+        self._tell_user(
+            f"renewed {login.nhi.name}: certificate serial {signed.serial}, valid for "
+            f"{signed.ttl_seconds // 60} min; the old certificate must not be used again"
+        )
         self._finished = True
         self._exit(0)
 
@@ -169,10 +185,11 @@ class MachineJoinSession(RelayedSession):
 
     async def _admit(self) -> Destination | None:
         services = self._services
-        # Failures are counted per source, so one noisy source cannot lock out the rest.
-        limiter_user = f"{JOIN_USER}@{self._source}"
+        # Failed joins are counted per source, apart from the human lane's
+        # counters: a noisy CI runner must not lock admins at the same address out.
+        limiter_user, limiter_source = f"{JOIN_USER}@{self._source}", f"join:{self._source}"
         try:
-            lock = await asyncio.to_thread(services.limiter.state, limiter_user, self._source)
+            lock = await asyncio.to_thread(services.limiter.state, limiter_user, limiter_source)
             if lock.locked:
                 raise JoinRefused(
                     "too many failed joins from this address; "
@@ -191,7 +208,10 @@ class MachineJoinSession(RelayedSession):
                 ttl_seconds=ttl, source=self._source,
             )  # fmt: skip
         except PamgateError as exc:  # audited by join()
-            await asyncio.to_thread(services.limiter.record_failure, limiter_user, self._source)
+            outcome = await asyncio.to_thread(
+                services.limiter.record_failure, limiter_user, limiter_source
+            )
+            await asyncio.sleep(outcome.delay_seconds)
             return self._refuse(str(exc))
         assert self._chan is not None
         self._chan.write((signed.certificate + "\n").encode())

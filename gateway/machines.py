@@ -71,6 +71,8 @@ class MachineView:
     max_ttl_seconds: int
     review_by: datetime | None
     status: str
+    #: Why it was last suspended, resumed or offboarded (or locked), if anyone said.
+    status_reason: str | None
     created_at: datetime
     last_used_at: datetime | None
 
@@ -155,6 +157,11 @@ class MachineRegistry:
         if not patterns:
             raise MachineError("at least one --command is required (exact, or re:PATTERN)")
         for pattern in patterns:
+            body = pattern[3:] if pattern.startswith("re:") else pattern
+            if not body.strip():
+                raise MachineError("--command must not be empty (nor an empty re: pattern)")
+            if any(ord(char) < 0x20 or ord(char) == 0x7F for char in body):
+                raise MachineError(f"--command {pattern!r}: control characters are not allowed")
             if pattern.startswith("re:"):
                 try:
                     re.compile(pattern[3:])
@@ -169,6 +176,8 @@ class MachineRegistry:
         if not 60 <= max_ttl_seconds <= MAX_TTL_CEILING:
             raise MachineError("--max-ttl must be between 1m and 24h")
         now = self._now()
+        if review_by is not None and review_by <= now:
+            raise MachineError("--review-by must be a date in the future")
         with self._store.transaction() as db:
             existing = db.scalar(select(NonHumanIdentity).where(NonHumanIdentity.name == name))
             if existing is not None:
@@ -210,6 +219,7 @@ class MachineRegistry:
             if row.status == status:
                 raise MachineError(f"{name!r} is {status} already")
             row.status = status
+            row.status_reason = reason or None
             row.updated_at = self._now()
             action = {"active": "machine.resumed", "suspended": "machine.suspended",
                       "offboarded": "machine.offboarded"}[status]  # fmt: skip
@@ -250,5 +260,6 @@ def machine_view(row: NonHumanIdentity) -> MachineView:
         targets=tuple(ScopeTarget(t["target"], t["account"]) for t in row.targets),
         commands=tuple(row.commands), sources=tuple(row.sources), allow_pty=row.allow_pty,
         allow_sftp=row.allow_sftp, max_ttl_seconds=row.max_ttl_seconds, review_by=row.review_by,
-        status=row.status, created_at=row.created_at, last_used_at=row.last_used_at,
+        status=row.status, status_reason=row.status_reason, created_at=row.created_at,
+        last_used_at=row.last_used_at,
     )  # fmt: skip

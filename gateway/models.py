@@ -309,6 +309,7 @@ class NonHumanIdentity(Base):
     review_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: ``active``, ``suspended`` or ``offboarded`` (final).
     status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -42,6 +42,8 @@ GATEWAY_EXIT_STATUS = 255
 
 #: Seconds between checks that a live session is still allowed (revocation, disabling).
 WATCH_INTERVAL = 1.0
+#: Failed checks in a row (database unreachable) after which a live session is ended.
+MAX_FAILED_CHECKS = 30
 
 
 class SessionHost(Protocol):
@@ -484,7 +486,10 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         """End the session when the lane's checks say so (revocation, expiry, disabling).
 
         Checks every second, so revocation and disabling take effect within ~2 s.
+        If the checks keep failing (database unreachable), the session ends after
+        MAX_FAILED_CHECKS seconds: access that cannot be checked is not kept.
         """
+        failed = 0
         while not self._finished:
             await asyncio.sleep(WATCH_INTERVAL)
             reason = self._check_time()
@@ -493,8 +498,13 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
                 return
             try:
                 reason = await asyncio.to_thread(self._revoked_because)
-            except PamgateError:
+            except PamgateError as exc:
+                failed += 1
+                if failed >= MAX_FAILED_CHECKS:
+                    self.terminate(f"cannot check that access is still allowed ({exc})")
+                    return
                 continue  # the database is unreachable for a moment; check again
+            failed = 0
             if reason:
                 self.terminate(f"{reason}; the session was closed")
                 return

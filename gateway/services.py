@@ -23,6 +23,7 @@ from gateway.lockout import FailureLimiter
 from gateway.machine_admission import MachineGate
 from gateway.machine_ca import MachineCA
 from gateway.machine_credentials import MachineCredentials
+from gateway.machine_revocation import MachineRevocations
 from gateway.machines import MachineRegistry
 from gateway.policy import Policy
 from gateway.recording_service import RecordingService
@@ -50,6 +51,7 @@ class GatewayServices:
     machines: MachineRegistry
     machine_ca: MachineCA
     machine_credentials: MachineCredentials
+    machine_revocations: MachineRevocations
     machine_gate: MachineGate
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
@@ -70,7 +72,8 @@ class GatewayServices:
             audit.add_listener(syslog)
         machines = MachineRegistry(store, audit)
         machine_ca = MachineCA(data.machine_ca_key)
-        machine_credentials = MachineCredentials(store, audit, machines, machine_ca, alerts)
+        machine_credentials = MachineCredentials(store, audit, machine_ca, alerts)
+        machine_revocations = MachineRevocations(store, audit, machines, machine_ca)
         return cls(
             config=config,
             data=data,
@@ -94,7 +97,10 @@ class GatewayServices:
             machines=machines,
             machine_ca=machine_ca,
             machine_credentials=machine_credentials,
-            machine_gate=MachineGate(machines, machine_credentials, machine_ca),
+            machine_revocations=machine_revocations,
+            machine_gate=MachineGate(
+                machines, machine_credentials, machine_revocations, machine_ca
+            ),
             _syslog=syslog,
         )
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from asyncssh.packet import PacketDecodeError, SSHPacket
 from asyncssh.public_key import (
     KeyImportError,
+    SSHKey,
     _certificate_alg_map,
     decode_ssh_public_key,
 )
@@ -125,9 +126,9 @@ def _parse(blob: bytes) -> PresentedCertificate:
     key = key_handler.make_public(key_params)
     return PresentedCertificate(
         cert_type="user" if cert_type == CERT_TYPE_USER else "host",
-        key=_openssh_line(key),
+        key=openssh_key_data(key),
         key_fingerprint=key.get_fingerprint("sha256"),
-        signing_key=_openssh_line(signing_key),
+        signing_key=openssh_key_data(signing_key),
         signature_algorithm=SSHPacket(signature).get_string().decode("ascii", "replace"),
         serial=serial,
         key_id=key_id.decode("utf-8"),
@@ -163,6 +164,14 @@ def _options(blob: bytes) -> dict[str, str]:
     return options
 
 
-def _openssh_line(key: object) -> str:
-    text = key.export_public_key("openssh").decode()  # type: ignore[attr-defined]
-    return " ".join(text.split()[:2])
+def openssh_key_data(key: SSHKey) -> str:
+    """A key as ``TYPE BASE64``, the form pamgate stores and compares keys in."""
+    return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+def key_data_of_blob(blob: bytes) -> str:
+    """A public key blob from the SSH protocol as ``TYPE BASE64``."""
+    try:
+        return openssh_key_data(decode_ssh_public_key(blob))
+    except (KeyImportError, PacketDecodeError, ValueError):
+        raise CertificateMalformed("not a public key") from None

@@ -18,6 +18,8 @@ Imports nothing from ``gateway`` or ``tui``.
 from __future__ import annotations
 
 ESC = "\x1b"
+#: Every control character (C0, DEL, C1), for text that must stay on one line.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 #: C0 controls that pass: backspace, tab, line feed, carriage return.
 _ALLOWED_C0 = {"\b", "\t", "\n", "\r"}
 #: Final bytes of plain CSI sequences (no private prefix, no intermediates) that pass.
@@ -162,3 +164,13 @@ def _allowed_csi(body: str) -> str | None:
     if final not in _ALLOWED_CSI_FINALS:
         return None  # DSR (n), DA (c), window ops (t), printing (i), ...
     return f"{ESC}[{parameters}{final}"
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character shown as ``\\xNN``: safe, and on one line.
+
+    For untrusted strings printed in line-oriented output (audit listings):
+    a newline in a command or reason cannot start a forged line, and no
+    escape sequence reaches the terminal.
+    """
+    return text.translate(_CONTROLS)

@@ -19,6 +19,7 @@ from gateway.errors import PamgateError
 from gateway.machine_admission import MachineAuthRefused, MachineGate, ScopeRefused
 from gateway.machine_ca import MachineCA
 from gateway.machine_credentials import JoinRefused, MachineCredentials, RenewalRefused
+from gateway.machine_revocation import MachineRevocations
 from gateway.machines import MachineError, MachineRegistry, ScopeTarget
 from gateway.ssh_certificates import (
     CertificateMalformed,
@@ -51,10 +52,14 @@ class Lab:
         self.registry = MachineRegistry(store, self.audit, clock=self.clock)
         self.ca = MachineCA(self.ca_key, clock=self.clock)
         self.credentials = MachineCredentials(
-            store, self.audit, self.registry, self.ca, WebhookAlerts([], self.audit),
-            clock=self.clock,
-        )  # fmt: skip
-        self.gate = MachineGate(self.registry, self.credentials, self.ca, clock=self.clock)
+            store, self.audit, self.ca, WebhookAlerts([], self.audit), clock=self.clock
+        )
+        self.revocations = MachineRevocations(
+            store, self.audit, self.registry, self.ca, clock=self.clock
+        )
+        self.gate = MachineGate(
+            self.registry, self.credentials, self.revocations, self.ca, clock=self.clock
+        )
         self.registry.add(
             "svc", actor="tests", kind="agent", owner="o", tech_owner="t", purpose="p",
             targets=[ScopeTarget("web01", "root"), ScopeTarget("web01", "backup")],
@@ -203,7 +208,7 @@ def test_join_token_expiry_uses_and_hostile_tokens(lab: Lab) -> None:
     token = lab.credentials.create_join_token("svc", ttl_seconds=600, uses=2, actor="tests")
     lab.clock.now += 599
     nhi, signed = lab.credentials.join(token, key, ttl_seconds=None, source="10.0.0.1")
-    assert nhi.name == "svc" and signed.ttl_seconds == 900
+    assert nhi.name == "svc" and signed.ttl_seconds == 300  # the default, under the 15m max
     lab.clock.now += 1
     with pytest.raises(JoinRefused, match="expired"):
         lab.credentials.join(token, key, ttl_seconds=None, source="10.0.0.1")
@@ -244,8 +249,14 @@ def test_renewal_chain_and_copied_credential(lab: Lab) -> None:
     with pytest.raises(RenewalRefused, match="newest"):
         lab.credentials.renew("svc", first, lab.key("c").with_suffix(".pub").read_text(),
                               ttl_seconds=None, source="10.0.0.1")  # fmt: skip
-    with pytest.raises(MachineAuthRefused, match="copied"):
-        lab.check(signed.certificate)
+    # The gate flags the replaced certificate; nothing is locked until the
+    # presenter proves it holds the key (the lane calls lock_copied_credential).
+    stale = lab.check(signed.certificate)
+    assert stale.lineage is not None and stale.lineage.superseded
+    assert lab.gate.new_session_refused_because(stale) is not None
+    assert lab.registry.get("svc").status == "active"
+    reason = lab.credentials.lock_copied_credential("svc", first, stale.lineage, source="10.0.0.9")
+    assert "copied" in reason
     assert lab.registry.get("svc").status == "suspended"
     with pytest.raises(MachineAuthRefused, match="suspended"):
         lab.gate.check("svc", second, source="127.0.0.1")
@@ -267,15 +278,15 @@ def test_revoke_validates_and_counts_outstanding(lab: Lab) -> None:
     for bad in ({}, {"serial": -1}, {"key_id": " "}, {"serial": 1, "key_id": "x"},
                 {"key_line": "not a key"}, {"name": "nobody"}):  # fmt: skip
         with pytest.raises(PamgateError):
-            lab.credentials.revoke(actor="tests", **bad)  # type: ignore[arg-type]
-    assert lab.credentials.revocations() == []
+            lab.revocations.revoke(actor="tests", **bad)  # type: ignore[arg-type]
+    assert lab.revocations.revocations() == []
     key = lab.key("r").with_suffix(".pub").read_text()
     for _ in range(3):
         lab.credentials.issue("svc", key, 300, actor="tests")
-    assert len(lab.credentials.outstanding("svc")) == 3
+    assert len(lab.revocations.outstanding("svc")) == 3
     lab.clock.now += 301
-    assert lab.credentials.outstanding("svc") == []
+    assert lab.revocations.outstanding("svc") == []
     lab.credentials.issue("svc", key, 300, actor="tests")
-    assert len(lab.credentials.revoke(actor="tests", name="svc")) == 1
-    assert lab.credentials.revoke(actor="tests", name="svc") == []
-    assert lab.credentials.outstanding() == []
+    assert len(lab.revocations.revoke(actor="tests", name="svc")) == 1
+    assert lab.revocations.revoke(actor="tests", name="svc") == []
+    assert lab.revocations.outstanding() == []

@@ -6,6 +6,8 @@ lane, relaying to a real sshd target, and checks the machine audit trail.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import itertools
 import json
 import os
@@ -15,12 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from gateway.audit import AuditRecord, Trail
 from gateway.config import load_config
 from gateway.machines import ScopeTarget
 from gateway.services import GatewayServices
+from gateway.ssh_certificates import parse_certificate_line
 from tests.conftest import Gateway, launch_gateway
 
 pytestmark = pytest.mark.openssh
@@ -300,7 +304,7 @@ def test_suspended_and_offboarded_identities_are_refused(
     assert "is suspended" in refusal_reason(gateway, workload.name)
     services.machines.set_status(workload.name, "active", actor="tests")
     assert run(gateway, workload, "echo machine-ok").returncode == 0
-    services.machine_credentials.offboard(workload.name, actor="tests")
+    services.machine_revocations.offboard(workload.name, actor="tests")
     assert run(gateway, workload, "echo machine-ok").returncode == 255
     assert "is offboarded" in refusal_reason(gateway, workload.name, nth=2)
 
@@ -405,29 +409,50 @@ def test_forwarding_and_sftp_are_refused(
     assert {"port-forwarding", "subsystem"} <= kinds
 
 
+def test_sftp_works_only_when_the_scope_allows_it(
+    gateway: Gateway, services: GatewayServices, tmp_path: Path
+) -> None:
+    workload = register(services, tmp_path, allow_sftp=True)
+    issue(services, workload)
+    batch = tmp_path / "batch"
+    batch.write_text(f"get /etc/hostname {tmp_path / 'copied'}\n")
+    result = subprocess.run(
+        ["sftp", "-F", "/dev/null", "-P", str(gateway.machine_port), "-b", str(batch),
+         "-o", f"UserKnownHostsFile={gateway.known_hosts}", "-o", "IdentitiesOnly=yes",
+         "-o", "BatchMode=yes", "-i", str(workload.key), "-o", f"CertificateFile={workload.cert}",
+         # sftp would read NAME:TARGET@host as a host and a path; -o User keeps them apart.
+         "-o", f"User={workload.name}:web01", "127.0.0.1"],
+        capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "copied").read_text() == Path("/etc/hostname").read_text()
+    allowed = machine_events(gateway, workload.name, "command.allowed")
+    assert allowed and json.loads(allowed[0].details)["command"] == "subsystem:sftp"
+
+
 # -- revocation ----------------------------------------------------------------------
 
 
 def test_revocation_by_serial_key_id_and_key(
     gateway: Gateway, services: GatewayServices, tmp_path: Path
 ) -> None:
-    credentials = services.machine_credentials
+    revocations = services.machine_revocations
     by_serial = register(services, tmp_path)
     serial = issue(services, by_serial)
     assert run(gateway, by_serial, "echo machine-ok").returncode == 0
-    credentials.revoke(actor="tests", serial=serial)
+    revocations.revoke(actor="tests", serial=serial)
     assert run(gateway, by_serial, "echo machine-ok").returncode == 255
     assert f"serial {serial}" in refusal_reason(gateway, by_serial.name)
 
     by_key_id = register(services, tmp_path)
     keygen_sign(gateway, by_key_id, "-n", by_key_id.name, "-V", "-1m:+5m")
-    credentials.revoke(actor="tests", key_id=f"keygen-{by_key_id.name}")
+    revocations.revoke(actor="tests", key_id=f"keygen-{by_key_id.name}")
     assert run(gateway, by_key_id, "echo machine-ok").returncode == 255
     assert "key id" in refusal_reason(gateway, by_key_id.name)
 
     by_key = register(services, tmp_path)
     issue(services, by_key)
-    credentials.revoke(actor="tests", key_line=by_key.key.with_suffix(".pub").read_text())
+    revocations.revoke(actor="tests", key_line=by_key.key.with_suffix(".pub").read_text())
     assert run(gateway, by_key, "echo machine-ok").returncode == 255
     assert "revoked (key" in refusal_reason(gateway, by_key.name)
 
@@ -461,7 +486,7 @@ def test_offboarding_ends_a_live_session_within_two_seconds(
     try:
         assert machine_events(gateway, workload.name, "session.start", timeout=10)
         started = time.monotonic()
-        revoked = services.machine_credentials.offboard(workload.name, actor="tests")
+        revoked = services.machine_revocations.offboard(workload.name, actor="tests")
         assert len(revoked) == 1
         _, stderr = live.communicate(timeout=10)
         assert time.monotonic() - started <= 2.5
@@ -584,6 +609,115 @@ def test_sha1_ca_signatures_are_refused(tmp_path: Path) -> None:
             assert run(own, workload, "echo machine-ok").returncode == 0
         finally:
             services.close()
+
+
+# -- protocol-level attacks (asyncssh as a hostile client) ------------------------------------
+
+
+def _offer_certificate_only(key_path: Path, certificate_line: str) -> asyncssh.SSHKeyPair:
+    """A key pair that offers someone's public certificate; its signatures are our own key's."""
+    pair = asyncssh.load_keypairs([asyncssh.read_private_key(key_path)])[0]
+    algorithm, blob = certificate_line.split()[:2]
+    pair.algorithm, pair.public_data = algorithm.encode(), base64.b64decode(blob)
+    return pair
+
+
+class _SwitchingClient(asyncssh.SSHClient):
+    """Offers the victim's certificate as the victim, then switches to pamgate-join."""
+
+    def __init__(self, offers: list[asyncssh.SSHKeyPair], switch_to: str | None) -> None:
+        self._offers, self._switch_to = offers, switch_to
+        self._conn: asyncssh.SSHClientConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self._conn = conn
+
+    def public_key_auth_requested(self) -> asyncssh.SSHKeyPair | None:
+        if not self._offers:
+            return None
+        offer = self._offers.pop(0)
+        if not self._offers and self._switch_to and self._conn is not None:
+            self._conn._username = self._switch_to  # SSH lets a client change user mid-auth
+        return offer
+
+
+async def _attempt(gateway: Gateway, login: str, client: _SwitchingClient, command: str):  # noqa: ANN202
+    try:
+        conn, _ = await asyncssh.create_connection(
+            lambda: client, "127.0.0.1", gateway.machine_port, username=login,
+            known_hosts=str(gateway.known_hosts), client_keys=None, agent_path=None,
+            preferred_auth="publickey", config=None,
+        )  # fmt: skip
+    except (asyncssh.Error, OSError, ValueError) as exc:
+        return exc
+    async with conn:
+        return await conn.run(command, check=False, input="", timeout=20)
+
+
+def test_a_public_certificate_and_a_switched_user_name_get_nowhere(
+    gateway: Gateway, services: GatewayServices, tmp_path: Path
+) -> None:
+    victim = register(services, tmp_path, commands=("id",))
+    issue(services, victim)
+    attacker_key = keypair(tmp_path, "attacker")
+    fake = _offer_certificate_only(attacker_key, victim.cert.read_text())
+    mine = asyncssh.load_keypairs([asyncssh.read_private_key(attacker_key)])[0]
+    result = asyncio.run(_attempt(
+        gateway, victim.name, _SwitchingClient([fake, mine], "pamgate-join"), "id"
+    ))  # fmt: skip
+    if isinstance(result, asyncssh.SSHCompletedProcess):
+        assert result.exit_status != 0
+        assert "uid=" not in str(result.stdout)
+    assert not machine_events(gateway, victim.name, "auth.accepted", timeout=1)
+    assert not machine_events(gateway, victim.name, "session.start", timeout=0)
+
+
+def test_a_leaked_old_generation_certificate_cannot_lock_the_nhi(
+    gateway: Gateway, services: GatewayServices, tmp_path: Path
+) -> None:
+    workload = register(services, tmp_path)
+    issue(services, workload)
+    old_line = workload.cert.read_text()
+    new_key = keypair(tmp_path, "renewed")
+    services.machine_credentials.renew(
+        workload.name, parse_certificate_line(old_line), new_key.with_suffix(".pub").read_text(),
+        ttl_seconds=None, source="127.0.0.1",
+    )  # fmt: skip
+    # Someone who only has the old *public* certificate offers it and cannot sign.
+    fake = _offer_certificate_only(keypair(tmp_path, "thief"), old_line)
+    result = asyncio.run(_attempt(
+        gateway, f"{workload.name}:web01", _SwitchingClient([fake], None), "echo machine-ok"
+    ))  # fmt: skip
+    assert not isinstance(result, asyncssh.SSHCompletedProcess)
+    assert services.machines.get(workload.name).status == "active"
+    assert not machine_events(gateway, workload.name, "machine.generation_mismatch", timeout=1)
+
+
+def test_revocation_and_suspension_apply_to_new_sessions_on_an_open_connection(
+    gateway: Gateway, services: GatewayServices, tmp_path: Path
+) -> None:
+    workload = register(services, tmp_path)
+    serial = issue(services, workload)
+
+    async def scenario() -> list[asyncssh.SSHCompletedProcess]:
+        key = asyncssh.read_private_key(workload.key)
+        cert = asyncssh.read_certificate(workload.cert)
+        async with asyncssh.connect(
+            "127.0.0.1", gateway.machine_port, username=f"{workload.name}:web01",
+            known_hosts=str(gateway.known_hosts), client_keys=[(key, cert)], agent_path=None,
+            config=None,
+        ) as conn:  # fmt: skip
+            results = [await conn.run("echo machine-ok", check=False)]
+            await asyncio.to_thread(
+                services.machine_revocations.revoke, actor="tests", serial=serial
+            )
+            results.append(await conn.run("echo machine-ok", check=False))
+            return results
+
+    before, after = asyncio.run(scenario())
+    assert before.exit_status == 0 and before.stdout == "machine-ok\n"
+    assert after.exit_status != 0
+    assert "revoked" in str(after.stderr)
 
 
 # -- the README's CI lifecycle, verbatim ---------------------------------------------------
