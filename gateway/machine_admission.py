@@ -206,7 +206,7 @@ class MachineGate:
                 "the machine lane runs commands only: give one, as in ssh ... 'COMMAND'"
             )
         if not nhi.command_allowed(requested):
-            raise ScopeRefused(f"command not in {nhi.name}'s scope: {requested[:200]}")
+            raise ScopeRefused(f"command not in {nhi.name}'s scope: {requested[:200]!r}")
         return requested
 
     @staticmethod
