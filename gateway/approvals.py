@@ -60,6 +60,7 @@ class RequestView:
     status: str
     created_at: datetime
     expires_at: datetime
+    decided_at: datetime | None
     decided_by: str | None
     comment: str
     grant_id: int | None
@@ -448,6 +449,7 @@ def _request_view(db: Session, request: AccessRequest) -> RequestView:
         status=request.status,
         created_at=request.created_at,
         expires_at=request.expires_at,
+        decided_at=request.decided_at,
         decided_by=request.decided_by,
         comment=request.comment,
         grant_id=request.grant_id,

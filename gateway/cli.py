@@ -114,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo, needs_config=False)
 
+    console = commands.add_parser(
+        "console",
+        help="the terminal console for approvers, auditors and administrators",
+        description=(
+            "Open the Textual console: sign in with your pamgate user name, password and TOTP "
+            "code. What you can do follows your groups ([console] in the config): approvers "
+            "decide requests, auditors watch sessions, replay recordings and read the audit "
+            "trails, admins terminate sessions and manage identities. It locks itself after "
+            "[console] idle_lock without input."
+        ),
+    )
+    console.set_defaults(handler=cmd_console)
+
     _add_user_commands(commands)
 
     ca = commands.add_parser("ca", help="certificate authorities").add_subparsers(
@@ -644,6 +657,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     run_demo(args.data_dir, gateway_port=args.port, machine_port=args.machine_port)
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from tui.app import PamgateConsole
+
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise PamgateError("the console needs a terminal (run it from an interactive shell)")
+    PamgateConsole(_services(args)).run()
     return 0
 
 
@@ -1236,35 +1258,16 @@ def _authenticate_person(services, args: argparse.Namespace, purpose: str) -> st
 
     Failures count towards the same lockout as SSH logins and are audited.
     """
-    import time
-
-    from gateway.audit import ActorType, AuditEvent, Trail
-
-    source = f"cli:{_actor()}"
-    lock = services.limiter.state(args.approver, source)
     password = _read_password(args.password_stdin, confirm=False)
     code = args.totp
     if code is None:
         if not sys.stdin.isatty():
             raise PamgateError("no terminal to ask for the TOTP code: use --totp CODE")
         code = getpass.getpass("Verification code: ")
-    users = services.users
-    # The code is checked only after the password, so a wrong password never
-    # burns a code; either failure gives the same message.
-    password_ok = not lock.locked and users.verify_password(args.approver, password)
-    code_ok = password_ok and users.verify_totp(args.approver, code)
-    if not (password_ok and code_ok):
-        outcome = services.limiter.record_failure(args.approver, source)
-        reason = "locked out" if lock.locked else "wrong password or code"
-        services.audit.record(Trail.HUMAN, AuditEvent(
-            actor=args.approver, actor_type=ActorType.HUMAN, action="auth.failure",
-            outcome="failure", source=source, reason=reason,
-            details={"factor": "password+totp", "purpose": purpose},
-        ))  # fmt: skip
-        time.sleep(outcome.delay_seconds)
-        raise PamgateError(f"authentication as {args.approver} failed")
-    services.limiter.record_success(args.approver)
-    return args.approver
+    user = services.sign_in.sign_in(
+        args.approver, password, code, source=f"cli:{_actor()}", purpose=purpose
+    )
+    return user.name
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:

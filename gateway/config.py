@@ -175,6 +175,19 @@ class AuditSettings(_Section):
     syslog: SyslogSettings | None = None
 
 
+class ConsoleSettings(_Section):
+    """``[console]``: who may do what in ``pamgate console``, and when it locks itself."""
+
+    #: Members may approve and deny requests.
+    approver_groups: list[Name] = ["approvers"]
+    #: Members may read the audit trails, recordings and live sessions.
+    auditor_groups: list[Name] = ["auditors"]
+    #: Members may terminate sessions, revoke grants and manage identities.
+    admin_groups: list[Name] = ["pamgate-admins"]
+    #: Idle time after which the console returns to its login screen.
+    idle_lock: Duration = "10m"
+
+
 class TargetSettings(_Section):
     """``[[targets]]``: one server reachable through the gateway."""
 
@@ -291,6 +304,7 @@ class GatewayConfig(_Section):
     audit: AuditSettings = AuditSettings()
     recordings: RecordingSettings = RecordingSettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    console: ConsoleSettings = ConsoleSettings()
     targets: list[TargetSettings] = []
     #: Named sets of targets for rules (``group:NAME``).
     target_groups: dict[str, list[Name]] = {}

@@ -143,6 +143,9 @@ class SessionRecord(Base):
     #: The recording file (relative to the recordings folder) and its sealed sha256.
     recording_path: Mapped[str | None] = mapped_column(Text)
     recording_sha256: Mapped[str | None] = mapped_column(String(64))
+    #: Set when someone asks for a live session to end; its node ends it within ~2 s.
+    terminate_reason: Mapped[str | None] = mapped_column(Text)
+    terminate_by: Mapped[str | None] = mapped_column(String(255))
 
 
 class SessionCommand(Base):

@@ -497,7 +497,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
                 self.terminate(reason)
                 return
             try:
-                reason = await asyncio.to_thread(self._revoked_because)
+                reason = await asyncio.to_thread(self._ended_because)
             except PamgateError as exc:
                 failed += 1
                 if failed >= MAX_FAILED_CHECKS:
@@ -508,6 +508,14 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
             if reason:
                 self.terminate(f"{reason}; the session was closed")
                 return
+
+    def _ended_because(self) -> str | None:
+        """A termination asked for (console), or the lane's own revocation checks."""
+        if self._session_id is not None:
+            asked = self._services.ledger.termination_requested(self._session_id)
+            if asked:
+                return asked
+        return self._revoked_because()
 
     def _finish(
         self,

@@ -28,6 +28,7 @@ from gateway.machines import MachineRegistry
 from gateway.policy import Policy
 from gateway.recording_service import RecordingService
 from gateway.sessions import SessionLedger
+from gateway.sign_in import PersonSignIn
 from gateway.store import Store
 from gateway.upstream_ca import UpstreamCA
 
@@ -53,6 +54,7 @@ class GatewayServices:
     machine_credentials: MachineCredentials
     machine_revocations: MachineRevocations
     machine_gate: MachineGate
+    sign_in: PersonSignIn
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
@@ -72,6 +74,8 @@ class GatewayServices:
             audit.add_listener(syslog)
         machines = MachineRegistry(store, audit)
         machine_ca = MachineCA(data.machine_ca_key)
+        users = UserDirectory(store, audit, totp_skew_steps=config.auth.totp_skew_steps)
+        limiter = FailureLimiter(store, audit, config.auth)
         machine_credentials = MachineCredentials(store, audit, machine_ca, alerts)
         machine_revocations = MachineRevocations(store, audit, machines, machine_ca)
         return cls(
@@ -82,8 +86,8 @@ class GatewayServices:
             checkpoints=CheckpointBook(
                 audit, data.audit_signing_key, data.checkpoints, config.gateway.name
             ),
-            users=UserDirectory(store, audit, totp_skew_steps=config.auth.totp_skew_steps),
-            limiter=FailureLimiter(store, audit, config.auth),
+            users=users,
+            limiter=limiter,
             access=AccessResolver(config, Policy(config)),
             ledger=SessionLedger(store, audit, config.gateway.name),
             recordings=RecordingService(config, store, audit),
@@ -101,6 +105,7 @@ class GatewayServices:
             machine_gate=MachineGate(
                 machines, machine_credentials, machine_revocations, machine_ca
             ),
+            sign_in=PersonSignIn(users, limiter, audit),
             _syslog=syslog,
         )
 

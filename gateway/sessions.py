@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from gateway.audit import ActorType, AuditEvent, AuditLog, AuditRecord, Trail
+from gateway.errors import PamgateError
 from gateway.models import SessionRecord
 from gateway.store import Store
 
@@ -40,6 +41,29 @@ class SessionStart:
     @property
     def actor_type(self) -> ActorType:
         return ActorType.MACHINE if self.lane == "machine" else ActorType.HUMAN
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """A session as the console lists it."""
+
+    id: str
+    lane: str
+    node: str
+    user: str
+    target: str
+    account: str
+    source: str
+    authority: str
+    kind: str
+    command: str | None
+    status: str
+    started_at: datetime
+    recording_path: str | None
+
+
+class SessionNotFound(PamgateError):
+    """No such session, or not in a state that allows what was asked."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +167,52 @@ class SessionLedger:
             record = self._audit.append(db, start.trail, event)
         self._audit.committed(record)
 
+    def live(self) -> list[LiveSession]:
+        """Sessions live right now, on every node, oldest first."""
+        with self._store.transaction(write=False) as db:
+            rows = db.scalars(
+                select(SessionRecord)
+                .where(SessionRecord.status == "live")
+                .order_by(SessionRecord.started_at)
+            )
+            return [_live(row) for row in rows]
+
+    def get(self, session_id: str) -> LiveSession:
+        """One session (live or not) by id; SessionNotFound if there is none."""
+        with self._store.transaction(write=False) as db:
+            row = db.get(SessionRecord, session_id)
+            if row is None:
+                raise SessionNotFound(f"no session {session_id!r}")
+            return _live(row)
+
+    def request_termination(self, session_id: str, *, actor: str, reason: str) -> None:
+        """Ask for a live session to end; the node relaying it ends it within ~2 s.
+
+        The user is shown ``reason``. Audited in the session's trail.
+        """
+        if not reason.strip():
+            raise SessionNotFound("a reason is required to terminate a session")
+        with self._store.transaction() as db:
+            row = db.get(SessionRecord, session_id, with_for_update=True)
+            if row is None or row.status != "live":
+                raise SessionNotFound(f"session {session_id!r} is not live")
+            row.terminate_reason, row.terminate_by = reason.strip(), actor
+            trail = Trail.MACHINE if row.lane == "machine" else Trail.HUMAN
+            record = self._audit.append(db, trail, AuditEvent(
+                actor=actor, actor_type=ActorType.HUMAN, action="session.terminate_requested",
+                target=row.target, account=row.account, session_id=row.id, reason=reason.strip(),
+                authority=f"console:{actor}", details={"user": row.user, "lane": row.lane},
+            ))  # fmt: skip
+        self._audit.committed(record)
+
+    def termination_requested(self, session_id: str) -> str | None:
+        """Why someone asked for this session to end, or None."""
+        with self._store.transaction(write=False) as db:
+            row = db.get(SessionRecord, session_id)
+            if row is None or row.terminate_reason is None:
+                return None
+            return f"terminated by {row.terminate_by}: {row.terminate_reason}"
+
     def mark_interrupted(self) -> list[str]:
         """Mark this node's sessions still ``live`` as ``interrupted`` (after a crash).
 
@@ -209,3 +279,12 @@ class SessionLedger:
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+
+def _live(row: SessionRecord) -> LiveSession:
+    return LiveSession(
+        id=row.id, lane=row.lane, node=row.node, user=row.user, target=row.target,
+        account=row.account, source=row.source, authority=row.authority, kind=row.kind,
+        command=row.command, status=row.status, started_at=row.started_at,
+        recording_path=row.recording_path,
+    )  # fmt: skip

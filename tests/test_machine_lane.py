@@ -753,6 +753,7 @@ def test_readme_lifecycle_script_runs_with_stock_openssh(gateway: Gateway, tmp_p
     after = machine_ssh(gateway, "svc-report:web01", "uptime", key=tmp_path / "job_key",
                         extra=("-o", f"UserKnownHostsFile={pinned}"))  # fmt: skip
     assert after.returncode == 255
+    assert machine_events(gateway, "svc-report", "auth.refused")  # written as the client leaves
     actions = {e.action for e in gateway.audit.events(Trail.MACHINE) if e.target == "nhi:svc-report"
                or e.actor == "svc-report"}  # fmt: skip
     assert {"machine.created", "machine.token_created", "machine.joined", "auth.accepted",

@@ -1,0 +1,139 @@
+"""The console application: sign-in, the section switcher, idle lock.
+
+Sections are screens (:mod:`tui.screens`); one is shown at a time, chosen
+with the number keys declared here. Dialogs are modal screens on top. All
+I/O runs in thread workers; screens poll the shared database each second,
+so changes made anywhere (another console, the CLI, a gateway node) show up
+within about a second.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterable
+
+from textual import events
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from gateway.config import duration_seconds
+from gateway.identities import UserView
+from gateway.services import GatewayServices
+from tui.roles import ConsoleUser, roles_for
+from tui.screens.audit import AuditScreen
+from tui.screens.breakglass import BreakGlassScreen
+from tui.screens.identities import IdentitiesScreen
+from tui.screens.login import LoginScreen
+from tui.screens.recordings import RecordingsScreen
+from tui.screens.requests import RequestsScreen
+from tui.screens.sessions import SessionsScreen
+
+#: Section name -> (screen factory, title). The number keys follow this order.
+SECTIONS: dict[str, tuple[Callable[[], Screen[None]], str]] = {
+    "requests": (RequestsScreen, "Requests"),
+    "sessions": (SessionsScreen, "Sessions"),
+    "breakglass": (BreakGlassScreen, "Break-glass"),
+    "recordings": (RecordingsScreen, "Recordings"),
+    "audit": (AuditScreen, "Audit"),
+    "identities": (IdentitiesScreen, "Identities"),
+}
+
+
+class PamgateConsole(App[None]):
+    """``pamgate console``."""
+
+    TITLE = "pamgate console"
+    CSS_PATH = "console.tcss"
+    BINDINGS = [
+        *(
+            Binding(str(number), f"section('{name}')", title)
+            for number, (name, (_, title)) in enumerate(SECTIONS.items(), start=1)
+        ),
+        Binding("ctrl+l", "lock", "Lock"),
+        Binding("ctrl+q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        services: GatewayServices,
+        *,
+        source: str | None = None,
+        idle_lock_seconds: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.services = services
+        self.source = source or f"console:{socket.gethostname()}"
+        self.user: ConsoleUser | None = None
+        self.idle_lock_seconds = (
+            idle_lock_seconds
+            if idle_lock_seconds is not None
+            else duration_seconds(services.config.console.idle_lock)
+        )
+        self._last_activity = time.monotonic()
+
+    def on_mount(self) -> None:
+        self.push_screen(LoginScreen())
+        self.set_interval(1.0, self._lock_when_idle)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown | events.MouseScrollDown):
+            self._last_activity = time.monotonic()
+        await super().on_event(event)
+
+    # -- signing in and out ------------------------------------------------
+
+    def signed_in(self, user: UserView) -> None:
+        """Called by the login screen with a user whose factors checked out."""
+        self.user = ConsoleUser(
+            user.name, tuple(user.groups), roles_for(user.groups, self.services.config.console)
+        )
+        self._last_activity = time.monotonic()
+        self.sub_title = f"{user.name} ({self.user.describe_roles()})"
+        self.switch_screen(RequestsScreen())
+
+    def lock(self, why: str) -> None:
+        """Back to the login screen; nothing of the session stays on screen."""
+        self.user = None
+        self.sub_title = ""
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        self.switch_screen(LoginScreen(message=why))
+
+    def _lock_when_idle(self) -> None:
+        idle = time.monotonic() - self._last_activity
+        if self.user is not None and idle >= self.idle_lock_seconds:
+            self.lock(f"Locked after {int(self.idle_lock_seconds // 60) or 1} min without input.")
+
+    # -- actions -------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("section", "lock"):
+            return self.user is not None
+        return True
+
+    def action_section(self, name: str) -> None:
+        if self.user is None or name not in SECTIONS:
+            return
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        factory, _ = SECTIONS[name]
+        self.switch_screen(factory())
+
+    def action_lock(self) -> None:
+        self.lock("Locked.")
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        # Every binding of the current screen, so the palette lists what the footer shows.
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if binding.show and binding.description and active.enabled:
+                yield SystemCommand(
+                    binding.description,
+                    f"key {key}",
+                    lambda node=active.node, action=binding.action: self.call_later(
+                        self.run_action, action, node
+                    ),
+                )

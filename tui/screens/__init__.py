@@ -1,0 +1,1 @@
+"""One screen per console section, plus the login screen and the dialogs they open."""

@@ -1,0 +1,92 @@
+"""Small modal dialogs: a comment or reason, and a break-glass verdict."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet
+
+
+class TextDialog(ModalScreen[str | None]):
+    """Ask for one line of text (a comment, a reason); None if cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, *, placeholder: str = "", required: bool = False) -> None:
+        super().__init__()
+        self._title = title
+        self._placeholder = placeholder
+        self._required = required
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self._title, classes="dialog-title")
+            yield Input(placeholder=self._placeholder, id="text")
+            yield Label("", id="problem", classes="problem")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("OK", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def _submit(self) -> None:
+        text = self.query_one("#text", Input).value.strip()
+        if self._required and not text:
+            self.query_one("#problem", Label).update("This cannot be empty.")
+            return
+        self.dismiss(text)
+
+
+class VerdictDialog(ModalScreen[tuple[str, str] | None]):
+    """A break-glass verdict (justified or unjustified) with a note; None if cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        self._title = title
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self._title, classes="dialog-title")
+            with RadioSet(id="verdict"):
+                yield RadioButton("justified", value=True)
+                yield RadioButton("unjustified")
+            yield Input(placeholder="note (required)", id="note")
+            yield Label("", id="problem", classes="problem")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Record", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def _submit(self) -> None:
+        note = self.query_one("#note", Input).value.strip()
+        if not note:
+            self.query_one("#problem", Label).update("A note is required.")
+            return
+        pressed = self.query_one("#verdict", RadioSet).pressed_button
+        verdict = str(pressed.label) if pressed is not None else "justified"
+        self.dismiss((verdict, note))

@@ -1,0 +1,23 @@
+"""IdentitiesScreen (being written)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from tui.roles import Role
+from tui.screens.section import SectionScreen
+
+
+class IdentitiesScreen(SectionScreen):
+    view_roles = frozenset({Role.ADMIN, Role.AUDITOR})
+    purpose = "see identities"
+
+    def compose_section(self) -> ComposeResult:
+        yield Static("coming soon")
+
+    def load(self) -> object:
+        return None
+
+    def show(self, data: object) -> None:
+        pass

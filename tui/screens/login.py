@@ -1,0 +1,87 @@
+"""The login screen: user name, password and TOTP code, as for SSH. No anonymous use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label
+
+from gateway.errors import PamgateError
+from tui.roles import roles_for
+
+if TYPE_CHECKING:
+    from tui.app import PamgateConsole
+
+
+class LoginScreen(Screen[None]):
+    """Sign in; failures count towards the same lockout as SSH logins and are audited."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__()
+        self._message = message
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="login"):
+            yield Label("Sign in to the pamgate console", classes="dialog-title")
+            yield Input(placeholder="user name", id="user")
+            yield Input(placeholder="password", password=True, id="password")
+            yield Input(placeholder="verification code (TOTP)", id="code", max_length=10)
+            yield Button("Sign in", variant="primary", id="sign-in")
+            yield Label(self._message, id="message", classes="problem")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#user", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        following = {"user": "#password", "password": "#code"}
+        if event.input.id in following and not self.query_one("#code", Input).value:
+            self.query_one(following[event.input.id], Input).focus()
+        else:
+            self._submit()
+
+    def on_button_pressed(self) -> None:
+        self._submit()
+
+    def _submit(self) -> None:
+        name = self.query_one("#user", Input).value.strip()
+        password = self.query_one("#password", Input).value
+        code = self.query_one("#code", Input).value.strip()
+        if not (name and password and code):
+            self.query_one("#message", Label).update("Give the user name, password and code.")
+            return
+        self.query_one("#message", Label).update("Checking...")
+        self.query_one("#sign-in", Button).disabled = True
+        self._sign_in(name, password, code)
+
+    @work(thread=True, exclusive=True)
+    def _sign_in(self, name: str, password: str, code: str) -> None:
+        console: PamgateConsole = self.app  # type: ignore[assignment]
+        services = console.services
+        try:
+            user = services.sign_in.sign_in(
+                name, password, code, source=console.source, purpose="console"
+            )
+        except PamgateError:
+            self.app.call_from_thread(self._failed, "Wrong user name, password or code.")
+            return
+        if not roles_for(user.groups, services.config.console):
+            self.app.call_from_thread(
+                self._failed,
+                f"{user.name} has no console role: ask for membership of an approver, "
+                "auditor or admin group ([console] in the config).",
+            )
+            return
+        self.app.call_from_thread(console.signed_in, user)
+
+    def _failed(self, message: str) -> None:
+        self.query_one("#message", Label).update(message)
+        self.query_one("#password", Input).value = ""
+        self.query_one("#code", Input).value = ""
+        self.query_one("#sign-in", Button).disabled = False
+        self.query_one("#password", Input).focus()

@@ -1,0 +1,134 @@
+"""Requests: pending access requests, live, with approve and deny; recent decisions below."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Label
+
+from gateway.approvals import RequestView
+from tui.roles import Role
+from tui.screens.dialogs import TextDialog
+from tui.screens.section import SectionScreen
+from tui.text import age, cell
+
+
+class RequestsScreen(SectionScreen):
+    """Approvers decide here; auditors and admins can watch."""
+
+    view_roles = frozenset({Role.APPROVER, Role.AUDITOR, Role.ADMIN})
+    purpose = "see access requests"
+    BINDINGS = [
+        Binding("a", "approve", "Approve"),
+        Binding("d", "deny", "Deny"),
+    ]
+
+    def compose_section(self) -> ComposeResult:
+        yield Label("Pending requests", classes="section-title")
+        pending = DataTable(id="pending", cursor_type="row", zebra_stripes=True)
+        pending.add_columns("#", "Requester", "Target", "Reason", "Age", "Approvals", "By")
+        yield pending
+        yield Label("Recent decisions", classes="section-title")
+        recent = DataTable(id="recent", cursor_type="row")
+        recent.add_columns("#", "Requester", "Target", "Status", "Decided by", "When", "Comment")
+        yield recent
+
+    def load(self) -> tuple[list[RequestView], list[RequestView]]:
+        requests = self.services.requests
+        pending = list(reversed(requests.list(pending_only=True)))
+        recent = [r for r in requests.list(limit=40) if r.status != "pending"][:15]
+        return pending, recent
+
+    def show(self, data: object) -> None:
+        pending, recent = data  # type: ignore[misc]
+        now = datetime.now(UTC)
+        table = self.query_one("#pending", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        for request in pending:
+            mine = " (yours)" if request.user == self.user.name else ""
+            where = cell(f"{request.account}@{request.target}")
+            table.add_row(
+                str(request.id), cell(request.user + mine), where, cell(request.reason, 40),
+                age(request.created_at, now),
+                f"{len(request.approvals)}/{request.approvals_required}",
+                cell(", ".join(request.approver_groups)), key=str(request.id),
+            )  # fmt: skip
+        if pending:
+            table.move_cursor(row=min(keep, len(pending) - 1))
+        decided = self.query_one("#recent", DataTable)
+        decided.clear()
+        for request in recent:
+            when = request.decided_at or request.expires_at
+            decided.add_row(
+                str(request.id), cell(request.user), cell(f"{request.account}@{request.target}"),
+                request.status, cell(request.decided_by or "-"), age(when, now) + " ago",
+                cell(request.comment or "", 30),
+            )  # fmt: skip
+
+    def _selected(self) -> RequestView | None:
+        table = self.query_one("#pending", DataTable)
+        if table.row_count == 0:
+            self.notify("No pending request is selected.", severity="warning")
+            return None
+        request_id = int(str(table.get_row_at(table.cursor_row)[0]))
+        try:
+            return self.services.requests.get(request_id)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, nothing else to do
+            self.notify(str(exc), severity="error")
+            return None
+
+    def _decidable(self, verb: str) -> RequestView | None:
+        if not self.allowed or not self.can(Role.APPROVER, f"{verb} requests"):
+            return None
+        request = self._selected()
+        if request is None:
+            return None
+        if request.user == self.user.name:
+            self.notify(
+                f"Request #{request.id} is your own: someone else must decide it "
+                "(separation of duties).",
+                severity="warning",
+            )
+            return None
+        return request
+
+    def action_approve(self) -> None:
+        request = self._decidable("approve")
+        if request is None:
+            return
+
+        def decided(comment: str | None) -> None:
+            if comment is None:
+                return
+            self.run_service(
+                lambda: self.services.requests.approve(request.id, self.user.name, comment),
+                lambda view: self.notify(f"Request #{view.id}: {view.status}."),
+            )
+
+        self.app.push_screen(
+            TextDialog(f"Approve request #{request.id} by {request.user} "
+                       f"for {request.account}@{request.target}? Comment (optional):"),
+            decided,
+        )  # fmt: skip
+
+    def action_deny(self) -> None:
+        request = self._decidable("deny")
+        if request is None:
+            return
+
+        def decided(comment: str | None) -> None:
+            if comment is None:
+                return
+            self.run_service(
+                lambda: self.services.requests.deny(request.id, self.user.name, comment),
+                lambda view: self.notify(f"Request #{view.id} denied."),
+            )
+
+        self.app.push_screen(
+            TextDialog(f"Deny request #{request.id} by {request.user}: reason for them",
+                       required=True),
+            decided,
+        )  # fmt: skip

@@ -1,0 +1,115 @@
+"""What every console section shares: role checks, live refresh, errors shown plainly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from gateway.errors import PamgateError
+from tui.roles import ConsoleUser, Role
+
+if TYPE_CHECKING:
+    from gateway.services import GatewayServices
+    from tui.app import PamgateConsole
+
+T = TypeVar("T")
+
+#: Seconds between refreshes from the shared database.
+REFRESH_SECONDS = 1.0
+
+
+class SectionScreen(Screen[None]):
+    """A section: shown only to users with one of ``view_roles``; refreshed every second."""
+
+    #: Roles that may see the section.
+    view_roles: ClassVar[frozenset[Role]]
+    #: What seeing it means, for the missing-role message ("see access requests").
+    purpose: ClassVar[str]
+
+    @property
+    def console(self) -> PamgateConsole:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def services(self) -> GatewayServices:
+        return self.console.services
+
+    @property
+    def user(self) -> ConsoleUser:
+        user = self.console.user
+        assert user is not None, "sections are shown only when signed in"
+        return user
+
+    @property
+    def allowed(self) -> bool:
+        return bool(self.user.roles & self.view_roles)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        if self.allowed:
+            yield from self.compose_section()
+        else:
+            needed = " or ".join(sorted(self.view_roles))
+            yield Static(
+                f"You need the {needed} role to {self.purpose}. "
+                f"You are {self.user.name} ({self.user.describe_roles()}).",
+                classes="missing-role",
+            )
+        yield Footer()
+
+    def compose_section(self) -> ComposeResult:
+        raise NotImplementedError
+
+    def on_mount(self) -> None:
+        if self.allowed:
+            self.refresh_data()
+            self.set_interval(REFRESH_SECONDS, self.refresh_data)
+
+    def refresh_data(self) -> None:
+        """Load from the services (in a worker) and show; sections override :meth:`load`."""
+        self._load_in_background()
+
+    @work(thread=True, exclusive=True, group="refresh")
+    def _load_in_background(self) -> None:
+        try:
+            data = self.load()
+        except PamgateError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.app.call_from_thread(self.show, data)
+
+    def load(self) -> object:
+        """Read what the section shows (runs in a thread)."""
+        raise NotImplementedError
+
+    def show(self, data: object) -> None:
+        """Display what :meth:`load` read (runs on the UI)."""
+        raise NotImplementedError
+
+    def can(self, role: Role, to_do: str) -> bool:
+        """True if the user has ``role``; otherwise say plainly why not."""
+        missing = self.user.missing(role, to_do)
+        if missing:
+            self.notify(missing, severity="warning")
+            return False
+        return True
+
+    def run_service(self, call: Callable[[], T], done: Callable[[T], None] | None = None) -> None:
+        """Run a domain call in a worker; errors are shown, ``done`` gets the result."""
+        self._run_service(call, done)
+
+    @work(thread=True, group="actions")
+    def _run_service(self, call: Callable[[], T], done: Callable[[T], None] | None) -> None:
+        try:
+            result = call()
+        except PamgateError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            return
+        if done is not None:
+            self.app.call_from_thread(done, result)
+        self.app.call_from_thread(self.refresh_data)
