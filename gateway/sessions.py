@@ -185,6 +185,20 @@ class SessionLedger:
                 raise SessionNotFound(f"no session {session_id!r}")
             return _live(row)
 
+    def with_authority(self, authority: str, *, limit: int = 200) -> list[LiveSession]:
+        """Sessions (live or ended) that ran under ``authority`` (``grant:N``, ``breakglass:N``)."""
+        with self._store.transaction(write=False) as db:
+            rows = db.scalars(
+                select(SessionRecord)
+                .where(
+                    (SessionRecord.authority == authority)
+                    | SessionRecord.authority.startswith(authority + ";")
+                )
+                .order_by(SessionRecord.started_at)
+                .limit(limit)
+            )
+            return [_live(row) for row in rows]
+
     def request_termination(self, session_id: str, *, actor: str, reason: str) -> None:
         """Ask for a live session to end; the node relaying it ends it within ~2 s.
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyotp
 from textual.pilot import Pilot
+from textual.widgets import Button, Input
 
 from gateway.config import load_config
 from gateway.datadir import initialize
@@ -39,6 +40,7 @@ groups = ["ops"]
 targets = ["web01"]
 mode = "approval"
 approver_groups = ["approvers"]
+break_glass = true
 """
 
 
@@ -70,21 +72,17 @@ def add_person(services: GatewayServices, name: str, *groups: str) -> Person:
 
 
 async def sign_in(pilot: Pilot, person: Person, *, code: str | None = None) -> None:
-    """Type the three factors into the login screen and wait for the result."""
-    await pilot.click("#user")
-    await pilot.press(*person.name)
-    await pilot.click("#password")
-    await pilot.press(*person.password)
-    await pilot.click("#code")
-    await pilot.press(*(code or person.code()), "enter")
-    await wait_for(pilot, lambda: pilot.app.user is not None or "Wrong" in _message(pilot))
-
-
-def _message(pilot: Pilot) -> str:
-    try:
-        return str(pilot.app.screen.query_one("#message").render())
-    except Exception:  # noqa: BLE001 - not on the login screen
-        return ""
+    """Fill in the login screen's three factors, press Enter, wait for the outcome."""
+    await wait_for(pilot, lambda: bool(pilot.app.screen.query("#sign-in")))
+    screen = pilot.app.screen
+    screen.query_one("#user", Input).value = person.name
+    screen.query_one("#password", Input).value = person.password
+    code_field = screen.query_one("#code", Input)
+    code_field.value = code or person.code()
+    code_field.focus()
+    button = screen.query_one("#sign-in", Button)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: pilot.app.user is not None or not button.disabled)
 
 
 async def wait_for(pilot: Pilot, condition, timeout: float = 10.0) -> None:  # noqa: ANN001

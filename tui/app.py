@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -61,9 +62,14 @@ class PamgateConsole(App[None]):
         *,
         source: str | None = None,
         idle_lock_seconds: float | None = None,
+        refresh_seconds: float = 1.0,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """``refresh_seconds`` and ``clock`` exist for tests that need a still picture."""
         super().__init__()
         self.services = services
+        self.refresh_seconds = refresh_seconds
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.source = source or f"console:{socket.gethostname()}"
         self.user: ConsoleUser | None = None
         self.idle_lock_seconds = (
@@ -72,6 +78,10 @@ class PamgateConsole(App[None]):
             else duration_seconds(services.config.console.idle_lock)
         )
         self._last_activity = time.monotonic()
+
+    def now(self) -> datetime:
+        """The time ages are measured against."""
+        return self._clock()
 
     def on_mount(self) -> None:
         self.push_screen(LoginScreen())

@@ -1,23 +1,112 @@
-"""BreakGlassScreen (being written)."""
+"""Break-glass: the review queue (unreviewed first, overdue highlighted), recordings, verdicts."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import Static
+from textual.binding import Binding
+from textual.widgets import DataTable, Label
 
+from gateway.breakglass import CaseView
+from gateway.errors import PamgateError
 from tui.roles import Role
+from tui.screens.dialogs import VerdictDialog
 from tui.screens.section import SectionScreen
+from tui.text import age, cell
 
 
 class BreakGlassScreen(SectionScreen):
+    """Reviewers open each emergency session and record whether it was justified."""
+
     view_roles = frozenset({Role.AUDITOR, Role.APPROVER, Role.ADMIN})
     purpose = "see break-glass cases"
+    BINDINGS = [
+        Binding("o", "open_recording", "Open recording"),
+        Binding("v", "verdict", "Verdict"),
+    ]
 
     def compose_section(self) -> ComposeResult:
-        yield Static("coming soon")
+        yield Label("Break-glass cases: unreviewed first; OVERDUE past the review deadline",
+                    classes="section-title")  # fmt: skip
+        table = DataTable(id="cases", cursor_type="row", zebra_stripes=True)
+        table.add_columns("#", "User", "Where", "When", "Review", "Justification")
+        yield table
+        yield Label("", id="case-detail")
 
-    def load(self) -> object:
-        return None
+    def load(self) -> list[CaseView]:
+        return self.services.breakglass.list()
 
     def show(self, data: object) -> None:
-        pass
+        cases: list[CaseView] = data  # type: ignore[assignment]
+        now = self.console.now()
+        table = self.query_one("#cases", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        for case in cases:
+            if case.verdict is not None:
+                review = Text(f"{case.verdict} ({case.reviewed_by})")
+            elif case.overdue(now):
+                review = Text(f"OVERDUE {age(case.review_due_at, now)}", style="bold red")
+            else:
+                review = Text(f"due in {age(now, case.review_due_at)}", style="yellow")
+            table.add_row(
+                str(case.id), cell(case.user, 16), cell(f"{case.account}@{case.target}", 24),
+                age(case.created_at, now) + " ago", review, cell(case.justification, 40),
+                key=str(case.id),
+            )  # fmt: skip
+        if cases:
+            table.move_cursor(row=min(keep, len(cases) - 1))
+
+    def _selected(self) -> CaseView | None:
+        table = self.query_one("#cases", DataTable)
+        if not self.allowed or table.row_count == 0:
+            self.notify("No break-glass case is selected.", severity="warning")
+            return None
+        case_id = int(str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value))
+        try:
+            return self.services.breakglass.get(case_id)
+        except PamgateError as exc:
+            self.notify(str(exc), severity="error")
+            return None
+
+    def action_open_recording(self) -> None:
+        from tui.screens.replay import ReplayScreen
+
+        case = self._selected()
+        if case is None:
+            return
+        sessions = [s for s in self.services.ledger.with_authority(case.authority)
+                    if s.recording_path]  # fmt: skip
+        if not sessions:
+            self.notify(f"No recorded session ran under break-glass case #{case.id}.")
+            return
+        if len(sessions) > 1:
+            self.notify(f"Case #{case.id} has {len(sessions)} sessions; opening the first. "
+                        "The others are in Recordings.")  # fmt: skip
+        self.app.push_screen(ReplayScreen(sessions[0].id))
+
+    def action_verdict(self) -> None:
+        case = self._selected()
+        if case is None:
+            return
+        if case.user == self.user.name:
+            self.notify("You cannot review your own break-glass use: someone else must.",
+                        severity="warning")  # fmt: skip
+            return
+        if case.verdict is not None:
+            self.notify(f"Case #{case.id} was reviewed already by {case.reviewed_by}.")
+            return
+
+        def recorded(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
+                verdict, note = answer
+                self.run_service(
+                    lambda: self.services.breakglass.review(case.id, self.user.name, verdict, note),
+                    lambda view: self.notify(f"Case #{view.id} recorded as {view.verdict}."),
+                )
+
+        self.app.push_screen(
+            VerdictDialog(f"Verdict on break-glass case #{case.id} ({case.user} on "
+                          f"{case.account}@{case.target})"),
+            recorded,
+        )  # fmt: skip

@@ -70,6 +70,10 @@ class VerdictDialog(ModalScreen[tuple[str, str] | None]):
                 yield Button("Record", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
 
+    def on_mount(self) -> None:
+        # The note is what always needs typing; the verdict defaults to justified.
+        self.query_one("#note", Input).focus()
+
     def on_input_submitted(self) -> None:
         self._submit()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Label
@@ -43,7 +41,7 @@ class RequestsScreen(SectionScreen):
 
     def show(self, data: object) -> None:
         pending, recent = data  # type: ignore[misc]
-        now = datetime.now(UTC)
+        now = self.console.now()
         table = self.query_one("#pending", DataTable)
         keep = table.cursor_row
         table.clear()

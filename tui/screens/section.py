@@ -19,9 +19,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Seconds between refreshes from the shared database.
-REFRESH_SECONDS = 1.0
-
 
 class SectionScreen(Screen[None]):
     """A section: shown only to users with one of ``view_roles``; refreshed every second."""
@@ -68,7 +65,7 @@ class SectionScreen(Screen[None]):
     def on_mount(self) -> None:
         if self.allowed:
             self.refresh_data()
-            self.set_interval(REFRESH_SECONDS, self.refresh_data)
+            self.set_interval(self.console.refresh_seconds, self.refresh_data)
 
     def refresh_data(self) -> None:
         """Load from the services (in a worker) and show; sections override :meth:`load`."""

@@ -1,23 +1,228 @@
-"""SessionsScreen (being written)."""
+"""Sessions: live sessions of both lanes, on every node; watch, terminate, revoke the grant."""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+from pathlib import Path
 
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label
+
+from gateway.errors import PamgateError
+from gateway.sessions import LiveSession
+from recordings.asciicast import read_header
+from recordings.player import events_from
+from recordings.terminal import TerminalModel
 from tui.roles import Role
+from tui.screens.dialogs import TextDialog
 from tui.screens.section import SectionScreen
+from tui.text import age, cell
+
+#: Seconds between reads of a watched session's recording (it is flushed every 0.25 s).
+WATCH_POLL_SECONDS = 0.25
 
 
 class SessionsScreen(SectionScreen):
+    """Live sessions, human (H) and machine (M), updated each second."""
+
     view_roles = frozenset({Role.AUDITOR, Role.ADMIN})
     purpose = "see live sessions"
+    BINDINGS = [
+        Binding("w", "watch", "Watch"),
+        Binding("t", "terminate", "Terminate"),
+        Binding("g", "revoke_grant", "Revoke grant"),
+    ]
 
     def compose_section(self) -> ComposeResult:
-        yield Static("coming soon")
+        yield Label("Live sessions (H human lane, M machine lane)", classes="section-title")
+        table = DataTable(id="live", cursor_type="row", zebra_stripes=True)
+        table.add_columns("", "Who", "Where", "Node", "Kind", "Age", "Authority", "Command")
+        yield table
 
-    def load(self) -> object:
-        return None
+    def load(self) -> list[LiveSession]:
+        return self.services.ledger.live()
 
     def show(self, data: object) -> None:
-        pass
+        sessions: list[LiveSession] = data  # type: ignore[assignment]
+        now = self.console.now()
+        table = self.query_one("#live", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        for session in sessions:
+            table.add_row(
+                "M" if session.lane == "machine" else "H", cell(session.user, 20),
+                cell(f"{session.account}@{session.target}", 24), cell(session.node, 12),
+                session.kind, age(session.started_at, now), cell(session.authority, 24),
+                cell(session.command or "", 30), key=session.id,
+            )  # fmt: skip
+        if sessions:
+            table.move_cursor(row=min(keep, len(sessions) - 1))
+
+    def _selected(self) -> LiveSession | None:
+        table = self.query_one("#live", DataTable)
+        if not self.allowed or table.row_count == 0:
+            self.notify("No live session is selected.", severity="warning")
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        try:
+            return self.services.ledger.get(str(key))
+        except PamgateError as exc:
+            self.notify(str(exc), severity="error")
+            return None
+
+    def action_watch(self) -> None:
+        session = self._selected()
+        if session is not None:
+            self.app.push_screen(WatchScreen(session))
+
+    def action_terminate(self) -> None:
+        if not self.can(Role.ADMIN, "terminate sessions"):
+            return
+        session = self._selected()
+        if session is None:
+            return
+
+        def confirmed(reason: str | None) -> None:
+            if reason:
+                self.run_service(
+                    lambda: self.services.ledger.request_termination(
+                        session.id, actor=self.user.name, reason=reason
+                    ),
+                    lambda _: self.notify(f"Session of {session.user} ends within 2 seconds."),
+                )
+
+        self.app.push_screen(
+            TextDialog(f"Terminate {session.user}'s session on {session.account}@{session.target}? "
+                       "Reason (the user sees it):", required=True),
+            confirmed,
+        )  # fmt: skip
+
+    def action_revoke_grant(self) -> None:
+        if not self.can(Role.ADMIN, "revoke grants"):
+            return
+        session = self._selected()
+        if session is None:
+            return
+        grant_id = self._grant_behind(session)
+        if grant_id is None:
+            self.notify(
+                f"This session runs under {session.authority}, not a grant: terminate it "
+                "instead, or change the policy.",
+                severity="warning",
+            )
+            return
+
+        def confirmed(reason: str | None) -> None:
+            if reason:
+                self.run_service(
+                    lambda: self.services.requests.revoke(grant_id, self.user.name, reason),
+                    lambda _: self.notify(f"Grant #{grant_id} revoked; its sessions end."),
+                )
+
+        self.app.push_screen(
+            TextDialog(f"Revoke grant #{grant_id} (all its sessions end)? Reason:", required=True),
+            confirmed,
+        )
+
+    def _grant_behind(self, session: LiveSession) -> int | None:
+        kind, _, number = session.authority.split(";")[0].partition(":")
+        if not number.isdigit():
+            return None
+        if kind == "grant":
+            return int(number)
+        if kind == "breakglass":
+            try:
+                return self.services.breakglass.get(int(number)).grant_id
+            except PamgateError:
+                return None
+        return None
+
+
+class WatchScreen(Screen[None]):
+    """A read-only view of a live session, drawn from its recording as it grows.
+
+    The recording goes through the terminal emulator into the widget, so
+    nothing the session prints can reach the watcher's terminal. Opening it
+    is an audit event (``recording.watch``).
+    """
+
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+
+    def __init__(self, session: LiveSession) -> None:
+        super().__init__()
+        self._session = session
+        self._path: Path | None = None
+        self._offset = 0
+        self._terminal: TerminalModel | None = None
+
+    def compose(self) -> ComposeResult:
+        from tui.widgets import TerminalView
+
+        yield Header()
+        session = self._session
+        yield Label(
+            cell(f"Watching {session.user} on {session.account}@{session.target} "
+                 f"({session.id[:12]}), read-only"),
+            id="watch-title", classes="section-title",
+        )  # fmt: skip
+        yield TerminalView(id="watch-view")
+        yield Label("", id="watch-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._open()
+
+    @work(thread=True, exclusive=True)
+    def _open(self) -> None:
+        console = self.app
+        try:
+            info = console.services.recordings.open_for_review(  # type: ignore[attr-defined]
+                self._session.id,
+                actor=console.user.name,
+                purpose="watch",  # type: ignore[attr-defined]
+            )
+            assert info.path is not None
+            header = read_header(info.path)
+        except (PamgateError, OSError) as exc:
+            self.app.call_from_thread(self.notify, f"Cannot watch: {exc}", severity="error")
+            return
+        self._path = info.path
+        self._terminal = TerminalModel(int(header.get("width", 80)), int(header.get("height", 24)))
+        self.app.call_from_thread(self.set_interval, WATCH_POLL_SECONDS, self._follow)
+
+    def _follow(self) -> None:
+        self._read_more()
+
+    @work(thread=True, exclusive=True, group="follow")
+    def _read_more(self) -> None:
+        if self._path is None or self._terminal is None:
+            return
+        changed = False
+        try:
+            for _, code, data, offset in events_from(self._path, self._offset):
+                if code == "o":
+                    self._terminal.feed(data)
+                    changed = True
+                elif code == "r":
+                    width, _, height = data.partition("x")
+                    if width.isdigit() and height.isdigit():
+                        self._terminal.resize(int(width), int(height))
+                        changed = True
+                self._offset = offset
+        except OSError:
+            # Sealing may compress and replace the file: the session has ended.
+            self.app.call_from_thread(self._ended)
+            return
+        if changed:
+            self.app.call_from_thread(self._draw)
+
+    def _draw(self) -> None:
+        from tui.widgets import TerminalView
+
+        if self._terminal is not None:
+            self.query_one("#watch-view", TerminalView).update_screen(self._terminal.screen)
+
+    def _ended(self) -> None:
+        self.query_one("#watch-status", Label).update("The session has ended.")

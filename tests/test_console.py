@@ -1,0 +1,331 @@
+"""The console's sign-in, roles, idle lock, and the Requests, Sessions and Break-glass sections.
+
+Textual Pilot drives the real app against real services on a temporary
+database; the end-to-end test approves, in the console, a stock ``ssh``
+session that waits on the real gateway.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable
+
+from gateway.audit import Trail
+from gateway.config import load_config
+from gateway.services import GatewayServices
+from gateway.sessions import SessionStart
+from tests.conftest import Gateway
+from tests.console_support import Person, add_person, console_services, sign_in, wait_for
+from tests.test_approvals_e2e import start_waiting
+from tui.app import PamgateConsole
+from tui.screens.breakglass import BreakGlassScreen
+from tui.screens.login import LoginScreen
+from tui.screens.requests import RequestsScreen
+from tui.screens.sessions import SessionsScreen
+
+SIZE = (80, 24)
+
+
+@pytest.fixture()
+def services(tmp_path: Path) -> Iterator[GatewayServices]:
+    opened = console_services(tmp_path)
+    yield opened
+    opened.close()
+
+
+def request_for(services: GatewayServices, user: str, reason: str = "rotate keys") -> int:
+    rule = services.config.rules[0]
+    return services.requests.create(
+        user=user, target="web01", account="root", rule=rule, reason=reason, source="10.0.0.1"
+    ).id
+
+
+def rows(app: PamgateConsole, table_id: str) -> list[list[str]]:
+    table = app.screen.query_one(table_id, DataTable)
+    return [[str(value) for value in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def last_notification(app: PamgateConsole) -> str:
+    notes = list(app._notifications)
+    return str(notes[-1].message) if notes else ""
+
+
+# -- signing in ---------------------------------------------------------------------
+
+
+async def test_wrong_factors_are_refused_and_audited(services: GatewayServices) -> None:
+    bob = add_person(services, "bob", "approvers")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, bob, code="000000")
+        assert app.user is None
+        assert isinstance(app.screen, LoginScreen)
+        assert "Wrong user name, password or code" in str(app.screen.query_one("#message").render())
+        await sign_in(pilot, bob)
+        assert app.user is not None and app.user.name == "bob"
+        assert isinstance(app.screen, RequestsScreen)
+    actions = [(e.action, e.actor) for e in services.audit.events(Trail.HUMAN)
+               if e.action.startswith("auth.")]  # fmt: skip
+    assert actions == [("auth.failure", "bob"), ("auth.success", "bob")]
+
+
+async def test_users_without_a_console_role_cannot_sign_in(services: GatewayServices) -> None:
+    alice = add_person(services, "alice", "ops")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, alice)
+        await wait_for(pilot, lambda: "no console role" in str(
+            app.screen.query_one("#message").render()))  # fmt: skip
+        assert app.user is None
+
+
+async def test_idle_console_locks_itself(services: GatewayServices) -> None:
+    bob = add_person(services, "bob", "approvers")
+    request_for(services, "alice")
+    app = PamgateConsole(services, idle_lock_seconds=1.5)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, bob)
+        await wait_for(pilot, lambda: isinstance(app.screen, RequestsScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen), timeout=5)
+        assert app.user is None
+        assert "Locked after" in str(app.screen.query_one("#message").render())
+        await pilot.press("1")  # section keys do nothing while locked
+        assert isinstance(app.screen, LoginScreen)
+
+
+async def test_a_section_says_plainly_which_role_is_missing(services: GatewayServices) -> None:
+    bob = add_person(services, "bob", "approvers")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, bob)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen))
+        message = str(app.screen.query_one(".missing-role").render())
+        assert "You need the admin or auditor role to see live sessions" in message
+
+
+async def test_bindings_are_in_the_command_palette(services: GatewayServices) -> None:
+    bob = add_person(services, "bob", "approvers")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, bob)
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        assert {"Approve", "Deny", "Requests", "Audit", "Lock"} <= titles
+
+
+# -- requests ---------------------------------------------------------------------
+
+
+async def test_approver_approves_and_denies_with_comments(services: GatewayServices) -> None:
+    bob = add_person(services, "bob", "approvers")
+    first = request_for(services, "alice", "deploy [bold]hotfix[/bold]")
+    second = request_for(services, "carol", "curious")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, bob)
+        await wait_for(pilot, lambda: len(rows(app, "#pending")) == 2)
+        assert rows(app, "#pending")[0][:4] == [
+            str(first),
+            "alice",
+            "root@web01",
+            "deploy [bold]hotfix[/bold]",
+        ]
+        assert rows(app, "#pending")[0][5] == "0/1"
+        await pilot.press("a")
+        await pilot.press(*"looks fine", "enter")
+        await wait_for(pilot, lambda: len(rows(app, "#pending")) == 1)
+        await pilot.press("d", "enter")  # a denial needs a comment
+        assert "cannot be empty" in str(app.screen.query_one("#problem").render())
+        await pilot.press(*"not today", "enter")
+        await wait_for(pilot, lambda: not rows(app, "#pending"))
+        await wait_for(pilot, lambda: len(rows(app, "#recent")) == 2)
+    assert services.requests.get(first).status == "approved"
+    denied = services.requests.get(second)
+    assert (denied.status, denied.decided_by, denied.comment) == ("denied", "bob", "not today")
+
+
+async def test_new_requests_appear_within_a_second(services: GatewayServices) -> None:
+    bob = add_person(services, "bob", "approvers")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, bob)
+        await wait_for(pilot, lambda: isinstance(app.screen, RequestsScreen))
+        request_for(services, "alice")
+        started = time.monotonic()
+        await wait_for(pilot, lambda: len(rows(app, "#pending")) == 1, timeout=3)
+        assert time.monotonic() - started < 1.6
+
+
+async def test_own_requests_are_shown_but_cannot_be_approved(services: GatewayServices) -> None:
+    bob = add_person(services, "bob", "approvers", "ops")
+    own = request_for(services, "bob")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, bob)
+        await wait_for(pilot, lambda: len(rows(app, "#pending")) == 1)
+        assert rows(app, "#pending")[0][1] == "bob (yours)"
+        await pilot.press("a")
+        await pilot.pause(0.2)
+        assert "your own" in last_notification(app)
+        assert isinstance(app.screen, RequestsScreen)
+    assert services.requests.get(own).status == "pending"
+
+
+async def test_auditors_see_requests_but_cannot_decide(services: GatewayServices) -> None:
+    eve = add_person(services, "eve", "auditors")
+    request_for(services, "alice")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, eve)
+        await wait_for(pilot, lambda: len(rows(app, "#pending")) == 1)
+        await pilot.press("a")
+        await pilot.pause(0.2)
+        assert "You need the approver role to approve requests" in last_notification(app)
+
+
+# -- sessions ---------------------------------------------------------------------
+
+
+def open_session(services: GatewayServices, user: str, lane: str = "human") -> str:
+    session_id = services.ledger.new_session_id()
+    services.ledger.open(session_id, SessionStart(
+        lane=lane, user=user, target="web01", account="root", source="10.0.0.1",
+        authority="policy:ops-web01", kind="shell",
+    ))  # fmt: skip
+    return session_id
+
+
+async def test_sessions_lists_both_lanes_and_terminates_with_a_reason(
+    services: GatewayServices,
+) -> None:
+    root = add_person(services, "root-admin", "pamgate-admins")
+    human = open_session(services, "alice")
+    open_session(services, "svc-backup", lane="machine")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, root)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen)
+                       and len(rows(app, "#live")) == 2)  # fmt: skip
+        lanes = {row[0] + ":" + row[1] for row in rows(app, "#live")}
+        assert lanes == {"H:alice", "M:svc-backup"}
+        await pilot.press("t")
+        await pilot.press(*"suspicious activity", "enter")
+        await wait_for(pilot, lambda: services.ledger.termination_requested(human) is not None)
+    assert services.ledger.termination_requested(human) == (
+        "terminated by root-admin: suspicious activity"
+    )
+    audited = [e for e in services.audit.events(Trail.HUMAN)
+               if e.action == "session.terminate_requested"]  # fmt: skip
+    assert audited and audited[0].actor == "root-admin" and audited[0].session_id == human
+
+
+# -- break-glass --------------------------------------------------------------------
+
+
+def invoke_breakglass(services: GatewayServices, user: str) -> int:
+    case, _ = services.breakglass.invoke(
+        user=user, target="web01", account="root", rule=services.config.rules[0],
+        justification="database down, pager INC-7 says restart now", source="10.0.0.1",
+    )  # fmt: skip
+    return case.id
+
+
+async def test_breakglass_queue_and_verdicts(services: GatewayServices) -> None:
+    reviewer = add_person(services, "rita", "auditors", "approvers")
+    own = invoke_breakglass(services, "rita")
+    other = invoke_breakglass(services, "alice")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, reviewer)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: isinstance(app.screen, BreakGlassScreen)
+                       and len(rows(app, "#cases")) == 2)  # fmt: skip
+        assert [row[0] for row in rows(app, "#cases")] == [str(other), str(own)]
+        await pilot.press("down", "v")  # her own case
+        await pilot.pause(0.2)
+        assert "cannot review your own" in last_notification(app)
+        await pilot.press("up", "v")
+        await pilot.press(*"restart was needed", "enter")
+        await wait_for(pilot, lambda: services.breakglass.get(other).verdict is not None)
+    reviewed = services.breakglass.get(other)
+    assert (reviewed.verdict, reviewed.reviewed_by) == ("justified", "rita")
+    assert services.breakglass.get(own).verdict is None
+
+
+# -- snapshots ------------------------------------------------------------------------
+
+
+def test_requests_screen_snapshot(snap_compare, tmp_path: Path) -> None:  # noqa: ANN001
+    services = console_services(tmp_path)
+    bob = add_person(services, "bob", "approvers")
+    created = services.requests.get(request_for(services, "alice", "rotate the backup key"))
+    # A still picture: no refresh after the first, and ages from a pinned clock.
+    app = PamgateConsole(services, refresh_seconds=3600,
+                         clock=lambda: created.created_at + timedelta(minutes=5))  # fmt: skip
+
+    async def run_before(pilot) -> None:  # noqa: ANN001
+        await sign_in(pilot, bob)
+        await wait_for(pilot, lambda: len(rows(app, "#pending")) == 1)
+
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    finally:
+        services.close()
+
+
+def test_breakglass_screen_snapshot(snap_compare, tmp_path: Path) -> None:  # noqa: ANN001
+    services = console_services(tmp_path)
+    rita = add_person(services, "rita", "auditors")
+    case = services.breakglass.get(invoke_breakglass(services, "alice"))
+    app = PamgateConsole(services, refresh_seconds=3600,
+                         clock=lambda: case.created_at + timedelta(minutes=1))  # fmt: skip
+
+    async def run_before(pilot) -> None:  # noqa: ANN001
+        await sign_in(pilot, rita)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: isinstance(app.screen, BreakGlassScreen)
+                       and len(rows(app, "#cases")) == 1)  # fmt: skip
+
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    finally:
+        services.close()
+
+
+# -- end to end: a stock ssh session approved in the console ---------------------------
+
+
+async def test_ssh_session_waits_and_proceeds_when_approved_in_the_console(
+    gateway: Gateway,
+) -> None:
+    requester = gateway.make_user(groups=("requesters",))
+    approver_user = gateway.make_user(groups=("leads", "approvers"))
+    approver = Person(approver_user.name, approver_user.password or "", approver_user.totp_secret)
+    process, request_id = start_waiting(gateway, requester, "echo approved-in-console")
+    services = GatewayServices.open(load_config(gateway.config_path))
+    try:
+        app = PamgateConsole(services)
+        async with app.run_test(size=SIZE) as pilot:
+            await sign_in(pilot, approver)
+            await wait_for(pilot, lambda: any(row[0] == str(request_id)
+                                              for row in rows(app, "#pending")))  # fmt: skip
+            table = app.screen.query_one("#pending", DataTable)
+            table.move_cursor(row=[row[0] for row in rows(app, "#pending")].index(str(request_id)))
+            await pilot.press("a", *"approved from the console", "enter")
+            await wait_for(pilot, lambda: services.requests.get(request_id).status == "approved")
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        services.close()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert stdout == b"approved-in-console\n"
+    approved = [e for e in gateway.audit.events(Trail.HUMAN)
+                if e.action == "request.approved" and e.actor == approver.name]  # fmt: skip
+    assert approved and approved[-1].reason == "approved from the console"
