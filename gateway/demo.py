@@ -36,8 +36,14 @@ DEMO_APPROVAL_TARGET = "db01"
 DEMO_GROUP = "admins"
 #: Demo users, their groups and what they show.
 DEMO_USERS = {
-    "alice": (("admins",), "admin: web01 directly, db01 after approval"),
-    "bob": (("admins", "approvers"), "admin and approver: approves alice's requests"),
+    "alice": (
+        ("admins", "pamgate-admins"),
+        "admin: web01 directly, db01 after approval; console admin",
+    ),
+    "bob": (
+        ("admins", "approvers", "auditors"),
+        "approver and auditor: approves alice's requests, replays her sessions",
+    ),
 }
 #: Bumped when the demo's config changes shape; older demo configs are rewritten.
 DEMO_CONFIG_VERSION = 4
@@ -288,7 +294,11 @@ def instructions(
         "break-glass: immediate access with a written justification, announced and",
         f"reviewed afterwards by bob ({pamgate} breakglass list).",
         "",
-        "Afterwards, replay what she did:",
+        "Or approve in the console, as bob (requests show up live; press a):",
+        "",
+        f"    {pamgate} console",
+        "",
+        "Afterwards, replay what she did (or in the console: 4 Recordings):",
         "",
         f"    {pamgate} recordings list",
         f"    {pamgate} replay SESSION",

@@ -329,3 +329,28 @@ async def test_ssh_session_waits_and_proceeds_when_approved_in_the_console(
     approved = [e for e in gateway.audit.events(Trail.HUMAN)
                 if e.action == "request.approved" and e.actor == approver.name]  # fmt: skip
     assert approved and approved[-1].reason == "approved from the console"
+
+
+def test_terminating_from_the_console_ends_the_real_session_with_the_reason(
+    gateway: Gateway,
+) -> None:
+    user = gateway.make_user()
+    process = gateway.start_ssh(user, "web01", "sleep 30")
+    services = GatewayServices.open(load_config(gateway.config_path))
+    try:
+        deadline = time.monotonic() + 15
+        live: list[str] = []
+        while not live and time.monotonic() < deadline:
+            live = [s.id for s in services.ledger.live() if s.user == user.name]
+            time.sleep(0.1)
+        assert live, "the session never went live"
+        started = time.monotonic()
+        services.ledger.request_termination(live[0], actor="root-admin", reason="policy breach")
+        _, stderr = process.communicate(timeout=10)
+        assert time.monotonic() - started <= 2.5
+    finally:
+        services.close()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 255
+    assert b"terminated by root-admin: policy breach" in stderr
