@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import getpass
 import os
-import re
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -19,12 +18,11 @@ from pathlib import Path
 
 from gateway.config import (
     CONFIG_ENV_VAR,
-    DURATION_PATTERN,
     GatewayConfig,
-    duration_seconds,
     find_config_path,
     load_config,
     parse_duration,
+    parse_since,
 )
 from gateway.errors import ConfigError, PamgateError
 from recordings.sanitize import one_line
@@ -993,7 +991,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     from gateway.audit import Trail
 
     services = _services(args)
-    since = _parse_since(args.since) if args.since else None
+    since = parse_since(args.since) if args.since else None
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         count = 0
@@ -1041,7 +1039,7 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_recordings_list(args: argparse.Namespace) -> int:
     services = _services(args)
-    since = _parse_since(args.since) if args.since else None
+    since = parse_since(args.since) if args.since else None
     found = services.recordings.list(user=args.user, target=args.target, since=since)
     if not found:
         print("no recorded sessions match")
@@ -1349,20 +1347,6 @@ def _format_record(record) -> str:  # noqa: ANN001 - gateway.audit.AuditRecord
         parts.append(record.details)
     # Fields carry what clients sent (commands, names): one record, one line.
     return one_line(" ".join(parts))
-
-
-def _parse_since(text: str):  # noqa: ANN202 - datetime
-    from datetime import UTC, datetime, timedelta
-
-    if re.match(DURATION_PATTERN, text.strip()):
-        return datetime.now(UTC) - timedelta(seconds=duration_seconds(text.strip()))
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise PamgateError(
-            f"--since {text!r}: give an ISO date/time (2026-11-23T08:00) or an age (30m, 12h, 7d)"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _clock(seconds: float) -> str:

@@ -20,6 +20,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -53,6 +54,23 @@ def duration_seconds(text: str) -> int:
     """Seconds in a duration such as ``90s``, ``30m``, ``4h`` or ``1d``."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     return int(text[:-1]) * units[text[-1]]
+
+
+def parse_since(text: str, option: str = "--since") -> datetime:
+    """The moment an age (``30m``, ``12h``, ``7d`` ago) or an ISO time (UTC unless it says) names.
+
+    Raises ConfigError, naming ``option``, for anything else.
+    """
+    text = text.strip()
+    if re.match(DURATION_PATTERN, text):
+        return datetime.now(UTC) - timedelta(seconds=duration_seconds(text))
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{option} {text!r}: give an age (30m, 12h, 7d) or an ISO time (2026-11-23T08:00)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 class _Section(BaseModel):

@@ -79,6 +79,11 @@ class PamgateConsole(App[None]):
         )
         self._last_activity = time.monotonic()
 
+    def notify(self, message: str, **options: object) -> None:  # type: ignore[override]
+        # Messages carry names, reasons and commands people typed: never read them as markup.
+        options["markup"] = False
+        super().notify(message, **options)  # type: ignore[arg-type]
+
     def now(self) -> datetime:
         """The time ages are measured against."""
         return self._clock()

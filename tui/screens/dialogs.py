@@ -22,7 +22,7 @@ class TextDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self._title, classes="dialog-title")
+            yield Label(self._title, classes="dialog-title", markup=False)
             yield Input(placeholder=self._placeholder, id="text")
             yield Label("", id="problem", classes="problem")
             with Horizontal(classes="dialog-buttons"):
@@ -60,7 +60,7 @@ class VerdictDialog(ModalScreen[tuple[str, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self._title, classes="dialog-title")
+            yield Label(self._title, classes="dialog-title", markup=False)
             with RadioSet(id="verdict"):
                 yield RadioButton("justified", value=True)
                 yield RadioButton("unjustified")

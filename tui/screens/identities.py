@@ -1,23 +1,371 @@
-"""IdentitiesScreen (being written)."""
+"""Identities: human users and machine identities (NHIs), live, with the admin's actions.
+
+Auditors and admins see both tabs; every change needs the admin role and goes
+through the domain services, which audit it with the signed-in admin as actor.
+Each action works on the selected row of the active tab, and its key is hidden
+on the other tab.
+"""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, TabbedContent, TabPane
+
+from gateway.identities import TotpEnrolment, UserView
+from gateway.machine_revocation import Revocation
+from gateway.machines import STATUSES, MachineView
 from tui.roles import Role
+from tui.screens.audit import LiveTable, Row
+from tui.screens.dialogs import TextDialog
 from tui.screens.section import SectionScreen
+from tui.text import cell
+
+HUMANS = "humans"
+MACHINES = "machines"
+#: Actions per tab; each is offered only on its own tab.
+TAB_ACTIONS = {
+    HUMANS: frozenset({"enable", "disable", "reset_mfa"}),
+    MACHINES: frozenset({"suspend", "resume", "offboard", "revoke"}),
+}
+PUBLISH_KRL = "Publish the revocations to targets with 'pamgate machine krl -o FILE'."
+
+
+@dataclass(frozen=True)
+class IdentitiesData:
+    """One refresh's worth of identities."""
+
+    users: list[UserView]
+    machines: list[MachineView]
+    #: Outstanding (in use, unrevoked, unexpired) machine certificates per NHI.
+    certificates: Counter[str]
+
+
+def factors(user: UserView) -> str:
+    """``password+key+totp``, as ``pamgate user list`` says it; TOTP is always required."""
+    present = (("password", user.has_password), ("key", bool(user.key_fingerprints)))
+    return "+".join([*(name for name, has in present if has), "totp"])
+
+
+def review_cell(review_by: datetime | None, now: datetime) -> Text:
+    """The review date, flagged ``OVERDUE`` once it has passed; ``-`` if none is set."""
+    if review_by is None:
+        return Text("-")
+    if now > review_by:
+        return Text(f"{review_by:%Y-%m-%d} OVERDUE", style="bold red")
+    return Text(f"{review_by:%Y-%m-%d}")
+
+
+def human_row(user: UserView) -> Row:
+    """A row of the Humans tab, keyed by name."""
+    status = Text("disabled", style="bold red") if user.disabled else Text("enabled")
+    groups = cell(", ".join(user.groups), 30)
+    return user.name, (cell(user.name, 24), groups, status, factors(user))
+
+
+#: How a machine's status stands out; active is plain.
+STATUS_STYLES = {"suspended": "bold yellow", "offboarded": "dim"}
+
+
+def machine_row(machine: MachineView, certificates: int, now: datetime) -> Row:
+    """A row of the Machines tab, keyed by name."""
+    status = cell(machine.status, 12)
+    if machine.status in STATUS_STYLES:
+        status.stylize(STATUS_STYLES[machine.status])
+    return machine.name, (
+        cell(machine.name, 24), cell(machine.kind, 16), status,
+        cell(f"{machine.owner} / {machine.tech_owner}", 30), review_cell(machine.review_by, now),
+        str(certificates),
+    )  # fmt: skip
+
+
+class EnrolmentDialog(ModalScreen[None]):
+    """A new TOTP secret, shown once so the admin can hand it over; it is not kept anywhere."""
+
+    BINDINGS = [Binding("escape", "close", "Close")]
+
+    def __init__(self, enrolment: TotpEnrolment) -> None:
+        super().__init__()
+        self._enrolment = enrolment
+
+    def compose(self) -> ComposeResult:
+        enrolment = self._enrolment
+        with Vertical(classes="dialog"):
+            yield Label(cell(f"New authenticator secret for {enrolment.user}"),
+                        classes="dialog-title")  # fmt: skip
+            yield Label(Text(f"Secret: {enrolment.secret}"), id="secret")
+            yield Label(Text(f"URI: {enrolment.uri}"), id="uri")
+            yield Label(
+                "Hand it over on a trusted channel; it is not shown again. "
+                "The old codes stopped working."
+            )
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close", variant="primary", id="close")
+
+    def on_button_pressed(self) -> None:
+        self.dismiss(None)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
 
 
 class IdentitiesScreen(SectionScreen):
+    """Admins manage people and NHIs here; auditors can look."""
+
     view_roles = frozenset({Role.ADMIN, Role.AUDITOR})
     purpose = "see identities"
+    BINDINGS = [
+        Binding("e", "enable", "Enable"),
+        Binding("x", "disable", "Disable"),
+        Binding("m", "reset_mfa", "Reset MFA"),
+        Binding("s", "suspend", "Suspend"),
+        Binding("r", "resume", "Resume"),
+        Binding("o", "offboard", "Offboard"),
+        Binding("k", "revoke", "Revoke certs"),
+        Binding("t", "switch_tab", "Other tab"),
+    ]
+    AUTO_FOCUS = "#human-table"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._users: dict[str, UserView] = {}
+        self._machines: dict[str, MachineView] = {}
+        self._certificates: Counter[str] = Counter()
 
     def compose_section(self) -> ComposeResult:
-        yield Static("coming soon")
+        with TabbedContent(id="identities", initial=HUMANS):
+            with TabPane("Humans", id=HUMANS):
+                yield LiveTable("Name", "Groups", "Status", "Factors", id="human-table")
+            with TabPane("Machines", id=MACHINES):
+                yield LiveTable("Name", "Kind", "Status", "Owner / tech owner", "Review by",
+                                "Certs", id="machine-table")  # fmt: skip
 
-    def load(self) -> object:
-        return None
+    # -- data ------------------------------------------------------------------
+
+    def load(self) -> IdentitiesData:
+        services = self.services
+        outstanding = services.machine_revocations.outstanding()
+        return IdentitiesData(
+            services.users.list_users(),
+            services.machines.list(),
+            Counter(certificate.nhi for certificate in outstanding),
+        )
 
     def show(self, data: object) -> None:
-        pass
+        assert isinstance(data, IdentitiesData)
+        now = datetime.now(UTC)
+        self._users = {user.name: user for user in data.users}
+        self._machines = {machine.name: machine for machine in data.machines}
+        self._certificates = data.certificates
+        self.query_one("#human-table", LiveTable).refill([human_row(u) for u in data.users])
+        self.query_one("#machine-table", LiveTable).refill(
+            [machine_row(m, data.certificates[m.name], now) for m in data.machines]
+        )
+
+    @property
+    def tab(self) -> str:
+        """The active tab: HUMANS or MACHINES."""
+        return self.query_one("#identities", TabbedContent).active
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        event.stop()
+        self.refresh_bindings()  # the footer offers the new tab's actions
+
+    # -- actions ---------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "switch_tab" or any(action in names for names in TAB_ACTIONS.values()):
+            # Someone who sees the missing-role message is offered nothing.
+            if self.console.user is None or not self.allowed:
+                return False
+            return action == "switch_tab" or action in TAB_ACTIONS[self.tab]
+        return True
+
+    def action_switch_tab(self) -> None:
+        tabs = self.query_one("#identities", TabbedContent)
+        tabs.active = MACHINES if self.tab == HUMANS else HUMANS
+        table = "#machine-table" if tabs.active == MACHINES else "#human-table"
+        self.query_one(table, LiveTable).focus()
+
+    def _say(
+        self, message: str, severity: SeverityLevel = "information", timeout: float = 5
+    ) -> None:
+        """Notify; names come from the database, so the text is never read as markup."""
+        self.notify(message, severity=severity, timeout=timeout, markup=False)
+
+    def _selected(self, table_id: str, kind: str, to_do: str) -> str | None:
+        """The selected row's name, if the user is an admin and a row is selected."""
+        if not self.can(Role.ADMIN, to_do):
+            return None
+        name = self.query_one(table_id, LiveTable).selected_key
+        if name is None:
+            self._say(f"No {kind} is selected.", "warning")
+        return name
+
+    def _confirm_name(self, question: str, name: str, then: Callable[[], None]) -> None:
+        """Ask the admin to type ``name``; call ``then`` only if they typed it exactly."""
+
+        def typed(answer: str | None) -> None:
+            if answer is None:
+                return
+            if answer != name:
+                self._say(f"You typed {answer!r}, not {name!r}: nothing was changed.", "warning")
+                return
+            then()
+
+        self._ask(TextDialog(f"{question} Type {name} to confirm:", placeholder=name), typed)
+
+    def _ask_reason(self, question: str, then: Callable[[str], None]) -> None:
+        """Ask for a reason (required: it goes into the audit trail); ``then`` gets it."""
+
+        def answered(reason: str | None) -> None:
+            if reason is not None:
+                then(reason)
+
+        self._ask(TextDialog(question, placeholder="reason (required)", required=True), answered)
+
+    def _ask(self, dialog: TextDialog, answered: Callable[[str | None], None]) -> None:
+        # The class lets the stylesheet wrap long questions instead of cutting them off.
+        dialog.add_class("identities-dialog")
+        self.app.push_screen(dialog, answered)
+
+    # humans
+
+    def _human(self, to_do: str) -> UserView | None:
+        name = self._selected("#human-table", "user", to_do)
+        return None if name is None else self._users.get(name)
+
+    def action_enable(self) -> None:
+        self._set_disabled(False)
+
+    def action_disable(self) -> None:
+        self._set_disabled(True)
+
+    def _set_disabled(self, disabled: bool) -> None:
+        verb = "disable" if disabled else "enable"
+        user = self._human(f"{verb} users")
+        if user is None:
+            return
+        if user.disabled == disabled:
+            self._say(f"{user.name} is {verb}d already.")
+            return
+        actor = self.user.name
+        self.run_service(
+            lambda: self.services.users.set_disabled(user.name, disabled, actor=actor),
+            lambda _: self._say(f"{user.name} is {verb}d."),
+        )
+
+    def action_reset_mfa(self) -> None:
+        user = self._human("reset second factors")
+        if user is None:
+            return
+        actor = self.user.name
+
+        def reset() -> None:
+            self.run_service(
+                lambda: self.services.users.reset_mfa(user.name, actor=actor),
+                lambda enrolment: self.app.push_screen(EnrolmentDialog(enrolment)),
+            )
+
+        question = f"Reset the second factor of {user.name}? Their codes stop working at once."
+        self._confirm_name(question, user.name, reset)
+
+    # machines
+
+    def _machine(self, to_do: str, *, allowed: tuple[str, ...]) -> MachineView | None:
+        """The selected NHI if the user is an admin and its status is one of ``allowed``."""
+        name = self._selected("#machine-table", "machine identity", to_do)
+        machine = None if name is None else self._machines.get(name)
+        if machine is not None and machine.status not in allowed:
+            # Said before any question is asked; the service checks again when it acts.
+            self._say(f"{machine.name} is {machine.status}: you cannot {to_do} in that state.",
+                      "warning")  # fmt: skip
+            return None
+        return machine
+
+    def action_suspend(self) -> None:
+        effect = "It cannot log in, join or renew until it is resumed."
+        self._change_status("active", "suspended", "suspend", effect)
+
+    def action_resume(self) -> None:
+        self._change_status("suspended", "active", "resume", "It can log in again.")
+
+    def _change_status(self, before: str, after: str, verb: str, effect: str) -> None:
+        machine = self._machine(f"{verb} machine identities", allowed=(before,))
+        if machine is None:
+            return
+        actor = self.user.name
+
+        def change(reason: str) -> None:
+            self.run_service(
+                lambda: self.services.machines.set_status(
+                    machine.name, after, actor=actor, reason=reason
+                ),
+                lambda view: self._say(f"{view.name} is {view.status}."),
+            )
+
+        self._ask_reason(f"{verb.capitalize()} {machine.name}? {effect} Reason:", change)
+
+    def action_offboard(self) -> None:
+        machine = self._machine("offboard machine identities", allowed=("active", "suspended"))
+        if machine is None:
+            return
+        actor = self.user.name
+
+        def offboarded(revoked: list[Revocation]) -> None:
+            count = len(revoked)
+            message = f"{machine.name} is offboarded; {count} certificate(s) revoked."
+            self._say(f"{message} {PUBLISH_KRL}", timeout=10)
+
+        def offboard(reason: str) -> None:
+            self.run_service(
+                lambda: self.services.machine_revocations.offboard(
+                    machine.name, actor=actor, reason=reason
+                ),
+                offboarded,
+            )
+
+        self._confirm_name(
+            f"Offboard {machine.name} for good? Its join tokens and certificates are revoked "
+            "and the name cannot be used again.",
+            machine.name,
+            lambda: self._ask_reason(f"Why is {machine.name} offboarded?", offboard),
+        )
+
+    def action_revoke(self) -> None:
+        # Offboarded too: a certificate replaced by a renewal may still be out there.
+        machine = self._machine("revoke machine certificates", allowed=STATUSES)
+        if machine is None:
+            return
+        actor = self.user.name
+        count = self._certificates[machine.name]
+
+        def revoked(entries: list[Revocation]) -> None:
+            if entries:
+                message = f"Revoked {len(entries)} certificate(s) of {machine.name}."
+                self._say(f"{message} {PUBLISH_KRL}", timeout=10)
+            else:
+                self._say(f"{machine.name} had no certificate left to revoke.")
+
+        def revoke(reason: str) -> None:
+            self.run_service(
+                lambda: self.services.machine_revocations.revoke(
+                    actor=actor, reason=reason, name=machine.name
+                ),
+                revoked,
+            )
+
+        self._ask_reason(
+            f"Revoke all {count} outstanding certificate(s) of {machine.name}, and any copies "
+            "replaced by renewals? Reason:",
+            revoke,
+        )
