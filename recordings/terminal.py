@@ -16,6 +16,16 @@ import re
 import pyte
 
 ALT_SCREEN_SWITCH = re.compile(r"\x1b\[\?(?:1049|1047|47)([hl])")
+#: Unicode format characters (category Cf: bidi overrides, zero-width spaces and
+#: joiners, ...). pyte stops drawing a chunk at the first of them, so a session
+#: could hide the rest of its output from replay and command extraction; they
+#: have no width, so dropping them changes nothing else on screen.
+FORMAT_CHARACTERS = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f]"
+)
 
 
 def last_alt_screen_switch(text: str) -> bool | None:
@@ -58,7 +68,7 @@ class TerminalModel:
 
     def _feed(self, text: str) -> None:
         if text:
-            self._streams[id(self.screen)].feed(text)
+            self._streams[id(self.screen)].feed(FORMAT_CHARACTERS.sub("", text))
 
     def resize(self, width: int, height: int) -> None:
         for screen in (self.main, self.alt):

@@ -182,3 +182,15 @@ def test_paste_of_several_lines() -> None:
     s._event("i", "echo one\recho two\r")
     s.out("echo one\r\none\r\n" + PROMPT + "echo two\r\ntwo\r\n" + PROMPT)
     assert s.done()[0] == "echo one"
+
+
+def test_format_characters_cannot_hide_output_from_replay_or_extraction() -> None:
+    # pyte stops drawing a chunk at a zero-width format character (U+202E, U+200B),
+    # which would let a session hide what followed; the terminal model drops them.
+    from recordings.terminal import TerminalModel
+
+    terminal = TerminalModel(40, 2)
+    terminal.feed("shown \u202e cat /etc/shadow\u200b and more\r\nnext")
+    lines = ["".join(terminal.screen.buffer[y][x].data for x in range(40)).rstrip()
+             for y in range(2)]  # fmt: skip
+    assert lines == ["shown  cat /etc/shadow and more", "next"]

@@ -145,7 +145,7 @@ class WatchScreen(Screen[None]):
 
     The recording goes through the terminal emulator into the widget, so
     nothing the session prints can reach the watcher's terminal. Opening it
-    is an audit event (``recording.watch``).
+    is an audit event (``recording.watched``).
     """
 
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
@@ -181,7 +181,7 @@ class WatchScreen(Screen[None]):
             info = console.services.recordings.open_for_review(  # type: ignore[attr-defined]
                 self._session.id,
                 actor=console.user.name,
-                purpose="watch",  # type: ignore[attr-defined]
+                purpose="watched",  # type: ignore[attr-defined]
             )
             assert info.path is not None
             header = read_header(info.path)
