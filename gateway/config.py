@@ -59,7 +59,7 @@ def duration_seconds(text: str) -> int:
 def parse_since(text: str, option: str = "--since") -> datetime:
     """The moment an age (``30m``, ``12h``, ``7d`` ago) or an ISO time (UTC unless it says) names.
 
-    Raises ConfigError, naming ``option``, for anything else.
+    Raises PamgateError, naming ``option``, for anything else.
     """
     text = text.strip()
     if re.match(DURATION_PATTERN, text):
@@ -67,7 +67,7 @@ def parse_since(text: str, option: str = "--since") -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(
+        raise PamgateError(
             f"{option} {text!r}: give an age (30m, 12h, 7d) or an ISO time (2026-11-23T08:00)"
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)

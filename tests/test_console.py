@@ -354,3 +354,60 @@ def test_terminating_from_the_console_ends_the_real_session_with_the_reason(
             process.kill()
     assert process.returncode == 255
     assert b"terminated by root-admin: policy breach" in stderr
+
+
+async def test_watching_a_live_session_shows_its_output_and_is_audited(
+    services: GatewayServices,
+) -> None:
+    eve = add_person(services, "eve", "auditors")
+    session_id = services.ledger.new_session_id()
+    path = services.config.recordings_dir / "live" / f"{session_id}.cast"
+    path.parent.mkdir(parents=True)
+    header = '{"version": 2, "width": 40, "height": 6, "timestamp": 0}\n'
+    path.write_text(header + '[0.1, "o", "$ tail -f app.log\\r\\n"]\n')
+    services.ledger.open(session_id, SessionStart(
+        lane="human", user="alice", target="web01", account="root", source="10.0.0.1",
+        authority="policy:ops-web01", kind="shell",
+    ), recording_path=f"live/{session_id}.cast")  # fmt: skip
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, eve)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen)
+                       and len(rows(app, "#live")) == 1)  # fmt: skip
+        await pilot.press("w")
+        await wait_for(pilot, lambda: "tail -f app.log" in screen_text(app))
+        with path.open("a") as recording:  # the session goes on writing
+            recording.write('[0.5, "o", "GET /health 200\\r\\n"]\n')
+        await wait_for(pilot, lambda: "GET /health 200" in screen_text(app), timeout=3)
+    watched = [e for e in services.audit.events(Trail.HUMAN) if e.action == "recording.watched"]
+    assert watched and watched[0].actor == "eve" and watched[0].session_id == session_id
+
+
+def screen_text(app: PamgateConsole) -> str:
+    from tui.widgets import TerminalView
+
+    return "\n".join(view.image.text for view in app.screen.query(TerminalView))
+
+
+async def test_admin_revokes_the_grant_behind_a_session(services: GatewayServices) -> None:
+    root = add_person(services, "root-admin", "pamgate-admins")
+    bob = add_person(services, "bob", "approvers")
+    request = request_for(services, "alice")
+    grant_id = services.requests.approve(request, bob.name, "ok").grant_id
+    assert grant_id is not None
+    session_id = services.ledger.new_session_id()
+    services.ledger.open(session_id, SessionStart(
+        lane="human", user="alice", target="web01", account="root", source="10.0.0.1",
+        authority=f"grant:{grant_id}", kind="shell",
+    ))  # fmt: skip
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, root)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen)
+                       and len(rows(app, "#live")) == 1)  # fmt: skip
+        await pilot.press("g", *"no longer needed", "enter")
+        await wait_for(pilot, lambda: services.requests.grant(grant_id).revoked)
+    grant = services.requests.grant(grant_id)
+    assert grant.revoke_reason == "no longer needed"

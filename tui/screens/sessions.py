@@ -185,6 +185,8 @@ class WatchScreen(Screen[None]):
             )
             assert info.path is not None
             header = read_header(info.path)
+            with info.path.open("rb") as recording:
+                self._offset = len(recording.readline())  # events start after the header
         except (PamgateError, OSError) as exc:
             self.app.call_from_thread(self.notify, f"Cannot watch: {exc}", severity="error")
             return
