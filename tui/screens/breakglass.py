@@ -11,7 +11,7 @@ from gateway.breakglass import CaseView
 from gateway.errors import PamgateError
 from tui.roles import Role
 from tui.screens.dialogs import VerdictDialog
-from tui.screens.section import SectionScreen
+from tui.screens.section import SectionScreen, add_columns
 from tui.text import age, cell
 
 
@@ -29,7 +29,8 @@ class BreakGlassScreen(SectionScreen):
         yield Label("Break-glass cases: unreviewed first; OVERDUE past the review deadline",
                     classes="section-title")  # fmt: skip
         table = DataTable(id="cases", cursor_type="row", zebra_stripes=True)
-        table.add_columns("#", "User", "Where", "When", "Review", "Justification")
+        add_columns(table, (("#", 3), ("User", 9), ("Where", 12), ("When", 8), ("Review", 14),
+                            ("Justification", 20)))  # fmt: skip
         yield table
         yield Label("", id="case-detail")
 

@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Label
 from gateway.approvals import RequestView
 from tui.roles import Role
 from tui.screens.dialogs import TextDialog
-from tui.screens.section import SectionScreen
+from tui.screens.section import SectionScreen, add_columns
 from tui.text import age, cell
 
 
@@ -23,14 +23,21 @@ class RequestsScreen(SectionScreen):
         Binding("d", "deny", "Deny"),
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: dict[str, RequestView] = {}
+
     def compose_section(self) -> ComposeResult:
         yield Label("Pending requests", classes="section-title")
         pending = DataTable(id="pending", cursor_type="row", zebra_stripes=True)
-        pending.add_columns("#", "Requester", "Target", "Reason", "Age", "Approvals", "By")
+        add_columns(pending, (("#", 3), ("Requester", 10), ("Target", 12), ("Reason", 16),
+                              ("Age", 4), ("Approvals", 9), ("By", 10)))  # fmt: skip
         yield pending
+        yield Label("", id="request-detail", markup=False)
         yield Label("Recent decisions", classes="section-title")
         recent = DataTable(id="recent", cursor_type="row")
-        recent.add_columns("#", "Requester", "Target", "Status", "Decided by", "When", "Comment")
+        add_columns(recent, (("#", 3), ("Requester", 10), ("Target", 12), ("Status", 9),
+                             ("Decided by", 10), ("When", 8), ("Comment", 12)))  # fmt: skip
         yield recent
 
     def load(self) -> tuple[list[RequestView], list[RequestView]]:
@@ -54,8 +61,10 @@ class RequestsScreen(SectionScreen):
                 f"{len(request.approvals)}/{request.approvals_required}",
                 cell(", ".join(request.approver_groups)), key=str(request.id),
             )  # fmt: skip
+        self._pending = {str(request.id): request for request in pending}
         if pending:
             table.move_cursor(row=min(keep, len(pending) - 1))
+        self._show_detail()
         decided = self.query_one("#recent", DataTable)
         decided.clear()
         for request in recent:
@@ -65,6 +74,23 @@ class RequestsScreen(SectionScreen):
                 request.status, cell(request.decided_by or "-"), age(when, now) + " ago",
                 cell(request.comment or "", 30),
             )  # fmt: skip
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "pending":
+            self._show_detail()
+
+    def _show_detail(self) -> None:
+        """The highlighted request in full: the table cuts the reason short."""
+        table = self.query_one("#pending", DataTable)
+        request = None
+        if table.row_count:
+            key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+            request = self._pending.get(str(key))
+        detail = "" if request is None else (
+            f"#{request.id} {request.user} wants {request.account}@{request.target} for "
+            f"{request.duration_seconds // 60} min: {request.reason}"
+        )  # fmt: skip
+        self.query_one("#request-detail", Label).update(cell(detail, 400))
 
     def _selected(self) -> RequestView | None:
         table = self.query_one("#pending", DataTable)

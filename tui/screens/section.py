@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 from textual import work
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Static
 
 from gateway.errors import PamgateError
 from tui.roles import ConsoleUser, Role
@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from tui.app import PamgateConsole
 
 T = TypeVar("T")
+
+
+def add_columns(table: DataTable, columns: tuple[tuple[str, int], ...]) -> None:
+    """Columns with fixed widths, chosen to fit 80 columns.
+
+    DataTable sizes automatic columns only when idle, so a table filled on
+    first display could be drawn at header width; fixed widths avoid that.
+    """
+    for label, width in columns:
+        table.add_column(label, width=width)
 
 
 class SectionScreen(Screen[None]):

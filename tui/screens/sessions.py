@@ -17,7 +17,7 @@ from recordings.player import events_from
 from recordings.terminal import TerminalModel
 from tui.roles import Role
 from tui.screens.dialogs import TextDialog
-from tui.screens.section import SectionScreen
+from tui.screens.section import SectionScreen, add_columns
 from tui.text import age, cell
 
 #: Seconds between reads of a watched session's recording (it is flushed every 0.25 s).
@@ -38,7 +38,8 @@ class SessionsScreen(SectionScreen):
     def compose_section(self) -> ComposeResult:
         yield Label("Live sessions (H human lane, M machine lane)", classes="section-title")
         table = DataTable(id="live", cursor_type="row", zebra_stripes=True)
-        table.add_columns("", "Who", "Where", "Node", "Kind", "Age", "Authority", "Command")
+        add_columns(table, (("", 1), ("Who", 10), ("Where", 14), ("Node", 8), ("Kind", 5),
+                            ("Age", 4), ("Authority", 10), ("Command", 10)))  # fmt: skip
         yield table
 
     def load(self) -> list[LiveSession]:
