@@ -220,6 +220,9 @@ class AccessRequests:
             counting = _counting_approvers(db, request.id)
             if len(counting) >= request.approvals_required:
                 grant = self._grant(db, request)
+                # Listings show who decided, as for a denial: every approver counted.
+                request.decided_by = ", ".join(counting)[:64]
+                request.comment = comment
                 records.append(self._event(
                     db, approver, ActorType.HUMAN, "grant.created", request,
                     authority=f"request:{request.id}",

@@ -87,7 +87,10 @@ class HumanSession(RelayedSession):
             source=self._ctx.source, command=self._command, target=login.target,
             account=login.account,
         )  # fmt: skip
-        self._chan.write(result.output.encode())
+        output = result.output
+        if self._term_type is not None:
+            output = output.replace("\r\n", "\n").replace("\n", "\r\n")  # raw pty: no staircase
+        self._chan.write(output.encode())
         self._finished = True
         self._exit(result.status)
         return True

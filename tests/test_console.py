@@ -144,7 +144,10 @@ async def test_approver_approves_and_denies_with_comments(services: GatewayServi
         await pilot.press(*"not today", "enter")
         await wait_for(pilot, lambda: not rows(app, "#pending"))
         await wait_for(pilot, lambda: len(rows(app, "#recent")) == 2)
-    assert services.requests.get(first).status == "approved"
+    approved = services.requests.get(first)
+    assert (approved.status, approved.decided_by, approved.comment) == (
+        "approved", "bob", "looks fine"
+    )
     denied = services.requests.get(second)
     assert (denied.status, denied.decided_by, denied.comment) == ("denied", "bob", "not today")
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from rich.text import Text
 from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -47,13 +48,15 @@ class PamgateConsole(App[None]):
 
     TITLE = "pamgate console"
     CSS_PATH = "console.tcss"
+    # Section keys live in the sections bar under the header, so the footer
+    # has room for the screen's own actions at 80 columns.
     BINDINGS = [
         *(
-            Binding(str(number), f"section('{name}')", title)
+            Binding(str(number), f"section('{name}')", title, show=False)
             for number, (name, (_, title)) in enumerate(SECTIONS.items(), start=1)
         ),
-        Binding("ctrl+l", "lock", "Lock"),
-        Binding("ctrl+q", "quit", "Quit"),
+        Binding("ctrl+l", "lock", "Lock", show=False),
+        Binding("ctrl+q", "quit", "Quit", show=False),
     ]
 
     def __init__(
@@ -139,12 +142,24 @@ class PamgateConsole(App[None]):
     def action_lock(self) -> None:
         self.lock("Locked.")
 
+    def sections_bar(self, current: Screen[None]) -> Text:
+        """``1 Requests 2 Sessions ...`` with the current section highlighted."""
+        bar = Text()
+        for number, (factory, title) in enumerate(SECTIONS.values(), start=1):
+            style = "reverse bold" if type(current) is factory else ""
+            bar.append(f" {number} {title}", style=style)
+        bar.append("  ^l Lock")  # 79 columns in all: it fits at 80
+        return bar
+
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        # Every binding of the current screen, so the palette lists what the footer shows.
+        for command in super().get_system_commands(screen):
+            # A screenshot would copy what is on screen (a replay, say) without an audit record.
+            if command.title != "Screenshot":
+                yield command
+        # The current screen's bindings (and the sections), so the palette lists every key.
         for key, active in screen.active_bindings.items():
             binding = active.binding
-            if binding.show and binding.description and active.enabled:
+            if binding.action != "quit" and binding.description and active.enabled:
                 yield SystemCommand(
                     binding.description,
                     f"key {key}",

@@ -28,11 +28,12 @@ class LoginScreen(Screen[None]):
         yield Header()
         with Vertical(id="login"):
             yield Label("Sign in to the pamgate console", classes="dialog-title")
+            # Above the fields, so it stays on screen at 80x24.
+            yield Label(self._message, id="message", classes="problem", markup=False)
             yield Input(placeholder="user name", id="user")
             yield Input(placeholder="password", password=True, id="password")
             yield Input(placeholder="verification code (TOTP)", id="code", max_length=10)
             yield Button("Sign in", variant="primary", id="sign-in")
-            yield Label(self._message, id="message", classes="problem")
         yield Footer()
 
     def on_mount(self) -> None:

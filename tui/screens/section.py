@@ -58,6 +58,7 @@ class SectionScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static(self.console.sections_bar(self), classes="sections-bar")
         if self.allowed:
             yield from self.compose_section()
         else:
