@@ -146,7 +146,9 @@ async def test_approver_approves_and_denies_with_comments(services: GatewayServi
         await wait_for(pilot, lambda: len(rows(app, "#recent")) == 2)
     approved = services.requests.get(first)
     assert (approved.status, approved.decided_by, approved.comment) == (
-        "approved", "bob", "looks fine"
+        "approved",
+        "bob",
+        "looks fine",
     )
     denied = services.requests.get(second)
     assert (denied.status, denied.decided_by, denied.comment) == ("denied", "bob", "not today")
