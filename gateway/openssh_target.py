@@ -139,6 +139,9 @@ class OpenSSHTarget:
                     "AcceptEnv LANG LC_*",
                     "Subsystem sftp internal-sftp",
                     "LogLevel VERBOSE",
+                    # Many sessions start at once through a gateway; sshd's default
+                    # (10:30:100) would drop connections that are merely queued.
+                    "MaxStartups 200",
                     "",
                 ]
             )

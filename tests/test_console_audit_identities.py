@@ -289,6 +289,7 @@ async def test_admin_disables_and_enables_a_user_and_suspends_an_nhi(
         await pilot.press("t")
         machines = await wait_for_rows(pilot, "#machine-table")
         assert column(machines, 5) == ["0"]
+        assert column(machines, 6) == ["root@web01: uptime"]  # its scope
         await pilot.press("s")
         await answer(pilot, "leaked token")
         await wait_for(pilot, lambda: services.machines.get("backup-bot").status == "suspended")

@@ -84,8 +84,17 @@ def machine_row(machine: MachineView, certificates: int, now: datetime) -> Row:
     return machine.name, (
         cell(machine.name, 24), cell(machine.kind, 16), status,
         cell(f"{machine.owner} / {machine.tech_owner}", 30), review_cell(machine.review_by, now),
-        str(certificates),
+        str(certificates), cell(scope_summary(machine), 60),
     )  # fmt: skip
+
+
+def scope_summary(machine: MachineView) -> str:
+    """Where an NHI may go and what it may run, in one line."""
+    where = ", ".join(f"{t.account}@{t.target}" for t in machine.targets)
+    extras = [label for label, on in (("pty", machine.allow_pty), ("sftp", machine.allow_sftp))
+              if on]  # fmt: skip
+    allowed = f" (+{', '.join(extras)})" if extras else ""
+    return f"{where}: {'; '.join(machine.commands)}{allowed}"
 
 
 class EnrolmentDialog(ModalScreen[None]):
@@ -147,7 +156,7 @@ class IdentitiesScreen(SectionScreen):
                 yield LiveTable("Name", "Groups", "Status", "Factors", id="human-table")
             with TabPane("Machines", id=MACHINES):
                 yield LiveTable("Name", "Kind", "Status", "Owner / tech owner", "Review by",
-                                "Certs", id="machine-table")  # fmt: skip
+                                "Certs", "Scope", id="machine-table")  # fmt: skip
 
     # -- data ------------------------------------------------------------------
 
