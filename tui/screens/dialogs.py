@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 
+T = TypeVar("T")
 
-class TextDialog(ModalScreen[str | None]):
-    """Ask for one line of text (a comment, a reason); None if cancelled."""
+
+class FormDialog(ModalScreen[T]):
+    """A small form: Enter or OK submits (:meth:`submit`), Escape or Cancel gives None."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def on_input_submitted(self) -> None:
+        self.submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self.submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def submit(self) -> None:
+        raise NotImplementedError
+
+
+class TextDialog(FormDialog[str | None]):
+    """Ask for one line of text (a comment, a reason); None if cancelled."""
 
     def __init__(self, title: str, *, placeholder: str = "", required: bool = False) -> None:
         super().__init__()
@@ -29,19 +52,7 @@ class TextDialog(ModalScreen[str | None]):
                 yield Button("OK", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
 
-    def on_input_submitted(self) -> None:
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def _submit(self) -> None:
+    def submit(self) -> None:
         text = self.query_one("#text", Input).value.strip()
         if self._required and not text:
             self.query_one("#problem", Label).update("This cannot be empty.")
@@ -49,10 +60,8 @@ class TextDialog(ModalScreen[str | None]):
         self.dismiss(text)
 
 
-class VerdictDialog(ModalScreen[tuple[str, str] | None]):
+class VerdictDialog(FormDialog[tuple[str, str] | None]):
     """A break-glass verdict (justified or unjustified) with a note; None if cancelled."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str) -> None:
         super().__init__()
@@ -74,19 +83,7 @@ class VerdictDialog(ModalScreen[tuple[str, str] | None]):
         # The note is what always needs typing; the verdict defaults to justified.
         self.query_one("#note", Input).focus()
 
-    def on_input_submitted(self) -> None:
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def _submit(self) -> None:
+    def submit(self) -> None:
         note = self.query_one("#note", Input).value.strip()
         if not note:
             self.query_one("#problem", Label).update("A note is required.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Label
@@ -120,39 +122,35 @@ class RequestsScreen(SectionScreen):
         return request
 
     def action_approve(self) -> None:
-        request = self._decidable("approve")
-        if request is None:
-            return
-
-        def decided(comment: str | None) -> None:
-            if comment is None:
-                return
-            self.run_service(
-                lambda: self.services.requests.approve(request.id, self.user.name, comment),
-                lambda view: self.notify(f"Request #{view.id}: {view.status}."),
-            )
-
-        self.app.push_screen(
-            TextDialog(f"Approve request #{request.id} by {request.user} "
-                       f"for {request.account}@{request.target}? Comment (optional):"),
-            decided,
-        )  # fmt: skip
+        self._decide(
+            "approve",
+            lambda request: (
+                f"Approve request #{request.id} by {request.user} for "
+                f"{request.account}@{request.target}? Comment (optional):"
+            ),
+            required=False,
+        )
 
     def action_deny(self) -> None:
-        request = self._decidable("deny")
+        self._decide(
+            "deny",
+            lambda request: f"Deny request #{request.id} by {request.user}: reason for them",
+            required=True,
+        )
+
+    def _decide(self, verb: str, question: Callable[[RequestView], str], *, required: bool) -> None:
+        """Ask for the comment, then approve or deny the selected request with it."""
+        request = self._decidable(verb)
         if request is None:
             return
+        requests = self.services.requests
+        decide = requests.approve if verb == "approve" else requests.deny
 
         def decided(comment: str | None) -> None:
-            if comment is None:
-                return
-            self.run_service(
-                lambda: self.services.requests.deny(request.id, self.user.name, comment),
-                lambda view: self.notify(f"Request #{view.id} denied."),
-            )
+            if comment is not None:
+                self.run_service(
+                    lambda: decide(request.id, self.user.name, comment),
+                    lambda view: self.notify(f"Request #{view.id}: {view.status}."),
+                )
 
-        self.app.push_screen(
-            TextDialog(f"Deny request #{request.id} by {request.user}: reason for them",
-                       required=True),
-            decided,
-        )  # fmt: skip
+        self.app.push_screen(TextDialog(question(request), required=required), decided)
