@@ -19,6 +19,8 @@ SMOKE_RUNS = {
     "relay_bench": ["--megabytes", "1", "--repeat", "1"],
     "audit_bench": ["--appends", "200", "--verify-events", "2000", "--repeat", "1"],
     "machine_bench": ["--logins", "4", "--concurrency", "2"],
+    "login_bench": ["--logins", "2"],
+    "seek_bench": ["--megabytes", "2", "--seeks", "5"],
 }
 
 
