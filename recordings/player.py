@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import json
 import os
 import select
@@ -43,7 +44,7 @@ from recordings.sanitize import TerminalSanitizer
 from recordings.terminal import TerminalModel, last_alt_screen_switch
 
 #: Output characters replayed into a fresh screen to show the screen at a time.
-SEEK_TAIL = 64 * 1024
+SEEK_TAIL = 32 * 1024
 #: The index samples the recording at least this often (seconds of recording).
 INDEX_EVERY = 1.0
 SEEK_STEP = 5.0
@@ -130,14 +131,22 @@ class RecordingIndex:
 
     def at_or_before(self, moment: float) -> IndexPoint | None:
         """The last sample at or before ``moment``."""
-        position = bisect.bisect_right([p.time for p in self.points], moment) - 1
+        position = bisect.bisect_right(self._times, moment) - 1
         return self.points[position] if position >= 0 else None
 
     def tail_start(self, point: IndexPoint) -> IndexPoint:
         """The latest sample at least SEEK_TAIL output characters before ``point``."""
-        chars = [p.output_chars for p in self.points]
-        position = bisect.bisect_right(chars, point.output_chars - SEEK_TAIL) - 1
+        position = bisect.bisect_right(self._chars, point.output_chars - SEEK_TAIL) - 1
         return self.points[max(position, 0)]
+
+    @functools.cached_property
+    def _times(self) -> list[float]:
+        # Built once: a long recording has tens of thousands of samples per seek.
+        return [p.time for p in self.points]
+
+    @functools.cached_property
+    def _chars(self) -> list[int]:
+        return [p.output_chars for p in self.points]
 
 
 class PlainRecording:
