@@ -416,3 +416,19 @@ async def test_admin_revokes_the_grant_behind_a_session(services: GatewayService
         await wait_for(pilot, lambda: services.requests.grant(grant_id).revoked)
     grant = services.requests.grant(grant_id)
     assert grant.revoke_reason == "no longer needed"
+
+
+async def test_switching_and_locking_while_data_loads_does_not_crash(
+    services: GatewayServices,
+) -> None:
+    bob = add_person(services, "bob", "approvers", "auditors", "pamgate-admins")
+    request_for(services, "alice")
+    app = PamgateConsole(services, refresh_seconds=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, bob)
+        for key in "1234561234561":  # leave each section while its workers still run
+            await pilot.press(key)
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.5)
+        assert isinstance(app.screen, LoginScreen)
+        assert app.is_running

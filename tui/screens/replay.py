@@ -48,7 +48,7 @@ from recordings.player import (
 )
 from recordings.terminal import TerminalModel
 from tui.roles import Role
-from tui.screens.section import SectionScreen
+from tui.screens.section import SectionScreen, deliver
 from tui.text import cell
 from tui.widgets import TerminalImage, TerminalView
 
@@ -392,12 +392,12 @@ class ReplayScreen(SectionScreen):
                 recording.close()
                 raise
         except (PamgateError, RecordingError, OSError) as exc:
-            self.app.call_from_thread(self._failed, f"Cannot replay this recording: {exc}")
+            deliver(self, self._failed, f"Cannot replay this recording: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 - a damaged recording must not end the console
-            self.app.call_from_thread(self._failed, f"Cannot read this recording: {exc!r}")
+            deliver(self, self._failed, f"Cannot read this recording: {exc!r}")
             return
-        self.app.call_from_thread(self._opened, opened)
+        deliver(self, self._opened, opened)
 
     def _failed(self, message: str) -> None:
         if self._closed:
@@ -479,9 +479,9 @@ class ReplayScreen(SectionScreen):
         try:
             image = step()
         except Exception as exc:  # noqa: BLE001 - hostile or damaged input must not end the console
-            self.app.call_from_thread(self._step_failed, str(exc) or repr(exc))
+            deliver(self, self._step_failed, str(exc) or repr(exc))
             return
-        self.app.call_from_thread(self._stepped, image, playback.position, restart_clock)
+        deliver(self, self._stepped, image, playback.position, restart_clock)
 
     def _step_failed(self, message: str) -> None:
         self._busy = False

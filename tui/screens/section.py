@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from textual import work
 from textual.app import ComposeResult
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
@@ -28,6 +30,23 @@ def add_columns(table: DataTable, columns: tuple[tuple[str, int], ...]) -> None:
     """
     for label, width in columns:
         table.add_column(label, width=width)
+
+
+def deliver(screen: Screen[object], callback: Callable[..., object], *args: object) -> None:
+    """From a worker thread: run ``callback`` on the UI if ``screen`` is still shown.
+
+    A worker can finish after its screen was left or the console locked; then
+    there is nothing to draw on, and no one to show it to.
+    """
+
+    def run() -> None:
+        console = screen.app
+        if screen not in console.screen_stack or getattr(console, "user", None) is None:
+            return
+        with contextlib.suppress(NoMatches):  # the screen is being taken down
+            callback(*args)
+
+    screen.app.call_from_thread(run)
 
 
 class SectionScreen(Screen[None]):
@@ -89,7 +108,7 @@ class SectionScreen(Screen[None]):
         except PamgateError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
-        self.app.call_from_thread(self.show, data)
+        deliver(self, self.show, data)
 
     def load(self) -> object:
         """Read what the section shows (runs in a thread)."""
@@ -119,5 +138,5 @@ class SectionScreen(Screen[None]):
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
             return
         if done is not None:
-            self.app.call_from_thread(done, result)
-        self.app.call_from_thread(self.refresh_data)
+            deliver(self, done, result)
+        deliver(self, self.refresh_data)

@@ -17,7 +17,7 @@ from recordings.player import events_from
 from recordings.terminal import TerminalModel
 from tui.roles import Role
 from tui.screens.dialogs import TextDialog
-from tui.screens.section import SectionScreen, add_columns
+from tui.screens.section import SectionScreen, add_columns, deliver
 from tui.text import age, cell
 
 #: Seconds between reads of a watched session's recording (it is flushed every 0.25 s).
@@ -216,10 +216,10 @@ class WatchScreen(Screen[None]):
                 self._offset = offset
         except OSError:
             # Sealing may compress and replace the file: the session has ended.
-            self.app.call_from_thread(self._ended)
+            deliver(self, self._ended)
             return
         if changed:
-            self.app.call_from_thread(self._draw)
+            deliver(self, self._draw)
 
     def _draw(self) -> None:
         from tui.widgets import TerminalView
