@@ -21,6 +21,7 @@ SMOKE_RUNS = {
     "machine_bench": ["--logins", "4", "--concurrency", "2"],
     "login_bench": ["--logins", "2"],
     "seek_bench": ["--megabytes", "2", "--seeks", "5"],
+    "idle_bench": ["--sessions", "3"],
 }
 
 
