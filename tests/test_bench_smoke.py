@@ -22,6 +22,7 @@ SMOKE_RUNS = {
     "login_bench": ["--logins", "2"],
     "seek_bench": ["--megabytes", "2", "--seeks", "5"],
     "idle_bench": ["--sessions", "3"],
+    "echo_bench": ["--keys", "5", "--busy", "1"],
 }
 
 
