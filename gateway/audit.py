@@ -86,6 +86,11 @@ class Trail(StrEnum):
     HUMAN = "human"
     MACHINE = "machine"
 
+    @classmethod
+    def of_lane(cls, lane: str) -> Trail:
+        """The trail a lane's events go to: the machine lane's to MACHINE, the rest to HUMAN."""
+        return cls.MACHINE if lane == "machine" else cls.HUMAN
+
 
 class ActorType(StrEnum):
     """Who did something: a person, a non-human identity, an administrator, or the gateway."""

@@ -80,7 +80,7 @@ class HumanSession(RelayedSession):
         login = parse_login_name(self._ctx.login_name)
         if not is_gateway_command(self._command, has_target=login.target is not None):
             return False
-        assert self._command is not None and self._chan is not None
+        assert self._command is not None
         user = self._ctx.user
         result = await asyncio.to_thread(
             run_gateway_command, self._services, user=user.name, groups=user.groups,
@@ -90,9 +90,7 @@ class HumanSession(RelayedSession):
         output = result.output
         if self._term_type is not None:
             output = output.replace("\r\n", "\n").replace("\n", "\r\n")  # raw pty: no staircase
-        self._chan.write(output.encode())
-        self._finished = True
-        self._exit(result.status)
+        self._answer(result.status, output)
         return True
 
     def _check_time(self) -> str | None:

@@ -95,9 +95,6 @@ class MachineCA:
                 f"--ttl must be between 1m and {nhi.name}'s maximum of {nhi.max_ttl_seconds // 60}m"
             )
         key_data, fingerprint, _ = parse_public_key_line(public_key_line)
-        keygen = shutil.which("ssh-keygen")
-        if keygen is None:
-            raise CertificateAuthorityError("ssh-keygen is needed to sign: install openssh-client")
         now = self._clock()
         valid_after, valid_before = int(now) - BACKDATE_SECONDS, int(now) + ttl_seconds
         row = IssuedCertificate(
@@ -112,9 +109,7 @@ class MachineCA:
         row.key_id = (
             f"pamgate-nhi name={nhi.name} serial={row.serial} lineage={lineage_id} gen={generation}"
         )
-        certificate = self._sign(
-            keygen, nhi, key_data, row.key_id, row.serial, (valid_after, valid_before)
-        )
+        certificate = self._sign(nhi, key_data, row.key_id, row.serial, (valid_after, valid_before))
         return SignedCertificate(
             certificate=certificate, serial=row.serial, key_id=row.key_id,
             key_fingerprint=fingerprint, valid_before=row.valid_before, ttl_seconds=ttl_seconds,
@@ -122,28 +117,17 @@ class MachineCA:
 
     def write_krl(self, spec_lines: list[str], path: Path) -> None:
         """Write an OpenSSH KRL from ``ssh-keygen -k`` spec lines (serial:, id:, key:)."""
-        keygen = shutil.which("ssh-keygen")
-        if keygen is None:
-            raise CertificateAuthorityError(
-                "ssh-keygen is needed to write a KRL: install openssh-client"
-            )
         with tempfile.TemporaryDirectory(prefix="pamgate-krl-") as folder:
             spec = Path(folder) / "spec"
             spec.write_text("".join(line + "\n" for line in spec_lines))
             ca_public = Path(folder) / "ca.pub"
             ca_public.write_text(self.public_key_line() + "\n")
             built = Path(folder) / "krl"
-            try:
-                result = subprocess.run(
-                    [keygen, "-q", "-k", "-f", str(built), "-s", str(ca_public), str(spec)],
-                    capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                raise CertificateAuthorityError("ssh-keygen took too long on the KRL") from None
-            if result.returncode != 0:
-                raise CertificateAuthorityError(
-                    f"ssh-keygen could not write the KRL: {result.stderr.strip()}"
-                )
+            _run_keygen(
+                ["-k", "-f", str(built), "-s", str(ca_public), str(spec)],
+                doing="write the KRL",
+                timeout=60,
+            )
             # Replace atomically, so sshds reading the file never see half of it.
             staged = path.with_name(f".{path.name}.tmp")
             try:
@@ -157,7 +141,6 @@ class MachineCA:
 
     def _sign(
         self,
-        keygen: str,
         nhi: MachineView,
         key_data: str,
         key_id: str,
@@ -178,21 +161,28 @@ class MachineCA:
             # ssh-keygen copies the key's comment into the certificate.
             public.write_text(f"{key_data} {nhi.name} serial {serial}\n")
             # Signing runs inside the caller's write transaction, so it must be quick.
-            try:
-                result = subprocess.run(
-                    [keygen, "-q", "-s", str(self._key_path), "-I", key_id, "-n", nhi.name,
-                     "-z", str(serial), "-V", f"{_utc(validity[0])}:{_utc(validity[1])}",
-                     *options, str(public)],
-                    capture_output=True, text=True, timeout=SIGN_TIMEOUT_SECONDS,
-                    stdin=subprocess.DEVNULL,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                raise CertificateAuthorityError("ssh-keygen took too long to sign") from None
-            if result.returncode != 0:
-                raise CertificateAuthorityError(
-                    f"ssh-keygen could not sign: {result.stderr.strip()}"
-                )
+            _run_keygen(
+                ["-s", str(self._key_path), "-I", key_id, "-n", nhi.name, "-z", str(serial),
+                 "-V", f"{_utc(validity[0])}:{_utc(validity[1])}", *options, str(public)],
+                doing="sign", timeout=SIGN_TIMEOUT_SECONDS,
+            )  # fmt: skip
             return (Path(folder) / "key-cert.pub").read_text().strip()
+
+
+def _run_keygen(args: list[str], *, doing: str, timeout: float) -> None:
+    """Run ``ssh-keygen -q ARGS``; CertificateAuthorityError saying what failed."""
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise CertificateAuthorityError(f"ssh-keygen is needed to {doing}: install openssh-client")
+    try:
+        result = subprocess.run(
+            [keygen, "-q", *args], capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise CertificateAuthorityError(f"ssh-keygen took too long to {doing}") from None
+    if result.returncode != 0:
+        raise CertificateAuthorityError(f"ssh-keygen could not {doing}: {result.stderr.strip()}")
 
 
 def _utc(epoch: int) -> str:

@@ -157,17 +157,12 @@ class MachineSession(RelayedSession):
                 "machine.renew_refused", "refused", reason=str(exc), authority=self._authority,
                 serial=login.certificate.serial,
             ))  # fmt: skip
-            self._tell_user(str(exc))
-            self._exit(EXCHANGE_REFUSED_STATUS)
+            self._answer(EXCHANGE_REFUSED_STATUS, note=str(exc))
             return
-        assert self._chan is not None
-        self._chan.write((signed.certificate + "\n").encode())
-        self._tell_user(
+        self._answer(0, signed.certificate + "\n", note=(
             f"renewed {login.nhi.name}: certificate serial {signed.serial}, valid for "
             f"{signed.ttl_seconds // 60} min; the old certificate must not be used again"
-        )
-        self._finished = True
-        self._exit(0)
+        ))  # fmt: skip
 
 
 class MachineJoinSession(RelayedSession):
@@ -201,7 +196,8 @@ class MachineJoinSession(RelayedSession):
                 raise JoinRefused("send the join token on stdin (one line, then EOF)")
         except PamgateError as exc:
             await self._host.record(self._event("machine.join_refused", "refused", reason=str(exc)))
-            return self._refuse(str(exc))
+            self._answer(EXCHANGE_REFUSED_STATUS, note=str(exc))
+            return None
         try:
             nhi, signed = await asyncio.to_thread(
                 services.machine_credentials.join, first_line(data), self._key_line,
@@ -212,18 +208,10 @@ class MachineJoinSession(RelayedSession):
                 services.limiter.record_failure, limiter_user, limiter_source
             )
             await asyncio.sleep(outcome.delay_seconds)
-            return self._refuse(str(exc))
-        assert self._chan is not None
-        self._chan.write((signed.certificate + "\n").encode())
-        self._tell_user(
+            self._answer(EXCHANGE_REFUSED_STATUS, note=str(exc))
+            return None
+        self._answer(0, signed.certificate + "\n", note=(
             f"joined as {nhi.name}: certificate serial {signed.serial}, "
             f"valid for {signed.ttl_seconds // 60} min"
-        )
-        self._finished = True
-        self._exit(0)
+        ))  # fmt: skip
         return None
-
-    def _refuse(self, message: str) -> None:
-        self._tell_user(message)
-        self._finished = True
-        self._exit(EXCHANGE_REFUSED_STATUS)

@@ -285,7 +285,7 @@ class RecordingService:
                 f"recording of session {info.session_id} fails verification: {problem}"
             )
         self._audit.record(
-            Trail.MACHINE if info.lane == "machine" else Trail.HUMAN,
+            Trail.of_lane(info.lane),
             AuditEvent(
                 actor=actor,
                 actor_type=ActorType.ADMIN,

@@ -618,6 +618,16 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
 
     # -- talking to the client ------------------------------------------
 
+    def _answer(self, status: int, output: str = "", *, note: str = "") -> None:
+        """Answer from the gateway itself, with no target: ``output`` on stdout, ``note``
+        on stderr (pamgate: ...), then ``status``. For self-service and credential exchanges."""
+        if output and self._chan is not None:
+            self._chan.write(output.encode())
+        if note:
+            self._tell_user(note)
+        self._finished = True
+        self._exit(status)
+
     def _tell_user(self, message: str) -> None:
         if self._dialog is not None:
             self._dialog.say(message, fresh_line=self._upstream is not None)

@@ -36,7 +36,7 @@ class SessionStart:
 
     @property
     def trail(self) -> Trail:
-        return Trail.MACHINE if self.lane == "machine" else Trail.HUMAN
+        return Trail.of_lane(self.lane)
 
     @property
     def actor_type(self) -> ActorType:
@@ -211,7 +211,7 @@ class SessionLedger:
             if row is None or row.status != "live":
                 raise SessionNotFound(f"session {session_id!r} is not live")
             row.terminate_reason, row.terminate_by = reason.strip(), actor
-            trail = Trail.MACHINE if row.lane == "machine" else Trail.HUMAN
+            trail = Trail.of_lane(row.lane)
             record = self._audit.append(db, trail, AuditEvent(
                 actor=actor, actor_type=ActorType.HUMAN, action="session.terminate_requested",
                 target=row.target, account=row.account, session_id=row.id, reason=reason.strip(),
@@ -243,7 +243,7 @@ class SessionLedger:
                 row.status = "interrupted"
                 row.reason = "gateway stopped while the session was live"
                 row.ended_at = self._now()
-                trail = Trail.MACHINE if row.lane == "machine" else Trail.HUMAN
+                trail = Trail.of_lane(row.lane)
                 event = AuditEvent(
                     actor=f"gateway:{self._node}",
                     actor_type=ActorType.GATEWAY,

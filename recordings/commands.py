@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from recordings.asciicast import Event
-from recordings.terminal import TerminalModel
+from recordings.terminal import TerminalModel, parse_size
 
 #: Output kept between keystrokes; older output is dropped unseen.
 OUTPUT_TAIL = 64 * 1024
@@ -138,11 +138,11 @@ class CommandExtractor:
         return []
 
     def _on_resize(self, size: str) -> None:
-        width, _, height = size.partition("x")
-        if not (width.isdigit() and height.isdigit()):
+        parsed = parse_size(size)
+        if parsed is None:
             return
         self._apply_output()
-        self._terminal.resize(int(width), int(height))
+        self._terminal.resize(*parsed)
         if self._prompt is not None:
             # The shell redraws the line for the new width; what is on the
             # screen now is not a faithful copy of it, so drop the line.

@@ -41,7 +41,7 @@ import pyte
 
 from recordings.asciicast import open_text, read_header
 from recordings.sanitize import TerminalSanitizer
-from recordings.terminal import TerminalModel, last_alt_screen_switch
+from recordings.terminal import TerminalModel, last_alt_screen_switch, parse_size
 
 #: Output characters replayed into a fresh screen to show the screen at a time.
 SEEK_TAIL = 32 * 1024
@@ -102,9 +102,7 @@ class RecordingIndex:
                     if switched is not None:
                         in_alt = switched
                 elif code == "r":
-                    w, _, h = data.partition("x")
-                    if w.isdigit() and h.isdigit():
-                        width, height = int(w), int(h)
+                    width, height = parse_size(data) or (width, height)
                 duration = moment
                 offset += len(line)
         return cls(points, duration, header_end)
@@ -216,10 +214,8 @@ def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[Termina
             break
         if code == "o":
             terminal.feed(data)
-        elif code == "r":
-            w, _, h = data.partition("x")
-            if w.isdigit() and h.isdigit():
-                terminal.resize(int(w), int(h))
+        elif code == "r" and (size := parse_size(data)):
+            terminal.resize(*size)
         resume = next_offset
     return terminal, resume
 

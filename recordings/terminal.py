@@ -28,6 +28,14 @@ FORMAT_CHARACTERS = re.compile(
 )
 
 
+def parse_size(text: str) -> tuple[int, int] | None:
+    """(width, height) from a resize event's ``WIDTHxHEIGHT``; None if it is not one."""
+    width, _, height = text.partition("x")
+    if width.isdigit() and height.isdigit():
+        return int(width), int(height)
+    return None
+
+
 def last_alt_screen_switch(text: str) -> bool | None:
     """Whether ``text`` leaves the alternate screen on (True) or off (False).
 

@@ -46,7 +46,7 @@ from recordings.player import (
     events_from,
     screen_at,
 )
-from recordings.terminal import TerminalModel
+from recordings.terminal import TerminalModel, parse_size
 from tui.roles import Role
 from tui.screens.section import SectionScreen, deliver
 from tui.text import cell
@@ -75,9 +75,9 @@ def command_moment(offset: float) -> float:
 
 
 def _resize(terminal: TerminalModel, size: str) -> None:
-    width, _, height = size.partition("x")
-    if width.isdigit() and height.isdigit():
-        terminal.resize(int(width), int(height))
+    parsed = parse_size(size)
+    if parsed is not None:
+        terminal.resize(*parsed)
 
 
 class Playback:

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Label
 
 from gateway.approvals import RequestView
+from gateway.errors import PamgateError
 from tui.roles import Role
 from tui.screens.dialogs import TextDialog
 from tui.screens.section import SectionScreen, add_columns
@@ -102,7 +103,7 @@ class RequestsScreen(SectionScreen):
         request_id = int(str(table.get_row_at(table.cursor_row)[0]))
         try:
             return self.services.requests.get(request_id)
-        except Exception as exc:  # noqa: BLE001 - shown to the user, nothing else to do
+        except PamgateError as exc:
             self.notify(str(exc), severity="error")
             return None
 

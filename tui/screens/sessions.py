@@ -14,7 +14,7 @@ from gateway.errors import PamgateError
 from gateway.sessions import LiveSession
 from recordings.asciicast import read_header
 from recordings.player import events_from
-from recordings.terminal import TerminalModel
+from recordings.terminal import TerminalModel, parse_size
 from tui.roles import Role
 from tui.screens.dialogs import TextDialog
 from tui.screens.section import SectionScreen, add_columns, deliver
@@ -208,11 +208,9 @@ class WatchScreen(Screen[None]):
                 if code == "o":
                     self._terminal.feed(data)
                     changed = True
-                elif code == "r":
-                    width, _, height = data.partition("x")
-                    if width.isdigit() and height.isdigit():
-                        self._terminal.resize(int(width), int(height))
-                        changed = True
+                elif code == "r" and (size := parse_size(data)):
+                    self._terminal.resize(*size)
+                    changed = True
                 self._offset = offset
         except OSError:
             # Sealing may compress and replace the file: the session has ended.
