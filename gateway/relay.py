@@ -130,6 +130,8 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         #: Why upstream reading is paused: the client's window, the recording's backlog.
         self._client_full = False
         self._recording_full = False
+        #: Target stdout not yet sent to the client (see from_target).
+        self._target_output: list[bytes] = []
 
     # -- what a lane decides --------------------------------------------
 
@@ -259,21 +261,46 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
     # -- calls from the upstream side -----------------------------------
 
     def from_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        """Forward target output to the client, keeping stderr separate."""
+        """Forward target output to the client, keeping stderr separate.
+
+        Stdout is gathered for the rest of this event-loop turn and sent as
+        one write (:meth:`_send_target_output`): the target's packets are
+        small (a pty gives sshd ~4 KiB per read), and each packet the
+        gateway sends costs a cipher set-up, a recording event and a socket
+        write. Waiting one turn adds microseconds, not a round trip.
+        """
         self._bytes_from_target += len(data)
         chan = self._chan
         if chan is None or chan.is_closing():
             return
-        stderr = datatype == asyncssh.EXTENDED_DATA_STDERR
+        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            self._send_target_output()  # keeps stdout written before this stderr ahead of it
+            self._tap_target_output(data, stderr=True)
+            chan.write_stderr(data)
+            return
+        if not self._target_output:
+            asyncio.get_running_loop().call_soon(self._send_target_output)
+        self._target_output.append(data)
+
+    def _send_target_output(self) -> None:
+        """Record and send the stdout gathered since the last send."""
+        if not self._target_output:
+            return
+        gathered = self._target_output
+        data = gathered[0] if len(gathered) == 1 else b"".join(gathered)
+        self._target_output = []
+        chan = self._chan
+        if chan is None or chan.is_closing():
+            return
+        self._tap_target_output(data, stderr=False)
+        chan.write(data)
+
+    def _tap_target_output(self, data: bytes, *, stderr: bool) -> None:
         if self._tap is not None:
             self._tap.from_target(data, stderr=stderr)
             if self._tap.writer.backlogged and not self._recording_full:
                 self._recording_full = True
                 self._update_upstream_reading()
-        if stderr:
-            chan.write_stderr(data)
-        else:
-            chan.write(data)
 
     def _update_upstream_reading(self) -> None:
         # Recording bytes are never dropped: if the disk falls behind, the
@@ -294,6 +321,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
 
     def target_eof(self) -> None:
         """The target will send no more output."""
+        self._send_target_output()
         if self._chan is not None and not self._chan.is_closing():
             self._chan.write_eof()
 
@@ -309,6 +337,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
 
     def target_closed(self, exc: Exception | None) -> None:
         """The target channel closed: pass on its exit status, or say why not."""
+        self._send_target_output()
         if self._finished and self._session_id is not None:
             return  # the gateway ended it (terminate), or the client left first
         upstream = self._upstream
@@ -586,6 +615,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         """End the session from the gateway's side (shutdown, revocation), telling the user why."""
         if self._client_gone:
             return
+        self._send_target_output()
         self._tell_user(reason)
         if self._upstream_conn is not None:
             self._upstream_conn.close()
