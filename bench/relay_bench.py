@@ -1,17 +1,22 @@
-"""Relay throughput: pamgate (recording on) side by side with OpenSSH, in the same run.
+"""Relay throughput: pamgate (recording on) side by side with OpenSSH and ssh-mitm, in the same run.
 
-Run:  .venv/bin/python -m bench.relay_bench [--megabytes 200] [--repeat 3] [--json FILE]
+Run:  .venv/bin/python -m bench.relay_bench [--exec-megabytes 500] [--pty-megabytes 200]
+          [--ciphers chacha20-poly1305@openssh.com,aes128-gcm@openssh.com] [--repeat 3]
+          [--no-mitm] [--json FILE]
 
-Paths measured, each moving the same bytes from the same loopback sshd:
-- direct:  stock ssh → sshd (a certificate from the same CA)
-- -J:      stock ssh → sshd (bastion) → sshd, end-to-end encrypted (cannot record)
-- pamgate: stock ssh → pamgate → sshd, recording every byte
-- pamgate, payload off: the same with exec_payload_cap_bytes = 0 (digests and
-  counts only), which gives the cost of recording: on / off
-For exec and through a pty (pty sessions are always recorded whole), both
-moving N MB of base64 text (``head -c ... /dev/zero | base64 -w 0``).
+Paths measured, each moving the same bytes from a loopback sshd to a stock ``ssh``:
+- direct:   ssh → sshd (a certificate from the same CA)
+- -J:       ssh → sshd (bastion) → sshd, end-to-end encrypted (cannot record)
+- pamgate:  ssh → pamgate → sshd, recording every byte (exec payload cap unlimited)
+- ssh-mitm: ssh → ssh-mitm → sshd, ssh-mitm recording (see bench/mitm.py; AES only)
+For exec (``ssh host cmd``) and through a pty (``ssh -tt host cmd``), each
+moving N MB of base64 text (``head -c ... /dev/zero | base64 -w 0``): text,
+as terminals carry, because NUL bytes would cost JSON six bytes each in a
+recording and measure the escaping, not the relay. The client's cipher is
+set with ``-c``; every output byte is counted, and a path that delivers fewer
+bytes than were sent is reported, not hidden.
 Each login through pamgate uses a fresh user (TOTP codes are single-use).
-Medians of --repeat runs; report the ratios: this machine is shared and noisy.
+Medians of --repeat runs; read the ratios: these machines are shared and noisy.
 """
 
 from __future__ import annotations
@@ -24,12 +29,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
+from bench.mitm import MITM_CIPHERS, MitmUnavailable, mitm_proxy, recorded_bytes
 from gateway.openssh_target import OpenSSHTarget, free_port
 from tests.conftest import Gateway, launch_gateway
 
-CIPHER = "chacha20-poly1305@openssh.com"
+CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com")
+PATHS = ("direct", "-J", "pamgate", "ssh-mitm")
+#: Record every exec byte too, so exec and pty cost the same recording work.
+RECORD_EVERYTHING = "\n[recordings]\nexec_payload_cap_bytes = 1099511627776\n"
 
 
 def client_certificate(gateway: Gateway, folder: Path, principal: str) -> Path:
@@ -45,107 +55,217 @@ def client_certificate(gateway: Gateway, folder: Path, principal: str) -> Path:
     return key
 
 
-def base_options(key: Path, known_hosts: Path) -> list[str]:
-    return [
+def base_options(key: Path, known_hosts: Path, cipher: str | None = None) -> list[str]:
+    """Options for a stock ``ssh`` that reads no user config and asks nothing."""
+    options = [
         "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
         "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", "LogLevel=ERROR", "-c", CIPHER, "-o", "BatchMode=yes",
+        "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
     ]  # fmt: skip
+    return [*options, "-c", cipher] if cipher else options
 
 
 def timed(command: list[str], env: dict[str, str] | None = None, expect: int = 0) -> float:
+    """Seconds ``command`` took; raises if it failed or printed fewer than ``expect`` bytes."""
+    seconds, received, stderr = transfer(command, env)
+    if received < expect:
+        raise RuntimeError(f"{command[:3]}... printed {received} of {expect} bytes: {stderr!r}")
+    return seconds
+
+
+def transfer(
+    command: list[str], env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> tuple[float, int, bytes]:
+    """Run ``command``, counting (not keeping) its output; (seconds, bytes, stderr tail).
+
+    Raises if it exits non-zero with no output at all.
+    """
     started = time.perf_counter()
-    result = subprocess.run(
-        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=600
-    )
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0 or (expect and len(result.stdout) < expect):
-        raise RuntimeError(f"{command[:3]}... failed: {result.stderr[-500:]!r}")
-    return elapsed
+    with subprocess.Popen(
+        command, env=env, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as process:  # fmt: skip
+        assert process.stdout is not None and process.stderr is not None
+        if stdin:
+            assert process.stdin is not None
+            process.stdin.write(stdin)
+            process.stdin.flush()  # left open: a closed stdin would end the shell early
+        received = 0
+        while chunk := process.stdout.read1(1 << 20):
+            received += len(chunk)
+        elapsed = time.perf_counter() - started
+        stderr = process.stderr.read()[-500:]
+        if process.stdin is not None:
+            process.stdin.close()
+        status = process.wait(timeout=60)
+    if status != 0 and received == 0:
+        raise RuntimeError(f"{command[:3]}... failed ({status}): {stderr!r}")
+    return elapsed, received, stderr
+
+
+def payload_command(size: int) -> str:
+    """A shell command printing exactly ``size`` bytes of base64 text (size divisible by 4)."""
+    return f"head -c {size * 3 // 4} /dev/zero | base64 -w 0"
+
+
+class Paths:
+    """The commands that reach the same target by each path, for one cipher."""
+
+    def __init__(self, gateway: Gateway, folder: Path, bastion: OpenSSHTarget) -> None:
+        self.gateway = gateway
+        self.account = os.environ.get("USER") or "root"
+        self.key = client_certificate(gateway, folder, self.account)
+        self.known_hosts = folder / "known_hosts"
+        self.bastion = bastion
+        self.mitm: tuple[int, Path, Path] | None = None
+
+    def command(self, path: str, cipher: str, tty: bool) -> tuple[list[str], dict | None]:
+        web01 = self.gateway.targets["web01"]
+        options = base_options(self.key, self.known_hosts, cipher)
+        flags = ["-tt"] if tty else []
+        login = f"{self.account}@127.0.0.1"
+        if path == "direct":
+            return ["ssh", *flags, *options, "-p", str(web01.port), login], None
+        if path == "-J":
+            hop = f"ssh {' '.join(options)} -p {self.bastion.port} -W %h:%p {login}"
+            return ["ssh", *flags, *options, "-o", f"ProxyCommand={hop}", "-p", str(web01.port),
+                    login], None  # fmt: skip
+        if path == "pamgate":
+            user = self.gateway.make_user()
+            through = self.gateway.ssh_command(f"{user.name}:web01", extra=("-c", cipher, *flags))
+            return through, self.gateway.ssh_env(user)
+        assert self.mitm is not None
+        port, key, _ = self.mitm
+        options = base_options(key, self.known_hosts, cipher)
+        return ["ssh", *flags, *options, "-p", str(port), login], None
+
+
+def measure(paths: Paths, path: str, cipher: str, mode: str, size: int) -> dict[str, float]:
+    """One transfer of ``size`` bytes: seconds and bytes delivered."""
+    command, env = paths.command(path, cipher, tty=mode == "pty")
+    stdin = None
+    if path == "ssh-mitm" and mode == "pty":
+        # ssh-mitm hangs on `ssh -tt host cmd`; type the command into a shell instead.
+        stdin = f"{payload_command(size)}; exit\n".encode()
+    else:
+        command = [*command, payload_command(size)]
+    seconds, received, stderr = transfer(command, env, stdin)
+    if path != "ssh-mitm" and received < size:
+        raise RuntimeError(f"{path} {mode}: {received} of {size} bytes arrived: {stderr!r}")
+    return {"seconds": seconds, "bytes": received}
+
+
+def schedule(ciphers: list[str], *, with_mitm: bool) -> list[tuple[str, str, str]]:
+    """(cipher, mode, path) in the order one run measures them: paths side by side."""
+    return [
+        (cipher, mode, path)
+        for cipher in ciphers
+        for mode in ("exec", "pty")
+        for path in PATHS
+        if path != "ssh-mitm" or (with_mitm and cipher in MITM_CIPHERS)
+    ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--megabytes", type=int, default=200)
+    parser.add_argument("--exec-megabytes", type=int, default=500)
+    parser.add_argument("--pty-megabytes", type=int, default=200)
+    parser.add_argument("--ciphers", default=",".join(CIPHERS))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-mitm", action="store_true", help="leave ssh-mitm out")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    size = args.megabytes * 1024 * 1024
-    account = os.environ.get("USER") or "root"
-    # Text, as terminals and most command output carry: NUL bytes would cost JSON
-    # six bytes each in the recording and measure the escaping, not the relay.
-    exec_command = f"head -c {size * 3 // 4} /dev/zero | base64 -w 0"
-    pty_command = f"head -c {size * 3 // 4} /dev/zero | base64 -w 0"
-    results: dict[str, list[float]] = {}
-    everything = "\n[recordings]\nexec_payload_cap_bytes = 1099511627776\n"
-    nothing = "\n[recordings]\nexec_payload_cap_bytes = 0\n"
-    with (
-        tempfile.TemporaryDirectory() as folder_name,
-        launch_gateway(Path(folder_name) / "on", everything) as gateway,
-        launch_gateway(Path(folder_name) / "off", nothing) as unrecorded,
-    ):
-        folder = Path(folder_name)
-        web01 = gateway.targets["web01"]
-        bastion = OpenSSHTarget(folder / "bastion", free_port(),
-                                gateway.data_dir / "keys" / "upstream_ca.pub")  # fmt: skip
+    ciphers = [name for name in args.ciphers.split(",") if name]
+    sizes = {"exec": args.exec_megabytes * 1024 * 1024, "pty": args.pty_megabytes * 1024 * 1024}
+    runs: dict[str, list[dict[str, float]]] = {}
+    mitm_note = "left out (--no-mitm)" if args.no_mitm else ""
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pamgate-relay-")))
+        gateway = stack.enter_context(launch_gateway(folder / "gw", RECORD_EVERYTHING))
+        ca_pub = gateway.data_dir / "keys" / "upstream_ca.pub"
+        bastion = OpenSSHTarget(folder / "bastion", free_port(), ca_pub)
         bastion.start()
-        try:
-            key = client_certificate(gateway, folder, account)
-            options = base_options(key, folder / "known_hosts")
-            direct = ["ssh", *options, "-p", str(web01.port), f"{account}@127.0.0.1"]
-            hop = f"ssh {' '.join(options)} -p {bastion.port} -W %h:%p {account}@127.0.0.1"
-            jump = ["ssh", *options, "-o", f"ProxyCommand={hop}",
-                    "-p", str(web01.port), f"{account}@127.0.0.1"]  # fmt: skip
-            for run in range(args.repeat):
-                print(f"run {run + 1}/{args.repeat}...", file=sys.stderr, flush=True)
-                for mode, command, expect in (
-                    ("exec", exec_command, size),
-                    ("pty", pty_command, 0),
-                ):
-                    tty = ["-tt"] if mode == "pty" else []
-                    results.setdefault(f"direct {mode}", []).append(
-                        timed([*direct[:1], *tty, *direct[1:], command], expect=expect)
-                    )
-                    results.setdefault(f"-J {mode}", []).append(
-                        timed([*jump[:1], *tty, *jump[1:], command], expect=expect)
-                    )
-                    user = gateway.make_user()
-                    through = gateway.ssh_command(f"{user.name}:web01", extra=("-c", CIPHER, *tty))
-                    results.setdefault(f"pamgate {mode}", []).append(
-                        timed([*through, command], env=gateway.ssh_env(user), expect=expect)
-                    )
-                    if mode == "exec":
-                        user = unrecorded.make_user()
-                        through = unrecorded.ssh_command(f"{user.name}:web01", extra=("-c", CIPHER))
-                        results.setdefault("pamgate-off exec", []).append(
-                            timed([*through, command], env=unrecorded.ssh_env(user), expect=expect)
-                        )
-        finally:
-            bastion.stop()
-    medians = {name: statistics.median(times) for name, times in results.items()}
-    megabytes = {"exec": args.megabytes, "pty": args.megabytes}
-    print(f"\n| path ({CIPHER}) | exec MB/s | pty MB/s |")
-    print("|---|---|---|")
-    for path in ("direct", "-J", "pamgate"):
-        print(
-            f"| {path} | {megabytes['exec'] / medians[f'{path} exec']:.0f} | "
-            f"{megabytes['pty'] / medians[f'{path} pty']:.0f} |"
-        )
-    print("\n| ratio (throughput) | exec | pty | goal |")
-    print("|---|---|---|---|")
-    for baseline in ("-J", "direct"):
-        ratios = [medians[f"{baseline} {m}"] / medians[f"pamgate {m}"] for m in ("exec", "pty")]
-        goal = ">= 1.0" if baseline == "-J" else "-"
-        print(f"| pamgate / {baseline} | {ratios[0]:.2f} | {ratios[1]:.2f} | {goal} |")
-    on_off = medians["pamgate-off exec"] / medians["pamgate exec"]
-    print(f"| recording on / payload off (exec) | {on_off:.2f} | - | - |")
+        stack.callback(bastion.stop)
+        paths = Paths(gateway, folder, bastion)
+        if not args.no_mitm:
+            try:
+                paths.mitm = stack.enter_context(mitm_proxy(folder / "mitm", ca_pub))
+            except MitmUnavailable as exc:
+                mitm_note = f"unavailable: {exc}"
+                print(f"ssh-mitm {mitm_note}", file=sys.stderr, flush=True)
+        for run in range(args.repeat):
+            for cipher, mode, path in schedule(ciphers, with_mitm=paths.mitm is not None):
+                print(f"run {run + 1}/{args.repeat}: {cipher} {mode} {path} "
+                      f"({sizes[mode] >> 20} MB)...", file=sys.stderr, flush=True)  # fmt: skip
+                runs.setdefault(f"{cipher} {mode} {path}", []).append(
+                    measure(paths, path, cipher, mode, sizes[mode])
+                )
+        mitm_recorded = recorded_bytes(paths.mitm[2]) if paths.mitm else 0
+    figures = summarise(runs, sizes, ciphers)
+    figures.update(
+        runs=runs,
+        megabytes={mode: size >> 20 for mode, size in sizes.items()},
+        repeat=args.repeat,
+        mitm={"note": mitm_note or "ok", "version": "6.0.1", "recorded_bytes": mitm_recorded,
+              "ciphers": list(MITM_CIPHERS)},
+    )  # fmt: skip
+    print_tables(figures, ciphers)
     if args.json:
-        args.json.write_text(
-            json.dumps({"megabytes": args.megabytes, "seconds": results}, indent=2)
-        )
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+def summarise(
+    runs: dict[str, list[dict[str, float]]], sizes: dict[str, int], ciphers: list[str]
+) -> dict:
+    """Median MB/s per cipher, mode and path, the bytes lost, and pamgate's ratios."""
+    rates: dict[str, float] = {}
+    lost: dict[str, int] = {}
+    for name, samples in runs.items():
+        mode = name.split()[1]
+        rates[name] = statistics.median(s["bytes"] / s["seconds"] / 1048576 for s in samples)
+        lost[name] = max(sizes[mode] - int(s["bytes"]) for s in samples)
+    ratios: dict[str, float] = {}
+    for cipher in ciphers:
+        for mode in ("exec", "pty"):
+            ours = rates.get(f"{cipher} {mode} pamgate")
+            for baseline in ("-J", "direct", "ssh-mitm"):
+                theirs = rates.get(f"{cipher} {mode} {baseline}")
+                if ours and theirs:
+                    ratios[f"{cipher} {mode} pamgate/{baseline}"] = ours / theirs
+    return {"mb_per_s": rates, "bytes_lost": lost, "ratios": ratios}
+
+
+def print_tables(figures: dict, ciphers: list[str]) -> None:
+    rates, lost = figures["mb_per_s"], figures["bytes_lost"]
+    megabytes = figures["megabytes"]
+    print(f"\nthroughput MB/s, median of {figures['repeat']} "
+          f"(exec {megabytes['exec']} MB, pty {megabytes['pty']} MB)")  # fmt: skip
+    print("| cipher | path | exec | pty |")
+    print("|---|---|---|---|")
+    for cipher in ciphers:
+        for path in PATHS:
+            cells = []
+            for mode in ("exec", "pty"):
+                name = f"{cipher} {mode} {path}"
+                if name not in rates:
+                    cells.append("-")
+                    continue
+                short = f" ({lost[name] >> 10} KiB lost)" if lost[name] > 0 else ""
+                cells.append(f"{rates[name]:.1f}{short}")
+            print(f"| {cipher} | {path} | {cells[0]} | {cells[1]} |")
+    print("\n| ratio (throughput) | exec | pty |")
+    print("|---|---|---|")
+    for cipher in ciphers:
+        for baseline in ("-J", "direct", "ssh-mitm"):
+            cells = [figures["ratios"].get(f"{cipher} {mode} pamgate/{baseline}")
+                     for mode in ("exec", "pty")]  # fmt: skip
+            if any(cells):
+                shown = [f"{c:.2f}" if c else "-" for c in cells]
+                print(f"| {cipher}: pamgate / {baseline} | {shown[0]} | {shown[1]} |")
+    print(f"ssh-mitm: {figures['mitm']['note']}")
 
 
 if __name__ == "__main__":
