@@ -23,7 +23,7 @@ from pathlib import Path
 
 import asyncssh
 
-from bench.idle_bench import open_idle_session
+from bench.idle_bench import BUSY_LOOP, open_idle_session
 from bench.relay_bench import client_certificate
 from tests.conftest import Gateway, launch_gateway
 
@@ -60,7 +60,7 @@ async def measure(gateway: Gateway, key: Path, account: str, keys: int, busy: in
         await open_idle_session(gateway, gateway.make_user(), gate) for _ in range(busy)
     ]
     for _, shell in busy_sessions:  # each prints a line every 100 ms
-        shell.stdin.write("while :; do echo busy-busy-busy; sleep 0.1; done\n")
+        shell.stdin.write(BUSY_LOOP)
     conn, process = await open_idle_session(gateway, gateway.make_user(), gate)
     try:
         pamgate_times = await echo_times(process, keys)
