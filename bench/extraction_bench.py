@@ -3,9 +3,9 @@
 Run:  .venv/bin/python -m bench.extraction_bench [--megabytes 100] [--repeat 3] [--json FILE]
 
 pamgate extracts a shell session's commands from its recording after the
-session ends, in a worker thread of the gateway (never on the relay's path,
-and never dropped: it cannot be turned off). What it can cost the relay is
-CPU and the GIL while it runs. So this measures a pty shell session moving N
+session ends, in a worker process of the gateway (never on the relay's path,
+and never dropped: it cannot be turned off). What it can still cost the
+relay is CPU while it runs. So this measures a pty shell session moving N
 MB of base64 text through pamgate (recording on) twice:
 - off: when the gateway is quiet (no extraction running);
 - on:  straight after another such session ended, while the gateway extracts
@@ -32,9 +32,24 @@ CPU_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process (all its threads) has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CPU_TICKS
+    """User + system CPU a process and its live children (the extraction worker) have used."""
+    total = 0.0
+    for member in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / CPU_TICKS
+    return total
+
+
+def children(pid: int) -> list[int]:
+    """Process ids below ``pid`` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found += [int(child), *children(int(child))]
+    return found
 
 
 def wait_until_quiet(pid: int, timeout: float = 900) -> float:

@@ -28,6 +28,7 @@ import asyncssh
 
 from gateway.access import Destination, parse_login_name
 from gateway.audit import ActorType, AuditEvent
+from gateway.command_indexing import command_indexer
 from gateway.dialog import TerminalDialog
 from gateway.errors import DestinationError, HostKeyMismatch, PamgateError, StoreError
 from gateway.services import GatewayServices
@@ -596,7 +597,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         self._services.ledger.close(session_id, start, dataclasses.replace(end, details=details))
         if tap is not None:
             try:
-                recordings.index_commands(session_id)
+                command_indexer(self._services.config).index(session_id)
             except (PamgateError, OSError) as exc:
                 logger.warning("cannot extract commands of session %s: %s", session_id, exc)
 
