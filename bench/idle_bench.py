@@ -62,12 +62,14 @@ async def open_idle_session(
             preferred_auth="keyboard-interactive", config=None,
         )  # fmt: skip
         process = await conn.create_process(term_type="xterm", term_size=(80, 24))
-        await asyncio.wait_for(process.stdout.read(1), 20)  # the shell is up (prompt)
+        await asyncio.wait_for(process.stdout.read(1), 60)  # the shell is up (prompt)
     return conn, process
 
 
-#: What an active session runs meanwhile: a line every 100 ms.
-BUSY_LOOP = "while :; do echo busy-busy-busy; sleep 0.1; done\n"
+#: What an active session runs meanwhile: a line every 100 ms. ``read -t`` waits
+#: without a process per line (``sleep`` would fork 1,000 times a second for 100
+#: sessions and load the machine more than the gateway does).
+BUSY_LOOP = "while :; do echo busy-busy-busy; read -rt 0.1; done\n"
 
 
 async def hold_sessions(
