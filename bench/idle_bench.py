@@ -136,7 +136,11 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="pamgate-idle-bench-") as folder,
         launch_gateway(Path(folder) / "gw") as gateway,
     ):
-        users = [gateway.make_user() for _ in range(total)]
+        users = []
+        for number in range(1, total + 1):
+            users.append(gateway.make_user())  # a password hash and a TOTP enrolment each
+            if number % 100 == 0:
+                print(f"{number}/{total} users created", file=sys.stderr, flush=True)
         # One session first, so the baseline includes everything loaded once.
         warm = gateway.make_user()
         asyncio.run(hold_sessions(gateway, [warm]))
