@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import errno
 import gzip
 import hashlib
 import io
@@ -181,6 +182,10 @@ class RecordingWriter:
                 if lines and not self._file.closed:
                     self._file.write(b"\n".join(lines) + b"\n")
                     self._file.flush()
+                    # Writes to an unlinked file succeed and vanish with the last
+                    # descriptor: a removed recording is a failed one.
+                    if os.fstat(self._file.fileno()).st_nlink == 0:
+                        raise FileNotFoundError(errno.ENOENT, "the recording file was removed")
             except (OSError, ValueError) as exc:
                 self._fail(f"recording storage failed: {getattr(exc, 'strerror', None) or exc}")
                 return
