@@ -39,12 +39,12 @@ class Size:
 
 
 CI_SIZE = Size(
-    sessions=10,
+    sessions=8,
     megabytes_per_session=1,
-    machine_logins=30,
+    machine_logins=24,
     kill_rounds=2,
     live_per_kill=2,
-    timing_tries=30,
+    timing_tries=12,
     brute_force_seconds=3.0,
     fuzz_examples=150,
 )

@@ -31,7 +31,7 @@ from gateway.models import SessionRecord
 from gateway.services import GatewayServices
 from recordings.asciicast import file_sha256, iter_events
 from tests.conftest import Gateway, launch_gateway, set_prompt, spawn_shell
-from tests.reliability.conftest import SIZE, trail_events, wait_for_events
+from tests.reliability.conftest import FULL, SIZE, trail_events, wait_for_events
 
 pytestmark = [pytest.mark.reliability, pytest.mark.openssh]
 
@@ -217,7 +217,7 @@ def test_locked_database_grants_nothing_unaudited_and_recovers(
     tmp_path: Path, figures: dict[str, Any]
 ) -> None:
     # Held longer than the store's 30 s busy timeout at full size, so logins must fail closed.
-    hold_seconds = 35.0 if SIZE.kill_rounds > 2 else 4.0
+    hold_seconds = 35.0 if FULL else 3.0
     with launch_gateway(tmp_path) as gateway:
         users = [gateway.make_user() for _ in range(3)]
         database = sqlite3.connect(gateway.data_dir / "pamgate.db", isolation_level=None)
