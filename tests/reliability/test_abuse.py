@@ -30,18 +30,9 @@ from gateway.lockout import FailureLimiter
 from gateway.store import Store
 from tests.conftest import Gateway
 from tests.reliability.conftest import SIZE, trail_events, wait_for_events
+from tests.test_identities import Clock
 
 pytestmark = pytest.mark.reliability
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def guesses_in(limiter: FailureLimiter, clock: Clock, seconds: float, *, spray: bool) -> int:

@@ -18,7 +18,7 @@ from gateway.config import AuthSettings, RuleSettings
 from gateway.identities import UserDirectory
 from gateway.lockout import FailureLimiter
 from gateway.store import Store
-from tests.reliability.test_abuse import Clock
+from tests.test_identities import Clock
 
 pytestmark = pytest.mark.reliability
 
