@@ -6,9 +6,11 @@ stock ``ssh`` client. Sizes come from :data:`tests.reliability.conftest.SIZE`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -27,37 +29,62 @@ pytestmark = [pytest.mark.reliability, pytest.mark.openssh]
 
 MB = 1024 * 1024
 
-#: Reads all of stdin, then sends ``{size}`` fresh random bytes back; stderr carries the
-#: target's own sha256 of what it received and of what it sent.
+#: Says it is running, reads all of stdin, then sends ``{size}`` fresh random bytes back;
+#: stderr's last line carries the target's own sha256 of what it received and of what it sent.
 ROUND_TRIP = (
-    "got=$(sha256sum | cut -c1-64); f=$(mktemp); head -c {size} /dev/urandom > $f; "
+    "echo ready >&2; got=$(sha256sum | cut -c1-64); f=$(mktemp); "
+    "head -c {size} /dev/urandom > $f; "
     'echo "$got $(sha256sum < $f | cut -c1-64)" >&2; cat $f; rm -f $f'
 )
+#: Logins in flight at once. Hundreds of simultaneous ``ssh`` clients, each starting an
+#: askpass helper twice, starve this 2-core machine past the gateway's 60 s login timeout;
+#: the sessions themselves still all run at once (see ``start_together``).
+LOGINS_AT_ONCE = 16
 
 
-def round_trip(gateway: Gateway, user: TestUser, payload: bytes) -> dict[str, Any]:
-    """One session: ``payload`` up, as many random bytes down; what each end saw."""
+def round_trip(
+    gateway: Gateway,
+    user: TestUser,
+    payload: bytes,
+    *,
+    logins: threading.Semaphore | None = None,
+    start_together: threading.Barrier | None = None,
+) -> dict[str, Any]:
+    """One session: ``payload`` up, as many random bytes down; what each end saw.
+
+    With ``start_together``, no byte moves until every session of the barrier is in.
+    """
     started = time.perf_counter()
     command = gateway.ssh_command(f"{user.name}:web01", extra=("-o", "ConnectTimeout=120"))
-    result = subprocess.run(
-        [*command, ROUND_TRIP.format(size=len(payload))],
-        env=gateway.ssh_env(user),
-        input=payload,
-        capture_output=True,
-        timeout=900,
-    )
+    with logins or contextlib.nullcontext():
+        process = subprocess.Popen(
+            [*command, ROUND_TRIP.format(size=len(payload))],
+            env=gateway.ssh_env(user),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stderr is not None
+        ready = process.stderr.readline()
+    if start_together is not None:
+        if ready != b"ready\n":
+            start_together.abort()  # this one never got in: nobody waits for it
+        with contextlib.suppress(threading.BrokenBarrierError):
+            start_together.wait(timeout=900)
+    stdout, stderr = process.communicate(payload, timeout=900)
+    stderr = ready + stderr
     target_got, _, target_sent = (
-        result.stderr.decode(errors="replace").strip().rpartition("\n")[2].partition(" ")
+        stderr.decode(errors="replace").strip().rpartition("\n")[2].partition(" ")
     )
     return {
         "user": user.name,
-        "returncode": result.returncode,
-        "stderr": result.stderr[-500:],
+        "returncode": process.returncode,
+        "stderr": stderr[-500:],
         "sent_sha256": hashlib.sha256(payload).hexdigest(),
         "target_got_sha256": target_got,
         "target_sent_sha256": target_sent,
-        "received_sha256": hashlib.sha256(result.stdout).hexdigest(),
-        "received_bytes": len(result.stdout),
+        "received_sha256": hashlib.sha256(stdout).hexdigest(),
+        "received_bytes": len(stdout),
         "seconds": time.perf_counter() - started,
     }
 
@@ -70,11 +97,17 @@ def test_concurrent_sessions_deliver_every_byte_and_leave_sealed_evidence(
         users = [gateway.make_user() for _ in range(SIZE.sessions)]
         payloads = [os.urandom(size) for _ in users]
         started = time.perf_counter()
+        session = partial(
+            round_trip,
+            gateway,
+            logins=threading.Semaphore(LOGINS_AT_ONCE),
+            start_together=threading.Barrier(SIZE.sessions),
+        )
         with ThreadPoolExecutor(SIZE.sessions) as pool:
-            outcomes = list(pool.map(partial(round_trip, gateway), users, payloads))
+            outcomes = list(pool.map(session, users, payloads))
         elapsed = time.perf_counter() - started
         failed = [o for o in outcomes if o["returncode"] != 0]
-        assert not failed, failed[:3]
+        assert not failed, [(o["user"], o["returncode"], o["stderr"]) for o in failed[:3]]
         for outcome in outcomes:
             # Upstream: what the client sent is what the target read.
             assert outcome["target_got_sha256"] == outcome["sent_sha256"], outcome
