@@ -159,38 +159,38 @@ def test_repeated_sigkill_with_live_sessions_loses_nothing(
 
 
 def test_recordings_directory_replaced_by_a_file_refuses_and_ends_sessions(
-    gateway: Gateway,
+    tmp_path: Path,
 ) -> None:
-    """Works as any user, root included (chmod would not stop root)."""
-    recordings = gateway.data_dir / "recordings"
-    live_user = gateway.make_user()
-    shell = spawn_shell(gateway, live_user, "web01")
-    moved = recordings.with_name("recordings.saved")
-    try:
-        set_prompt(shell)
-        shell.sendline("echo recorded-before")
-        shell.expect("recorded-before")
-        shutil.rmtree(recordings)
-        recordings.write_text("not a directory\n")
-        shell.sendline("echo after-removal")
-        shell.expect("can no longer be recorded", timeout=10)
-        shell.expect(pexpect.EOF, timeout=10)
-        refused_user = gateway.make_user()
-        refused = gateway.run_ssh(refused_user, "web01", "echo must-not-run")
-        assert refused.returncode == 255
-        assert b"cannot be recorded" in refused.stderr
-        assert b"must-not-run" not in refused.stdout
-    finally:
-        shell.close()
-        if recordings.is_file():
-            recordings.unlink()
-        recordings.mkdir(exist_ok=True)
-        shutil.rmtree(moved, ignore_errors=True)
-    [end] = wait_for_events(gateway, Trail.HUMAN, "session.end", 1, actors={live_user.name})
-    assert end["status"] == "interrupted"
-    assert "recording" in end["reason"] and end["recording_incomplete"]
-    later = gateway.make_user()
-    assert gateway.run_ssh(later, "web01", "true").returncode == 0
+    """Works as any user, root included (chmod would not stop root). Its own gateway:
+    the removal takes every recording of the gateway with it."""
+    with launch_gateway(tmp_path) as gateway:
+        recordings = gateway.data_dir / "recordings"
+        live_user = gateway.make_user()
+        shell = spawn_shell(gateway, live_user, "web01")
+        try:
+            set_prompt(shell)
+            shell.sendline("echo recorded-before")
+            shell.expect("recorded-before")
+            shutil.rmtree(recordings)
+            recordings.write_text("not a directory\n")
+            shell.sendline("echo after-removal")
+            shell.expect("can no longer be recorded", timeout=10)
+            shell.expect(pexpect.EOF, timeout=10)
+            refused_user = gateway.make_user()
+            refused = gateway.run_ssh(refused_user, "web01", "echo must-not-run")
+            assert refused.returncode == 255
+            assert b"cannot be recorded" in refused.stderr
+            assert b"must-not-run" not in refused.stdout
+        finally:
+            shell.close()
+            if recordings.is_file():
+                recordings.unlink()
+            recordings.mkdir(exist_ok=True)
+        [end] = wait_for_events(gateway, Trail.HUMAN, "session.end", 1, actors={live_user.name})
+        assert end["status"] == "interrupted"
+        assert "recording" in end["reason"] and end["recording_incomplete"]
+        later = gateway.make_user()
+        assert gateway.run_ssh(later, "web01", "true").returncode == 0
 
 
 def test_locked_database_grants_nothing_unaudited_and_recovers(
