@@ -148,6 +148,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.openssh  # ssh-keygen signs the seed certificates
 @given(data=st.data())
 @FUZZ
 def test_certificates(
