@@ -1049,9 +1049,10 @@ def cmd_recordings_list(args: argparse.Namespace) -> int:
     for info in found:
         where = f"{info.account}@{info.target}"
         sealed = "yes" if info.sha256 else "no"
+        flag = "  BREAK-GLASS" if info.break_glass else ""
         print(
             f"{info.session_id[:12]:<12} {info.started_at:%Y-%m-%d %H:%M:%S} {info.user:<12} "
-            f"{where:<24} {info.kind:<6} {info.status:<11} {sealed}"
+            f"{where:<24} {info.kind:<6} {info.status:<11} {sealed}{flag}"
         )
     return 0
 

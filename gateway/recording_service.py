@@ -68,6 +68,13 @@ class RecordingInfo:
     ended_at: datetime | None
     path: Path | None
     sha256: str | None
+    #: What allowed the session: ``grant:N``, ``breakglass:N``, ``rule:NAME``, ``nhi:NAME``.
+    authority: str = ""
+
+    @property
+    def break_glass(self) -> bool:
+        """The session ran under an emergency grant: its review starts from this recording."""
+        return self.authority.startswith("breakglass:")
 
 
 @dataclass(frozen=True)
@@ -327,4 +334,5 @@ class RecordingService:
             ended_at=row.ended_at,
             path=path,
             sha256=row.recording_sha256,
+            authority=row.authority,
         )
