@@ -78,20 +78,22 @@ class SchemaState:
         return f"revision {self.current} (this release needs revision {self.head})"
 
 
-def _config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config over pamgate's revisions, running on ``connection``."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
 
 
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(_config())
+def script_directory() -> ScriptDirectory:
+    """pamgate's revisions."""
+    return ScriptDirectory.from_config(alembic_config())
 
 
 def head_revision() -> str:
     """The newest revision this release ships; StoreError if there are several heads."""
-    heads = _scripts().get_heads()
+    heads = script_directory().get_heads()
     if len(heads) != 1:
         raise StoreError(f"the migrations have {len(heads)} heads ({', '.join(heads)}): merge them")
     return heads[0]
@@ -119,7 +121,7 @@ def upgrade(engine: Engine, progress: Callable[[str], None] | None = None) -> li
     state = schema_state(engine)
     if state.up_to_date:
         return []
-    pending = list(_scripts().iterate_revisions(state.head, state.current or "base"))
+    pending = list(script_directory().iterate_revisions(state.head, state.current or "base"))
     pending.reverse()
     if state.current is None and state.has_tables:
         say("adopting a database created before migrations")
@@ -132,7 +134,7 @@ def upgrade(engine: Engine, progress: Callable[[str], None] | None = None) -> li
             with engine.begin() as connection:
                 if connection.dialect.name == "postgresql":
                     connection.execute(text(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK})"))
-                command.upgrade(_config(connection), script.revision)
+                command.upgrade(alembic_config(connection), script.revision)
         except (SQLAlchemyError, RuntimeError) as exc:
             raise StoreError(f"schema revision {script.revision} failed: {exc}") from None
         say(f"  done in {time.monotonic() - started:.2f} s")
@@ -155,7 +157,7 @@ def new_revision(message: str) -> Path:
     Compares a scratch SQLite store at the current head with
     :mod:`gateway.models`; raises StoreError if nothing changed.
     """
-    scripts = _scripts()
+    scripts = script_directory()
     number = f"{len(list(scripts.walk_revisions())) + 1:04d}"
     with tempfile.TemporaryDirectory() as scratch:
         engine = create_engine(f"sqlite:///{Path(scratch) / 'head.db'}")
@@ -163,7 +165,7 @@ def new_revision(message: str) -> Path:
             upgrade(engine)
             with engine.begin() as connection:
                 script = command.revision(
-                    _config(connection), message=message, autogenerate=True, rev_id=number
+                    alembic_config(connection), message=message, autogenerate=True, rev_id=number
                 )
         finally:
             engine.dispose()

@@ -334,7 +334,7 @@ def upgrade() -> None:
         if missing:
             with op.batch_alter_table(table.name) as batch:
                 for column in missing:
-                    batch.add_column(column.copy())
+                    batch.add_column(sa.Column(column.name, column.type, nullable=True))
 
 
 def downgrade() -> None:
