@@ -102,7 +102,13 @@ def database_url_for_test(folder: Path) -> Iterator[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Real-program tests must not be skipped silently: fail loudly if OpenSSH is missing."""
+    """Mark tests that use the ``store`` fixture (the PostgreSQL pass selects them).
+
+    Real-program tests must not be skipped silently: fail loudly if OpenSSH is missing.
+    """
+    for item in items:
+        if "store" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.store)
     if any(item.get_closest_marker("openssh") for item in items) and not (SSH and SSHD):
         raise pytest.UsageError(
             "OpenSSH ssh/sshd not found. Install openssh-client and openssh-server "
