@@ -15,7 +15,8 @@ Adding a column or table (for developers)
 2. Run ``pamgate db revision -m "what it adds"``: it builds a scratch SQLite
    store at the current head, compares it with the models and writes
    ``gateway/migrations/versions/NNNN_<slug>.py``. Read it; keep the
-   ``batch_alter_table`` blocks (SQLite needs them).
+   ``batch_alter_table`` blocks (SQLite needs them); ``ruff format`` and
+   ``ruff check --fix`` it.
 3. Two branches that each add a revision on the same parent make two heads:
    when merging, point the later file's ``down_revision`` at the other one
    (``tests/test_migrations.py`` fails while there are two heads).
@@ -23,21 +24,24 @@ Adding a column or table (for developers)
 
 from __future__ import annotations
 
+import functools
+import re
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.errors import StoreError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
@@ -80,6 +84,10 @@ class SchemaState:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config over pamgate's revisions, running on ``connection``."""
+    # Alembic is imported only to change a schema: importing it costs about a
+    # third of a second, which every command and node start would otherwise pay.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -87,13 +95,34 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def script_directory() -> ScriptDirectory:
-    """pamgate's revisions."""
+    """pamgate's revisions, as Alembic reads them."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
+_REVISION = re.compile(r"^revision = [\"'](\w+)[\"']$", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision = (?:[\"'](\w+)[\"']|None)$", re.MULTILINE)
+
+
+@functools.cache
 def head_revision() -> str:
-    """The newest revision this release ships; StoreError if there are several heads."""
-    heads = script_directory().get_heads()
+    """The newest revision this release ships; StoreError if there are several heads.
+
+    Read from the revision files' ``revision``/``down_revision`` lines
+    without Alembic (tests check that Alembic agrees).
+    """
+    revisions, parents = set(), set()
+    for path in sorted(MIGRATIONS.joinpath("versions").glob("*.py")):
+        source = path.read_text()
+        found = _REVISION.search(source)
+        down = _DOWN_REVISION.search(source)
+        if found is None or down is None:
+            continue  # __init__.py
+        revisions.add(found.group(1))
+        if down.group(1):
+            parents.add(down.group(1))
+    heads = sorted(revisions - parents)
     if len(heads) != 1:
         raise StoreError(f"the migrations have {len(heads)} heads ({', '.join(heads)}): merge them")
     return heads[0]
@@ -103,11 +132,17 @@ def schema_state(engine: Engine) -> SchemaState:
     """Read the stamped revision and whether pamgate tables exist."""
     try:
         with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-            tables = set(inspect(connection).get_table_names()) - {VERSION_TABLE}
+            tables = set(inspect(connection).get_table_names())
+            current = None
+            if VERSION_TABLE in tables:
+                current = connection.execute(
+                    text(f"SELECT version_num FROM {VERSION_TABLE}")
+                ).scalar()
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read the database schema: {exc}") from None
-    return SchemaState(current=current, head=head_revision(), has_tables=bool(tables))
+    return SchemaState(
+        current=current, head=head_revision(), has_tables=bool(tables - {VERSION_TABLE})
+    )
 
 
 def upgrade(engine: Engine, progress: Callable[[str], None] | None = None) -> list[str]:
@@ -117,6 +152,8 @@ def upgrade(engine: Engine, progress: Callable[[str], None] | None = None) -> li
     gets one line per revision. On failure the failing revision is rolled
     back (on PostgreSQL; SQLite cannot roll back all DDL) and StoreError says which.
     """
+    from alembic import command
+
     say = progress or (lambda _line: None)
     state = schema_state(engine)
     if state.up_to_date:
@@ -157,6 +194,8 @@ def new_revision(message: str) -> Path:
     Compares a scratch SQLite store at the current head with
     :mod:`gateway.models`; raises StoreError if nothing changed.
     """
+    from alembic import command
+
     scripts = script_directory()
     number = f"{len(list(scripts.walk_revisions())) + 1:04d}"
     with tempfile.TemporaryDirectory() as scratch:
