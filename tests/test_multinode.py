@@ -8,6 +8,7 @@ from one node to another; the audit chain stays single and unbroken.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import signal
@@ -33,6 +34,10 @@ from tests.conftest import (
     postgres_server_url,
     serve,
 )
+from tests.console_support import add_person, sign_in, wait_for
+from tests.test_console import rows
+from tui.app import PamgateConsole
+from tui.screens.sessions import SessionsScreen
 
 pytestmark = [pytest.mark.openssh, pytest.mark.postgres]
 
@@ -209,6 +214,31 @@ def test_revoking_a_grant_on_one_node_ends_its_sessions_on_every_node(cluster: C
         assert time.monotonic() < deadline, "the revoked sessions are still recorded as live"
         time.sleep(0.1)
     assert b"was revoked" in second.stderr.read()  # type: ignore[union-attr]
+
+
+async def test_the_console_on_one_node_lists_every_nodes_sessions_with_node_names(
+    cluster: Cluster,
+) -> None:
+    users = [node.make_user() for node in (cluster.a, cluster.b)]
+    processes = [
+        node.start_ssh(user, "web01", "sleep 30")
+        for node, user in zip((cluster.a, cluster.b), users, strict=True)
+    ]
+    try:
+        for user, name in zip(users, ("node-a", "node-b"), strict=True):
+            await asyncio.to_thread(wait_live, cluster, user.name, name)
+        auditor = add_person(cluster.services, "auditor-x", "auditors")
+        app = PamgateConsole(cluster.services)
+        async with app.run_test(size=(120, 24)) as pilot:
+            await sign_in(pilot, auditor)
+            await pilot.press("2")
+            await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen)
+                           and len(rows(app, "#live")) >= 2)  # fmt: skip
+            listed = {(row[1], row[3]) for row in rows(app, "#live")}
+    finally:
+        for process in processes:
+            process.kill()
+    assert {(users[0].name, "node-a"), (users[1].name, "node-b")} <= listed
 
 
 def test_a_dead_node_has_its_sessions_interrupted_by_a_survivor(cluster: Cluster) -> None:
