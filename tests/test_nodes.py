@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from gateway.audit import AuditLog, Trail
+from gateway.config import load_config
+from gateway.errors import ConfigError
 from gateway.models import GatewayNodeRecord
 from gateway.nodes import NodeNameInUse, NodeRegistry
 from gateway.sessions import SessionLedger, SessionStart
@@ -116,3 +120,16 @@ def store_row_pid(store: Store, name: str, pid: int) -> None:
         row = db.get(GatewayNodeRecord, name)
         assert row is not None
         row.pid = pid
+
+
+def test_node_settings_are_checked_and_the_name_defaults_to_the_host(tmp_path: Path) -> None:
+    path = tmp_path / "pamgate.toml"
+    path.write_text("[node]\nheartbeat_interval_seconds = 5\nheartbeat_timeout_seconds = 10\n")
+    with pytest.raises(ConfigError, match="at least 3 heartbeat intervals"):
+        load_config(path)
+    path.write_text("[node]\nheartbeat_timeout_seconds = 30\n")
+    config = load_config(path)
+    assert config.node_name == socket.gethostname()[:64] or config.node_name.startswith("node-")
+    path.write_text('[node]\nname = "gw 1"\n')
+    with pytest.raises(ConfigError, match="node.name"):
+        load_config(path)
