@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     console.set_defaults(handler=cmd_console)
 
+    _add_database_commands(commands)
+
     _add_user_commands(commands)
 
     ca = commands.add_parser("ca", help="certificate authorities").add_subparsers(
@@ -179,6 +181,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load and validate the config file; print problems with file and key.",
     ).set_defaults(handler=cmd_check_config)
     return parser
+
+
+def _add_database_commands(commands: argparse._SubParsersAction) -> None:
+    db = commands.add_parser("db", help="the database schema").add_subparsers(
+        dest="db_command", metavar="ACTION", required=True
+    )
+    db.add_parser(
+        "upgrade",
+        help="apply pending schema migrations",
+        description=(
+            "Bring the database schema to this release of pamgate, one revision at a time, "
+            "printing each. A database created before migrations is adopted. Stop the "
+            "gateway nodes first; they refuse to start on an outdated schema."
+        ),
+    ).set_defaults(handler=cmd_db_upgrade)
+    revision = db.add_parser(
+        "revision",
+        help="write a migration for model changes (developers)",
+        description=(
+            "Compare gateway/models.py with the newest revision and write a new revision "
+            "file under gateway/migrations/versions (needs a source checkout)."
+        ),
+    )
+    revision.add_argument("-m", "--message", required=True, help="what the revision adds")
+    revision.set_defaults(handler=cmd_db_revision, needs_config=False)
+    commands.add_parser(
+        "status",
+        help="nodes, heartbeats, live sessions and database health",
+        description=(
+            "Show the database (reachable, round trip, schema revision) and every gateway "
+            "node sharing it: status, age of its last heartbeat and live sessions. Exits 1 "
+            "if the database is unreachable or its schema is outdated."
+        ),
+    ).set_defaults(handler=cmd_status)
 
 
 def _add_user_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -656,6 +692,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(args.data_dir, gateway_port=args.port, machine_port=args.machine_port)
     return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from gateway.store import Store
+
+    config: GatewayConfig = args.loaded_config
+    store = Store(config.database_url)
+    try:
+        before = store.schema_state()
+        print(f"database schema: {before.describe()}")
+        applied = store.upgrade(progress=lambda line: print(line, flush=True))
+        if applied:
+            print(f"upgraded to revision {applied[-1]} ({len(applied)} applied)")
+        else:
+            print("nothing to do")
+    finally:
+        store.dispose()
+    return 0
+
+
+def cmd_db_revision(args: argparse.Namespace) -> int:
+    from gateway.schema import new_revision
+
+    print(f"wrote {new_revision(args.message)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.health import deployment_status
+    from gateway.services import GatewayServices
+
+    config: GatewayConfig = args.loaded_config
+    services = GatewayServices.open(config)
+    try:
+        status = deployment_status(services.store, services.nodes)
+    finally:
+        services.close()
+    for line in status.lines(config.node.heartbeat_timeout_seconds):
+        print(line)
+    return 0 if status.healthy else 1
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -1324,7 +1400,7 @@ def _services(args: argparse.Namespace):  # noqa: ANN202 - GatewayServices, impo
 
     check_ready(args.loaded_config)
     services = GatewayServices.open(args.loaded_config)
-    services.store.create_schema()
+    services.store.create_schema(f"pamgate --config {args.loaded_config.source} db upgrade")
     return services
 
 

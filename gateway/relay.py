@@ -408,7 +408,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
                 "flagged": start.authority.startswith("breakglass:"),
                 "kind": start.kind,
                 "command": start.command,
-                "node": services.config.gateway.name,
+                "node": services.config.node_name,
             },
         )
         try:
