@@ -184,3 +184,67 @@ def test_sftp_get_and_put_are_audited_with_size_and_hash(gw: Gateway, tmp_path: 
     assert (up["bytes"], up["sha256"], up["complete"]) == (150_000, local_hash, True)
     actions = {r.action for r in file_events(gw, user, want=8)}
     assert {"file.opened", "file.renamed", "file.mkdir", "file.setstat", "file.removed"} <= actions
+
+
+# -- forwarding ----------------------------------------------------------------------
+
+
+def start_forward(gw: Gateway, user: TestUser, local_port: int, destination: str):
+    command = ["ssh", *ssh_options(gw, user), "-p", str(gw.port), "-N",
+               "-o", "ExitOnForwardFailure=yes",
+               "-L", f"127.0.0.1:{local_port}:{destination}", "127.0.0.1"]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=gw.ssh_env(user), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    wait_for_port("127.0.0.1", local_port, 20, process)
+    return process
+
+
+def test_local_forward_to_a_listed_destination_goes_through_and_is_audited(
+    gw: Gateway, echo: EchoServer
+) -> None:
+    user = gw.make_user(groups=("ft-allow",))
+    local_port = free_port()
+    process = start_forward(gw, user, local_port, f"127.0.0.1:{echo.port}")
+    try:
+        payload = os.urandom(200_000)
+        with socket.create_connection(("127.0.0.1", local_port), timeout=10) as conn:
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+        assert received == payload
+        # wait_for_port's probe was a forwarded connection too: two in all.
+        closed = file_events(gw, user, want=2, action="forward.closed")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    [record] = [r for r in closed if details(r)["bytes_to_destination"] == len(payload)]
+    facts = details(record)
+    assert facts["destination"] == f"127.0.0.1:{echo.port}"
+    assert facts["bytes_from_destination"] == len(payload) and facts["seconds"] > 0
+    assert record.authority == "policy:ft-allow" and record.target == "web01"
+    assert len(file_events(gw, user, action="forward.opened")) == 2
+
+
+def test_local_forward_to_an_unlisted_destination_is_refused_and_audited(
+    gw: Gateway, echo: EchoServer
+) -> None:
+    user = gw.make_user(groups=("ft-allow",))
+    local_port = free_port()
+    unlisted = gw.targets["web01"].port  # the target's sshd: reachable, but not listed
+    process = start_forward(gw, user, local_port, f"127.0.0.1:{unlisted}")
+    try:
+        with socket.create_connection(("127.0.0.1", local_port), timeout=10) as conn:
+            conn.settimeout(10)
+            assert conn.recv(100) == b""  # closed without a byte from the destination
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert b"administratively prohibited" in stderr
+    assert f"does not allow forwarding to 127.0.0.1:{unlisted}".encode() in stderr
+    refused = file_events(gw, user, action="channel.refused")
+    assert refused and details(refused[0])["destination"] == f"127.0.0.1:{unlisted}"
+    assert not file_events(gw, user, action="forward.opened", timeout=0)
