@@ -287,7 +287,9 @@ class SftpAuditor:
             details = {"path": self._files[request.handle].path}
             if request.attrs.permissions is not None:
                 details["permissions"] = oct(request.attrs.permissions & 0o7777)
-            self._pending[request.id] = ("path", "file.setstat", details)
+            if request.attrs.size is not None:
+                details["size"] = request.attrs.size
+            self._pending[request.id] = ("fsetstat", request.handle, details)
         elif isinstance(request, Rename):
             details = {"path": request.old, "new_path": request.new, "posix": request.posix}
             self._pending[request.id] = ("path", "file.renamed", details)
@@ -346,6 +348,17 @@ class SftpAuditor:
             verdict.events.append(
                 FileEvent("file.closed", "success", transfer.summary(tool=self.tool))
             )
+        elif kind == "fsetstat" and isinstance(reply, Status):
+            transfer = self._files.get(pending[1])
+            size = pending[2].get("size")
+            if transfer is not None and size is not None and reply.code == StatusCode.OK:
+                # scp opens without O_TRUNC and truncates to the size it wrote at the end:
+                # then the file holds exactly the bytes that passed.
+                transfer.whole = transfer.sequential and size == transfer.next_offset
+            outcome = "success" if reply.code == StatusCode.OK else "failure"
+            details = {"tool": self.tool, **pending[2]}
+            reason = "" if outcome == "success" else _status_text(reply)
+            verdict.events.append(FileEvent("file.setstat", outcome, details, reason))
         elif kind == "path" and isinstance(reply, Status):
             action, details = pending[1], pending[2]
             ok = reply.code == StatusCode.OK

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyotp
 import pytest
 
 from gateway.audit import AuditRecord, Trail
@@ -108,9 +109,29 @@ def ssh_options(gw: Gateway, user: TestUser) -> list[str]:
     ]  # fmt: skip
 
 
+_last_step: dict[str, int] = {}
+
+
+def next_code(user: TestUser) -> str:
+    """A TOTP code not used yet: each is accepted once, and 30 s either side of now.
+
+    So one user can log in twice in a row without waiting: now, and the next step.
+    """
+    now = int(time.time()) // 30
+    step = max(_last_step.get(user.name, 0) + 1, now)
+    if step > now + 1:
+        time.sleep((step - 1) * 30 - time.time() + 0.5)
+    _last_step[user.name] = step
+    return pyotp.TOTP(user.totp_secret).at(step * 30)
+
+
+def env_for(gw: Gateway, user: TestUser) -> dict[str, str]:
+    return gw.ssh_env(user, code=next_code(user))
+
+
 def run(gw: Gateway, user: TestUser, command: list[str], timeout: float = 60):
     return subprocess.run(
-        command, env=gw.ssh_env(user), capture_output=True, timeout=timeout,
+        command, env=env_for(gw, user), capture_output=True, timeout=timeout,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -194,7 +215,7 @@ def start_forward(gw: Gateway, user: TestUser, local_port: int, destination: str
                "-o", "ExitOnForwardFailure=yes",
                "-L", f"127.0.0.1:{local_port}:{destination}", "127.0.0.1"]  # fmt: skip
     process = subprocess.Popen(
-        command, env=gw.ssh_env(user), stdin=subprocess.DEVNULL,
+        command, env=env_for(gw, user), stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     wait_for_port("127.0.0.1", local_port, 20, process)
@@ -241,10 +262,179 @@ def test_local_forward_to_an_unlisted_destination_is_refused_and_audited(
             conn.settimeout(10)
             assert conn.recv(100) == b""  # closed without a byte from the destination
     finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=10)
+        process.kill()
+        process.wait(timeout=10)
+    assert process.stderr is not None
+    stderr = process.stderr.read()
     assert b"administratively prohibited" in stderr
     assert f"does not allow forwarding to 127.0.0.1:{unlisted}".encode() in stderr
     refused = file_events(gw, user, action="channel.refused")
     assert refused and details(refused[0])["destination"] == f"127.0.0.1:{unlisted}"
     assert not file_events(gw, user, action="forward.opened", timeout=0)
+
+
+# -- policy modes -------------------------------------------------------------------
+
+
+def test_download_only_refuses_uploads_with_a_clear_message(gw: Gateway, tmp_path: Path) -> None:
+    user = gw.make_user(groups=("ft-down",))
+    remote = remote_dir()
+    random_file(remote / "notes.txt", 1000)
+    random_file(tmp_path / "evil.bin", 1000)
+    got = sftp(gw, user, f"get {remote}/notes.txt {tmp_path}/notes.txt\n", tmp_path)
+    assert got.returncode == 0, got.stderr
+    # "-" lets the batch go on after a refusal.
+    put = sftp(gw, user, f"-put {tmp_path}/evil.bin {remote}/evil.bin\n-rm {remote}/notes.txt\n",
+               tmp_path)  # fmt: skip
+    assert b"Permission denied" in put.stderr
+    assert b"rule ft-down allows file transfer download-only" in put.stderr
+    assert not (remote / "evil.bin").exists() and (remote / "notes.txt").exists()
+    refused = file_events(gw, user, want=2, action="file.refused")
+    operations = {details(r)["operation"] for r in refused}
+    assert f"upload of {remote}/evil.bin" in operations
+    assert f"remove {remote}/notes.txt" in operations
+
+
+def test_upload_only_refuses_downloads(gw: Gateway, tmp_path: Path) -> None:
+    user = gw.make_user(groups=("ft-up",))
+    remote = remote_dir()
+    random_file(remote / "secret.txt", 1000)
+    source_hash = random_file(tmp_path / "drop.bin", 5000)
+    put = sftp(gw, user, f"put {tmp_path}/drop.bin {remote}/drop.bin\n", tmp_path)
+    assert put.returncode == 0, put.stderr
+    assert hashlib.sha256((remote / "drop.bin").read_bytes()).hexdigest() == source_hash
+    got = sftp(gw, user, f"get {remote}/secret.txt {tmp_path}/secret.txt\n", tmp_path)
+    assert got.returncode != 0
+    assert b"rule ft-up allows file transfer upload-only" in got.stderr
+    assert not (tmp_path / "secret.txt").exists()
+    assert file_events(gw, user, action="file.refused")
+
+
+def test_deny_refuses_the_sftp_subsystem(gw: Gateway, tmp_path: Path) -> None:
+    for groups, rule in ((("ft-deny",), "ft-deny"), (("admins",), "admins-all")):
+        user = gw.make_user(groups=groups)
+        result = sftp(gw, user, "ls /\n", tmp_path)
+        assert result.returncode != 0
+        assert f"rule {rule} allows file transfer deny".encode() in result.stderr
+        refused = file_events(gw, user, action="file.refused")
+        assert refused and details(refused[0])["tool"] == "sftp"
+
+
+def test_size_cap_stops_big_files_both_ways(gw: Gateway, tmp_path: Path) -> None:
+    user = gw.make_user(groups=("ft-capped",))
+    remote = remote_dir()
+    small_hash = random_file(remote / "small.bin", CAP // 2)
+    random_file(remote / "big.bin", CAP * 3)
+    random_file(tmp_path / "big-up.bin", CAP * 3)
+    big = sftp(gw, user, f"get {remote}/small.bin {tmp_path}/small.bin\n"
+               f"get {remote}/big.bin {tmp_path}/big.bin\n", tmp_path)  # fmt: skip
+    assert big.returncode != 0
+    assert hashlib.sha256((tmp_path / "small.bin").read_bytes()).hexdigest() == small_hash
+    assert f"larger than the {CAP}-byte cap of rule ft-capped".encode() in big.stderr
+    partial = tmp_path / "big.bin"
+    assert not partial.exists() or partial.stat().st_size <= CAP
+    up = sftp(gw, user, f"put {tmp_path}/big-up.bin {remote}/big-up.bin\n", tmp_path)
+    assert up.returncode != 0
+    assert (remote / "big-up.bin").stat().st_size <= CAP
+    closed = [details(r) for r in file_events(gw, user, want=3, action="file.closed")]
+    capped = [c for c in closed if c["path"] in (f"{remote}/big.bin", f"{remote}/big-up.bin")]
+    assert len(capped) == 2 and not any(c["complete"] or c["sha256"] for c in capped)
+    assert len(file_events(gw, user, want=2, action="file.refused")) >= 2
+
+
+def test_transfer_cut_midway_is_audited_incomplete(gw: Gateway, tmp_path: Path) -> None:
+    user = gw.make_user(groups=("ft-allow",))
+    remote = remote_dir()
+    random_file(remote / "huge.bin", 200 * 1024 * 1024)
+    script = tmp_path / "batch"
+    script.write_text(f"get {remote}/huge.bin {tmp_path}/huge.bin\n")
+    # -l limits the rate so the transfer is surely mid-way when the client is killed.
+    command = ["sftp", *ssh_options(gw, user), "-P", str(gw.port), "-l", "8000",
+               "-b", str(script), "127.0.0.1"]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env_for(gw, user), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert file_events(gw, user, action="file.opened", timeout=20), "the transfer never began"
+        time.sleep(1.0)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    try:
+        [closed] = file_events(gw, user, action="file.closed")
+        facts = details(closed)
+        assert closed.outcome == "interrupted"
+        assert facts["complete"] is False and facts["sha256"] is None
+        assert 0 < facts["bytes"] < 200 * 1024 * 1024
+        assert "closed with the file open" in closed.reason
+    finally:
+        (remote / "huge.bin").unlink()
+
+
+# -- scp and rsync --------------------------------------------------------------------
+
+
+def scp(gw: Gateway, user: TestUser, *args: str):
+    return run(gw, user, ["scp", *ssh_options(gw, user), "-P", str(gw.port), *args])
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["sftp-mode", "legacy-O"])
+def test_scp_both_ways_is_audited_per_file(gw: Gateway, tmp_path: Path, legacy: bool) -> None:
+    user = gw.make_user(groups=("ft-allow",))
+    remote = remote_dir()
+    down_hash = random_file(remote / "down.bin", 70_000)
+    up_hash = random_file(tmp_path / "up.bin", 90_000)
+    mode = ("-O",) if legacy else ()
+    down = scp(gw, user, *mode, f"127.0.0.1:{remote}/down.bin", str(tmp_path / "down.bin"))
+    assert down.returncode == 0, down.stderr
+    up = scp(gw, user, *mode, str(tmp_path / "up.bin"), f"127.0.0.1:{remote}/up.bin")
+    assert up.returncode == 0, up.stderr
+    assert hashlib.sha256((remote / "up.bin").read_bytes()).hexdigest() == up_hash
+    closed = {details(r)["direction"]: details(r)
+              for r in file_events(gw, user, want=2, action="file.closed")}  # fmt: skip
+    assert closed["download"]["sha256"] == down_hash and closed["download"]["bytes"] == 70_000
+    assert closed["upload"]["sha256"] == up_hash and closed["upload"]["bytes"] == 90_000
+    assert {c["tool"] for c in closed.values()} == {"scp" if legacy else "sftp"}
+
+
+def test_legacy_scp_follows_the_mode_and_the_cap(gw: Gateway, tmp_path: Path) -> None:
+    remote = remote_dir()
+    random_file(remote / "data.bin", 1000)
+    random_file(tmp_path / "up.bin", 1000)
+    down_only = gw.make_user(groups=("ft-down",))
+    refused = scp(gw, down_only, "-O", str(tmp_path / "up.bin"), f"127.0.0.1:{remote}/up.bin")
+    assert refused.returncode != 0
+    assert b"scp upload refused: rule ft-down allows file transfer download-only" in refused.stderr
+    assert not (remote / "up.bin").exists()
+    allowed = scp(gw, down_only, "-O", f"127.0.0.1:{remote}/data.bin", str(tmp_path / "d.bin"))
+    assert allowed.returncode == 0, allowed.stderr
+    capped = gw.make_user(groups=("ft-capped",))
+    random_file(remote / "big.bin", CAP * 2)
+    big = scp(gw, capped, "-O", f"127.0.0.1:{remote}/big.bin", str(tmp_path / "big.bin"))
+    assert big.returncode != 0
+    assert b"larger than the 100000-byte cap" in big.stderr
+    assert file_events(gw, capped, action="file.refused")
+
+
+def test_rsync_is_audited_and_held_to_the_mode(gw: Gateway, tmp_path: Path) -> None:
+    remote = remote_dir()
+    up_hash = random_file(tmp_path / "sync.bin", 50_000)
+    user = gw.make_user(groups=("ft-allow",))
+    ssh = " ".join(["ssh", *ssh_options(gw, user), "-p", str(gw.port)])
+    result = run(gw, user, ["rsync", "-e", ssh, str(tmp_path / "sync.bin"),
+                            f"127.0.0.1:{remote}/"])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert hashlib.sha256((remote / "sync.bin").read_bytes()).hexdigest() == up_hash
+    opened = file_events(gw, user, action="file.opened")
+    assert opened and details(opened[0])["tool"] == "rsync"
+    assert details(opened[0])["direction"] == "upload"
+    closed = file_events(gw, user, action="file.closed")
+    assert closed and details(closed[0])["bytes"] >= 50_000
+    down_only = gw.make_user(groups=("ft-down",))
+    ssh = " ".join(["ssh", *ssh_options(gw, down_only), "-p", str(gw.port)])
+    refused = run(gw, down_only, ["rsync", "-e", ssh, str(tmp_path / "sync.bin"),
+                                  f"127.0.0.1:{remote}/again.bin"])  # fmt: skip
+    assert refused.returncode != 0
+    assert b"rsync upload refused" in refused.stderr
+    assert not (remote / "again.bin").exists()
