@@ -345,7 +345,7 @@ def test_size_cap_stops_big_files_both_ways(gw: Gateway, tmp_path: Path) -> None
 def test_transfer_cut_midway_is_audited_incomplete(gw: Gateway, tmp_path: Path) -> None:
     user = gw.make_user(groups=("ft-allow",))
     remote = remote_dir()
-    random_file(remote / "huge.bin", 200 * 1024 * 1024)
+    random_file(remote / "huge.bin", 20 * 1024 * 1024)
     script = tmp_path / "batch"
     script.write_text(f"get {remote}/huge.bin {tmp_path}/huge.bin\n")
     # -l limits the rate so the transfer is surely mid-way when the client is killed.
@@ -366,7 +366,7 @@ def test_transfer_cut_midway_is_audited_incomplete(gw: Gateway, tmp_path: Path) 
         facts = details(closed)
         assert closed.outcome == "interrupted"
         assert facts["complete"] is False and facts["sha256"] is None
-        assert 0 < facts["bytes"] < 200 * 1024 * 1024
+        assert 0 < facts["bytes"] < 20 * 1024 * 1024
         assert "closed with the file open" in closed.reason
     finally:
         (remote / "huge.bin").unlink()
