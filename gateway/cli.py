@@ -308,6 +308,23 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     tail.add_argument("-f", "--follow", action="store_true")
     tail.set_defaults(handler=cmd_audit_tail)
+    files = audit.add_parser(
+        "files",
+        help="which files moved: who, which target, direction, size, sha256, under what",
+        description=(
+            "List file transfers and file changes (SFTP, scp, rsync) from both trails: time, "
+            "user, target, direction, path, bytes, sha256 (when the whole file passed), "
+            "complete or not, and the authority (grant:N, policy:RULE, nhi:NAME). Refusals "
+            "are listed too. Read from the audit trail alone."
+        ),
+    )
+    files.add_argument("--user", help="a user or NHI name")
+    files.add_argument("--target", help="a target name")
+    files.add_argument("--since", metavar="WHEN", help="ISO date/time (UTC if no zone) or an age")
+    files.add_argument("--until", metavar="WHEN", help="ISO date/time (UTC if no zone) or an age")
+    files.add_argument("--opened", action="store_true", help="also list file.opened events")
+    files.add_argument("--json", action="store_true", help="one JSON object per line")
+    files.set_defaults(handler=cmd_audit_files)
     audit.add_parser(
         "checkpoint",
         help="sign the trails' head hashes now",
@@ -1026,6 +1043,38 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
         for record in services.audit.events(trail, after_seq=last):
             print(_format_record(record), flush=True)
             last = record.seq
+    return 0
+
+
+def cmd_audit_files(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.transfer_report import file_records
+
+    services = _services(args)
+    since = parse_since(args.since) if args.since else None
+    until = parse_since(args.until, "--until") if args.until else None
+    count = 0
+    for found in file_records(services.audit, user=args.user, target=args.target, since=since,
+                              until=until, include_opened=args.opened):  # fmt: skip
+        row = found.row()
+        count += 1
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+            continue
+        size = "-" if row["bytes"] is None else str(row["bytes"])
+        path = row["path"] or ""
+        if row["new_path"]:
+            path += f" -> {row['new_path']}"
+        facts = [row["time"][:19].replace("T", " "), row["user"], str(row["target"]),
+                 row["action"].removeprefix("file."), row["outcome"], str(row["direction"] or "-"),
+                 size, row["sha256"] or "-", {True: "complete", False: "partial"}.get(row["complete"], "-"),
+                 str(row["tool"] or "-"), str(row["authority"] or "-"), one_line(path)]  # fmt: skip
+        if row["reason"]:
+            facts.append(f"({one_line(row['reason'])})")
+        print("  ".join(facts), flush=True)
+    if not args.json:
+        print(f"{count} file events", file=sys.stderr)
     return 0
 
 

@@ -205,6 +205,20 @@ def test_sftp_get_and_put_are_audited_with_size_and_hash(gw: Gateway, tmp_path: 
     assert (up["bytes"], up["sha256"], up["complete"]) == (150_000, local_hash, True)
     actions = {r.action for r in file_events(gw, user, want=8)}
     assert {"file.opened", "file.renamed", "file.mkdir", "file.setstat", "file.removed"} <= actions
+    # The auditor's question, answered from the trail alone.
+    listed = gw.cli("audit", "files", "--user", user.name, "--target", "web01", "--since", "1h",
+                    "--json")  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    [copied] = [r for r in rows if r["action"] == "file.closed" and r["direction"] == "download"]
+    assert copied["path"] == f"{remote}/report.bin" and copied["sha256"] == source_hash
+    assert (copied["bytes"], copied["authority"]) == (300_000, "policy:ft-allow")
+    assert {r["action"] for r in rows} >= {"file.closed", "file.renamed", "file.removed"}
+    assert "file.opened" not in {r["action"] for r in rows}
+    table = gw.cli("audit", "files", "--user", user.name, "--until", "2000-01-01")
+    assert table.returncode == 0 and table.stdout == "" and "0 file events" in table.stderr
+    table = gw.cli("audit", "files", "--user", user.name)
+    assert f"download  300000  {source_hash}  complete  sftp  policy:ft-allow" in table.stdout
 
 
 # -- forwarding ----------------------------------------------------------------------
