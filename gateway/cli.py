@@ -1063,12 +1063,13 @@ def cmd_audit_files(args: argparse.Namespace) -> int:
             print(json.dumps(row, ensure_ascii=False), flush=True)
             continue
         size = "-" if row["bytes"] is None else str(row["bytes"])
+        whole = {True: "complete", False: "partial"}.get(row["complete"], "-")
         path = row["path"] or ""
         if row["new_path"]:
             path += f" -> {row['new_path']}"
         facts = [row["time"][:19].replace("T", " "), row["user"], str(row["target"]),
                  row["action"].removeprefix("file."), row["outcome"], str(row["direction"] or "-"),
-                 size, row["sha256"] or "-", {True: "complete", False: "partial"}.get(row["complete"], "-"),
+                 size, row["sha256"] or "-", whole,
                  str(row["tool"] or "-"), str(row["authority"] or "-"), one_line(path)]  # fmt: skip
         if row["reason"]:
             facts.append(f"({one_line(row['reason'])})")
