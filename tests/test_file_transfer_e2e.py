@@ -22,8 +22,11 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from gateway.audit import AuditRecord, Trail
+from gateway.approvals import AccessRequests
+from gateway.audit import AuditLog, AuditRecord, Trail
+from gateway.config import load_config
 from gateway.openssh_target import free_port, wait_for_port
+from gateway.store import Store
 from tests.conftest import Gateway, TestUser, launch_gateway
 
 pytestmark = pytest.mark.openssh
@@ -50,7 +53,18 @@ mode = "allow"
 file_transfer = "{mode}"
 {extra}
 """
-    return text
+    return (
+        text
+        + """
+[[rules]]
+id = "ft-grant"
+groups = ["ft-grant"]
+targets = ["web01"]
+mode = "approval"
+approver_groups = ["leads"]
+file_transfer = "download-only"
+"""
+    )
 
 
 class EchoServer:
@@ -285,6 +299,28 @@ def test_local_forward_to_an_unlisted_destination_is_refused_and_audited(
     refused = file_events(gw, user, action="channel.refused")
     assert refused and details(refused[0])["destination"] == f"127.0.0.1:{unlisted}"
     assert not file_events(gw, user, action="forward.opened", timeout=0)
+
+
+def test_transfers_under_a_grant_carry_the_grant_as_authority(gw: Gateway, tmp_path: Path) -> None:
+    user = gw.make_user(groups=("ft-grant",))
+    approver = gw.make_user(groups=("leads",))
+    config = load_config(gw.config_path)
+    [rule] = [r for r in config.rules if r.id == "ft-grant"]
+    store = Store(config.database_url)
+    try:
+        requests = AccessRequests(store, AuditLog(store))
+        request = requests.create(user=user.name, target="web01", account="root", rule=rule,
+                                  reason="copy the logs", source="127.0.0.1")  # fmt: skip
+        grant_id = requests.approve(request.id, approver.name, "ok").grant_id
+    finally:
+        store.dispose()
+    remote = remote_dir()
+    log_hash = random_file(remote / "app.log", 12_345)
+    result = sftp(gw, user, f"get {remote}/app.log {tmp_path}/app.log\n", tmp_path)
+    assert result.returncode == 0, result.stderr
+    [closed] = file_events(gw, user, action="file.closed")
+    assert closed.authority == f"grant:{grant_id}"
+    assert details(closed)["sha256"] == log_hash
 
 
 # -- policy modes -------------------------------------------------------------------
