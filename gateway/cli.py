@@ -524,6 +524,9 @@ def _add_machine_commands(commands: argparse._SubParsersAction[argparse.Argument
     add.add_argument("--review-by", metavar="DATE", help="ISO date by which owners re-approve it")
     add.add_argument("--allow-pty", action="store_true", help="allow a pty (default: exec only)")
     add.add_argument("--allow-sftp", action="store_true", help="allow SFTP (default: no)")
+    add.add_argument("--sftp-path", action="append", default=None, metavar="DIR",
+                     help="hold SFTP, scp and rsync to this directory (repeatable; default: "
+                     "anywhere the account can go)")  # fmt: skip
     add.set_defaults(handler=cmd_machine_add)
     machine.add_parser("list", help="NHIs with owners, status and review dates",
                        description="List NHIs; overdue reviews are flagged.").set_defaults(
@@ -807,7 +810,7 @@ def cmd_machine_add(args: argparse.Namespace) -> int:
         targets=[parse_scope_target(t, args.loaded_config) for t in args.target],
         commands=args.command, sources=args.source, allow_pty=args.allow_pty,
         allow_sftp=args.allow_sftp, max_ttl_seconds=parse_duration(args.max_ttl, "--max-ttl"),
-        review_by=review_by,
+        review_by=review_by, sftp_paths=args.sftp_path,
     )  # fmt: skip
     print(f"registered {view.name} ({view.kind}); certificates up to {view.max_ttl_seconds // 60}m")
     return 0
@@ -858,7 +861,10 @@ def cmd_machine_show(args: argparse.Namespace) -> int:
     print("commands    " + "\n            ".join(machine.commands))
     print("sources     " + (", ".join(machine.sources) or "anywhere"))
     print(f"pty         {'allowed' if machine.allow_pty else 'no'}")
-    print(f"sftp        {'allowed' if machine.allow_sftp else 'no'}")
+    sftp = "allowed" if machine.allow_sftp else "no"
+    if machine.allow_sftp and machine.sftp_paths is not None:
+        sftp += " in " + ", ".join(machine.sftp_paths)
+    print(f"sftp        {sftp}")
     print(f"max ttl     {machine.max_ttl_seconds // 60}m")
     review = f"{machine.review_by:%Y-%m-%d}" if machine.review_by else "-"
     if machine.review_overdue(datetime.now(UTC)):

@@ -258,8 +258,10 @@ class SftpAuditor:
             if transfer is not None:
                 details["path"] = transfer.path
                 transfer.failed = "size cap"
-        elif isinstance(request, Open):
-            details["path"] = request.path
+        elif isinstance(request, Rename):
+            details["path"], details["new_path"] = request.old, request.new
+        elif getattr(request, "path", None) is not None:
+            details["path"] = request.path  # type: ignore[union-attr]
         verdict.events.append(FileEvent("file.refused", "refused", details, reason=message))
 
     def _track_request(self, request: Request, verdict: Verdict) -> None:
