@@ -6,7 +6,9 @@ import hashlib
 import struct
 
 import pytest
+from pydantic import ValidationError
 
+from gateway.config import RuleSettings
 from gateway.file_transfer import (
     MAX_PENDING_REQUESTS,
     ScpAuditor,
@@ -34,6 +36,8 @@ from gateway.transfer_policy import (
     TransferMode,
     TransferPolicy,
     classify_exec,
+    forward_allowed,
+    transfer_policy_of_rule,
 )
 
 
@@ -302,3 +306,35 @@ def test_rsync_stream_is_counted_against_the_cap() -> None:
 def test_exec_commands_are_classified(command: str, expected: tuple[str, str] | None) -> None:
     found = classify_exec(command)
     assert (None if found is None else (found.tool, found.direction)) == expected
+
+
+# -- rule settings ---------------------------------------------------------------------
+
+
+def rule(**settings: object) -> RuleSettings:
+    return RuleSettings(id="r1", groups=["ops"], targets=["web01"], mode="allow", **settings)  # type: ignore[arg-type]
+
+
+def test_rule_settings_default_to_no_transfer_and_no_forwarding() -> None:
+    policy = transfer_policy_of_rule(rule())
+    assert policy.mode == TransferMode.DENY and not policy.allows_any
+    assert transfer_policy_of_rule(None).mode == TransferMode.DENY
+    assert not forward_allowed(rule(), "db01", 5432)
+    listed = rule(forward_local=["DB01:5432"], file_transfer="upload-only")
+    assert forward_allowed(listed, "db01", 5432) and not forward_allowed(listed, "db01", 5433)
+    up = transfer_policy_of_rule(listed)
+    assert up.allows(Direction.UPLOAD) and not up.allows(Direction.DOWNLOAD)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"forward_local": ["db01"]}, "is not HOST:PORT"),
+        ({"forward_local": ["db01:99999"]}, "is not HOST:PORT"),
+        ({"file_transfer": "sometimes"}, "file_transfer"),
+        ({"file_transfer_max_bytes": 0}, "file_transfer_max_bytes"),
+    ],
+)
+def test_bad_rule_settings_are_refused(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        rule(**settings)

@@ -14,8 +14,12 @@ import pytest
 from gateway.audit import AuditRecord, Trail
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
+from tests import test_machine_lane
 from tests.conftest import Gateway
-from tests.test_machine_lane import Workload, issue, register, services  # noqa: F401 - fixture
+from tests.test_machine_lane import Workload, issue, register
+
+#: The machine-lane tests' fixture: the gateway's services, opened in this process.
+services = test_machine_lane.services
 
 pytestmark = pytest.mark.openssh
 
@@ -48,7 +52,7 @@ def machine_file_events(gateway: Gateway, name: str, action: str, want: int = 1)
 def test_sftp_is_held_to_the_scopes_directories(
     gateway: Gateway,
     services: GatewayServices,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     allowed_dir = Path("/tmp") / f"pamgate-nhi-{uuid.uuid4().hex[:8]}"
     allowed_dir.mkdir()
@@ -73,7 +77,7 @@ def test_sftp_is_held_to_the_scopes_directories(
 
 def test_sftp_paths_are_checked_when_registering(
     services: GatewayServices,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     for paths, allow, message in (
         (["relative/dir"], True, "absolute directory"),
