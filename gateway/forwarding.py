@@ -118,7 +118,7 @@ class LocalForward:
         )  # fmt: skip
         try:
             self._upstream, _ = await self._upstream_conn.create_connection(
-                lambda: _TargetSide(self), dest_host, dest_port
+                lambda: _ForwardChannel(self, "target"), dest_host, dest_port
             )
         except asyncssh.ChannelOpenError as exc:
             self._upstream_conn.close()
@@ -129,7 +129,7 @@ class LocalForward:
             self._grant_timer = asyncio.get_running_loop().call_later(
                 max(left, 0), self._end, f"{destination.grant.authority} ended"
             )
-        return _ClientSide(self)
+        return _ForwardChannel(self, "client")
 
     # -- relaying -------------------------------------------------------------
 
@@ -209,50 +209,36 @@ class LocalForward:
         self._host.record_soon(event)
 
 
-class _ClientSide(asyncssh.SSHTCPSession[bytes]):
-    """The ``direct-tcpip`` channel from the client's ``ssh -L``."""
+class _ForwardChannel(asyncssh.SSHTCPSession[bytes]):
+    """One end of a forward: the client's ``direct-tcpip`` channel, or the one on the target."""
 
-    def __init__(self, forward: LocalForward) -> None:
+    def __init__(self, forward: LocalForward, side: str) -> None:
         self._forward = forward
+        self._side = side  # "client" or "target"
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:  # type: ignore[override]
-        self._forward.client_ready(chan)
+        if self._side == "client":
+            self._forward.client_ready(chan)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self._forward.from_client(data)
+        if self._side == "client":
+            self._forward.from_client(data)
+        else:
+            self._forward.from_target(data)
 
     def eof_received(self) -> bool:
-        self._forward.client_eof()
+        if self._side == "client":
+            self._forward.client_eof()
+        else:
+            self._forward.target_eof()
         return True
 
     def pause_writing(self) -> None:
-        self._forward.pause("client")
+        self._forward.pause(self._side)
 
     def resume_writing(self) -> None:
-        self._forward.resume("client")
+        self._forward.resume(self._side)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._forward.closed("client closed" if exc is None else f"client lost: {exc}")
-
-
-class _TargetSide(asyncssh.SSHTCPSession[bytes]):
-    """The ``direct-tcpip`` channel the gateway opened on the target."""
-
-    def __init__(self, forward: LocalForward) -> None:
-        self._forward = forward
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self._forward.from_target(data)
-
-    def eof_received(self) -> bool:
-        self._forward.target_eof()
-        return True
-
-    def pause_writing(self) -> None:
-        self._forward.pause("target")
-
-    def resume_writing(self) -> None:
-        self._forward.resume("target")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._forward.closed("destination closed" if exc is None else f"target lost: {exc}")
+        who = "client" if self._side == "client" else "destination"
+        self._forward.closed(f"{who} closed" if exc is None else f"{who} lost: {exc}")
