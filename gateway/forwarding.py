@@ -7,7 +7,7 @@ network view, never the gateway's. Each connection is audited:
 ``forward.opened`` (destination, target, account, authority) before any
 byte flows, and ``forward.closed`` with the bytes each way and the
 duration. A refusal is audited as ``channel.refused``. A forward under a
-grant is closed when the grant ends.
+grant is closed within about a second of the grant ending or being revoked.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 import asyncssh
 
 from gateway.access import ApprovalRequired, Destination, parse_login_name
+from gateway.approvals import GrantView
 from gateway.audit import ActorType, AuditEvent
 from gateway.errors import PamgateError
 from gateway.identities import UserView
 from gateway.policy import AccessContext
-from gateway.relay import SessionHost
+from gateway.relay import WATCH_INTERVAL, SessionHost
 from gateway.transfer_policy import forward_allowed
 from gateway.upstream import connect_upstream
 
@@ -55,7 +56,7 @@ class LocalForward:
         self._closed = False
         self._destination_text = ""
         self._opened: AuditEvent | None = None
-        self._grant_timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     def decide(self, dest_host: str, dest_port: int) -> Destination:
         """The destination (target, account, authority) if the rule allows ``host:port``.
@@ -125,11 +126,26 @@ class LocalForward:
             self.closed(f"the target could not connect: {exc.reason}")
             raise
         if destination.grant is not None:
-            left = (destination.grant.ends_at - datetime.now(UTC)).total_seconds()
-            self._grant_timer = asyncio.get_running_loop().call_later(
-                max(left, 0), self._end, f"{destination.grant.authority} ended"
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch_grant(destination.grant)
             )
+            self._host.track_task(self._watcher)
         return _ForwardChannel(self, "client")
+
+    async def _watch_grant(self, grant: GrantView) -> None:
+        """Close the forward when its grant ends or is revoked (checked every second)."""
+        while not self._closed:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if datetime.now(UTC) >= grant.ends_at:
+                self._end(f"{grant.authority} ended")
+                return
+            try:
+                current = await asyncio.to_thread(self._services.requests.grant, grant.id)
+            except PamgateError:
+                continue  # the database is unreachable for a moment; the end time still holds
+            if current.revoked:
+                self._end(f"{grant.authority} was revoked ({current.revoke_reason})")
+                return
 
     # -- relaying -------------------------------------------------------------
 
@@ -176,9 +192,7 @@ class LocalForward:
             other.resume_reading()
 
     def _end(self, reason: str) -> None:
-        for chan in (self._client, self._upstream):
-            if chan is not None:
-                chan.close()
+        self._watcher = None  # it is the caller; it returns right after
         self.closed(reason)
 
     def closed(self, reason: str = "") -> None:
@@ -186,8 +200,8 @@ class LocalForward:
         if self._closed:
             return
         self._closed = True
-        if self._grant_timer is not None:
-            self._grant_timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         for chan in (self._client, self._upstream):
             if chan is not None:
                 chan.close()

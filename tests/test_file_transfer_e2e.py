@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyotp
@@ -63,7 +64,8 @@ targets = ["web01"]
 mode = "approval"
 approver_groups = ["leads"]
 file_transfer = "download-only"
-"""
+forward_local = ["127.0.0.1:{echo_port}"]
+""".replace("{echo_port}", str(echo_port))
     )
 
 
@@ -301,19 +303,31 @@ def test_local_forward_to_an_unlisted_destination_is_refused_and_audited(
     assert not file_events(gw, user, action="forward.opened", timeout=0)
 
 
-def test_transfers_under_a_grant_carry_the_grant_as_authority(gw: Gateway, tmp_path: Path) -> None:
-    user = gw.make_user(groups=("ft-grant",))
-    approver = gw.make_user(groups=("leads",))
-    config = load_config(gw.config_path)
-    [rule] = [r for r in config.rules if r.id == "ft-grant"]
-    store = Store(config.database_url)
+@contextmanager
+def access_requests(gw: Gateway) -> Iterator[AccessRequests]:
+    """The approvals service on the gateway's database, from the test process."""
+    store = Store(load_config(gw.config_path).database_url)
     try:
-        requests = AccessRequests(store, AuditLog(store))
+        yield AccessRequests(store, AuditLog(store))
+    finally:
+        store.dispose()
+
+
+def approved_grant(gw: Gateway, user: TestUser) -> int:
+    """An approved grant for ``user`` on web01 under the ft-grant rule; its id."""
+    approver = gw.make_user(groups=("leads",))
+    [rule] = [r for r in load_config(gw.config_path).rules if r.id == "ft-grant"]
+    with access_requests(gw) as requests:
         request = requests.create(user=user.name, target="web01", account="root", rule=rule,
                                   reason="copy the logs", source="127.0.0.1")  # fmt: skip
         grant_id = requests.approve(request.id, approver.name, "ok").grant_id
-    finally:
-        store.dispose()
+    assert grant_id is not None
+    return grant_id
+
+
+def test_transfers_under_a_grant_carry_the_grant_as_authority(gw: Gateway, tmp_path: Path) -> None:
+    user = gw.make_user(groups=("ft-grant",))
+    grant_id = approved_grant(gw, user)
     remote = remote_dir()
     log_hash = random_file(remote / "app.log", 12_345)
     result = sftp(gw, user, f"get {remote}/app.log {tmp_path}/app.log\n", tmp_path)
@@ -488,3 +502,29 @@ def test_rsync_is_audited_and_held_to_the_mode(gw: Gateway, tmp_path: Path) -> N
     assert refused.returncode != 0
     assert b"rsync upload refused" in refused.stderr
     assert not (remote / "again.bin").exists()
+
+
+def test_forward_under_a_grant_closes_when_the_grant_is_revoked(
+    gw: Gateway, echo: EchoServer
+) -> None:
+    user = gw.make_user(groups=("ft-grant",))
+    grant_id = approved_grant(gw, user)
+    local_port = free_port()
+    process = start_forward(gw, user, local_port, f"127.0.0.1:{echo.port}")
+    try:
+        with socket.create_connection(("127.0.0.1", local_port), timeout=10) as conn:
+            conn.sendall(b"ping")
+            assert conn.recv(10) == b"ping"
+            with access_requests(gw) as requests:
+                requests.revoke(grant_id, "tests", "incident 7")
+            started = time.monotonic()
+            conn.settimeout(10)
+            assert conn.recv(10) == b""  # closed by the gateway
+            assert time.monotonic() - started < 5
+        revoked = [r for r in file_events(gw, user, want=2, action="forward.closed")
+                   if "revoked" in r.reason]  # fmt: skip
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    assert revoked and revoked[0].authority == f"grant:{grant_id}"
+    assert "incident 7" in revoked[0].reason
