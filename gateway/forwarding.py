@@ -113,10 +113,14 @@ class LocalForward:
             )  # fmt: skip
         else:
             legacy_key = services.config.resolve_path(target.key_file)  # type: ignore[arg-type]
-        self._upstream_conn = await connect_upstream(
-            target, account, credential, legacy_key_path=legacy_key,
-            timeout=services.config.upstream.connect_timeout_seconds,
-        )  # fmt: skip
+        try:
+            self._upstream_conn = await connect_upstream(
+                target, account, credential, legacy_key_path=legacy_key,
+                timeout=services.config.upstream.connect_timeout_seconds,
+            )  # fmt: skip
+        except PamgateError as exc:
+            self.closed(str(exc))
+            raise
         try:
             self._upstream, _ = await self._upstream_conn.create_connection(
                 lambda: _ForwardChannel(self, "target"), dest_host, dest_port

@@ -67,7 +67,8 @@ class TransferFilter:
         if verdict.reply:
             session.reply_to_client(verdict.reply)
         for notice in verdict.notices:
-            session.notify_client(notice)
+            if notice != verdict.abort:  # terminate() says that one
+                session.notify_client(notice)
         self._record(verdict.events)
         if verdict.abort:
             asyncio.get_running_loop().call_soon(session.terminate, verdict.abort)
