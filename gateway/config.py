@@ -303,6 +303,21 @@ class RuleSettings(_Section):
     #: Whether matching users may invoke break-glass instead of waiting.
     break_glass: bool = False
     break_glass_max_duration: Duration = "30m"
+    #: SFTP, scp and rsync: ``allow``, ``download-only``, ``upload-only`` or ``deny``.
+    file_transfer: Literal["allow", "download-only", "upload-only", "deny"] = "deny"
+    #: Largest file (SFTP, scp) or rsync stream a transfer may move; unset means no cap.
+    file_transfer_max_bytes: int | None = Field(default=None, ge=1)
+    #: ``host:port`` destinations ``ssh -L`` may reach, as seen from the target.
+    forward_local: list[str] = []
+
+    @field_validator("forward_local")
+    @classmethod
+    def _check_forward_local(cls, destinations: list[str]) -> list[str]:
+        for index, entry in enumerate(destinations):
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"forward_local[{index}]: {entry!r} is not HOST:PORT")
+        return destinations
 
     @field_validator("sources")
     @classmethod

@@ -319,6 +319,8 @@ class NonHumanIdentity(Base):
     sources: Mapped[list[str]] = mapped_column(JSON)
     allow_pty: Mapped[bool] = mapped_column(Boolean, default=False)
     allow_sftp: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Directories SFTP (and scp/rsync) may touch; NULL means wherever the account can.
+    sftp_paths: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
     max_ttl_seconds: Mapped[int] = mapped_column(Integer)
     review_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: ``active``, ``suspended`` or ``offboarded`` (final).
