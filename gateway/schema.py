@@ -20,6 +20,7 @@ Adding a column or table (for developers)
 3. Two branches that each add a revision on the same parent make two heads:
    when merging, point the later file's ``down_revision`` at the other one
    (``tests/test_migrations.py`` fails while there are two heads).
+4. Add it to ``REVISIONS`` in ``tests/test_migrations.py``.
 """
 
 from __future__ import annotations
