@@ -67,6 +67,20 @@ def filter_environment(env: Mapping[str, str], allowed: list[str]) -> dict[str, 
     }
 
 
+class PayloadFilter(Protocol):
+    """A hook between the two channels of a session (file-transfer audit and policy).
+
+    It sees every payload chunk and returns what to pass on; it may hold
+    bytes back (a partial packet) and answer the client itself.
+    """
+
+    def to_target(self, data: bytes) -> bytes: ...
+
+    def to_client(self, data: bytes) -> bytes: ...
+
+    def finished(self) -> None: ...
+
+
 class UpstreamSession(asyncssh.SSHClientSession[bytes]):
     """The target side of a relayed session: forwards everything to the client."""
 
@@ -130,6 +144,8 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         #: Why upstream reading is paused: the client's window, the recording's backlog.
         self._client_full = False
         self._recording_full = False
+        #: Set by a lane for file transfers: sees the payload both ways.
+        self._filter: PayloadFilter | None = None
 
     # -- what a lane decides --------------------------------------------
 
@@ -177,7 +193,10 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
             self._bytes_to_target += len(data)
             if self._tap is not None:
                 self._tap.from_client(data)
-            self._upstream.write(data)
+            if self._filter is not None:
+                data = self._filter.to_target(data)
+            if data:
+                self._upstream.write(data)
         elif self._dialog is not None and self._dialog.active:
             self._dialog.feed(data)
         elif self._input_complete is not None:
@@ -272,7 +291,10 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
                 self._update_upstream_reading()
         if stderr:
             chan.write_stderr(data)
-        else:
+            return
+        if self._filter is not None:
+            data = self._filter.to_client(data)
+        if data:
             chan.write(data)
 
     def _update_upstream_reading(self) -> None:
@@ -408,7 +430,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
                 "flagged": start.authority.startswith("breakglass:"),
                 "kind": start.kind,
                 "command": start.command,
-                "node": services.config.gateway.name,
+                "node": services.config.node_name,
             },
         )
         try:
@@ -475,7 +497,8 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         self._upstream = upstream
         if self._pending:
             self._bytes_to_target += len(self._pending)
-            upstream.write(bytes(self._pending))
+            pending = bytes(self._pending)
+            upstream.write(self._filter.to_target(pending) if self._filter else pending)
             self._pending.clear()
         if self._client_eof:
             upstream.write_eof()
@@ -532,6 +555,8 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         if self._finished:
             return
         self._finished = True
+        if self._filter is not None:
+            self._filter.finished()
         if self._session_id is None or self._start is None:
             return
         end = SessionEnd(

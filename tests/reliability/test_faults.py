@@ -193,6 +193,7 @@ def test_recordings_directory_replaced_by_a_file_refuses_and_ends_sessions(
         assert gateway.run_ssh(later, "web01", "true").returncode == 0
 
 
+@pytest.mark.sqlite  # holds SQLite's own write lock on the gateway's database file
 def test_locked_database_grants_nothing_unaudited_and_recovers(
     tmp_path: Path, figures: dict[str, Any]
 ) -> None:
