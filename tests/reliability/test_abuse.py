@@ -201,7 +201,10 @@ async def test_unknown_and_known_users_take_the_same_time(
 
 
 @pytest.mark.openssh
-def test_sftp_on_the_human_lane_is_refused_and_audited(gateway: Gateway) -> None:
+def test_sftp_where_the_rule_denies_file_transfer_is_refused_and_audited(
+    gateway: Gateway,
+) -> None:
+    """The test config's rule has no ``file_transfer``: the default, deny."""
     user = gateway.make_user()
     options = gateway.ssh_command(f"{user.name}:web01")[1:-1]
     # sftp spells the port -P and reads USER:TARGET@host as a path: the login goes in User=.
@@ -210,8 +213,12 @@ def test_sftp_on_the_human_lane_is_refused_and_audited(gateway: Gateway) -> None
     result = subprocess.run(sftp, env=gateway.ssh_env(user), input=b"ls /\n",
                             capture_output=True, timeout=30)  # fmt: skip
     assert result.returncode != 0, result.stdout
-    assert b"subsystem request failed" in result.stderr, result.stderr
+    assert b"SFTP refused" in result.stderr, result.stderr
     refused = wait_for_events(
-        gateway, Trail.HUMAN, "channel.refused", 1, actors={user.name}, timeout=10
+        gateway, Trail.HUMAN, "access.refused", 1, actors={user.name}, timeout=10
     )
-    assert refused and refused[0]["kind"] == "subsystem" and refused[0]["subsystem"] == "sftp"
+    assert refused and "SFTP refused" in refused[0]["reason"]
+    starts = [
+        e for e in trail_events(gateway, Trail.HUMAN, "session.start") if e["actor"] == user.name
+    ]
+    assert starts == []
