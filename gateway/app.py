@@ -52,10 +52,15 @@ class GatewayNode:
         self.machine_lane = MachineLane(self.services)
         self._checkpointer: asyncio.Task[None] | None = None
         self._indexing: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Recover from a previous crash, then start listening."""
-        self.services.store.create_schema()
+        upgrade = f"pamgate --config {self.config.source} db upgrade"
+        await asyncio.to_thread(self.services.store.require_current_schema, upgrade)
+        # Before anything else: a second process with this node's name must not
+        # mark the first one's sessions interrupted.
+        await asyncio.to_thread(self.services.nodes.register)
         self.services.recordings.attach_loop(asyncio.get_running_loop())
         await asyncio.to_thread(self._record, "gateway.started")
         interrupted = await asyncio.to_thread(self.services.ledger.mark_interrupted)
@@ -79,6 +84,9 @@ class GatewayNode:
                     f"cannot listen on {settings.address}:{settings.port} for the {name} lane: "
                     f"{exc.strerror}"
                 ) from None
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
+        )
         interval = self.config.audit.checkpoint_interval_seconds
         if interval:
             self._checkpointer = asyncio.get_running_loop().create_task(
@@ -95,6 +103,12 @@ class GatewayNode:
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             await self._checkpoint()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            try:
+                await asyncio.to_thread(self.services.nodes.stopped)
+            except PamgateError as exc:
+                logger.error("cannot record this node's stop: %s", exc)
         self.services.close()
 
     def _record(self, action: str) -> None:
@@ -104,7 +118,8 @@ class GatewayNode:
             actor=f"gateway:{self.config.gateway.name}", actor_type=ActorType.GATEWAY,
             action=action, target=str(self.config.source),
             authority=f"config:sha256={digest[:16]}",
-            details={"config_sha256": digest, "targets": len(self.config.targets),
+            details={"config_sha256": digest, "node": self.config.node_name,
+                     "targets": len(self.config.targets),
                      "rules": len(self.config.rules)},
         ))  # fmt: skip
 
@@ -114,6 +129,31 @@ class GatewayNode:
                 self.services.recordings.index_commands(session_id)
             except (PamgateError, OSError) as exc:
                 logger.warning("cannot extract commands of session %s: %s", session_id, exc)
+
+    async def _heartbeat_every(self, interval: float) -> None:
+        """Tell the other nodes this one is alive; take over any that went silent."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                alive = await asyncio.to_thread(self.services.nodes.heartbeat)
+                takeovers = await asyncio.to_thread(self.services.nodes.take_over_dead)
+            except PamgateError as exc:
+                logger.error("heartbeat failed (the database may be unreachable): %s", exc)
+                continue
+            if not alive:
+                logger.error(
+                    "another node took this one for dead (missed heartbeats): its live "
+                    "sessions were marked interrupted and are being ended"
+                )
+            for takeover in takeovers:
+                logger.warning(
+                    "node %s missed heartbeats since %s: took it over, marked %d sessions "
+                    "interrupted",
+                    takeover.node, takeover.last_heartbeat.isoformat(), len(takeover.interrupted),
+                )  # fmt: skip
+                self._indexing = asyncio.get_running_loop().create_task(
+                    asyncio.to_thread(self._index_commands, takeover.interrupted)
+                )
 
     async def _checkpoint_every(self, interval: float) -> None:
         while True:

@@ -285,10 +285,15 @@ class AuditLog:
             if trail not in heads:
                 found = connection.exec_driver_sql(sql.select_head, {"trail": trail.value}).first()
                 if found is None:
+                    # The trail's first event. Another node may be creating the head
+                    # at this very moment: whoever loses waits, then locks the winner's.
                     connection.exec_driver_sql(
                         sql.insert_head, {"trail": trail.value, "seq": 0, "hash": GENESIS_HASH}
                     )
-                heads[trail] = tuple(found) if found else (0, GENESIS_HASH)  # type: ignore[assignment]
+                    found = connection.exec_driver_sql(
+                        sql.select_head, {"trail": trail.value}
+                    ).first()
+                heads[trail] = tuple(found)  # type: ignore[arg-type,assignment]
             head_seq, head_hash = heads[trail]
             values: dict[str, Any] = {
                 "trail": trail.value,
@@ -476,12 +481,14 @@ class _AppendStatements:
         def param(name: str) -> str:
             return f"%({name})s" if paramstyle == "pyformat" else f":{name}"
 
-        # SQLite serialises writers with BEGIN IMMEDIATE; others lock the head row.
+        # SQLite serialises writers with BEGIN IMMEDIATE; others lock the head row
+        # (PostgreSQL's READ COMMITTED then reads the head as the previous writer left it).
         lock = "" if is_sqlite else " FOR UPDATE"
         self.select_head = f"SELECT seq, hash FROM audit_heads WHERE trail = {param('trail')}{lock}"
         self.insert_head = (
             "INSERT INTO audit_heads (trail, seq, hash) "
-            f"VALUES ({param('trail')}, {param('seq')}, {param('hash')})"
+            f"VALUES ({param('trail')}, {param('seq')}, {param('hash')}) "
+            "ON CONFLICT (trail) DO NOTHING"
         )
         self.update_head = (
             f"UPDATE audit_heads SET seq = {param('seq')}, hash = {param('hash')} "

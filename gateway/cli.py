@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     console.set_defaults(handler=cmd_console)
 
+    _add_database_commands(commands)
+
     _add_user_commands(commands)
 
     ca = commands.add_parser("ca", help="certificate authorities").add_subparsers(
@@ -180,6 +182,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load and validate the config file; print problems with file and key.",
     ).set_defaults(handler=cmd_check_config)
     return parser
+
+
+def _add_database_commands(commands: argparse._SubParsersAction) -> None:
+    db = commands.add_parser("db", help="the database schema").add_subparsers(
+        dest="db_command", metavar="ACTION", required=True
+    )
+    db.add_parser(
+        "upgrade",
+        help="apply pending schema migrations",
+        description=(
+            "Bring the database schema to this release of pamgate, one revision at a time, "
+            "printing each. A database created before migrations is adopted. Stop the "
+            "gateway nodes first; they refuse to start on an outdated schema."
+        ),
+    ).set_defaults(handler=cmd_db_upgrade)
+    revision = db.add_parser(
+        "revision",
+        help="write a migration for model changes (developers)",
+        description=(
+            "Compare gateway/models.py with the newest revision and write a new revision "
+            "file under gateway/migrations/versions (needs a source checkout)."
+        ),
+    )
+    revision.add_argument("-m", "--message", required=True, help="what the revision adds")
+    revision.set_defaults(handler=cmd_db_revision, needs_config=False)
+    commands.add_parser(
+        "status",
+        help="nodes, heartbeats, live sessions and database health",
+        description=(
+            "Show the database (reachable, round trip, schema revision) and every gateway "
+            "node sharing it: status, age of its last heartbeat and live sessions. Exits 1 "
+            "if the database is unreachable or its schema is outdated."
+        ),
+    ).set_defaults(handler=cmd_status)
 
 
 def _add_user_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -309,6 +345,23 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     tail.add_argument("-f", "--follow", action="store_true")
     tail.set_defaults(handler=cmd_audit_tail)
+    files = audit.add_parser(
+        "files",
+        help="which files moved: who, which target, direction, size, sha256, under what",
+        description=(
+            "List file transfers and file changes (SFTP, scp, rsync) from both trails: time, "
+            "user, target, direction, path, bytes, sha256 (when the whole file passed), "
+            "complete or not, and the authority (grant:N, policy:RULE, nhi:NAME). Refusals "
+            "are listed too. Read from the audit trail alone."
+        ),
+    )
+    files.add_argument("--user", help="a user or NHI name")
+    files.add_argument("--target", help="a target name")
+    files.add_argument("--since", metavar="WHEN", help="ISO date/time (UTC if no zone) or an age")
+    files.add_argument("--until", metavar="WHEN", help="ISO date/time (UTC if no zone) or an age")
+    files.add_argument("--opened", action="store_true", help="also list file.opened events")
+    files.add_argument("--json", action="store_true", help="one JSON object per line")
+    files.set_defaults(handler=cmd_audit_files)
     audit.add_parser(
         "checkpoint",
         help="sign the trails' head hashes now",
@@ -508,6 +561,9 @@ def _add_machine_commands(commands: argparse._SubParsersAction[argparse.Argument
     add.add_argument("--review-by", metavar="DATE", help="ISO date by which owners re-approve it")
     add.add_argument("--allow-pty", action="store_true", help="allow a pty (default: exec only)")
     add.add_argument("--allow-sftp", action="store_true", help="allow SFTP (default: no)")
+    add.add_argument("--sftp-path", action="append", default=None, metavar="DIR",
+                     help="hold SFTP, scp and rsync to this directory (repeatable; default: "
+                     "anywhere the account can go)")  # fmt: skip
     add.set_defaults(handler=cmd_machine_add)
     machine.add_parser("list", help="NHIs with owners, status and review dates",
                        description="List NHIs; overdue reviews are flagged.").set_defaults(
@@ -671,6 +727,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from gateway.store import Store
+
+    config: GatewayConfig = args.loaded_config
+    store = Store(config.database_url)
+    try:
+        before = store.schema_state()
+        print(f"database schema: {before.describe()}")
+        applied = store.upgrade(progress=lambda line: print(line, flush=True))
+        if applied:
+            print(f"upgraded to revision {applied[-1]} ({len(applied)} applied)")
+        else:
+            print("nothing to do")
+    finally:
+        store.dispose()
+    return 0
+
+
+def cmd_db_revision(args: argparse.Namespace) -> int:
+    from gateway.schema import new_revision
+
+    print(f"wrote {new_revision(args.message)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.health import deployment_status
+    from gateway.services import GatewayServices
+
+    config: GatewayConfig = args.loaded_config
+    services = GatewayServices.open(config)
+    try:
+        status = deployment_status(services.store, services.nodes)
+    finally:
+        services.close()
+    for line in status.lines(config.node.heartbeat_timeout_seconds):
+        print(line)
+    return 0 if status.healthy else 1
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     from tui.app import PamgateConsole
 
@@ -803,7 +899,7 @@ def cmd_machine_add(args: argparse.Namespace) -> int:
         targets=[parse_scope_target(t, args.loaded_config) for t in args.target],
         commands=args.command, sources=args.source, allow_pty=args.allow_pty,
         allow_sftp=args.allow_sftp, max_ttl_seconds=parse_duration(args.max_ttl, "--max-ttl"),
-        review_by=review_by,
+        review_by=review_by, sftp_paths=args.sftp_path,
     )  # fmt: skip
     print(f"registered {view.name} ({view.kind}); certificates up to {view.max_ttl_seconds // 60}m")
     return 0
@@ -854,7 +950,10 @@ def cmd_machine_show(args: argparse.Namespace) -> int:
     print("commands    " + "\n            ".join(machine.commands))
     print("sources     " + (", ".join(machine.sources) or "anywhere"))
     print(f"pty         {'allowed' if machine.allow_pty else 'no'}")
-    print(f"sftp        {'allowed' if machine.allow_sftp else 'no'}")
+    sftp = "allowed" if machine.allow_sftp else "no"
+    if machine.allow_sftp and machine.sftp_paths is not None:
+        sftp += " in " + ", ".join(machine.sftp_paths)
+    print(f"sftp        {sftp}")
     print(f"max ttl     {machine.max_ttl_seconds // 60}m")
     review = f"{machine.review_by:%Y-%m-%d}" if machine.review_by else "-"
     if machine.review_overdue(datetime.now(UTC)):
@@ -1042,6 +1141,39 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_files(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.transfer_report import file_records
+
+    services = _services(args)
+    since = parse_since(args.since) if args.since else None
+    until = parse_since(args.until, "--until") if args.until else None
+    count = 0
+    for found in file_records(services.audit, user=args.user, target=args.target, since=since,
+                              until=until, include_opened=args.opened):  # fmt: skip
+        row = found.row()
+        count += 1
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+            continue
+        size = "-" if row["bytes"] is None else str(row["bytes"])
+        whole = {True: "complete", False: "partial"}.get(row["complete"], "-")
+        path = row["path"] or ""
+        if row["new_path"]:
+            path += f" -> {row['new_path']}"
+        facts = [row["time"][:19].replace("T", " "), row["user"], str(row["target"]),
+                 row["action"].removeprefix("file."), row["outcome"], str(row["direction"] or "-"),
+                 size, row["sha256"] or "-", whole,
+                 str(row["tool"] or "-"), str(row["authority"] or "-"), one_line(path)]  # fmt: skip
+        if row["reason"]:
+            facts.append(f"({one_line(row['reason'])})")
+        print("  ".join(facts), flush=True)
+    if not args.json:
+        print(f"{count} file events", file=sys.stderr)
+    return 0
+
+
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     services = _services(args)
     for checkpoint in services.checkpoints.checkpoint():
@@ -1062,9 +1194,10 @@ def cmd_recordings_list(args: argparse.Namespace) -> int:
     for info in found:
         where = f"{info.account}@{info.target}"
         sealed = "yes" if info.sha256 else "no"
+        flag = "  BREAK-GLASS" if info.break_glass else ""
         print(
             f"{info.session_id[:12]:<12} {info.started_at:%Y-%m-%d %H:%M:%S} {info.user:<12} "
-            f"{where:<24} {info.kind:<6} {info.status:<11} {sealed}"
+            f"{where:<24} {info.kind:<6} {info.status:<11} {sealed}{flag}"
         )
     return 0
 
@@ -1336,7 +1469,7 @@ def _services(args: argparse.Namespace):  # noqa: ANN202 - GatewayServices, impo
 
     check_ready(args.loaded_config)
     services = GatewayServices.open(args.loaded_config)
-    services.store.create_schema()
+    services.store.create_schema(f"pamgate --config {args.loaded_config.source} db upgrade")
     return services
 
 

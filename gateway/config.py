@@ -19,6 +19,7 @@ import binascii
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +86,27 @@ class GatewaySettings(_Section):
     #: SQLAlchemy URL. Empty means a SQLite file ``pamgate.db`` in ``data_dir``.
     database_url: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class NodeSettings(_Section):
+    """``[node]``: this node among several gateway nodes sharing one database."""
+
+    #: Unique per node; live sessions and heartbeats carry it. Default: the host name.
+    name: Name | None = None
+    #: How often this node records that it is alive.
+    heartbeat_interval_seconds: float = Field(default=2.0, gt=0, le=60)
+    #: A node silent this long is taken for dead: a surviving node marks its
+    #: live sessions interrupted.
+    heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timeout_outlasts_heartbeats(self) -> NodeSettings:
+        if self.heartbeat_timeout_seconds < 3 * self.heartbeat_interval_seconds:
+            raise ValueError(
+                "heartbeat_timeout_seconds must be at least 3 heartbeat intervals, "
+                "or a slow node would be taken for dead"
+            )
+        return self
 
 
 class ListenerSettings(_Section):
@@ -281,6 +303,21 @@ class RuleSettings(_Section):
     #: Whether matching users may invoke break-glass instead of waiting.
     break_glass: bool = False
     break_glass_max_duration: Duration = "30m"
+    #: SFTP, scp and rsync: ``allow``, ``download-only``, ``upload-only`` or ``deny``.
+    file_transfer: Literal["allow", "download-only", "upload-only", "deny"] = "deny"
+    #: Largest file (SFTP, scp) or rsync stream a transfer may move; unset means no cap.
+    file_transfer_max_bytes: int | None = Field(default=None, ge=1)
+    #: ``host:port`` destinations ``ssh -L`` may reach, as seen from the target.
+    forward_local: list[str] = []
+
+    @field_validator("forward_local")
+    @classmethod
+    def _check_forward_local(cls, destinations: list[str]) -> list[str]:
+        for index, entry in enumerate(destinations):
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"forward_local[{index}]: {entry!r} is not HOST:PORT")
+        return destinations
 
     @field_validator("sources")
     @classmethod
@@ -315,6 +352,7 @@ class GatewayConfig(_Section):
     """The whole configuration file."""
 
     gateway: GatewaySettings = GatewaySettings()
+    node: NodeSettings = NodeSettings()
     listeners: Listeners = Listeners()
     auth: AuthSettings = AuthSettings()
     upstream: UpstreamSettings = UpstreamSettings()
@@ -374,6 +412,14 @@ class GatewayConfig(_Section):
         if self.gateway.database_url:
             return self.gateway.database_url
         return f"sqlite:///{self.data_dir / 'pamgate.db'}"
+
+    @property
+    def node_name(self) -> str:
+        """This node's name: ``[node] name``, else the host name (made a valid name)."""
+        if self.node.name:
+            return self.node.name
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
+        return host if NAME_RE.match(host) else f"node-{host}"[:64]
 
     @property
     def recordings_dir(self) -> Path:

@@ -18,7 +18,8 @@ Every outcome goes to the human audit trail: successes, failures (with the
 factor), lockouts and refused channels. A login whose success cannot be
 audited is refused (fail closed).
 
-Port, agent and X11 forwarding are refused and audited.
+Local port forwarding goes to the destinations the rule lists (:mod:`gateway.forwarding`);
+remote, agent and X11 forwarding are refused. Both are audited.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import asyncssh
 from gateway.access import user_part
 from gateway.audit import ActorType, AuditEvent, Trail
 from gateway.config import ListenerSettings
+from gateway.forwarding import LocalForward
 from gateway.human_session import HumanSession, SessionContext
 from gateway.identities import UserView
 from gateway.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
@@ -214,6 +216,11 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
         session = HumanSession(context, self._lane)
         self._lane.sessions.add(session)
         return session
+
+    def local_forward(self) -> LocalForward | None:
+        if self._authenticated is None:
+            return None
+        return LocalForward(self._lane, self._authenticated, self._login_name, self._source)
 
     def refuse_channel(self, kind: str, **details: str) -> None:
         """Audit a refused channel or forwarding request."""

@@ -19,8 +19,11 @@ from gateway.admission import Admission
 from gateway.approvals import GrantView
 from gateway.audit import ActorType
 from gateway.identities import UserView
-from gateway.relay import GATEWAY_EXIT_STATUS, RelayedSession, SessionHost
+from gateway.policy import AccessContext
+from gateway.relay import GATEWAY_EXIT_STATUS, SessionHost
 from gateway.self_service import is_gateway_command, run_gateway_command
+from gateway.transfer_filter import FileTransferSession
+from gateway.transfer_policy import transfer_policy_of_rule
 
 #: Seconds before a grant ends at which the user is warned.
 GRANT_WARNINGS = (300, 60)
@@ -35,7 +38,7 @@ class SessionContext:
     source: str
 
 
-class HumanSession(RelayedSession):
+class HumanSession(FileTransferSession):
     """The client side of a relayed session on the human lane."""
 
     lane = "human"
@@ -50,11 +53,15 @@ class HumanSession(RelayedSession):
         self._warned: set[int] = set()
 
     def subsystem_requested(self, subsystem: str) -> bool:
+        # SFTP is accepted here and held to the rule's file_transfer once admitted.
+        if subsystem == "sftp":
+            self._subsystem = subsystem
+            return True
         self._host.record_soon(
             self._event(
                 "channel.refused",
                 "refused",
-                reason="subsystems (SFTP) are not enabled on the human lane",
+                reason="only the sftp subsystem is relayed on the human lane",
                 kind="subsystem",
                 subsystem=subsystem[:64],
             )
@@ -73,6 +80,16 @@ class HumanSession(RelayedSession):
             self._exit(GATEWAY_EXIT_STATUS)
             return None
         self._grant = destination.grant
+        user = self._ctx.user
+        context = AccessContext(
+            user.name, user.groups, destination.target.name, destination.account,
+            self._ctx.source, datetime.now(UTC),
+        )  # fmt: skip
+        rule = self._services.access.policy.governing_rule(context)
+        await self._apply_transfer_policy(
+            transfer_policy_of_rule(rule), destination.authority, destination.target.name,
+            destination.account,
+        )  # fmt: skip
         return destination
 
     async def _ran_gateway_command(self) -> bool:

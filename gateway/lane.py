@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,7 +13,8 @@ import asyncssh
 
 from gateway.audit import AuditEvent, Trail
 from gateway.config import ListenerSettings
-from gateway.errors import StoreError
+from gateway.errors import PamgateError, StoreError
+from gateway.forwarding import LocalForward
 from gateway.relay import RelayedSession
 from gateway.services import GatewayServices
 from gateway.ssh_listener import listen_with_connection_class
@@ -24,7 +26,8 @@ FORWARDING_REFUSED = "forwarding is not permitted through pamgate"
 
 
 class RefusesForwarding:
-    """Server mixin: every kind of port and socket forwarding is refused and audited.
+    """Server mixin: port and socket forwarding is refused and audited, except local
+    forwards (``ssh -L``) that :meth:`local_forward` lets through to the policy.
 
     The class it is mixed into implements :meth:`refuse_channel`.
     """
@@ -33,13 +36,33 @@ class RefusesForwarding:
         """Audit a refused channel or forwarding request."""
         raise NotImplementedError
 
+    def local_forward(self) -> LocalForward | None:
+        """A forward the policy will decide on; None (the default) refuses at once."""
+        return None
+
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> bool:
+    ) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
+        forward = self.local_forward()
+        if forward is not None:
+            return self._open_forward(forward, dest_host, dest_port)
         self.refuse_channel("local-port-forwarding", destination=f"{dest_host}:{dest_port}")
         raise asyncssh.ChannelOpenError(
             asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
         )
+
+    async def _open_forward(
+        self, forward: LocalForward, dest_host: str, dest_port: int
+    ) -> asyncssh.SSHTCPSession[bytes]:
+        try:
+            return await forward.open(dest_host, dest_port)
+        except PamgateError as exc:
+            self.refuse_channel(
+                "local-port-forwarding", destination=f"{dest_host}:{dest_port}", why=str(exc)
+            )
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"{FORWARDING_REFUSED}: {exc}"
+            ) from None
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         self.refuse_channel("remote-port-forwarding", listen=f"{listen_host}:{listen_port}")

@@ -28,6 +28,8 @@ from gateway.errors import PamgateError
 from gateway.machine_admission import MachineLogin, ScopeRefused
 from gateway.machine_credentials import JoinRefused
 from gateway.relay import RelayedSession, SessionHost
+from gateway.transfer_filter import FileTransferSession
+from gateway.transfer_policy import TransferMode, TransferPolicy
 
 JOIN_USER = "pamgate-join"
 RENEW_COMMAND = "pamgate-renew"
@@ -61,7 +63,7 @@ def first_line(data: bytes) -> str:
     return ""
 
 
-class MachineSession(RelayedSession):
+class MachineSession(FileTransferSession):
     """A session of an NHI authenticated by certificate."""
 
     lane = "machine"
@@ -127,6 +129,11 @@ class MachineSession(RelayedSession):
         )  # fmt: skip
         if not await self._host.record(dataclasses.replace(event, account=account)):
             raise PamgateError("the command could not be audited, so it is refused")
+        # The scope's command list already decided what may run; the transfer policy
+        # adds the per-file audit and the scope's directories.
+        nhi = login.nhi
+        policy = TransferPolicy(TransferMode.ALLOW, nhi.scope_id, paths=nhi.sftp_paths)
+        await self._apply_transfer_policy(policy, self._authority, target.name, account)
         return Destination(target, account, self._authority)
 
     async def _record_refusal(self, reason: str) -> None:

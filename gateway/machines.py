@@ -75,6 +75,8 @@ class MachineView:
     status_reason: str | None
     created_at: datetime
     last_used_at: datetime | None
+    #: Directories file transfers are held to; None means anywhere the account can go.
+    sftp_paths: tuple[str, ...] | None = None
 
     @property
     def scope_id(self) -> str:
@@ -136,6 +138,7 @@ class MachineRegistry:
         allow_sftp: bool = False,
         max_ttl_seconds: int = DEFAULT_MAX_TTL,
         review_by: datetime | None = None,
+        sftp_paths: Iterable[str] | None = None,
     ) -> MachineView:
         """Register an NHI. Everything is checked before anything is written."""
         validate_name("machine identity", name)
@@ -167,6 +170,7 @@ class MachineRegistry:
                     re.compile(pattern[3:])
                 except re.error as exc:
                     raise MachineError(f"--command {pattern!r}: bad pattern: {exc}") from None
+        paths = _check_sftp_paths(sftp_paths, allow_sftp)
         networks = list(sources)
         for network in networks:
             try:
@@ -190,6 +194,7 @@ class MachineRegistry:
                 targets=[{"target": t.target, "account": t.account} for t in scope],
                 commands=patterns, sources=networks, allow_pty=allow_pty, allow_sftp=allow_sftp,
                 max_ttl_seconds=max_ttl_seconds, review_by=review_by, status="active",
+                sftp_paths=paths,
                 created_at=now, updated_at=now,
             )  # fmt: skip
             db.add(row)
@@ -252,6 +257,22 @@ def load_machine(db: Session, name: str, *, for_update: bool = False) -> NonHuma
     return row
 
 
+def _check_sftp_paths(paths: Iterable[str] | None, allow_sftp: bool) -> list[str] | None:
+    """Absolute, normalised directories without control characters; None when not given."""
+    if paths is None:
+        return None
+    checked = []
+    for path in paths:
+        if not allow_sftp:
+            raise MachineError("--sftp-path needs --allow-sftp")
+        if not path.startswith("/") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+            raise MachineError(f"--sftp-path {path!r}: give an absolute directory")
+        if ".." in path.split("/"):
+            raise MachineError(f"--sftp-path {path!r}: '..' is not allowed")
+        checked.append(path.rstrip("/") or "/")
+    return checked or None
+
+
 def machine_view(row: NonHumanIdentity) -> MachineView:
     """A read-only snapshot of an NHI row."""
     return MachineView(
@@ -262,4 +283,5 @@ def machine_view(row: NonHumanIdentity) -> MachineView:
         allow_sftp=row.allow_sftp, max_ttl_seconds=row.max_ttl_seconds, review_by=row.review_by,
         status=row.status, status_reason=row.status_reason, created_at=row.created_at,
         last_used_at=row.last_used_at,
+        sftp_paths=tuple(row.sftp_paths) if row.sftp_paths is not None else None,
     )  # fmt: skip

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -119,6 +129,7 @@ class SessionRecord(Base):
     """One relayed session, live or finished."""
 
     __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_node_status", "node", "status"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     lane: Mapped[str] = mapped_column(String(16))
@@ -308,6 +319,8 @@ class NonHumanIdentity(Base):
     sources: Mapped[list[str]] = mapped_column(JSON)
     allow_pty: Mapped[bool] = mapped_column(Boolean, default=False)
     allow_sftp: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Directories SFTP (and scp/rsync) may touch; NULL means wherever the account can.
+    sftp_paths: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
     max_ttl_seconds: Mapped[int] = mapped_column(Integer)
     review_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: ``active``, ``suspended`` or ``offboarded`` (final).
@@ -367,3 +380,20 @@ class MachineRevocation(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     revoked_by: Mapped[str] = mapped_column(String(255))
     revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class GatewayNodeRecord(Base):
+    """A gateway node sharing this database, and its last heartbeat."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: ``up``, ``stopped`` (a clean stop) or ``dead`` (missed heartbeats; taken over).
+    status: Mapped[str] = mapped_column(String(16))
+    #: Which node declared it dead, and when.
+    taken_over_by: Mapped[str | None] = mapped_column(String(64))
+    taken_over_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

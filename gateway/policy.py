@@ -83,6 +83,12 @@ class Policy:
             Mode.DENY, None, f"no rule lets {context.user} reach {context.account}@{context.target}"
         )
 
+    def governing_rule(self, context: AccessContext) -> RuleSettings | None:
+        """The allow or approval rule whose limits (file transfer, forwarding) govern a
+        session in ``context``; None when the decision is deny."""
+        decision = self.evaluate(context)
+        return decision.rule if decision.mode != Mode.DENY else None
+
     def reachable_targets(self, user: str, groups: tuple[str, ...]) -> list[TargetSettings]:
         """Targets some non-deny rule could open to this user (for menus and hints)."""
         found = []

@@ -1,10 +1,11 @@
 """Session recordings as the gateway uses them: where they live, sealing, commands, lookup.
 
-The file format, extraction and playback are in :mod:`recordings`; this
-module decides paths (``RECORDINGS/YYYY/MM/DD/<session>.cast``), keeps the
-one flusher, stores each sealed recording's sha256 with its session,
-extracts commands after the session (off the relay entirely) and answers the
-CLI's and console's questions (list, search, verify, export).
+The file format, extraction and playback are in :mod:`recordings`; where the
+files live is up to :mod:`gateway.recording_store` (a folder all nodes share,
+``RECORDINGS/YYYY/MM/DD/<session>.cast``). This module keeps the one flusher,
+stores each sealed recording's sha256 with its session, extracts commands
+after the session (off the relay entirely) and answers the CLI's and
+console's questions (list, search, verify, export).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.audit import ActorType, AuditEvent, AuditLog, Trail, admin_authorit
 from gateway.config import GatewayConfig
 from gateway.errors import PamgateError
 from gateway.models import SessionCommand, SessionRecord
+from gateway.recording_store import RecordingStore, SharedDirectory
 from gateway.store import Store
 from recordings.asciicast import (
     Flusher,
@@ -68,6 +70,13 @@ class RecordingInfo:
     ended_at: datetime | None
     path: Path | None
     sha256: str | None
+    #: What allowed the session: ``grant:N``, ``breakglass:N``, ``rule:NAME``, ``nhi:NAME``.
+    authority: str = ""
+
+    @property
+    def break_glass(self) -> bool:
+        """The session ran under an emergency grant: its review starts from this recording."""
+        return self.authority.startswith("breakglass:")
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ class RecordingService:
     """Creates, seals, indexes and finds session recordings."""
 
     def __init__(self, config: GatewayConfig, store: Store, audit: AuditLog) -> None:
-        self._root = config.recordings_dir
+        self._storage: RecordingStore = SharedDirectory(config.recordings_dir)
         self._compression = config.recordings.compression
         self.exec_payload_cap = config.recordings.exec_payload_cap_bytes
         self._store = store
@@ -111,8 +120,7 @@ class RecordingService:
         metadata: dict[str, Any],
     ) -> RecordingWriter:
         """Create the recording file for a session. Raises RecordingUnavailable."""
-        day = datetime.now(UTC)
-        path = self._root / f"{day:%Y/%m/%d}" / f"{session_id}.cast"
+        path = self._storage.new_path(session_id, datetime.now(UTC))
         try:
             writer = RecordingWriter(path, width=width, height=height, term=term, metadata=metadata)
         except RecordingError as exc:
@@ -124,7 +132,7 @@ class RecordingService:
 
     def relative(self, path: Path) -> str:
         """A recording's path as stored with its session (relative to the recordings folder)."""
-        return str(path.relative_to(self._root))
+        return self._storage.key(path)
 
     def discard(self, writer: RecordingWriter) -> None:
         """Drop the recording of a session that never started."""
@@ -141,10 +149,12 @@ class RecordingService:
         if self._flusher is not None:
             self._flusher.remove(writer)
         try:
-            return writer.seal(self._compression)
-        except RecordingError as exc:
+            sealed = writer.seal(self._compression)
+            self._storage.sealed(sealed.path)
+        except (RecordingError, OSError) as exc:
             logger.error("recording of session %s is incomplete: %s", session_id, exc)
             return None
+        return sealed
 
     def _flusher_started(self) -> Flusher:
         with self._flusher_lock:
@@ -311,10 +321,7 @@ class RecordingService:
         return info
 
     def _info(self, row: SessionRecord) -> RecordingInfo:
-        path = None
-        if row.recording_path:
-            candidate = self._root / row.recording_path
-            path = candidate if candidate.exists() else None
+        path = self._storage.local_path(row.recording_path) if row.recording_path else None
         return RecordingInfo(
             session_id=row.id,
             lane=row.lane,
@@ -327,4 +334,5 @@ class RecordingService:
             ended_at=row.ended_at,
             path=path,
             sha256=row.recording_sha256,
+            authority=row.authority,
         )

@@ -68,6 +68,20 @@ def filter_environment(env: Mapping[str, str], allowed: list[str]) -> dict[str, 
     }
 
 
+class PayloadFilter(Protocol):
+    """A hook between the two channels of a session (file-transfer audit and policy).
+
+    It sees every payload chunk and returns what to pass on; it may hold
+    bytes back (a partial packet) and answer the client itself.
+    """
+
+    def to_target(self, data: bytes) -> bytes: ...
+
+    def to_client(self, data: bytes) -> bytes: ...
+
+    def finished(self) -> None: ...
+
+
 class UpstreamSession(asyncssh.SSHClientSession[bytes]):
     """The target side of a relayed session: forwards everything to the client."""
 
@@ -131,6 +145,8 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         #: Why upstream reading is paused: the client's window, the recording's backlog.
         self._client_full = False
         self._recording_full = False
+        #: Set by a lane for file transfers: sees the payload both ways.
+        self._filter: PayloadFilter | None = None
         #: Target stdout not yet sent to the client (see from_target).
         self._target_output: list[bytes] = []
 
@@ -180,7 +196,10 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
             self._bytes_to_target += len(data)
             if self._tap is not None:
                 self._tap.from_client(data)
-            self._upstream.write(data)
+            if self._filter is not None:
+                data = self._filter.to_target(data)
+            if data:
+                self._upstream.write(data)
         elif self._dialog is not None and self._dialog.active:
             self._dialog.feed(data)
         elif self._input_complete is not None:
@@ -294,7 +313,10 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         if chan is None or chan.is_closing():
             return
         self._tap_target_output(data, stderr=False)
-        chan.write(data)
+        if self._filter is not None:
+            data = self._filter.to_client(data)
+        if data:
+            chan.write(data)
 
     def _tap_target_output(self, data: bytes, *, stderr: bool) -> None:
         if self._tap is not None:
@@ -438,7 +460,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
                 "flagged": start.authority.startswith("breakglass:"),
                 "kind": start.kind,
                 "command": start.command,
-                "node": services.config.gateway.name,
+                "node": services.config.node_name,
             },
         )
         try:
@@ -505,7 +527,8 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         self._upstream = upstream
         if self._pending:
             self._bytes_to_target += len(self._pending)
-            upstream.write(bytes(self._pending))
+            pending = bytes(self._pending)
+            upstream.write(self._filter.to_target(pending) if self._filter else pending)
             self._pending.clear()
         if self._client_eof:
             upstream.write_eof()
@@ -562,6 +585,8 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         if self._finished:
             return
         self._finished = True
+        if self._filter is not None:
+            self._filter.finished()
         if self._session_id is None or self._start is None:
             return
         end = SessionEnd(

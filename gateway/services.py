@@ -25,6 +25,7 @@ from gateway.machine_ca import MachineCA
 from gateway.machine_credentials import MachineCredentials
 from gateway.machine_revocation import MachineRevocations
 from gateway.machines import MachineRegistry
+from gateway.nodes import NodeRegistry
 from gateway.policy import Policy
 from gateway.recording_service import RecordingService
 from gateway.sessions import SessionLedger
@@ -46,6 +47,7 @@ class GatewayServices:
     limiter: FailureLimiter
     access: AccessResolver
     ledger: SessionLedger
+    nodes: NodeRegistry
     recordings: RecordingService
     requests: AccessRequests
     breakglass: BreakGlass
@@ -78,18 +80,26 @@ class GatewayServices:
         limiter = FailureLimiter(store, audit, config.auth)
         machine_credentials = MachineCredentials(store, audit, machine_ca, alerts)
         machine_revocations = MachineRevocations(store, audit, machines, machine_ca)
+        ledger = SessionLedger(store, audit, config.node_name)
         return cls(
             config=config,
             data=data,
             store=store,
             audit=audit,
             checkpoints=CheckpointBook(
-                audit, data.audit_signing_key, data.checkpoints, config.gateway.name
+                audit, data.audit_signing_key, data.checkpoints, config.node_name
             ),
             users=users,
             limiter=limiter,
             access=AccessResolver(config, Policy(config)),
-            ledger=SessionLedger(store, audit, config.gateway.name),
+            ledger=ledger,
+            nodes=NodeRegistry(
+                store,
+                audit,
+                ledger,
+                config.node_name,
+                timeout_seconds=config.node.heartbeat_timeout_seconds,
+            ),
             recordings=RecordingService(config, store, audit),
             requests=AccessRequests(
                 store,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gateway.audit import ActorType, AuditEvent, AuditLog, AuditRecord, Trail
 from gateway.errors import PamgateError
@@ -230,37 +231,50 @@ class SessionLedger:
     def mark_interrupted(self) -> list[str]:
         """Mark this node's sessions still ``live`` as ``interrupted`` (after a crash).
 
-        Each gets a ``session.interrupted`` audit event. Returns their ids.
+        Only this node's: other nodes sharing the database keep theirs. Each
+        gets a ``session.interrupted`` audit event. Returns their ids.
         """
-        records: list[AuditRecord] = []
         with self._store.transaction() as db:
-            stale = db.scalars(
-                select(SessionRecord).where(
-                    SessionRecord.node == self._node, SessionRecord.status == "live"
-                )
-            ).all()
-            for row in stale:
-                row.status = "interrupted"
-                row.reason = "gateway stopped while the session was live"
-                row.ended_at = self._now()
-                trail = Trail.of_lane(row.lane)
-                event = AuditEvent(
-                    actor=f"gateway:{self._node}",
-                    actor_type=ActorType.GATEWAY,
-                    action="session.interrupted",
-                    outcome="failure",
-                    target=row.target,
-                    account=row.account,
-                    session_id=row.id,
-                    source=row.source,
-                    reason=row.reason,
-                    authority=row.authority,
-                    details={"user": row.user},
-                )
-                records.append(self._audit.append(db, trail, event))
+            records = self.interrupt_in(
+                db, self._node, reason="gateway stopped while the session was live"
+            )
         for record in records:
             self._audit.committed(record)
         return [record.session_id for record in records if record.session_id]
+
+    def interrupt_in(self, db: Session, node: str, *, reason: str) -> list[AuditRecord]:
+        """Inside ``db``, mark ``node``'s live sessions ``interrupted``, each audited.
+
+        They also get a termination request, so that if ``node`` is in fact
+        still running (cut off, not dead), its relays end them. The caller
+        commits, then passes the records to :meth:`AuditLog.committed`.
+        """
+        stale = db.scalars(
+            select(SessionRecord)
+            .where(SessionRecord.node == node, SessionRecord.status == "live")
+            .with_for_update()
+        ).all()
+        records = []
+        for row in stale:
+            row.status = "interrupted"
+            row.reason = reason
+            row.ended_at = self._now()
+            row.terminate_reason, row.terminate_by = reason, f"gateway:{self._node}"
+            event = AuditEvent(
+                actor=f"gateway:{self._node}",
+                actor_type=ActorType.GATEWAY,
+                action="session.interrupted",
+                outcome="failure",
+                target=row.target,
+                account=row.account,
+                session_id=row.id,
+                source=row.source,
+                reason=reason,
+                authority=row.authority,
+                details={"user": row.user, "node": node},
+            )
+            records.append(self._audit.append(db, Trail.of_lane(row.lane), event))
+        return records
 
     def _event(
         self,

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event, inspect
+from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import schema
 from gateway.errors import StoreError
-from gateway.models import Base
 
 
 class Store:
@@ -51,12 +51,35 @@ class Store:
             self._immediate = self.engine.execution_options(sqlite_begin="IMMEDIATE")
             self._writers = sessionmaker(self._immediate, expire_on_commit=False)
 
-    def create_schema(self) -> None:
-        """Create any missing tables. Existing tables and rows are left alone.
+    def create_schema(self, upgrade_command: str = "pamgate db upgrade") -> None:
+        """Make the database ready for this release.
 
-        A new SQLite file is created readable by its owner only: it holds
-        TOTP secrets and password hashes.
+        An empty database gets every migration; one already at the head is
+        left alone; anything else raises SchemaOutdated naming
+        ``upgrade_command`` (upgrading is an operator's decision, see
+        :meth:`upgrade`). A new SQLite file is created readable by its owner
+        only: it holds TOTP secrets and password hashes.
         """
+        self._prepare_sqlite_file()
+        if schema.schema_state(self.engine).empty:
+            schema.upgrade(self.engine)
+        else:
+            schema.require_current(self.engine, upgrade_command)
+
+    def upgrade(self, progress: Callable[[str], None] | None = None) -> list[str]:
+        """Apply pending migrations (adopting a pre-migration store); return those applied."""
+        self._prepare_sqlite_file()
+        return schema.upgrade(self.engine, progress)
+
+    def schema_state(self) -> schema.SchemaState:
+        """Where the schema stands against this release."""
+        return schema.schema_state(self.engine)
+
+    def require_current_schema(self, upgrade_command: str) -> None:
+        """Raise SchemaOutdated (naming ``upgrade_command``) unless the schema is at the head."""
+        schema.require_current(self.engine, upgrade_command)
+
+    def _prepare_sqlite_file(self) -> None:
         database = self.engine.url.database if self.is_sqlite else None
         if database and database != ":memory:":
             path = Path(database)
@@ -64,25 +87,6 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             path.chmod(0o600)
-        try:
-            Base.metadata.create_all(self.engine)
-            self._add_missing_columns()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot create the database schema at {self.url}: {exc}") from None
-
-    def _add_missing_columns(self) -> None:
-        # Until schema migrations arrive, new nullable columns are added in
-        # place so an existing data directory keeps working.
-        inspector = inspect(self.engine)
-        with self.engine.begin() as connection:
-            for table in Base.metadata.sorted_tables:
-                present = {column["name"] for column in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in present and column.nullable:
-                        kind = column.type.compile(dialect=self.engine.dialect)
-                        connection.exec_driver_sql(
-                            f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
-                        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -107,6 +111,14 @@ class Store:
             raise StoreError(f"database error: {exc}") from exc
         finally:
             session.close()
+
+    def ping(self) -> None:
+        """One round trip to the database; StoreError if it does not answer."""
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the database does not answer: {exc}") from None
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:

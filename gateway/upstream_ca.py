@@ -105,9 +105,12 @@ class UpstreamCA:
         return self._ca_key.export_public_key().decode().strip()
 
     def mint_upstream_certificate(
-        self, *, user: str, account: str, session_id: str
+        self, *, user: str, account: str, session_id: str, port_forwarding: bool = False
     ) -> UpstreamCredential:
         """Generate a fresh key and a short-lived certificate for one session.
+
+        ``port_forwarding`` is set only for the connections that carry an
+        allowed ``ssh -L``; session certificates never permit forwarding.
 
         The serial is reserved in the store before signing, so it is unique
         even across gateway restarts and several nodes.
@@ -139,7 +142,7 @@ class UpstreamCA:
             valid_before=valid_before,
             permit_x11_forwarding=False,
             permit_agent_forwarding=False,
-            permit_port_forwarding=False,
+            permit_port_forwarding=port_forwarding,
             permit_pty=True,
             permit_user_rc=False,
         )

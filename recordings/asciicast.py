@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import errno
 import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import threading
 import time
@@ -48,6 +50,9 @@ BACKLOG_HIGH = 16 * 1024 * 1024
 #: Pending bytes below which a backlogged writer lets the relay resume.
 BACKLOG_LOW = 1 * 1024 * 1024
 SUFFIXES = (".cast", ".cast.gz", ".cast.zst")
+#: Largest terminal width or height a recording may declare; replay draws every cell,
+#: so a hostile recording must not declare a screen of a billion columns.
+MAX_TERMINAL_SIDE = 1000
 
 
 class RecordingError(Exception):
@@ -181,6 +186,10 @@ class RecordingWriter:
                 if lines and not self._file.closed:
                     self._file.write(b"\n".join(lines) + b"\n")
                     self._file.flush()
+                    # Writes to an unlinked file succeed and vanish with the last
+                    # descriptor: a removed recording is a failed one.
+                    if os.fstat(self._file.fileno()).st_nlink == 0:
+                        raise FileNotFoundError(errno.ENOENT, "the recording file was removed")
             except (OSError, ValueError) as exc:
                 self._fail(f"recording storage failed: {getattr(exc, 'strerror', None) or exc}")
                 return
@@ -348,7 +357,43 @@ def read_header(path: Path) -> dict[str, Any]:
         raise RecordingError(f"{path}: not an asciicast recording (bad header)") from exc
     if not isinstance(header, dict) or header.get("version") != 2:
         raise RecordingError(f"{path}: not an asciicast v2 recording")
+    for side in ("width", "height"):
+        value = header.get(side)
+        if type(value) is not int or not 1 <= value <= MAX_TERMINAL_SIDE:
+            raise RecordingError(
+                f"{path}: the header's {side} must be a whole number from 1 to "
+                f"{MAX_TERMINAL_SIDE}, not {str(value)[:20]!r}"
+            )
     return header
+
+
+class TornLine(Exception):
+    """A line that is not JSON: the end of what a crash left readable."""
+
+
+def decode_event(line: str | bytes) -> Event | None:
+    """The event on one line; None for well-formed JSON that is not an event.
+
+    Raises TornLine if the line is not JSON at all. A recording is hostile
+    input, so nothing on the line is trusted: times must be finite numbers,
+    code and data strings.
+    """
+    try:
+        value = json.loads(line)
+    except (ValueError, TypeError):
+        raise TornLine from None
+    if not isinstance(value, list) or len(value) != 3:
+        return None
+    offset, code, data = value
+    if (
+        isinstance(offset, int | float)
+        and not isinstance(offset, bool)
+        and math.isfinite(offset)
+        and isinstance(code, str)
+        and isinstance(data, str)
+    ):
+        return Event(float(offset), code, data)
+    return None
 
 
 def iter_events(path: Path) -> Iterator[Event]:
@@ -357,8 +402,8 @@ def iter_events(path: Path) -> Iterator[Event]:
         handle.readline()
         for line in handle:
             try:
-                offset, code, data = json.loads(line)
-            except (json.JSONDecodeError, ValueError, TypeError):
+                event = decode_event(line)
+            except TornLine:
                 return
-            if isinstance(offset, int | float) and isinstance(code, str) and isinstance(data, str):
-                yield Event(float(offset), code, data)
+            if event is not None:
+                yield event

@@ -39,7 +39,7 @@ from typing import TextIO
 
 import pyte
 
-from recordings.asciicast import open_text, read_header
+from recordings.asciicast import TornLine, decode_event, open_text, read_header
 from recordings.sanitize import TerminalSanitizer
 from recordings.terminal import TerminalModel, last_alt_screen_switch, parse_size
 
@@ -79,7 +79,7 @@ class RecordingIndex:
     def build(cls, path: Path, progress: Callable[[float], None] | None = None) -> RecordingIndex:
         """Scan a plain recording once."""
         header = read_header(path)
-        width, height = int(header.get("width", 80)), int(header.get("height", 24))
+        width, height = header["width"], header["height"]
         points: list[IndexPoint] = []
         size = path.stat().st_size
         output_chars, in_alt, last_sample, duration = 0, False, -INDEX_EVERY, 0.0
@@ -88,9 +88,13 @@ class RecordingIndex:
             offset = header_end
             for line in handle:
                 try:
-                    moment, code, data = json.loads(line)
-                except (ValueError, TypeError):
+                    event = decode_event(line)
+                except TornLine:
                     break  # a torn last line after a crash
+                if event is None:
+                    offset += len(line)
+                    continue
+                moment, code, data = event.time, event.code, event.data
                 if moment - last_sample >= INDEX_EVERY:
                     points.append(IndexPoint(moment, offset, output_chars, in_alt, width, height))
                     last_sample = moment
@@ -191,10 +195,11 @@ def events_from(path: Path, offset: int) -> Iterator[tuple[float, str, str, int]
         for line in handle:
             offset += len(line)
             try:
-                moment, code, data = json.loads(line)
-            except (ValueError, TypeError):
+                event = decode_event(line)
+            except TornLine:
                 return
-            yield float(moment), code, data, offset
+            if event is not None:
+                yield event.time, event.code, event.data, offset
 
 
 def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[TerminalModel, int]:
@@ -202,9 +207,7 @@ def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[Termina
     point = index.at_or_before(moment)
     if point is None:
         header = read_header(path)
-        return TerminalModel(
-            int(header.get("width", 80)), int(header.get("height", 24))
-        ), index.header_end
+        return TerminalModel(header["width"], header["height"]), index.header_end
     start = index.tail_start(point)
     terminal = TerminalModel(start.width, start.height)
     terminal.in_alt = start.in_alt

@@ -17,6 +17,8 @@ Imports nothing from ``gateway`` or ``tui``.
 
 from __future__ import annotations
 
+from recordings.terminal import FORMAT_CHARACTERS
+
 ESC = "\x1b"
 #: Every control character (C0, DEL, C1), for text that must stay on one line.
 _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -88,6 +90,8 @@ class TerminalSanitizer:
         code = ord(char)
         if char == ESC:
             self._state, self._sequence = "escape", [ESC]
+        elif code >= 0xAD and FORMAT_CHARACTERS.match(char):
+            pass  # a bidi override or invisible character could disguise what was typed
         elif code >= 0x20 and code != 0x7F and not 0x80 <= code <= 0x9F or char in _ALLOWED_C0:
             out.append(char)
         elif char == "\x9b":

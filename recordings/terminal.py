@@ -12,8 +12,12 @@ Imports nothing from ``gateway`` or ``tui``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pyte
+
+from recordings.asciicast import MAX_TERMINAL_SIDE
 
 ALT_SCREEN_SWITCH = re.compile(r"\x1b\[\?(?:1049|1047|47)([hl])")
 #: Unicode format characters (category Cf: bidi overrides, zero-width spaces and
@@ -29,10 +33,15 @@ FORMAT_CHARACTERS = re.compile(
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
-    """(width, height) from a resize event's ``WIDTHxHEIGHT``; None if it is not one."""
+    """(width, height) from a resize event's ``WIDTHxHEIGHT``; None if it is not one.
+
+    A size outside 1..MAX_TERMINAL_SIDE is not one either (a hostile recording).
+    """
     width, _, height = text.partition("x")
-    if width.isdigit() and height.isdigit():
-        return int(width), int(height)
+    if width.isascii() and width.isdigit() and height.isascii() and height.isdigit():
+        size = int(width), int(height)
+        if all(1 <= side <= MAX_TERMINAL_SIDE for side in size):
+            return size
     return None
 
 
@@ -45,12 +54,39 @@ def last_alt_screen_switch(text: str) -> bool | None:
     return switches[-1] == "h" if switches else None
 
 
+def _tolerant(method: Callable[..., Any]) -> Callable[..., Any]:
+    def handler(self: pyte.Screen, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (TypeError, ValueError, LookupError, NameError, ArithmeticError):
+            # Parameters pyte cannot take (too many, ``private``, an unknown mode
+            # leaves a local unset, ...): the sequence is ignored.
+            return None
+
+    return handler
+
+
+class _Screen(pyte.Screen):
+    """A pyte screen that survives every control sequence a session can print.
+
+    pyte's stream calls a handler with whatever parameters the sequence carried,
+    plus ``private=True`` after ``?``, which most handlers do not take:
+    ``ESC [ ? 1 A``, ``ESC [ ; @`` or ``ESC [ 10 J`` raised out of ``feed``, losing the
+    rest of the output and the session's command log. A sequence a handler
+    cannot take means nothing to a screen, so it is ignored.
+    """
+
+
+for _name in {*pyte.Stream.csi.values(), *pyte.Stream.escape.values(), *pyte.Stream.sharp.values()}:
+    setattr(_Screen, _name, _tolerant(getattr(pyte.Screen, _name)))
+
+
 class TerminalModel:
     """The main and alternate screens of one terminal."""
 
     def __init__(self, width: int = 80, height: int = 24) -> None:
-        self.main = pyte.Screen(max(width, 1), max(height, 1))
-        self.alt = pyte.Screen(max(width, 1), max(height, 1))
+        self.main = _Screen(max(width, 1), max(height, 1))
+        self.alt = _Screen(max(width, 1), max(height, 1))
         self._streams = {id(self.main): pyte.Stream(self.main), id(self.alt): pyte.Stream(self.alt)}
         self.in_alt = False
 

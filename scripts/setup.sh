@@ -23,6 +23,10 @@ fi
 if [ "${1:-}" = "--test" ] && ! command -v asciinema >/dev/null 2>&1; then
     apt_packages+=(asciinema)
 fi
+# ... and rsync, through the gateway (file transfer tests).
+if [ "${1:-}" = "--test" ] && ! command -v rsync >/dev/null 2>&1; then
+    apt_packages+=(rsync)
+fi
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
 # The test command: install everything the tests need (OpenSSH included), lint,
-# then run the whole suite. Arguments go to pytest (e.g. -k lockout, -m openssh).
+# then run the suite twice:
+#   1. everything on SQLite (the multi-node tests excepted);
+#   2. on PostgreSQL: every test that uses the store fixture, except the real-OpenSSH
+#      and SQLite-file ones, plus the multi-node tests (marker "postgres").
+# PostgreSQL is started first if it is installed but stopped (scripts/postgres.sh).
+# Arguments go to a single pytest run instead (e.g. -k lockout, -m openssh); set
+# PAMGATE_TEST_DATABASE_URL to run that on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then
+    exec .venv/bin/python -m pytest "$@"
+fi
+if [ "${PAMGATE_SKIP_POSTGRES:-}" = "1" ]; then
+    echo "test: PAMGATE_SKIP_POSTGRES=1: SQLite only, the PostgreSQL pass is NOT run" >&2
+    exec .venv/bin/python -m pytest -m "not postgres"
+fi
+scripts/postgres.sh
+.venv/bin/python -m pytest -m "not postgres"
+echo "test: PostgreSQL pass" >&2
+PAMGATE_TEST_DATABASE_URL="${PAMGATE_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}" \
+    exec .venv/bin/python -m pytest -m "postgres or (store and not openssh and not sqlite)"

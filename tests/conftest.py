@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,9 @@ from pathlib import Path
 import pexpect
 import pyotp
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from gateway.audit import AuditLog
 from gateway.config import load_config
@@ -35,8 +39,76 @@ SSH = shutil.which("ssh")
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 
 
+#: When set (or given as --database-url), every test's store is a fresh database
+#: on this PostgreSQL server instead of a SQLite file. The ``postgres`` tests
+#: (several nodes) always use a PostgreSQL server: this one, else LOCAL_POSTGRES.
+TEST_DATABASE_ENV = "PAMGATE_TEST_DATABASE_URL"
+LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-url",
+        metavar="URL",
+        help=f"run the tests' stores on this PostgreSQL server (same as ${TEST_DATABASE_ENV})",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Through the environment, so gateways started as subprocesses see it too.
+    url = config.getoption("--database-url")
+    if url:
+        os.environ[TEST_DATABASE_ENV] = url
+
+
+def postgres_server_url() -> str:
+    """The PostgreSQL server the multi-node tests use."""
+    return os.environ.get(TEST_DATABASE_ENV) or LOCAL_POSTGRES
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database ``pamgate_test_<random>`` on ``server_url``; dropped afterwards."""
+    server = make_url(server_url)
+    name = f"pamgate_test_{secrets.token_hex(6)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    except OperationalError as exc:
+        admin.dispose()
+        raise pytest.UsageError(
+            f"PostgreSQL at {server.render_as_string(hide_password=True)} is not usable "
+            f"({exc.orig}). Start it (scripts/test.sh does) or point ${TEST_DATABASE_ENV} "
+            "at another server."
+        ) from None
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@contextmanager
+def database_url_for_test(folder: Path) -> Iterator[str]:
+    """The URL of a fresh store for one test: PostgreSQL if selected, else SQLite in ``folder``."""
+    server = os.environ.get(TEST_DATABASE_ENV)
+    if server:
+        with fresh_database(server) as url:
+            yield url
+    else:
+        yield f"sqlite:///{folder / 'pamgate.db'}"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Real-program tests must not be skipped silently: fail loudly if OpenSSH is missing."""
+    """Mark tests that use the ``store`` fixture (the PostgreSQL pass selects them).
+
+    Real-program tests must not be skipped silently: fail loudly if OpenSSH is missing.
+    """
+    for item in items:
+        if "store" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.store)
     if any(item.get_closest_marker("openssh") for item in items) and not (SSH and SSHD):
         raise pytest.UsageError(
             "OpenSSH ssh/sshd not found. Install openssh-client and openssh-server "
@@ -270,7 +342,11 @@ def write_askpass(path: Path) -> Path:
 
 
 def gateway_config_text(
-    port: int, machine_port: int, targets: dict[str, tuple[int, str]], extra: str = ""
+    port: int,
+    machine_port: int,
+    targets: dict[str, tuple[int, str]],
+    extra: str = "",
+    database_url: str = "",
 ) -> str:
     """A test gateway config: fast failure delays, low per-user lockout threshold."""
     text = (
@@ -278,6 +354,7 @@ def gateway_config_text(
 [gateway]
 name = "test-node"
 data_dir = "data"
+database_url = "{database_url}"
 
 [listeners.human]
 address = "127.0.0.1"
@@ -366,8 +443,20 @@ def serve(config_path: Path) -> subprocess.Popen[bytes]:
 
 
 @contextmanager
-def launch_gateway(root: Path, extra_config: str = "") -> Iterator[Gateway]:
-    """A gateway with four targets: web01, mortal (killed by a test), badkey, deadport."""
+def launch_gateway(
+    root: Path, extra_config: str = "", database_url: str | None = None
+) -> Iterator[Gateway]:
+    """A gateway with four targets: web01, mortal (killed by a test), badkey, deadport.
+
+    Its store is ``database_url``, else as :func:`database_url_for_test` picks.
+    """
+    if database_url is None and os.environ.get(TEST_DATABASE_ENV):
+        with (
+            fresh_database(os.environ[TEST_DATABASE_ENV]) as url,
+            launch_gateway(root, extra_config, url) as running,
+        ):
+            yield running
+        return
     ca_pub = root / "data" / "keys" / "upstream_ca.pub"
     web01 = OpenSSHTarget(root / "web01", free_port(), ca_pub)
     mortal = OpenSSHTarget(root / "mortal", free_port(), ca_pub)
@@ -386,6 +475,7 @@ def launch_gateway(root: Path, extra_config: str = "") -> Iterator[Gateway]:
                 "deadport": (free_port(), web01.host_key_line()),
             },
             extra_config,
+            database_url or "",
         )
     )
     config = load_config(config_path)
@@ -438,11 +528,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Iterator[Store]:
-    """A real SQLite store (WAL) in ``tmp_path/pamgate.db``, schema created."""
-    database = Store(f"sqlite:///{tmp_path / 'pamgate.db'}")
-    database.create_schema()
-    yield database
-    database.dispose()
+    """A real store, schema created: SQLite (WAL) in ``tmp_path/pamgate.db``, or a fresh
+    PostgreSQL database when ``$PAMGATE_TEST_DATABASE_URL`` is set."""
+    with database_url_for_test(tmp_path) as url:
+        database = Store(url)
+        database.create_schema()
+        yield database
+        database.dispose()
 
 
 def wait_for_log(gateway: Gateway, needle: str, timeout: float = 5.0) -> str:

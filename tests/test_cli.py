@@ -156,3 +156,24 @@ def test_serve_refuses_uninitialised_data_dir(tmp_path: Path) -> None:
     result = run_cli("--config", str(config), "serve")
     assert result.returncode == 1
     assert "run 'pamgate --config" in result.stderr and "init' first" in result.stderr
+
+
+def test_recordings_list_marks_break_glass_sessions(initialised: Path) -> None:
+    from gateway.config import load_config
+    from gateway.services import GatewayServices
+    from gateway.sessions import SessionEnd, SessionLedger, SessionStart
+
+    services = GatewayServices.open(load_config(initialised))
+    ledger = SessionLedger(services.store, services.audit, "cli-test")
+    for session_id, authority in (("s-emergency", "breakglass:4"), ("s-granted", "grant:9")):
+        start = SessionStart(lane="human", user="alice", target="web01", account="root",
+                             source="192.0.2.7", authority=authority, kind="shell")  # fmt: skip
+        cast = f"2026/11/23/{session_id}.cast"
+        ledger.open(session_id, start, recording_path=cast)
+        ledger.close(session_id, start, SessionEnd(status="closed", recording_path=cast))
+    services.store.dispose()
+    listing = run_cli("--config", str(initialised), "recordings", "list")
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert rows["s-emergency"].endswith("BREAK-GLASS")
+    assert "BREAK-GLASS" not in rows["s-granted"]

@@ -57,6 +57,7 @@ def record(
     *,
     width: int = 60,
     height: int = 12,
+    authority: str = "rule:ops-web01",
 ) -> Path:
     """Write, seal, enter in the ledger and index a shell session's recording."""
     relative = f"2025/03/14/{session_id}.cast"
@@ -72,7 +73,7 @@ def record(
         services.store, services.audit, "console-test", clock=lambda: STARTED.timestamp()
     )
     start = SessionStart(lane="human", user=user, target="web01", account="root",
-                         source="192.0.2.7", authority="rule:ops-web01", kind="shell")  # fmt: skip
+                         source="192.0.2.7", authority=authority, kind="shell")  # fmt: skip
     ledger.open(session_id, start, recording_path=relative)
     ledger.close(
         session_id,
@@ -192,6 +193,17 @@ async def test_filter_by_user_and_by_command_text(
         assert "matching '[/bold] [red]'" in status(screen)
         await filter_by(pilot, screen, "", 2)
         assert status(screen) == "2 recorded sessions"
+
+
+async def test_break_glass_sessions_stand_out(services: GatewayServices, auditor: Person) -> None:
+    record(services, ALICE_SESSION, "alice", ALICE_EVENTS, authority="breakglass:7")
+    record(services, BOB_SESSION, "bob", BOB_EVENTS)
+    async with PamgateConsole(services).run_test(size=(120, 30)) as pilot:
+        screen = await open_section(pilot, auditor)
+        table = screen.query_one("#recordings", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        kinds = {str(table.get_row_at(n)[1]): str(table.get_row_at(n)[5]) for n in range(2)}
+        assert kinds == {"alice": "shell break-glass", "bob": "shell"}
 
 
 def test_filter_line_is_parsed() -> None:

@@ -15,6 +15,7 @@ import pexpect
 import pytest
 
 from gateway.audit import Trail
+from recordings.asciicast import file_sha256
 from tests.conftest import Gateway, current_code, set_prompt, spawn_shell, wait_for_log
 
 pytestmark = pytest.mark.openssh
@@ -399,6 +400,10 @@ def test_target_dying_mid_session_is_explained(gateway: Gateway) -> None:
     assert gateway.run_ssh(other, "web01", "true").returncode == 0
     ended = [e for e in events(gateway, "session.end") if e["user"] == user.name]
     assert ended and ended[0]["status"] == "failed"
+    # The audit event says why, and what was recorded up to the loss is sealed.
+    assert str(ended[0]["reason"]).startswith("connection to target lost")
+    sealed = gateway.data_dir / "recordings" / str(ended[0]["recording"])
+    assert ended[0]["recording_sha256"] == file_sha256(sealed)
 
 
 def test_session_is_logged_with_bytes_and_status(gateway: Gateway) -> None:

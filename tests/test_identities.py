@@ -39,6 +39,7 @@ def code_at(secret: str, when: float) -> str:
     return pyotp.TOTP(secret).at(when)
 
 
+@pytest.mark.sqlite  # reads the SQLite file's bytes
 def test_add_user_stores_argon2id_hash_not_password(users: UserDirectory, tmp_path: Path) -> None:
     enrolment = users.add_user("alice", actor="admin", groups=["ops"], password="correct horse")
     assert enrolment.uri.startswith("otpauth://totp/pamgate:alice?secret=")

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Label
@@ -29,6 +30,13 @@ _SESSION_COLUMNS = ("Session", "User", "Target", "Account", "Lane", "Kind", "Sta
                     "Sealed")  # fmt: skip
 #: With command text, the match comes right after the id, so it shows at 80 columns.
 _HIT_COLUMNS = ("Session", "At", "Command", *_SESSION_COLUMNS[1:])
+
+
+def _kind(info: RecordingInfo) -> Text | str:
+    """The session kind; a break-glass session stands out, as its review starts here."""
+    if info.break_glass:
+        return Text(f"{info.kind} break-glass", style="bold red")
+    return info.kind
 
 
 class FilterError(ValueError):
@@ -178,7 +186,7 @@ class RecordingsScreen(SectionScreen):
         info = row.info
         cells: list[object] = [
             info.session_id[:12], cell(info.user, 20), cell(info.target, 20),
-            cell(info.account, 16), info.lane, info.kind, f"{info.started_at:%Y-%m-%d %H:%M}",
+            cell(info.account, 16), info.lane, _kind(info), f"{info.started_at:%Y-%m-%d %H:%M}",
             info.status, "yes" if info.sha256 else "no",
         ]  # fmt: skip
         if row.hit is not None:

@@ -1,0 +1,1 @@
+"""Schema revisions, oldest first (see :mod:`gateway.schema` for how to add one)."""

@@ -1,0 +1,135 @@
+"""Node registry: heartbeats, takeover of silent nodes, per-node crash recovery (no sockets)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AuditLog, Trail
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from gateway.models import GatewayNodeRecord
+from gateway.nodes import NodeNameInUse, NodeRegistry
+from gateway.sessions import SessionLedger, SessionStart
+from gateway.store import Store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()
+
+
+def node(store: Store, name: str, clock: Clock) -> tuple[NodeRegistry, SessionLedger]:
+    audit = AuditLog(store, clock=clock)
+    ledger = SessionLedger(store, audit, name, clock=clock)
+    return NodeRegistry(store, audit, ledger, name, timeout_seconds=15, clock=clock), ledger
+
+
+def open_session(ledger: SessionLedger, user: str) -> str:
+    session_id = ledger.new_session_id()
+    ledger.open(session_id, SessionStart("human", user, "web01", "root", "10.0.0.1",
+                                         "policy:admins", "shell"))  # fmt: skip
+    return session_id
+
+
+def test_a_silent_node_is_taken_over_once_and_only_its_sessions_end(
+    store: Store, clock: Clock
+) -> None:
+    a, ledger_a = node(store, "node-a", clock)
+    b, ledger_b = node(store, "node-b", clock)
+    c, _ = node(store, "node-c", clock)
+    for registry in (a, b, c):
+        registry.register()
+    on_a, on_b = open_session(ledger_a, "alice"), open_session(ledger_b, "bob")
+    clock.now += 10
+    a.heartbeat()
+    c.heartbeat()
+    assert a.take_over_dead() == []  # node-b is 10 s silent: not yet
+    clock.now += 6
+    taken = a.take_over_dead()
+    assert [(t.node, t.interrupted) for t in taken] == [("node-b", [on_b])]
+    assert c.take_over_dead() == []  # already taken over: never twice
+    assert ledger_a.get(on_b).status == "interrupted"
+    assert ledger_a.get(on_a).status == "live"
+    # If node-b was only cut off, its relay is told to end the session.
+    assert "node-b stopped answering" in (ledger_b.termination_requested(on_b) or "")
+    listed = {n.name: n for n in a.list()}
+    assert listed["node-b"].status == "dead" and listed["node-b"].taken_over_by == "node-a"
+    assert listed["node-a"].live_sessions == 1 and listed["node-b"].live_sessions == 0
+    actions = [(r.action, r.actor) for r in AuditLog(store).events(Trail.HUMAN)]
+    assert actions.count(("session.interrupted", "gateway:node-a")) == 1
+    assert actions.count(("node.taken_over", "gateway:node-a")) == 1
+    assert AuditLog(store).verify(Trail.HUMAN).ok
+    # node-b comes back: told it had been taken for dead, and it is up again.
+    assert b.heartbeat() is False
+    assert {n.name: n.status for n in a.list()}["node-b"] == "up"
+
+
+def test_a_cleanly_stopped_node_is_never_taken_over(store: Store, clock: Clock) -> None:
+    a, _ = node(store, "node-a", clock)
+    b, _ = node(store, "node-b", clock)
+    a.register()
+    b.register()
+    b.stopped()
+    clock.now += 60
+    assert a.take_over_dead() == []
+    assert {n.name: n.status for n in a.list()}["node-b"] == "stopped"
+
+
+def test_startup_recovery_marks_only_this_nodes_sessions(store: Store, clock: Clock) -> None:
+    _, ledger_a = node(store, "node-a", clock)
+    _, ledger_b = node(store, "node-b", clock)
+    on_a, on_b = open_session(ledger_a, "alice"), open_session(ledger_b, "bob")
+    assert ledger_a.mark_interrupted() == [on_a]
+    assert ledger_b.get(on_b).status == "live"
+
+
+def test_a_node_name_used_by_a_running_node_is_refused(store: Store, clock: Clock) -> None:
+    first, _ = node(store, "node-a", clock)
+    first.register()
+    # Another process (still running) claims the same name.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        store_row_pid(store, "node-a", other.pid)
+        again, _ = node(store, "node-a", clock)
+        with pytest.raises(NodeNameInUse, match="give each node its own"):
+            again.register()
+        clock.now += 16  # silent past the timeout: the name may be reused
+        again.register()
+    finally:
+        other.kill()
+        other.wait()
+    assert {n.name: n.pid for n in first.list()}["node-a"] == os.getpid()
+
+
+def store_row_pid(store: Store, name: str, pid: int) -> None:
+    with store.transaction() as db:
+        row = db.get(GatewayNodeRecord, name)
+        assert row is not None
+        row.pid = pid
+
+
+def test_node_settings_are_checked_and_the_name_defaults_to_the_host(tmp_path: Path) -> None:
+    path = tmp_path / "pamgate.toml"
+    path.write_text("[node]\nheartbeat_interval_seconds = 5\nheartbeat_timeout_seconds = 10\n")
+    with pytest.raises(ConfigError, match="at least 3 heartbeat intervals"):
+        load_config(path)
+    path.write_text("[node]\nheartbeat_timeout_seconds = 30\n")
+    config = load_config(path)
+    assert config.node_name == socket.gethostname()[:64] or config.node_name.startswith("node-")
+    path.write_text('[node]\nname = "gw 1"\n')
+    with pytest.raises(ConfigError, match="node.name"):
+        load_config(path)
