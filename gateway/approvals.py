@@ -21,7 +21,7 @@ Plain Python over the store; no sockets.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -313,6 +313,16 @@ class AccessRequests:
             if grant is None:
                 raise ApprovalError(f"no grant #{grant_id}")
             return grant_view(grant)
+
+    def revoked_among(self, grant_ids: Collection[int]) -> dict[int, str]:
+        """The revocation reason of each of these grants that was revoked (one query)."""
+        if not grant_ids:
+            return {}
+        query = select(AccessGrant.id, AccessGrant.revoke_reason).where(
+            AccessGrant.id.in_(list(grant_ids)), AccessGrant.revoked_at.is_not(None)
+        )
+        with self._store.transaction(write=False) as db:
+            return {grant_id: reason for grant_id, reason in db.execute(query)}
 
     def list_grants(
         self, *, active_only: bool = False, user: str | None = None, limit: int = 100

@@ -26,7 +26,8 @@ from gateway.audit import ActorType, AuditEvent
 from gateway.errors import PamgateError
 from gateway.identities import UserView
 from gateway.policy import AccessContext
-from gateway.relay import WATCH_INTERVAL, SessionHost
+from gateway.relay import SessionHost
+from gateway.session_watch import WATCH_INTERVAL
 from gateway.transfer_policy import forward_allowed
 from gateway.upstream import connect_upstream
 

@@ -22,6 +22,7 @@ from gateway.identities import UserView
 from gateway.policy import AccessContext
 from gateway.relay import GATEWAY_EXIT_STATUS, SessionHost
 from gateway.self_service import is_gateway_command, run_gateway_command
+from gateway.session_watch import LiveChecks, WatchSubject
 from gateway.transfer_filter import FileTransferSession
 from gateway.transfer_policy import transfer_policy_of_rule
 
@@ -110,7 +111,7 @@ class HumanSession(FileTransferSession):
         self._answer(result.status, output)
         return True
 
-    def _check_time(self) -> str | None:
+    def check_time(self) -> str | None:
         grant = self._grant
         if grant is None:
             return None
@@ -124,12 +125,18 @@ class HumanSession(FileTransferSession):
                 self._tell_user(f"access under grant #{grant.id} ends in {mark // 60} min")
         return None
 
-    def _revoked_because(self) -> str | None:
-        user = self._services.users.get(self._ctx.user.name)
-        if user is None or user.disabled:
+    @property
+    def watch_subject(self) -> WatchSubject:
+        return WatchSubject(
+            session_id=self._session_id,
+            user=self._ctx.user.name,
+            grant_id=self._grant.id if self._grant is not None else None,
+        )
+
+    def _revoked_because(self, checks: LiveChecks) -> str | None:
+        if self._ctx.user.name in checks.disabled_users:
             return f"user {self._ctx.user.name} was disabled"
-        if self._grant is not None:
-            current = self._services.requests.grant(self._grant.id)
-            if current.revoked:
-                return f"grant #{self._grant.id} was revoked ({current.revoke_reason})"
+        if self._grant is not None and self._grant.id in checks.revoked_grants:
+            reason = checks.revoked_grants[self._grant.id]
+            return f"grant #{self._grant.id} was revoked ({reason})"
         return None

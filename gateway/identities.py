@@ -22,7 +22,7 @@ import binascii
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -183,6 +183,15 @@ class UserDirectory:
         with self._store.transaction(write=False) as db:
             user = db.scalar(select(User).where(User.name == name))
             return _view(user) if user else None
+
+    def disabled_among(self, names: Collection[str]) -> frozenset[str]:
+        """Which of ``names`` are disabled or no longer exist (one query)."""
+        if not names:
+            return frozenset()
+        query = select(User.name).where(User.name.in_(list(names)), User.disabled.is_(False))
+        with self._store.transaction(write=False) as db:
+            enabled = set(db.scalars(query))
+        return frozenset(name for name in names if name not in enabled)
 
     def set_disabled(self, name: str, disabled: bool, *, actor: str) -> None:
         """Disable or enable a user. A disabled user cannot log in."""

@@ -17,6 +17,7 @@ from gateway.errors import PamgateError, StoreError
 from gateway.forwarding import LocalForward
 from gateway.relay import RelayedSession
 from gateway.services import GatewayServices
+from gateway.session_watch import SessionWatch
 from gateway.ssh_listener import listen_with_connection_class
 from gateway.upstream_ca import load_private_key
 
@@ -112,6 +113,8 @@ class Lane:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Sessions of this lane; ended ones drop out as they are collected.
         self.sessions: weakref.WeakSet[RelayedSession] = weakref.WeakSet()
+        #: Checks the live sessions each second (revocation, disabling, termination).
+        self.watch = SessionWatch(services, self.track_task)
 
     @property
     def settings(self) -> ListenerSettings:
@@ -186,6 +189,7 @@ class Lane:
             self._acceptor.close()
         for session in list(self.sessions):
             session.terminate("the gateway is shutting down; the session was ended")
+        self.watch.stop()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         if self._acceptor is not None:

@@ -134,11 +134,16 @@ class MachineGate:
             raise MachineAuthRefused(revoked)
         return MachineLogin(nhi, cert, self._credentials.lineage_of(cert))
 
-    def revoked_because(self, login: MachineLogin) -> str | None:
-        """Why a live session must end now (NHI no longer active, certificate revoked)."""
-        nhi = self._registry.get(login.nhi.name)
-        if nhi.status != "active":
-            return f"{nhi.name} was {nhi.status}"
+    def revoked_because(self, login: MachineLogin, *, status: str | None = None) -> str | None:
+        """Why a live session must end now (NHI no longer active, certificate revoked).
+
+        ``status`` is the NHI's status when the caller has read it already
+        (the session watch reads all live NHIs' at once).
+        """
+        if status is None:
+            status = self._registry.get(login.nhi.name).status
+        if status != "active":
+            return f"{login.nhi.name} was {status}"
         return self._revocations.revocation_reason(login.certificate)
 
     def new_session_refused_because(self, login: MachineLogin) -> str | None:

@@ -28,6 +28,7 @@ from gateway.errors import PamgateError
 from gateway.machine_admission import MachineLogin, ScopeRefused
 from gateway.machine_credentials import JoinRefused
 from gateway.relay import RelayedSession, SessionHost
+from gateway.session_watch import LiveChecks, WatchSubject
 from gateway.transfer_filter import FileTransferSession
 from gateway.transfer_policy import TransferMode, TransferPolicy
 
@@ -144,8 +145,13 @@ class MachineSession(FileTransferSession):
         )  # fmt: skip
         await self._host.record(event)
 
-    def _revoked_because(self) -> str | None:
-        return self._services.machine_gate.revoked_because(self._login)
+    @property
+    def watch_subject(self) -> WatchSubject:
+        return WatchSubject(session_id=self._session_id, nhi=self._login.nhi.name)
+
+    def _revoked_because(self, checks: LiveChecks) -> str | None:
+        status = checks.nhi_status.get(self._login.nhi.name, "removed")
+        return self._services.machine_gate.revoked_because(self._login, status=status)
 
     async def _renew(self, command: str) -> None:
         """Sign the next generation for the new public key on stdin."""

@@ -33,6 +33,7 @@ from gateway.dialog import TerminalDialog
 from gateway.errors import DestinationError, HostKeyMismatch, PamgateError, StoreError
 from gateway.services import GatewayServices
 from gateway.session_recording import SessionTap
+from gateway.session_watch import LiveChecks, SessionWatch, WatchSubject
 from gateway.sessions import SessionEnd, SessionStart
 from gateway.upstream import connect_upstream
 
@@ -41,16 +42,13 @@ logger = logging.getLogger("pamgate.relay")
 #: Exit status reported to the client when the gateway itself ends the session.
 GATEWAY_EXIT_STATUS = 255
 
-#: Seconds between checks that a live session is still allowed (revocation, disabling).
-WATCH_INTERVAL = 1.0
-#: Failed checks in a row (database unreachable) after which a live session is ended.
-MAX_FAILED_CHECKS = 30
-
 
 class SessionHost(Protocol):
     """What a session needs from its lane."""
 
     services: GatewayServices
+    #: Checks the lane's live sessions each second (revocation, disabling, termination).
+    watch: SessionWatch
 
     def track_task(self, task: asyncio.Task[Any]) -> None: ...
 
@@ -127,7 +125,6 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         self._term_size: tuple[int, int, int, int] = (80, 24, 0, 0)
         self._term_modes: Mapping[int, int] = {}
         self._dialog: TerminalDialog | None = None
-        self._watcher: asyncio.Task[None] | None = None
         self._pending = bytearray()
         #: Set while a gateway command reads all of the client's input (see read_input).
         self._input_complete: asyncio.Event | None = None
@@ -156,13 +153,30 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         """Settle where the session goes, or answer the client and return None."""
         raise NotImplementedError
 
-    def _revoked_because(self) -> str | None:
-        """Why the live session must end now (checked off the event loop), or None."""
+    def _revoked_because(self, checks: LiveChecks) -> str | None:
+        """Why the live session must end given the watch's ``checks`` (off the loop), or None."""
         return None
 
-    def _check_time(self) -> str | None:
+    def check_time(self) -> str | None:
         """Time-based limits checked on the event loop each second; why to end, or None."""
         return None
+
+    # -- what the lane's watch asks (gateway/session_watch.py) ----------
+
+    @property
+    def watch_subject(self) -> WatchSubject:
+        """What this session depends on; lanes add the user, grant or NHI."""
+        return WatchSubject(session_id=self._session_id)
+
+    @property
+    def watch_finished(self) -> bool:
+        return self._finished
+
+    def ended_because(self, checks: LiveChecks) -> str | None:
+        """A termination asked for (console), or the lane's own revocation checks."""
+        if self._session_id is not None and self._session_id in checks.terminations:
+            return checks.terminations[self._session_id]
+        return self._revoked_because(checks)
 
     # -- requests from the client -------------------------------------
 
@@ -254,8 +268,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
             self._dialog.close()
         if self._input_complete is not None:
             self._input_complete.set()
-        if self._watcher is not None:
-            self._watcher.cancel()
+        self._host.watch.discard(self)
         if self._upstream_conn is not None:
             self._upstream_conn.close()
         if not self._finished and self._session_id is not None:
@@ -533,42 +546,7 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
         if self._client_eof:
             upstream.write_eof()
         self._chan.resume_reading()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
-        """End the session when the lane's checks say so (revocation, expiry, disabling).
-
-        Checks every second, so revocation and disabling take effect within ~2 s.
-        If the checks keep failing (database unreachable), the session ends after
-        MAX_FAILED_CHECKS seconds: access that cannot be checked is not kept.
-        """
-        failed = 0
-        while not self._finished:
-            await asyncio.sleep(WATCH_INTERVAL)
-            reason = self._check_time()
-            if reason:
-                self.terminate(reason)
-                return
-            try:
-                reason = await asyncio.to_thread(self._ended_because)
-            except PamgateError as exc:
-                failed += 1
-                if failed >= MAX_FAILED_CHECKS:
-                    self.terminate(f"cannot check that access is still allowed ({exc})")
-                    return
-                continue  # the database is unreachable for a moment; check again
-            failed = 0
-            if reason:
-                self.terminate(f"{reason}; the session was closed")
-                return
-
-    def _ended_because(self) -> str | None:
-        """A termination asked for (console), or the lane's own revocation checks."""
-        if self._session_id is not None:
-            asked = self._services.ledger.termination_requested(self._session_id)
-            if asked:
-                return asked
-        return self._revoked_because()
+        self._host.watch.add(self)
 
     def _finish(
         self,

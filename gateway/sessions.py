@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -222,11 +222,21 @@ class SessionLedger:
 
     def termination_requested(self, session_id: str) -> str | None:
         """Why someone asked for this session to end, or None."""
+        return self.termination_requests([session_id]).get(session_id)
+
+    def termination_requests(self, session_ids: Collection[str]) -> dict[str, str]:
+        """Why someone asked for each of these sessions to end, for those they did (one query)."""
+        if not session_ids:
+            return {}
+        query = select(SessionRecord.id, SessionRecord.terminate_by, SessionRecord.terminate_reason)
+        query = query.where(
+            SessionRecord.id.in_(list(session_ids)), SessionRecord.terminate_reason.is_not(None)
+        )
         with self._store.transaction(write=False) as db:
-            row = db.get(SessionRecord, session_id)
-            if row is None or row.terminate_reason is None:
-                return None
-            return f"terminated by {row.terminate_by}: {row.terminate_reason}"
+            return {
+                session_id: f"terminated by {by}: {reason}"
+                for session_id, by, reason in db.execute(query)
+            }
 
     def mark_interrupted(self) -> list[str]:
         """Mark this node's sessions still ``live`` as ``interrupted`` (after a crash).
