@@ -46,7 +46,7 @@ DEMO_USERS = {
     ),
 }
 #: Bumped when the demo's config changes shape; older demo configs are rewritten.
-DEMO_CONFIG_VERSION = 4
+DEMO_CONFIG_VERSION = 5
 PREFERRED_GATEWAY_PORT = 2222
 PREFERRED_MACHINE_PORT = 2223
 #: The NHI the demo's instructions register.
@@ -128,6 +128,7 @@ id = "admins-web01"
 groups = [{q(DEMO_GROUP)}]
 targets = [{q(DEMO_TARGET)}]
 mode = "allow"
+file_transfer = "download-only"
 
 [[rules]]
 id = "admins-db01-approval"
@@ -136,6 +137,7 @@ targets = [{q(DEMO_APPROVAL_TARGET)}]
 mode = "approval"
 approver_groups = ["approvers"]
 reason_required = true
+file_transfer = "allow"
 default_duration = "15m"
 max_duration = "1h"
 break_glass = true
