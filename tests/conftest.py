@@ -32,7 +32,7 @@ from gateway.audit import AuditLog
 from gateway.config import load_config
 from gateway.datadir import DataDir, initialize
 from gateway.identities import UserDirectory
-from gateway.openssh_target import OpenSSHTarget, free_port, wait_for_port
+from gateway.openssh_target import OpenSSHTarget, TargetStartError, free_port, wait_for_port
 from gateway.store import Store
 
 SSH = shutil.which("ssh")
@@ -429,16 +429,22 @@ max_duration = "4s"
 
 def serve(config_path: Path) -> subprocess.Popen[bytes]:
     """Start ``pamgate serve`` and wait until both lanes listen."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = config_path.with_suffix(".serve.log")
+    with log.open("ab") as output:  # why a node did not start is in the test's failure
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     listeners = load_config(config_path).listeners
-    for lane in (listeners.human, listeners.machine):
-        if lane.enabled:
-            wait_for_port(lane.address, lane.port, 20, process)
+    try:
+        for lane in (listeners.human, listeners.machine):
+            if lane.enabled:
+                wait_for_port(lane.address, lane.port, 20, process)
+    except TargetStartError as exc:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise TargetStartError(f"{exc}; pamgate serve said:\n{tail}") from None
     return process
 
 
