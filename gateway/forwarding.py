@@ -27,7 +27,7 @@ from gateway.errors import PamgateError
 from gateway.identities import UserView
 from gateway.policy import AccessContext
 from gateway.relay import SessionHost
-from gateway.session_watch import WATCH_INTERVAL
+from gateway.session_watch import LiveChecks, WatchSubject
 from gateway.transfer_policy import forward_allowed
 from gateway.upstream import connect_upstream
 
@@ -57,7 +57,8 @@ class LocalForward:
         self._closed = False
         self._destination_text = ""
         self._opened: AuditEvent | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        #: The grant the forward runs under; the lane's watch closes it when that ends.
+        self._grant: GrantView | None = None
 
     def decide(self, dest_host: str, dest_port: int) -> Destination:
         """The destination (target, account, authority) if the rule allows ``host:port``.
@@ -131,26 +132,32 @@ class LocalForward:
             self.closed(f"the target could not connect: {exc.reason}")
             raise
         if destination.grant is not None:
-            self._watcher = asyncio.get_running_loop().create_task(
-                self._watch_grant(destination.grant)
-            )
-            self._host.track_task(self._watcher)
+            self._grant = destination.grant
+            self._host.watch.add(self)
         return _ForwardChannel(self, "client")
 
-    async def _watch_grant(self, grant: GrantView) -> None:
-        """Close the forward when its grant ends or is revoked (checked every second)."""
-        while not self._closed:
-            await asyncio.sleep(WATCH_INTERVAL)
-            if datetime.now(UTC) >= grant.ends_at:
-                self._end(f"{grant.authority} ended")
-                return
-            try:
-                current = await asyncio.to_thread(self._services.requests.grant, grant.id)
-            except PamgateError:
-                continue  # the database is unreachable for a moment; the end time still holds
-            if current.revoked:
-                self._end(f"{grant.authority} was revoked ({current.revoke_reason})")
-                return
+    # -- what the lane's watch asks (gateway/session_watch.py) ------------------
+
+    @property
+    def watch_subject(self) -> WatchSubject:
+        return WatchSubject(None, grant_id=self._grant.id if self._grant else None)
+
+    @property
+    def watch_finished(self) -> bool:
+        return self._closed
+
+    def check_time(self) -> str | None:
+        if self._grant is not None and datetime.now(UTC) >= self._grant.ends_at:
+            return f"{self._grant.authority} ended"
+        return None
+
+    def ended_because(self, checks: LiveChecks) -> str | None:
+        if self._grant is not None and self._grant.id in checks.revoked_grants:
+            return f"{self._grant.authority} was revoked ({checks.revoked_grants[self._grant.id]})"
+        return None
+
+    def terminate(self, reason: str) -> None:
+        self.closed(reason)
 
     # -- relaying -------------------------------------------------------------
 
@@ -196,17 +203,12 @@ class LocalForward:
         if other is not None:
             other.resume_reading()
 
-    def _end(self, reason: str) -> None:
-        self._watcher = None  # it is the caller; it returns right after
-        self.closed(reason)
-
     def closed(self, reason: str = "") -> None:
         """Either side closed: close the other, and audit the connection's totals once."""
         if self._closed:
             return
         self._closed = True
-        if self._watcher is not None:
-            self._watcher.cancel()
+        self._host.watch.discard(self)
         for chan in (self._client, self._upstream):
             if chan is not None:
                 chan.close()

@@ -174,9 +174,11 @@ class RelayedSession(asyncssh.SSHServerSession[bytes]):
 
     def ended_because(self, checks: LiveChecks) -> str | None:
         """A termination asked for (console), or the lane's own revocation checks."""
-        if self._session_id is not None and self._session_id in checks.terminations:
-            return checks.terminations[self._session_id]
-        return self._revoked_because(checks)
+        reason = None
+        if self._session_id is not None:
+            reason = checks.terminations.get(self._session_id)
+        reason = reason or self._revoked_because(checks)
+        return f"{reason}; the session was closed" if reason else None
 
     # -- requests from the client -------------------------------------
 

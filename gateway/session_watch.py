@@ -1,4 +1,4 @@
-"""One watch per lane: every second, each live session's checks in one round.
+"""One watch per lane: every second, each live session's (and forward's) checks in one round.
 
 A live session ends when its grant ends or is revoked, its user is disabled,
 its NHI is suspended or its certificate revoked, or someone terminates it
@@ -89,7 +89,10 @@ class Watched(Protocol):
         """Time-based limits (grant end), checked on the event loop; why to end, or None."""
 
     def ended_because(self, checks: LiveChecks) -> str | None:
-        """Why the session must end given ``checks`` (run off the event loop), or None."""
+        """Why the session must end given ``checks`` (run off the event loop), or None.
+
+        The reason is shown to the user as it is.
+        """
 
     def terminate(self, reason: str) -> None: ...
 
@@ -147,7 +150,7 @@ class SessionWatch:
                 continue  # the database is unreachable for a moment; check again
             failed = 0
             for session, reason in reasons.items():
-                self._end(session, f"{reason}; the session was closed")
+                self._end(session, reason)
 
     def _round(self, watched: list[Watched]) -> dict[Watched, str]:
         checks = LiveChecks.read(self._services, (s.watch_subject for s in watched))

@@ -97,7 +97,7 @@ class FakeSession:
     def ended_because(self, checks: LiveChecks) -> str | None:
         self.rounds += 1
         if self.subject.user in checks.disabled_users & self.revoke_when:
-            return f"user {self.subject.user} was disabled"
+            return f"user {self.subject.user} was disabled; the session was closed"
         return None
 
     def terminate(self, reason: str) -> None:
