@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from gateway.audit import (
+from gateway.domain.audit.trail import (
     GENESIS_HASH,
     RECORD_FIELDS,
     ActorType,
@@ -30,7 +30,7 @@ from gateway.audit import (
     canonical_details,
     record_hash,
 )
-from gateway.store import Store
+from gateway.store.database import Store
 
 APPEND_GOAL = 5000.0
 VERIFY_GOAL_SECONDS = 10.0

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench.relay_bench import client_certificate
 from gateway.config import load_config
-from gateway.machines import ScopeTarget
+from gateway.domain.machines.registry import ScopeTarget
 from gateway.services import GatewayServices
 from tests.conftest import Gateway, launch_gateway
 

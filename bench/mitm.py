@@ -30,7 +30,7 @@ import venv
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.openssh_target import OpenSSHTarget, free_port, wait_for_port
+from gateway.devtools.openssh_target import OpenSSHTarget, free_port, wait_for_port
 
 MITM_VERSION = "6.0.1"
 MITM_VENV = Path(__file__).resolve().parent / ".venv-mitm"

@@ -33,7 +33,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.mitm import MITM_CIPHERS, MitmUnavailable, mitm_proxy, recorded_bytes
-from gateway.openssh_target import OpenSSHTarget, free_port
+from gateway.devtools.openssh_target import OpenSSHTarget, free_port
 from tests.conftest import Gateway, launch_gateway
 
 CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com")

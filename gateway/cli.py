@@ -201,8 +201,8 @@ def _add_database_commands(commands: argparse._SubParsersAction) -> None:
         "revision",
         help="write a migration for model changes (developers)",
         description=(
-            "Compare gateway/models.py with the newest revision and write a new revision "
-            "file under gateway/migrations/versions (needs a source checkout)."
+            "Compare gateway/store/models.py with the newest revision and write a new revision "
+            "file under gateway/store/migrations/versions (needs a source checkout)."
         ),
     )
     revision.add_argument("-m", "--message", required=True, help="what the revision adds")
@@ -675,7 +675,7 @@ def _add_approver_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _trails():  # noqa: ANN202 - the Trail enum, imported lazily
-    from gateway.audit import Trail
+    from gateway.domain.audit.trail import Trail
 
     return list(Trail)
 
@@ -699,7 +699,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.app import GatewayNode, configure_logging, run_until_signalled
+    from gateway.ssh.node import GatewayNode, configure_logging, run_until_signalled
 
     config: GatewayConfig = args.loaded_config
     configure_logging(config)
@@ -721,14 +721,14 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.devtools.demo import run_demo
 
     run_demo(args.data_dir, gateway_port=args.port, machine_port=args.machine_port)
     return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from gateway.store import Store
+    from gateway.store.database import Store
 
     config: GatewayConfig = args.loaded_config
     store = Store(config.database_url)
@@ -746,14 +746,14 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_revision(args: argparse.Namespace) -> int:
-    from gateway.schema import new_revision
+    from gateway.store.schema import new_revision
 
     print(f"wrote {new_revision(args.message)}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from gateway.health import deployment_status
+    from gateway.domain.health import deployment_status
     from gateway.services import GatewayServices
 
     config: GatewayConfig = args.loaded_config
@@ -777,7 +777,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from gateway.enrolment import describe_enrolment
+    from gateway.domain.enrolment import describe_enrolment
 
     keys = [_read_key_file(path) for path in args.ssh_key]
     if args.no_password:
@@ -832,7 +832,7 @@ def cmd_user_enable(args: argparse.Namespace) -> int:
 
 
 def cmd_user_reset_mfa(args: argparse.Namespace) -> int:
-    from gateway.enrolment import describe_enrolment
+    from gateway.domain.enrolment import describe_enrolment
 
     enrolment = _services(args).users.reset_mfa(args.name, actor=_actor())
     print(f"reset TOTP for {args.name}; the old secret no longer works")
@@ -883,7 +883,7 @@ def cmd_ca_show(args: argparse.Namespace) -> int:
 def cmd_machine_add(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from gateway.machines import parse_scope_target
+    from gateway.domain.machines.registry import parse_scope_target
 
     services = _services(args)
     review_by = None
@@ -1045,7 +1045,7 @@ def cmd_machine_known_hosts(args: argparse.Namespace) -> int:
             f"the machine lane listens on {listener.address}: give --host, the name or address "
             "workloads use to reach it"
         )
-    from gateway.identities import parse_public_key_line
+    from gateway.domain.identities import parse_public_key_line
 
     key_path = DataDir(args.loaded_config.data_dir).machine_host_key
     try:
@@ -1075,7 +1075,7 @@ def cmd_machine_krl(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from gateway.audit import Trail
+    from gateway.domain.audit.trail import Trail
 
     services = _services(args)
     trails = [Trail(args.trail)] if args.trail else list(Trail)
@@ -1100,7 +1100,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from gateway.audit import Trail
+    from gateway.domain.audit.trail import Trail
 
     services = _services(args)
     since = parse_since(args.since) if args.since else None
@@ -1121,7 +1121,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 def cmd_audit_tail(args: argparse.Namespace) -> int:
     import time
 
-    from gateway.audit import Trail
+    from gateway.domain.audit.trail import Trail
 
     if args.lines < 0:
         raise PamgateError("-n/--lines cannot be negative")
@@ -1144,7 +1144,7 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 def cmd_audit_files(args: argparse.Namespace) -> int:
     import json
 
-    from gateway.transfer_report import file_records
+    from gateway.domain.transfer.report import file_records
 
     services = _services(args)
     since = parse_since(args.since) if args.since else None
@@ -1417,7 +1417,7 @@ def _authenticate_person(services, args: argparse.Namespace, purpose: str) -> st
 def cmd_policy_check(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from gateway.access import ApprovalRequired
+    from gateway.domain.access import ApprovalRequired
 
     services = _services(args)
     user = services.users.get(args.user)
@@ -1473,7 +1473,7 @@ def _services(args: argparse.Namespace):  # noqa: ANN202 - GatewayServices, impo
     return services
 
 
-def _format_record(record) -> str:  # noqa: ANN001 - gateway.audit.AuditRecord
+def _format_record(record) -> str:  # noqa: ANN001 - gateway.domain.audit.trail.AuditRecord
     where = record.target or "-"
     if record.account:
         where = f"{record.account}@{where}"
@@ -1531,8 +1531,8 @@ def _actor() -> str:
 
 
 def _upstream_ca_line(config: GatewayConfig) -> str:
+    from gateway.crypto.upstream_ca import load_private_key
     from gateway.datadir import DataDir
-    from gateway.upstream_ca import load_private_key
 
     key = load_private_key(DataDir(config.data_dir).upstream_ca_key, "upstream CA")
     return key.export_public_key().decode().strip()

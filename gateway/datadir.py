@@ -21,12 +21,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.audit import ActorType, AuditEvent, AuditLog, Trail, admin_authority
-from gateway.audit_anchor import ensure_signing_key
 from gateway.config import GatewayConfig
+from gateway.crypto.upstream_ca import ensure_key_file
+from gateway.domain.audit.checkpoints import ensure_signing_key
+from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail, admin_authority
 from gateway.errors import PamgateError
-from gateway.store import Store
-from gateway.upstream_ca import ensure_key_file
+from gateway.store.database import Store
 
 
 @dataclass(frozen=True)

@@ -9,29 +9,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from gateway.access import AccessResolver
-from gateway.alerts import WebhookAlerts
-from gateway.approvals import AccessRequests
-from gateway.audit import AuditLog
-from gateway.audit_anchor import CheckpointBook
-from gateway.audit_syslog import SyslogForwarder
-from gateway.breakglass import BreakGlass
 from gateway.config import GatewayConfig, duration_seconds
+from gateway.crypto.machine_ca import MachineCA
+from gateway.crypto.upstream_ca import UpstreamCA
 from gateway.datadir import DataDir
-from gateway.identities import UserDirectory
-from gateway.lockout import FailureLimiter
-from gateway.machine_admission import MachineGate
-from gateway.machine_ca import MachineCA
-from gateway.machine_credentials import MachineCredentials
-from gateway.machine_revocation import MachineRevocations
-from gateway.machines import MachineRegistry
-from gateway.nodes import NodeRegistry
-from gateway.policy import Policy
-from gateway.recording_service import RecordingService
-from gateway.sessions import SessionLedger
-from gateway.sign_in import PersonSignIn
-from gateway.store import Store
-from gateway.upstream_ca import UpstreamCA
+from gateway.domain.access import AccessResolver
+from gateway.domain.alerts import WebhookAlerts
+from gateway.domain.approvals import AccessRequests
+from gateway.domain.audit.checkpoints import CheckpointBook
+from gateway.domain.audit.syslog import SyslogForwarder
+from gateway.domain.audit.trail import AuditLog
+from gateway.domain.breakglass import BreakGlass
+from gateway.domain.identities import UserDirectory
+from gateway.domain.lockout import FailureLimiter
+from gateway.domain.machines.admission import MachineGate
+from gateway.domain.machines.credentials import MachineCredentials
+from gateway.domain.machines.registry import MachineRegistry
+from gateway.domain.machines.revocation import MachineRevocations
+from gateway.domain.nodes import NodeRegistry
+from gateway.domain.policy import Policy
+from gateway.domain.recordings.service import RecordingService
+from gateway.domain.sessions import SessionLedger
+from gateway.domain.sign_in import PersonSignIn
+from gateway.store.database import Store
 
 
 @dataclass

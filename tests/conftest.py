@@ -28,12 +28,17 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from gateway.audit import AuditLog
 from gateway.config import load_config
 from gateway.datadir import DataDir, initialize
-from gateway.identities import UserDirectory
-from gateway.openssh_target import OpenSSHTarget, TargetStartError, free_port, wait_for_port
-from gateway.store import Store
+from gateway.devtools.openssh_target import (
+    OpenSSHTarget,
+    TargetStartError,
+    free_port,
+    wait_for_port,
+)
+from gateway.domain.audit.trail import AuditLog
+from gateway.domain.identities import UserDirectory
+from gateway.store.database import Store
 
 SSH = shutil.which("ssh")
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.access import AccessResolver, LoginName, parse_login_name, user_part
 from gateway.config import load_config
+from gateway.domain.access import AccessResolver, LoginName, parse_login_name, user_part
+from gateway.domain.policy import Policy
 from gateway.errors import AccessDenied, DestinationSyntaxError, UnknownAccount, UnknownTarget
-from gateway.policy import Policy
 from tests.test_config import HOST_KEY
 
 

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.approvals import AccessRequests, ApprovalError
-from gateway.audit import AuditLog, Trail
 from gateway.config import RuleSettings
-from gateway.identities import UserDirectory
-from gateway.store import Store
+from gateway.domain.approvals import AccessRequests, ApprovalError
+from gateway.domain.audit.trail import AuditLog, Trail
+from gateway.domain.identities import UserDirectory
+from gateway.store.database import Store
 from tests.test_identities import Clock
 
 RULE = RuleSettings(

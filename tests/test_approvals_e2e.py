@@ -9,7 +9,7 @@ import time
 import pyotp
 import pytest
 
-from gateway.audit import Trail
+from gateway.domain.audit.trail import Trail
 from tests.conftest import Gateway, TestUser, current_code, spawn_shell
 
 pytestmark = pytest.mark.openssh

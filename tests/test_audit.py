@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import (
+from gateway.domain.audit.checkpoints import CheckpointBook, ensure_signing_key
+from gateway.domain.audit.syslog import SyslogForwarder
+from gateway.domain.audit.trail import (
     ActorType,
     AuditEvent,
     AuditLog,
@@ -20,11 +22,9 @@ from gateway.audit import (
     MissingAuthority,
     Trail,
 )
-from gateway.audit_anchor import CheckpointBook, ensure_signing_key
-from gateway.audit_syslog import SyslogForwarder
+from gateway.domain.identities import UserDirectory
 from gateway.errors import StoreError
-from gateway.identities import UserDirectory
-from gateway.store import Store
+from gateway.store.database import Store
 from tests.conftest import run_cli
 
 #: These tests tamper with the SQLite file directly (the chain logic they check
@@ -195,7 +195,7 @@ def test_forged_checkpoint_is_rejected(audit: AuditLog, tmp_path: Path) -> None:
     forged = json.loads(book.path.read_text().splitlines()[0])
     forged["seq"] = 1
     book.path.write_text(json.dumps(forged) + "\n")
-    from gateway.audit_anchor import CheckpointError
+    from gateway.domain.audit.checkpoints import CheckpointError
 
     with pytest.raises(CheckpointError, match="not a valid signed checkpoint"):
         book.read()
@@ -218,8 +218,8 @@ def test_concurrent_threads_never_fork_the_chain(audit: AuditLog) -> None:
 def test_concurrent_processes_never_fork_the_chain(audit: AuditLog, store: Store) -> None:
     script = (
         "import sys\n"
-        "from gateway.store import Store\n"
-        "from gateway.audit import AuditLog, AuditEvent, ActorType, Trail\n"
+        "from gateway.store.database import Store\n"
+        "from gateway.domain.audit.trail import AuditLog, AuditEvent, ActorType, Trail\n"
         "log = AuditLog(Store(sys.argv[1]))\n"
         "for i in range(60):\n"
         "    log.record(Trail.HUMAN, AuditEvent(actor=sys.argv[2], actor_type=ActorType.HUMAN,"

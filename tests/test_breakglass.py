@@ -13,12 +13,12 @@ import pexpect
 import pyotp
 import pytest
 
-from gateway.alerts import WebhookAlerts
-from gateway.audit import AuditLog, Trail
-from gateway.breakglass import BreakGlass, BreakGlassError
 from gateway.config import ApprovalSettings, RuleSettings
-from gateway.identities import UserDirectory
-from gateway.store import Store
+from gateway.domain.alerts import WebhookAlerts
+from gateway.domain.audit.trail import AuditLog, Trail
+from gateway.domain.breakglass import BreakGlass, BreakGlassError
+from gateway.domain.identities import UserDirectory
+from gateway.store.database import Store
 from tests.conftest import Gateway, launch_gateway, spawn_shell
 from tests.test_approvals_e2e import decide
 from tests.test_identities import Clock

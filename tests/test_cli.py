@@ -160,8 +160,8 @@ def test_serve_refuses_uninitialised_data_dir(tmp_path: Path) -> None:
 
 def test_recordings_list_marks_break_glass_sessions(initialised: Path) -> None:
     from gateway.config import load_config
+    from gateway.domain.sessions import SessionEnd, SessionLedger, SessionStart
     from gateway.services import GatewayServices
-    from gateway.sessions import SessionEnd, SessionLedger, SessionStart
 
     services = GatewayServices.open(load_config(initialised))
     ledger = SessionLedger(services.store, services.audit, "cli-test")

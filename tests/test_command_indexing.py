@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.command_indexing import CommandIndexer
 from gateway.config import load_config
 from gateway.datadir import initialize
+from gateway.devtools.openssh_target import OpenSSHTarget
+from gateway.domain.recordings.indexing import CommandIndexer
+from gateway.domain.recordings.service import UnknownSession
 from gateway.errors import PamgateError
-from gateway.openssh_target import OpenSSHTarget
-from gateway.recording_service import UnknownSession
 from tests.conftest import gateway_config_text
 
 

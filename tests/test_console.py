@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from gateway.audit import Trail
 from gateway.config import load_config
+from gateway.domain.audit.trail import Trail
+from gateway.domain.sessions import SessionStart
 from gateway.services import GatewayServices
-from gateway.sessions import SessionStart
 from tests.conftest import Gateway
 from tests.console_support import Person, add_person, console_services, sign_in, wait_for
 from tests.test_approvals_e2e import start_waiting

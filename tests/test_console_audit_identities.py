@@ -15,9 +15,9 @@ from sqlalchemy import text
 from textual.pilot import Pilot
 from textual.widgets import Input, Static, TabbedContent
 
-from gateway.audit import AuditLog, AuditRecord, Trail
+from gateway.domain.audit.trail import AuditLog, AuditRecord, Trail
+from gateway.domain.machines.registry import ScopeTarget
 from gateway.errors import PamgateError
-from gateway.machines import ScopeTarget
 from gateway.services import GatewayServices
 from tests.console_support import Person, add_person, console_services, sign_in, wait_for
 from tui.app import PamgateConsole

@@ -18,9 +18,9 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
-from gateway.audit import Trail
+from gateway.domain.audit.trail import Trail
+from gateway.domain.sessions import SessionEnd, SessionLedger, SessionStart
 from gateway.services import GatewayServices
-from gateway.sessions import SessionEnd, SessionLedger, SessionStart
 from recordings.asciicast import seal_file
 from tests.console_support import Person, add_person, console_services, sign_in, wait_for
 from tui.app import PamgateConsole

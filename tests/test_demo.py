@@ -14,7 +14,7 @@ import pexpect
 import pyotp
 import pytest
 
-from gateway.openssh_target import free_port
+from gateway.devtools.openssh_target import free_port
 from tests.conftest import write_askpass
 
 pytestmark = pytest.mark.openssh

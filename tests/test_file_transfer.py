@@ -9,13 +9,21 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import RuleSettings
-from gateway.file_transfer import (
+from gateway.domain.transfer.policy import (
+    Direction,
+    TransferMode,
+    TransferPolicy,
+    classify_exec,
+    forward_allowed,
+    transfer_policy_of_rule,
+)
+from gateway.ssh.transfer.auditors import (
     MAX_PENDING_REQUESTS,
     ScpAuditor,
     SftpAuditor,
     StreamAuditor,
 )
-from gateway.sftp_protocol import (
+from gateway.ssh.transfer.sftp import (
     MAX_PACKET_LENGTH,
     Data,
     Open,
@@ -30,14 +38,6 @@ from gateway.sftp_protocol import (
     decode_response,
     encode_status,
     frame,
-)
-from gateway.transfer_policy import (
-    Direction,
-    TransferMode,
-    TransferPolicy,
-    classify_exec,
-    forward_allowed,
-    transfer_policy_of_rule,
 )
 
 

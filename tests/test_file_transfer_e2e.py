@@ -23,11 +23,11 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from gateway.approvals import AccessRequests
-from gateway.audit import AuditLog, AuditRecord, Trail
 from gateway.config import load_config
-from gateway.openssh_target import free_port, wait_for_port
-from gateway.store import Store
+from gateway.devtools.openssh_target import free_port, wait_for_port
+from gateway.domain.approvals import AccessRequests
+from gateway.domain.audit.trail import AuditLog, AuditRecord, Trail
+from gateway.store.database import Store
 from tests.conftest import Gateway, TestUser, launch_gateway
 
 pytestmark = pytest.mark.openssh

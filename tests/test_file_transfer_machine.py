@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditRecord, Trail
+from gateway.domain.audit.trail import AuditRecord, Trail
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from tests import test_machine_lane

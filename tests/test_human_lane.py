@@ -14,7 +14,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from gateway.audit import Trail
+from gateway.domain.audit.trail import Trail
 from recordings.asciicast import file_sha256
 from tests.conftest import Gateway, current_code, set_prompt, spawn_shell, wait_for_log
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from gateway.audit import AuditLog, Trail
+from gateway.domain.audit.trail import AuditLog, Trail
+from gateway.domain.identities import UserDirectory, parse_public_key_line
 from gateway.errors import IdentityError, InvalidName, UnknownUser, UserExists
-from gateway.identities import UserDirectory, parse_public_key_line
-from gateway.store import Store
+from gateway.store.database import Store
 
 PUBLIC_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFmTjzR9GHjvjKJTd3OAMN9YLhGXgOG7r3DujrQ3pqVP me@laptop"

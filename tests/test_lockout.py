@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.audit import AuditLog
 from gateway.config import AuthSettings
-from gateway.lockout import FailureLimiter
-from gateway.store import Store
+from gateway.domain.audit.trail import AuditLog
+from gateway.domain.lockout import FailureLimiter
+from gateway.store.database import Store
 from tests.test_identities import Clock
 
 

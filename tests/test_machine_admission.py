@@ -12,21 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alerts import WebhookAlerts
-from gateway.audit import AuditLog, Trail
 from gateway.config import load_config
-from gateway.errors import PamgateError
-from gateway.machine_admission import MachineAuthRefused, MachineGate, ScopeRefused
-from gateway.machine_ca import MachineCA
-from gateway.machine_credentials import JoinRefused, MachineCredentials, RenewalRefused
-from gateway.machine_revocation import MachineRevocations
-from gateway.machines import MachineError, MachineRegistry, ScopeTarget
-from gateway.ssh_certificates import (
+from gateway.crypto.certificates import (
     CertificateMalformed,
     PresentedCertificate,
     parse_certificate_line,
 )
-from gateway.store import Store
+from gateway.crypto.machine_ca import MachineCA
+from gateway.domain.alerts import WebhookAlerts
+from gateway.domain.audit.trail import AuditLog, Trail
+from gateway.domain.machines.admission import MachineAuthRefused, MachineGate, ScopeRefused
+from gateway.domain.machines.credentials import JoinRefused, MachineCredentials, RenewalRefused
+from gateway.domain.machines.registry import MachineError, MachineRegistry, ScopeTarget
+from gateway.domain.machines.revocation import MachineRevocations
+from gateway.errors import PamgateError
+from gateway.store.database import Store
 
 pytestmark = pytest.mark.openssh
 

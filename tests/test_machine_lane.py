@@ -20,11 +20,11 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from gateway.audit import AuditRecord, Trail
 from gateway.config import load_config
-from gateway.machines import ScopeTarget
+from gateway.crypto.certificates import parse_certificate_line
+from gateway.domain.audit.trail import AuditRecord, Trail
+from gateway.domain.machines.registry import ScopeTarget
 from gateway.services import GatewayServices
-from gateway.ssh_certificates import parse_certificate_line
 from tests.conftest import Gateway, launch_gateway
 
 pytestmark = pytest.mark.openssh

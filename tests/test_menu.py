@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import load_config
-from gateway.menu import MenuChoice, TargetMenu
+from gateway.ssh.menu import MenuChoice, TargetMenu
 from tests.test_config import TARGET
 
 

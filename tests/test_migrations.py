@@ -15,10 +15,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from gateway import schema
-from gateway.models import Base
-from gateway.openssh_target import free_port
-from gateway.store import Store
+from gateway.devtools.openssh_target import free_port
+from gateway.store import schema
+from gateway.store.database import Store
+from gateway.store.models import Base
 from tests.conftest import database_url_for_test, run_cli
 
 #: Every revision, oldest first: a new one is added here when it is written.
@@ -26,12 +26,13 @@ REVISIONS = ["0001", "0002", "0003"]
 
 
 def test_one_head_and_it_matches_the_models(store: Store) -> None:
-    # Two branches that each add a revision make two heads: merge them (see gateway/schema.py).
+    # Two branches that each add a revision make two heads: merge them
+    # (see gateway/store/schema.py).
     assert schema.script_directory().get_heads() == [schema.head_revision()]
     assert store.schema_state().up_to_date
     with store.engine.connect() as connection:
         drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    assert drift == [], f"gateway/models.py differs from the newest revision: {drift}"
+    assert drift == [], f"gateway/store/models.py differs from the newest revision: {drift}"
 
 
 def test_every_revision_downgrades_and_upgrades_again(store: Store) -> None:
@@ -49,7 +50,7 @@ def test_a_store_from_before_migrations_is_adopted_and_keeps_its_rows(tmp_path: 
     path = tmp_path / "old.db"
     # What create_all made before migrations: the baseline tables, here one
     # nullable column short (added to the models later), and no alembic_version.
-    baseline = importlib.import_module("gateway.migrations.versions.0001_baseline")
+    baseline = importlib.import_module("gateway.store.migrations.versions.0001_baseline")
     engine = create_engine(f"sqlite:///{path}")
     baseline.metadata.create_all(engine)
     engine.dispose()

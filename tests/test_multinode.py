@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import pyotp
 import pytest
 
-from gateway.audit import Trail
 from gateway.config import load_config
-from gateway.openssh_target import free_port
+from gateway.devtools.openssh_target import free_port
+from gateway.domain.audit.trail import Trail
 from gateway.services import GatewayServices
 from tests.conftest import (
     Gateway,
@@ -279,8 +279,8 @@ def test_a_dead_node_has_its_sessions_interrupted_by_a_survivor(cluster: Cluster
 def test_audit_appends_from_two_nodes_and_two_writers_form_one_chain(cluster: Cluster) -> None:
     script = (
         "import sys\n"
-        "from gateway.store import Store\n"
-        "from gateway.audit import AuditLog, AuditEvent, ActorType, Trail\n"
+        "from gateway.store.database import Store\n"
+        "from gateway.domain.audit.trail import AuditLog, AuditEvent, ActorType, Trail\n"
         "log = AuditLog(Store(sys.argv[1]))\n"
         "for i in range(150):\n"
         "    trail = Trail.HUMAN if i % 3 else Trail.MACHINE\n"

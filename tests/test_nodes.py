@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog, Trail
 from gateway.config import load_config
+from gateway.domain.audit.trail import AuditLog, Trail
+from gateway.domain.nodes import NodeNameInUse, NodeRegistry
+from gateway.domain.sessions import SessionLedger, SessionStart
 from gateway.errors import ConfigError
-from gateway.models import GatewayNodeRecord
-from gateway.nodes import NodeNameInUse, NodeRegistry
-from gateway.sessions import SessionLedger, SessionStart
-from gateway.store import Store
+from gateway.store.database import Store
+from gateway.store.models import GatewayNodeRecord
 
 
 class Clock:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
+from gateway.domain.policy import AccessContext, Mode, Policy
 from gateway.errors import ConfigError
-from gateway.policy import AccessContext, Mode, Policy
 from tests.test_config import HOST_KEY
 
 TARGETS = f"""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from gateway.audit import Trail
+from gateway.domain.audit.trail import Trail
 from recordings.asciicast import SUFFIXES, iter_events, read_header
 from tests.conftest import Gateway, launch_gateway, set_prompt, spawn_shell
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway import session_watch
+from gateway.domain.machines.registry import ScopeTarget
+from gateway.domain.sessions import SessionStart
 from gateway.errors import StoreError
-from gateway.machines import ScopeTarget
 from gateway.services import GatewayServices
-from gateway.session_watch import LiveChecks, SessionWatch, WatchSubject
-from gateway.sessions import SessionStart
+from gateway.ssh import watch as session_watch
+from gateway.ssh.watch import LiveChecks, SessionWatch, WatchSubject
 from tests.console_support import add_person, console_services
 
 

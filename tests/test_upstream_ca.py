@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import Store
-from gateway.upstream_ca import UpstreamCA, ensure_key_file
+from gateway.crypto.upstream_ca import UpstreamCA, ensure_key_file
+from gateway.store.database import Store
 from tests.test_identities import Clock
 
 pytestmark = pytest.mark.openssh

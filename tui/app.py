@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from gateway.config import duration_seconds
-from gateway.identities import UserView
+from gateway.domain.identities import UserView
 from gateway.services import GatewayServices
 from tui.roles import ConsoleUser, roles_for
 from tui.screens.audit import AuditScreen

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import Trail
+from gateway.domain.audit.trail import Trail
 from tests.conftest import Gateway
 
 FULL = os.environ.get("PAMGATE_RELIABILITY", "").lower() == "full"

@@ -24,10 +24,10 @@ import asyncssh
 import pyotp
 import pytest
 
-from gateway.audit import AuditLog, Trail
 from gateway.config import AuthSettings
-from gateway.lockout import FailureLimiter
-from gateway.store import Store
+from gateway.domain.audit.trail import AuditLog, Trail
+from gateway.domain.lockout import FailureLimiter
+from gateway.store.database import Store
 from tests.conftest import Gateway
 from tests.reliability.conftest import SIZE, trail_events, wait_for_events
 from tests.test_identities import Clock

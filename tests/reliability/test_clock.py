@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.approvals import AccessRequests, ApprovalError
-from gateway.audit import AuditLog
 from gateway.config import AuthSettings, RuleSettings
-from gateway.identities import UserDirectory
-from gateway.lockout import FailureLimiter
-from gateway.store import Store
+from gateway.domain.approvals import AccessRequests, ApprovalError
+from gateway.domain.audit.trail import AuditLog
+from gateway.domain.identities import UserDirectory
+from gateway.domain.lockout import FailureLimiter
+from gateway.store.database import Store
 from tests.test_identities import Clock
 
 pytestmark = pytest.mark.reliability

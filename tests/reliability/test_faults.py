@@ -26,11 +26,11 @@ import pexpect
 import pytest
 from sqlalchemy import select
 
-from gateway.audit import Trail
 from gateway.config import load_config
-from gateway.machines import ScopeTarget
-from gateway.models import SessionRecord
+from gateway.domain.audit.trail import Trail
+from gateway.domain.machines.registry import ScopeTarget
 from gateway.services import GatewayServices
+from gateway.store.models import SessionRecord
 from recordings.asciicast import iter_events
 from tests.conftest import Gateway, launch_gateway, set_prompt, spawn_shell
 from tests.reliability.conftest import FULL, SIZE, trail_events, wait_for_events

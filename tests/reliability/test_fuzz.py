@@ -22,15 +22,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.access import parse_login_name
 from gateway.config import NAME_RE, ConfigError, load_config
-from gateway.errors import DestinationSyntaxError
-from gateway.ssh_certificates import (
+from gateway.crypto.certificates import (
     MAX_PRINCIPALS,
     CertificateMalformed,
     parse_certificate,
     parse_certificate_line,
 )
+from gateway.domain.access import parse_login_name
+from gateway.errors import DestinationSyntaxError
 from recordings.asciicast import Event, RecordingError, iter_events
 from recordings.commands import CommandExtractor
 from recordings.player import PlainRecording, Player, RecordingIndex, screen_at

@@ -21,8 +21,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
-from gateway.audit import AuditLog, AuditRecord, Trail, VerifyResult
 from gateway.config import parse_since
+from gateway.domain.audit.trail import AuditLog, AuditRecord, Trail, VerifyResult
 from gateway.errors import PamgateError
 from tui.roles import Role
 from tui.screens.section import SectionScreen

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Label
 
-from gateway.breakglass import CaseView
+from gateway.domain.breakglass import CaseView
 from gateway.errors import PamgateError
 from tui.roles import Role
 from tui.screens.dialogs import VerdictDialog

@@ -21,9 +21,9 @@ from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, TabbedContent, TabPane
 
-from gateway.identities import TotpEnrolment, UserView
-from gateway.machine_revocation import Revocation
-from gateway.machines import STATUSES, MachineView
+from gateway.domain.identities import TotpEnrolment, UserView
+from gateway.domain.machines.registry import STATUSES, MachineView
+from gateway.domain.machines.revocation import Revocation
 from tui.roles import Role
 from tui.screens.audit import LiveTable, Row
 from tui.screens.dialogs import TextDialog

@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Label
 
 from gateway.config import DURATION_PATTERN, duration_seconds
-from gateway.recording_service import CommandHit, RecordingInfo
+from gateway.domain.recordings.service import CommandHit, RecordingInfo
 from tui.roles import Role
 from tui.screens.replay import ReplayScreen, clock, command_moment
 from tui.screens.section import SectionScreen

@@ -34,9 +34,9 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Label
 
+from gateway.domain.recordings.service import RecordingInfo
 from gateway.errors import PamgateError
-from gateway.models import SessionCommand
-from gateway.recording_service import RecordingInfo
+from gateway.store.models import SessionCommand
 from recordings.asciicast import RecordingError
 from recordings.player import (
     JUMP_LEAD,

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Label
 
-from gateway.approvals import RequestView
+from gateway.domain.approvals import RequestView
 from gateway.errors import PamgateError
 from tui.roles import Role
 from tui.screens.dialogs import TextDialog

@@ -10,8 +10,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
 
+from gateway.domain.sessions import LiveSession
 from gateway.errors import PamgateError
-from gateway.sessions import LiveSession
 from recordings.asciicast import read_header
 from recordings.player import events_from
 from recordings.terminal import TerminalModel, parse_size

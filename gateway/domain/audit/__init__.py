@@ -1,0 +1,1 @@
+"""The hash-chained audit trails, their signed checkpoints and copies sent out."""

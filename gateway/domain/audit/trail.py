@@ -1,0 +1,528 @@
+"""Audit trails: one hash chain for humans, one for machines.
+
+Each event has a per-trail sequence number and ``hash = sha256(canonical
+serialisation of the event, including prev_hash)``, so an edit, deletion,
+insertion or reordering anywhere breaks the chain at a named event.
+Checkpoints (signed head hashes, see :mod:`gateway.domain.audit.checkpoints`) catch the
+one thing a chain alone cannot: truncating the tail, or rewriting all of it.
+
+The write is part of the action (fail closed): callers append inside the same
+database transaction as the change they record, or treat
+:class:`AuditWriteFailed` as "the action did not happen". Appends lock the
+trail's head row (``SELECT ... FOR UPDATE``; on SQLite the transaction's
+``BEGIN IMMEDIATE``), so concurrent writers, in one process or several,
+never fork the chain.
+
+Plain Python over the store; no sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from gateway.errors import PamgateError, StoreError
+from gateway.store.database import Store
+from gateway.store.models import AuditHead, HumanAuditEvent, MachineAuditEvent
+
+logger = logging.getLogger("pamgate.audit")
+
+GENESIS_HASH = "0" * 64
+#: Verification reports progress every this many events.
+PROGRESS_EVERY = 100_000
+
+#: Fields in the order they appear in exports; all of them are hashed.
+RECORD_FIELDS = (
+    "trail", "seq", "ts", "actor", "actor_type", "action", "target", "account",
+    "session_id", "source", "outcome", "reason", "authority", "details", "prev_hash",
+)  # fmt: skip
+
+#: Successful actions that grant or use privilege, which must name their authority.
+PRIVILEGED_ACTIONS = frozenset(
+    {
+        "session.start",
+        "user.created",
+        "user.disabled",
+        "user.enabled",
+        "user.mfa_reset",
+        "user.password_set",
+        "user.key_added",
+        "user.unlocked",
+        "user.groups_set",
+        "ca.created",
+        "gateway.started",
+        "gateway.stopped",
+        "machine.created",
+        "machine.suspended",
+        "machine.resumed",
+        "machine.offboarded",
+        "machine.certificate_issued",
+        "machine.token_created",
+        "machine.joined",
+        "machine.renewed",
+        "machine.revoked",
+        "machine.tokens_revoked",
+        "auth.accepted",
+        "command.allowed",
+    }
+)
+
+
+class Trail(StrEnum):
+    """The two separate audit trails."""
+
+    HUMAN = "human"
+    MACHINE = "machine"
+
+    @classmethod
+    def of_lane(cls, lane: str) -> Trail:
+        """The trail a lane's events go to: the machine lane's to MACHINE, the rest to HUMAN."""
+        return cls.MACHINE if lane == "machine" else cls.HUMAN
+
+
+class ActorType(StrEnum):
+    """Who did something: a person, a non-human identity, an administrator, or the gateway."""
+
+    HUMAN = "human"
+    MACHINE = "machine"
+    ADMIN = "admin"
+    GATEWAY = "gateway"
+
+
+class AuditWriteFailed(StoreError):
+    """The audit record could not be written, so the action must not happen."""
+
+
+class MissingAuthority(PamgateError):
+    """A privileged action was about to be recorded without what allowed it (a bug)."""
+
+
+_TABLES = {Trail.HUMAN: HumanAuditEvent, Trail.MACHINE: MachineAuditEvent}
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What happened, before it gets a place in a trail."""
+
+    actor: str
+    actor_type: ActorType
+    action: str
+    outcome: str = "success"
+    target: str | None = None
+    account: str | None = None
+    session_id: str | None = None
+    source: str | None = None
+    reason: str = ""
+    authority: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """An event as stored in a trail, with its place in the chain."""
+
+    trail: str
+    seq: int
+    ts: str
+    actor: str
+    actor_type: str
+    action: str
+    target: str | None
+    account: str | None
+    session_id: str | None
+    source: str | None
+    outcome: str
+    reason: str
+    authority: str | None
+    details: str
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> str:
+        """One JSON object, ``details`` expanded, for exports and SIEMs."""
+        data = asdict(self)
+        data["details"] = json.loads(self.details)
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of verifying a trail."""
+
+    trail: str
+    ok: bool
+    count: int
+    first_bad_seq: int | None = None
+    problem: str = ""
+    head_hash: str = GENESIS_HASH
+
+
+def canonical_details(details: dict[str, Any]) -> str:
+    """Canonical JSON text for an event's details."""
+    return json.dumps(
+        details, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+
+
+#: The canonical serialisation: a compact JSON array of the fields in RECORD_FIELDS order.
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def record_hash(values: dict[str, Any]) -> str:
+    """sha256 over the canonical serialisation of an event's fields (prev_hash included)."""
+    return _hash_fields([values[name] for name in RECORD_FIELDS])
+
+
+def _hash_fields(fields: list[Any]) -> str:
+    return hashlib.sha256(_CANONICAL(fields).encode("utf-8")).hexdigest()
+
+
+def admin_authority(actor: str) -> str:
+    """The authority of an administrator acting through the gateway's own tools.
+
+    Until the console has roles, administration is done by whoever can run
+    ``pamgate`` with the gateway's config and database: that access is the
+    authority, and the audit record names who used it.
+    """
+    return f"gateway-admin:{actor}"
+
+
+class AuditLog:
+    """Appends to, reads and verifies the audit trails."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._sql = _AppendStatements(store.engine.dialect.paramstyle, store.is_sqlite)
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._writing = False
+        self._listeners: list[Callable[[AuditRecord], None]] = []
+
+    def add_listener(self, listener: Callable[[AuditRecord], None]) -> None:
+        """Call ``listener`` with every record after it is committed (e.g. syslog)."""
+        self._listeners.append(listener)
+
+    # -- writing ----------------------------------------------------------
+
+    def record(self, trail: Trail, event: AuditEvent) -> AuditRecord:
+        """Append ``event`` in its own transaction; return once it is committed.
+
+        Raises AuditWriteFailed (the caller's action must not happen).
+
+        Concurrent callers share commits (group commit): the first caller to
+        find no write in progress writes everything queued, in one
+        transaction, until the queue is empty; the others wait for theirs.
+        Order within a trail is arrival order.
+        """
+        _check_authority(event)
+        pending = _Pending(trail, event)
+        with self._queue_lock:
+            self._queue.append(pending)
+            lead = not self._writing
+            self._writing = True
+        if lead:
+            self._drain()
+        pending.done.wait()
+        if pending.error is not None:
+            raise AuditWriteFailed(
+                f"cannot write the {trail} audit trail: {pending.error}"
+            ) from pending.error
+        assert pending.record is not None
+        self.committed(pending.record)
+        return pending.record
+
+    def _drain(self) -> None:
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._writing = False
+                    return
+            try:
+                with self._store.connection() as connection:
+                    records = self._append(connection, [(p.trail, p.event) for p in batch])
+            except Exception as exc:  # every waiter must wake, whatever went wrong
+                for waiting in batch:
+                    waiting.error = exc
+                    waiting.done.set()
+                continue
+            for waiting, stored in zip(batch, records, strict=True):
+                waiting.record = stored
+                waiting.done.set()
+
+    def append(self, db: Session, trail: Trail, event: AuditEvent) -> AuditRecord:
+        """Append ``event`` inside the caller's transaction ``db``.
+
+        The event is part of that transaction: if it rolls back, so does the
+        event. Call :meth:`committed` after the commit to notify listeners.
+        """
+        _check_authority(event)
+        db.flush()  # the caller's pending changes go first, in order
+        return self._append(db.connection(), [(trail, event)])[0]
+
+    def _append(
+        self, connection: Connection, items: list[tuple[Trail, AuditEvent]]
+    ) -> list[AuditRecord]:
+        """Chain and insert ``items`` in order; one head read and write per trail."""
+        sql = self._sql
+        heads: dict[Trail, tuple[int, str]] = {}
+        rows: dict[Trail, list[dict[str, Any]]] = {}
+        records = []
+        for trail, event in items:
+            if trail not in heads:
+                found = connection.exec_driver_sql(sql.select_head, {"trail": trail.value}).first()
+                if found is None:
+                    # The trail's first event. Another node may be creating the head
+                    # at this very moment: whoever loses waits, then locks the winner's.
+                    connection.exec_driver_sql(
+                        sql.insert_head, {"trail": trail.value, "seq": 0, "hash": GENESIS_HASH}
+                    )
+                    found = connection.exec_driver_sql(
+                        sql.select_head, {"trail": trail.value}
+                    ).first()
+                heads[trail] = tuple(found)  # type: ignore[arg-type,assignment]
+            head_seq, head_hash = heads[trail]
+            values: dict[str, Any] = {
+                "trail": trail.value,
+                "seq": head_seq + 1,
+                "ts": datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "actor": event.actor,
+                "actor_type": str(event.actor_type),
+                "action": event.action,
+                "target": event.target,
+                "account": event.account,
+                "session_id": event.session_id,
+                "source": event.source,
+                "outcome": event.outcome,
+                "reason": event.reason,
+                "authority": event.authority,
+                "details": canonical_details(event.details),
+                "prev_hash": head_hash,
+            }
+            values["hash"] = record_hash(values)
+            heads[trail] = (values["seq"], values["hash"])
+            rows.setdefault(trail, []).append(values)
+            records.append(AuditRecord(**values))
+        for trail, trail_rows in rows.items():
+            connection.exec_driver_sql(sql.insert_event[trail], trail_rows)
+            connection.exec_driver_sql(sql.update_head, trail_rows[-1])
+        return records
+
+    def committed(self, record: AuditRecord) -> None:
+        """Tell the log line and listeners about a committed record (never raises)."""
+        # Also one JSON line in the gateway log, for operators reading it live.
+        line = {"event": record.action, "trail": record.trail, "seq": record.seq}
+        line.update(_log_fields(record))
+        logger.info(json.dumps(line, default=str))
+        for listener in self._listeners:
+            try:
+                listener(record)
+            except Exception:  # a copy failing must not undo the action
+                logger.exception("audit listener failed")
+
+    # -- reading ------------------------------------------------------------
+
+    def head(self, trail: Trail) -> tuple[int, str]:
+        """The trail's newest sequence number and hash (0 and the genesis hash if empty)."""
+        with self._store.transaction(write=False) as db:
+            head = db.get(AuditHead, trail.value)
+            return (head.seq, head.hash) if head else (0, GENESIS_HASH)
+
+    def events(
+        self,
+        trail: Trail,
+        *,
+        after_seq: int = 0,
+        until_seq: int | None = None,
+        since: datetime | None = None,
+        batch: int = 5000,
+    ) -> Iterator[AuditRecord]:
+        """Events in sequence order, streamed in batches (constant memory)."""
+        table = _TABLES[trail]
+        since_text = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if since else None
+        last = after_seq
+        while True:
+            with self._store.transaction(write=False) as db:
+                query = select(*_columns(table)).where(table.seq > last)
+                if since_text:
+                    query = query.where(table.ts >= since_text)
+                if until_seq is not None:
+                    query = query.where(table.seq <= until_seq)
+                rows = db.execute(query.order_by(table.seq).limit(batch)).all()
+            for row in rows:
+                yield AuditRecord(trail.value, *row)
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    def tail(self, trail: Trail, count: int) -> list[AuditRecord]:
+        """The newest ``count`` events, oldest first."""
+        seq, _ = self.head(trail)
+        return list(self.events(trail, after_seq=max(seq - count, 0)))
+
+    # -- verification --------------------------------------------------------
+
+    def verify(
+        self, trail: Trail, *, progress: Callable[[int], None] | None = None
+    ) -> VerifyResult:
+        """Walk the chain up to its current head; report the first event that breaks it.
+
+        Events appended while this runs are beyond the head read at the start,
+        and are left for the next run.
+        """
+        head_seq, head_hash = self.head(trail)
+        expected, prev = 1, GENESIS_HASH
+        count = 0
+        name = trail.value
+        for row in self._chain_rows(trail, head_seq):
+            # row: seq, ts, ..., prev_hash, hash (the stored columns in RECORD_FIELDS order)
+            seq = row[0]
+            if seq != expected:  # rows come in seq order, so this is a gap
+                missing = (
+                    f"event {expected} is" if seq == expected + 1
+                    else f"events {expected}..{seq - 1} are"
+                )  # fmt: skip
+                return VerifyResult(trail, False, count, expected, f"{missing} missing (deleted)")
+            if row[-2] != prev:
+                return VerifyResult(
+                    trail, False, count, seq,
+                    f"event {seq} ({_describe(row)}): prev_hash does not match event "
+                    f"{seq - 1} (events inserted, deleted or reordered)",
+                )  # fmt: skip
+            stored = row[-1]
+            if _hash_fields([name, *row[:-1]]) != stored:
+                return VerifyResult(
+                    trail, False, count, seq,
+                    f"event {seq} ({_describe(row)}): contents do not match its hash (edited)",
+                )  # fmt: skip
+            prev = stored
+            expected += 1
+            count += 1
+            if progress is not None and count % PROGRESS_EVERY == 0:
+                progress(count)
+        if head_seq != count or head_hash != prev:
+            return VerifyResult(
+                trail, False, count, count + 1,
+                f"the trail ends at event {count} but its head records event {head_seq} "
+                "(events removed from the end)",
+            )  # fmt: skip
+        stray = self._first_beyond_head(trail)
+        if stray is not None:
+            return VerifyResult(
+                trail, False, count, stray,
+                f"event {stray} lies beyond the trail's head (inserted)",
+            )  # fmt: skip
+        return VerifyResult(trail, True, count, head_hash=prev)
+
+    def _chain_rows(self, trail: Trail, until_seq: int) -> Iterator[tuple[Any, ...]]:
+        """All stored columns of events 1..until_seq as plain tuples, streamed."""
+        table = _TABLES[trail]
+        query = select(*_columns(table)).where(table.seq <= until_seq).order_by(table.seq)
+        try:
+            with self._store.engine.connect() as connection:
+                result = connection.execution_options(yield_per=20_000).execute(query)
+                for partition in result.partitions():
+                    yield from (tuple(row) for row in partition)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the {trail} audit trail: {exc}") from exc
+
+    def _first_beyond_head(self, trail: Trail) -> int | None:
+        table = _TABLES[trail]
+        with self._store.transaction(write=False) as db:
+            head = db.get(AuditHead, trail.value)
+            return db.scalar(
+                select(table.seq).where(table.seq > (head.seq if head else 0)).order_by(table.seq)
+            )
+
+    def hash_at(self, trail: Trail, seq: int) -> str | None:
+        """The stored hash of event ``seq``, or None if there is none."""
+        table = _TABLES[trail]
+        with self._store.transaction(write=False) as db:
+            return db.scalar(select(table.hash).where(table.seq == seq))
+
+
+def _check_authority(event: AuditEvent) -> None:
+    if event.outcome == "success" and event.action in PRIVILEGED_ACTIONS and not event.authority:
+        raise MissingAuthority(f"{event.action} by {event.actor} has no authority")
+
+
+class _Pending:
+    """One caller's event waiting in the group-commit queue."""
+
+    def __init__(self, trail: Trail, event: AuditEvent) -> None:
+        self.trail = trail
+        self.event = event
+        self.done = threading.Event()
+        self.record: AuditRecord | None = None
+        self.error: BaseException | None = None
+
+
+class _AppendStatements:
+    """The SQL of an append, rendered once for the database's parameter style.
+
+    Appends run on every login and session, so they skip SQLAlchemy's
+    statement compilation (which costs more than the database work itself).
+    """
+
+    def __init__(self, paramstyle: str, is_sqlite: bool) -> None:
+        def param(name: str) -> str:
+            return f"%({name})s" if paramstyle == "pyformat" else f":{name}"
+
+        # SQLite serialises writers with BEGIN IMMEDIATE; others lock the head row
+        # (PostgreSQL's READ COMMITTED then reads the head as the previous writer left it).
+        lock = "" if is_sqlite else " FOR UPDATE"
+        self.select_head = f"SELECT seq, hash FROM audit_heads WHERE trail = {param('trail')}{lock}"
+        self.insert_head = (
+            "INSERT INTO audit_heads (trail, seq, hash) "
+            f"VALUES ({param('trail')}, {param('seq')}, {param('hash')}) "
+            "ON CONFLICT (trail) DO NOTHING"
+        )
+        self.update_head = (
+            f"UPDATE audit_heads SET seq = {param('seq')}, hash = {param('hash')} "
+            f"WHERE trail = {param('trail')}"
+        )
+        columns = [*RECORD_FIELDS[1:], "hash"]
+        self.insert_event = {
+            trail: f"INSERT INTO {_TABLES[trail].__tablename__} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(param(c) for c in columns)})"
+            for trail in Trail
+        }
+
+
+def _describe(row: tuple[Any, ...]) -> str:
+    """``action by actor`` for a raw trail row (as stored, which may be edited)."""
+    values = dict(zip(RECORD_FIELDS[1:], row, strict=False))
+    return f"{values['action']} by {values['actor']}"
+
+
+def _columns(table: type[HumanAuditEvent] | type[MachineAuditEvent]) -> list[Any]:
+    return [getattr(table, name) for name in RECORD_FIELDS[1:]] + [table.hash]
+
+
+def _log_fields(record: AuditRecord) -> dict[str, Any]:
+    fields = {
+        "actor": record.actor,
+        "actor_type": record.actor_type,
+        "outcome": record.outcome,
+        "target": record.target,
+        "account": record.account,
+        "session": record.session_id,
+        "source": record.source,
+        "reason": record.reason or None,
+        "authority": record.authority,
+    }
+    fields.update(json.loads(record.details))
+    return {k: v for k, v in fields.items() if v is not None}

@@ -1,0 +1,89 @@
+"""Health of a gateway deployment: the database and every node, for ``pamgate status``.
+
+Plain Python over the store; no sockets of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from gateway.domain.nodes import NodeInfo, NodeRegistry
+from gateway.errors import PamgateError
+from gateway.store.database import Store
+from gateway.store.schema import SchemaState
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    """What ``pamgate status`` reports."""
+
+    database_url: str
+    reachable: bool
+    #: Round trip of ``SELECT 1``, in milliseconds.
+    latency_ms: float | None = None
+    schema: SchemaState | None = None
+    problem: str = ""
+    nodes: list[NodeInfo] = field(default_factory=list)
+    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def healthy(self) -> bool:
+        """The database answers and its schema is the one this release needs."""
+        return self.reachable and self.schema is not None and self.schema.up_to_date
+
+    def lines(self, heartbeat_timeout: float) -> list[str]:
+        """The report, one line each; nodes silent past ``heartbeat_timeout`` are flagged."""
+        out = [f"database: {_redact(self.database_url)}"]
+        if not self.reachable:
+            return [*out, f"  unreachable: {self.problem}"]
+        out.append(f"  reachable, round trip {self.latency_ms:.1f} ms")
+        if self.schema is not None:
+            out.append(f"  schema: {self.schema.describe()}")
+        if self.problem:
+            out.append(f"  {self.problem}")
+        out.append(f"nodes: {len(self.nodes)}")
+        for node in self.nodes:
+            age = node.heartbeat_age(self.checked_at)
+            state = node.status
+            if node.status == "up" and age > heartbeat_timeout:
+                state = "up?  (silent: a surviving node will take it over)"
+            elif node.status == "dead" and node.taken_over_by:
+                state = f"dead (taken over by {node.taken_over_by})"
+            out.append(
+                f"  {node.name:<20} {state:<10} heartbeat {age:6.1f} s ago  "
+                f"live sessions {node.live_sessions:<4} {node.host} pid {node.pid}"
+            )
+        return out
+
+
+def deployment_status(store: Store, nodes: NodeRegistry) -> DeploymentStatus:
+    """Check the database (reachable, latency, schema) and list the nodes."""
+    try:
+        started = time.perf_counter()
+        store.ping()
+        latency = (time.perf_counter() - started) * 1000
+        schema = store.schema_state()
+    except PamgateError as exc:
+        return DeploymentStatus(store.url, reachable=False, problem=str(exc))
+    if not schema.up_to_date:
+        return DeploymentStatus(
+            store.url, True, latency, schema, problem="run 'pamgate db upgrade' to list nodes"
+        )
+    try:
+        listed = nodes.list()
+    except PamgateError as exc:
+        return DeploymentStatus(store.url, True, latency, schema, problem=str(exc))
+    return DeploymentStatus(store.url, True, latency, schema, nodes=listed)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(invalid URL)"

@@ -1,0 +1,392 @@
+"""Human identities: users, their passwords, registered keys and TOTP second factor.
+
+Plain Python over the store; no SSH here. The human lane, the CLI and the
+console all go through :class:`UserDirectory`.
+
+Security notes:
+
+- Passwords are stored as argon2id hashes only, and are never logged.
+- :meth:`UserDirectory.verify_password` spends the same argon2 work for an
+  unknown or disabled user as for a known one, so timing does not reveal
+  which names exist.
+- A TOTP code is accepted once: the accepted time step is stored, and any
+  code for that step or an earlier one is refused afterwards. The update is a
+  single conditional ``UPDATE``, so two connections racing with the same
+  code cannot both win.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from gateway.config import NAME_RE
+from gateway.domain.audit.trail import (
+    ActorType,
+    AuditEvent,
+    AuditLog,
+    AuditRecord,
+    Trail,
+    admin_authority,
+)
+from gateway.errors import IdentityError, InvalidName, UnknownUser, UserExists
+from gateway.store.database import Store
+from gateway.store.models import User, UserKey
+
+TOTP_PERIOD_SECONDS = 30
+TOTP_DIGITS = 6
+TOTP_ISSUER = "pamgate"
+
+
+@dataclass(frozen=True)
+class UserView:
+    """A read-only snapshot of a user, safe to pass around and print."""
+
+    name: str
+    groups: tuple[str, ...]
+    disabled: bool
+    has_password: bool
+    key_fingerprints: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TotpEnrolment:
+    """What a user needs to set up their authenticator app."""
+
+    user: str
+    secret: str
+    uri: str
+
+
+def validate_name(kind: str, name: str) -> str:
+    """Return ``name`` if it is a valid user/target/account name, else raise InvalidName."""
+    if not NAME_RE.match(name):
+        raise InvalidName(
+            f"invalid {kind} name {name!r}: use letters, digits, '_', '.', '-' "
+            "(starting with a letter or '_', at most 64 characters)"
+        )
+    return name
+
+
+def parse_public_key_line(line: str) -> tuple[str, str, str]:
+    """Split an OpenSSH public key line into (key data, SHA256 fingerprint, comment).
+
+    The key data is ``<type> <base64>``; raises IdentityError on a malformed line.
+    """
+    parts = line.strip().split(None, 2)
+    if len(parts) < 2:
+        raise IdentityError("not an OpenSSH public key line ('<type> <base64> [comment]')")
+    key_type, blob = parts[0], parts[1]
+    if "-cert-v01@openssh.com" in key_type:
+        raise IdentityError("register a plain public key, not a certificate")
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        raise IdentityError("the public key's data is not valid base64") from None
+    length = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
+    if raw[4 : 4 + length] != key_type.encode():
+        raise IdentityError(f"the public key's data does not match its type {key_type!r}")
+    digest = base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
+    return f"{key_type} {blob}", f"SHA256:{digest}", parts[2] if len(parts) > 2 else ""
+
+
+class UserDirectory:
+    """Create, change and authenticate human users."""
+
+    def __init__(
+        self,
+        store: Store,
+        audit: AuditLog,
+        *,
+        totp_skew_steps: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self._skew = totp_skew_steps
+        self._clock = clock
+        self._hasher = PasswordHasher()
+        # A real hash of a random password: verifying against it costs exactly
+        # what verifying a real user's password costs.
+        self._decoy_hash = self._hasher.hash(pyotp.random_base32())
+
+    # -- administration -------------------------------------------------
+
+    def add_user(
+        self,
+        name: str,
+        *,
+        actor: str,
+        groups: Iterable[str] = (),
+        password: str | None = None,
+        public_keys: Iterable[str] = (),
+    ) -> TotpEnrolment:
+        """Create a user and return their TOTP enrolment.
+
+        A user needs a password, a registered key, or both: either one is the
+        first factor, and TOTP is always the second. ``actor`` is the
+        administrator, recorded in the human audit trail.
+        """
+        validate_name("user", name)
+        group_list = sorted({validate_name("group", g) for g in groups})
+        keys = [parse_public_key_line(line) for line in public_keys]
+        if password is None and not keys:
+            raise IdentityError(f"user {name!r} needs a password or an SSH key (or both)")
+        if password is not None:
+            _check_password_quality(password)
+        secret = pyotp.random_base32()
+        now = self._now()
+        with self._store.transaction() as db:
+            clash = db.scalar(select(User.name).where(func.lower(User.name) == name.lower()))
+            if clash is not None:
+                # Names differing only in case would read as one person in logs.
+                raise UserExists(f"user {clash!r} exists already")
+            user = User(
+                name=name,
+                password_hash=self._hasher.hash(password) if password is not None else None,
+                totp_secret=secret,
+                totp_last_step=None,
+                groups=group_list,
+                disabled=False,
+                created_at=now,
+                updated_at=now,
+            )
+            for key_data, fingerprint, comment in keys:
+                user.keys.append(
+                    UserKey(
+                        key_data=key_data, fingerprint=fingerprint, comment=comment, added_at=now
+                    )
+                )
+            db.add(user)
+            factors = ["password"] if password is not None else []
+            factors += ["key"] if keys else []
+            factors.append("totp")
+            record = self._admin_event(
+                db, actor, "user.created", name, groups=group_list, factors=factors
+            )
+        self._audit.committed(record)
+        return self.enrolment(name, secret)
+
+    def list_users(self) -> list[UserView]:
+        """All users, by name."""
+        with self._store.transaction(write=False) as db:
+            return [_view(u) for u in db.scalars(select(User).order_by(User.name))]
+
+    def get(self, name: str) -> UserView | None:
+        """The user called ``name``, or None."""
+        with self._store.transaction(write=False) as db:
+            user = db.scalar(select(User).where(User.name == name))
+            return _view(user) if user else None
+
+    def disabled_among(self, names: Collection[str]) -> frozenset[str]:
+        """Which of ``names`` are disabled or no longer exist (one query)."""
+        if not names:
+            return frozenset()
+        query = select(User.name).where(User.name.in_(list(names)), User.disabled.is_(False))
+        with self._store.transaction(write=False) as db:
+            enabled = set(db.scalars(query))
+        return frozenset(name for name in names if name not in enabled)
+
+    def set_disabled(self, name: str, disabled: bool, *, actor: str) -> None:
+        """Disable or enable a user. A disabled user cannot log in."""
+        with self._store.transaction() as db:
+            user = self._require(db, name)
+            user.disabled = disabled
+            user.updated_at = self._now()
+            action = "user.disabled" if disabled else "user.enabled"
+            record = self._admin_event(db, actor, action, name)
+        self._audit.committed(record)
+
+    def set_groups(self, name: str, groups: Iterable[str], *, actor: str) -> None:
+        """Replace a user's groups (which decide what the policy lets them do)."""
+        group_list = sorted({validate_name("group", g) for g in groups})
+        with self._store.transaction() as db:
+            user = self._require(db, name)
+            before = list(user.groups or [])
+            user.groups = group_list
+            user.updated_at = self._now()
+            record = self._admin_event(
+                db, actor, "user.groups_set", name, before=before, after=group_list
+            )
+        self._audit.committed(record)
+
+    def set_password(self, name: str, password: str, *, actor: str) -> None:
+        """Replace a user's password."""
+        _check_password_quality(password)
+        with self._store.transaction() as db:
+            user = self._require(db, name)
+            user.password_hash = self._hasher.hash(password)
+            user.updated_at = self._now()
+            record = self._admin_event(db, actor, "user.password_set", name)
+        self._audit.committed(record)
+
+    def reset_mfa(self, name: str, *, actor: str) -> TotpEnrolment:
+        """Give a user a new TOTP secret; the old one stops working at once."""
+        secret = pyotp.random_base32()
+        with self._store.transaction() as db:
+            user = self._require(db, name)
+            user.totp_secret = secret
+            user.totp_last_step = None
+            user.updated_at = self._now()
+            record = self._admin_event(db, actor, "user.mfa_reset", name)
+        self._audit.committed(record)
+        return self.enrolment(name, secret)
+
+    def add_key(self, name: str, public_key_line: str, *, actor: str) -> str:
+        """Register a public key for a user; returns its fingerprint."""
+        key_data, fingerprint, comment = parse_public_key_line(public_key_line)
+        with self._store.transaction() as db:
+            user = self._require(db, name)
+            if any(k.key_data == key_data for k in user.keys):
+                raise IdentityError(f"that key is registered for {name!r} already")
+            user.keys.append(
+                UserKey(
+                    key_data=key_data,
+                    fingerprint=fingerprint,
+                    comment=comment,
+                    added_at=self._now(),
+                )
+            )
+            record = self._admin_event(db, actor, "user.key_added", name, key=fingerprint)
+        self._audit.committed(record)
+        return fingerprint
+
+    @staticmethod
+    def enrolment(name: str, secret: str) -> TotpEnrolment:
+        """The otpauth:// URI an authenticator app scans."""
+        uri = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD_SECONDS).provisioning_uri(
+            name=name, issuer_name=TOTP_ISSUER
+        )
+        return TotpEnrolment(user=name, secret=secret, uri=uri)
+
+    # -- authentication -------------------------------------------------
+
+    def verify_password(self, name: str, password: str) -> bool:
+        """True if ``name`` is an enabled user with this password.
+
+        Costs one argon2 verification whatever the outcome.
+        """
+        with self._store.transaction(write=False) as db:
+            user = db.scalar(select(User).where(User.name == name))
+            stored = user.password_hash if user is not None else None
+            usable = user is not None and not user.disabled and stored is not None
+        matched = self._password_matches(stored if usable else self._decoy_hash, password)
+        return usable and matched
+
+    def key_is_registered(self, name: str, key_data: str) -> bool:
+        """True if ``name`` is an enabled user and ``key_data`` (``<type> <base64>``) is theirs."""
+        with self._store.transaction(write=False) as db:
+            user = db.scalar(select(User).where(User.name == name))
+            if user is None or user.disabled:
+                return False
+            return any(hmac.compare_digest(k.key_data, key_data) for k in user.keys)
+
+    def verify_totp(self, name: str, code: str) -> bool:
+        """True if ``code`` is a valid, unused TOTP code for an enabled user.
+
+        Accepting a code burns its time step and every earlier one.
+        """
+        code = code.strip().replace(" ", "")
+        with self._store.transaction(write=False) as db:
+            user = db.scalar(select(User).where(User.name == name))
+            secret = user.totp_secret if user is not None else pyotp.random_base32()
+            usable = user is not None and not user.disabled
+        step = self._matching_step(secret, code)
+        if not usable or step is None:
+            return False
+        with self._store.transaction() as db:
+            result = db.execute(
+                update(User)
+                .where(User.name == name)
+                .where(User.disabled.is_(False))
+                .where(or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+                .values(totp_last_step=step)
+            )
+            return result.rowcount == 1
+
+    def credentials_match(self, name: str, password: str, totp_secret: str) -> bool:
+        """True if ``name`` has exactly this password and TOTP secret (used by the demo)."""
+        with self._store.transaction(write=False) as db:
+            user = db.scalar(select(User).where(User.name == name))
+            if user is None or user.password_hash is None:
+                return False
+            stored_secret, stored_hash = user.totp_secret, user.password_hash
+        password_ok = self._password_matches(stored_hash, password)
+        return password_ok and hmac.compare_digest(stored_secret, totp_secret)
+
+    # -- internals --------------------------------------------------------
+
+    def _admin_event(
+        self, db: Session, actor: str, action: str, user: str, **details: object
+    ) -> AuditRecord:
+        return self._audit.append(
+            db,
+            Trail.HUMAN,
+            AuditEvent(
+                actor=actor,
+                actor_type=ActorType.ADMIN,
+                action=action,
+                target=f"user:{user}",
+                authority=admin_authority(actor),
+                details=details,
+            ),
+        )
+
+    def _password_matches(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def _matching_step(self, secret: str, code: str) -> int | None:
+        if len(code) != TOTP_DIGITS or not code.isdigit():
+            return None
+        totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD_SECONDS)
+        now_step = int(self._clock() // TOTP_PERIOD_SECONDS)
+        matched = None
+        # Check every step in the window (no early exit) to keep timing flat.
+        for step in range(now_step - self._skew, now_step + self._skew + 1):
+            if hmac.compare_digest(totp.generate_otp(step), code):
+                matched = step
+        return matched
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    @staticmethod
+    def _require(db: Session, name: str) -> User:
+        user = db.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise UnknownUser(f"no user named {name!r}")
+        return user
+
+
+def _check_password_quality(password: str) -> None:
+    if len(password) < 8:
+        raise IdentityError("password too short: use at least 8 characters")
+    if len(password) > 1024:
+        raise IdentityError("password too long: use at most 1024 characters")
+
+
+def _view(user: User) -> UserView:
+    return UserView(
+        name=user.name,
+        groups=tuple(user.groups or ()),
+        disabled=user.disabled,
+        has_password=user.password_hash is not None,
+        key_fingerprints=tuple(k.fingerprint for k in user.keys),
+        created_at=user.created_at,
+    )

@@ -1,0 +1,3 @@
+"""Non-human identities: the registry, credentials, revocation, and the
+machine lane's certificate and scope rules.
+"""

@@ -1,0 +1,229 @@
+"""Who may use the machine lane, where, and to run what: the checks, without sockets.
+
+:meth:`MachineGate.check` judges a presented certificate at least as
+strictly as OpenSSH's sshd with ``TrustedUserCAKeys``, plus pamgate's own
+rules, and names the first failed rule:
+
+1. a *user* certificate, signed by the machine CA (and no other);
+2. not with a SHA-1 (``ssh-rsa``) CA signature; no unknown critical option;
+3. ``valid_after <= now < valid_before``, with no further skew;
+4. at least one principal (asyncssh would accept none for any user; OpenSSH
+   does not), one of which is the NHI in the login name, which is ``active``;
+5. a lifetime no longer than the NHI's maximum (plus the 60 s backdating);
+6. the source inside the certificate's ``source-address`` and the NHI's networks;
+7. serial, key id and key not revoked.
+
+A certificate superseded by a renewal passes :meth:`MachineGate.check` with
+``MachineLogin.lineage.superseded`` set: the lane lets the client prove it
+holds the key, and only then locks the NHI as a copied credential.
+
+:meth:`MachineGate.destination` and :meth:`MachineGate.command` then hold
+each session to the NHI's scope: its target accounts, its commands (with a
+``force-command``, only that command, which must be in scope too; no
+command means the forced one), and no pty unless allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.config import GatewayConfig, TargetSettings
+from gateway.crypto.certificates import (
+    KNOWN_CRITICAL_OPTIONS,
+    MAX_PRINCIPALS,
+    WEAK_SIGNATURE_ALGORITHMS,
+    PresentedCertificate,
+)
+from gateway.crypto.machine_ca import BACKDATE_SECONDS, MachineCA
+from gateway.domain.access import parse_login_name, user_part
+from gateway.domain.machines.credentials import CertificateLineage, MachineCredentials
+from gateway.domain.machines.registry import MachineError, MachineRegistry, MachineView
+from gateway.domain.machines.revocation import MachineRevocations
+from gateway.errors import PamgateError
+
+
+class MachineAuthRefused(PamgateError):
+    """A certificate may not log in; the message is the reason, for the machine trail."""
+
+
+class ScopeRefused(PamgateError):
+    """A session asked for something outside its NHI's scope; the message says what."""
+
+
+@dataclass(frozen=True)
+class MachineLogin:
+    """An accepted machine-lane login."""
+
+    nhi: MachineView
+    certificate: PresentedCertificate
+    lineage: CertificateLineage | None
+
+
+class MachineGate:
+    """Applies the machine lane's certificate and scope rules."""
+
+    def __init__(
+        self,
+        registry: MachineRegistry,
+        credentials: MachineCredentials,
+        revocations: MachineRevocations,
+        ca: MachineCA,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._registry = registry
+        self._credentials = credentials
+        self._revocations = revocations
+        self._ca = ca
+        self._clock = clock
+
+    def check(self, login_name: str, cert: PresentedCertificate, *, source: str) -> MachineLogin:
+        """Accept ``cert`` for ``login_name`` from ``source``, or raise MachineAuthRefused."""
+        if cert.cert_type != "user":
+            raise MachineAuthRefused("a host certificate cannot log in")
+        if cert.signing_key != self._ca.public_key_data():
+            raise MachineAuthRefused("the certificate is not signed by the machine CA")
+        if cert.signature_algorithm in WEAK_SIGNATURE_ALGORITHMS:
+            raise MachineAuthRefused(
+                f"the CA signature uses {cert.signature_algorithm} (SHA-1), which is refused"
+            )
+        unknown = sorted(set(cert.critical_options) - KNOWN_CRITICAL_OPTIONS)
+        if unknown:
+            raise MachineAuthRefused(f"unknown critical option {unknown[0]!r}")
+        now = self._clock()
+        if now < cert.valid_after:
+            raise MachineAuthRefused("the certificate is not valid yet")
+        if now >= cert.valid_before:
+            raise MachineAuthRefused("the certificate has expired")
+        if not cert.principals:
+            raise MachineAuthRefused("the certificate has no principals")
+        if len(cert.principals) > MAX_PRINCIPALS:
+            raise MachineAuthRefused("the certificate has too many principals")
+        name = user_part(login_name)
+        if name not in cert.principals:
+            raise MachineAuthRefused(f"the certificate's principals do not include {name!r}")
+        try:
+            nhi = self._registry.get(name)
+        except MachineError:
+            raise MachineAuthRefused(f"{name!r} is not a registered machine identity") from None
+        if nhi.status != "active":
+            raise MachineAuthRefused(f"{name} is {nhi.status}")
+        if cert.lifetime_seconds > nhi.max_ttl_seconds + BACKDATE_SECONDS:
+            raise MachineAuthRefused(
+                f"the certificate's lifetime ({cert.lifetime_seconds} s) exceeds {name}'s "
+                f"maximum of {nhi.max_ttl_seconds} s"
+            )
+        address = _address(source)
+        if "source-address" in cert.critical_options:
+            try:
+                networks = cert.source_networks
+            except ValueError:
+                raise MachineAuthRefused("the certificate's source-address is malformed") from None
+            if address is None or not any(address in network for network in networks):
+                raise MachineAuthRefused(f"source {source} is outside the certificate's networks")
+        if nhi.sources and (
+            address is None
+            or not any(address in ipaddress.ip_network(n, strict=False) for n in nhi.sources)
+        ):
+            raise MachineAuthRefused(f"source {source} is outside {name}'s allowed networks")
+        revoked = self._revocations.revocation_reason(cert)
+        if revoked:
+            raise MachineAuthRefused(revoked)
+        return MachineLogin(nhi, cert, self._credentials.lineage_of(cert))
+
+    def revoked_because(self, login: MachineLogin, *, status: str | None = None) -> str | None:
+        """Why a live session must end now (NHI no longer active, certificate revoked).
+
+        ``status`` is the NHI's status when the caller has read it already
+        (the session watch reads all live NHIs' at once).
+        """
+        if status is None:
+            status = self._registry.get(login.nhi.name).status
+        if status != "active":
+            return f"{login.nhi.name} was {status}"
+        return self._revocations.revocation_reason(login.certificate)
+
+    def new_session_refused_because(self, login: MachineLogin) -> str | None:
+        """Why an authenticated connection may not open another session, or None.
+
+        Stricter than for live sessions: the certificate must also still be
+        valid and not superseded by a renewal (a live session outlives both,
+        as it would with sshd).
+        """
+        reason = self.revoked_because(login)
+        if reason:
+            return reason
+        if self._clock() >= login.certificate.valid_before:
+            return "the certificate has expired"
+        lineage = self._credentials.lineage_of(login.certificate)
+        if lineage is not None and lineage.superseded:
+            return "the certificate was replaced by a renewal; use the new one"
+        return None
+
+    @staticmethod
+    def destination(
+        login: MachineLogin, login_name: str, config: GatewayConfig
+    ) -> tuple[TargetSettings, str]:
+        """The target and account the login name asks for, if the NHI's scope has it."""
+        nhi = login.nhi
+        asked = parse_login_name(login_name)
+        scope = [(t.target, t.account) for t in nhi.targets]
+        choices = ", ".join(f"{nhi.name}:{account}@{target}" for target, account in scope)
+        if asked.target is None:
+            if len(scope) != 1:
+                raise ScopeRefused(f"name a target in the login name: one of {choices}")
+            target_name, account = scope[0]
+        else:
+            target_name = asked.target
+            accounts = [account for target, account in scope if target == target_name]
+            if asked.account:
+                account = asked.account
+            elif len(accounts) == 1:
+                account = accounts[0]
+            else:
+                raise ScopeRefused(f"{target_name} is not in {nhi.name}'s scope: use {choices}")
+            if (target_name, account) not in scope:
+                raise ScopeRefused(
+                    f"{account}@{target_name} is not in {nhi.name}'s scope: use {choices}"
+                )
+        target = config.target(target_name)
+        if target is None:
+            raise ScopeRefused(f"target {target_name!r} is no longer in the gateway's config")
+        return target, account
+
+    @staticmethod
+    def command(login: MachineLogin, requested: str | None, *, pty: bool) -> str:
+        """The command to run for ``requested``, or ScopeRefused saying why not."""
+        nhi, cert = login.nhi, login.certificate
+        MachineGate.check_pty(login, pty)
+        # Stricter than sshd, which runs the forced command whatever was asked:
+        # asking for something else is refused, so a job learns it is out of scope.
+        forced = cert.force_command
+        if forced is not None:
+            if requested is not None and requested != forced:
+                raise ScopeRefused(f"this certificate may only run: {forced[:200]}")
+            requested = forced
+        if requested is None:
+            raise ScopeRefused(
+                "the machine lane runs commands only: give one, as in ssh ... 'COMMAND'"
+            )
+        if not nhi.command_allowed(requested):
+            raise ScopeRefused(f"command not in {nhi.name}'s scope: {requested[:200]!r}")
+        return requested
+
+    @staticmethod
+    def check_pty(login: MachineLogin, pty: bool) -> None:
+        """ScopeRefused for a pty unless both the NHI and its certificate allow one."""
+        nhi = login.nhi
+        if pty and not (nhi.allow_pty and "permit-pty" in login.certificate.extensions):
+            raise ScopeRefused(f"a terminal (pty) is not allowed for {nhi.name}: run without -t")
+
+
+def _address(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(source)
+    except ValueError:
+        return None

@@ -1,0 +1,338 @@
+"""Session recordings as the gateway uses them: where they live, sealing, commands, lookup.
+
+The file format, extraction and playback are in :mod:`recordings`; where the
+files live is up to :mod:`gateway.domain.recordings.storage` (a folder all nodes share,
+``RECORDINGS/YYYY/MM/DD/<session>.cast``). This module keeps the one flusher,
+stores each sealed recording's sha256 with its session, extracts commands
+after the session (off the relay entirely) and answers the CLI's and
+console's questions (list, search, verify, export).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from gateway.config import GatewayConfig
+from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail, admin_authority
+from gateway.domain.recordings.storage import RecordingStore, SharedDirectory
+from gateway.errors import PamgateError
+from gateway.store.database import Store
+from gateway.store.models import SessionCommand, SessionRecord
+from recordings.asciicast import (
+    Flusher,
+    RecordingError,
+    RecordingWriter,
+    SealedRecording,
+    file_sha256,
+    iter_events,
+    open_text,
+    read_header,
+)
+from recordings.commands import Command, CommandExtractor
+
+logger = logging.getLogger("pamgate.recordings")
+
+
+class RecordingUnavailable(PamgateError):
+    """A session cannot be recorded, so it must not happen."""
+
+
+class UnknownSession(PamgateError):
+    """No session (or no recording) matches what was asked for."""
+
+
+class RecordingTampered(PamgateError):
+    """A sealed recording no longer matches the sha256 stored when it was sealed."""
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    """A recorded session, for listings."""
+
+    session_id: str
+    lane: str
+    user: str
+    target: str
+    account: str
+    kind: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    path: Path | None
+    sha256: str | None
+    #: What allowed the session: ``grant:N``, ``breakglass:N``, ``rule:NAME``, ``nhi:NAME``.
+    authority: str = ""
+
+    @property
+    def break_glass(self) -> bool:
+        """The session ran under an emergency grant: its review starts from this recording."""
+        return self.authority.startswith("breakglass:")
+
+
+@dataclass(frozen=True)
+class CommandHit:
+    """A command found by a search."""
+
+    session_id: str
+    user: str
+    where: str
+    at: datetime
+    offset: float
+    text: str
+
+
+class RecordingService:
+    """Creates, seals, indexes and finds session recordings."""
+
+    def __init__(self, config: GatewayConfig, store: Store, audit: AuditLog) -> None:
+        self._storage: RecordingStore = SharedDirectory(config.recordings_dir)
+        self._compression = config.recordings.compression
+        self.exec_payload_cap = config.recordings.exec_payload_cap_bytes
+        self._store = store
+        self._audit = audit
+        self._flusher: Flusher | None = None
+        self._flusher_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush recordings on this event loop (the gateway's) rather than a thread."""
+        self._loop = loop
+
+    # -- recording ------------------------------------------------------------
+
+    def start(
+        self,
+        session_id: str,
+        *,
+        width: int,
+        height: int,
+        term: str | None,
+        metadata: dict[str, Any],
+    ) -> RecordingWriter:
+        """Create the recording file for a session. Raises RecordingUnavailable."""
+        path = self._storage.new_path(session_id, datetime.now(UTC))
+        try:
+            writer = RecordingWriter(path, width=width, height=height, term=term, metadata=metadata)
+        except RecordingError as exc:
+            raise RecordingUnavailable(
+                f"the session cannot be recorded ({exc}), so it is refused"
+            ) from None
+        self._flusher_started().add(writer)
+        return writer
+
+    def relative(self, path: Path) -> str:
+        """A recording's path as stored with its session (relative to the recordings folder)."""
+        return self._storage.key(path)
+
+    def discard(self, writer: RecordingWriter) -> None:
+        """Drop the recording of a session that never started."""
+        if self._flusher is not None:
+            self._flusher.remove(writer)
+        writer.close()
+        writer.path.unlink(missing_ok=True)
+
+    def seal(self, session_id: str, writer: RecordingWriter) -> SealedRecording | None:
+        """Seal a finished recording; None if it could not be written completely.
+
+        The caller stores the digest with the session (see SessionLedger.close).
+        """
+        if self._flusher is not None:
+            self._flusher.remove(writer)
+        try:
+            sealed = writer.seal(self._compression)
+            self._storage.sealed(sealed.path)
+        except (RecordingError, OSError) as exc:
+            logger.error("recording of session %s is incomplete: %s", session_id, exc)
+            return None
+        return sealed
+
+    def _flusher_started(self) -> Flusher:
+        with self._flusher_lock:
+            if self._flusher is None:
+                if self._loop is None:
+                    raise RecordingUnavailable("recording needs the gateway's event loop")
+                self._flusher = Flusher(self._loop)
+            return self._flusher
+
+    def stop(self) -> None:
+        """Stop the flusher (after writing what is pending)."""
+        if self._flusher is not None:
+            self._flusher.stop()
+            self._flusher = None
+
+    # -- commands ----------------------------------------------------------------
+
+    def index_commands(self, session_id: str) -> int:
+        """Store a session's commands: the exec command, or those extracted from a shell.
+
+        Returns how many.
+        """
+        info = self.info(session_id)
+        if info.path is None:
+            return 0
+        header = read_header(info.path)
+        if info.kind == "exec":
+            command = header.get("pamgate", {}).get("command")
+            commands = [Command(0.0, command)] if command else []
+        else:
+            width, height = int(header.get("width", 80)), int(header.get("height", 24))
+            commands = CommandExtractor(width, height).feed_all(iter_events(info.path))
+        started = datetime.fromtimestamp(int(header.get("timestamp", 0)), UTC)
+        with self._store.transaction() as db:
+            db.execute(delete(SessionCommand).where(SessionCommand.session_id == session_id))
+            for seq, command in enumerate(commands, 1):
+                db.add(
+                    SessionCommand(
+                        session_id=session_id,
+                        seq=seq,
+                        offset=command.time,
+                        at=datetime.fromtimestamp(started.timestamp() + command.time, UTC),
+                        text=command.text,
+                    )
+                )
+        return len(commands)
+
+    def commands(self, session_id: str) -> list[SessionCommand]:
+        """A session's extracted commands, in order."""
+        with self._store.transaction(write=False) as db:
+            return list(
+                db.scalars(
+                    select(SessionCommand)
+                    .where(SessionCommand.session_id == session_id)
+                    .order_by(SessionCommand.seq)
+                )
+            )
+
+    def search(self, text: str, *, limit: int = 200) -> list[CommandHit]:
+        """Commands containing ``text`` (case-insensitive), newest first."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._store.transaction(write=False) as db:
+            rows = db.execute(
+                select(SessionCommand, SessionRecord)
+                .join(SessionRecord, SessionRecord.id == SessionCommand.session_id)
+                .where(func.lower(SessionCommand.text).like(pattern.lower(), escape="\\"))
+                .order_by(SessionCommand.at.desc())
+                .limit(limit)
+            ).all()
+        return [
+            CommandHit(s.id, s.user, f"{s.account}@{s.target}", c.at, c.offset, c.text)
+            for c, s in rows
+        ]
+
+    # -- lookup ------------------------------------------------------------------
+
+    def list(
+        self,
+        *,
+        user: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        limit: int = 500,
+    ) -> list[RecordingInfo]:
+        """Recorded sessions, newest first."""
+        query = select(SessionRecord).where(SessionRecord.recording_path.is_not(None))
+        if user:
+            query = query.where(SessionRecord.user == user)
+        if target:
+            query = query.where(SessionRecord.target == target)
+        if since:
+            query = query.where(SessionRecord.started_at >= since)
+        with self._store.transaction(write=False) as db:
+            rows = db.scalars(query.order_by(SessionRecord.started_at.desc()).limit(limit)).all()
+        return [self._info(row) for row in rows]
+
+    def info(self, session_ref: str) -> RecordingInfo:
+        """The recorded session whose id is ``session_ref`` or starts with it (unique)."""
+        if not session_ref or not all(c in "0123456789abcdef" for c in session_ref.lower()):
+            raise UnknownSession(f"{session_ref!r} is not a session id")
+        with self._store.transaction(write=False) as db:
+            rows = db.scalars(
+                select(SessionRecord)
+                .where(SessionRecord.id.startswith(session_ref.lower()))
+                .limit(2)
+            ).all()
+        if not rows:
+            raise UnknownSession(f"no session {session_ref!r}")
+        if len(rows) > 1:
+            raise UnknownSession(f"{session_ref!r} matches several sessions: give more of the id")
+        return self._info(rows[0])
+
+    def verify(self, session_ref: str) -> tuple[RecordingInfo, str | None]:
+        """Check a sealed recording against its stored sha256; (info, problem or None)."""
+        info = self.info(session_ref)
+        if info.path is None:
+            return info, "the recording file is missing"
+        if info.sha256 is None:
+            return info, "the recording was never sealed (session interrupted?)"
+        actual = file_sha256(info.path)
+        if actual != info.sha256:
+            return info, f"sha256 is {actual}, but {info.sha256} was sealed"
+        return info, None
+
+    def open_for_review(self, session_ref: str, *, actor: str, purpose: str) -> RecordingInfo:
+        """A recording an auditor is about to replay or export: checked and audited.
+
+        A sealed recording must still match its sha256 (RecordingTampered
+        otherwise). An unsealed one (the session was interrupted) is returned
+        as written; the caller should say so. The access itself goes to the
+        audit trail first, and does not happen if that fails.
+        """
+        info, problem = self.verify(session_ref)
+        if info.path is None:
+            raise UnknownSession(f"session {info.session_id} has no recording file")
+        if problem and info.sha256 is not None:
+            raise RecordingTampered(
+                f"recording of session {info.session_id} fails verification: {problem}"
+            )
+        self._audit.record(
+            Trail.of_lane(info.lane),
+            AuditEvent(
+                actor=actor,
+                actor_type=ActorType.ADMIN,
+                action=f"recording.{purpose}",
+                target=f"session:{info.session_id}",
+                session_id=info.session_id,
+                authority=admin_authority(actor),
+                details={"user": info.user, "sealed": info.sha256 is not None},
+            ),
+        )
+        return info
+
+    def export(self, session_ref: str, target: Path, *, actor: str) -> RecordingInfo:
+        """Write a plain (uncompressed) asciicast v2 copy of a recording (mode 0600)."""
+        info = self.open_for_review(session_ref, actor=actor, purpose="exported")
+        assert info.path is not None
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        # It holds everything typed in the session: owner-only, like the original.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open_text(info.path) as source, os.fdopen(fd, "w", encoding="utf-8") as out:
+            shutil.copyfileobj(source, out)
+        temporary.rename(target)
+        return info
+
+    def _info(self, row: SessionRecord) -> RecordingInfo:
+        path = self._storage.local_path(row.recording_path) if row.recording_path else None
+        return RecordingInfo(
+            session_id=row.id,
+            lane=row.lane,
+            user=row.user,
+            target=row.target,
+            account=row.account,
+            kind=row.kind,
+            status=row.status,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+            path=path,
+            sha256=row.recording_sha256,
+            authority=row.authority,
+        )

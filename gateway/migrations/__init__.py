@@ -1,1 +1,0 @@
-"""Alembic schema migrations of the store (see :mod:`gateway.schema`)."""

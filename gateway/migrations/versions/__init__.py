@@ -1,1 +1,0 @@
-"""Schema revisions, oldest first (see :mod:`gateway.schema` for how to add one)."""

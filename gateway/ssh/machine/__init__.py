@@ -1,0 +1,1 @@
+"""The machine lane: certificate-only login and scoped sessions for NHIs."""

@@ -1,0 +1,193 @@
+"""Running a gateway node: open the services, start the lanes, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+from gateway.config import GatewayConfig
+from gateway.datadir import DataDir, check_ready
+from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
+from gateway.errors import PamgateError
+from gateway.services import GatewayServices
+from gateway.ssh.human.lane import HumanLane
+from gateway.ssh.machine.lane import MachineLane
+
+logger = logging.getLogger("pamgate")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
+    """Log to ``DATA_DIR/logs/gateway.log`` and, unless told not to, to stderr."""
+    data = DataDir(config.data_dir)
+    data.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The log names users and sources: owner-only, like the database.
+    os.close(os.open(data.gateway_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    handlers: list[logging.Handler] = [logging.FileHandler(data.gateway_log)]
+    if to_stderr:
+        handlers.append(logging.StreamHandler())
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(logging.WARNING)
+    logging.getLogger("pamgate").setLevel(config.gateway.log_level.upper())
+    # asyncssh logs every connection at INFO; keep its warnings only.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+class GatewayNode:
+    """One running gateway: its services and lanes."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        check_ready(config)
+        self.config = config
+        self.services = GatewayServices.open(config)
+        self.human_lane = HumanLane(self.services)
+        self.machine_lane = MachineLane(self.services)
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._indexing: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Recover from a previous crash, then start listening."""
+        upgrade = f"pamgate --config {self.config.source} db upgrade"
+        await asyncio.to_thread(self.services.store.require_current_schema, upgrade)
+        # Before anything else: a second process with this node's name must not
+        # mark the first one's sessions interrupted.
+        await asyncio.to_thread(self.services.nodes.register)
+        self.services.recordings.attach_loop(asyncio.get_running_loop())
+        await asyncio.to_thread(self._record, "gateway.started")
+        interrupted = await asyncio.to_thread(self.services.ledger.mark_interrupted)
+        if interrupted:
+            logger.warning(
+                "marked %d sessions interrupted (the gateway stopped while they were live)",
+                len(interrupted),
+            )
+            # Their recordings stay as written (readable up to the crash); index them.
+            self._indexing = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self._index_commands, interrupted)
+            )
+        lanes = [("human", self.human_lane, self.config.listeners.human)]
+        if self.config.listeners.machine.enabled:
+            lanes.append(("machine", self.machine_lane, self.config.listeners.machine))
+        for name, lane, settings in lanes:
+            try:
+                await lane.start()
+            except OSError as exc:
+                raise PamgateError(
+                    f"cannot listen on {settings.address}:{settings.port} for the {name} lane: "
+                    f"{exc.strerror}"
+                ) from None
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
+        )
+        interval = self.config.audit.checkpoint_interval_seconds
+        if interval:
+            self._checkpointer = asyncio.get_running_loop().create_task(
+                self._checkpoint_every(interval)
+            )
+
+    async def stop(self) -> None:
+        """Stop the lanes, record the stop, sign a final checkpoint and release the store."""
+        await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
+        try:
+            await asyncio.to_thread(self._record, "gateway.stopped")
+        except PamgateError as exc:
+            logger.error("cannot audit the gateway's stop: %s", exc)
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await self._checkpoint()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            try:
+                await asyncio.to_thread(self.services.nodes.stopped)
+            except PamgateError as exc:
+                logger.error("cannot record this node's stop: %s", exc)
+        self.services.close()
+
+    def _record(self, action: str) -> None:
+        """Audit a start or stop with a digest of the config, so config changes are traceable."""
+        digest = hashlib.sha256(self.config.source.read_bytes()).hexdigest()
+        self.services.audit.record(Trail.HUMAN, AuditEvent(
+            actor=f"gateway:{self.config.gateway.name}", actor_type=ActorType.GATEWAY,
+            action=action, target=str(self.config.source),
+            authority=f"config:sha256={digest[:16]}",
+            details={"config_sha256": digest, "node": self.config.node_name,
+                     "targets": len(self.config.targets),
+                     "rules": len(self.config.rules)},
+        ))  # fmt: skip
+
+    def _index_commands(self, session_ids: list[str]) -> None:
+        for session_id in session_ids:
+            try:
+                self.services.recordings.index_commands(session_id)
+            except (PamgateError, OSError) as exc:
+                logger.warning("cannot extract commands of session %s: %s", session_id, exc)
+
+    async def _heartbeat_every(self, interval: float) -> None:
+        """Tell the other nodes this one is alive; take over any that went silent."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                alive = await asyncio.to_thread(self.services.nodes.heartbeat)
+                takeovers = await asyncio.to_thread(self.services.nodes.take_over_dead)
+            except PamgateError as exc:
+                logger.error("heartbeat failed (the database may be unreachable): %s", exc)
+                continue
+            if not alive:
+                logger.error(
+                    "another node took this one for dead (missed heartbeats): its live "
+                    "sessions were marked interrupted and are being ended"
+                )
+            for takeover in takeovers:
+                logger.warning(
+                    "node %s missed heartbeats since %s: took it over, marked %d sessions "
+                    "interrupted",
+                    takeover.node, takeover.last_heartbeat.isoformat(), len(takeover.interrupted),
+                )  # fmt: skip
+                self._indexing = asyncio.get_running_loop().create_task(
+                    asyncio.to_thread(self._index_commands, takeover.interrupted)
+                )
+
+    async def _checkpoint_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self._checkpoint()
+            await asyncio.to_thread(self._log_overdue_reviews)
+
+    def _log_overdue_reviews(self) -> None:
+        for case in self.services.breakglass.list(overdue=True):
+            logger.warning(
+                "break-glass case #%d (%s on %s@%s) is overdue for review since %s",
+                case.id, case.user, case.account, case.target, case.review_due_at.isoformat(),
+            )  # fmt: skip
+
+    async def _checkpoint(self) -> None:
+        try:
+            await asyncio.to_thread(self.services.checkpoints.checkpoint)
+        except PamgateError as exc:
+            logger.error("audit checkpoint failed: %s", exc)
+
+
+async def run_until_signalled(
+    node: GatewayNode, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Start ``node``, call ``on_ready``, and run until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await node.start()
+    try:
+        if on_ready is not None:
+            on_ready()
+        await stop.wait()
+    finally:
+        logger.info("shutting down")
+        await node.stop()

@@ -1,0 +1,1 @@
+"""SFTP, scp and rsync streams parsed and audited per file on the relay."""

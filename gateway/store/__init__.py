@@ -1,0 +1,1 @@
+"""The database: ORM models, schema checks and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Alembic schema migrations of the store (see :mod:`gateway.store.schema`)."""

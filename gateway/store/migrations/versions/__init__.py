@@ -1,0 +1,1 @@
+"""Schema revisions, oldest first (see :mod:`gateway.store.schema` for how to add one)."""
