@@ -1417,12 +1417,9 @@ def _authenticate_person(services, args: argparse.Namespace, purpose: str) -> st
 def cmd_policy_check(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from gateway.domain.access import ApprovalRequired
+    from gateway.domain.access import Allowed, NeedsApproval
 
     services = _services(args)
-    user = services.users.get(args.user)
-    if user is None:
-        raise PamgateError(f"no user named {args.user!r}")
     target, _, account = args.destination.partition(":")
     when = datetime.now(UTC)
     if args.at:
@@ -1431,25 +1428,25 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         except ValueError:
             raise PamgateError(f"--at {args.at!r}: give an ISO date/time") from None
         when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    try:
-        destination = services.access.authorize(
-            user.name, user.groups, target, account or None, source=args.source, at=when
-        )
-    except ApprovalRequired as exc:
-        rule = exc.decision.rule
-        assert rule is not None
+    if services.users.get(args.user) is None:
+        raise PamgateError(f"no user named {args.user!r}")
+    decision = services.access.decide(
+        args.user, target, account or None, source=args.source, at=when
+    )
+    if isinstance(decision, NeedsApproval):
+        rule = decision.rule
         print(
-            f"approval: {exc.destination.account}@{target} needs "
+            f"approval: {decision.account}@{target} needs "
             f"{rule.approvals_required} approval(s) from {', '.join(rule.approver_groups)} "
             f"(rule {rule.id}; max {rule.max_duration}, default {rule.default_duration}"
             f"{', reason required' if rule.reason_required else ''}"
             f"{', break-glass allowed' if rule.break_glass else ''})"
         )
         return 0
-    except PamgateError as exc:
-        print(f"deny: {exc}")
+    if not isinstance(decision, Allowed):
+        print(f"deny: {decision.reason}")
         return 1
-    print(f"allow: {destination.account}@{target} ({destination.authority})")
+    print(f"allow: {decision.account}@{target} ({decision.authority})")
     return 0
 
 

@@ -6,6 +6,7 @@ and call these objects; none of them writes tables directly.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from gateway.config import GatewayConfig, duration_seconds
 from gateway.crypto.machine_ca import MachineCA
 from gateway.crypto.upstream_ca import UpstreamCA
 from gateway.datadir import DataDir
-from gateway.domain.access import AccessResolver
+from gateway.domain.access import AccessDecisions
 from gateway.domain.alerts import WebhookAlerts
 from gateway.domain.approvals import AccessRequests
 from gateway.domain.audit.checkpoints import CheckpointBook
@@ -29,8 +30,9 @@ from gateway.domain.machines.revocation import MachineRevocations
 from gateway.domain.nodes import NodeRegistry
 from gateway.domain.policy import Policy
 from gateway.domain.recordings.service import RecordingService
+from gateway.domain.session_setup import SessionSetup
 from gateway.domain.sessions import SessionLedger
-from gateway.domain.sign_in import PersonSignIn
+from gateway.domain.sign_in import SignIn
 from gateway.store.database import Store
 
 
@@ -45,7 +47,7 @@ class GatewayServices:
     checkpoints: CheckpointBook
     users: UserDirectory
     limiter: FailureLimiter
-    access: AccessResolver
+    access: AccessDecisions
     ledger: SessionLedger
     nodes: NodeRegistry
     recordings: RecordingService
@@ -56,7 +58,7 @@ class GatewayServices:
     machine_credentials: MachineCredentials
     machine_revocations: MachineRevocations
     machine_gate: MachineGate
-    sign_in: PersonSignIn
+    sign_in: SignIn
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
@@ -81,6 +83,12 @@ class GatewayServices:
         machine_credentials = MachineCredentials(store, audit, machine_ca, alerts)
         machine_revocations = MachineRevocations(store, audit, machines, machine_ca)
         ledger = SessionLedger(store, audit, config.node_name)
+        requests = AccessRequests(
+            store,
+            audit,
+            alerts=alerts,
+            request_ttl=timedelta(seconds=duration_seconds(config.approvals.request_ttl)),
+        )
         return cls(
             config=config,
             data=data,
@@ -91,7 +99,7 @@ class GatewayServices:
             ),
             users=users,
             limiter=limiter,
-            access=AccessResolver(config, Policy(config)),
+            access=AccessDecisions(config, Policy(config), users, requests),
             ledger=ledger,
             nodes=NodeRegistry(
                 store,
@@ -101,12 +109,7 @@ class GatewayServices:
                 timeout_seconds=config.node.heartbeat_timeout_seconds,
             ),
             recordings=RecordingService(config, store, audit),
-            requests=AccessRequests(
-                store,
-                audit,
-                alerts=alerts,
-                request_ttl=timedelta(seconds=duration_seconds(config.approvals.request_ttl)),
-            ),
+            requests=requests,
             breakglass=BreakGlass(store, audit, alerts, config.approvals),
             machines=machines,
             machine_ca=machine_ca,
@@ -115,7 +118,7 @@ class GatewayServices:
             machine_gate=MachineGate(
                 machines, machine_credentials, machine_revocations, machine_ca
             ),
-            sign_in=PersonSignIn(users, limiter, audit),
+            sign_in=SignIn(users, limiter, audit, config.auth.lockout_seconds),
             _syslog=syslog,
         )
 
@@ -130,6 +133,11 @@ class GatewayServices:
                 backdate_seconds=self.config.upstream.certificate_backdate_seconds,
             )
         return self._upstream_ca
+
+    @functools.cached_property
+    def session_setup(self) -> SessionSetup:
+        """Session setup and teardown, shared by both lanes."""
+        return SessionSetup(self.config, self.ledger, self.recordings, lambda: self.upstream_ca)
 
     def close(self) -> None:
         """Stop the recording flusher; release the database connections and the syslog socket."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
+from argon2 import PasswordHasher
 
 from gateway.domain.audit.trail import AuditLog, Trail
 from gateway.domain.identities import UserDirectory, parse_public_key_line
@@ -173,3 +174,21 @@ def test_refused_change_leaves_no_audit_event(users: UserDirectory, store: Store
     with pytest.raises(UnknownUser):
         users.reset_mfa("ghost", actor="root")
     assert [r.action for r in AuditLog(store).events(Trail.HUMAN)] == ["user.created"]
+
+
+def test_decoy_hash_is_built_only_for_an_unknown_user(users: UserDirectory, monkeypatch) -> None:
+    hashed: list[str] = []
+
+    class CountingHasher(PasswordHasher):
+        def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+            hashed.append(str(password))
+            return super().hash(password, salt=salt)
+
+    monkeypatch.setattr(users, "_hasher", CountingHasher())
+    users.add_user("kim", actor="tests", password="a long password")
+    assert len(hashed) == 1  # kim's own password
+    assert users.verify_password("kim", "a long password")
+    assert len(hashed) == 1  # a known user costs no decoy
+    assert not users.verify_password("nobody", "a long password")
+    assert not users.verify_password("nobody2", "guess")
+    assert len(hashed) == 2  # built once, for the first unknown user

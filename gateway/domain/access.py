@@ -1,22 +1,39 @@
-"""Which target and account a login asks for, and whether the user may have it.
+"""May this person reach this target account now? The one access decision.
+
+Every path that lets a person reach a target asks :meth:`AccessDecisions.decide`:
+a new session on the human lane (whatever the connection decided before), an
+``ssh -L`` forward, the self-service ``request`` and ``breakglass`` commands,
+``pamgate policy check`` and the console. The answer is a value, never an
+exception, because "needs approval" and "denied" are normal outcomes:
+
+- :class:`Allowed`: go ahead, under the rule (``policy:ID``) or the grant
+  (``grant:N``, ``breakglass:N``) named as the authority;
+- :class:`NeedsApproval`: an ``approval`` rule applies and no grant is
+  active; the caller may open a request (or break glass, if the rule allows);
+- :class:`Denied`: with the reason, fit for the user's terminal.
+
+The decision reads the user as they are *now* (a disabled user, or one whose
+groups changed, gets the new answer on their next channel), evaluates the
+policy and looks for a grant with one clock reading.
 
 The SSH user name carries the destination: ``alice`` (menu), ``alice:web01``
 (the target's default account) or ``alice:root@web01``. OpenSSH splits
 ``alice:root@web01@gw`` at the *last* ``@``, so the gateway sees
 ``alice:root@web01``.
-
-Whether the user may have it is the policy's decision (:mod:`gateway.domain.policy`);
-:attr:`Destination.authority` carries the deciding rule into the audit trail.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from enum import StrEnum
 
-from gateway.config import NAME_RE, GatewayConfig, TargetSettings
-from gateway.domain.policy import AccessContext, Decision, Mode, Policy
+from gateway.config import NAME_RE, GatewayConfig, RuleSettings, TargetSettings
+from gateway.domain.approvals import AccessRequests, GrantView
+from gateway.domain.identities import UserDirectory, UserView
+from gateway.domain.policy import AccessContext, Mode, Policy
 from gateway.errors import (
     AccessDenied,
     DestinationError,
@@ -24,9 +41,6 @@ from gateway.errors import (
     UnknownAccount,
     UnknownTarget,
 )
-
-if TYPE_CHECKING:
-    from gateway.domain.approvals import GrantView
 
 #: Longest login name accepted; anything longer is hostile or a mistake.
 MAX_LOGIN_NAME = 200
@@ -39,18 +53,6 @@ class LoginName:
     user: str
     target: str | None
     account: str | None
-
-
-@dataclass(frozen=True)
-class Destination:
-    """A target and account the user is allowed to reach, and why."""
-
-    target: TargetSettings
-    account: str
-    #: What allowed it, e.g. ``policy:ops-web`` or ``grant:12``.
-    authority: str
-    #: The grant behind it, when an approval rule applies; sessions end with it.
-    grant: GrantView | None = None
 
 
 def user_part(login_name: str) -> str:
@@ -81,63 +83,157 @@ def parse_login_name(login_name: str) -> LoginName:
     return LoginName(user, target, account or None)
 
 
-class ApprovalRequired(DestinationError):
-    """The policy allows this destination only with approval (a request, then a grant)."""
+@dataclass(frozen=True)
+class Destination:
+    """Where a session goes and what allowed it: what session setup needs from a decision."""
 
-    def __init__(self, message: str, destination: Destination, decision: Decision) -> None:
-        super().__init__(message)
-        self.destination = destination
-        self.decision = decision
+    target: TargetSettings
+    account: str
+    #: What allowed it, e.g. ``policy:ops-web``, ``grant:12`` or ``nhi:svc;serial=4``.
+    authority: str
+    #: The grant behind it, if any; sessions end with it.
+    grant: GrantView | None = None
 
 
-class AccessResolver:
-    """Turns a requested target and account into a Destination, or says why not."""
+@dataclass(frozen=True)
+class Allowed:
+    """The user may reach ``account@target`` now."""
 
-    def __init__(self, config: GatewayConfig, policy: Policy) -> None:
+    user: UserView
+    target: TargetSettings
+    account: str
+    #: The allow or approval rule whose limits (file transfer, forwarding) govern the access.
+    rule: RuleSettings
+    #: ``policy:ID`` for an allow rule; ``grant:N`` or ``breakglass:N`` under an approval rule.
+    authority: str
+    #: When the decision was made (the policy's clock).
+    at: datetime
+    #: The grant that makes an approval rule's answer "yes", if that is the case.
+    grant: GrantView | None = None
+
+    @property
+    def destination(self) -> Destination:
+        return Destination(self.target, self.account, self.authority, self.grant)
+
+
+@dataclass(frozen=True)
+class NeedsApproval:
+    """An approval rule applies and no grant is active: a request (or break-glass) is the way."""
+
+    user: UserView
+    target: TargetSettings
+    account: str
+    rule: RuleSettings
+    at: datetime
+
+    @property
+    def reason(self) -> str:
+        return f"{self.account}@{self.target.name} needs approval (rule {self.rule.id!r})"
+
+    @property
+    def break_glass_allowed(self) -> bool:
+        return self.rule.break_glass
+
+
+class Refusal(StrEnum):
+    """Why a decision is "no"."""
+
+    UNKNOWN_USER = "unknown-user"
+    USER_DISABLED = "user-disabled"
+    UNKNOWN_TARGET = "unknown-target"
+    UNKNOWN_ACCOUNT = "unknown-account"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class Denied:
+    """The user may not reach the destination; ``reason`` says why, for their terminal."""
+
+    refusal: Refusal
+    reason: str
+    #: The deny rule, when one decided it.
+    rule_id: str | None = None
+
+    def error(self) -> DestinationError:
+        """The same answer as an error, for paths that end on it (a session, a forward)."""
+        if self.refusal == Refusal.UNKNOWN_TARGET:
+            return UnknownTarget(self.reason)
+        if self.refusal == Refusal.UNKNOWN_ACCOUNT:
+            return UnknownAccount(self.reason)
+        return AccessDenied(self.reason)
+
+
+AccessDecision = Allowed | NeedsApproval | Denied
+
+
+class AccessDecisions:
+    """Answers "may this person reach this target account now?" (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        policy: Policy,
+        users: UserDirectory,
+        requests: AccessRequests,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._config = config
         self.policy = policy
+        self._users = users
+        self._requests = requests
+        self._clock = clock
 
-    def reachable_targets(self, user: str, groups: tuple[str, ...]) -> list[TargetSettings]:
-        """Targets the user might reach (for menus and hints)."""
-        return self.policy.reachable_targets(user, groups)
-
-    def authorize(
+    def decide(
         self,
         user: str,
-        groups: tuple[str, ...],
-        target_name: str,
+        target: str,
         account: str | None,
         *,
         source: str,
-        at: datetime,
-    ) -> Destination:
-        """Resolve and check a destination against the policy.
+        at: datetime | None = None,
+    ) -> AccessDecision:
+        """Decide for ``user`` (read afresh) reaching ``account@target`` from ``source``.
 
-        Raises UnknownTarget, UnknownAccount, AccessDenied or ApprovalRequired
-        with a message fit for the user's terminal.
+        ``account`` None means the target's default account. ``at`` defaults
+        to now; the policy and the grant lookup use the same instant.
         """
-        target = self._config.target(target_name)
-        if target is None:
-            reachable = ", ".join(t.name for t in self.reachable_targets(user, groups)) or "none"
-            raise UnknownTarget(
-                f"unknown target {target_name!r}. Targets you may reach: {reachable}"
+        when = at or datetime.fromtimestamp(self._clock(), UTC)
+        person = self._users.get(user)
+        if person is None:
+            return Denied(Refusal.UNKNOWN_USER, f"no user named {user!r}")
+        if person.disabled:
+            return Denied(Refusal.USER_DISABLED, f"user {user} is disabled")
+        settings = self._config.target(target)
+        if settings is None:
+            reachable = ", ".join(t.name for t in self.reachable_targets(person)) or "none"
+            return Denied(
+                Refusal.UNKNOWN_TARGET,
+                f"unknown target {target!r}. Targets you may reach: {reachable}",
             )
-        chosen = account or target.account_when_unnamed
-        if chosen not in target.accounts:
-            raise UnknownAccount(
-                f"account {chosen!r} is not available on {target_name!r}. "
-                f"Accounts: {', '.join(target.accounts)}"
+        chosen = account or settings.account_when_unnamed
+        if chosen not in settings.accounts:
+            return Denied(
+                Refusal.UNKNOWN_ACCOUNT,
+                f"account {chosen!r} is not available on {target!r}. "
+                f"Accounts: {', '.join(settings.accounts)}",
             )
         decision = self.policy.evaluate(
-            AccessContext(user, groups, target.name, chosen, source, at)
+            AccessContext(person.name, person.groups, settings.name, chosen, source, when)
         )
-        destination = Destination(target, chosen, decision.authority)
-        if decision.mode == Mode.ALLOW:
-            return destination
-        if decision.mode == Mode.APPROVAL:
-            raise ApprovalRequired(
-                f"{chosen}@{target_name} needs approval ({decision.reason})", destination, decision
+        if decision.mode == Mode.DENY or decision.rule is None:
+            return Denied(
+                Refusal.POLICY,
+                f"you are not permitted to reach {chosen}@{target} ({decision.reason})",
+                decision.rule_id,
             )
-        raise AccessDenied(
-            f"you are not permitted to reach {chosen}@{target_name} ({decision.reason})"
-        )
+        if decision.mode == Mode.ALLOW:
+            return Allowed(person, settings, chosen, decision.rule, decision.authority, when)
+        grant = self._requests.active_grant(person.name, settings.name, chosen, at=when)
+        if grant is None:
+            return NeedsApproval(person, settings, chosen, decision.rule, when)
+        return Allowed(person, settings, chosen, decision.rule, grant.authority, when, grant)
+
+    def reachable_targets(self, user: UserView) -> list[TargetSettings]:
+        """Targets some allow or approval rule could open to ``user`` (menus and hints)."""
+        return self.policy.reachable_targets(user.name, user.groups)

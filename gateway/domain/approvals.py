@@ -289,9 +289,11 @@ class AccessRequests:
 
     # -- grants -------------------------------------------------------------------
 
-    def active_grant(self, user: str, target: str, account: str) -> GrantView | None:
-        """A current, unrevoked grant for this user and destination, if any."""
-        now = self._now()
+    def active_grant(
+        self, user: str, target: str, account: str, *, at: datetime | None = None
+    ) -> GrantView | None:
+        """An unrevoked grant for this user and destination current at ``at`` (now), if any."""
+        now = at or self._now()
         with self._store.transaction(write=False) as db:
             grant = db.scalars(
                 select(AccessGrant)

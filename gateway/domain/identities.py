@@ -119,9 +119,23 @@ class UserDirectory:
         self._skew = totp_skew_steps
         self._clock = clock
         self._hasher = PasswordHasher()
-        # A real hash of a random password: verifying against it costs exactly
-        # what verifying a real user's password costs.
-        self._decoy_hash = self._hasher.hash(pyotp.random_base32())
+        self._decoy: str | None = None
+
+    def _decoy_hash(self) -> str:
+        """A real hash of a random password, built the first time an unknown user is answered.
+
+        Verifying against it costs exactly what verifying a real user's
+        password costs. Built lazily: hashing costs ~0.5 s of CPU, and most
+        commands never need it.
+        """
+        if self._decoy is None:
+            self._decoy = self._hasher.hash(pyotp.random_base32())
+        return self._decoy
+
+    def prepare_for_logins(self) -> None:
+        """Build the decoy hash now (a serving node calls this at start), so that the first
+        unknown user is not answered later than the others."""
+        self._decoy_hash()
 
     # -- administration -------------------------------------------------
 
@@ -283,7 +297,7 @@ class UserDirectory:
             user = db.scalar(select(User).where(User.name == name))
             stored = user.password_hash if user is not None else None
             usable = user is not None and not user.disabled and stored is not None
-        matched = self._password_matches(stored if usable else self._decoy_hash, password)
+        matched = self._password_matches(stored if usable else self._decoy_hash(), password)
         return usable and matched
 
     def key_is_registered(self, name: str, key_data: str) -> bool:

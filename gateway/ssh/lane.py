@@ -7,7 +7,7 @@ import logging
 import weakref
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import asyncssh
 
@@ -18,12 +18,17 @@ from gateway.errors import PamgateError, StoreError
 from gateway.services import GatewayServices
 from gateway.ssh.human.forwarding import LocalForward
 from gateway.ssh.listener import listen_with_connection_class
-from gateway.ssh.relay import RelayedSession
 from gateway.ssh.watch import SessionWatch
 
 logger = logging.getLogger("pamgate.lane")
 
 FORWARDING_REFUSED = "forwarding is not permitted through pamgate"
+
+
+class LaneSession(Protocol):
+    """A session of the lane, as the lane's stop sees it."""
+
+    def terminate(self, reason: str) -> None: ...
 
 
 class RefusesForwarding:
@@ -112,7 +117,7 @@ class Lane:
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Sessions of this lane; ended ones drop out as they are collected.
-        self.sessions: weakref.WeakSet[RelayedSession] = weakref.WeakSet()
+        self.sessions: weakref.WeakSet[LaneSession] = weakref.WeakSet()
         #: Checks the live sessions each second (revocation, disabling, termination).
         self.watch = SessionWatch(services, self.track_task)
 

@@ -73,6 +73,7 @@ class GatewayNode:
             self._indexing = asyncio.get_running_loop().create_task(
                 asyncio.to_thread(self._index_commands, interrupted)
             )
+        await asyncio.to_thread(self.services.users.prepare_for_logins)
         lanes = [("human", self.human_lane, self.config.listeners.human)]
         if self.config.listeners.machine.enabled:
             lanes.append(("machine", self.machine_lane, self.config.listeners.machine))

@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 
 import asyncssh
 
-from gateway.domain.access import ApprovalRequired, Destination, parse_login_name
+from gateway.domain.access import Denied, Destination, NeedsApproval, parse_login_name
 from gateway.domain.approvals import GrantView
 from gateway.domain.audit.trail import ActorType, AuditEvent
 from gateway.domain.identities import UserView
-from gateway.domain.policy import AccessContext
 from gateway.domain.transfer.policy import forward_allowed
 from gateway.errors import PamgateError
 from gateway.ssh.relay import SessionHost
@@ -63,33 +62,24 @@ class LocalForward:
     def decide(self, dest_host: str, dest_port: int) -> Destination:
         """The destination (target, account, authority) if the rule allows ``host:port``.
 
+        Asks the one access decision afresh for each forwarded connection.
         Raises ForwardRefused with a reason for the audit trail and the client.
         """
-        services, user = self._services, self._user
         login = parse_login_name(self._login_name)
         if login.target is None:
             raise ForwardRefused("log in as USER:TARGET to forward ports through a target")
-        now = datetime.now(UTC)
-        try:
-            destination = services.access.authorize(
-                user.name, user.groups, login.target, login.account, source=self._source, at=now
-            )
-        except ApprovalRequired as needed:
-            found = needed.destination
-            grant = services.requests.active_grant(user.name, found.target.name, found.account)
-            if grant is None:
-                raise ForwardRefused(f"{needed}: open a session to request a grant first") from None
-            destination = dataclasses.replace(found, authority=grant.authority, grant=grant)
-        context = AccessContext(
-            user.name, user.groups, destination.target.name, destination.account, self._source, now
+        decision = self._services.access.decide(
+            self._user.name, login.target, login.account, source=self._source
         )
-        rule = services.access.policy.governing_rule(context)
-        if not forward_allowed(rule, dest_host, dest_port):
-            rule_name = f"rule {rule.id}" if rule else "no rule"
+        if isinstance(decision, Denied):
+            raise ForwardRefused(decision.reason)
+        if isinstance(decision, NeedsApproval):
+            raise ForwardRefused(f"{decision.reason}: open a session to request a grant first")
+        if not forward_allowed(decision.rule, dest_host, dest_port):
             raise ForwardRefused(
-                f"{rule_name} does not allow forwarding to {dest_host}:{dest_port}"
+                f"rule {decision.rule.id} does not allow forwarding to {dest_host}:{dest_port}"
             )
-        return destination
+        return decision.destination
 
     async def open(self, dest_host: str, dest_port: int) -> asyncssh.SSHTCPSession[bytes]:
         """Decide, audit, connect through the target; the client side's session."""

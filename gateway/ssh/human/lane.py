@@ -10,16 +10,15 @@ Authentication, as the stock OpenSSH client sees it:
 
 Plain ``password`` auth is not offered: it cannot carry the second factor.
 The verification code is asked for even after a wrong password, so a client
-cannot tell which factor failed. Failed attempts are counted per user name
-and per source address (:mod:`gateway.domain.lockout`) and answered no sooner than
-the configured delay, whether or not the user exists.
+cannot tell which factor failed. Checking the factors, counting failures,
+lockouts and the audit events are the sign-in service's
+(:mod:`gateway.domain.sign_in`, shared with the console and the CLI); this
+module speaks the protocol and answers a failure no sooner than the delay
+the service asks for, whether or not the user exists.
 
-Every outcome goes to the human audit trail: successes, failures (with the
-factor), lockouts and refused channels. A login whose success cannot be
-audited is refused (fail closed).
-
-Local port forwarding goes to the destinations the rule lists (:mod:`gateway.ssh.human.forwarding`);
-remote, agent and X11 forwarding are refused. Both are audited.
+Local port forwarding goes to the destinations the rule lists
+(:mod:`gateway.ssh.human.forwarding`); remote, agent and X11 forwarding are
+refused. Both are audited, as are refused channels.
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ from gateway.crypto.certificates import openssh_key_data
 from gateway.domain.access import user_part
 from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
 from gateway.domain.identities import UserView
+from gateway.ssh.channel import SessionChannel
 from gateway.ssh.human.forwarding import LocalForward
-from gateway.ssh.human.session import HumanSession, SessionContext
+from gateway.ssh.human.session import HumanSession
 from gateway.ssh.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
 from gateway.ssh.partial_auth import MultiFactorServer, PartialSuccessServerConnection
 
@@ -94,9 +94,7 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         key_data = openssh_key_data(key)
-        matched = await asyncio.to_thread(
-            self._services.users.key_is_registered, self._user, key_data
-        )
+        matched = await asyncio.to_thread(self._services.sign_in.check_key, self._user, key_data)
         if matched:
             self._key_fingerprint = key.get_fingerprint()
         return matched
@@ -126,62 +124,31 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
         answer = responses[0] if len(responses) == 1 else ""
         if self._stage == "password":
             self._password_ok = await asyncio.to_thread(
-                self._services.users.verify_password, self._user, answer
+                self._services.sign_in.check_password, self._user, answer
             )
             self._stage = "code"
             return ("", "", "", [(CODE_PROMPT, False)])
         return await self._finish_login(answer)
 
     async def _finish_login(self, code: str) -> bool:
-        services = self._services
-        first_factor = "publickey" if self._key_passed else "password"
-        lock = await asyncio.to_thread(services.limiter.state, self._user, self._source)
-        account = await asyncio.to_thread(services.users.get, self._user)
-        first_ok = self._key_passed or self._password_ok
-        code_ok = False
-        if first_ok and not lock.locked:
-            code_ok = await asyncio.to_thread(services.users.verify_totp, self._user, code)
-        if first_ok and code_ok and not lock.locked and account and not account.disabled:
-            await asyncio.to_thread(services.limiter.record_success, self._user)
-            details = {"method": f"{first_factor}+totp", "factor": "totp"}
-            if self._key_fingerprint:
-                details["key"] = self._key_fingerprint
-            if await self._audit("auth.success", "success", **details):
-                self._authenticated = account
-                return True
-            await self._fail("totp", "the login could not be audited", False, 0.0)
-            return False
-        # The precise reason is for the audit trail only; the client learns nothing.
-        if lock.locked:
-            factor, reason = first_factor, f"locked out ({lock.scope})"
-        elif account is None:
-            factor, reason = first_factor, "unknown user"
-        elif account.disabled:
-            factor, reason = first_factor, "user disabled"
-        elif not first_ok:
-            factor, reason = first_factor, f"wrong {first_factor}"
-        else:
-            factor, reason = "totp", "wrong or reused verification code"
-        await self._fail(factor, reason, lock.locked, lock.retry_after_seconds)
-        return False
-
-    async def _fail(self, factor: str, reason: str, locked: bool, retry_after: float) -> None:
-        services = self._services
-        outcome = await asyncio.to_thread(services.limiter.record_failure, self._user, self._source)
-        await self._audit("auth.failure", "failure", reason=reason, factor=factor)
-        for scope in outcome.new_lockouts:
-            await self._audit(
-                "auth.lockout", "failure", reason=f"too many failures ({scope})", scope=scope
-            )
-        if outcome.new_lockouts and not locked:
-            locked, retry_after = True, float(services.config.auth.lockout_seconds)
-        remaining = outcome.delay_seconds - (time.monotonic() - self._attempt_started)
+        """Settle the attempt through the one sign-in service; answer a failure after its delay."""
+        details = {"key": self._key_fingerprint} if self._key_fingerprint else {}
+        result = await asyncio.to_thread(
+            self._services.sign_in.complete, self._user,
+            first_factor="publickey" if self._key_passed else "password",
+            first_factor_ok=self._key_passed or self._password_ok, code=code,
+            source=self._source, details=details,
+        )  # fmt: skip
+        if result.user is not None:
+            self._authenticated = result.user
+            return True
+        remaining = result.delay_seconds - (time.monotonic() - self._attempt_started)
         if remaining > 0:
             await asyncio.sleep(remaining)
-        if locked and self._conn is not None:
+        if result.locked and self._conn is not None:
             self._conn.send_auth_banner(
                 "pamgate: too many failed logins for this user or address; "
-                f"try again in {math.ceil(retry_after)} s.\n"
+                f"try again in {math.ceil(result.retry_after_seconds)} s.\n"
             )
         self._stage = "password"
         self._failures += 1
@@ -192,6 +159,7 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
                     asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many failed attempts"
                 )
             )
+        return False
 
     # -- partial success (see gateway.ssh.partial_auth) -----------------------
 
@@ -212,10 +180,9 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
     def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:
         if self._authenticated is None:
             return False
-        context = SessionContext(self._authenticated, self._login_name, self._source)
-        session = HumanSession(context, self._lane)
+        session = HumanSession(self._lane, self._authenticated, self._login_name, self._source)
         self._lane.sessions.add(session)
-        return session
+        return SessionChannel(self._lane, session)
 
     def local_forward(self) -> LocalForward | None:
         if self._authenticated is None:
@@ -244,12 +211,6 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
             reason=reason,
             details=details,
         )
-
-    async def _audit(
-        self, action: str, outcome: str, *, reason: str = "", **details: object
-    ) -> bool:
-        """Append to the human trail; False if that failed (the caller fails closed)."""
-        return await self._lane.record(self._event(action, outcome, reason=reason, **details))
 
 
 class HumanLane(Lane):

@@ -14,10 +14,9 @@ import argparse
 import re
 import shlex
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from gateway.config import parse_duration
-from gateway.domain.access import ApprovalRequired
+from gateway.domain.access import Allowed, Denied, NeedsApproval
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 
@@ -50,7 +49,6 @@ def run_gateway_command(
     services: GatewayServices,
     *,
     user: str,
-    groups: tuple[str, ...],
     source: str,
     command: str,
     target: str | None,
@@ -79,12 +77,12 @@ def run_gateway_command(
         parser.add_argument("--for", dest="duration")
         parser.add_argument("--reason", default="")
         args = parser.parse_args(arguments)
-        return _request(services, user, groups, source, args)
+        return _request(services, user, source, args)
     parser = _Parser(prog="breakglass", add_help=False)
     parser.add_argument("--reason", required=True)
     args = parser.parse_args(arguments)
     assert target is not None
-    return _breakglass(services, user, groups, source, target, account, args.reason)
+    return _breakglass(services, user, source, target, account, args.reason)
 
 
 def _split_reason(command: str) -> tuple[str, str | None]:
@@ -99,30 +97,25 @@ def _split_reason(command: str) -> tuple[str, str | None]:
 
 
 def _needs_approval(
-    services: GatewayServices, user: str, groups: tuple[str, ...], source: str,
-    target: str, account: str | None,
-) -> ApprovalRequired | None:  # fmt: skip
-    try:
-        services.access.authorize(
-            user, groups, target, account, source=source, at=datetime.now(UTC)
-        )
-    except ApprovalRequired as needed:
-        return needed
-    return None
+    services: GatewayServices, user: str, source: str, target: str, account: str | None
+) -> NeedsApproval | Allowed:
+    """The access decision for the destination; a denial ends the command with its reason."""
+    decision = services.access.decide(user, target, account, source=source)
+    if isinstance(decision, Denied):
+        raise decision.error()
+    return decision
 
 
 def _request(
-    services: GatewayServices, user: str, groups: tuple[str, ...], source: str,
-    args: argparse.Namespace,
-) -> CommandResult:  # fmt: skip
-    needed = _needs_approval(services, user, groups, source, args.target, args.account)
-    if needed is None:
+    services: GatewayServices, user: str, source: str, args: argparse.Namespace
+) -> CommandResult:
+    needed = _needs_approval(services, user, source, args.target, args.account)
+    if isinstance(needed, Allowed):
         return CommandResult(f"no request needed: you may reach {args.target} now\n")
-    rule = needed.decision.rule
-    assert rule is not None
+    rule = needed.rule
     duration = parse_duration(args.duration, "--for") if args.duration else None
     request = services.requests.create(
-        user=user, target=needed.destination.target.name, account=needed.destination.account,
+        user=user, target=needed.target.name, account=needed.account,
         rule=rule, reason=args.reason, source=source, duration=duration,
     )  # fmt: skip
     capped = ""
@@ -159,17 +152,15 @@ def _list(services: GatewayServices, user: str) -> CommandResult:
 
 
 def _breakglass(
-    services: GatewayServices, user: str, groups: tuple[str, ...], source: str,
-    target: str, account: str | None, reason: str,
+    services: GatewayServices, user: str, source: str, target: str, account: str | None,
+    reason: str,
 ) -> CommandResult:  # fmt: skip
-    needed = _needs_approval(services, user, groups, source, target, account)
-    if needed is None:
+    needed = _needs_approval(services, user, source, target, account)
+    if isinstance(needed, Allowed):
         return CommandResult(f"no break-glass needed: you may reach {target} now\n")
-    rule = needed.decision.rule
-    assert rule is not None
     case, grant = services.breakglass.invoke(
-        user=user, target=needed.destination.target.name, account=needed.destination.account,
-        rule=rule, justification=reason, source=source,
+        user=user, target=needed.target.name, account=needed.account,
+        rule=needed.rule, justification=reason, source=source,
     )  # fmt: skip
     return CommandResult(
         f"BREAK-GLASS #{case.id}: access to {grant.account}@{grant.target} until "

@@ -1,118 +1,53 @@
-"""A session on the human lane: admission by policy and approval, then the shared relay.
+"""A session channel on the human lane: a self-service command, or a session relayed to a target.
 
-:class:`HumanSession` decides where an authenticated admin's session goes:
-a self-service command (``request``, ``requests``, ``breakglass``), or a
-target settled by :class:`~gateway.ssh.human.admission.Admission` (menu, policy,
-approval wait, break-glass). While the session is live it ends when its
-grant ends (with warnings 5 and 1 minutes before) or is revoked, or when the
-user is disabled.
+:class:`HumanSession` is the lane's :class:`~gateway.ssh.channel.ChannelHandler`.
+A self-service command (``request``, ``requests``, ``breakglass``) is answered
+by the gateway itself. Anything else is admitted by
+:class:`~gateway.ssh.human.admission.Admission` (menu, the access decision,
+approval wait, break-glass), held to its rule's file-transfer limits and
+relayed (:class:`~gateway.ssh.relay.RelayedSession`). While it is live it ends
+when its grant ends (with warnings 5 and 1 minutes before) or is revoked, or
+when the user is disabled.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from gateway.domain.access import Destination, parse_login_name
+from gateway.domain.access import parse_login_name
 from gateway.domain.approvals import GrantView
-from gateway.domain.audit.trail import ActorType
+from gateway.domain.audit.trail import ActorType, AuditEvent
 from gateway.domain.identities import UserView
-from gateway.domain.policy import AccessContext
 from gateway.domain.transfer.policy import transfer_policy_of_rule
+from gateway.errors import DestinationError
+from gateway.ssh.channel import GATEWAY_EXIT_STATUS, SessionChannel
 from gateway.ssh.human.admission import Admission
 from gateway.ssh.human.self_service import is_gateway_command, run_gateway_command
-from gateway.ssh.relay import GATEWAY_EXIT_STATUS, SessionHost
-from gateway.ssh.transfer.filter import FileTransferSession
+from gateway.ssh.relay import Admitted, RelayedSession, SessionHost
+from gateway.ssh.transfer.filter import TransferScope, transfer_filter_for
 from gateway.ssh.watch import LiveChecks, WatchSubject
 
 #: Seconds before a grant ends at which the user is warned.
 GRANT_WARNINGS = (300, 60)
 
 
-@dataclass(frozen=True)
-class SessionContext:
-    """Who is asking, from where, with which login name."""
+class HumanLiveRules:
+    """What ends a live human session: its grant's end or revocation, its user disabled."""
 
-    user: UserView
-    login_name: str
-    source: str
-
-
-class HumanSession(FileTransferSession):
-    """The client side of a relayed session on the human lane."""
-
-    lane = "human"
-    actor_type = ActorType.HUMAN
-
-    def __init__(self, context: SessionContext, host: SessionHost) -> None:
-        super().__init__(
-            host, actor=context.user.name, login_name=context.login_name, source=context.source
-        )
-        self._ctx = context
-        self._grant: GrantView | None = None
+    def __init__(self, user: str) -> None:
+        self._user = user
+        #: The grant the session runs under, once admission has settled it.
+        self.grant: GrantView | None = None
         self._warned: set[int] = set()
 
-    def subsystem_requested(self, subsystem: str) -> bool:
-        # SFTP is accepted here and held to the rule's file_transfer once admitted.
-        if subsystem == "sftp":
-            self._subsystem = subsystem
-            return True
-        self._host.record_soon(
-            self._event(
-                "channel.refused",
-                "refused",
-                reason="only the sftp subsystem is relayed on the human lane",
-                kind="subsystem",
-                subsystem=subsystem[:64],
-            )
-        )
-        return False
+    def subject(self, session_id: str | None) -> WatchSubject:
+        grant_id = self.grant.id if self.grant is not None else None
+        return WatchSubject(session_id=session_id, user=self._user, grant_id=grant_id)
 
-    async def _admit(self) -> Destination | None:
-        if await self._ran_gateway_command():
-            return None
-        assert self._dialog is not None
-        admission = Admission(
-            self._services, self._ctx, self._dialog, pty=self._term_type is not None
-        )
-        destination = await admission.settle()
-        if destination is None:
-            self._exit(GATEWAY_EXIT_STATUS)
-            return None
-        self._grant = destination.grant
-        user = self._ctx.user
-        context = AccessContext(
-            user.name, user.groups, destination.target.name, destination.account,
-            self._ctx.source, datetime.now(UTC),
-        )  # fmt: skip
-        rule = self._services.access.policy.governing_rule(context)
-        await self._apply_transfer_policy(
-            transfer_policy_of_rule(rule), destination.authority, destination.target.name,
-            destination.account,
-        )  # fmt: skip
-        return destination
-
-    async def _ran_gateway_command(self) -> bool:
-        """Run a self-service command (request, requests, breakglass) if that is what came."""
-        login = parse_login_name(self._ctx.login_name)
-        if not is_gateway_command(self._command, has_target=login.target is not None):
-            return False
-        assert self._command is not None
-        user = self._ctx.user
-        result = await asyncio.to_thread(
-            run_gateway_command, self._services, user=user.name, groups=user.groups,
-            source=self._ctx.source, command=self._command, target=login.target,
-            account=login.account,
-        )  # fmt: skip
-        output = result.output
-        if self._term_type is not None:
-            output = output.replace("\r\n", "\n").replace("\n", "\r\n")  # raw pty: no staircase
-        self._answer(result.status, output)
-        return True
-
-    def check_time(self) -> str | None:
-        grant = self._grant
+    def check_time(self, tell_user: Callable[[str], None]) -> str | None:
+        grant = self.grant
         if grant is None:
             return None
         left = (grant.ends_at - datetime.now(UTC)).total_seconds()
@@ -122,21 +57,117 @@ class HumanSession(FileTransferSession):
         for mark in GRANT_WARNINGS:
             if left <= mark < total and mark not in self._warned:
                 self._warned.add(mark)
-                self._tell_user(f"access under grant #{grant.id} ends in {mark // 60} min")
+                tell_user(f"access under grant #{grant.id} ends in {mark // 60} min")
         return None
 
-    @property
-    def watch_subject(self) -> WatchSubject:
-        return WatchSubject(
-            session_id=self._session_id,
-            user=self._ctx.user.name,
-            grant_id=self._grant.id if self._grant is not None else None,
+    def revoked_because(self, checks: LiveChecks) -> str | None:
+        if self._user in checks.disabled_users:
+            return f"user {self._user} was disabled"
+        if self.grant is not None and self.grant.id in checks.revoked_grants:
+            reason = checks.revoked_grants[self.grant.id]
+            return f"grant #{self.grant.id} was revoked ({reason})"
+        return None
+
+
+class HumanSession:
+    """One session channel of an authenticated admin (see the module docstring)."""
+
+    def __init__(self, host: SessionHost, user: UserView, login_name: str, source: str) -> None:
+        self._host = host
+        self._user = user
+        self._login_name = login_name
+        self._source = source
+        self._relayed: RelayedSession | None = None
+        self._rules = HumanLiveRules(user.name)
+
+    # -- the channel's callbacks (gateway.ssh.channel.ChannelHandler) ---------------
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        # SFTP is accepted here and held to the rule's file_transfer once admitted.
+        if subsystem == "sftp":
+            return True
+        self._host.record_soon(self._refusal_event(
+            "channel.refused", reason="only the sftp subsystem is relayed on the human lane",
+            kind="subsystem", subsystem=subsystem[:64],
+        ))  # fmt: skip
+        return False
+
+    async def run(self, channel: SessionChannel) -> None:
+        self._relayed = RelayedSession(
+            channel, self._host, lane="human", actor_type=ActorType.HUMAN,
+            actor=self._user.name, source=self._source, rules=self._rules,
+        )  # fmt: skip
+        await self._relayed.run(lambda: self._admit(channel), self._record_refusal)
+
+    def channel_closed(self) -> None:
+        if self._relayed is not None:
+            self._relayed.channel_closed()
+
+    def terminate(self, reason: str) -> None:
+        """End the session from the gateway's side (the lane is stopping)."""
+        if self._relayed is not None:
+            self._relayed.terminate(reason)
+
+    # -- admission ------------------------------------------------------------------
+
+    async def _admit(self, channel: SessionChannel) -> Admitted | None:
+        if await self._ran_gateway_command(channel):
+            return None
+        assert channel.dialog is not None and self._relayed is not None
+        admission = Admission(
+            self._host.services, self._user, self._login_name, self._source, channel.dialog,
+            pty=channel.request.pty,
+        )  # fmt: skip
+        allowed = await admission.settle()
+        if allowed is None:
+            channel.exit(GATEWAY_EXIT_STATUS)
+            return None
+        self._rules.grant = allowed.grant
+        scope = TransferScope(allowed.authority, allowed.target.name, allowed.account)
+        payload_filter = await transfer_filter_for(
+            channel.request, transfer_policy_of_rule(allowed.rule), self._relayed, scope
         )
+        return allowed.destination, payload_filter
 
-    def _revoked_because(self, checks: LiveChecks) -> str | None:
-        if self._ctx.user.name in checks.disabled_users:
-            return f"user {self._ctx.user.name} was disabled"
-        if self._grant is not None and self._grant.id in checks.revoked_grants:
-            reason = checks.revoked_grants[self._grant.id]
-            return f"grant #{self._grant.id} was revoked ({reason})"
-        return None
+    async def _ran_gateway_command(self, channel: SessionChannel) -> bool:
+        """Run a self-service command (request, requests, breakglass) if that is what came."""
+        login = parse_login_name(self._login_name)
+        command = channel.request.command
+        if not is_gateway_command(command, has_target=login.target is not None):
+            return False
+        assert command is not None
+        result = await asyncio.to_thread(
+            run_gateway_command, self._host.services, user=self._user.name,
+            source=self._source, command=command, target=login.target, account=login.account,
+        )  # fmt: skip
+        output = result.output
+        if channel.request.pty:
+            output = output.replace("\r\n", "\n").replace("\n", "\r\n")  # raw pty: no staircase
+        channel.answer(result.status, output)
+        return True
+
+    async def _record_refusal(self, reason: str) -> None:
+        """Audit a session refused before it started (bad or forbidden destination)."""
+        try:
+            login = parse_login_name(self._login_name)
+            target, account = login.target, login.account
+        except DestinationError:
+            target, account = None, None
+        # We are refusing either way; a failed write is logged by the lane.
+        await self._host.record(self._refusal_event(
+            "access.refused", reason=reason, target=target, account=account
+        ))  # fmt: skip
+
+    def _refusal_event(
+        self,
+        action: str,
+        *,
+        reason: str,
+        target: str | None = None,
+        account: str | None = None,
+        **details: object,
+    ) -> AuditEvent:
+        return AuditEvent(
+            actor=self._user.name, actor_type=ActorType.HUMAN, action=action, outcome="refused",
+            target=target, account=account, source=self._source, reason=reason, details=details,
+        )  # fmt: skip

@@ -34,8 +34,10 @@ from gateway.domain.access import user_part
 from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
 from gateway.domain.machines.admission import MachineAuthRefused, MachineLogin
 from gateway.errors import PamgateError
+from gateway.ssh.channel import SessionChannel
 from gateway.ssh.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
-from gateway.ssh.machine.session import JOIN_USER, MachineJoinSession, MachineSession
+from gateway.ssh.machine.exchanges import JOIN_USER, JoinExchange
+from gateway.ssh.machine.session import MachineSession
 
 logger = logging.getLogger("pamgate.machine_lane")
 
@@ -236,20 +238,20 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
         recorded = self._login_recorded
         if recorded is None:
             return False
-        session: MachineSession | MachineJoinSession
+        session: MachineSession | JoinExchange
         if self._login is not None and self._login_name != JOIN_USER:
             session = MachineSession(
-                self._login, self._login_name, self._source, self._lane, recorded
+                self._lane, self._login, self._login_name, self._source, recorded
             )
         elif self._join_key is not None and self._login_name == JOIN_USER:
             if self._join_started:
                 return False  # one exchange per connection
             self._join_started = True
-            session = MachineJoinSession(self._join_key, self._source, self._lane)
+            session = JoinExchange(self._lane, self._join_key, self._source)
         else:
             return False
         self._lane.sessions.add(session)
-        return session
+        return SessionChannel(self._lane, session)
 
     def refuse_channel(self, kind: str, **details: str) -> None:
         actor = self._login.nhi.name if self._login else user_part(self._login_name)[:64]

@@ -1,28 +1,37 @@
 """The relay hook that puts a file transfer through its auditor and records what it says.
 
-:class:`TransferFilter` is a :class:`~gateway.ssh.relay.PayloadFilter`: each
+:func:`transfer_filter_for` looks at what a session asked for (the SFTP
+subsystem, or an ``scp``/``rsync`` server command) and, under the session's
+:class:`~gateway.domain.transfer.policy.TransferPolicy`, either refuses it
+(audited as ``file.refused``) or returns a :class:`TransferFilter` for the
+relay. Other sessions get no filter.
+
+:class:`TransferFilter` is a :class:`~gateway.ssh.pipe.PayloadFilter`: each
 chunk goes through the auditor of :mod:`gateway.ssh.transfer.auditors`, the
-gateway's own SFTP replies go to the client, notices to the client's
-stderr, and audit events to the lane's trail in order. If an event cannot be
+gateway's own SFTP replies go to the client, notices to the client's stderr,
+and audit events to the lane's trail in order. If an event cannot be
 written, or the auditor says the stream is hostile or over its cap, the
 session ends (fail closed).
-
-:class:`FileTransferSession` is the part of a lane's session that sets the
-filter up: SFTP subsystems and ``scp``/``rsync`` execs, under a
-:class:`~gateway.domain.transfer.policy.TransferPolicy`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
+from dataclasses import dataclass
 
 from gateway.domain.transfer.policy import Direction, ExecTransfer, TransferPolicy, classify_exec
 from gateway.errors import PamgateError
+from gateway.ssh.channel import SessionRequest
 from gateway.ssh.relay import RelayedSession
-from gateway.ssh.transfer.auditors import FileEvent, ScpAuditor, SftpAuditor, StreamAuditor, Verdict
+from gateway.ssh.transfer.auditors import (
+    FileEvent,
+    ScpAuditor,
+    SftpAuditor,
+    StreamAuditor,
+    Verdict,
+)
 
 logger = logging.getLogger("pamgate.transfer")
 
@@ -31,18 +40,29 @@ class TransferRefused(PamgateError):
     """The session's policy does not allow this file transfer."""
 
 
+@dataclass(frozen=True)
+class TransferScope:
+    """Where a session's file events point: the authority, target and account behind it."""
+
+    authority: str
+    target: str
+    account: str
+
+
 class TransferFilter:
     """Runs a session's payload through an auditor; see the module docstring."""
 
     def __init__(
         self,
         auditor: SftpAuditor | ScpAuditor | StreamAuditor,
-        session: FileTransferSession,
+        session: RelayedSession,
+        scope: TransferScope,
         *,
         data_from_client: bool,
     ) -> None:
         self._auditor = auditor
         self._session = session
+        self._scope = scope
         self._data_from_client = data_from_client
         self._events: collections.deque[FileEvent] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
@@ -63,15 +83,15 @@ class TransferFilter:
         self._record(self._auditor.finish())
 
     def _apply(self, verdict: Verdict) -> bytes:
-        session = self._session
+        channel = self._session.channel
         if verdict.reply:
-            session.reply_to_client(verdict.reply)
+            channel.write(verdict.reply)
         for notice in verdict.notices:
             if notice != verdict.abort:  # terminate() says that one
-                session.notify_client(notice)
+                channel.write_stderr((notice + "\r\n").encode())
         self._record(verdict.events)
         if verdict.abort:
-            asyncio.get_running_loop().call_soon(session.terminate, verdict.abort)
+            asyncio.get_running_loop().call_soon(self._session.terminate, verdict.abort)
         return verdict.forward
 
     def _record(self, events: list[FileEvent]) -> None:
@@ -86,7 +106,7 @@ class TransferFilter:
         """Write queued events one at a time, in order; a failure ends the session."""
         while self._events:
             event = self._events.popleft()
-            if not await self._session.record_file_event(event):
+            if not await record_file_event(self._session, self._scope, event):
                 self._events.clear()
                 self._session.terminate(
                     "the file transfer could not be audited, so the session was ended"
@@ -94,78 +114,63 @@ class TransferFilter:
                 return
 
 
-class FileTransferSession(RelayedSession):
-    """A relayed session that can carry file transfers under a policy (both lanes)."""
+async def record_file_event(
+    session: RelayedSession, scope: TransferScope, event: FileEvent
+) -> bool:
+    """Append a file event to the session's trail; False if that failed."""
+    return await session.record(session.event(
+        event.action, event.outcome, reason=event.reason, target=scope.target,
+        account=scope.account, session_id=session.session_id, authority=scope.authority,
+        **event.details,
+    ))  # fmt: skip
 
-    #: What file events carry as their authority (``grant:N``, ``policy:ID``, ``nhi:NAME``).
-    _transfer_authority: str | None = None
-    _transfer_target: str | None = None
-    _transfer_account: str | None = None
 
-    async def _apply_transfer_policy(
-        self, policy: TransferPolicy, authority: str, target: str, account: str
-    ) -> None:
-        """Set up the filter for an SFTP subsystem or a recognised scp/rsync exec.
+async def transfer_filter_for(
+    request: SessionRequest,
+    policy: TransferPolicy,
+    session: RelayedSession,
+    scope: TransferScope,
+) -> TransferFilter | None:
+    """The filter for an SFTP subsystem or a recognised scp/rsync exec; None for other sessions.
 
-        Raises TransferRefused (after auditing it) when the policy forbids
-        the transfer altogether; other sessions are left alone.
-        """
-        self._transfer_authority = authority
-        self._transfer_target, self._transfer_account = target, account
-        if self._subsystem == "sftp":
-            if not policy.allows_any:
-                await self._refuse_transfer("sftp", "SFTP", policy)
-            self._filter = TransferFilter(SftpAuditor(policy), self, data_from_client=True)
-            return
-        transfer = classify_exec(self._command) if self._command is not None else None
-        if transfer is None:
-            return
-        if not policy.allows(transfer.direction) or (
-            policy.paths is not None and not _exec_paths_allowed(transfer, policy)
-        ):
-            await self._refuse_transfer(transfer.tool, f"{transfer.tool} {transfer.direction}",
-                                        policy, command=self._command)  # fmt: skip
-        auditor: ScpAuditor | StreamAuditor
-        if transfer.tool == "scp":
-            auditor = ScpAuditor(policy, transfer)
-        else:
-            auditor = StreamAuditor(policy, transfer, self._command or "")
-        uploading = transfer.direction == Direction.UPLOAD
-        self._filter = TransferFilter(auditor, self, data_from_client=uploading)
+    Raises TransferRefused (after auditing it) when the policy forbids the
+    transfer altogether.
+    """
+    if request.subsystem == "sftp":
+        if not policy.allows_any:
+            await _refuse(session, scope, "sftp", "SFTP", policy)
+        return TransferFilter(SftpAuditor(policy), session, scope, data_from_client=True)
+    transfer = classify_exec(request.command) if request.command is not None else None
+    if transfer is None:
+        return None
+    if not policy.allows(transfer.direction) or (
+        policy.paths is not None and not _exec_paths_allowed(transfer, policy)
+    ):
+        await _refuse(session, scope, transfer.tool, f"{transfer.tool} {transfer.direction}",
+                      policy, command=request.command)  # fmt: skip
+    auditor: ScpAuditor | StreamAuditor
+    if transfer.tool == "scp":
+        auditor = ScpAuditor(policy, transfer)
+    else:
+        auditor = StreamAuditor(policy, transfer, request.command or "")
+    uploading = transfer.direction == Direction.UPLOAD
+    return TransferFilter(auditor, session, scope, data_from_client=uploading)
 
-    async def _refuse_transfer(
-        self, tool: str, what: str, policy: TransferPolicy, **details: object
-    ) -> None:
-        message = policy.refusal(what)
-        event = FileEvent("file.refused", "refused", {"tool": tool, "operation": what, **details},
-                          reason=message)  # fmt: skip
-        if not await self.record_file_event(event):
-            raise PamgateError("the file transfer could not be audited, so it is refused")
-        raise TransferRefused(message.removeprefix("pamgate: "))
 
-    # -- what the filter calls ------------------------------------------------
-
-    def reply_to_client(self, data: bytes) -> None:
-        """Send the gateway's own protocol reply on the client's channel."""
-        if self._chan is not None and not self._chan.is_closing():
-            self._chan.write(data)
-
-    def notify_client(self, message: str) -> None:
-        """A line on the client's stderr (the stock tools show it)."""
-        if self._chan is not None and not self._chan.is_closing():
-            self._chan.write_stderr((message + "\r\n").encode())
-
-    def track(self, task: asyncio.Task[None]) -> None:
-        """Keep a background task alive until it finishes."""
-        self._host.track_task(task)
-
-    async def record_file_event(self, event: FileEvent) -> bool:
-        """Append a file event to the lane's trail; False if that failed."""
-        audit = self._event(
-            event.action, event.outcome, reason=event.reason, target=self._transfer_target,
-            session_id=self._session_id, authority=self._transfer_authority, **event.details,
-        )  # fmt: skip
-        return await self._host.record(dataclasses.replace(audit, account=self._transfer_account))
+async def _refuse(
+    session: RelayedSession,
+    scope: TransferScope,
+    tool: str,
+    what: str,
+    policy: TransferPolicy,
+    **details: object,
+) -> None:
+    message = policy.refusal(what)
+    event = FileEvent("file.refused", "refused", {"tool": tool, "operation": what, **details},
+                      reason=message)  # fmt: skip
+    if not await record_file_event(session, scope, event):
+        raise PamgateError("the file transfer could not be audited, so it is refused")
+    raise TransferRefused(message.removeprefix("pamgate: "))
 
 
 def _exec_paths_allowed(transfer: ExecTransfer, policy: TransferPolicy) -> bool:

@@ -1,4 +1,4 @@
-"""The relay's tap into a session's recording.
+"""The tap between a relayed session and its recording.
 
 Pty sessions are recorded whole: output, keystrokes and resizes. Exec
 sessions keep the first ``cap`` bytes of stdout and of stderr (both as

@@ -1,0 +1,159 @@
+"""Session setup and teardown: what every relayed session does before its first byte and
+after its last, whichever lane it came in on.
+
+Setup (:meth:`SessionSetup.open`), in this order, so that nothing reaches a
+target unrecorded: a new session id; the credential for the target (a
+certificate minted for this session by the upstream CA, or, for a legacy
+target, its static key, flagged as an exception); the recording; then the
+session's row and its ``session.start`` event in one transaction. If the
+recording or the ledger cannot be written, the session is refused.
+
+Teardown (:meth:`SessionSetup.close`), once: seal the recording, write the
+``session.end`` event with its sha256, then extract the commands.
+
+The protocol side (:mod:`gateway.ssh.relay`) connects to the target with
+the credential and moves the bytes; it never decides any of this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import GatewayConfig, TargetSettings
+from gateway.crypto.upstream_ca import UpstreamCA, UpstreamCredential
+from gateway.domain.recordings.indexing import command_indexer
+from gateway.domain.recordings.service import RecordingService
+from gateway.domain.recordings.tap import SessionTap
+from gateway.domain.sessions import SessionEnd, SessionLedger, SessionStart
+from gateway.errors import PamgateError, StoreError
+
+logger = logging.getLogger("pamgate.sessions")
+
+
+class SessionRefused(PamgateError):
+    """The session cannot be set up (it could not be recorded); nothing reached the target."""
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """The pty a client asked for (None for exec and subsystems without one)."""
+
+    term_type: str
+    width: int
+    height: int
+
+
+@dataclass
+class OpenedSession:
+    """A session that is set up: recorded, in the ledger, with its credential for the target."""
+
+    session_id: str
+    start: SessionStart
+    target: TargetSettings
+    #: The minted certificate, or None for a legacy target.
+    credential: UpstreamCredential | None
+    #: The static key of a legacy target (``upstream_auth = "key"``), else None.
+    legacy_key_path: str | None
+    tap: SessionTap
+    closed: bool = False
+
+
+class SessionSetup:
+    """Sets sessions up and closes them out (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        ledger: SessionLedger,
+        recordings: RecordingService,
+        upstream_ca: Callable[[], UpstreamCA],
+    ) -> None:
+        self._config = config
+        self._ledger = ledger
+        self._recordings = recordings
+        self._upstream_ca = upstream_ca
+
+    def open(
+        self, start: SessionStart, target: TargetSettings, terminal: Terminal | None
+    ) -> OpenedSession:
+        """Set up a session for ``start`` towards ``target``; SessionRefused if it cannot be
+        recorded. Blocking (disk, database, signing): run it off the event loop."""
+        session_id = self._ledger.new_session_id()
+        if target.upstream_auth == "key":
+            # A static target secret is a documented exception; say so in the record.
+            start = dataclasses.replace(
+                start, authority=start.authority + ";exception=legacy-static-key"
+            )
+        credential, legacy_key = None, None
+        if target.upstream_auth == "certificate":
+            credential = self._upstream_ca().mint_upstream_certificate(
+                user=start.user, account=start.account, session_id=session_id
+            )
+        else:
+            legacy_key = self._config.resolve_path(target.key_file)  # type: ignore[arg-type]
+            logger.warning(
+                'EXCEPTION: target %s uses a static legacy key (upstream_auth = "key")', target.name
+            )
+        recordings = self._recordings
+        width, height = (terminal.width, terminal.height) if terminal else (80, 24)
+        writer = recordings.start(
+            session_id, width=width, height=height,
+            term=terminal.term_type if terminal else None,
+            metadata=self._metadata(session_id, start),
+        )  # fmt: skip
+        try:
+            self._ledger.open(session_id, start, recording_path=recordings.relative(writer.path))
+        except StoreError as exc:
+            recordings.discard(writer)
+            logger.error("refusing session: cannot record it: %s", exc)
+            raise SessionRefused(
+                "the session cannot be recorded right now, so it is refused"
+            ) from None
+        cap = None if terminal is not None else recordings.exec_payload_cap
+        tap = SessionTap(writer, exec_payload_cap=cap)
+        return OpenedSession(session_id, start, target, credential, legacy_key, tap)
+
+    def close(self, session: OpenedSession, end: SessionEnd) -> None:
+        """Seal the recording, record the end (with the recording's sha256), extract commands.
+
+        Once per session; later calls do nothing. Blocking: run it off the event loop.
+        """
+        if session.closed:
+            return
+        session.closed = True
+        recordings, tap = self._recordings, session.tap
+        details: dict[str, object] = dict(tap.summary())
+        sealed = recordings.seal(session.session_id, tap.writer)
+        if sealed is None:
+            details["recording_incomplete"] = tap.writer.failed or "unknown error"
+        else:
+            end = dataclasses.replace(
+                end, recording_path=recordings.relative(sealed.path),
+                recording_sha256=sealed.sha256,
+            )  # fmt: skip
+        end = dataclasses.replace(end, details=details)
+        self._ledger.close(session.session_id, session.start, end)
+        try:
+            command_indexer(self._config).index(session.session_id)
+        except (PamgateError, OSError) as exc:
+            logger.warning("cannot extract commands of session %s: %s", session.session_id, exc)
+
+    def _metadata(self, session_id: str, start: SessionStart) -> dict[str, Any]:
+        return {
+            "session": session_id,
+            "lane": start.lane,
+            "user": start.user,
+            "target": start.target,
+            "account": start.account,
+            "source": start.source,
+            "authority": start.authority,
+            # Emergency access is flagged for the reviewers who replay it.
+            "flagged": start.authority.startswith("breakglass:"),
+            "kind": start.kind,
+            "command": start.command,
+            "node": self._config.node_name,
+        }
