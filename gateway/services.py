@@ -28,6 +28,7 @@ from gateway.domain.machines.credentials import MachineCredentials
 from gateway.domain.machines.registry import MachineRegistry
 from gateway.domain.machines.revocation import MachineRevocations
 from gateway.domain.nodes import NodeRegistry
+from gateway.domain.operators import OperatorActions, OperatorServices
 from gateway.domain.policy import Policy
 from gateway.domain.recordings.service import RecordingService
 from gateway.domain.session_setup import SessionSetup
@@ -138,6 +139,18 @@ class GatewayServices:
     def session_setup(self) -> SessionSetup:
         """Session setup and teardown, shared by both lanes."""
         return SessionSetup(self.config, self.ledger, self.recordings, lambda: self.upstream_ca)
+
+    def operator_actions(self, name: str) -> OperatorActions:
+        """What the signed-in operator ``name`` may do, each action checked against their roles."""
+        return OperatorActions(
+            OperatorServices(
+                settings=self.config.console, users=self.users, requests=self.requests,
+                breakglass=self.breakglass, ledger=self.ledger, recordings=self.recordings,
+                audit=self.audit, machines=self.machines,
+                machine_revocations=self.machine_revocations,
+            ),
+            name,
+        )  # fmt: skip
 
     def close(self) -> None:
         """Stop the recording flusher; release the database connections and the syslog socket."""

@@ -432,3 +432,20 @@ async def test_switching_and_locking_while_data_loads_does_not_crash(
         await pilot.pause(0.5)
         assert isinstance(app.screen, LoginScreen)
         assert app.is_running
+
+
+async def test_a_disabled_operator_is_signed_out_of_an_open_console(
+    services: GatewayServices,
+) -> None:
+    carl = add_person(services, "carl", "pamgate-admins")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, carl)
+        await wait_for(pilot, lambda: isinstance(app.screen, RequestsScreen))
+        services.users.set_disabled("carl", True, actor="another-admin")
+        started = time.monotonic()
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen), timeout=5)
+        assert time.monotonic() - started < 2.5
+        assert app.user is None and app.actions is None
+        assert "carl was disabled" in str(app.screen.query_one("#message").render())
+        await pilot.pause(0.2)  # let the login screen finish mounting before the app exits

@@ -22,8 +22,8 @@ from textual.screen import Screen
 
 from gateway.config import duration_seconds
 from gateway.domain.identities import UserView
+from gateway.domain.operators import Operator, OperatorActions, operator_of
 from gateway.services import GatewayServices
-from tui.roles import ConsoleUser, roles_for
 from tui.screens.audit import AuditScreen
 from tui.screens.breakglass import BreakGlassScreen
 from tui.screens.identities import IdentitiesScreen
@@ -74,7 +74,9 @@ class PamgateConsole(App[None]):
         self.refresh_seconds = refresh_seconds
         self._clock = clock or (lambda: datetime.now(UTC))
         self.source = source or f"console:{socket.gethostname()}"
-        self.user: ConsoleUser | None = None
+        self.user: Operator | None = None
+        #: What the signed-in operator may do; every action is checked against their roles.
+        self.actions: OperatorActions | None = None
         self.idle_lock_seconds = (
             idle_lock_seconds
             if idle_lock_seconds is not None
@@ -104,16 +106,18 @@ class PamgateConsole(App[None]):
 
     def signed_in(self, user: UserView) -> None:
         """Called by the login screen with a user whose factors checked out."""
-        self.user = ConsoleUser(
-            user.name, tuple(user.groups), roles_for(user.groups, self.services.config.console)
-        )
-        self._last_activity = time.monotonic()
+        self.user = operator_of(user, self.services.config.console)
+        self.actions = self.services.operator_actions(user.name)
         self.sub_title = f"{user.name} ({self.user.describe_roles()})"
+        self._last_activity = time.monotonic()
         self.switch_screen(RequestsScreen())
 
     def lock(self, why: str) -> None:
         """Back to the login screen; nothing of the session stays on screen."""
+        if self.user is None:
+            return  # locked already (a worker that was still reading found out late)
         self.user = None
+        self.actions = None
         self.sub_title = ""
         while len(self.screen_stack) > 2:
             self.pop_screen()

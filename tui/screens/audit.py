@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from rich.console import RenderableType
 from rich.text import Text
@@ -22,9 +23,9 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
 from gateway.config import parse_since
-from gateway.domain.audit.trail import AuditLog, AuditRecord, Trail, VerifyResult
+from gateway.domain.audit.trail import AuditRecord, Trail, VerifyResult
+from gateway.domain.operators import SEE_SESSIONS
 from gateway.errors import PamgateError
-from tui.roles import Role
 from tui.screens.section import SectionScreen
 from tui.text import cell
 
@@ -104,15 +105,25 @@ class TrailPage:
     searched_from: int
 
 
+class TrailSource(Protocol):
+    """Where a window reads events (an operator's audit reader; an AuditLog in tests)."""
+
+    def head(self, trail: Trail) -> tuple[int, str]: ...
+
+    def events(
+        self, trail: Trail, *, after_seq: int = 0, until_seq: int | None = None
+    ) -> Iterator[AuditRecord]: ...
+
+
 class TrailWindow:
     """The newest events of one trail that match a filter, kept up to date incrementally.
 
     Thread-safe: refreshes run in workers and may overlap when the database is slow.
     """
 
-    def __init__(self, audit: AuditLog, trail: Trail) -> None:
+    def __init__(self, source: TrailSource, trail: Trail) -> None:
         self.trail = trail
-        self._audit = audit
+        self._source = source
         self._lock = threading.Lock()
         self._query: AuditFilter | None = None
         self._records: deque[AuditRecord] = deque(maxlen=WINDOW)
@@ -123,12 +134,12 @@ class TrailWindow:
     def read(self, query: AuditFilter) -> TrailPage:
         """The page for ``query``: searched afresh for a new filter, else brought up to date."""
         with self._lock:
-            head, _ = self._audit.head(self.trail)
+            head, _ = self._source.head(self.trail)
             cutoff = query.cutoff()
             if query != self._query or head < self._last_seq:
                 self._search(query, head, cutoff)
             else:
-                for record in self._audit.events(
+                for record in self._source.events(
                     self.trail, after_seq=self._last_seq, until_seq=head
                 ):
                     if query.matches(record, cutoff):
@@ -151,7 +162,7 @@ class TrailWindow:
         too_old = False
         while high > low_limit and len(found) < WINDOW and not too_old:
             low = max(high - step, low_limit)
-            batch = list(self._audit.events(self.trail, after_seq=low, until_seq=high))
+            batch = list(self._source.events(self.trail, after_seq=low, until_seq=high))
             found[:0] = [record for record in batch if query.matches(record, cutoff)]
             high, step = low, min(step * 2, SCAN_BATCH)
             # Events are appended in time order, so nothing before this batch is recent enough.
@@ -239,7 +250,7 @@ def verdict_text(result: VerifyResult) -> str:
 class AuditScreen(SectionScreen):
     """Auditors and admins read the trails here and check their hash chains."""
 
-    view_roles = frozenset({Role.AUDITOR, Role.ADMIN})
+    view_roles = SEE_SESSIONS
     purpose = "see the audit trails"
     BINDINGS = [
         Binding("v", "verify", "Verify chain"),
@@ -273,8 +284,8 @@ class AuditScreen(SectionScreen):
     def load(self) -> dict[Trail, TrailPage]:
         with self._windows_lock:  # loads may overlap; they must share the windows
             if not self._windows:
-                audit = self.services.audit
-                self._windows = {trail: TrailWindow(audit, trail) for trail in Trail}
+                reader = self.actions.audit_reader()
+                self._windows = {trail: TrailWindow(reader, trail) for trail in Trail}
         query = self._filter
         return {trail: window.read(query) for trail, window in self._windows.items()}
 
@@ -358,7 +369,7 @@ class AuditScreen(SectionScreen):
 
         def check() -> VerifyResult:
             try:
-                return self.services.audit.verify(trail)
+                return self.actions.verify_trail(trail)
             except PamgateError:
                 # run_service shows the error; allow another try.
                 self.app.call_from_thread(self._verifying.discard, trail)

@@ -8,8 +8,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Label
 
 from gateway.domain.breakglass import CaseView
+from gateway.domain.operators import SEE_BREAKGLASS
 from gateway.errors import PamgateError
-from tui.roles import Role
 from tui.screens.dialogs import VerdictDialog
 from tui.screens.section import SectionScreen, add_columns
 from tui.text import age, cell
@@ -18,7 +18,7 @@ from tui.text import age, cell
 class BreakGlassScreen(SectionScreen):
     """Reviewers open each emergency session and record whether it was justified."""
 
-    view_roles = frozenset({Role.AUDITOR, Role.APPROVER, Role.ADMIN})
+    view_roles = SEE_BREAKGLASS
     purpose = "see break-glass cases"
     BINDINGS = [
         Binding("o", "open_recording", "Open recording"),
@@ -35,7 +35,7 @@ class BreakGlassScreen(SectionScreen):
         yield Label("", id="case-detail")
 
     def load(self) -> list[CaseView]:
-        return self.services.breakglass.list()
+        return self.actions.breakglass_cases()
 
     def show(self, data: object) -> None:
         cases: list[CaseView] = data  # type: ignore[assignment]
@@ -65,7 +65,7 @@ class BreakGlassScreen(SectionScreen):
             return None
         case_id = int(str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value))
         try:
-            return self.services.breakglass.get(case_id)
+            return self.actions.breakglass_case(case_id)
         except PamgateError as exc:
             self.notify(str(exc), severity="error")
             return None
@@ -76,8 +76,11 @@ class BreakGlassScreen(SectionScreen):
         case = self._selected()
         if case is None:
             return
-        sessions = [s for s in self.services.ledger.with_authority(case.authority)
-                    if s.recording_path]  # fmt: skip
+        try:
+            sessions = [s for s in self.actions.sessions_under(case.authority) if s.recording_path]
+        except PamgateError as exc:
+            self.notify(str(exc), severity="error")
+            return
         if not sessions:
             self.notify(f"No recorded session ran under break-glass case #{case.id}.")
             return
@@ -102,7 +105,7 @@ class BreakGlassScreen(SectionScreen):
             if answer is not None:
                 verdict, note = answer
                 self.run_service(
-                    lambda: self.services.breakglass.review(case.id, self.user.name, verdict, note),
+                    lambda: self.actions.review_breakglass(case.id, verdict, note),
                     lambda view: self.notify(f"Case #{view.id} recorded as {view.verdict}."),
                 )
 

@@ -24,7 +24,7 @@ from textual.widgets import Button, Label, TabbedContent, TabPane
 from gateway.domain.identities import TotpEnrolment, UserView
 from gateway.domain.machines.registry import STATUSES, MachineView
 from gateway.domain.machines.revocation import Revocation
-from tui.roles import Role
+from gateway.domain.operators import SEE_IDENTITIES, Role
 from tui.screens.audit import LiveTable, Row
 from tui.screens.dialogs import TextDialog
 from tui.screens.section import SectionScreen
@@ -130,7 +130,7 @@ class EnrolmentDialog(ModalScreen[None]):
 class IdentitiesScreen(SectionScreen):
     """Admins manage people and NHIs here; auditors can look."""
 
-    view_roles = frozenset({Role.ADMIN, Role.AUDITOR})
+    view_roles = SEE_IDENTITIES
     purpose = "see identities"
     BINDINGS = [
         Binding("e", "enable", "Enable"),
@@ -161,11 +161,11 @@ class IdentitiesScreen(SectionScreen):
     # -- data ------------------------------------------------------------------
 
     def load(self) -> IdentitiesData:
-        services = self.services
-        outstanding = services.machine_revocations.outstanding()
+        actions = self.actions
+        outstanding = actions.outstanding_certificates()
         return IdentitiesData(
-            services.users.list_users(),
-            services.machines.list(),
+            actions.users(),
+            actions.machines(),
             Counter(certificate.nhi for certificate in outstanding),
         )
 
@@ -267,9 +267,8 @@ class IdentitiesScreen(SectionScreen):
         if user.disabled == disabled:
             self._say(f"{user.name} is {verb}d already.")
             return
-        actor = self.user.name
         self.run_service(
-            lambda: self.services.users.set_disabled(user.name, disabled, actor=actor),
+            lambda: self.actions.set_user_disabled(user.name, disabled),
             lambda _: self._say(f"{user.name} is {verb}d."),
         )
 
@@ -277,11 +276,9 @@ class IdentitiesScreen(SectionScreen):
         user = self._human("reset second factors")
         if user is None:
             return
-        actor = self.user.name
-
         def reset() -> None:
             self.run_service(
-                lambda: self.services.users.reset_mfa(user.name, actor=actor),
+                lambda: self.actions.reset_mfa(user.name),
                 lambda enrolment: self.app.push_screen(EnrolmentDialog(enrolment)),
             )
 
@@ -312,13 +309,9 @@ class IdentitiesScreen(SectionScreen):
         machine = self._machine(f"{verb} machine identities", allowed=(before,))
         if machine is None:
             return
-        actor = self.user.name
-
         def change(reason: str) -> None:
             self.run_service(
-                lambda: self.services.machines.set_status(
-                    machine.name, after, actor=actor, reason=reason
-                ),
+                lambda: self.actions.set_machine_status(machine.name, after, reason),
                 lambda view: self._say(f"{view.name} is {view.status}."),
             )
 
@@ -328,8 +321,6 @@ class IdentitiesScreen(SectionScreen):
         machine = self._machine("offboard machine identities", allowed=("active", "suspended"))
         if machine is None:
             return
-        actor = self.user.name
-
         def offboarded(revoked: list[Revocation]) -> None:
             count = len(revoked)
             message = f"{machine.name} is offboarded; {count} certificate(s) revoked."
@@ -337,9 +328,7 @@ class IdentitiesScreen(SectionScreen):
 
         def offboard(reason: str) -> None:
             self.run_service(
-                lambda: self.services.machine_revocations.offboard(
-                    machine.name, actor=actor, reason=reason
-                ),
+                lambda: self.actions.offboard_machine(machine.name, reason),
                 offboarded,
             )
 
@@ -355,7 +344,6 @@ class IdentitiesScreen(SectionScreen):
         machine = self._machine("revoke machine certificates", allowed=STATUSES)
         if machine is None:
             return
-        actor = self.user.name
         count = self._certificates[machine.name]
 
         def revoked(entries: list[Revocation]) -> None:
@@ -367,9 +355,7 @@ class IdentitiesScreen(SectionScreen):
 
         def revoke(reason: str) -> None:
             self.run_service(
-                lambda: self.services.machine_revocations.revoke(
-                    actor=actor, reason=reason, name=machine.name
-                ),
+                lambda: self.actions.revoke_machine(machine.name, reason),
                 revoked,
             )
 

@@ -10,8 +10,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label
 
+from gateway.domain.operators import roles_for
 from gateway.errors import PamgateError
-from tui.roles import roles_for
 
 if TYPE_CHECKING:
     from tui.app import PamgateConsole

@@ -18,8 +18,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Label
 
 from gateway.config import DURATION_PATTERN, duration_seconds
+from gateway.domain.operators import SEE_SESSIONS
 from gateway.domain.recordings.service import CommandHit, RecordingInfo
-from tui.roles import Role
 from tui.screens.replay import ReplayScreen, clock, command_moment
 from tui.screens.section import SectionScreen
 from tui.text import cell
@@ -112,7 +112,7 @@ class _Found:
 class RecordingsScreen(SectionScreen):
     """Auditors and admins find recorded sessions here and open them in the replayer."""
 
-    view_roles = frozenset({Role.AUDITOR, Role.ADMIN})
+    view_roles = SEE_SESSIONS
     purpose = "see recordings"
     # The table has focus first, so the section number keys work until "/" is pressed.
     AUTO_FOCUS = "#recordings"
@@ -147,8 +147,7 @@ class RecordingsScreen(SectionScreen):
 
     def load(self) -> _Found:
         query = self._filter
-        recordings = self.services.recordings
-        sessions = recordings.list(
+        sessions = self.actions.recordings(
             user=query.user,
             target=query.target,
             since=query.since_time(datetime.now(UTC)),
@@ -157,7 +156,7 @@ class RecordingsScreen(SectionScreen):
         if not query.text:
             return _Found(query, [_Row(info, None) for info in sessions])
         by_id = {info.session_id: info for info in sessions}
-        hits = recordings.search(query.text)
+        hits = self.actions.search_commands(query.text)
         return _Found(query, [_Row(by_id[h.session_id], h) for h in hits if h.session_id in by_id])
 
     def show(self, data: object) -> None:

@@ -34,9 +34,9 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Label
 
-from gateway.domain.recordings.service import RecordingInfo
+from gateway.domain.operators import SEE_SESSIONS
+from gateway.domain.recordings.service import LoggedCommand, RecordingInfo
 from gateway.errors import PamgateError
-from gateway.store.models import SessionCommand
 from recordings.asciicast import RecordingError
 from recordings.player import (
     JUMP_LEAD,
@@ -47,7 +47,6 @@ from recordings.player import (
     screen_at,
 )
 from recordings.terminal import TerminalModel, parse_size
-from tui.roles import Role
 from tui.screens.section import SectionScreen, deliver
 from tui.text import cell
 from tui.widgets import TerminalImage, TerminalView
@@ -245,7 +244,7 @@ class _Opened:
     """What the opening worker hands to the UI."""
 
     info: RecordingInfo
-    commands: list[SessionCommand]
+    commands: list[LoggedCommand]
     playback: Playback
     image: TerminalImage
 
@@ -256,7 +255,7 @@ class ReplayScreen(SectionScreen):
     Opens paused at ``at`` seconds (the start by default).
     """
 
-    view_roles = frozenset({Role.AUDITOR, Role.ADMIN})
+    view_roles = SEE_SESSIONS
     purpose = "replay recordings"
     AUTO_FOCUS = "#commands"
     # Priority: the command list would otherwise take left/right/home/end for itself.
@@ -302,7 +301,7 @@ class ReplayScreen(SectionScreen):
         self.session_id = session_id
         self._start_at = at
         self._playback: Playback | None = None
-        self._commands: list[SessionCommand] = []
+        self._commands: list[LoggedCommand] = []
         self._opening = False
         self._closed = False
         self._position = 0.0
@@ -341,7 +340,7 @@ class ReplayScreen(SectionScreen):
         """Open the recording once: a replay is not polled, and each opening is audited."""
         if not self._opening:
             self._opening = True
-            self._open(self.user.name)
+            self._open()
 
     def load(self) -> None:
         """Unused: the recording is read by :meth:`_open` and the playback steps."""
@@ -373,12 +372,10 @@ class ReplayScreen(SectionScreen):
         return SPEEDS[self._speed_index]
 
     @work(thread=True, group="replay-open")
-    def _open(self, actor: str) -> None:
-        services = self.services
+    def _open(self) -> None:
+        actions = self.actions
         try:
-            info = services.recordings.open_for_review(
-                self.session_id, actor=actor, purpose="replayed"
-            )
+            info = actions.open_recording(self.session_id, purpose="replayed")
             assert info.path is not None  # open_for_review refuses sessions without a file
             recording = PlainRecording(info.path)
             try:
@@ -386,7 +383,7 @@ class ReplayScreen(SectionScreen):
                 if self._start_at > 0:
                     playback.seek(self._start_at)
                 opened = _Opened(
-                    info, services.recordings.commands(info.session_id), playback, playback.image()
+                    info, actions.commands(info.session_id), playback, playback.image()
                 )
             except BaseException:
                 recording.close()

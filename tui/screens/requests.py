@@ -9,8 +9,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Label
 
 from gateway.domain.approvals import RequestView
+from gateway.domain.operators import SEE_REQUESTS, Role
 from gateway.errors import PamgateError
-from tui.roles import Role
 from tui.screens.dialogs import TextDialog
 from tui.screens.section import SectionScreen, add_columns
 from tui.text import age, cell
@@ -19,7 +19,7 @@ from tui.text import age, cell
 class RequestsScreen(SectionScreen):
     """Approvers decide here; auditors and admins can watch."""
 
-    view_roles = frozenset({Role.APPROVER, Role.AUDITOR, Role.ADMIN})
+    view_roles = SEE_REQUESTS
     purpose = "see access requests"
     BINDINGS = [
         Binding("a", "approve", "Approve"),
@@ -44,10 +44,7 @@ class RequestsScreen(SectionScreen):
         yield recent
 
     def load(self) -> tuple[list[RequestView], list[RequestView]]:
-        requests = self.services.requests
-        pending = list(reversed(requests.list(pending_only=True)))
-        recent = [r for r in requests.list(limit=40) if r.status != "pending"][:15]
-        return pending, recent
+        return self.actions.pending_requests(), self.actions.recent_decisions()
 
     def show(self, data: object) -> None:
         pending, recent = data  # type: ignore[misc]
@@ -102,7 +99,7 @@ class RequestsScreen(SectionScreen):
             return None
         request_id = int(str(table.get_row_at(table.cursor_row)[0]))
         try:
-            return self.services.requests.get(request_id)
+            return self.actions.request(request_id)
         except PamgateError as exc:
             self.notify(str(exc), severity="error")
             return None
@@ -144,13 +141,12 @@ class RequestsScreen(SectionScreen):
         request = self._decidable(verb)
         if request is None:
             return
-        requests = self.services.requests
-        decide = requests.approve if verb == "approve" else requests.deny
+        decide = self.actions.approve if verb == "approve" else self.actions.deny
 
         def decided(comment: str | None) -> None:
             if comment is not None:
                 self.run_service(
-                    lambda: decide(request.id, self.user.name, comment),
+                    lambda: decide(request.id, comment),
                     lambda view: self.notify(f"Request #{view.id}: {view.status}."),
                 )
 

@@ -12,11 +12,10 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from gateway.domain.operators import Operator, OperatorActions, OperatorSignedOut, Role
 from gateway.errors import PamgateError
-from tui.roles import ConsoleUser, Role
 
 if TYPE_CHECKING:
-    from gateway.services import GatewayServices
     from tui.app import PamgateConsole
 
 T = TypeVar("T")
@@ -62,11 +61,15 @@ class SectionScreen(Screen[None]):
         return self.app  # type: ignore[return-value]
 
     @property
-    def services(self) -> GatewayServices:
-        return self.console.services
+    def actions(self) -> OperatorActions:
+        """What the signed-in operator may do (the domain checks each action's role)."""
+        actions = self.console.actions
+        if actions is None:  # locked while a worker was still reading
+            raise OperatorSignedOut("the console is locked")
+        return actions
 
     @property
-    def user(self) -> ConsoleUser:
+    def user(self) -> Operator:
         user = self.console.user
         assert user is not None, "sections are shown only when signed in"
         return user
@@ -105,6 +108,9 @@ class SectionScreen(Screen[None]):
     def _load_in_background(self) -> None:
         try:
             data = self.load()
+        except OperatorSignedOut as exc:
+            self.app.call_from_thread(self.console.lock, str(exc))
+            return
         except PamgateError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
@@ -134,6 +140,9 @@ class SectionScreen(Screen[None]):
     def _run_service(self, call: Callable[[], T], done: Callable[[T], None] | None) -> None:
         try:
             result = call()
+        except OperatorSignedOut as exc:
+            self.app.call_from_thread(self.console.lock, str(exc))
+            return
         except PamgateError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
             return

@@ -10,12 +10,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
 
+from gateway.domain.operators import SEE_SESSIONS, Role
 from gateway.domain.sessions import LiveSession
 from gateway.errors import PamgateError
 from recordings.asciicast import read_header
 from recordings.player import events_from
 from recordings.terminal import TerminalModel, parse_size
-from tui.roles import Role
 from tui.screens.dialogs import TextDialog
 from tui.screens.section import SectionScreen, add_columns, deliver
 from tui.text import age, cell
@@ -27,7 +27,7 @@ WATCH_POLL_SECONDS = 0.25
 class SessionsScreen(SectionScreen):
     """Live sessions, human (H) and machine (M), updated each second."""
 
-    view_roles = frozenset({Role.AUDITOR, Role.ADMIN})
+    view_roles = SEE_SESSIONS
     purpose = "see live sessions"
     BINDINGS = [
         Binding("w", "watch", "Watch"),
@@ -43,7 +43,7 @@ class SessionsScreen(SectionScreen):
         yield table
 
     def load(self) -> list[LiveSession]:
-        return self.services.ledger.live()
+        return self.actions.live_sessions()
 
     def show(self, data: object) -> None:
         sessions: list[LiveSession] = data  # type: ignore[assignment]
@@ -68,7 +68,7 @@ class SessionsScreen(SectionScreen):
             return None
         key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
         try:
-            return self.services.ledger.get(str(key))
+            return self.actions.session(str(key))
         except PamgateError as exc:
             self.notify(str(exc), severity="error")
             return None
@@ -88,9 +88,7 @@ class SessionsScreen(SectionScreen):
         def confirmed(reason: str | None) -> None:
             if reason:
                 self.run_service(
-                    lambda: self.services.ledger.request_termination(
-                        session.id, actor=self.user.name, reason=reason
-                    ),
+                    lambda: self.actions.terminate_session(session.id, reason),
                     lambda _: self.notify(f"Session of {session.user} ends within 2 seconds."),
                 )
 
@@ -118,7 +116,7 @@ class SessionsScreen(SectionScreen):
         def confirmed(reason: str | None) -> None:
             if reason:
                 self.run_service(
-                    lambda: self.services.requests.revoke(grant_id, self.user.name, reason),
+                    lambda: self.actions.revoke_grant(grant_id, reason),
                     lambda _: self.notify(f"Grant #{grant_id} revoked; its sessions end."),
                 )
 
@@ -128,17 +126,10 @@ class SessionsScreen(SectionScreen):
         )
 
     def _grant_behind(self, session: LiveSession) -> int | None:
-        kind, _, number = session.authority.split(";")[0].partition(":")
-        if not number.isdigit():
+        try:
+            return self.actions.grant_behind(session.authority)
+        except PamgateError:
             return None
-        if kind == "grant":
-            return int(number)
-        if kind == "breakglass":
-            try:
-                return self.services.breakglass.get(int(number)).grant_id
-            except PamgateError:
-                return None
-        return None
 
 
 class WatchScreen(Screen[None]):
@@ -179,11 +170,7 @@ class WatchScreen(Screen[None]):
     def _open(self) -> None:
         console = self.app
         try:
-            info = console.services.recordings.open_for_review(  # type: ignore[attr-defined]
-                self._session.id,
-                actor=console.user.name,
-                purpose="watched",  # type: ignore[attr-defined]
-            )
+            info = console.actions.open_recording(self._session.id, purpose="watched")
             assert info.path is not None
             header = read_header(info.path)
             with info.path.open("rb") as recording:

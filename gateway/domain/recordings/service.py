@@ -91,6 +91,17 @@ class CommandHit:
     text: str
 
 
+@dataclass(frozen=True)
+class LoggedCommand:
+    """One command of a session's command log."""
+
+    seq: int
+    #: Seconds from the start of the recording (where replay jumps to).
+    offset: float
+    at: datetime
+    text: str
+
+
 class RecordingService:
     """Creates, seals, indexes and finds session recordings."""
 
@@ -202,16 +213,15 @@ class RecordingService:
                 )
         return len(commands)
 
-    def commands(self, session_id: str) -> list[SessionCommand]:
+    def commands(self, session_id: str) -> list[LoggedCommand]:
         """A session's extracted commands, in order."""
+        query = (
+            select(SessionCommand)
+            .where(SessionCommand.session_id == session_id)
+            .order_by(SessionCommand.seq)
+        )
         with self._store.transaction(write=False) as db:
-            return list(
-                db.scalars(
-                    select(SessionCommand)
-                    .where(SessionCommand.session_id == session_id)
-                    .order_by(SessionCommand.seq)
-                )
-            )
+            return [LoggedCommand(c.seq, c.offset, c.at, c.text) for c in db.scalars(query)]
 
     def search(self, text: str, *, limit: int = 200) -> list[CommandHit]:
         """Commands containing ``text`` (case-insensitive), newest first."""
