@@ -65,12 +65,20 @@ def parse_since(text: str, option: str = "--since") -> datetime:
     text = text.strip()
     if re.match(DURATION_PATTERN, text):
         return datetime.now(UTC) - timedelta(seconds=duration_seconds(text))
+    return parse_iso_time(
+        text, option, expected="an age (30m, 12h, 7d) or an ISO time (2026-11-23T08:00)"
+    )
+
+
+def parse_iso_time(text: str, option: str, *, expected: str = "an ISO date/time") -> datetime:
+    """The moment an ISO date or date/time typed by a person names, UTC unless it gives a zone.
+
+    Raises PamgateError naming ``option`` and what to give instead (``expected``).
+    """
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise PamgateError(
-            f"{option} {text!r}: give an age (30m, 12h, 7d) or an ISO time (2026-11-23T08:00)"
-        ) from None
+        raise PamgateError(f"{option} {text!r}: give {expected}") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 

@@ -177,3 +177,59 @@ def test_recordings_list_marks_break_glass_sessions(initialised: Path) -> None:
     rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
     assert rows["s-emergency"].endswith("BREAK-GLASS")
     assert "BREAK-GLASS" not in rows["s-granted"]
+
+
+def test_policy_check_prints_the_decision_and_its_rule(initialised: Path) -> None:
+    host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFmTjzR9GHjvjKJTd3OAMN9YLhGXgOG7r3DujrQ3pqVP"
+    with initialised.open("a") as config_file:
+        config_file.write(f"""
+[[targets]]
+name = "web01"
+host = "10.0.0.1"
+accounts = ["root"]
+host_keys = ["{host_key}"]
+
+[[targets]]
+name = "db01"
+host = "10.0.0.2"
+accounts = ["postgres"]
+host_keys = ["{host_key}"]
+
+[[rules]]
+id = "ops-web"
+groups = ["ops"]
+targets = ["web01"]
+mode = "allow"
+hours = "08:00-18:00"
+
+[[rules]]
+id = "ops-db"
+groups = ["ops"]
+targets = ["db01"]
+mode = "approval"
+approver_groups = ["leads"]
+break_glass = true
+""")
+    config = ("--config", str(initialised))
+    added = run_cli(*config, "user", "add", "al", "--group", "ops", "--password-stdin",
+                    input_text="a long password\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    check = ("policy", "check", "al")
+    allowed = run_cli(*config, *check, "web01", "--at", "2026-11-23T12:00")
+    assert (allowed.returncode, allowed.stdout) == (0, "allow: root@web01 (policy:ops-web)\n")
+    night = run_cli(*config, *check, "web01", "--at", "2026-11-23T23:00")
+    assert night.returncode == 1 and night.stdout.startswith("deny: you are not permitted")
+    approval = run_cli(*config, *check, "db01:postgres")
+    assert approval.returncode == 0
+    assert approval.stdout.startswith("approval: postgres@db01 needs 1 approval(s) from leads")
+    assert "break-glass allowed" in approval.stdout
+    unknown = run_cli(*config, *check, "nosuch")
+    assert unknown.returncode == 1 and "Targets you may reach: web01, db01" in unknown.stdout
+    disabled = run_cli(*config, "user", "disable", "al")
+    assert disabled.returncode == 0, disabled.stderr
+    refused = run_cli(*config, *check, "web01", "--at", "2026-11-23T12:00")
+    assert (refused.returncode, refused.stdout) == (1, "deny: user al is disabled\n")
+    bad_time = run_cli(*config, *check, "web01", "--at", "noon")
+    assert bad_time.returncode == 1 and "--at" in bad_time.stderr and bad_time.stdout == ""
+    nobody = run_cli(*config, "policy", "check", "nobody", "web01")
+    assert nobody.returncode == 1 and "no user named 'nobody'" in nobody.stderr

@@ -1,0 +1,21 @@
+"""The ``pamgate`` command line.
+
+Every command takes ``--config PATH`` (or ``$PAMGATE_CONFIG``, or
+``./pamgate.toml``). Errors are printed as ``pamgate: error: ...`` and exit
+with status 1 (2 for usage and configuration errors).
+
+:mod:`~gateway.cli.app` builds the parser from the command groups and runs
+:func:`main`; each group is one module with an ``add_commands`` function and
+its handlers: :mod:`~gateway.cli.server` (init, serve, demo, console, db,
+status, check-config), :mod:`~gateway.cli.users`, :mod:`~gateway.cli.ca`,
+:mod:`~gateway.cli.audit`, :mod:`~gateway.cli.recordings` (and replay),
+:mod:`~gateway.cli.access` (request, breakglass, grant),
+:mod:`~gateway.cli.machines` and :mod:`~gateway.cli.policy`. They share
+:mod:`~gateway.cli.common` (the services, the acting administrator, keys and
+passwords) and :mod:`~gateway.cli.render` (tables and JSON). Handlers import
+what they need when they run, so ``pamgate --help`` stays quick.
+"""
+
+from gateway.cli.app import main
+
+__all__ = ["main"]

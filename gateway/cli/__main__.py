@@ -1,0 +1,7 @@
+"""``python -m gateway.cli``: the same as the ``pamgate`` command."""
+
+import sys
+
+from gateway.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,226 @@
+"""``pamgate recordings`` and ``pamgate replay``: session recordings (asciicast
+v2), their command logs, sealed digests, exports and escape-safe playback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.cli.common import actor, open_services
+from gateway.cli.render import print_table
+from gateway.config import parse_since
+from gateway.errors import PamgateError
+
+if TYPE_CHECKING:
+    from gateway.cli.common import Subcommands
+
+
+def add_commands(commands: Subcommands) -> None:
+    """``recordings list|search|commands|export|verify`` and ``replay``."""
+    recordings = commands.add_parser(
+        "recordings",
+        help="list, search, export and verify session recordings",
+        description=(
+            "Session recordings are asciicast v2 files (they play in asciinema). SESSION is a "
+            "session id or a unique prefix of one."
+        ),
+    ).add_subparsers(dest="recordings_command", metavar="SUBCOMMAND", required=True)
+    listing = recordings.add_parser(
+        "list",
+        help="recorded sessions, newest first",
+        description="List recorded sessions, newest first.",
+    )
+    listing.add_argument("--user")
+    listing.add_argument("--target")
+    listing.add_argument("--since", metavar="WHEN", help="ISO date/time or an age (30m, 12h, 7d)")
+    listing.set_defaults(handler=cmd_recordings_list)
+    search = recordings.add_parser(
+        "search",
+        help="find sessions by command text",
+        description=(
+            "Find commands containing TEXT (case-insensitive) in the command logs extracted "
+            "from shell sessions. The command log is an audit aid: the recording is the evidence."
+        ),
+    )
+    search.add_argument("text")
+    search.set_defaults(handler=cmd_recordings_search)
+    show = recordings.add_parser(
+        "commands",
+        help="a session's command log",
+        description="Print the commands extracted from a session.",
+    )
+    show.add_argument("session")
+    show.set_defaults(handler=cmd_recordings_commands)
+    export = recordings.add_parser(
+        "export",
+        help="write a plain asciicast v2 file",
+        description="Write a session's recording as a plain (uncompressed) asciicast v2 file.",
+    )
+    export.add_argument("session")
+    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.cast")
+    export.set_defaults(handler=cmd_recordings_export)
+    verify = recordings.add_parser(
+        "verify",
+        help="check recordings against their sealed sha256",
+        description="Check one recording (or all) against the sha256 stored when it was sealed.",
+    )
+    target = verify.add_mutually_exclusive_group(required=True)
+    target.add_argument("session", nargs="?")
+    target.add_argument("--all", action="store_true")
+    verify.set_defaults(handler=cmd_recordings_verify)
+
+    replay = commands.add_parser(
+        "replay",
+        help="play a session recording in the terminal",
+        description=(
+            "Play a session in this terminal. Keys: space pause, left/right seek 5 s, n/p next/"
+            "previous command, q quit. Escape sequences that could act outside the screen "
+            "(answer-back, clipboard, title, hyperlinks, ...) are removed. Without a terminal, "
+            "the output is printed at once."
+        ),
+    )
+    replay.add_argument("session")
+    replay.add_argument("--speed", type=float, default=1.0, help="playback speed (default 1)")
+    replay.add_argument(
+        "--from", dest="start", default="0", metavar="HH:MM:SS|SECONDS", help="start here"
+    )
+    replay.add_argument(
+        "--idle-limit", type=float, metavar="SECONDS", help="cap pauses between events"
+    )
+    replay.set_defaults(handler=cmd_replay)
+
+
+def cmd_recordings_list(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        since = parse_since(args.since) if args.since else None
+        found = services.recordings.list(user=args.user, target=args.target, since=since)
+    if not found:
+        print("no recorded sessions match")
+        return 0
+    rows = [
+        (info.session_id[:12], f"{info.started_at:%Y-%m-%d %H:%M:%S}", info.user,
+         f"{info.account}@{info.target}", info.kind, info.status, "yes" if info.sha256 else "no",
+         "BREAK-GLASS" if info.break_glass else "")
+        for info in found
+    ]  # fmt: skip
+    header = ("SESSION", "STARTED (UTC)", "USER", "WHERE", "KIND", "STATUS", "SEALED", "")
+    print_table(rows, header=header)
+    return 0
+
+
+def cmd_recordings_search(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        hits = services.recordings.search(args.text)
+    if not hits:
+        print(f"no commands contain {args.text!r}")
+        return 1
+    for hit in hits:
+        print(
+            f"{hit.at:%Y-%m-%d %H:%M:%S}  {hit.session_id[:12]}  {hit.user}  {hit.where}  "
+            f"+{_clock(hit.offset)}  {hit.text}"
+        )
+    return 0
+
+
+def cmd_recordings_commands(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        info = services.recordings.info(args.session)
+        commands = services.recordings.commands(info.session_id)
+    if not commands:
+        print(f"no commands extracted for session {info.session_id} ({info.kind})")
+    for command in commands:
+        print(f"+{_clock(command.offset)}  {command.text}")
+    return 0
+
+
+def cmd_recordings_export(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        info = services.recordings.export(args.session, args.output, actor=actor())
+    print(f"wrote session {info.session_id} to {args.output}")
+    return 0
+
+
+def cmd_recordings_verify(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        references = (
+            [i.session_id for i in services.recordings.list(limit=10**9)]
+            if args.all
+            else [args.session]
+        )
+        failed = 0
+        for reference in references:
+            info, problem = services.recordings.verify(reference)
+            if problem:
+                failed += 1
+                print(f"{info.session_id}: FAILED: {problem}")
+            else:
+                print(f"{info.session_id}: OK ({info.sha256[:16]})")  # type: ignore[index]
+    if args.all:
+        print(f"{len(references) - failed} of {len(references)} recordings verified")
+    return 1 if failed else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from recordings.player import PlainRecording, Player, play_in_terminal
+
+    with open_services(args) as services:
+        if args.speed <= 0:
+            raise PamgateError("--speed must be above 0 (e.g. 0.5 for half speed)")
+        if args.idle_limit is not None and args.idle_limit < 0:
+            raise PamgateError("--idle-limit cannot be negative")
+        start = _parse_position(args.start)
+        info = services.recordings.open_for_review(args.session, actor=actor(), purpose="replayed")
+        assert info.path is not None
+        if info.sha256 is None:
+            print(
+                f"note: session {info.session_id} was never sealed ({info.status}); "
+                "showing the recording as written",
+                file=sys.stderr,
+            )
+        command_times = [c.offset for c in services.recordings.commands(info.session_id)]
+    recording = PlainRecording(info.path)
+    try:
+        length = recording.index().duration
+        if start > length:
+            raise PamgateError(f"--from {args.start}: the recording is only {_clock(length)} long")
+        interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        player = Player(
+            recording,
+            out=sys.stdout,
+            keys_fd=sys.stdin.fileno() if interactive else None,
+            speed=args.speed if interactive else 1e9,
+            idle_limit=args.idle_limit if interactive else 0,
+            command_times=command_times,
+        )
+        if interactive:
+            play_in_terminal(player, start)
+        else:
+            player.play(start)
+    finally:
+        recording.close()
+    return 0
+
+
+def _clock(seconds: float) -> str:
+    """``HH:MM:SS`` of an offset into a recording."""
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def _parse_position(text: str) -> float:
+    """Seconds into a recording from ``--from``: ``HH:MM:SS`` or plain seconds."""
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            value = float(parts[0])
+        elif len(parts) == 3:
+            value = int(parts[0]) * 3600 + int(parts[1]) * 60 + float(parts[2])
+        else:
+            raise ValueError
+    except ValueError:
+        raise PamgateError(f"--from {text!r}: give HH:MM:SS or seconds") from None
+    if value < 0:
+        raise PamgateError("--from cannot be negative")
+    return value

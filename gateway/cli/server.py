@@ -1,0 +1,255 @@
+"""Running a gateway node and its database: ``init``, ``serve``, ``demo``,
+``console``, ``db upgrade``/``db revision``, ``status`` and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.cli.common import actor, open_services, upstream_ca_line
+from gateway.config import GatewayConfig, find_config_path, load_config
+from gateway.errors import PamgateError
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from gateway.cli.common import Subcommands
+
+EXAMPLE_CONFIG = """\
+# pamgate gateway configuration (written by 'pamgate init').
+# Every setting is described in config/pamgate.example.toml in the source tree.
+
+[gateway]
+name = "pamgate"
+data_dir = "."          # relative to this file
+
+[listeners.human]
+address = "127.0.0.1"
+port = 2222
+
+# Add targets like this, then restart 'pamgate serve':
+# [[targets]]
+# name = "web01"
+# host = "10.0.0.5"
+# port = 22
+# accounts = ["root", "deploy"]
+# default_account = "deploy"
+# host_keys = ["ssh-ed25519 AAAA..."]   # ssh-keyscan -t ed25519 10.0.0.5
+#
+# [[rules]]
+# id = "ops-web01"
+# groups = ["ops"]
+# targets = ["web01"]
+# mode = "allow"
+"""
+
+
+def add_commands(commands: Subcommands) -> None:
+    """``init``, ``serve``, ``demo``, ``console``, ``db`` and ``status``."""
+    # init loads the config itself: it may have to write a starter one first.
+    commands.add_parser(
+        "init",
+        help="create the data directory, keys, upstream CA and database",
+        description=(
+            "Create the data directory, the human-lane host key, the upstream CA and the "
+            "database. Writes a starter config file if there is none. Safe to run again: "
+            "existing keys are never overwritten."
+        ),
+    ).set_defaults(handler=cmd_init, needs_config=False)
+
+    commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway in the foreground until SIGINT or SIGTERM.",
+    ).set_defaults(handler=cmd_serve)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a demo gateway with a real OpenSSH target and two users",
+        description=(
+            "Start a gateway on 127.0.0.1 with one demo target (a real OpenSSH sshd with a "
+            "shell, trusting the gateway's upstream CA) and two demo users, then print the "
+            "ssh command, passwords and TOTP secrets. State is kept in --data-dir, which "
+            "holds a config file usable with every other command. Runs until Ctrl-C."
+        ),
+    )
+    demo.add_argument(
+        "--data-dir", type=Path, default=Path("pamgate-demo"), help="default: ./pamgate-demo"
+    )
+    demo.add_argument(
+        "--port", type=int, help="human lane port on first run (default: 2222, or a free port)"
+    )
+    demo.add_argument(
+        "--machine-port",
+        type=int,
+        help="machine lane port on first run (default: 2223, or a free port)",
+    )
+    demo.set_defaults(handler=cmd_demo, needs_config=False)
+
+    console = commands.add_parser(
+        "console",
+        help="the terminal console for approvers, auditors and administrators",
+        description=(
+            "Open the Textual console: sign in with your pamgate user name, password and TOTP "
+            "code. What you can do follows your groups ([console] in the config): approvers "
+            "decide requests, auditors watch sessions, replay recordings and read the audit "
+            "trails, admins terminate sessions and manage identities. It locks itself after "
+            "[console] idle_lock without input."
+        ),
+    )
+    console.set_defaults(handler=cmd_console)
+
+    db = commands.add_parser("db", help="the database schema").add_subparsers(
+        dest="db_command", metavar="ACTION", required=True
+    )
+    db.add_parser(
+        "upgrade",
+        help="apply pending schema migrations",
+        description=(
+            "Bring the database schema to this release of pamgate, one revision at a time, "
+            "printing each. A database created before migrations is adopted. Stop the "
+            "gateway nodes first; they refuse to start on an outdated schema."
+        ),
+    ).set_defaults(handler=cmd_db_upgrade)
+    revision = db.add_parser(
+        "revision",
+        help="write a migration for model changes (developers)",
+        description=(
+            "Compare gateway/store/models.py with the newest revision and write a new revision "
+            "file under gateway/store/migrations/versions (needs a source checkout)."
+        ),
+    )
+    revision.add_argument("-m", "--message", required=True, help="what the revision adds")
+    revision.set_defaults(handler=cmd_db_revision, needs_config=False)
+    commands.add_parser(
+        "status",
+        help="nodes, heartbeats, live sessions and database health",
+        description=(
+            "Show the database (reachable, round trip, schema revision) and every gateway "
+            "node sharing it: status, age of its last heartbeat and live sessions. Exits 1 "
+            "if the database is unreachable or its schema is outdated."
+        ),
+    ).set_defaults(handler=cmd_status)
+
+
+def add_check_config_command(commands: Subcommands) -> None:
+    """``check-config`` (added last, so it comes last in ``pamgate --help``)."""
+    commands.add_parser(
+        "check-config",
+        help="validate the config file and exit",
+        description="Load and validate the config file; print problems with file and key.",
+    ).set_defaults(handler=cmd_check_config)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a starter config if there is none, then prepare the data directory."""
+    from gateway.datadir import initialize
+
+    path = find_config_path(args.config)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(EXAMPLE_CONFIG)
+        print(f"wrote starter config {path}")
+    config = load_config(path)
+    for line in initialize(config, actor=actor()):
+        print(line)
+    print(f"upstream CA public key (for targets' TrustedUserCAKeys): {upstream_ca_line(config)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run this node until SIGINT or SIGTERM."""
+    from gateway.ssh.node import GatewayNode, configure_logging, run_until_signalled
+
+    config: GatewayConfig = args.loaded_config
+    configure_logging(config)
+    node = GatewayNode(config)
+    run_event_loop(run_until_signalled(node))
+    return 0
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the gateway's event loop: uvloop when installed (the relay moves bytes
+    with less overhead per packet there), else asyncio's own loop."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo gateway, its OpenSSH target and two users until Ctrl-C."""
+    from gateway.devtools.demo import run_demo
+
+    run_demo(args.data_dir, gateway_port=args.port, machine_port=args.machine_port)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply pending schema migrations, printing each."""
+    from gateway.store.database import Store
+
+    config: GatewayConfig = args.loaded_config
+    store = Store(config.database_url)
+    try:
+        before = store.schema_state()
+        print(f"database schema: {before.describe()}")
+        applied = store.upgrade(progress=lambda line: print(line, flush=True))
+        if applied:
+            print(f"upgraded to revision {applied[-1]} ({len(applied)} applied)")
+        else:
+            print("nothing to do")
+    finally:
+        store.dispose()
+    return 0
+
+
+def cmd_db_revision(args: argparse.Namespace) -> int:
+    """Write a new migration for changes to the models (developers)."""
+    from gateway.store.schema import new_revision
+
+    print(f"wrote {new_revision(args.message)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The database and every node's health; 1 if unhealthy."""
+    from gateway.domain.health import deployment_status
+    from gateway.services import GatewayServices
+
+    config: GatewayConfig = args.loaded_config
+    # Not open_services: that refuses an outdated schema, which status must report.
+    services = GatewayServices.open(config)
+    try:
+        status = deployment_status(services.store, services.nodes)
+    finally:
+        services.close()
+    for line in status.lines(config.node.heartbeat_timeout_seconds):
+        print(line)
+    return 0 if status.healthy else 1
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """The Textual console, for as long as the person keeps it open."""
+    from tui.app import PamgateConsole
+
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise PamgateError("the console needs a terminal (run it from an interactive shell)")
+    with open_services(args) as services:
+        PamgateConsole(services).run()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Report that the config (already loaded and validated by main) is fine."""
+    config: GatewayConfig = args.loaded_config
+    targets = f"{len(config.targets)} target{'s' if len(config.targets) != 1 else ''}"
+    print(f"{config.source}: OK ({targets}, data dir {config.data_dir})")
+    return 0

@@ -1,0 +1,187 @@
+"""``pamgate user``: the people who log in through the human lane, their
+factors (password, SSH keys, TOTP), groups and lockouts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.cli.common import actor, open_services, read_key_file, read_password
+from gateway.cli.render import print_table
+from gateway.config import GatewayConfig
+from gateway.errors import PamgateError
+
+if TYPE_CHECKING:
+    from gateway.cli.common import Subcommands
+
+
+def add_commands(commands: Subcommands) -> None:
+    """``user add|list|disable|enable|reset-mfa|unlock|set-groups|passwd|add-key``."""
+    user = commands.add_parser("user", help="manage human users").add_subparsers(
+        dest="user_command", metavar="SUBCOMMAND", required=True
+    )
+    add = user.add_parser(
+        "add",
+        help="create a user and print their TOTP enrolment",
+        description=(
+            "Create a user. The first factor is a password, a registered SSH key, or both; "
+            "the second is always TOTP. Prints the otpauth:// URI (and a QR code on a "
+            "terminal). Without --password-stdin the password is asked for on the terminal."
+        ),
+    )
+    add.add_argument("name")
+    add.add_argument("--group", action="append", default=[], help="group (repeatable)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument(
+        "--ssh-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="register the public key in FILE (repeatable)",
+    )
+    add.add_argument("--no-password", action="store_true", help="key-only user: needs --ssh-key")
+    add.set_defaults(handler=cmd_user_add)
+
+    user.add_parser("list", help="list users").set_defaults(handler=cmd_user_list)
+    for name, help_text, handler in (
+        ("disable", "disable a user (they can no longer log in)", cmd_user_disable),
+        ("enable", "enable a disabled user", cmd_user_enable),
+        ("reset-mfa", "give a user a new TOTP secret", cmd_user_reset_mfa),
+        ("unlock", "clear a user's failed-login lockout", cmd_user_unlock),
+    ):
+        sub = user.add_parser(
+            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
+        )
+        sub.add_argument("name")
+        sub.set_defaults(handler=handler)
+    set_groups = user.add_parser(
+        "set-groups",
+        help="replace a user's groups",
+        description="Replace a user's groups (the policy's rules refer to groups).",
+    )
+    set_groups.add_argument("name")
+    set_groups.add_argument("--group", action="append", default=[], help="group (repeatable)")
+    set_groups.set_defaults(handler=cmd_user_set_groups)
+    passwd = user.add_parser(
+        "passwd",
+        help="set a user's password",
+        description="Set a user's password (asked on the terminal).",
+    )
+    passwd.add_argument("name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    passwd.set_defaults(handler=cmd_user_passwd)
+    add_key = user.add_parser(
+        "add-key",
+        help="register an SSH public key for a user",
+        description="Register an SSH public key (first factor) for a user.",
+    )
+    add_key.add_argument("name")
+    add_key.add_argument("key_file", type=Path, metavar="FILE")
+    add_key.set_defaults(handler=cmd_user_add_key)
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from gateway.domain.enrolment import describe_enrolment
+
+    keys = [read_key_file(path) for path in args.ssh_key]
+    if args.no_password:
+        if not keys:
+            raise PamgateError("--no-password needs at least one --ssh-key")
+        password = None
+    else:
+        password = read_password(args.password_stdin, confirm=True)
+    with open_services(args) as services:
+        enrolment = services.users.add_user(
+            args.name, actor=actor(), groups=args.group, password=password, public_keys=keys
+        )
+    print(f"created user {args.name} (groups: {', '.join(args.group) or 'none'})")
+    config: GatewayConfig = args.loaded_config
+    used = {group for rule in config.rules for group in rule.groups}
+    for group in sorted(set(args.group) - used):
+        print(f"warning: no access rule mentions group {group!r} yet", file=sys.stderr)
+    print(describe_enrolment(enrolment, sys.stdout))
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        users = services.users.list_users()
+    if not users:
+        print("no users (add one with 'pamgate user add NAME')")
+        return 0
+    rows = []
+    for user in users:
+        factors = "+".join(
+            f
+            for f, present in (
+                ("password", user.has_password),
+                ("key", bool(user.key_fingerprints)),
+            )
+            if present
+        )
+        status = "disabled" if user.disabled else "enabled"
+        rows.append((user.name, status, factors + "+totp", ", ".join(user.groups)))
+    print_table(rows, header=("NAME", "STATUS", "FACTORS", "GROUPS"))
+    return 0
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        services.users.set_disabled(args.name, True, actor=actor())
+    print(f"disabled {args.name}")
+    return 0
+
+
+def cmd_user_enable(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        services.users.set_disabled(args.name, False, actor=actor())
+    print(f"enabled {args.name}")
+    return 0
+
+
+def cmd_user_reset_mfa(args: argparse.Namespace) -> int:
+    from gateway.domain.enrolment import describe_enrolment
+
+    with open_services(args) as services:
+        enrolment = services.users.reset_mfa(args.name, actor=actor())
+    print(f"reset TOTP for {args.name}; the old secret no longer works")
+    print(describe_enrolment(enrolment, sys.stdout))
+    return 0
+
+
+def cmd_user_unlock(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        if services.users.get(args.name) is None:
+            raise PamgateError(f"no user named {args.name!r}")
+        services.limiter.unlock(args.name, actor=actor())
+    print(f"cleared failed-login lockout for {args.name}")
+    return 0
+
+
+def cmd_user_set_groups(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        services.users.set_groups(args.name, args.group, actor=actor())
+    print(f"groups of {args.name}: {', '.join(sorted(set(args.group))) or 'none'}")
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        if services.users.get(args.name) is None:
+            raise PamgateError(f"no user named {args.name!r}")
+        password = read_password(args.password_stdin, confirm=True)
+        services.users.set_password(args.name, password, actor=actor())
+    print(f"password changed for {args.name}")
+    return 0
+
+
+def cmd_user_add_key(args: argparse.Namespace) -> int:
+    with open_services(args) as services:
+        fingerprint = services.users.add_key(args.name, read_key_file(args.key_file), actor=actor())
+    print(f"registered key {fingerprint} for {args.name}")
+    return 0
