@@ -22,6 +22,7 @@ from gateway.domain.audit.syslog import SyslogForwarder
 from gateway.domain.audit.trail import AuditLog
 from gateway.domain.breakglass import BreakGlass
 from gateway.domain.identities import UserDirectory
+from gateway.domain.live_checks import LiveCheckReader
 from gateway.domain.lockout import FailureLimiter
 from gateway.domain.machines.admission import MachineGate
 from gateway.domain.machines.credentials import MachineCredentials
@@ -139,6 +140,11 @@ class GatewayServices:
     def session_setup(self) -> SessionSetup:
         """Session setup and teardown, shared by both lanes."""
         return SessionSetup(self.config, self.ledger, self.recordings, lambda: self.upstream_ca)
+
+    @functools.cached_property
+    def live_checks(self) -> LiveCheckReader:
+        """What changed for live sessions (read by each lane's watch every second)."""
+        return LiveCheckReader(self.ledger, self.users, self.requests, self.machines)
 
     def operator_actions(self, name: str) -> OperatorActions:
         """What the signed-in operator ``name`` may do, each action checked against their roles."""

@@ -8,8 +8,9 @@ import pyotp
 import pytest
 from argon2 import PasswordHasher
 
+from gateway.crypto.keys import parse_public_key_line
 from gateway.domain.audit.trail import AuditLog, Trail
-from gateway.domain.identities import UserDirectory, parse_public_key_line
+from gateway.domain.identities import UserDirectory
 from gateway.errors import IdentityError, InvalidName, UnknownUser, UserExists
 from gateway.store.database import Store
 

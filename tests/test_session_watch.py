@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from gateway.domain.live_checks import LiveChecks, WatchSubject
 from gateway.domain.machines.registry import ScopeTarget
 from gateway.domain.sessions import SessionStart
 from gateway.errors import StoreError
 from gateway.services import GatewayServices
 from gateway.ssh import watch as session_watch
-from gateway.ssh.watch import LiveChecks, SessionWatch, WatchSubject
+from gateway.ssh.watch import SessionWatch
 from tests.console_support import add_person, console_services
 
 
@@ -58,7 +59,7 @@ def test_live_checks_read_what_changed_for_each_subject(services: GatewayService
     )  # fmt: skip
     services.machines.set_status("deploy-bot", "suspended", actor="tests", reason="leak")
 
-    checks = LiveChecks.read(services, [
+    checks = services.live_checks.read([
         WatchSubject("s-alice", user="alice", grant_id=kept),
         WatchSubject("s-carol", user="carol", grant_id=revoked),
         WatchSubject(None, user="bob"),
@@ -70,7 +71,7 @@ def test_live_checks_read_what_changed_for_each_subject(services: GatewayService
     assert checks.disabled_users == {"bob", "nobody-any-more"}
     assert checks.revoked_grants == {revoked: "incident 42"}
     assert checks.nhi_status == {"backup-bot": "active", "deploy-bot": "suspended"}
-    assert LiveChecks.read(services, []) == LiveChecks()
+    assert services.live_checks.read([]) == LiveChecks()
 
 
 @dataclass(eq=False)

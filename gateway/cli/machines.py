@@ -327,8 +327,8 @@ def cmd_machine_krl(args: argparse.Namespace) -> int:
 
 
 def cmd_machine_known_hosts(args: argparse.Namespace) -> int:
+    from gateway.crypto.keys import parse_public_key_line
     from gateway.datadir import DataDir
-    from gateway.domain.identities import parse_public_key_line
 
     listener = args.loaded_config.listeners.machine
     host = args.host or listener.address

@@ -24,8 +24,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from gateway.domain.identities import parse_public_key_line
-from gateway.domain.machines.registry import MachineError, MachineView
+from gateway.crypto.keys import parse_public_key_line
 from gateway.errors import CertificateAuthorityError
 from gateway.store.models import IssuedCertificate
 
@@ -34,6 +33,21 @@ BACKDATE_SECONDS = 60
 DEFAULT_CERTIFICATE_TTL = 300
 SIGN_TIMEOUT_SECONDS = 5
 SCOPE_EXTENSION = "scope@pamgate"
+
+
+@dataclass(frozen=True)
+class CertificateScope:
+    """What a machine certificate says about its NHI (the domain decides it)."""
+
+    #: The only principal: the NHI's name.
+    principal: str
+    #: ``force-command``, when the NHI has exactly one exact command.
+    force_command: str | None
+    #: ``source-address`` networks, if any.
+    source_addresses: tuple[str, ...]
+    permit_pty: bool
+    #: The ``scope@pamgate`` extension: the registration (``nhi:NAME``).
+    scope_id: str
 
 
 @dataclass(frozen=True)
@@ -76,29 +90,24 @@ class MachineCA:
     def sign(
         self,
         db: Session,
-        nhi: MachineView,
+        scope: CertificateScope,
         public_key_line: str,
         ttl_seconds: int,
         *,
         lineage_id: int,
         generation: int,
     ) -> SignedCertificate:
-        """Sign ``public_key_line`` for ``nhi`` inside the caller's transaction.
+        """Sign ``public_key_line`` for ``scope`` inside the caller's transaction.
 
-        The caller audits the issue in the same transaction, so a certificate
-        exists in the records exactly when its audit event does.
+        The caller decided that the NHI may have it, for that long, and audits
+        the issue in the same transaction, so a certificate exists in the
+        records exactly when its audit event does.
         """
-        if nhi.status != "active":
-            raise MachineError(f"{nhi.name!r} is {nhi.status}: no certificates")
-        if not 60 <= ttl_seconds <= nhi.max_ttl_seconds:
-            raise MachineError(
-                f"--ttl must be between 1m and {nhi.name}'s maximum of {nhi.max_ttl_seconds // 60}m"
-            )
         key_data, fingerprint, _ = parse_public_key_line(public_key_line)
         now = self._clock()
         valid_after, valid_before = int(now) - BACKDATE_SECONDS, int(now) + ttl_seconds
         row = IssuedCertificate(
-            ca="machine", key_id="", principal=nhi.name, session_id=None,
+            ca="machine", key_id="", principal=scope.principal, session_id=None,
             valid_after=datetime.fromtimestamp(valid_after, UTC),
             valid_before=datetime.fromtimestamp(valid_before, UTC),
             issued_at=datetime.fromtimestamp(now, UTC), lineage_id=lineage_id,
@@ -107,9 +116,11 @@ class MachineCA:
         db.add(row)
         db.flush()
         row.key_id = (
-            f"pamgate-nhi name={nhi.name} serial={row.serial} lineage={lineage_id} gen={generation}"
+            f"pamgate-nhi name={scope.principal} serial={row.serial} lineage={lineage_id} "
+            f"gen={generation}"
         )
-        certificate = self._sign(nhi, key_data, row.key_id, row.serial, (valid_after, valid_before))
+        validity = (valid_after, valid_before)
+        certificate = self._sign(scope, key_data, row.key_id, row.serial, validity)
         return SignedCertificate(
             certificate=certificate, serial=row.serial, key_id=row.key_id,
             key_fingerprint=fingerprint, valid_before=row.valid_before, ttl_seconds=ttl_seconds,
@@ -141,28 +152,27 @@ class MachineCA:
 
     def _sign(
         self,
-        nhi: MachineView,
+        scope: CertificateScope,
         key_data: str,
         key_id: str,
         serial: int,
         validity: tuple[int, int],
     ) -> str:
         options = ["-O", "clear"]
-        exact = [c for c in nhi.commands if not c.startswith("re:")]
-        if len(nhi.commands) == 1 and exact:
-            options += ["-O", f"force-command={exact[0]}"]
-        if nhi.sources:
-            options += ["-O", f"source-address={','.join(nhi.sources)}"]
-        if nhi.allow_pty:
+        if scope.force_command is not None:
+            options += ["-O", f"force-command={scope.force_command}"]
+        if scope.source_addresses:
+            options += ["-O", f"source-address={','.join(scope.source_addresses)}"]
+        if scope.permit_pty:
             options += ["-O", "permit-pty"]
-        options += ["-O", f"extension:{SCOPE_EXTENSION}={nhi.scope_id}"]
+        options += ["-O", f"extension:{SCOPE_EXTENSION}={scope.scope_id}"]
         with tempfile.TemporaryDirectory(prefix="pamgate-issue-") as folder:
             public = Path(folder) / "key.pub"
             # ssh-keygen copies the key's comment into the certificate.
-            public.write_text(f"{key_data} {nhi.name} serial {serial}\n")
+            public.write_text(f"{key_data} {scope.principal} serial {serial}\n")
             # Signing runs inside the caller's write transaction, so it must be quick.
             _run_keygen(
-                ["-s", str(self._key_path), "-I", key_id, "-n", nhi.name, "-z", str(serial),
+                ["-s", str(self._key_path), "-I", key_id, "-n", scope.principal, "-z", str(serial),
                  "-V", f"{_utc(validity[0])}:{_utc(validity[1])}", *options, str(public)],
                 doing="sign", timeout=SIGN_TIMEOUT_SECONDS,
             )  # fmt: skip

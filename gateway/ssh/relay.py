@@ -26,6 +26,7 @@ import asyncssh
 
 from gateway.domain.access import Destination
 from gateway.domain.audit.trail import ActorType, AuditEvent
+from gateway.domain.live_checks import LiveChecks, WatchSubject
 from gateway.domain.session_setup import OpenedSession, Terminal
 from gateway.domain.sessions import SessionEnd, SessionStart
 from gateway.errors import HostKeyMismatch, PamgateError
@@ -33,7 +34,7 @@ from gateway.services import GatewayServices
 from gateway.ssh.channel import GATEWAY_EXIT_STATUS, SessionChannel
 from gateway.ssh.pipe import PayloadFilter, RelayPipe, TargetExit, UpstreamSession
 from gateway.ssh.upstream import connect_upstream
-from gateway.ssh.watch import LiveChecks, SessionWatch, WatchSubject
+from gateway.ssh.watch import SessionWatch
 
 logger = logging.getLogger("pamgate.relay")
 

@@ -6,7 +6,8 @@ from the console. A loop per session used to ask the database about each of
 them every second (a thread hop and two or three queries per session): with
 a thousand sessions those checks took most of the gateway's time. A round
 reads what changed for every watched session at once, one query per kind
-(:class:`LiveChecks`), then asks each session what that means for it.
+(:class:`~gateway.domain.live_checks.LiveChecks`), then asks each session what that
+means for it.
 
 If rounds keep failing (the database is unreachable) for MAX_FAILED_ROUNDS
 seconds, every watched session ends: access that cannot be checked is not
@@ -17,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.domain.live_checks import LiveChecks, WatchSubject
 from gateway.errors import PamgateError
 
 if TYPE_CHECKING:
@@ -32,48 +33,6 @@ logger = logging.getLogger("pamgate.watch")
 WATCH_INTERVAL = 1.0
 #: Consecutive failed rounds (seconds) before live sessions are ended.
 MAX_FAILED_ROUNDS = 30
-
-
-@dataclass(frozen=True)
-class WatchSubject:
-    """What a live session depends on, for a round's queries."""
-
-    session_id: str | None
-    #: The human the session runs as (human lane).
-    user: str | None = None
-    #: The grant it runs under, if any (human lane).
-    grant_id: int | None = None
-    #: The NHI it runs as (machine lane).
-    nhi: str | None = None
-
-
-@dataclass(frozen=True)
-class LiveChecks:
-    """What changed for a set of live sessions, read in one query per kind."""
-
-    #: Session id -> why someone asked for it to end.
-    terminations: Mapping[str, str] = field(default_factory=dict)
-    #: Users that are disabled or no longer exist.
-    disabled_users: frozenset[str] = frozenset()
-    #: Grant id -> revocation reason, for revoked grants.
-    revoked_grants: Mapping[int, str] = field(default_factory=dict)
-    #: NHI name -> status (``active``, ``suspended``, ``offboarded``).
-    nhi_status: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, services: GatewayServices, subjects: Iterable[WatchSubject]) -> LiveChecks:
-        """Read the checks for ``subjects``. Raises StoreError if the database fails."""
-        subjects = list(subjects)
-        session_ids = {s.session_id for s in subjects if s.session_id is not None}
-        users = {s.user for s in subjects if s.user is not None}
-        grants = {s.grant_id for s in subjects if s.grant_id is not None}
-        nhis = {s.nhi for s in subjects if s.nhi is not None}
-        return cls(
-            terminations=services.ledger.termination_requests(session_ids),
-            disabled_users=services.users.disabled_among(users),
-            revoked_grants=services.requests.revoked_among(grants),
-            nhi_status=services.machines.statuses(nhis),
-        )
 
 
 class Watched(Protocol):
@@ -153,7 +112,7 @@ class SessionWatch:
                 self._end(session, reason)
 
     def _round(self, watched: list[Watched]) -> dict[Watched, str]:
-        checks = LiveChecks.read(self._services, (s.watch_subject for s in watched))
+        checks = self._services.live_checks.read(s.watch_subject for s in watched)
         reasons = {}
         for session in watched:
             reason = session.ended_because(checks)

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from gateway.crypto.certificates import PresentedCertificate
+from gateway.crypto.keys import parse_public_key_line
 from gateway.crypto.machine_ca import (
     BACKDATE_SECONDS,
     DEFAULT_CERTIFICATE_TTL,
@@ -45,7 +46,6 @@ from gateway.domain.audit.trail import (
     Trail,
     admin_authority,
 )
-from gateway.domain.identities import parse_public_key_line
 from gateway.domain.machines.registry import (
     MachineError,
     MachineView,
@@ -113,9 +113,7 @@ class MachineCredentials:
         with self._store.transaction() as db:
             nhi = machine_view(load_machine(db, name))
             lineage = self._new_lineage(db, nhi.name, "issue")
-            signed = self._ca.sign(
-                db, nhi, public_key_line, ttl_seconds, lineage_id=lineage.id, generation=1
-            )
+            signed = self._sign(db, nhi, public_key_line, ttl_seconds, lineage, generation=1)
             record = self._append(db, AuditEvent(
                 actor=actor, actor_type=ActorType.ADMIN, action="machine.certificate_issued",
                 target=f"nhi:{nhi.name}", authority=admin_authority(actor),
@@ -179,9 +177,7 @@ class MachineCredentials:
                 identity.last_used_at = self._now()
                 row.uses_left -= 1
                 lineage = self._new_lineage(db, nhi.name, "join")
-                signed = self._ca.sign(
-                    db, nhi, public_key_line, ttl, lineage_id=lineage.id, generation=1
-                )
+                signed = self._sign(db, nhi, public_key_line, ttl, lineage, generation=1)
                 record = self._append(db, AuditEvent(
                     actor=nhi.name, actor_type=ActorType.MACHINE, action="machine.joined",
                     target=f"nhi:{nhi.name}", source=source, authority=nhi.scope_id,
@@ -282,10 +278,9 @@ class MachineCredentials:
             ttl = ttl_seconds or min(nhi.max_ttl_seconds, presented_ttl)
             lineage.generation += 1
             lineage.updated_at = self._now()
-            signed = self._ca.sign(
-                db, nhi, public_key_line, ttl, lineage_id=lineage.id,
-                generation=lineage.generation,
-            )  # fmt: skip
+            signed = self._sign(
+                db, nhi, public_key_line, ttl, lineage, generation=lineage.generation
+            )
             record = self._append(db, AuditEvent(
                 actor=nhi.name, actor_type=ActorType.MACHINE, action="machine.renewed",
                 target=f"nhi:{nhi.name}", source=source, authority=nhi.scope_id,
@@ -321,6 +316,28 @@ class MachineCredentials:
         self._audit.committed(record)
 
     # -- internals -------------------------------------------------------------
+
+    def _sign(
+        self,
+        db: Session,
+        nhi: MachineView,
+        public_key_line: str,
+        ttl_seconds: int,
+        lineage: MachineLineage,
+        *,
+        generation: int,
+    ) -> SignedCertificate:
+        """Sign for ``nhi`` if it may have a certificate that long; MachineError if not."""
+        if nhi.status != "active":
+            raise MachineError(f"{nhi.name!r} is {nhi.status}: no certificates")
+        if not 60 <= ttl_seconds <= nhi.max_ttl_seconds:
+            raise MachineError(
+                f"--ttl must be between 1m and {nhi.name}'s maximum of {nhi.max_ttl_seconds // 60}m"
+            )
+        return self._ca.sign(
+            db, nhi.certificate_scope(), public_key_line, ttl_seconds, lineage_id=lineage.id,
+            generation=generation,
+        )  # fmt: skip
 
     def _new_lineage(self, db: Session, nhi: str, origin: str) -> MachineLineage:
         now = self._now()

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.config import GatewayConfig
+from gateway.crypto.machine_ca import CertificateScope
 from gateway.domain.audit.trail import (
     ActorType,
     AuditEvent,
@@ -92,6 +93,16 @@ class MachineView:
 
     def review_overdue(self, now: datetime) -> bool:
         return self.review_by is not None and now > self.review_by
+
+    def certificate_scope(self) -> CertificateScope:
+        """What this NHI's certificates say: ``force-command`` when it has exactly one exact
+        command, its source networks, pty only if allowed, and the registration."""
+        exact = [c for c in self.commands if not c.startswith("re:")]
+        forced = exact[0] if len(self.commands) == 1 and exact else None
+        return CertificateScope(
+            principal=self.name, force_command=forced, source_addresses=self.sources,
+            permit_pty=self.allow_pty, scope_id=self.scope_id,
+        )  # fmt: skip
 
     def command_allowed(self, command: str) -> bool:
         """True if ``command`` matches one of the allowed patterns."""

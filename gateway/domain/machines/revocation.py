@@ -22,9 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.crypto.certificates import PresentedCertificate
+from gateway.crypto.keys import parse_public_key_line
 from gateway.crypto.machine_ca import MachineCA
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail, admin_authority
-from gateway.domain.identities import parse_public_key_line
 from gateway.domain.machines.registry import MachineError, MachineRegistry, load_machine
 from gateway.store.database import Store
 from gateway.store.models import (

@@ -24,11 +24,11 @@ from gateway.domain.access import Denied, Destination, NeedsApproval, parse_logi
 from gateway.domain.approvals import GrantView
 from gateway.domain.audit.trail import ActorType, AuditEvent
 from gateway.domain.identities import UserView
+from gateway.domain.live_checks import LiveChecks, WatchSubject
 from gateway.domain.transfer.policy import forward_allowed
 from gateway.errors import PamgateError
 from gateway.ssh.relay import SessionHost
 from gateway.ssh.upstream import connect_upstream
-from gateway.ssh.watch import LiveChecks, WatchSubject
 
 logger = logging.getLogger("pamgate.forwarding")
 

@@ -20,6 +20,7 @@ from gateway.domain.access import parse_login_name
 from gateway.domain.approvals import GrantView
 from gateway.domain.audit.trail import ActorType, AuditEvent
 from gateway.domain.identities import UserView
+from gateway.domain.live_checks import LiveChecks, WatchSubject
 from gateway.domain.transfer.policy import transfer_policy_of_rule
 from gateway.errors import DestinationError
 from gateway.ssh.channel import GATEWAY_EXIT_STATUS, SessionChannel
@@ -27,7 +28,6 @@ from gateway.ssh.human.admission import Admission
 from gateway.ssh.human.self_service import is_gateway_command, run_gateway_command
 from gateway.ssh.relay import Admitted, RelayedSession, SessionHost
 from gateway.ssh.transfer.filter import TransferScope, transfer_filter_for
-from gateway.ssh.watch import LiveChecks, WatchSubject
 
 #: Seconds before a grant ends at which the user is warned.
 GRANT_WARNINGS = (300, 60)

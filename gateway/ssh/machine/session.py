@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from gateway.domain.access import Destination
 from gateway.domain.audit.trail import ActorType, AuditEvent
+from gateway.domain.live_checks import LiveChecks, WatchSubject
 from gateway.domain.machines.admission import MachineGate, MachineLogin, ScopeRefused
 from gateway.domain.transfer.policy import TransferMode, TransferPolicy
 from gateway.errors import PamgateError
@@ -25,7 +26,6 @@ from gateway.ssh.channel import SessionChannel
 from gateway.ssh.machine.exchanges import RENEW_COMMAND, RenewExchange
 from gateway.ssh.relay import Admitted, RelayedSession, SessionHost
 from gateway.ssh.transfer.filter import TransferScope, transfer_filter_for
-from gateway.ssh.watch import LiveChecks, WatchSubject
 
 
 class MachineLiveRules:

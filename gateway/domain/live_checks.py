@@ -1,0 +1,75 @@
+"""What changed for a set of live sessions: the facts every lane's watch acts on.
+
+A live session depends on things that can change under it: a termination
+asked for from the console, its user disabled, its grant revoked, its NHI
+suspended or offboarded. :class:`LiveCheckReader` reads them for every
+watched session at once, one query per kind; the watch
+(:mod:`gateway.ssh.watch`) then asks each session what they mean for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.domain.approvals import AccessRequests
+from gateway.domain.identities import UserDirectory
+from gateway.domain.machines.registry import MachineRegistry
+from gateway.domain.sessions import SessionLedger
+
+
+@dataclass(frozen=True)
+class WatchSubject:
+    """What a live session depends on, for a round's queries."""
+
+    session_id: str | None
+    #: The human the session runs as (human lane).
+    user: str | None = None
+    #: The grant it runs under, if any (human lane).
+    grant_id: int | None = None
+    #: The NHI it runs as (machine lane).
+    nhi: str | None = None
+
+
+@dataclass(frozen=True)
+class LiveChecks:
+    """What changed for a set of live sessions, read in one query per kind."""
+
+    #: Session id -> why someone asked for it to end.
+    terminations: Mapping[str, str] = field(default_factory=dict)
+    #: Users that are disabled or no longer exist.
+    disabled_users: frozenset[str] = frozenset()
+    #: Grant id -> revocation reason, for revoked grants.
+    revoked_grants: Mapping[int, str] = field(default_factory=dict)
+    #: NHI name -> status (``active``, ``suspended``, ``offboarded``).
+    nhi_status: Mapping[str, str] = field(default_factory=dict)
+
+
+class LiveCheckReader:
+    """Reads :class:`LiveChecks` for a set of live sessions, one query per kind."""
+
+    def __init__(
+        self,
+        ledger: SessionLedger,
+        users: UserDirectory,
+        requests: AccessRequests,
+        machines: MachineRegistry,
+    ) -> None:
+        self._ledger = ledger
+        self._users = users
+        self._requests = requests
+        self._machines = machines
+
+    def read(self, subjects: Iterable[WatchSubject]) -> LiveChecks:
+        """Read the checks for ``subjects``. Raises StoreError if the database fails."""
+        subjects = list(subjects)
+        session_ids = {s.session_id for s in subjects if s.session_id is not None}
+        users = {s.user for s in subjects if s.user is not None}
+        grants = {s.grant_id for s in subjects if s.grant_id is not None}
+        nhis = {s.nhi for s in subjects if s.nhi is not None}
+        return LiveChecks(
+            terminations=self._ledger.termination_requests(session_ids),
+            disabled_users=self._users.disabled_among(users),
+            revoked_grants=self._requests.revoked_among(grants),
+            nhi_status=self._machines.statuses(nhis),
+        )
