@@ -25,7 +25,7 @@ import asyncssh
 
 from bench.idle_bench import BUSY_LOOP, open_idle_session
 from bench.relay_bench import client_certificate
-from tests.conftest import Gateway, launch_gateway
+from tests.support.gateway import Gateway, launch_gateway
 
 #: A shell with no prompt or history to get in the way of single-key echoes.
 QUIET_SHELL = "exec env PS1= bash --norc --noprofile"

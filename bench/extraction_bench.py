@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench.relay_bench import RECORD_EVERYTHING, payload_command, transfer
-from tests.conftest import Gateway, launch_gateway
+from tests.support.gateway import Gateway, launch_gateway
 
 CPU_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -28,7 +28,7 @@ from typing import Any
 import asyncssh
 import pyotp
 
-from tests.conftest import Gateway, TestUser, launch_gateway
+from tests.support.gateway import Gateway, TestUser, launch_gateway
 
 #: Logins at once while the sessions are opened (sshd's MaxStartups is 200).
 OPENING_AT_ONCE = 20

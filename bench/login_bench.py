@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench.relay_bench import base_options, client_certificate, timed
-from tests.conftest import launch_gateway
+from tests.support.gateway import launch_gateway
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ from bench.relay_bench import client_certificate
 from gateway.config import load_config
 from gateway.domain.machines.registry import ScopeTarget
 from gateway.services import GatewayServices
-from tests.conftest import Gateway, launch_gateway
+from tests.support.gateway import Gateway, launch_gateway
 
 NHI = "svc-bench"
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from bench.mitm import MITM_CIPHERS, MitmUnavailable, mitm_proxy, recorded_bytes
 from gateway.devtools.openssh_target import OpenSSHTarget, free_port
-from tests.conftest import Gateway, launch_gateway
+from tests.support.gateway import Gateway, launch_gateway
 
 CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com")
 PATHS = ("direct", "-J", "pamgate", "ssh-mitm")

@@ -11,54 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.domain.audit.trail import Trail
-from tests.conftest import Gateway
-
-FULL = os.environ.get("PAMGATE_RELIABILITY", "").lower() == "full"
-
-
-@dataclass(frozen=True)
-class Size:
-    """How much work each reliability test does."""
-
-    sessions: int
-    megabytes_per_session: int
-    machine_logins: int
-    kill_rounds: int
-    live_per_kill: int
-    timing_tries: int
-    brute_force_seconds: float
-    fuzz_examples: int
-
-
-CI_SIZE = Size(
-    sessions=8,
-    megabytes_per_session=1,
-    machine_logins=24,
-    kill_rounds=2,
-    live_per_kill=2,
-    timing_tries=12,
-    brute_force_seconds=3.0,
-    fuzz_examples=150,
-)
-FULL_SIZE = Size(
-    sessions=200,
-    megabytes_per_session=10,
-    machine_logins=500,
-    kill_rounds=20,
-    live_per_kill=3,
-    timing_tries=300,
-    brute_force_seconds=30.0,
-    fuzz_examples=3000,
-)
-SIZE = FULL_SIZE if FULL else CI_SIZE
+from tests.support.reliability import FULL
 
 _FIGURES: dict[str, Any] = {}
 
@@ -81,50 +39,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         Path(target).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def trail_events(gateway: Gateway, trail: Trail, action: str) -> list[dict[str, Any]]:
-    """Events called ``action`` in ``trail``, details flattened in with actor and session."""
-    found = []
-    for record in gateway.audit.events(trail):
-        if record.action == action:
-            found.append(
-                {
-                    **json.loads(record.details),
-                    "actor": record.actor,
-                    "outcome": record.outcome,
-                    "reason": record.reason,
-                    "session": record.session_id,
-                    "target": record.target,
-                }
-            )
-    return found
-
-
-def wait_for_events(
-    gateway: Gateway,
-    trail: Trail,
-    action: str,
-    count: int,
-    *,
-    actors: set[str] | None = None,
-    timeout: float = 30,
-) -> list[dict[str, Any]]:
-    """Wait until ``count`` events called ``action`` (by ``actors``, if given) are in ``trail``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [
-            e
-            for e in trail_events(gateway, trail, action)
-            if actors is None or e["actor"] in actors
-        ]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
-
-
-def gateway_rss_kib(gateway: Gateway) -> int:
-    """The gateway process's resident set size, from /proc."""
-    status = Path(f"/proc/{gateway.process.pid}/status").read_text()
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc status")

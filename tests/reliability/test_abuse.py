@@ -28,9 +28,9 @@ from gateway.config import AuthSettings
 from gateway.domain.audit.trail import AuditLog, Trail
 from gateway.domain.lockout import FailureLimiter
 from gateway.store.database import Store
-from tests.conftest import Gateway
-from tests.reliability.conftest import SIZE, trail_events, wait_for_events
-from tests.test_identities import Clock
+from tests.support.clock import Clock
+from tests.support.gateway import Gateway
+from tests.support.reliability import SIZE, trail_events, wait_for_events
 
 pytestmark = pytest.mark.reliability
 

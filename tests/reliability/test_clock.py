@@ -18,7 +18,7 @@ from gateway.domain.audit.trail import AuditLog
 from gateway.domain.identities import UserDirectory
 from gateway.domain.lockout import FailureLimiter
 from gateway.store.database import Store
-from tests.test_identities import Clock
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.reliability
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 
 from recordings.player import PlainRecording, Player, render_screen, screen_at
 from recordings.terminal import TerminalModel
+from tests.support.escapes import dangerous_sequences
 from tui.widgets import TerminalImage
 
 pytestmark = pytest.mark.reliability
@@ -61,29 +61,6 @@ CORPUS = {
     "right-to-left override": "safe\u202edm- mr\u202c",
     "NUL and DEL": "a\x00b\x7fc",
 }
-
-#: CSI finals that move, erase, scroll or colour (the screen), never reports.
-_SCREEN_FINALS = set("@ABCDEFGHIJKLMPSTXZ`abdefgmrsu")
-_SCREEN_MODES = {"1", "4", "6", "7", "12", "20", "25", "47", "1047", "1048", "1049", "2004"}
-_CSI = re.compile(r"\x1b\[([0-?]*)([ -/]*)([@-~])")
-
-
-def dangerous_sequences(text: str) -> list[str]:
-    """Sequences in ``text`` that make a terminal answer, leave the screen, or open a string."""
-    found = []
-    for match in re.finditer(r"\x1b[\]P_^XZc]|[\x80-\x9f]", text):
-        found.append(match.group())
-    for match in _CSI.finditer(text):
-        params, intermediates, final = match.groups()
-        if intermediates or final not in _SCREEN_FINALS | {"h", "l"}:
-            found.append(match.group())
-        elif final in "hl":
-            modes = params.removeprefix("?").split(";")
-            if params[:1] not in ("", "?") or not set(modes) <= _SCREEN_MODES:
-                found.append(match.group())
-        elif params[:1] in "<=>?" and params:
-            found.append(match.group())
-    return found
 
 
 def write_cast(path: Path, outputs: list[str]) -> Path:

@@ -32,8 +32,8 @@ from gateway.domain.machines.registry import ScopeTarget
 from gateway.services import GatewayServices
 from gateway.store.models import SessionRecord
 from recordings.asciicast import iter_events
-from tests.conftest import Gateway, launch_gateway, set_prompt, spawn_shell
-from tests.reliability.conftest import FULL, SIZE, trail_events, wait_for_events
+from tests.support.gateway import Gateway, launch_gateway, set_prompt, spawn_shell
+from tests.support.reliability import FULL, SIZE, trail_events, wait_for_events
 
 pytestmark = [pytest.mark.reliability, pytest.mark.openssh]
 

@@ -36,8 +36,8 @@ from recordings.commands import CommandExtractor
 from recordings.player import PlainRecording, Player, RecordingIndex, screen_at
 from recordings.sanitize import TerminalSanitizer
 from recordings.terminal import TerminalModel
-from tests.reliability.conftest import SIZE
-from tests.reliability.test_escape_corpus import dangerous_sequences
+from tests.support.escapes import dangerous_sequences
+from tests.support.reliability import SIZE
 from tui.widgets import TerminalImage
 
 pytestmark = pytest.mark.reliability

@@ -22,8 +22,8 @@ import pytest
 from bench.machine_bench import NHI, machine_certificate, ssh_options
 from gateway.domain.audit.trail import Trail
 from recordings.asciicast import file_sha256
-from tests.conftest import Gateway, TestUser, launch_gateway
-from tests.reliability.conftest import SIZE, gateway_rss_kib, trail_events, wait_for_events
+from tests.support.gateway import Gateway, TestUser, launch_gateway
+from tests.support.reliability import SIZE, gateway_rss_kib, trail_events, wait_for_events
 
 pytestmark = [pytest.mark.reliability, pytest.mark.openssh]
 

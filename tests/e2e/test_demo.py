@@ -1,0 +1,169 @@
+"""``pamgate demo`` as a new user meets it: follow its output, log in, run ``id``."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pyotp
+import pytest
+
+from gateway.devtools.openssh_target import free_port
+from tests.support.gateway import write_askpass
+
+pytestmark = pytest.mark.openssh
+
+
+def start_demo(data_dir: Path, port: int, machine_port: int) -> tuple[pexpect.spawn, str]:
+    child = pexpect.spawn(
+        sys.executable,
+        [
+            "-m",
+            "gateway.cli",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--machine-port",
+            str(machine_port),
+        ],  # fmt: skip
+        timeout=60,
+        dimensions=(60, 200),
+    )
+    child.expect("Press Ctrl-C to stop the demo")
+    return child, child.before.decode()
+
+
+def stop_demo(child: pexpect.spawn) -> None:
+    child.sendcontrol("c")
+    child.expect("pamgate demo stopped.")
+    child.expect(pexpect.EOF)
+    child.close()
+
+
+def credentials(output: str, user: str) -> tuple[str, str]:
+    block = output[output.index(f"  {user}  (") :]
+    password = re.search(r"password\s+(\S+)", block).group(1)
+    secret = re.search(r"TOTP secret\s+([A-Z2-7]+)", block).group(1)
+    return password, secret
+
+
+def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pamgate-demo"
+    port, machine_port = free_port(), free_port()
+    child, output = start_demo(data_dir, port, machine_port)
+    try:
+        command = re.search(r"(ssh -p \d+ alice:web01@127\.0\.0\.1)", output).group(1)
+        assert f"-p {port} " in command
+        assert "otpauth://totp/pamgate:alice?secret=" in output
+        assert "▀" in output or "█" in output  # a QR code, since stdout is a terminal
+        config_hint = re.search(r"(\S+) --config (\S+) user list", output)
+        password, secret = credentials(output, "alice")
+        askpass = write_askpass(tmp_path / "askpass.py")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}
+        env.update(
+            SSH_ASKPASS=str(askpass),
+            SSH_ASKPASS_REQUIRE="force",
+            DISPLAY=":0",
+            PG_PASSWORD=password,
+            PG_TOTP_SECRET=secret,
+        )
+        ssh = command.split() + [
+            "-F", "/dev/null", "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}", "-o", "IdentityAgent=none",
+            "id",
+        ]  # fmt: skip
+        result = subprocess.run(
+            ssh, env=env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"uid={os.getuid()}(".encode())
+        # The printed config works for other commands against the running demo.
+        listing = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "--config",
+                str(data_dir / "pamgate.toml"),
+                "user",
+                "list",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert listing.returncode == 0 and "alice" in listing.stdout and "bob" in listing.stdout
+        assert config_hint and config_hint.group(2).endswith("pamgate.toml")
+        # The quick tour's approval flow: alice waits for db01, bob approves.
+        # alice logged in a moment ago: her current code is spent, so use the next one.
+        next_code = pyotp.TOTP(secret).at(time.time() + 30)
+        alice_env = {**env, "TERM": "xterm", "PG_TOTP_CODE": next_code}
+        waiting = pexpect.spawn(
+            "ssh", ["-tt", "-p", str(port), "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+                    "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}",
+                    "-o", "IdentityAgent=none", "alice:db01@127.0.0.1"],
+            env=alice_env, timeout=30,
+        )  # fmt: skip
+        try:
+            waiting.expect("Reason for access to")
+            waiting.sendline("demo tour")
+            waiting.expect(r"Request #(\d+) for db01")
+            request_id = waiting.match.group(1).decode()
+            bob_password, bob_secret = credentials(output, "bob")
+            approve = subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "--config", str(data_dir / "pamgate.toml"),
+                 "request", "approve", request_id, "--as", "bob", "--password-stdin",
+                 "--totp", pyotp.TOTP(bob_secret).now()],
+                input=f"{bob_password}\n", capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert approve.returncode == 0, approve.stderr
+            waiting.expect("approved by bob")
+            waiting.sendline("echo on-db01-now; exit")
+            waiting.expect("on-db01-now")
+            waiting.expect(pexpect.EOF)
+        finally:
+            waiting.close()
+        follow_machine_lane_tour(output, tmp_path, machine_port)
+    finally:
+        stop_demo(child)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # the gateway is gone
+
+    # A second run reuses the same users and credentials.
+    child, again = start_demo(data_dir, port, machine_port)
+    try:
+        assert credentials(again, "alice") == (password, secret)
+    finally:
+        stop_demo(child)
+
+
+def follow_machine_lane_tour(output: str, folder: Path, machine_port: int) -> None:
+    """Run the machine-lane commands the demo printed, as printed (bar the known_hosts file)."""
+    block = output[output.index("Register a workload") : output.index("Anything else is refused")]
+    commands: list[str] = []
+    for line in block.splitlines()[1:]:
+        if commands and commands[-1].endswith("\\"):
+            commands[-1] = commands[-1][:-1] + line.strip()
+        elif line.startswith("    "):
+            commands.append(line.strip())
+    assert [c.split()[0] for c in commands] == ["pamgate", "ssh-keygen", "pamgate", "ssh"]
+    assert f"-p {machine_port} " in commands[-1]
+    cli = f"{sys.executable} -m gateway.cli"
+    ssh = ("ssh -F /dev/null -o StrictHostKeyChecking=accept-new -o IdentityAgent=none "
+           f"-o BatchMode=yes -o UserKnownHostsFile={folder / 'machine_known_hosts'}")  # fmt: skip
+    for command in commands:
+        program, rest = command.split(" ", 1)
+        program = {"pamgate": cli, "ssh": ssh}.get(program, program)
+        result = subprocess.run(["bash", "-c", f"{program} {rest}"], cwd=folder,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, (command, result.stderr)
+    assert "load average" in result.stdout  # uptime ran on the target
+    assert "ssh-ed25519 " in output[output.index("Machine lane:") :]  # the machine CA key
