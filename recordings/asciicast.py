@@ -306,7 +306,11 @@ class Flusher:
         with self._lock:
             self._writers.add(writer)
         loop = self._loop
-        writer.on_flush_wanted = lambda: loop.call_soon_threadsafe(writer.flush)
+
+        def flush_wanted() -> None:
+            loop.call_soon_threadsafe(writer.flush)
+
+        writer.on_flush_wanted = flush_wanted
 
     def remove(self, writer: RecordingWriter) -> None:
         with self._lock:
@@ -339,7 +343,7 @@ def open_text(path: Path) -> TextIO:
     """Open a recording for reading as text, whatever its compression."""
     name = path.name
     if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")  # type: ignore[return-value]
+        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
     if name.endswith(".zst"):
         raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
         stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)

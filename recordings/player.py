@@ -32,7 +32,7 @@ import tempfile
 import termios
 import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
@@ -188,7 +188,7 @@ class PlainRecording:
             self._temporary.unlink(missing_ok=True)
 
 
-def events_from(path: Path, offset: int) -> Iterator[tuple[float, str, str, int]]:
+def events_from(path: Path, offset: int) -> Generator[tuple[float, str, str, int], None, None]:
     """Events from a byte offset: (time, code, data, offset of the next line)."""
     with open(path, "rb") as handle:
         handle.seek(offset)

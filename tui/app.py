@@ -18,6 +18,7 @@ from rich.text import Text
 from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from gateway.config import duration_seconds
@@ -84,10 +85,18 @@ class PamgateConsole(App[None]):
         )
         self._last_activity = time.monotonic()
 
-    def notify(self, message: str, **options: object) -> None:  # type: ignore[override]
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
         # Messages carry names, reasons and commands people typed: never read them as markup.
-        options["markup"] = False
-        super().notify(message, **options)  # type: ignore[arg-type]
+        del markup
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def now(self) -> datetime:
         """The time ages are measured against."""

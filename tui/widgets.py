@@ -13,10 +13,12 @@ and anything else the emulator keeps outside its cells are never shown.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 import pyte
+from pyte.screens import Char
 from rich.color import Color, ColorParseError
 from rich.segment import Segment
 from rich.style import Style
@@ -96,7 +98,7 @@ def _style(
 def _row_strip(screen: pyte.Screen, y: int, cursor_x: int | None) -> Strip:
     """One screen row as a Strip exactly ``screen.columns`` cells wide."""
     # .get, not [], so drawing never adds entries to pyte's defaultdicts.
-    row = screen.buffer.get(y, {})
+    row: Mapping[int, Char] = screen.buffer.get(y, {})
     default = screen.default_char
     segments: list[Segment] = []
     run: list[str] = []

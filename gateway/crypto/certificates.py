@@ -17,11 +17,13 @@ import base64
 import binascii
 import ipaddress
 from dataclasses import dataclass
+from typing import cast
 
 from asyncssh.packet import PacketDecodeError, SSHPacket
 from asyncssh.public_key import (
     KeyImportError,
     SSHKey,
+    SSHOpenSSHCertificate,
     _certificate_alg_map,
     decode_ssh_public_key,
 )
@@ -111,8 +113,11 @@ def _parse(blob: bytes) -> PresentedCertificate:
     key_handler, cert_handler = _certificate_alg_map.get(algorithm, (None, None))
     if key_handler is None or cert_handler is None:
         raise CertificateMalformed("not an OpenSSH certificate (unknown certificate type)")
+    # asyncssh types the map's values as the SSHCertificate base, but only OpenSSH
+    # certificate classes are ever registered in it (see register_certificate_alg).
+    openssh_handler = cast("type[SSHOpenSSHCertificate]", cert_handler)
     (key_params, serial, cert_type, key_id, principals_blob, valid_after, valid_before,
-     options_blob, extensions_blob) = cert_handler._decode(packet, key_handler)  # fmt: skip
+     options_blob, extensions_blob) = openssh_handler._decode(packet, key_handler)  # fmt: skip
     signing_key_blob = packet.get_string()
     signed = packet.get_consumed_payload()
     signature = packet.get_string()
@@ -141,7 +146,8 @@ def _parse(blob: bytes) -> PresentedCertificate:
 
 
 def _strings(blob: bytes, limit: int) -> list[str]:
-    packet, values = SSHPacket(blob), []
+    packet = SSHPacket(blob)
+    values: list[str] = []
     while packet:
         if len(values) >= limit:
             break

@@ -20,6 +20,7 @@ Plain Python over the store; no sockets.
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -328,7 +329,7 @@ class AccessRequests:
 
     def list_grants(
         self, *, active_only: bool = False, user: str | None = None, limit: int = 100
-    ) -> list[GrantView]:
+    ) -> builtins.list[GrantView]:  # `list` here is the method above
         """Grants, newest first."""
         query = select(AccessGrant).order_by(AccessGrant.id.desc()).limit(limit)
         if user is not None:

@@ -22,11 +22,12 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import NAME_RE
@@ -271,9 +272,11 @@ class UserDirectory:
         """
         with self._store.transaction(write=False) as db:
             user = db.scalar(select(User).where(User.name == name))
-            stored = user.password_hash if user is not None else None
-            usable = user is not None and not user.disabled and stored is not None
-        matched = self._password_matches(stored if usable else self._decoy_hash(), password)
+            stored = user.password_hash if user is not None and not user.disabled else None
+            usable = stored is not None
+        matched = self._password_matches(
+            stored if stored is not None else self._decoy_hash(), password
+        )
         return usable and matched
 
     def key_is_registered(self, name: str, key_data: str) -> bool:
@@ -298,12 +301,17 @@ class UserDirectory:
         if not usable or step is None:
             return False
         with self._store.transaction() as db:
-            result = db.execute(
-                update(User)
-                .where(User.name == name)
-                .where(User.disabled.is_(False))
-                .where(or_(User.totp_last_step.is_(None), User.totp_last_step < step))
-                .values(totp_last_step=step)
+            # An UPDATE without RETURNING yields a CursorResult (Session.execute is typed as
+            # returning the Result base).
+            result = cast(
+                "CursorResult[Any]",
+                db.execute(
+                    update(User)
+                    .where(User.name == name)
+                    .where(User.disabled.is_(False))
+                    .where(or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+                    .values(totp_last_step=step)
+                ),
             )
             return result.rowcount == 1
 

@@ -184,7 +184,9 @@ class NodeRegistry:
                     select(SessionRecord.node, func.count())
                     .where(SessionRecord.status == "live")
                     .group_by(SessionRecord.node)
-                ).all()
+                )
+                .tuples()
+                .all()
             )
             rows = db.scalars(select(GatewayNodeRecord).order_by(GatewayNodeRecord.name)).all()
             nodes = [_info(row, counts.pop(row.name, 0)) for row in rows]

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig, TargetSettings
@@ -57,7 +58,7 @@ class OpenedSession:
     #: The minted certificate, or None for a legacy target.
     credential: UpstreamCredential | None
     #: The static key of a legacy target (``upstream_auth = "key"``), else None.
-    legacy_key_path: str | None
+    legacy_key_path: Path | None
     tap: SessionTap
     closed: bool = False
 

@@ -95,7 +95,7 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
 
     # -- the client's requests (asyncssh callbacks) --------------------------
 
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
 
     def pty_requested(

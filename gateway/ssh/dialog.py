@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -140,7 +140,8 @@ class TerminalDialog:
         self._chan.resume_reading()
         cancelled = asyncio.get_running_loop().create_task(self._cancelled.wait())
         try:
-            await asyncio.wait({result, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {result, cancelled}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             return result.result() if result.done() else None
         finally:
             cancelled.cancel()

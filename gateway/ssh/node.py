@@ -9,12 +9,13 @@ import os
 import signal
 from collections.abc import Callable
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, ListenerSettings
 from gateway.datadir import DataDir, check_ready
 from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from gateway.ssh.human.lane import HumanLane
+from gateway.ssh.lane import Lane
 from gateway.ssh.machine.lane import MachineLane
 
 logger = logging.getLogger("pamgate")
@@ -74,7 +75,9 @@ class GatewayNode:
                 asyncio.to_thread(self._index_commands, interrupted)
             )
         await asyncio.to_thread(self.services.users.prepare_for_logins)
-        lanes = [("human", self.human_lane, self.config.listeners.human)]
+        lanes: list[tuple[str, Lane, ListenerSettings]] = [
+            ("human", self.human_lane, self.config.listeners.human)
+        ]
         if self.config.listeners.machine.enabled:
             lanes.append(("machine", self.machine_lane, self.config.listeners.machine))
         for name, lane, settings in lanes:

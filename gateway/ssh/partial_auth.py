@@ -21,8 +21,10 @@ covers the behaviour with the stock OpenSSH client.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import asyncssh
+from asyncssh.auth import ServerAuth
 from asyncssh.constants import MSG_USERAUTH_FAILURE
 from asyncssh.packet import Boolean, NameList
 
@@ -48,7 +50,9 @@ class PartialSuccessServerConnection(asyncssh.SSHServerConnection):
 
     async def send_userauth_success(self) -> None:
         owner = self._owner
-        auth = self._auth
+        # asyncssh types _auth as the Auth base; on a server connection it is
+        # always a ServerAuth (lookup_server_auth), which holds the method name.
+        auth = cast("ServerAuth | None", self._auth)
         method = auth._method.decode("ascii") if auth is not None else "none"  # noqa: SLF001
         if isinstance(owner, MultiFactorServer) and not owner.method_succeeded(method):
             self._send_failure(partial_success=True)

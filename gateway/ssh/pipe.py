@@ -195,7 +195,7 @@ class UpstreamSession(asyncssh.SSHClientSession[bytes]):
     def __init__(self, pipe: RelayPipe) -> None:
         self._pipe = pipe
 
-    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
         self._pipe.upstream = chan
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:

@@ -20,7 +20,7 @@ import asyncio
 import fnmatch
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import asyncssh
 
@@ -162,8 +162,15 @@ class RelayedSession:
             return
         loop = asyncio.get_running_loop()
         writer = opened.tap.writer
-        writer.on_error = lambda message: loop.call_soon_threadsafe(self._recording_failed, message)
-        writer.on_drained = lambda: loop.call_soon_threadsafe(self._recording_drained)
+
+        def on_error(message: str) -> None:
+            loop.call_soon_threadsafe(self._recording_failed, message)
+
+        def on_drained() -> None:
+            loop.call_soon_threadsafe(self._recording_drained)
+
+        writer.on_error = on_error
+        writer.on_drained = on_drained
         try:
             self._upstream_conn = await connect_upstream(
                 target, account, opened.credential, legacy_key_path=opened.legacy_key_path,
@@ -182,15 +189,22 @@ class RelayedSession:
         pipe = RelayPipe(self._channel, opened.tap, payload_filter, self._target_closed)
         self._pipe = pipe
         env = filter_environment(self._channel.environment(), services.config.session.env_allow)
+        pty = request.term_type is not None
         try:
             await self._upstream_conn.create_session(
                 lambda: UpstreamSession(pipe),
                 request.command if request.subsystem is None else (),
                 subsystem=request.subsystem,
-                env=env,
+                # asyncssh wants a Mapping[bytes | str, ...], which (invariant in its key)
+                # a dict[str, str] is not, though asyncssh only reads it.
+                env=cast("Mapping[bytes | str, bytes | str]", env),
                 send_env=None,
                 encoding=None,
-                **self._pty_options(),
+                # Without a pty, () is asyncssh's default for each: no pty is requested.
+                request_pty="force" if pty else (),
+                term_type=request.term_type if pty else (),
+                term_size=request.term_size if pty else (),
+                term_modes=request.term_modes if pty else (),
             )
         except asyncssh.ChannelOpenError as exc:
             raise PamgateError(
@@ -202,17 +216,6 @@ class RelayedSession:
             return
         self._channel.attach(pipe)
         self._host.watch.add(self)
-
-    def _pty_options(self) -> dict[str, object]:
-        request = self._channel.request
-        if request.term_type is None:
-            return {}
-        return {
-            "request_pty": "force",
-            "term_type": request.term_type,
-            "term_size": request.term_size,
-            "term_modes": request.term_modes,
-        }
 
     def _target_closed(self, ended: TargetExit) -> None:
         """The target channel closed: pass on its exit status, or say why not."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import asyncssh
 
@@ -40,7 +41,7 @@ async def connect_upstream(
     account: str,
     credential: UpstreamCredential | None,
     *,
-    legacy_key_path: str | None = None,
+    legacy_key_path: Path | None = None,
     timeout: float = 10.0,
 ) -> asyncssh.SSHClientConnection:
     """Open an SSH connection to ``target`` as ``account``.
@@ -52,7 +53,7 @@ async def connect_upstream(
     if credential is not None:
         client_keys: list[object] = [(credential.private_key, credential.certificate)]
     elif legacy_key_path is not None:
-        client_keys = [load_private_key(legacy_key_path, f"legacy key for target {target.name}")]  # type: ignore[arg-type]
+        client_keys = [load_private_key(legacy_key_path, f"legacy key for target {target.name}")]
     else:  # pragma: no cover - the caller always passes one
         raise ValueError("no upstream credential")
     try:

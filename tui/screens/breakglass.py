@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from rich.console import RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Label
 
 from gateway.domain.breakglass import CaseView
@@ -28,7 +30,9 @@ class BreakGlassScreen(SectionScreen):
     def compose_section(self) -> ComposeResult:
         yield Label("Break-glass cases: unreviewed first; OVERDUE past the review deadline",
                     classes="section-title")  # fmt: skip
-        table = DataTable(id="cases", cursor_type="row", zebra_stripes=True)
+        table: DataTable[RenderableType] = DataTable(
+            id="cases", cursor_type="row", zebra_stripes=True
+        )
         add_columns(table, (("#", 3), ("User", 9), ("Where", 12), ("When", 8), ("Review", 14),
                             ("Justification", 20)))  # fmt: skip
         yield table
@@ -63,7 +67,8 @@ class BreakGlassScreen(SectionScreen):
         if not self.allowed or table.row_count == 0:
             self.notify("No break-glass case is selected.", severity="warning")
             return None
-        case_id = int(str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value))
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+        case_id = int(str(key))
         try:
             return self.actions.breakglass_case(case_id)
         except PamgateError as exc:

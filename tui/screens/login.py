@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -12,9 +10,7 @@ from textual.widgets import Button, Footer, Header, Input, Label
 
 from gateway.domain.operators import roles_for
 from gateway.errors import PamgateError
-
-if TYPE_CHECKING:
-    from tui.app import PamgateConsole
+from tui.screens.section import console_of
 
 
 class LoginScreen(Screen[None]):
@@ -62,7 +58,7 @@ class LoginScreen(Screen[None]):
 
     @work(thread=True, exclusive=True)
     def _sign_in(self, name: str, password: str, code: str) -> None:
-        console: PamgateConsole = self.app  # type: ignore[assignment]
+        console = console_of(self)
         services = console.services
         try:
             user = services.sign_in.sign_in(

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from rich.console import RenderableType
 from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
@@ -320,7 +321,7 @@ class ReplayScreen(SectionScreen):
         yield Label("", id="replay-problem", classes="problem")
         with Horizontal(id="replay-body"):
             yield TerminalView(id="terminal")
-            commands = DataTable(id="commands", cursor_type="row")
+            commands: DataTable[RenderableType] = DataTable(id="commands", cursor_type="row")
             commands.add_columns("At", "Command")
             yield commands
         yield Timeline(id="timeline")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rich.console import RenderableType
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Label
 
 from gateway.domain.approvals import RequestView
@@ -32,13 +34,15 @@ class RequestsScreen(SectionScreen):
 
     def compose_section(self) -> ComposeResult:
         yield Label("Pending requests", classes="section-title")
-        pending = DataTable(id="pending", cursor_type="row", zebra_stripes=True)
+        pending: DataTable[RenderableType] = DataTable(
+            id="pending", cursor_type="row", zebra_stripes=True
+        )
         add_columns(pending, (("#", 3), ("Requester", 10), ("Target", 12), ("Reason", 16),
                               ("Age", 4), ("Approvals", 9), ("By", 10)))  # fmt: skip
         yield pending
         yield Label("", id="request-detail", markup=False)
         yield Label("Recent decisions", classes="section-title")
-        recent = DataTable(id="recent", cursor_type="row")
+        recent: DataTable[RenderableType] = DataTable(id="recent", cursor_type="row")
         add_columns(recent, (("#", 3), ("Requester", 10), ("Target", 12), ("Status", 9),
                              ("Decided by", 10), ("When", 8), ("Comment", 12)))  # fmt: skip
         yield recent
@@ -47,7 +51,8 @@ class RequestsScreen(SectionScreen):
         return self.actions.pending_requests(), self.actions.recent_decisions()
 
     def show(self, data: object) -> None:
-        pending, recent = data  # type: ignore[misc]
+        loaded: tuple[list[RequestView], list[RequestView]] = data  # type: ignore[assignment]
+        pending, recent = loaded
         now = self.console.now()
         table = self.query_one("#pending", DataTable)
         keep = table.cursor_row
@@ -84,7 +89,7 @@ class RequestsScreen(SectionScreen):
         table = self.query_one("#pending", DataTable)
         request = None
         if table.row_count:
-            key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+            key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
             request = self._pending.get(str(key))
         detail = "" if request is None else (
             f"#{request.id} {request.user} wants {request.account}@{request.target} for "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from textual import work
 from textual.app import ComposeResult
@@ -31,7 +31,12 @@ def add_columns(table: DataTable, columns: tuple[tuple[str, int], ...]) -> None:
         table.add_column(label, width=width)
 
 
-def deliver(screen: Screen[object], callback: Callable[..., object], *args: object) -> None:
+def console_of(screen: Screen[Any]) -> PamgateConsole:
+    """The console app ``screen`` runs in (Textual types ``app`` as the App base class)."""
+    return cast("PamgateConsole", screen.app)
+
+
+def deliver(screen: Screen[Any], callback: Callable[..., object], *args: object) -> None:
     """From a worker thread: run ``callback`` on the UI if ``screen`` is still shown.
 
     A worker can finish after its screen was left or the console locked; then
@@ -58,7 +63,7 @@ class SectionScreen(Screen[None]):
 
     @property
     def console(self) -> PamgateConsole:
-        return self.app  # type: ignore[return-value]
+        return console_of(self)
 
     @property
     def actions(self) -> OperatorActions:
@@ -132,12 +137,12 @@ class SectionScreen(Screen[None]):
             return False
         return True
 
-    def run_service(self, call: Callable[[], T], done: Callable[[T], None] | None = None) -> None:
+    def run_service(self, call: Callable[[], T], done: Callable[[T], object] | None = None) -> None:
         """Run a domain call in a worker; errors are shown, ``done`` gets the result."""
         self._run_service(call, done)
 
     @work(thread=True, group="actions")
-    def _run_service(self, call: Callable[[], T], done: Callable[[T], None] | None) -> None:
+    def _run_service(self, call: Callable[[], T], done: Callable[[T], object] | None) -> None:
         try:
             result = call()
         except OperatorSignedOut as exc:

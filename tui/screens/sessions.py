@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import RenderableType
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
 
@@ -17,7 +19,7 @@ from recordings.asciicast import read_header
 from recordings.player import events_from
 from recordings.terminal import TerminalModel, parse_size
 from tui.screens.dialogs import TextDialog
-from tui.screens.section import SectionScreen, add_columns, deliver
+from tui.screens.section import SectionScreen, add_columns, console_of, deliver
 from tui.text import age, cell
 
 #: Seconds between reads of a watched session's recording (it is flushed every 0.25 s).
@@ -37,7 +39,9 @@ class SessionsScreen(SectionScreen):
 
     def compose_section(self) -> ComposeResult:
         yield Label("Live sessions (H human lane, M machine lane)", classes="section-title")
-        table = DataTable(id="live", cursor_type="row", zebra_stripes=True)
+        table: DataTable[RenderableType] = DataTable(
+            id="live", cursor_type="row", zebra_stripes=True
+        )
         add_columns(table, (("", 1), ("Who", 10), ("Where", 14), ("Node", 8), ("Kind", 5),
                             ("Age", 4), ("Authority", 10), ("Command", 10)))  # fmt: skip
         yield table
@@ -66,7 +70,7 @@ class SessionsScreen(SectionScreen):
         if not self.allowed or table.row_count == 0:
             self.notify("No live session is selected.", severity="warning")
             return None
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         try:
             return self.actions.session(str(key))
         except PamgateError as exc:
@@ -168,9 +172,10 @@ class WatchScreen(Screen[None]):
 
     @work(thread=True, exclusive=True)
     def _open(self) -> None:
-        console = self.app
+        actions = console_of(self).actions
+        assert actions is not None, "watching starts only when signed in"
         try:
-            info = console.actions.open_recording(self._session.id, purpose="watched")
+            info = actions.open_recording(self._session.id, purpose="watched")
             assert info.path is not None
             header = read_header(info.path)
             with info.path.open("rb") as recording:

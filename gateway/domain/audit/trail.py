@@ -109,7 +109,10 @@ class MissingAuthority(PamgateError):
     """A privileged action was about to be recorded without what allowed it (a bug)."""
 
 
-_TABLES = {Trail.HUMAN: HumanAuditEvent, Trail.MACHINE: MachineAuditEvent}
+_TABLES: dict[Trail, type[HumanAuditEvent] | type[MachineAuditEvent]] = {
+    Trail.HUMAN: HumanAuditEvent,
+    Trail.MACHINE: MachineAuditEvent,
+}
 
 
 @dataclass(frozen=True)
@@ -293,7 +296,8 @@ class AuditLog:
                     found = connection.exec_driver_sql(
                         sql.select_head, {"trail": trail.value}
                     ).first()
-                heads[trail] = tuple(found)  # type: ignore[arg-type,assignment]
+                # Never None: the head row was just read, or inserted and read back.
+                heads[trail] = tuple(found)  # type: ignore[arg-type]
             head_seq, head_hash = heads[trail]
             values: dict[str, Any] = {
                 "trail": trail.value,

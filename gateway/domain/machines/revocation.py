@@ -132,8 +132,8 @@ class MachineRevocations:
                 entries.append(("key_id", key_id.strip(), None, owner))
             else:
                 assert key_line is not None
-                key_data, fingerprint, _ = parse_public_key_line(key_line)
-                entries.append(("key", key_data, fingerprint, None))
+                key_data, key_fingerprint, _ = parse_public_key_line(key_line)
+                entries.append(("key", key_data, key_fingerprint, None))
             added = []
             for kind, value, fingerprint, nhi in entries:
                 exists = db.scalar(select(MachineRevocation.id).where(

@@ -227,7 +227,7 @@ class _ForwardChannel(asyncssh.SSHTCPSession[bytes]):
         self._forward = forward
         self._side = side  # "client" or "target"
 
-    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         if self._side == "client":
             self._forward.client_ready(chan)
 

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncssh
+from asyncssh.auth import KbdIntChallenge, KbdIntResponse
 
 from gateway.config import ListenerSettings
 from gateway.crypto.certificates import openssh_key_data
@@ -107,9 +108,7 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
     def kbdint_auth_supported(self) -> bool:
         return True
 
-    def get_kbdint_challenge(
-        self, username: str, lang: str, submethods: str
-    ) -> asyncssh.KbdIntChallenge:
+    def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> KbdIntChallenge:
         self._attempt_started = time.monotonic()
         self._password_ok = False
         if self._key_passed:
@@ -119,8 +118,8 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
         return ("", "", "", [(PASSWORD_PROMPT, False)])
 
     async def validate_kbdint_response(
-        self, username: str, responses: asyncssh.KbdIntResponse
-    ) -> asyncssh.KbdIntChallenge:
+        self, username: str, responses: KbdIntResponse
+    ) -> KbdIntChallenge:
         answer = responses[0] if len(responses) == 1 else ""
         if self._stage == "password":
             self._password_ok = await asyncio.to_thread(

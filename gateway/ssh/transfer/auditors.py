@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from gateway.domain.transfer.policy import Direction, ExecTransfer, TransferMode, TransferPolicy
 from gateway.ssh.transfer.sftp import (
@@ -145,7 +145,7 @@ class _Transfer:
         return details
 
 
-def _direction_of(flags: OpenFlags) -> str:
+def _direction_of(flags: OpenFlags) -> Direction | Literal["both"]:
     reads = bool(flags & OpenFlags.READ)
     writes = bool(flags & (OpenFlags.WRITE | OpenFlags.APPEND | OpenFlags.CREAT | OpenFlags.TRUNC))
     if reads and writes:
@@ -260,8 +260,8 @@ class SftpAuditor:
                 transfer.failed = "size cap"
         elif isinstance(request, Rename):
             details["path"], details["new_path"] = request.old, request.new
-        elif getattr(request, "path", None) is not None:
-            details["path"] = request.path  # type: ignore[union-attr]
+        elif (path := getattr(request, "path", None)) is not None:
+            details["path"] = path
         verdict.events.append(FileEvent("file.refused", "refused", details, reason=message))
 
     def _track_request(self, request: Request, verdict: Verdict) -> None:
@@ -351,12 +351,12 @@ class SftpAuditor:
                 FileEvent("file.closed", "success", transfer.summary(tool=self.tool))
             )
         elif kind == "fsetstat" and isinstance(reply, Status):
-            transfer = self._files.get(pending[1])
+            truncated = self._files.get(pending[1])
             size = pending[2].get("size")
-            if transfer is not None and size is not None and reply.code == StatusCode.OK:
+            if truncated is not None and size is not None and reply.code == StatusCode.OK:
                 # scp opens without O_TRUNC and truncates to the size it wrote at the end:
                 # then the file holds exactly the bytes that passed.
-                transfer.whole = transfer.sequential and size == transfer.next_offset
+                truncated.whole = truncated.sequential and size == truncated.next_offset
             outcome = "success" if reply.code == StatusCode.OK else "failure"
             details = {"tool": self.tool, **pending[2]}
             reason = "" if outcome == "success" else _status_text(reply)
