@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: install everything the tests need (OpenSSH included), lint,
-# then run the suite twice:
+# The test command: install everything the tests need (OpenSSH included), check
+# (ruff, import-linter's layer contracts, mypy), then run the suite twice:
 #   1. everything on SQLite (the multi-node tests excepted);
 #   2. on PostgreSQL: every test that uses the store fixture, except the real-OpenSSH
 #      and SQLite-file ones, plus the multi-node tests (marker "postgres").
@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
+.venv/bin/mypy
 if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest "$@"
 fi
