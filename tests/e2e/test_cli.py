@@ -24,10 +24,13 @@ def initialised(tmp_path: Path) -> Path:
 def test_help_explains_commands() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
+    # Nothing on stderr in normal use: no deprecation warnings from the libraries below.
+    assert result.stderr == ""
     for command in ("init", "serve", "demo", "user", "ca"):
         assert command in result.stdout
     user_help = run_cli("user", "add", "--help")
     assert "--password-stdin" in user_help.stdout and "TOTP" in user_help.stdout
+    assert user_help.stderr == ""
 
 
 def test_init_creates_everything_and_never_overwrites_keys(initialised: Path) -> None:

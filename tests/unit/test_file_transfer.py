@@ -17,12 +17,6 @@ from gateway.domain.transfer.policy import (
     forward_allowed,
     transfer_policy_of_rule,
 )
-from gateway.ssh.transfer.auditors import (
-    MAX_PENDING_REQUESTS,
-    ScpAuditor,
-    SftpAuditor,
-    StreamAuditor,
-)
 from gateway.ssh.transfer.sftp import (
     MAX_PACKET_LENGTH,
     Data,
@@ -39,6 +33,8 @@ from gateway.ssh.transfer.sftp import (
     encode_status,
     frame,
 )
+from gateway.ssh.transfer.sftp_auditor import MAX_PENDING_REQUESTS, SftpAuditor
+from gateway.ssh.transfer.stream_auditors import ScpAuditor, StreamAuditor
 
 
 def s(value: bytes | str) -> bytes:

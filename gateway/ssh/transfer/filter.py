@@ -7,7 +7,8 @@ subsystem, or an ``scp``/``rsync`` server command) and, under the session's
 relay. Other sessions get no filter.
 
 :class:`TransferFilter` is a :class:`~gateway.ssh.pipe.PayloadFilter`: each
-chunk goes through the auditor of :mod:`gateway.ssh.transfer.auditors`, the
+chunk goes through the auditor of :mod:`gateway.ssh.transfer.sftp_auditor` and
+:mod:`gateway.ssh.transfer.stream_auditors`, the
 gateway's own SFTP replies go to the client, notices to the client's stderr,
 and audit events to the lane's trail in order. If an event cannot be
 written, or the auditor says the stream is hostile or over its cap, the
@@ -25,13 +26,9 @@ from gateway.domain.transfer.policy import Direction, ExecTransfer, TransferPoli
 from gateway.errors import PamgateError
 from gateway.ssh.channel import SessionRequest
 from gateway.ssh.relay import RelayedSession
-from gateway.ssh.transfer.auditors import (
-    FileEvent,
-    ScpAuditor,
-    SftpAuditor,
-    StreamAuditor,
-    Verdict,
-)
+from gateway.ssh.transfer.events import FileEvent, Verdict
+from gateway.ssh.transfer.sftp_auditor import SftpAuditor
+from gateway.ssh.transfer.stream_auditors import ScpAuditor, StreamAuditor
 
 logger = logging.getLogger("pamgate.transfer")
 

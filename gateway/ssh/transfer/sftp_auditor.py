@@ -1,34 +1,20 @@
-"""Per-file audit and policy for file transfers passing through the relay.
+"""Per-file audit and policy for an SFTP channel (also what ``scp`` uses since OpenSSH 9).
 
-Three auditors, one per way files move, all plain Python with no sockets:
-
-- :class:`SftpAuditor` parses both directions of an ``sftp`` subsystem
-  channel (also what ``scp`` uses since OpenSSH 9). It refuses what the
-  session's :class:`~gateway.domain.transfer.policy.TransferPolicy` forbids with an
-  SFTP ``PERMISSION_DENIED`` reply of its own, caps file sizes, and tracks
-  each open file: path, direction, bytes, and a running sha256 while the
-  transfer is sequential from offset 0;
-- :class:`ScpAuditor` parses the legacy ``scp -t/-f`` stream in its data
-  direction (file names, sizes, contents);
-- :class:`StreamAuditor` counts an ``rsync --server`` stream, whose
-  protocol is not parsed: the audit names the command, its direction and
-  the bytes.
-
-Each call returns a :class:`Verdict`: the bytes to pass on, the gateway's
-own replies to the client, notices for the client's stderr, the audit events
-(:class:`FileEvent`) and, for hostile or over-cap streams, why the channel
-must close. :meth:`finish` audits files still open when the channel closed
-as incomplete.
+:class:`SftpAuditor` parses both directions of an ``sftp`` subsystem channel,
+plain Python with no sockets. It refuses what the session's
+:class:`~gateway.domain.transfer.policy.TransferPolicy` forbids with an SFTP
+``PERMISSION_DENIED`` reply of its own, caps file sizes, and tracks each open
+file: path, direction, bytes, and a running sha256 while the transfer is
+sequential from offset 0. :meth:`SftpAuditor.finish` audits files still open
+when the channel closed as incomplete.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.domain.transfer.policy import Direction, ExecTransfer, TransferMode, TransferPolicy
+from gateway.domain.transfer.policy import Direction, TransferMode, TransferPolicy
+from gateway.ssh.transfer.events import FileEvent, FileTally, Verdict
 from gateway.ssh.transfer.sftp import (
     Close,
     Data,
@@ -60,8 +46,6 @@ from gateway.ssh.transfer.sftp import (
 MAX_PENDING_REQUESTS = 4096
 #: Files one channel may hold open at once.
 MAX_OPEN_FILES = 256
-#: Longest control line of the scp protocol accepted.
-MAX_SCP_LINE = 8192
 
 #: EXTENDED requests that change nothing and read no file contents.
 READ_ONLY_EXTENSIONS = frozenset(
@@ -75,74 +59,6 @@ READ_ONLY_EXTENSIONS = frozenset(
         "fsync@openssh.com",
     }
 )
-
-
-@dataclass(frozen=True)
-class FileEvent:
-    """One audit event about a file; the session adds who, where and under what authority."""
-
-    action: str
-    outcome: str
-    details: dict[str, Any]
-    reason: str = ""
-
-
-@dataclass
-class Verdict:
-    """What to do with one chunk of a transfer stream."""
-
-    forward: bytes = b""
-    #: The gateway's own replies, for the client (SFTP: whole packets).
-    reply: bytes = b""
-    notices: list[str] = field(default_factory=list)
-    events: list[FileEvent] = field(default_factory=list)
-    #: Set when the channel must be closed (hostile stream, cap on an unparsed stream).
-    abort: str | None = None
-
-
-class _Transfer:
-    """What passed through for one file: bytes, and a running hash while sequential from 0."""
-
-    def __init__(self, path: str, direction: str, whole: bool) -> None:
-        self.path = path
-        self.direction = direction
-        self.bytes = 0
-        self.next_offset = 0
-        self.sequential = True
-        self._hash = hashlib.sha256()
-        #: Whether the transfer can cover the whole file (uploads: truncated or new).
-        self.whole = whole
-        self.ended = False  # downloads: EOF read at the end of the sequential run
-        self.failed = ""
-        self.started = time.monotonic()
-
-    def add(self, offset: int, data: bytes) -> None:
-        self.bytes += len(data)
-        if offset == self.next_offset and self.sequential:
-            self._hash.update(data)
-            self.next_offset += len(data)
-        elif data:
-            self.sequential = False
-
-    @property
-    def complete(self) -> bool:
-        done = self.ended if self.direction == Direction.DOWNLOAD else True
-        return self.whole and self.sequential and done and not self.failed
-
-    def summary(self, **extra: Any) -> dict[str, Any]:
-        complete = self.complete
-        details = {
-            "path": self.path,
-            "direction": self.direction,
-            "bytes": self.bytes,
-            "sha256": self._hash.hexdigest() if complete else None,
-            "complete": complete,
-            "seconds": round(time.monotonic() - self.started, 3),
-        }
-        if self.failed:
-            details["problem"] = self.failed
-        details.update(extra)
-        return details
 
 
 def _direction_of(flags: OpenFlags) -> Direction | Literal["both"]:
@@ -172,7 +88,7 @@ class SftpAuditor:
         self._replies = PacketFramer()
         #: Request id -> what the reply completes.
         self._pending: dict[int, tuple[Any, ...]] = {}
-        self._files: dict[bytes, _Transfer] = {}
+        self._files: dict[bytes, FileTally] = {}
         self._capped: set[bytes] = set()
         self._failed = False
 
@@ -331,7 +247,7 @@ class SftpAuditor:
                 # An upload covers the whole file only if it starts from an empty one.
                 fresh = bool(flags & OpenFlags.TRUNC) or (OpenFlags.CREAT | OpenFlags.EXCL) in flags
                 whole = direction == Direction.DOWNLOAD or (fresh and not flags & OpenFlags.APPEND)
-                self._files[reply.handle] = _Transfer(opened.path, direction, whole)
+                self._files[reply.handle] = FileTally(opened.path, direction, whole)
                 verdict.events.append(FileEvent("file.opened", "success", details))
             elif isinstance(reply, Status):
                 verdict.events.append(
@@ -439,179 +355,3 @@ def _status_text(status: Status) -> str:
     except ValueError:
         name = f"status {status.code}"
     return f"{name}: {status.message[:200]}" if status.message else name
-
-
-class ScpAuditor:
-    """Follows the legacy scp protocol in the direction file contents flow.
-
-    Control lines are ``C<mode> <size> <name>`` (a file of ``size`` bytes
-    follows, then one status byte), ``D<mode> 0 <name>`` / ``E`` (enter and
-    leave a directory), ``T...`` (times) and ``\\x01``/``\\x02`` (warnings
-    and errors). A file bigger than the cap, or a line that is not scp,
-    aborts the channel: the stream cannot be answered mid-way.
-    """
-
-    def __init__(self, policy: TransferPolicy, transfer: ExecTransfer) -> None:
-        self._policy = policy
-        self._exec = transfer
-        self._line = bytearray()
-        self._dirs: list[str] = []
-        self._file: _Transfer | None = None
-        self._left = 0
-        self._failed = False
-
-    @property
-    def tool(self) -> str:
-        return "scp"
-
-    def data(self, data: bytes) -> Verdict:
-        """Follow a chunk of the data direction; the chunk passes unchanged unless aborted."""
-        verdict = Verdict(forward=data)
-        if self._failed:
-            return Verdict()
-        view = memoryview(data)
-        while view:
-            if self._file is not None:
-                take = min(self._left, len(view))
-                self._file.add(self._file.next_offset, bytes(view[:take]))
-                self._left -= take
-                view = view[take:]
-                if self._left == 0:
-                    verdict.events.append(
-                        FileEvent("file.closed", "success", self._summary(self._file))
-                    )
-                    self._file = None
-                continue
-            if not self._line and view[0] == 0:
-                view = view[1:]  # the status byte after a file
-                continue
-            end = bytes(view).find(b"\n")
-            chunk = view if end < 0 else view[: end + 1]
-            self._line += chunk
-            view = view[len(chunk) :]
-            if len(self._line) > MAX_SCP_LINE:
-                return self._abort("an scp control line is too long", verdict)
-            if end >= 0:
-                problem = self._control(bytes(self._line[:-1]), verdict)
-                self._line.clear()
-                if problem:
-                    return self._abort(problem, verdict)
-        return verdict
-
-    def _control(self, line: bytes, verdict: Verdict) -> str | None:
-        if not line:
-            return "an empty scp control line"
-        kind, text = line[:1], line[1:].decode("utf-8", "backslashreplace")
-        if kind in (b"\x01", b"\x02", b"T"):
-            return None
-        if kind == b"E":
-            if self._dirs:
-                self._dirs.pop()
-            return None
-        if kind not in (b"C", b"D"):
-            return f"unexpected scp control line {line[:40]!r}"
-        parts = text.split(" ", 2)
-        if len(parts) != 3 or not parts[1].isdigit() or "/" in parts[2] or parts[2] in ("", ".."):
-            return f"malformed scp control line {line[:80]!r}"
-        if kind == b"D":
-            self._dirs.append(parts[2])
-            return None
-        size = int(parts[1])
-        path = "/".join([*self._dirs, parts[2]])
-        details = {"tool": "scp", "path": path, "direction": self._exec.direction, "size": size,
-                   "permissions": parts[0], "command_paths": list(self._exec.paths)}  # fmt: skip
-        cap = self._policy.max_bytes
-        if cap is not None and size > cap:
-            message = f"pamgate: {path} is larger than the {cap}-byte cap of {self._policy.source}"
-            verdict.events.append(FileEvent("file.refused", "refused", details, reason=message))
-            return message
-        verdict.events.append(FileEvent("file.opened", "success", details))
-        self._file = _Transfer(path, self._exec.direction, whole=True)
-        self._file.ended = True
-        self._left = size
-        if size == 0:
-            verdict.events.append(FileEvent("file.closed", "success", self._summary(self._file)))
-            self._file = None
-        return None
-
-    def _summary(self, transfer: _Transfer) -> dict[str, Any]:
-        return transfer.summary(tool="scp")
-
-    def _abort(self, message: str, verdict: Verdict) -> Verdict:
-        self._failed = True
-        if not message.startswith("pamgate:"):
-            message = f"pamgate: {message}; channel closed"
-            verdict.events.append(
-                FileEvent("file.refused", "refused", {"tool": "scp", "operation": "protocol"},
-                          reason=message)
-            )  # fmt: skip
-        verdict.forward = b""
-        verdict.abort = message
-        verdict.notices.append(message)
-        return verdict
-
-    def finish(self) -> list[FileEvent]:
-        """A file cut off mid-way: audited as incomplete."""
-        if self._file is None:
-            return []
-        transfer, self._file = self._file, None
-        transfer.ended = False
-        transfer.failed = f"the channel closed {self._left} bytes before the end of the file"
-        return [FileEvent("file.closed", "interrupted", self._summary(transfer), transfer.failed)]
-
-
-class StreamAuditor:
-    """Counts an unparsed transfer stream (rsync) in its data direction, against the cap."""
-
-    def __init__(self, policy: TransferPolicy, transfer: ExecTransfer, command: str) -> None:
-        self._policy = policy
-        self._exec = transfer
-        self._command = command
-        self._bytes = 0
-        self._started = time.monotonic()
-        self._opened = False
-        self._failed = False
-
-    @property
-    def tool(self) -> str:
-        return self._exec.tool
-
-    def data(self, data: bytes) -> Verdict:
-        """Count a chunk; past the cap, the channel is closed."""
-        if self._failed:
-            return Verdict()
-        events = []
-        if not self._opened:
-            # The files are not parsed: the command is the record of what was asked.
-            self._opened = True
-            details = {**self._details(), "command": self._command[:500]}
-            events.append(FileEvent("file.opened", "success", details))
-        self._bytes += len(data)
-        cap = self._policy.max_bytes
-        if cap is not None and self._bytes > cap:
-            self._failed = True
-            message = (
-                f"pamgate: {self.tool} stream larger than the {cap}-byte cap of "
-                f"{self._policy.source}; channel closed"
-            )
-            events.append(FileEvent("file.refused", "refused", self._details(), reason=message))
-            return Verdict(notices=[message], events=events, abort=message)
-        return Verdict(forward=data, events=events)
-
-    def _details(self) -> dict[str, Any]:
-        return {
-            "tool": self.tool,
-            "direction": self._exec.direction,
-            "path": " ".join(self._exec.paths)[:500],
-            "bytes": self._bytes,
-            "seconds": round(time.monotonic() - self._started, 3),
-            "sha256": None,
-            # The rsync protocol is not parsed: completeness is the command's exit status.
-            "complete": None,
-        }
-
-    def finish(self) -> list[FileEvent]:
-        """The stream's total, once the channel has closed."""
-        if not self._opened:
-            return []
-        return [FileEvent("file.closed", "success", self._details())]
