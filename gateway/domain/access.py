@@ -202,8 +202,49 @@ class AccessDecisions:
         person = self._users.get(user)
         if person is None:
             return Denied(Refusal.UNKNOWN_USER, f"no user named {user!r}")
+
+        def grant_now(target_name: str, account_name: str) -> GrantView | None:
+            return self._requests.active_grant(person.name, target_name, account_name, at=when)
+
+        return self._judge(person, target, account, source, when, grant_now)
+
+    def still_allowed(
+        self,
+        user: UserView,
+        target: str,
+        account: str,
+        *,
+        source: str,
+        at: datetime,
+        grant: GrantView | None,
+    ) -> Denied | None:
+        """Why a live session or forward may run no longer, or None if it still may.
+
+        The same judgement as :meth:`decide`, for a user the caller has just
+        read (the lanes' watch reads every live user in one query) and the
+        grant the session runs under, whose end and revocation are checked
+        apart.
+        """
+        decision = self._judge(user, target, account, source, at, lambda _t, _a: grant)
+        if isinstance(decision, Allowed):
+            return None
+        if isinstance(decision, NeedsApproval):
+            return Denied(Refusal.POLICY, f"{decision.reason}, and this access has no grant")
+        return decision
+
+    def _judge(
+        self,
+        person: UserView,
+        target: str,
+        account: str | None,
+        source: str,
+        when: datetime,
+        grant_of: Callable[[str, str], GrantView | None],
+    ) -> AccessDecision:
+        """The decision for a user already read; ``grant_of(target, account)`` finds the grant
+        when an approval rule applies."""
         if person.disabled:
-            return Denied(Refusal.USER_DISABLED, f"user {user} is disabled")
+            return Denied(Refusal.USER_DISABLED, f"user {person.name} is disabled")
         settings = self._config.target(target)
         if settings is None:
             reachable = ", ".join(t.name for t in self.reachable_targets(person)) or "none"
@@ -229,7 +270,7 @@ class AccessDecisions:
             )
         if decision.mode == Mode.ALLOW:
             return Allowed(person, settings, chosen, decision.rule, decision.authority, when)
-        grant = self._requests.active_grant(person.name, settings.name, chosen, at=when)
+        grant = grant_of(settings.name, chosen)
         if grant is None:
             return NeedsApproval(person, settings, chosen, decision.rule, when)
         return Allowed(person, settings, chosen, decision.rule, grant.authority, when, grant)

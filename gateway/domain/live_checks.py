@@ -1,8 +1,8 @@
 """What changed for a set of live sessions: the facts every lane's watch acts on.
 
 A live session depends on things that can change under it: a termination
-asked for from the console, its user disabled, its grant revoked, its NHI
-suspended or offboarded. :class:`LiveCheckReader` reads them for every
+asked for from the console, its user disabled or their groups changed, its
+grant revoked, its NHI suspended or offboarded. :class:`LiveCheckReader` reads them for every
 watched session at once, one query per kind; the watch
 (:mod:`gateway.ssh.watch`) then asks each session what they mean for it.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.domain.approvals import AccessRequests
-from gateway.domain.identities import UserDirectory
+from gateway.domain.identities import UserDirectory, UserView
 from gateway.domain.machines.registry import MachineRegistry
 from gateway.domain.sessions import SessionLedger
 
@@ -39,6 +39,8 @@ class LiveChecks:
     terminations: Mapping[str, str] = field(default_factory=dict)
     #: Users that are disabled or no longer exist.
     disabled_users: frozenset[str] = frozenset()
+    #: The enabled users, as they are now (groups changed since login count).
+    enabled_users: Mapping[str, UserView] = field(default_factory=dict)
     #: Grant id -> revocation reason, for revoked grants.
     revoked_grants: Mapping[int, str] = field(default_factory=dict)
     #: NHI name -> status (``active``, ``suspended``, ``offboarded``).
@@ -67,9 +69,11 @@ class LiveCheckReader:
         users = {s.user for s in subjects if s.user is not None}
         grants = {s.grant_id for s in subjects if s.grant_id is not None}
         nhis = {s.nhi for s in subjects if s.nhi is not None}
+        enabled = self._users.enabled_among(users)
         return LiveChecks(
             terminations=self._ledger.termination_requests(session_ids),
-            disabled_users=self._users.disabled_among(users),
+            disabled_users=frozenset(name for name in users if name not in enabled),
+            enabled_users=enabled,
             revoked_grants=self._requests.revoked_among(grants),
             nhi_status=self._machines.statuses(nhis),
         )

@@ -25,6 +25,9 @@ import asyncssh
 from gateway.domain.recordings.tap import SessionTap
 from gateway.ssh.channel import SessionChannel
 
+#: How long the target's EOF waits for the exit status that usually follows it at once.
+EOF_GRACE_SECONDS = 1.0
+
 
 class PayloadFilter(Protocol):
     """A hook between the two channels of a session (file-transfer audit and policy).
@@ -73,6 +76,11 @@ class RelayPipe:
         self._recording_full = False
         #: Target stdout not yet sent to the client (see from_target).
         self._target_output: list[bytes] = []
+        #: The target's exit status or signal, once it sent one.
+        self.exit: TargetExit | None = None
+        self._target_eof = False
+        self._eof_timer: asyncio.TimerHandle | None = None
+        self._reported = False
 
     # -- client to target ---------------------------------------------------
 
@@ -146,10 +154,36 @@ class RelayPipe:
         if data:
             self._client.write(data)
 
+    def exit_received(
+        self, status: int | None, signal: tuple[str, bool, str, str] | None
+    ) -> None:
+        """The target sent the command's exit status (or signal)."""
+        self.exit = TargetExit(status, signal, None)
+        if self._target_eof:
+            self._report(self.exit)
+
     def target_eof(self) -> None:
-        """The target will send no more output."""
+        """The target will send no more output.
+
+        The client must get the exit status before our EOF: an OpenSSH client
+        whose input is done closes its channel on EOF, and once it has closed
+        nothing more can be sent (sshd, unlike asyncssh, still sends the
+        status after a client's close). sshd itself often sends its EOF a
+        moment *before* the exit status (the pipe closes before the child is
+        reaped), so the EOF waits up to EOF_GRACE_SECONDS for the status; a
+        command that closes its output and runs on gets the EOF after that.
+        """
         self.flush()
-        if self._client.is_open:
+        self._target_eof = True
+        if self.exit is not None:
+            self._report(self.exit)
+        elif self._eof_timer is None:
+            self._eof_timer = asyncio.get_running_loop().call_later(
+                EOF_GRACE_SECONDS, self._forward_eof
+            )
+
+    def _forward_eof(self) -> None:
+        if self.exit is None and not self._reported:
             self._client.write_eof()
 
     def target_window_full(self, full: bool) -> None:
@@ -162,10 +196,14 @@ class RelayPipe:
     def target_closed(self, exc: Exception | None) -> None:
         """The target's channel closed: report how it ended."""
         self.flush()
-        upstream = self.upstream
-        status = upstream.get_exit_status() if upstream is not None else None
-        signal = upstream.get_exit_signal() if upstream is not None else None
-        self._on_target_closed(TargetExit(status, signal, exc))
+        self._report(self.exit or TargetExit(None, None, exc))
+
+    def _report(self, ended: TargetExit) -> None:
+        if self._eof_timer is not None:
+            self._eof_timer.cancel()
+        if not self._reported:
+            self._reported = True
+            self._on_target_closed(ended)
 
     # -- the recording ------------------------------------------------------------
 
@@ -200,6 +238,14 @@ class UpstreamSession(asyncssh.SSHClientSession[bytes]):
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._pipe.from_target(data, datatype)
+
+    def exit_status_received(self, status: int) -> None:
+        self._pipe.exit_received(status, None)
+
+    def exit_signal_received(
+        self, signal: str, core_dumped: bool, msg: str, lang: str
+    ) -> None:
+        self._pipe.exit_received(None, (signal, core_dumped, msg, lang))
 
     def eof_received(self) -> bool:
         self._pipe.target_eof()

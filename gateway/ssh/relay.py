@@ -244,7 +244,14 @@ class RelayedSession:
         self._host.watch.discard(self)
         if self._upstream_conn is not None:
             self._upstream_conn.close()
-        if self._opened is not None:
+        if self._opened is None:
+            return
+        ended = self._pipe.exit if self._pipe is not None else None
+        if ended is not None:
+            # The command had ended: its status stays in the record whoever closed first.
+            signal = ended.exit_signal[0] if ended.exit_signal else None
+            self._finish("closed", exit_status=ended.exit_status, exit_signal=signal)
+        else:
             self._finish("closed", reason="client disconnected")
 
     def terminate(self, reason: str) -> None:
@@ -309,7 +316,8 @@ class RelayedSession:
         return self._finished
 
     def check_time(self) -> str | None:
-        return self._rules.check_time(self._channel.tell_user)
+        reason = self._rules.check_time(self._channel.tell_user)
+        return f"{reason}; the session was closed" if reason else None
 
     def ended_because(self, checks: LiveChecks) -> str | None:
         """A termination asked for (console), or the lane's own revocation checks."""

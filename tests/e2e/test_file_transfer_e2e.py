@@ -528,3 +528,38 @@ def test_forward_under_a_grant_closes_when_the_grant_is_revoked(
         process.wait(timeout=10)
     assert revoked and revoked[0].authority == f"grant:{grant_id}"
     assert "incident 7" in revoked[0].reason
+
+
+def test_forward_under_an_allow_rule_ends_when_the_user_is_disabled(
+    gw: Gateway, echo: EchoServer
+) -> None:
+    """An open ``ssh -L`` is not a standing decision: disabling the user closes what is open
+    and refuses every new forwarded connection on the same SSH connection."""
+    user = gw.make_user(groups=("ft-allow",))
+    local_port = free_port()
+    process = start_forward(gw, user, local_port, f"127.0.0.1:{echo.port}")
+    try:
+        with socket.create_connection(("127.0.0.1", local_port), timeout=10) as conn:
+            conn.sendall(b"ping")
+            assert conn.recv(10) == b"ping"
+            assert gw.cli("user", "disable", user.name).returncode == 0
+            disabled_at = time.monotonic()
+            conn.settimeout(10)
+            assert conn.recv(10) == b""  # closed by the gateway
+            assert time.monotonic() - disabled_at < 4
+        with socket.create_connection(("127.0.0.1", local_port), timeout=10) as again:
+            again.settimeout(10)
+            try:
+                again.sendall(b"ping")
+                reply = again.recv(10)
+            except ConnectionResetError:
+                reply = b""
+            assert reply == b""  # the ssh client's channel open was refused
+        closed = [r for r in file_events(gw, user, want=2, action="forward.closed")
+                  if "was disabled" in r.reason]  # fmt: skip
+        refused = file_events(gw, user, want=1, action="channel.refused")
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    assert closed, "the open forward was closed with the reason"
+    assert refused and "is disabled" in refused[0].details

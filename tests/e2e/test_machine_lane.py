@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncssh
@@ -702,3 +704,28 @@ def test_readme_lifecycle_script_runs_with_stock_openssh(gateway: Gateway, tmp_p
             "machine.renewed", "machine.offboarded", "machine.revoked",
             "auth.refused"} <= actions  # fmt: skip
     assert not human_trail_mentions(gateway, "svc-report")
+
+
+def test_every_multiplexed_command_gets_its_exit_status(
+    gateway: Gateway, services: GatewayServices, tmp_path: Path
+) -> None:
+    """Ansible's way: one ControlMaster connection, many commands, each exit status exact."""
+    workload = register(services, tmp_path, commands=("re:exit [0-9]",))
+    issue(services, workload)
+    mux = ("-o", f"ControlPath={tmp_path / 'mux'}", "-o", "ControlMaster=auto",
+           "-o", "ControlPersist=60")  # fmt: skip
+    try:
+        assert run(gateway, workload, "exit 0", extra=mux).returncode == 0  # starts the master
+
+        def one(index: int) -> int:
+            return run(gateway, workload, f"exit {index % 7}", extra=mux).returncode
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(one, range(50)))
+    finally:
+        subprocess.run(["ssh", "-o", f"ControlPath={tmp_path / 'mux'}", "-O", "exit", "x"],
+                       capture_output=True, timeout=10)  # fmt: skip
+    assert codes == [index % 7 for index in range(50)]
+    ends = machine_events(gateway, workload.name, "session.end", want=51, timeout=30)
+    statuses = Counter(json.loads(end.details)["exit_status"] for end in ends)
+    assert statuses == Counter([0] + [index % 7 for index in range(50)])

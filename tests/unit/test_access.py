@@ -192,3 +192,31 @@ def test_reachable_targets(domain: Domain) -> None:
     assert dee is not None and vic is not None
     assert [t.name for t in domain.access.reachable_targets(dee)] == ["web01", "db01"]
     assert domain.access.reachable_targets(vic) == []
+
+
+def test_live_access_is_judged_again_with_current_groups_and_time(domain: Domain) -> None:
+    al = domain.users.get("al")
+    assert al is not None
+    assert domain.access.still_allowed(al, "web01", "root", source="h", at=NOW, grant=None) is None
+    domain.users.set_groups("al", ["visitors"], actor="tests")
+    now_visitor = domain.users.get("al")
+    assert now_visitor is not None
+    denied = domain.access.still_allowed(now_visitor, "web01", "root", source="h", at=NOW,
+                                         grant=None)  # fmt: skip
+    assert denied is not None and denied.refusal == Refusal.POLICY
+
+
+def test_live_access_under_an_approval_rule_needs_its_grant(domain: Domain) -> None:
+    al = domain.users.get("al")
+    assert al is not None
+    needed = domain.access.decide("al", "db01", None, source="h", at=NOW)
+    assert isinstance(needed, NeedsApproval)
+    request = domain.requests.create(user="al", target="db01", account="postgres",
+                                     rule=needed.rule, reason="rotate keys", source="h")
+    domain.requests.approve(request.id, "lee", "ok")
+    allowed = domain.access.decide("al", "db01", None, source="h", at=NOW)
+    assert isinstance(allowed, Allowed) and allowed.grant is not None
+    assert domain.access.still_allowed(al, "db01", "postgres", source="h", at=NOW,
+                                       grant=allowed.grant) is None  # fmt: skip
+    without = domain.access.still_allowed(al, "db01", "postgres", source="h", at=NOW, grant=None)
+    assert without is not None and "has no grant" in without.reason

@@ -6,8 +6,10 @@ and a ``direct-tcpip`` channel on it, so the destination sees the target's
 network view, never the gateway's. Each connection is audited:
 ``forward.opened`` (destination, target, account, authority) before any
 byte flows, and ``forward.closed`` with the bytes each way and the
-duration. A refusal is audited as ``channel.refused``. A forward under a
-grant is closed within about a second of the grant ending or being revoked.
+duration. A refusal is audited as ``channel.refused``. A forward is closed
+within about two seconds of what allowed it ending, as a session is
+(:mod:`gateway.ssh.human.live_rules`): its grant ending or revoked, its user
+disabled, the policy no longer allowing it.
 """
 
 from __future__ import annotations
@@ -16,17 +18,16 @@ import asyncio
 import dataclasses
 import logging
 import time
-from datetime import UTC, datetime
 
 import asyncssh
 
-from gateway.domain.access import Denied, Destination, NeedsApproval, parse_login_name
-from gateway.domain.approvals import GrantView
+from gateway.domain.access import Allowed, Denied, NeedsApproval, parse_login_name
 from gateway.domain.audit.trail import ActorType, AuditEvent
 from gateway.domain.identities import UserView
 from gateway.domain.live_checks import LiveChecks, WatchSubject
 from gateway.domain.transfer.policy import forward_allowed
 from gateway.errors import PamgateError
+from gateway.ssh.human.live_rules import HumanLiveRules
 from gateway.ssh.relay import SessionHost
 from gateway.ssh.upstream import connect_upstream
 
@@ -56,11 +57,11 @@ class LocalForward:
         self._closed = False
         self._destination_text = ""
         self._opened: AuditEvent | None = None
-        #: The grant the forward runs under; the lane's watch closes it when that ends.
-        self._grant: GrantView | None = None
+        #: What ends the forward (grant, user, policy), checked by the lane's watch.
+        self._rules = HumanLiveRules(host.services.access, user.name, source)
 
-    def decide(self, dest_host: str, dest_port: int) -> Destination:
-        """The destination (target, account, authority) if the rule allows ``host:port``.
+    def decide(self, dest_host: str, dest_port: int) -> Allowed:
+        """The access decision, if it allows the login's target and the rule ``host:port``.
 
         Asks the one access decision afresh for each forwarded connection.
         Raises ForwardRefused with a reason for the audit trail and the client.
@@ -79,17 +80,17 @@ class LocalForward:
             raise ForwardRefused(
                 f"rule {decision.rule.id} does not allow forwarding to {dest_host}:{dest_port}"
             )
-        return decision.destination
+        return decision
 
     async def open(self, dest_host: str, dest_port: int) -> asyncssh.SSHTCPSession[bytes]:
         """Decide, audit, connect through the target; the client side's session."""
         self._destination_text = f"{dest_host}:{dest_port}"
-        destination = await asyncio.to_thread(self.decide, dest_host, dest_port)
-        target, account = destination.target, destination.account
+        allowed = await asyncio.to_thread(self.decide, dest_host, dest_port)
+        target, account = allowed.target, allowed.account
         opened = AuditEvent(
             actor=self._user.name, actor_type=ActorType.HUMAN, action="forward.opened",
             target=target.name, account=account, source=self._source,
-            authority=destination.authority, details={"destination": self._destination_text},
+            authority=allowed.authority, details={"destination": self._destination_text},
         )  # fmt: skip
         if not await self._host.record(opened):
             raise ForwardRefused("the forwarded connection could not be audited")
@@ -121,30 +122,26 @@ class LocalForward:
             self._upstream_conn.close()
             self.closed(f"the target could not connect: {exc.reason}")
             raise
-        if destination.grant is not None:
-            self._grant = destination.grant
-            self._host.watch.add(self)
+        self._rules.admitted(allowed)
+        self._host.watch.add(self)
         return _ForwardChannel(self, "client")
 
     # -- what the lane's watch asks (gateway/ssh/watch.py) ------------------
 
     @property
     def watch_subject(self) -> WatchSubject:
-        return WatchSubject(None, grant_id=self._grant.id if self._grant else None)
+        return self._rules.subject(None)
 
     @property
     def watch_finished(self) -> bool:
         return self._closed
 
     def check_time(self) -> str | None:
-        if self._grant is not None and datetime.now(UTC) >= self._grant.ends_at:
-            return f"{self._grant.authority} ended"
-        return None
+        # Nobody to warn: a forward has no terminal of its own.
+        return self._rules.check_time(lambda _warning: None)
 
     def ended_because(self, checks: LiveChecks) -> str | None:
-        if self._grant is not None and self._grant.id in checks.revoked_grants:
-            return f"{self._grant.authority} was revoked ({checks.revoked_grants[self._grant.id]})"
-        return None
+        return self._rules.revoked_because(checks)
 
     def terminate(self, reason: str) -> None:
         self.closed(reason)

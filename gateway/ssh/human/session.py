@@ -6,67 +6,25 @@ by the gateway itself. Anything else is admitted by
 :class:`~gateway.ssh.human.admission.Admission` (menu, the access decision,
 approval wait, break-glass), held to its rule's file-transfer limits and
 relayed (:class:`~gateway.ssh.relay.RelayedSession`). While it is live it ends
-when its grant ends (with warnings 5 and 1 minutes before) or is revoked, or
-when the user is disabled.
+as :mod:`gateway.ssh.human.live_rules` says: grant ended or revoked, user
+disabled, or the access decision no longer allowing it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import UTC, datetime
 
 from gateway.domain.access import parse_login_name
-from gateway.domain.approvals import GrantView
 from gateway.domain.audit.trail import ActorType, AuditEvent
 from gateway.domain.identities import UserView
-from gateway.domain.live_checks import LiveChecks, WatchSubject
 from gateway.domain.transfer.policy import transfer_policy_of_rule
 from gateway.errors import DestinationError
 from gateway.ssh.channel import GATEWAY_EXIT_STATUS, SessionChannel
 from gateway.ssh.human.admission import Admission
+from gateway.ssh.human.live_rules import HumanLiveRules
 from gateway.ssh.human.self_service import is_gateway_command, run_gateway_command
 from gateway.ssh.relay import Admitted, RelayedSession, SessionHost
 from gateway.ssh.transfer.filter import TransferScope, transfer_filter_for
-
-#: Seconds before a grant ends at which the user is warned.
-GRANT_WARNINGS = (300, 60)
-
-
-class HumanLiveRules:
-    """What ends a live human session: its grant's end or revocation, its user disabled."""
-
-    def __init__(self, user: str) -> None:
-        self._user = user
-        #: The grant the session runs under, once admission has settled it.
-        self.grant: GrantView | None = None
-        self._warned: set[int] = set()
-
-    def subject(self, session_id: str | None) -> WatchSubject:
-        grant_id = self.grant.id if self.grant is not None else None
-        return WatchSubject(session_id=session_id, user=self._user, grant_id=grant_id)
-
-    def check_time(self, tell_user: Callable[[str], None]) -> str | None:
-        grant = self.grant
-        if grant is None:
-            return None
-        left = (grant.ends_at - datetime.now(UTC)).total_seconds()
-        if left <= 0:
-            return f"grant #{grant.id} has ended; the session was closed"
-        total = (grant.ends_at - grant.starts_at).total_seconds()
-        for mark in GRANT_WARNINGS:
-            if left <= mark < total and mark not in self._warned:
-                self._warned.add(mark)
-                tell_user(f"access under grant #{grant.id} ends in {mark // 60} min")
-        return None
-
-    def revoked_because(self, checks: LiveChecks) -> str | None:
-        if self._user in checks.disabled_users:
-            return f"user {self._user} was disabled"
-        if self.grant is not None and self.grant.id in checks.revoked_grants:
-            reason = checks.revoked_grants[self.grant.id]
-            return f"grant #{self.grant.id} was revoked ({reason})"
-        return None
 
 
 class HumanSession:
@@ -78,7 +36,7 @@ class HumanSession:
         self._login_name = login_name
         self._source = source
         self._relayed: RelayedSession | None = None
-        self._rules = HumanLiveRules(user.name)
+        self._rules = HumanLiveRules(host.services.access, user.name, source)
 
     # -- the channel's callbacks (gateway.ssh.channel.ChannelHandler) ---------------
 
@@ -122,7 +80,7 @@ class HumanSession:
         if allowed is None:
             channel.exit(GATEWAY_EXIT_STATUS)
             return None
-        self._rules.grant = allowed.grant
+        self._rules.admitted(allowed)
         scope = TransferScope(allowed.authority, allowed.target.name, allowed.account)
         payload_filter = await transfer_filter_for(
             channel.request, transfer_policy_of_rule(allowed.rule), self._relayed, scope

@@ -1,0 +1,75 @@
+"""What ends a live human session or forward: the same judgement as the one that let it start.
+
+A human's session or ``ssh -L`` forward ends when its grant ends (users are
+warned 5 and 1 minutes before) or is revoked, when its user is disabled, and
+when the access decision, asked again each second with the user's current
+groups and the current time, no longer allows it (groups changed, a rule's
+hours passed). The lane's watch (:mod:`gateway.ssh.watch`) reads what changed
+for every live session in one round; these rules say what it means for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from gateway.domain.access import AccessDecisions, Allowed
+from gateway.domain.approvals import GrantView
+from gateway.domain.live_checks import LiveChecks, WatchSubject
+
+#: Seconds before a grant ends at which the user is warned.
+GRANT_WARNINGS = (300, 60)
+
+
+class HumanLiveRules:
+    """The live checks of one human session or forward (see the module docstring)."""
+
+    def __init__(self, access: AccessDecisions, user: str, source: str) -> None:
+        self._access = access
+        self._user = user
+        self._source = source
+        self._target: str | None = None
+        self._account: str | None = None
+        #: The grant the access runs under, once admission has settled it.
+        self.grant: GrantView | None = None
+        self._warned: set[int] = set()
+
+    def admitted(self, allowed: Allowed) -> None:
+        """Admission settled the access: from now on it is checked as it was decided."""
+        self._target, self._account = allowed.target.name, allowed.account
+        self.grant = allowed.grant
+
+    def subject(self, session_id: str | None) -> WatchSubject:
+        grant_id = self.grant.id if self.grant is not None else None
+        return WatchSubject(session_id=session_id, user=self._user, grant_id=grant_id)
+
+    def check_time(self, tell_user: Callable[[str], None]) -> str | None:
+        """A grant's end (on the event loop, each second), with warnings before it."""
+        grant = self.grant
+        if grant is None:
+            return None
+        left = (grant.ends_at - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            return f"grant #{grant.id} has ended"
+        total = (grant.ends_at - grant.starts_at).total_seconds()
+        for mark in GRANT_WARNINGS:
+            if left <= mark < total and mark not in self._warned:
+                self._warned.add(mark)
+                tell_user(f"access under grant #{grant.id} ends in {mark // 60} min")
+        return None
+
+    def revoked_because(self, checks: LiveChecks) -> str | None:
+        """Why the access must end given what changed (off the event loop), or None."""
+        if self._user in checks.disabled_users:
+            return f"user {self._user} was disabled"
+        if self.grant is not None and self.grant.id in checks.revoked_grants:
+            reason = checks.revoked_grants[self.grant.id]
+            return f"grant #{self.grant.id} was revoked ({reason})"
+        user = checks.enabled_users.get(self._user)
+        if user is None or self._target is None or self._account is None:
+            return None
+        denied = self._access.still_allowed(
+            user, self._target, self._account, source=self._source, at=datetime.now(UTC),
+            grant=self.grant,
+        )  # fmt: skip
+        return f"access is no longer allowed: {denied.reason}" if denied else None
