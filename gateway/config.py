@@ -236,6 +236,11 @@ class ConsoleSettings(_Section):
     idle_lock: Duration = "10m"
 
 
+#: Login targets that reach the gateway itself (``ssh -t bob:console@gw``, ``ssh bob:admin@gw
+#: COMMAND``), and the name the ledger gives it: no target may be called so.
+RESERVED_TARGET_NAMES = frozenset({"console", "admin", "pamgate"})
+
+
 class TargetSettings(_Section):
     """``[[targets]]``: one server reachable through the gateway."""
 
@@ -256,6 +261,15 @@ class TargetSettings(_Section):
     #: Labels that policy rules can select with ``label:NAME``.
     labels: list[Name] = []
     description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name_is_free(cls, name: str) -> str:
+        if name.lower() in RESERVED_TARGET_NAMES:
+            raise ValueError(
+                f"{name!r} is reserved: USER:{name}@gateway reaches the gateway itself"
+            )
+        return name
 
     @field_validator("host_keys")
     @classmethod

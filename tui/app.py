@@ -68,9 +68,15 @@ class PamgateConsole(App[None]):
         idle_lock_seconds: float | None = None,
         refresh_seconds: float = 1.0,
         clock: Callable[[], datetime] | None = None,
+        signed_in_as: UserView | None = None,
     ) -> None:
-        """``refresh_seconds`` and ``clock`` exist for tests that need a still picture."""
+        """``signed_in_as`` starts signed in (the console served over SSH, after the SSH
+        login's two factors), and then only that user can unlock it. ``refresh_seconds`` and
+        ``clock`` exist for tests that need a still picture."""
         super().__init__()
+        self._start_user = signed_in_as
+        #: The only user who may sign in (a console served over SSH), or None.
+        self.only_user = signed_in_as.name if signed_in_as is not None else None
         self.services = services
         self.refresh_seconds = refresh_seconds
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -105,6 +111,8 @@ class PamgateConsole(App[None]):
     def on_mount(self) -> None:
         self.push_screen(LoginScreen())
         self.set_interval(1.0, self._lock_when_idle)
+        if self._start_user is not None:
+            self.call_after_refresh(self.signed_in, self._start_user)
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key | events.MouseDown | events.MouseScrollDown):

@@ -54,8 +54,9 @@ class OpenedSession:
 
     session_id: str
     start: SessionStart
-    target: TargetSettings
-    #: The minted certificate, or None for a legacy target.
+    #: None when the session reaches the gateway itself (console, admin command).
+    target: TargetSettings | None
+    #: The minted certificate, or None for a legacy target or the gateway itself.
     credential: UpstreamCredential | None
     #: The static key of a legacy target (``upstream_auth = "key"``), else None.
     legacy_key_path: Path | None
@@ -79,22 +80,23 @@ class SessionSetup:
         self._upstream_ca = upstream_ca
 
     def open(
-        self, start: SessionStart, target: TargetSettings, terminal: Terminal | None
+        self, start: SessionStart, target: TargetSettings | None, terminal: Terminal | None
     ) -> OpenedSession:
-        """Set up a session for ``start`` towards ``target``; SessionRefused if it cannot be
+        """Set up a session for ``start`` towards ``target`` (None: the gateway itself, for
+        the console or an admin command, with no credential); SessionRefused if it cannot be
         recorded. Blocking (disk, database, signing): run it off the event loop."""
         session_id = self._ledger.new_session_id()
-        if target.upstream_auth == "key":
+        if target is not None and target.upstream_auth == "key":
             # A static target secret is a documented exception; say so in the record.
             start = dataclasses.replace(
                 start, authority=start.authority + ";exception=legacy-static-key"
             )
         credential, legacy_key = None, None
-        if target.upstream_auth == "certificate":
+        if target is not None and target.upstream_auth == "certificate":
             credential = self._upstream_ca().mint_upstream_certificate(
                 user=start.user, account=start.account, session_id=session_id
             )
-        else:
+        elif target is not None:
             legacy_key = self._config.resolve_path(target.key_file)  # type: ignore[arg-type]
             logger.warning(
                 'EXCEPTION: target %s uses a static legacy key (upstream_auth = "key")', target.name

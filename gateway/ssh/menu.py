@@ -57,13 +57,19 @@ class MenuChoice:
     account: str | None
 
 
+#: The menu entry (and login target) of the console served over SSH.
+CONSOLE = "console"
+
+
 class TargetMenu:
-    """Numbered list of reachable targets and a one-line prompt."""
+    """Numbered list of reachable targets (and the console, for those with a console role)
+    and a one-line prompt."""
 
     PROMPT = "Target (number or [account@]name, Ctrl-C to quit): "
 
-    def __init__(self, targets: list[TargetSettings]) -> None:
+    def __init__(self, targets: list[TargetSettings], *, console: bool = False) -> None:
         self._targets = targets
+        self._console = console
         self._editor = LineEditor(64)
 
     @property
@@ -72,14 +78,16 @@ class TargetMenu:
 
     def render(self) -> str:
         """The menu text, with CRLF line ends for a raw terminal."""
-        if not self._targets:
+        if not self._targets and not self._console:
             return "You may not reach any target. Ask an administrator for access.\r\n"
-        lines = ["Targets you may reach:"]
-        width = max(len(t.name) for t in self._targets)
+        lines = ["Targets you may reach:" if self._targets else "You may not reach any target."]
+        width = max((len(t.name) for t in self._targets), default=0)
         for number, target in enumerate(self._targets, 1):
             accounts = ", ".join(target.accounts)
             note = f"  {target.description}" if target.description else ""
             lines.append(f"  {number:>2}) {target.name:<{width}}  accounts: {accounts}{note}")
+        if self._console:
+            lines.append(f"   c) {CONSOLE}  requests, sessions, recordings, audit (your roles)")
         return "\r\n".join(lines) + "\r\n" + self.PROMPT
 
     def feed(self, data: bytes) -> tuple[bytes, MenuChoice | None]:
@@ -93,6 +101,8 @@ class TargetMenu:
         return echo, choice
 
     def _choose(self, text: str) -> MenuChoice | None:
+        if self._console and text in ("c", CONSOLE):
+            return MenuChoice(CONSOLE, None)
         if text.isdigit():
             index = int(text) - 1
             if 0 <= index < len(self._targets):

@@ -43,6 +43,27 @@ class PayloadFilter(Protocol):
     def finished(self) -> None: ...
 
 
+class TargetChannel(Protocol):
+    """The target side of a relayed session: a target's SSH channel, or a program the
+    gateway runs itself (:mod:`gateway.ssh.gateway_program`)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    def change_terminal_size(
+        self, width: int, height: int, pixwidth: int = 0, pixheight: int = 0
+    ) -> None: ...
+
+    def send_signal(self, signal: str) -> None: ...
+
+    def send_break(self, msec: int) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class TargetExit:
     """How the target's channel ended."""
@@ -68,7 +89,7 @@ class RelayPipe:
         self._tap = tap
         self._filter = payload_filter
         self._on_target_closed = on_target_closed
-        self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
+        self.upstream: TargetChannel | None = None
         self.bytes_to_target = 0
         self.bytes_from_target = 0
         #: Why target reading is paused: the client's window, the recording's backlog.

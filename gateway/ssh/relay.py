@@ -32,6 +32,7 @@ from gateway.domain.sessions import SessionEnd, SessionStart
 from gateway.errors import HostKeyMismatch, PamgateError
 from gateway.services import GatewayServices
 from gateway.ssh.channel import GATEWAY_EXIT_STATUS, SessionChannel
+from gateway.ssh.gateway_program import GatewayProgram, RunningProgram
 from gateway.ssh.pipe import PayloadFilter, RelayPipe, TargetExit, UpstreamSession
 from gateway.ssh.upstream import connect_upstream
 from gateway.ssh.watch import SessionWatch
@@ -75,8 +76,11 @@ def filter_environment(env: Mapping[str, str], allowed: list[str]) -> dict[str, 
     }
 
 
-#: What a handler's admission settles: where to go, and the file-transfer filter, if any.
-Admitted = tuple[Destination, PayloadFilter | None]
+#: What a handler's admission settles: where to go (a target, or a program the gateway runs
+#: itself), and the file-transfer filter, if any.
+Admitted = tuple[Destination | GatewayProgram, PayloadFilter | None]
+#: The target name the ledger records for sessions that reach the gateway itself.
+GATEWAY_TARGET = "pamgate"
 
 
 class RelayedSession:
@@ -102,7 +106,8 @@ class RelayedSession:
         self.source = source
         self._rules = rules
         self._opened: OpenedSession | None = None
-        self._upstream_conn: asyncssh.SSHClientConnection | None = None
+        #: Ends the target side: closes the target connection, or stops the gateway's program.
+        self._close_target: Callable[[], None] | None = None
         self._pipe: RelayPipe | None = None
         self._filter: PayloadFilter | None = None
         self._finished = False
@@ -142,15 +147,26 @@ class RelayedSession:
             self._finish("failed", reason=f"internal error: {exc!r}")
             self._channel.exit(GATEWAY_EXIT_STATUS)
 
-    async def _start(self, destination: Destination, payload_filter: PayloadFilter | None) -> None:
+    async def _start(
+        self, destination: Destination | GatewayProgram, payload_filter: PayloadFilter | None
+    ) -> None:
         services, request = self._services, self._channel.request
-        target, account = destination.target, destination.account
         self._filter = payload_filter
-        start = SessionStart(
-            lane=self.lane, user=self.actor, target=target.name, account=account,
-            source=self.source, authority=destination.authority, kind=request.kind,
-            command=request.command if request.subsystem is None else request.subsystem,
-        )  # fmt: skip
+        if isinstance(destination, GatewayProgram):
+            # The gateway itself, as target "pamgate": the console or an admin command.
+            target, start = None, SessionStart(
+                lane=self.lane, user=self.actor, target=GATEWAY_TARGET,
+                account=destination.name, source=self.source,
+                authority=destination.authority, kind=destination.name,
+                command=request.command,
+            )  # fmt: skip
+        else:
+            target, start = destination.target, SessionStart(
+                lane=self.lane, user=self.actor, target=destination.target.name,
+                account=destination.account, source=self.source,
+                authority=destination.authority, kind=request.kind,
+                command=request.command if request.subsystem is None else request.subsystem,
+            )  # fmt: skip
         terminal = None
         if request.term_type is not None:
             terminal = Terminal(request.term_type, request.term_size[0], request.term_size[1])
@@ -171,8 +187,30 @@ class RelayedSession:
 
         writer.on_error = on_error
         writer.on_drained = on_drained
+        pipe = RelayPipe(self._channel, opened.tap, payload_filter, self._target_closed)
+        self._pipe = pipe
+        if isinstance(destination, GatewayProgram):
+            program = RunningProgram(pipe)
+            self._close_target = program.close
+            size = (request.term_type, *request.term_size[:2]) if request.term_type else None
+            await program.start(destination, size)
+        else:
+            await self._connect(destination, opened, pipe)
+        if not self._channel.is_open:
+            self._close_target_side()
+            self._finish("closed", reason="client disconnected")
+            return
+        self._channel.attach(pipe)
+        self._host.watch.add(self)
+
+    async def _connect(
+        self, destination: Destination, opened: OpenedSession, pipe: RelayPipe
+    ) -> None:
+        """Connect to the target (pinned host key) and open the client's kind of channel."""
+        services, request = self._services, self._channel.request
+        target, account = destination.target, destination.account
         try:
-            self._upstream_conn = await connect_upstream(
+            connection = await connect_upstream(
                 target, account, opened.credential, legacy_key_path=opened.legacy_key_path,
                 timeout=services.config.upstream.connect_timeout_seconds,
             )  # fmt: skip
@@ -182,16 +220,13 @@ class RelayedSession:
                 session_id=opened.session_id,
             ))  # fmt: skip
             raise
+        self._close_target = connection.close
         if not self._channel.is_open:
-            self._upstream_conn.close()
-            self._finish("closed", reason="client disconnected")
             return
-        pipe = RelayPipe(self._channel, opened.tap, payload_filter, self._target_closed)
-        self._pipe = pipe
         env = filter_environment(self._channel.environment(), services.config.session.env_allow)
         pty = request.term_type is not None
         try:
-            await self._upstream_conn.create_session(
+            await connection.create_session(
                 lambda: UpstreamSession(pipe),
                 request.command if request.subsystem is None else (),
                 subsystem=request.subsystem,
@@ -210,19 +245,16 @@ class RelayedSession:
             raise PamgateError(
                 f"target {target.name!r} refused the session: {exc.reason}"
             ) from None
-        if not self._channel.is_open:
-            self._upstream_conn.close()
-            self._finish("closed", reason="client disconnected")
-            return
-        self._channel.attach(pipe)
-        self._host.watch.add(self)
+
+    def _close_target_side(self) -> None:
+        if self._close_target is not None:
+            self._close_target()
 
     def _target_closed(self, ended: TargetExit) -> None:
         """The target channel closed: pass on its exit status, or say why not."""
         if self._finished:
             return  # the gateway ended it (terminate), or the client left first
-        if self._upstream_conn is not None:
-            self._upstream_conn.close()
+        self._close_target_side()
         if ended.exit_signal is not None:
             signal, core_dumped, message, lang = ended.exit_signal
             self._finish("closed", exit_signal=signal)
@@ -242,8 +274,7 @@ class RelayedSession:
     def channel_closed(self) -> None:
         """The client's channel is gone."""
         self._host.watch.discard(self)
-        if self._upstream_conn is not None:
-            self._upstream_conn.close()
+        self._close_target_side()
         if self._opened is None:
             return
         ended = self._pipe.exit if self._pipe is not None else None
@@ -261,8 +292,7 @@ class RelayedSession:
         if self._pipe is not None:
             self._pipe.flush()
         self._channel.tell_user(reason)
-        if self._upstream_conn is not None:
-            self._upstream_conn.close()
+        self._close_target_side()
         self._finish("interrupted", reason=reason)
         self._channel.exit(GATEWAY_EXIT_STATUS)
 

@@ -20,6 +20,12 @@ class LoginScreen(Screen[None]):
         super().__init__()
         self._message = message
 
+    @property
+    def _only_user(self) -> str | None:
+        # A console served over SSH unlocks only for the person who logged in over SSH:
+        # the session and its recording are theirs.
+        return console_of(self).only_user
+
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="login"):
@@ -33,7 +39,13 @@ class LoginScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#user", Input).focus()
+        only = self._only_user
+        if only is not None:
+            user_field = self.query_one("#user", Input)
+            user_field.value, user_field.disabled = only, True
+            self.query_one("#password", Input).focus()
+        else:
+            self.query_one("#user", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         following = {"user": "#password", "password": "#code"}
@@ -51,6 +63,9 @@ class LoginScreen(Screen[None]):
         code = self.query_one("#code", Input).value.strip()
         if not (name and password and code):
             self.query_one("#message", Label).update("Give the user name, password and code.")
+            return
+        if self._only_user is not None and name != self._only_user:
+            self.query_one("#message", Label).update(f"Only {self._only_user} can sign in here.")
             return
         self.query_one("#message", Label).update("Checking...")
         self.query_one("#sign-in", Button).disabled = True

@@ -14,15 +14,17 @@ services'.
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from gateway.domain.access import Allowed, Denied, NeedsApproval, parse_login_name
 from gateway.domain.approvals import GrantView, RequestView
 from gateway.domain.breakglass import BreakGlassError
 from gateway.domain.identities import UserView
+from gateway.domain.operators import roles_for
 from gateway.errors import AccessDenied, DestinationError
 from gateway.services import GatewayServices
 from gateway.ssh.dialog import TerminalDialog
-from gateway.ssh.menu import TargetMenu
+from gateway.ssh.menu import CONSOLE, TargetMenu
 
 
 class Admission:
@@ -45,8 +47,9 @@ class Admission:
         self._dialog = dialog
         self._pty = pty
 
-    async def settle(self) -> Allowed | None:
-        """The allowed destination, or None if the user gave up (or left)."""
+    async def settle(self) -> Allowed | Literal["console"] | None:
+        """The allowed destination, ``"console"`` if the user chose the console in the menu,
+        or None if the user gave up (or left)."""
         login = parse_login_name(self._login_name)
         if login.target is not None:
             return await self._admit(login.target, login.account)
@@ -58,12 +61,15 @@ class Admission:
                 f"no target given: log in as {name}:TARGET "
                 f"(or {name}:ACCOUNT@TARGET). Targets you may reach: {names}"
             )
-        menu = TargetMenu(reachable)
+        console = bool(roles_for(self._user.groups, self._services.config.console))
+        menu = TargetMenu(reachable, console=console)
         text = menu.render()
         while True:
             choice = await self._dialog.choose_target(menu, text)
             if choice is None:
                 return None
+            if choice.target == CONSOLE:
+                return "console"
             try:
                 return await self._admit(choice.target, choice.account)
             except DestinationError as exc:

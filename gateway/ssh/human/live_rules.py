@@ -4,7 +4,8 @@ A human's session or ``ssh -L`` forward ends when its grant ends (users are
 warned 5 and 1 minutes before) or is revoked, when its user is disabled, and
 when the access decision, asked again each second with the user's current
 groups and the current time, no longer allows it (groups changed, a rule's
-hours passed). The lane's watch (:mod:`gateway.ssh.watch`) reads what changed
+hours passed). A console or admin session over SSH ends when its user no
+longer holds a console role. The lane's watch (:mod:`gateway.ssh.watch`) reads what changed
 for every live session in one round; these rules say what it means for one.
 """
 
@@ -13,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from gateway.config import ConsoleSettings
 from gateway.domain.access import AccessDecisions, Allowed
 from gateway.domain.approvals import GrantView
 from gateway.domain.live_checks import LiveChecks, WatchSubject
+from gateway.domain.operators import roles_for
 
 #: Seconds before a grant ends at which the user is warned.
 GRANT_WARNINGS = (300, 60)
@@ -32,12 +35,18 @@ class HumanLiveRules:
         self._account: str | None = None
         #: The grant the access runs under, once admission has settled it.
         self.grant: GrantView | None = None
+        self._console: ConsoleSettings | None = None
         self._warned: set[int] = set()
 
     def admitted(self, allowed: Allowed) -> None:
         """Admission settled the access: from now on it is checked as it was decided."""
         self._target, self._account = allowed.target.name, allowed.account
         self.grant = allowed.grant
+
+    def admitted_operator(self, settings: ConsoleSettings) -> None:
+        """The session is the console or an admin command: it lasts while the user holds a
+        console role (``[console]`` groups)."""
+        self._console = settings
 
     def subject(self, session_id: str | None) -> WatchSubject:
         grant_id = self.grant.id if self.grant is not None else None
@@ -66,6 +75,10 @@ class HumanLiveRules:
             reason = checks.revoked_grants[self.grant.id]
             return f"grant #{self.grant.id} was revoked ({reason})"
         user = checks.enabled_users.get(self._user)
+        if user is not None and self._console is not None:
+            if roles_for(user.groups, self._console):
+                return None
+            return f"{self._user} no longer has a console role"
         if user is None or self._target is None or self._account is None:
             return None
         denied = self._access.still_allowed(

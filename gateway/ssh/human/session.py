@@ -20,8 +20,10 @@ from gateway.domain.identities import UserView
 from gateway.domain.transfer.policy import transfer_policy_of_rule
 from gateway.errors import DestinationError
 from gateway.ssh.channel import GATEWAY_EXIT_STATUS, SessionChannel
+from gateway.ssh.gateway_program import GatewayProgram
 from gateway.ssh.human.admission import Admission
 from gateway.ssh.human.live_rules import HumanLiveRules
+from gateway.ssh.human.operator_session import OPERATOR_SERVICES, operator_program
 from gateway.ssh.human.self_service import is_gateway_command, run_gateway_command
 from gateway.ssh.relay import Admitted, RelayedSession, SessionHost
 from gateway.ssh.transfer.filter import TransferScope, transfer_filter_for
@@ -72,11 +74,16 @@ class HumanSession:
         if await self._ran_gateway_command(channel):
             return None
         assert channel.dialog is not None and self._relayed is not None
+        login = parse_login_name(self._login_name)
+        if login.target in OPERATOR_SERVICES and login.account is None:
+            return await self._admit_operator(channel, login.target), None
         admission = Admission(
             self._host.services, self._user, self._login_name, self._source, channel.dialog,
             pty=channel.request.pty,
         )  # fmt: skip
         allowed = await admission.settle()
+        if allowed == "console":
+            return await self._admit_operator(channel, "console"), None
         if allowed is None:
             channel.exit(GATEWAY_EXIT_STATUS)
             return None
@@ -86,6 +93,16 @@ class HumanSession:
             channel.request, transfer_policy_of_rule(allowed.rule), self._relayed, scope
         )
         return allowed.destination, payload_filter
+
+    async def _admit_operator(self, channel: SessionChannel, service: str) -> GatewayProgram:
+        """The console or an admin command for this user (see operator_session)."""
+        services = self._host.services
+        program = await asyncio.to_thread(
+            operator_program, services.config, services.operator_actions(self._user.name),
+            self._user, service, channel.request,
+        )  # fmt: skip
+        self._rules.admitted_operator(services.config.console)
+        return program
 
     async def _ran_gateway_command(self, channel: SessionChannel) -> bool:
         """Run a self-service command (request, requests, breakglass) if that is what came."""
