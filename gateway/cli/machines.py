@@ -133,7 +133,7 @@ def add_commands(commands: Subcommands) -> None:
     )
     what = revoke.add_mutually_exclusive_group(required=True)
     what.add_argument("name", nargs="?", help="an NHI: all its outstanding certificates")
-    what.add_argument("--serial", type=int, help="one certificate serial")
+    what.add_argument("--serial", type=int, help="one certificate serial (1 to 2^64-1)")
     what.add_argument("--key-id", help="every certificate with this key id")
     what.add_argument("--key", type=Path, metavar="FILE", help="every certificate on this key")
     revoke.add_argument("--reason", default="", help="kept in the machine audit trail")
@@ -321,8 +321,11 @@ def cmd_machine_revoke(args: argparse.Namespace) -> int:
 def cmd_machine_krl(args: argparse.Namespace) -> int:
     _check_writable(args.output)
     with open_services(args) as services:
-        count = services.machine_revocations.write_krl(args.output)
-    print(f"wrote {args.output} with {count} revocation(s)")
+        written = services.machine_revocations.write_krl(args.output)
+    print(f"wrote {args.output} with {written.entries} revocation(s)")
+    for entry, why in written.left_out:
+        print(f"warning: left out {entry.kind.replace('_', ' ')} {entry.value[:80]!r}: {why} "
+              "(the gateway still refuses it)", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -5,7 +5,7 @@ Certificates are signed by the stock ``ssh-keygen -s``, so they are exactly
 what OpenSSH makes and reads: principal = the NHI name only; key id naming
 the NHI, serial, lineage and generation; a serial unique for the life of the database; validity
 from now−60 s to now+ttl (ttl ≤ the NHI's maximum); ``force-command`` when
-the NHI has exactly one exact command; ``source-address`` when it has
+the NHI has exactly one exact command and no SFTP; ``source-address`` when it has
 networks; ``permit-pty`` only if allowed; and the extension
 ``scope@pamgate`` naming the registration.
 """
@@ -29,6 +29,11 @@ from gateway.errors import CertificateAuthorityError
 from gateway.store.models import IssuedCertificate
 
 BACKDATE_SECONDS = 60
+#: OpenSSH serials are unsigned 64-bit. Serial 0 means "no serial": OpenSSH never
+#: revokes it by serial (krl.c ignores it; ``ssh-keygen -k`` refuses ``serial: 0``).
+MAX_SERIAL = 2**64 - 1
+#: The store's integers are signed 64-bit: pamgate never issued a serial above this.
+_MAX_STORED_SERIAL = 2**63 - 1
 #: Lifetime of a certificate when none is asked for (capped at the NHI's maximum).
 DEFAULT_CERTIFICATE_TTL = 300
 SIGN_TIMEOUT_SECONDS = 5
@@ -41,7 +46,7 @@ class CertificateScope:
 
     #: The only principal: the NHI's name.
     principal: str
-    #: ``force-command``, when the NHI has exactly one exact command.
+    #: ``force-command``, when the NHI has exactly one exact command (and no SFTP).
     force_command: str | None
     #: ``source-address`` networks, if any.
     source_addresses: tuple[str, ...]
@@ -177,6 +182,13 @@ class MachineCA:
                 doing="sign", timeout=SIGN_TIMEOUT_SECONDS,
             )  # fmt: skip
             return (Path(folder) / "key-cert.pub").read_text().strip()
+
+
+def issued_certificate(db: Session, serial: int) -> IssuedCertificate | None:
+    """The certificate a gateway CA issued with ``serial``, if any (any 64-bit serial)."""
+    if not 1 <= serial <= _MAX_STORED_SERIAL:
+        return None  # a serial pamgate cannot have issued; the store could not even look it up
+    return db.get(IssuedCertificate, serial)
 
 
 def _run_keygen(args: list[str], *, doing: str, timeout: float) -> None:

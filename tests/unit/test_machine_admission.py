@@ -136,7 +136,7 @@ def test_lifetime_ceiling_allows_the_backdating(lab: Lab) -> None:
         ((), "no principals"),
         (("-n", "other"), "do not include 'svc'"),
         (("-n", "svc", "-O", "critical:odd@x=1"), "unknown critical option"),
-        (("-n", "svc", "-O", "verify-required"), "unknown critical option"),
+        (("-n", "svc", "-O", "verify-required"), "verify-required"),
         (("-n", "svc", "-O", "source-address=10.0.0.0/8"), "outside the certificate"),
     ],
 )

@@ -36,6 +36,7 @@ from gateway.crypto.machine_ca import (
     DEFAULT_CERTIFICATE_TTL,
     MachineCA,
     SignedCertificate,
+    issued_certificate,
 )
 from gateway.domain.alerts import WebhookAlerts
 from gateway.domain.audit.trail import (
@@ -356,7 +357,7 @@ class MachineCredentials:
 
 
 def _issued_row(db: Session, certificate: PresentedCertificate) -> IssuedCertificate | None:
-    row = db.get(IssuedCertificate, certificate.serial)
+    row = issued_certificate(db, certificate.serial)
     if row is None or row.ca != "machine" or row.key_id != certificate.key_id:
         return None
     return row
