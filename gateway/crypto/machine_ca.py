@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import BigInteger, bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.crypto.keys import parse_public_key_line
@@ -32,7 +33,8 @@ BACKDATE_SECONDS = 60
 #: OpenSSH serials are unsigned 64-bit. Serial 0 means "no serial": OpenSSH never
 #: revokes it by serial (krl.c ignores it; ``ssh-keygen -k`` refuses ``serial: 0``).
 MAX_SERIAL = 2**64 - 1
-#: The store's integers are signed 64-bit: pamgate never issued a serial above this.
+#: Past this, a serial cannot even be looked up (SQLite's integers are signed 64-bit);
+#: pamgate, which numbers its certificates from 1, never issued one.
 _MAX_STORED_SERIAL = 2**63 - 1
 #: Lifetime of a certificate when none is asked for (capped at the NHI's maximum).
 DEFAULT_CERTIFICATE_TTL = 300
@@ -187,8 +189,11 @@ class MachineCA:
 def issued_certificate(db: Session, serial: int) -> IssuedCertificate | None:
     """The certificate a gateway CA issued with ``serial``, if any (any 64-bit serial)."""
     if not 1 <= serial <= _MAX_STORED_SERIAL:
-        return None  # a serial pamgate cannot have issued; the store could not even look it up
-    return db.get(IssuedCertificate, serial)
+        return None
+    # Bound as BIGINT: on PostgreSQL the column is a 32-bit INTEGER, and a serial above
+    # 2^31 bound as one would be an error instead of "no such certificate".
+    wanted = bindparam("serial", serial, type_=BigInteger)
+    return db.scalars(select(IssuedCertificate).where(IssuedCertificate.serial == wanted)).first()
 
 
 def _run_keygen(args: list[str], *, doing: str, timeout: float) -> None:

@@ -144,7 +144,7 @@ class SftpPathGuard:
                 if check.complete:
                     self._check = None
                     self._decide(check)
-                    self._send_to_target(self._drain())
+                    self._send(self._drain())
                 continue
             if reply_id is not None:
                 self._outstanding.discard(reply_id)
@@ -246,7 +246,11 @@ class SftpPathGuard:
                              f"{shown!r} resolves to {where!r}, outside the allowed paths "
                              f"({', '.join(self._policy.paths or ())})")  # fmt: skip
                 return
-        self._send_to_target(self._forward(body))
+        self._send(self._forward(body))
+
+    def _send(self, data: bytes) -> None:
+        if data:
+            self._send_to_target(data)
 
     def _refuse(self, check: _Check, path: str, code: int, why: str) -> None:
         message = f"pamgate: {why} ({self._policy.source})"
