@@ -83,6 +83,13 @@ class UserKeyRules:
             return f"an RSA key of {rsa_bits} bits is refused (at least {MIN_RSA_BITS})"
         return None
 
+    def public_key_refusal(self, blob: bytes) -> str | None:
+        """Why a public key blob is refused (its type and size), or None."""
+        facts = public_key_facts(blob)
+        if facts is None:
+            return "the public key cannot be read"
+        return self.key_refusal(facts.key_type, facts.rsa_bits)
+
     def request_refusal(
         self, requested: str, key_blob_type: str, signature_algorithm: str
     ) -> str | None:
@@ -156,12 +163,11 @@ def user_auth_refusal(
     query, which names no signature: then only the key is judged) and
     ``signature`` the signature blob, as asyncssh hands them to the server.
     """
-    facts = public_key_facts(key_blob)
-    if facts is None:
-        return "the public key cannot be read"
-    refused = rules.key_refusal(facts.key_type, facts.rsa_bits)
+    refused = rules.public_key_refusal(key_blob)
     if refused or not request:
         return refused
+    facts = public_key_facts(key_blob)
+    assert facts is not None  # public_key_refusal read it
     try:
         packet = SSHPacket(request)
         if packet.get_byte() != _MSG_USERAUTH_REQUEST:

@@ -22,8 +22,10 @@ from gateway.crypto.certificates import is_certificate
 class AuditsRefusedKeys:
     """Server mixin: the lane's key rules, and where refused keys are reported."""
 
-    #: The user keys and signature algorithms the lane accepts.
-    key_rules: UserKeyRules
+    @property
+    def key_rules(self) -> UserKeyRules:
+        """The user keys and signature algorithms the lane accepts."""
+        raise NotImplementedError
 
     def key_refused(self, username: str, key_data: bytes, reason: str) -> None:
         """Audit a key refused by the lane's rules (once per key and reason is enough)."""

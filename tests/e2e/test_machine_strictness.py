@@ -163,10 +163,13 @@ def test_dsa_keys_are_refused_on_the_machine_lane(
 ) -> None:
     workload = register(services, tmp_path)
     workload.key = keypair(tmp_path, f"{workload.name}-dsa", "dsa")
-    issue(services, workload)
+    sign(gateway, workload)  # ssh-keygen signs it; pamgate itself will not (below)
     result = login(gateway, workload, "-o", f"PubkeyAcceptedAlgorithms=+ssh-dss{CERT},ssh-dss")
     assert result.returncode == 255 and b"machine-ok" not in result.stdout
     assert "ssh-dss (DSA, SHA-1) keys are not accepted" in refused_because(gateway, workload.name)
+    issued = gateway.cli("machine", "issue", workload.name, "--pubkey",
+                         str(workload.key.with_suffix(".pub")))  # fmt: skip
+    assert issued.returncode != 0 and "ssh-dss (DSA, SHA-1) keys are not accepted" in issued.stderr
 
 
 def test_sha1_signatures_and_dsa_keys_are_refused_on_the_human_lane(

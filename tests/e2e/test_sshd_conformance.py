@@ -302,6 +302,8 @@ def test_summary(outcomes: dict[str, Outcome], capsys: pytest.CaptureFixture[str
         print(f"\nsshd conformance: {len(outcomes)} cases, {len(less)} less strict than sshd, "
               f"{len(stricter)} deliberately stricter ({', '.join(sorted(stricter))})")  # fmt: skip
     assert len(outcomes) == len(CASES) and not less
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"{len(CASES)} cases, 0 less strict than sshd" in readme  # the README says so
 
 
 class _Bench:

@@ -33,7 +33,7 @@ import asyncssh
 from asyncssh.auth import KbdIntChallenge, KbdIntResponse
 
 from gateway.config import ListenerSettings
-from gateway.crypto.algorithms import HUMAN_LANE_KEYS
+from gateway.crypto.algorithms import HUMAN_LANE_KEYS, UserKeyRules
 from gateway.crypto.certificates import (
     CertificateMalformed,
     fingerprint_of_blob,
@@ -204,7 +204,9 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
 
     # -- keys refused before any factor counts (gateway.ssh.user_keys) --------
 
-    key_rules = HUMAN_LANE_KEYS
+    @property
+    def key_rules(self) -> UserKeyRules:
+        return self._lane.key_rules
 
     def key_refused(self, username: str, key_data: bytes, reason: str) -> None:
         fingerprint = fingerprint_of_blob(key_data)

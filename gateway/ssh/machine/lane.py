@@ -35,7 +35,7 @@ from asyncssh.public_key import (
 )
 
 from gateway.config import ListenerSettings
-from gateway.crypto.algorithms import MACHINE_LANE_KEYS
+from gateway.crypto.algorithms import MACHINE_LANE_KEYS, UserKeyRules
 from gateway.crypto.certificates import (
     fingerprint_of_blob,
     is_certificate,
@@ -61,7 +61,9 @@ MAX_KEYS_PER_CONNECTION = 8
 MAX_REFUSALS_KEPT = 16
 
 
-class MachineLaneConnection(ChecksUserKeys, RefusesAgentAndX11, asyncssh.SSHServerConnection):  # type: ignore[misc]
+class MachineLaneConnection(  # type: ignore[misc]
+    ChecksUserKeys, RefusesAgentAndX11, asyncssh.SSHServerConnection
+):
     """Server connection that puts every certificate through the machine gate first.
 
     asyncssh's own checks (signature, validity, principal, source-address)
@@ -148,7 +150,6 @@ class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer
 
     def __init__(self, lane: MachineLane) -> None:
         self._lane = lane
-        self.key_rules = lane.key_rules
         self._services = lane.services
         self._conn: asyncssh.SSHServerConnection | None = None
         self._source = "unknown"
@@ -217,6 +218,10 @@ class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer
             "plain keys are not accepted: use a certificate from the machine CA",
         )  # fmt: skip
         return False
+
+    @property
+    def key_rules(self) -> UserKeyRules:
+        return self._lane.key_rules
 
     def key_refused(self, username: str, key_data: bytes, reason: str) -> None:
         method = "publickey-certificate" if is_certificate(key_data) else "publickey"
