@@ -6,8 +6,10 @@ tests/e2e/test_sshd_conformance.py; here are the edges a table shows best.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ from gateway.crypto.certificates import (
     fingerprint_of_blob,
     parse_certificate_line,
 )
+from gateway.ssh.machine.lane import ssh_layer_refusal
 from tests.support.certificates import Crafted, crafted_certificate, string
 from tests.support.machines import keypair
 
@@ -230,3 +233,23 @@ def test_certificate_strings_are_c_strings(tmp_path: Path) -> None:
         repeated.user_options()
     blob = String(b"\xff")
     assert fingerprint_of_blob(blob).startswith("SHA256:")  # unreadable: the blob's own
+
+
+@pytest.mark.openssh
+def test_what_asyncssh_refused_is_named_when_it_refuses_after_the_gate(tmp_path: Path) -> None:
+    # The gate checks everything asyncssh does; if asyncssh still refuses (the certificate
+    # expired in between, a dual-stack peer address), the trail says why, not "plain keys".
+    ca, key = keypair(tmp_path, "ca"), keypair(tmp_path, "key")
+
+    def blob(spec: Crafted) -> bytes:
+        return base64.b64decode(crafted_certificate(ca, key, spec).split()[1])
+
+    fine = Crafted(principals=["svc"], critical=[("source-address", string("127.0.0.0/8"))])
+    for spec, principal, peer, reason in (
+        (replace(fine, valid_after=-120, valid_before=-60), "svc", "127.0.0.1", "expired"),
+        (fine, "other", "127.0.0.1", "principal mismatch"),
+        (replace(fine, critical=[("odd@x", b"")]), "svc", "127.0.0.1", "Invalid OpenSSH"),
+        (fine, "svc", "::ffff:127.0.0.1", "::ffff:7f00:1 is outside its source-address"),
+        (fine, "svc", "127.0.0.1", "its CA key was not accepted"),
+    ):
+        assert reason in ssh_layer_refusal(blob(spec), principal, peer)

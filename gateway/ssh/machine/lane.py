@@ -23,8 +23,10 @@ refused and audited.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 from asyncssh.public_key import (
@@ -101,23 +103,9 @@ class MachineLaneConnection(  # type: ignore[misc]
         key = await super()._validate_client_certificate(principal, key_data)
         if key is None:
             # asyncssh refused what the gate passed (it expired in between, say): audit why.
-            owner.key_refused(username, key_data, self._ssh_layer_refusal(principal, key_data))
+            refusal = ssh_layer_refusal(key_data, principal, self._peer_addr)
+            owner.key_refused(username, key_data, refusal)
         return key
-
-    def _ssh_layer_refusal(self, principal: str, key_data: bytes) -> str:
-        """Why asyncssh refused a certificate, found by running its checks again."""
-        prefix = "the SSH layer refused the certificate"
-        try:
-            certificate = decode_ssh_certificate(key_data)
-        except KeyImportError as exc:
-            return f"{prefix}: {exc}"
-        if not isinstance(certificate, SSHOpenSSHCertificate):
-            return f"{prefix}: not an OpenSSH certificate"
-        try:
-            certificate.validate(CERT_TYPE_USER, principal)
-        except ValueError as exc:
-            return f"{prefix}: {exc}"
-        return f"{prefix} (its signing key or source address)"
 
     def get_certificate_option(self, option: str, default: object = None) -> object:
         # asyncssh would swap a force-command in for whatever the client asked,
@@ -137,6 +125,31 @@ class MachineLaneConnection(  # type: ignore[misc]
                 f"(no permit-{permission} extension)",
             )  # fmt: skip
         return permitted
+
+
+def ssh_layer_refusal(key_data: bytes, principal: str, peer: str) -> str:
+    """Why asyncssh refused a certificate the gate passed, found by running its checks again."""
+    prefix = "the SSH layer refused the certificate"
+    try:
+        certificate = decode_ssh_certificate(key_data)
+    except KeyImportError as exc:
+        return f"{prefix}: {exc}"
+    if not isinstance(certificate, SSHOpenSSHCertificate):
+        return f"{prefix}: not an OpenSSH certificate"
+    try:
+        certificate.validate(CERT_TYPE_USER, principal)
+    except ValueError as exc:
+        return f"{prefix}: {exc}"
+    networks = cast("list[ipaddress.IPv4Network | ipaddress.IPv6Network]",
+                    certificate.options.get("source-address") or [])  # fmt: skip
+    if networks:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return f"{prefix}: the client's address {peer[:60]!r} cannot be read"
+        if not any(address in network for network in networks):
+            return f"{prefix}: {address} is outside its source-address"
+    return f"{prefix}: its CA key was not accepted"
 
 
 class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer):
