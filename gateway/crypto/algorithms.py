@@ -39,6 +39,8 @@ SSHD_USER_SIGNATURE_ALGORITHMS = (
 CA_SIGNATURE_ALGORITHMS = frozenset(SSHD_USER_SIGNATURE_ALGORITHMS)
 SECURITY_KEY_ALGORITHMS = frozenset({"sk-ssh-ed25519@openssh.com",
                                      "sk-ecdsa-sha2-nistp256@openssh.com"})  # fmt: skip
+#: The signature a WebAuthn client makes with an sk-ecdsa key (sshd takes it for that key).
+WEBAUTHN_SIGNATURE = "webauthn-sk-ecdsa-sha2-nistp256@openssh.com"
 #: sshd 9.2's RequiredRSASize.
 MIN_RSA_BITS = 1024
 #: Why the best-known refused algorithms are refused, for audit reasons.
@@ -66,11 +68,17 @@ class UserKeyRules:
 
     @property
     def signature_algorithms(self) -> tuple[str, ...]:
-        """What the lane advertises in ``server-sig-algs``, and all it accepts."""
+        """The algorithms a client may name in a request (sshd's PubkeyAcceptedAlgorithms)."""
         return tuple(
             alg for alg in SSHD_USER_SIGNATURE_ALGORITHMS
             if self.security_keys or alg not in SECURITY_KEY_ALGORITHMS
         )  # fmt: skip
+
+    @property
+    def advertised(self) -> tuple[str, ...]:
+        """What the lane advertises in ``server-sig-algs`` (WebAuthn too, with security keys)."""
+        webauthn = (WEBAUTHN_SIGNATURE,) if self.security_keys else ()
+        return self.signature_algorithms + webauthn
 
     def key_refusal(self, key_type: str, rsa_bits: int | None) -> str | None:
         """Why a key (or a certificate's key) of this type and size is refused, or None."""
@@ -105,7 +113,11 @@ class UserKeyRules:
         wanted_blob = key_type_of(requested) + (CERT_SUFFIX if certificate else "")
         if key_blob_type != wanted_blob:
             return f"the key ({key_blob_type[:80]!r}) does not match the algorithm {requested!r}"
-        if signature_algorithm != requested.removesuffix(CERT_SUFFIX):
+        expected = requested.removesuffix(CERT_SUFFIX)
+        if signature_algorithm != expected and not (
+            expected == "sk-ecdsa-sha2-nistp256@openssh.com"
+            and signature_algorithm == WEBAUTHN_SIGNATURE
+        ):
             return (
                 f"the signature is made with {_named(signature_algorithm)}, not the "
                 f"{requested.removesuffix(CERT_SUFFIX)!r} the client asked for"

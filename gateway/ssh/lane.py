@@ -149,7 +149,7 @@ class Lane:
             server_factory=self.new_server,
             server_host_keys=[host_key],
             # What server-sig-algs advertises; gateway.ssh.user_keys enforces it.
-            signature_algs=list(self.key_rules.signature_algorithms),
+            signature_algs=list(self.key_rules.advertised),
             encoding=None,
             line_editor=False,
             allow_pty=True,

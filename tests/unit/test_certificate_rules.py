@@ -159,6 +159,7 @@ def test_the_lanes_accept_what_sshd_accepts() -> None:
         ("ssh-dss", "ssh-dss", "ssh-dss", "ssh-dss (DSA, SHA-1)"),
         ("ssh-rsa-sha256@ssh.com", "ssh-rsa", "ssh-rsa-sha256@ssh.com", "is refused"),
         ("ssh-ed25519\0", "ssh-ed25519", "ssh-ed25519", "is refused"),
+        ("ssh-ed25519", "ssh-ed25519", "webauthn-sk-ecdsa-sha2-nistp256@openssh.com", "made with"),
     ],
 )
 def test_signed_requests_sshd_refuses(
@@ -174,6 +175,8 @@ def test_signed_requests_sshd_takes() -> None:
         ("rsa-sha2-256-cert-v01@openssh.com", "ssh-rsa-cert-v01@openssh.com", "rsa-sha2-256"),
         ("ssh-ed25519-cert-v01@openssh.com", "ssh-ed25519-cert-v01@openssh.com", "ssh-ed25519"),
         ("ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384"),
+        ("sk-ecdsa-sha2-nistp256@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+         "webauthn-sk-ecdsa-sha2-nistp256@openssh.com"),
     ):
         assert HUMAN_LANE_KEYS.request_refusal(requested, blob, signature) is None
 
