@@ -123,9 +123,10 @@ class SftpPathGuard:
         for body in bodies:
             self._held.append(body)
             self._held_bytes += len(body)
+        forward = self._drain()
         if self._held_bytes > MAX_HELD_BYTES:
             return self._hostile("too much data sent while a path was being checked")
-        return self._drain()
+        return forward
 
     def to_client(self, data: bytes) -> bytes:
         if self._failed:
