@@ -64,8 +64,9 @@ def add_commands(commands: Subcommands) -> None:
     add.add_argument("--allow-pty", action="store_true", help="allow a pty (default: exec only)")
     add.add_argument("--allow-sftp", action="store_true", help="allow SFTP (default: no)")
     add.add_argument("--sftp-path", action="append", default=None, metavar="DIR",
-                     help="hold SFTP, scp and rsync to this directory (repeatable; default: "
-                     "anywhere the account can go)")  # fmt: skip
+                     help="hold SFTP and scp to this directory, as the target resolves paths "
+                     "(repeatable; legacy scp -O and rsync are then refused; default: anywhere "
+                     "the account can go)")  # fmt: skip
     add.set_defaults(handler=cmd_machine_add)
     machine.add_parser("list", help="NHIs with owners, status and review dates",
                        description="List NHIs; overdue reviews are flagged.").set_defaults(
@@ -133,9 +134,11 @@ def add_commands(commands: Subcommands) -> None:
     )
     what = revoke.add_mutually_exclusive_group(required=True)
     what.add_argument("name", nargs="?", help="an NHI: all its outstanding certificates")
-    what.add_argument("--serial", type=int, help="one certificate serial")
-    what.add_argument("--key-id", help="every certificate with this key id")
-    what.add_argument("--key", type=Path, metavar="FILE", help="every certificate on this key")
+    what.add_argument("--serial", type=int, help="one certificate serial (1 to 2^64-1)")
+    what.add_argument("--key-id", help="every certificate with this key id (no '#', line "
+                      "break or edge spaces: a KRL could not hold it)")
+    what.add_argument("--key", type=Path, metavar="FILE", help="every certificate on this key; "
+                      "the machine CA's public key: every certificate it signed")
     revoke.add_argument("--reason", default="", help="kept in the machine audit trail")
     revoke.set_defaults(handler=cmd_machine_revoke)
     krl = machine.add_parser(
@@ -321,8 +324,11 @@ def cmd_machine_revoke(args: argparse.Namespace) -> int:
 def cmd_machine_krl(args: argparse.Namespace) -> int:
     _check_writable(args.output)
     with open_services(args) as services:
-        count = services.machine_revocations.write_krl(args.output)
-    print(f"wrote {args.output} with {count} revocation(s)")
+        written = services.machine_revocations.write_krl(args.output)
+    print(f"wrote {args.output} with {written.entries} revocation(s)")
+    for entry, why in written.left_out:
+        print(f"warning: left out {entry.kind.replace('_', ' ')} {entry.value[:80]!r}: {why} "
+              "(the gateway still refuses it)", file=sys.stderr)  # fmt: skip
     return 0
 
 
