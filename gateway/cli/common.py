@@ -7,7 +7,8 @@ Who acts (:func:`open_operator`):
   roles their groups give them, read again for each action. The gateway sets it
   when it runs a command for an operator who logged in over SSH (that login was
   their second factor), with ``PAMGATE_OPERATOR_SESSION`` (the session, recorded
-  as ``via_session`` in every event the command causes) and ``PAMGATE_CONFIG``.
+  as ``via_session`` in every event the command causes; read only with
+  ``PAMGATE_OPERATOR``) and ``PAMGATE_CONFIG``.
   Only the commands on access state are there for them (:data:`OPERATOR_COMMANDS`),
   ``--config`` is ignored, and files on the gateway host are out of their reach:
   ``-`` (stdin, stdout) stands in for them.
