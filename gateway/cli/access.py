@@ -38,9 +38,9 @@ def add_commands(commands: Subcommands) -> None:
         "request",
         help="list, approve and deny access requests",
         description=(
-            "Access requests come from logins under approval rules. Approving or denying "
-            "needs the approver's own password and TOTP code (--as USER) on the gateway host; "
-            "nobody decides their own request."
+            "Access requests come from logins under approval rules. A pamgate user decides: "
+            "the operator PAMGATE_OPERATOR names, else the one --as USER names, with their "
+            "own password and TOTP code. Nobody decides their own request."
         ),
     ).add_subparsers(dest="request_command", metavar="SUBCOMMAND", required=True)
     listing = requests.add_parser(

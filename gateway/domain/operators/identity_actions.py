@@ -60,7 +60,6 @@ class IdentityActions(OperatorCore):
     def set_password(self, name: str, password: str) -> None:
         """Set a user's password. Admin."""
         actor = self._acting(CHANGE, "set passwords")
-        self._require_user(name)
         self._services.users.set_password(name, password, actor=actor)
 
     def add_user_key(self, name: str, public_key_line: str) -> str:
@@ -80,6 +79,7 @@ class IdentityActions(OperatorCore):
         return self._services.users.get(name) is not None
 
     def _require_user(self, name: str) -> None:
+        # The lockout service keeps counters for any name (unknown ones included).
         if self._services.users.get(name) is None:
             raise UnknownUser(f"no user named {name!r}")
 
