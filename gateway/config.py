@@ -224,9 +224,10 @@ class AuditSettings(_Section):
 
 
 class ConsoleSettings(_Section):
-    """``[console]``: who may do what in ``pamgate console``, and when it locks itself."""
+    """``[console]``: the groups that give the operator roles (in the console, the CLI and
+    SSH administration alike), and when the console locks itself."""
 
-    #: Members may approve and deny requests.
+    #: Members may approve and deny requests (so may members of a rule's approver_groups).
     approver_groups: list[Name] = ["approvers"]
     #: Members may read the audit trails, recordings and live sessions.
     auditor_groups: list[Name] = ["auditors"]

@@ -75,3 +75,7 @@ class UpstreamAuthFailed(UpstreamError):
 
 class CertificateAuthorityError(PamgateError):
     """A CA key is missing or cannot be used."""
+
+
+class UsageError(PamgateError):
+    """A command was given in a way it cannot run as (exit status 2, like a usage error)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from gateway.config import GatewayConfig, duration_seconds
+from gateway.crypto.keys import parse_public_key_line
 from gateway.crypto.machine_ca import MachineCA
 from gateway.crypto.upstream_ca import UpstreamCA
 from gateway.datadir import DataDir
@@ -29,12 +30,18 @@ from gateway.domain.machines.credentials import MachineCredentials
 from gateway.domain.machines.registry import MachineRegistry
 from gateway.domain.machines.revocation import MachineRevocations
 from gateway.domain.nodes import NodeRegistry
-from gateway.domain.operators import OperatorActions, OperatorServices
+from gateway.domain.operators import (
+    ActionContext,
+    LocalAdmin,
+    OperatorActions,
+    OperatorServices,
+)
 from gateway.domain.policy import Policy
 from gateway.domain.recordings.service import RecordingService
 from gateway.domain.session_setup import SessionSetup
 from gateway.domain.sessions import SessionLedger
 from gateway.domain.sign_in import SignIn
+from gateway.errors import PamgateError
 from gateway.store.database import Store
 
 
@@ -146,16 +153,37 @@ class GatewayServices:
         """What changed for live sessions (read by each lane's watch every second)."""
         return LiveCheckReader(self.ledger, self.users, self.requests, self.machines)
 
-    def operator_actions(self, name: str) -> OperatorActions:
-        """What the signed-in operator ``name`` may do, each action checked against their roles."""
-        return OperatorActions(
-            OperatorServices(
-                settings=self.config.console, users=self.users, requests=self.requests,
-                breakglass=self.breakglass, ledger=self.ledger, recordings=self.recordings,
-                audit=self.audit, machines=self.machines,
-                machine_revocations=self.machine_revocations,
-            ),
-            name,
+    def operator_actions(
+        self, name: str, *, context: ActionContext | None = None
+    ) -> OperatorActions:
+        """What the pamgate user ``name`` may do as an operator, each action checked against
+        their roles as they are then; ``context`` (where the actions come from) goes into
+        the events they cause."""
+        return OperatorActions(self._operator_services, name, context=context)
+
+    def local_admin_actions(self, who: LocalAdmin) -> OperatorActions:
+        """What the local administrator (``pamgate`` run on this host) may do: everything,
+        recorded as ``local-admin:<os-user>@<host>``."""
+        return OperatorActions(self._operator_services, who)
+
+    @functools.cached_property
+    def _operator_services(self) -> OperatorServices:
+        def machine_host_key() -> str:
+            path = self.data.machine_host_key
+            try:
+                key, _, _ = parse_public_key_line(path.with_name(path.name + ".pub").read_text())
+            except OSError as exc:
+                raise PamgateError(
+                    f"cannot read the machine lane host key: {exc.strerror}"
+                ) from None
+            return key
+
+        return OperatorServices(
+            config=self.config, users=self.users, limiter=self.limiter, access=self.access,
+            requests=self.requests, breakglass=self.breakglass, ledger=self.ledger,
+            recordings=self.recordings, audit=self.audit, checkpoints=self.checkpoints,
+            machines=self.machines, machine_credentials=self.machine_credentials,
+            machine_revocations=self.machine_revocations, machine_host_key=machine_host_key,
         )  # fmt: skip
 
     def close(self) -> None:

@@ -27,6 +27,10 @@ fi
 if [ "${1:-}" = "--test" ] && ! command -v rsync >/dev/null 2>&1; then
     apt_packages+=(rsync)
 fi
+# ... and openssl, for an RSA key too small for ssh-keygen (the sshd conformance suite).
+if [ "${1:-}" = "--test" ] && ! command -v openssl >/dev/null 2>&1; then
+    apt_packages+=(openssl)
+fi
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

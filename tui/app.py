@@ -123,7 +123,7 @@ class PamgateConsole(App[None]):
 
     def signed_in(self, user: UserView) -> None:
         """Called by the login screen with a user whose factors checked out."""
-        self.user = operator_of(user, self.services.config.console)
+        self.user = operator_of(user, self.services.config)
         self.actions = self.services.operator_actions(user.name)
         self.sub_title = f"{user.name} ({self.user.describe_roles()})"
         self._last_activity = time.monotonic()

@@ -2,7 +2,10 @@
 
 Every command takes ``--config PATH`` (or ``$PAMGATE_CONFIG``, or
 ``./pamgate.toml``). Errors are printed as ``pamgate: error: ...`` and exit
-with status 1 (2 for usage and configuration errors).
+with status 1 (2 for usage and configuration errors). Commands act as the
+local administrator, or as the operator ``$PAMGATE_OPERATOR`` names (see
+:mod:`~gateway.cli.common`); those on access state go through
+:class:`~gateway.domain.operators.OperatorActions`, like the console.
 
 :mod:`~gateway.cli.app` builds the parser from the command groups and runs
 :func:`main`; each group is one module with an ``add_commands`` function and
@@ -11,7 +14,7 @@ status, check-config), :mod:`~gateway.cli.users`, :mod:`~gateway.cli.ca`,
 :mod:`~gateway.cli.audit`, :mod:`~gateway.cli.recordings` (and replay),
 :mod:`~gateway.cli.access` (request, breakglass, grant),
 :mod:`~gateway.cli.machines` and :mod:`~gateway.cli.policy`. They share
-:mod:`~gateway.cli.common` (the services, the acting administrator, keys and
+:mod:`~gateway.cli.common` (the services, who acts, keys and
 passwords) and :mod:`~gateway.cli.render` (tables and JSON). Handlers import
 what they need when they run, so ``pamgate --help`` stays quick.
 """

@@ -1,7 +1,9 @@
 """Access beyond the standing rules: ``pamgate request`` (approve or deny what
 approval rules asked for), ``pamgate grant`` (the access that resulted) and
-``pamgate breakglass`` (emergency access and its review). Deciding needs the
-decider's own password and TOTP code."""
+``pamgate breakglass`` (emergency access and its review). Deciding is done by a
+pamgate user: the operator ``PAMGATE_OPERATOR`` names (their SSH login was their
+second factor), else the one ``--as`` names, with their own password and TOTP
+code."""
 
 from __future__ import annotations
 
@@ -10,13 +12,23 @@ import getpass
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.cli.common import actor, open_services, read_password
-from gateway.cli.render import print_table
-from gateway.errors import PamgateError
+from gateway.cli.common import (
+    local_admin,
+    open_operator,
+    open_services,
+    operator_actions,
+    read_password,
+)
+from gateway.cli.render import add_json_option, print_json_line, print_table
+from gateway.errors import PamgateError, UsageError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from gateway.cli.common import Subcommands
-    from gateway.domain.approvals import RequestView
+    from gateway.domain.approvals import GrantView, RequestView
+    from gateway.domain.breakglass import CaseView
+    from gateway.domain.operators import OperatorActions
     from gateway.services import GatewayServices
 
 
@@ -26,9 +38,9 @@ def add_commands(commands: Subcommands) -> None:
         "request",
         help="list, approve and deny access requests",
         description=(
-            "Access requests come from logins under approval rules. Approving or denying "
-            "needs the approver's own password and TOTP code (--as USER); nobody decides "
-            "their own request."
+            "Access requests come from logins under approval rules. A pamgate user decides: "
+            "the operator PAMGATE_OPERATOR names, else the one --as USER names, with their "
+            "own password and TOTP code. Nobody decides their own request."
         ),
     ).add_subparsers(dest="request_command", metavar="SUBCOMMAND", required=True)
     listing = requests.add_parser(
@@ -37,6 +49,7 @@ def add_commands(commands: Subcommands) -> None:
     listing.add_argument(
         "--all", action="store_true", help="include decided ones (default: pending)"
     )
+    add_json_option(listing)
     listing.set_defaults(handler=cmd_request_list)
     for name, handler in (("approve", cmd_request_approve), ("deny", cmd_request_deny)):
         sub = requests.add_parser(
@@ -64,6 +77,7 @@ def add_commands(commands: Subcommands) -> None:
     )
     cases.add_argument("--unreviewed", action="store_true", help="only cases without a verdict")
     cases.add_argument("--overdue", action="store_true", help="only unreviewed cases past due")
+    add_json_option(cases)
     cases.set_defaults(handler=cmd_breakglass_list)
     review = breakglass.add_parser(
         "review", help="record a verdict on a case",
@@ -82,6 +96,7 @@ def add_commands(commands: Subcommands) -> None:
         "list", help="grants, newest first", description="List grants, newest first."
     )
     grant_list.add_argument("--active", action="store_true", help="only current ones")
+    add_json_option(grant_list)
     grant_list.set_defaults(handler=cmd_grant_list)
     revoke = grants.add_parser(
         "revoke", help="end a grant now (its sessions close within 2 s)",
@@ -93,12 +108,13 @@ def add_commands(commands: Subcommands) -> None:
 
 
 def _add_approver_options(parser: argparse.ArgumentParser) -> None:
+    # Not required by argparse: for an operator PAMGATE_OPERATOR names, it is refused.
     parser.add_argument(
         "--as",
         dest="approver",
-        required=True,
         metavar="USER",
-        help="who decides: a pamgate user, authenticated with their password and TOTP code",
+        help="who decides: a pamgate user, authenticated with their password and TOTP code "
+        "(required, except for the operator PAMGATE_OPERATOR names)",
     )
     parser.add_argument(
         "--password-stdin", action="store_true", help="read the approver's password from stdin"
@@ -107,8 +123,12 @@ def _add_approver_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_request_list(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        found = services.requests.list(pending_only=not args.all)
+    with open_operator(args) as actions:
+        found = actions.requests(pending_only=not args.all)
+    if args.json:
+        for request in found:
+            print_json_line(_request_record(request))
+        return 0
     if not found:
         print("no pending requests" if not args.all else "no requests")
         return 0
@@ -123,19 +143,37 @@ def cmd_request_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pending_request(services: GatewayServices, request_id: int) -> RequestView:
-    """The request, checked before an approver spends a one-time code on it."""
-    request = services.requests.get(request_id)
+def _request_record(request: RequestView) -> dict[str, object]:
+    """One row of ``request list --json``."""
+    return {
+        "id": request.id, "status": request.status, "user": request.user,
+        "target": request.target, "account": request.account,
+        "duration_seconds": request.duration_seconds, "approvals": list(request.approvals),
+        "approvals_required": request.approvals_required,
+        "approver_groups": list(request.approver_groups), "rule": request.rule_id,
+        "created_at": request.created_at, "expires_at": request.expires_at,
+        "reason": request.reason, "decided_at": request.decided_at,
+        "decided_by": request.decided_by, "comment": request.comment, "grant": request.grant_id,
+    }  # fmt: skip
+
+
+def _check_pending(args: argparse.Namespace, actions: OperatorActions, request_id: int) -> None:
+    """Check the request is pending before an approver signing in with --as spends a one-time
+    code on it (the operator PAMGATE_OPERATOR names spends none: the decision checks)."""
+    if getattr(args, "delegated_operator", None) is not None:
+        return
+    request = actions.request(request_id)
     if request.status != "pending":
         raise PamgateError(f"request #{request_id} is {request.status}, not pending")
-    return request
 
 
 def cmd_request_approve(args: argparse.Namespace) -> int:
+    _check_decider_options(args, "request approve")
     with open_services(args) as services:
-        _pending_request(services, args.request_id)
-        approver = _authenticate_person(services, args, "request approve")
-        request = services.requests.approve(args.request_id, approver, args.comment)
+        actions = operator_actions(services, args)
+        _check_pending(args, actions, args.request_id)
+        decider = _decider(services, actions, args, "request approve")
+        request = decider.approve(args.request_id, args.comment)
     if request.status == "approved":
         print(f"request #{request.id} approved: grant #{request.grant_id} for {request.user}")
     else:
@@ -147,12 +185,14 @@ def cmd_request_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_request_deny(args: argparse.Namespace) -> int:
+    _check_decider_options(args, "request deny")
     with open_services(args) as services:
         if not args.comment.strip():
             raise PamgateError("a denial needs --comment for the requester")
-        _pending_request(services, args.request_id)
-        approver = _authenticate_person(services, args, "request deny")
-        request = services.requests.deny(args.request_id, approver, args.comment)
+        actions = operator_actions(services, args)
+        _check_pending(args, actions, args.request_id)
+        decider = _decider(services, actions, args, "request deny")
+        request = decider.deny(args.request_id, args.comment)
     print(f"request #{request.id} denied")
     return 0
 
@@ -160,12 +200,16 @@ def cmd_request_deny(args: argparse.Namespace) -> int:
 def cmd_breakglass_list(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    with open_services(args) as services:
-        cases = services.breakglass.list(unreviewed=args.unreviewed, overdue=args.overdue)
+    with open_operator(args) as actions:
+        cases = actions.breakglass_cases(unreviewed=args.unreviewed, overdue=args.overdue)
+    now = datetime.now(UTC)
+    if args.json:
+        for case in cases:
+            print_json_line(_case_record(case, now))
+        return 0
     if not cases:
         which = "overdue " if args.overdue else "unreviewed " if args.unreviewed else ""
         print(f"no {which}break-glass cases")
-    now = datetime.now(UTC)
     rows = []
     for case in cases:
         state = (
@@ -181,20 +225,39 @@ def cmd_breakglass_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _case_record(case: CaseView, now: datetime) -> dict[str, object]:
+    """One row of ``breakglass list --json``."""
+    return {
+        "id": case.id, "created_at": case.created_at, "user": case.user,
+        "target": case.target, "account": case.account, "justification": case.justification,
+        "grant": case.grant_id, "review_due_at": case.review_due_at,
+        "overdue": case.overdue(now), "verdict": case.verdict,
+        "reviewed_by": case.reviewed_by, "note": case.note or None,
+    }  # fmt: skip
+
+
 def cmd_breakglass_review(args: argparse.Namespace) -> int:
+    _check_decider_options(args, "breakglass review")
     with open_services(args) as services:
-        case = services.breakglass.get(args.case_id)
-        if case.verdict is not None:
-            raise PamgateError(f"case #{case.id} was reviewed already by {case.reviewed_by}")
-        reviewer = _authenticate_person(services, args, "breakglass review")
-        case = services.breakglass.review(args.case_id, reviewer, args.verdict, args.note)
+        actions = operator_actions(services, args)
+        if getattr(args, "delegated_operator", None) is None:
+            # Before the reviewer signing in with --as spends a one-time code on it.
+            case = actions.breakglass_case(args.case_id)
+            if case.verdict is not None:
+                raise PamgateError(f"case #{case.id} was reviewed already by {case.reviewed_by}")
+        reviewer = _decider(services, actions, args, "breakglass review")
+        case = reviewer.review_breakglass(args.case_id, args.verdict, args.note)
     print(f"break-glass case #{case.id} reviewed: {case.verdict}")
     return 0
 
 
 def cmd_grant_list(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        grants = services.requests.list_grants(active_only=args.active)
+    with open_operator(args) as actions:
+        grants = actions.grants(active_only=args.active)
+    if args.json:
+        for grant in grants:
+            print_json_line(_grant_record(grant))
+        return 0
     if not grants:
         print("no grants")
     print_table(
@@ -206,25 +269,57 @@ def cmd_grant_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grant_record(grant: GrantView) -> dict[str, object]:
+    """One row of ``grant list --json``."""
+    return {
+        "id": grant.id, "user": grant.user, "target": grant.target, "account": grant.account,
+        "starts_at": grant.starts_at, "ends_at": grant.ends_at, "revoked": grant.revoked,
+        "revoke_reason": grant.revoke_reason or None, "request": grant.request_id,
+        "authority": grant.authority,
+    }  # fmt: skip
+
+
 def cmd_grant_revoke(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        grant = services.requests.revoke(args.grant_id, actor(), args.reason)
+    with open_operator(args) as actions:
+        grant = actions.revoke_grant(args.grant_id, args.reason)
     print(f"grant #{grant.id} revoked; its sessions close within about 2 seconds")
     return 0
 
 
-def _authenticate_person(services: GatewayServices, args: argparse.Namespace, purpose: str) -> str:
-    """Check the approver's password and TOTP code, as at login; return their name.
+def _check_decider_options(args: argparse.Namespace, command: str) -> None:
+    """Who decides must be said once: by PAMGATE_OPERATOR, or by --as (UsageError)."""
+    if getattr(args, "delegated_operator", None) is not None:
+        options = (("--as", args.approver), ("--password-stdin", args.password_stdin),
+                   ("--totp", args.totp))  # fmt: skip
+        given = [option for option, value in options if value]
+        if given:
+            raise UsageError(
+                f"{command}: {', '.join(given)} cannot be used here: you decide as yourself, "
+                "and your login to the gateway was your second factor"
+            )
+    elif args.approver is None:
+        raise UsageError(
+            f"{command} needs --as USER: the pamgate user who decides, signed in with their "
+            "password and TOTP code"
+        )
 
-    Failures count towards the same lockout as SSH logins and are audited.
-    """
+
+def _decider(
+    services: GatewayServices, actions: OperatorActions, args: argparse.Namespace, purpose: str
+) -> OperatorActions:
+    """Who decides: the operator PAMGATE_OPERATOR names (``actions``), else the pamgate
+    user --as names, once their password and TOTP code check out as at login (failures
+    count towards the same lockout as SSH logins and are audited)."""
+    if getattr(args, "delegated_operator", None) is not None:
+        return actions
     password = read_password(args.password_stdin, confirm=False)
     code = args.totp
     if code is None:
         if not sys.stdin.isatty():
             raise PamgateError("no terminal to ask for the TOTP code: use --totp CODE")
         code = getpass.getpass("Verification code: ")
+    host = local_admin()
     user = services.sign_in.sign_in(
-        args.approver, password, code, source=f"cli:{actor()}", purpose=purpose
+        args.approver, password, code, source=f"cli:{host.os_user}@{host.host}", purpose=purpose
     )
-    return user.name
+    return services.operator_actions(user.name)

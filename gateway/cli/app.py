@@ -9,8 +9,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.cli import access, audit, ca, machines, policy, recordings, server, users
+from gateway.cli.common import (
+    OPERATOR_COMMANDS,
+    OPERATOR_ENV_VAR,
+    DelegatedOperator,
+    delegated_operator,
+)
 from gateway.config import CONFIG_ENV_VAR, find_config_path, load_config
-from gateway.errors import ConfigError, PamgateError
+from gateway.errors import ConfigError, PamgateError, UsageError
 
 if TYPE_CHECKING:
     from gateway.cli.common import Subcommands
@@ -74,8 +80,9 @@ def _take_config_option(argv: list[str]) -> tuple[str | None, list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pamgate`` command.
 
-    Exit status: the command's own, 1 for a PamgateError, 2 for usage and
-    configuration errors, 130 for Ctrl-C.
+    Exit status: the command's own, 1 for a PamgateError (a refusal included),
+    2 for usage and configuration errors (a command that is not for an operator
+    named by ``PAMGATE_OPERATOR`` included), 130 for Ctrl-C.
     """
     parser = build_parser()
     config_path, rest = _take_config_option(list(sys.argv[1:] if argv is None else argv))
@@ -85,10 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.config = config_path or args.config
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        args.delegated_operator = _operator_mode(args)
         if getattr(args, "needs_config", True):
             args.loaded_config = load_config(find_config_path(args.config))
         return handler(args)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         print(f"pamgate: error: {exc}", file=sys.stderr)
         return 2
     except PamgateError as exc:
@@ -96,3 +104,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _operator_mode(args: argparse.Namespace) -> DelegatedOperator | None:
+    """The operator ``PAMGATE_OPERATOR`` names, after checking the command is one for them
+    (UsageError if not); ``--config`` then gives way to ``PAMGATE_CONFIG``."""
+    delegated = delegated_operator()
+    if delegated is None:
+        return None
+    if args.command not in OPERATOR_COMMANDS:
+        raise UsageError(
+            f"'pamgate {args.command}' works on the gateway host itself, not on access "
+            f"state: it is not for operators ({OPERATOR_ENV_VAR}={delegated.name})"
+        )
+    if args.config is not None:
+        print(
+            f"pamgate: note: --config is ignored for {OPERATOR_ENV_VAR}={delegated.name}: "
+            f"this gateway's configuration (${CONFIG_ENV_VAR}) is used",
+            file=sys.stderr,
+        )
+        args.config = None
+    return delegated

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli.common import open_services
-from gateway.cli.render import print_json_line
+from gateway.cli.common import STDIO, is_stdio, open_operator, refuse_host_path
+from gateway.cli.render import add_json_option, print_json_line
 from gateway.config import parse_since
 from gateway.errors import PamgateError
 
@@ -45,7 +45,7 @@ def add_commands(commands: Subcommands) -> None:
         type=Path,
         metavar="FILE",
         help="checkpoint file to check against (default: the data directory's; "
-        "give an off-box copy to detect a rewritten chain)",
+        f"give an off-box copy to detect a rewritten chain; {STDIO}: stdin)",
     )
     verify.set_defaults(handler=cmd_audit_verify)
     export = audit.add_parser(
@@ -60,7 +60,9 @@ def add_commands(commands: Subcommands) -> None:
         help="ISO date/time (UTC if no zone), or an age such as 30m, 12h, 7d",
     )
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
-    export.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: stdout")
+    export.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help=f"default (or {STDIO}): stdout"
+    )
     export.set_defaults(handler=cmd_audit_export)
     tail = audit.add_parser(
         "tail",
@@ -79,6 +81,9 @@ def add_commands(commands: Subcommands) -> None:
         help="how many of the newest events (default 20)",
     )
     tail.add_argument("-f", "--follow", action="store_true")
+    tail.add_argument(
+        "--json", action="store_true", help="one JSON object per event, as 'audit export' writes"
+    )
     tail.set_defaults(handler=cmd_audit_tail)
     files = audit.add_parser(
         "files",
@@ -95,7 +100,7 @@ def add_commands(commands: Subcommands) -> None:
     files.add_argument("--since", metavar="WHEN", help="ISO date/time (UTC if no zone) or an age")
     files.add_argument("--until", metavar="WHEN", help="ISO date/time (UTC if no zone) or an age")
     files.add_argument("--opened", action="store_true", help="also list file.opened events")
-    files.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_json_option(files)
     files.set_defaults(handler=cmd_audit_files)
     audit.add_parser(
         "checkpoint",
@@ -118,18 +123,22 @@ def _trails() -> list[Trail]:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from gateway.domain.audit.trail import Trail
 
-    with open_services(args) as services:
+    refuse_host_path(args, args.checkpoints, "--checkpoints")
+    with open_operator(args) as actions:
         trails = [Trail(args.trail)] if args.trail else list(Trail)
-        checkpoints = services.checkpoints.read(args.checkpoints)
-        if args.checkpoints is not None and not args.checkpoints.exists():
-            raise PamgateError(f"checkpoint file {args.checkpoints} does not exist")
+        if is_stdio(args.checkpoints):
+            checkpoints = actions.parse_checkpoints(sys.stdin.read(), "stdin")
+        else:
+            checkpoints = actions.read_checkpoints(args.checkpoints)
+            if args.checkpoints is not None and not args.checkpoints.exists():
+                raise PamgateError(f"checkpoint file {args.checkpoints} does not exist")
         failed = False
         for trail in trails:
-            result = services.audit.verify(trail, progress=_progress(f"{trail}: verified"))
+            result = actions.verify_trail(trail, progress=_progress(f"{trail}: verified"))
             problem = (
                 result.problem
                 if not result.ok
-                else services.checkpoints.problems(trail, checkpoints)
+                else actions.checkpoint_problem(trail, checkpoints)
             )
             if problem:
                 failed = True
@@ -145,18 +154,21 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from gateway.domain.audit.trail import Trail
 
-    with open_services(args) as services:
+    refuse_host_path(args, args.output, "-o")
+    to_file = args.output is not None and not is_stdio(args.output)
+    with open_operator(args) as actions:
         since = parse_since(args.since) if args.since else None
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        reader = actions.audit_reader()
+        out = open(args.output, "w", encoding="utf-8") if to_file else sys.stdout  # noqa: SIM115
         try:
             count = 0
-            for record in services.audit.events(Trail(args.trail), since=since):
+            for record in reader.events(Trail(args.trail), since=since):
                 out.write(record.to_json() + "\n")
                 count += 1
         finally:
-            if args.output:
+            if to_file:
                 out.close()
-    if args.output:
+    if to_file:
         print(f"wrote {count} {args.trail} events to {args.output}", file=sys.stderr)
     return 0
 
@@ -168,31 +180,41 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
     if args.lines < 0:
         raise PamgateError("-n/--lines cannot be negative")
-    with open_services(args) as services:
+    show = _print_json_record if args.json else _print_record
+    with open_operator(args) as actions:
+        reader = actions.audit_reader()
         trail = Trail(args.trail)
         last = 0
-        for record in services.audit.tail(trail, max(args.lines, 0)):
-            print(_format_record(record), flush=True)
+        for record in reader.tail(trail, max(args.lines, 0)):
+            show(record)
             last = record.seq
         if not last:
-            last = services.audit.head(trail)[0]
+            last = reader.head(trail)[0]
         while args.follow:
             time.sleep(0.5)
-            for record in services.audit.events(trail, after_seq=last):
-                print(_format_record(record), flush=True)
+            # Each read checks the operator's role again: a disabled operator stops here.
+            for record in reader.events(trail, after_seq=last):
+                show(record)
                 last = record.seq
     return 0
 
 
+def _print_record(record: AuditRecord) -> None:
+    print(_format_record(record), flush=True)
+
+
+def _print_json_record(record: AuditRecord) -> None:
+    print(record.to_json(), flush=True)
+
+
 def cmd_audit_files(args: argparse.Namespace) -> int:
-    from gateway.domain.transfer.report import file_records
     from recordings.sanitize import one_line
 
-    with open_services(args) as services:
+    with open_operator(args) as actions:
         since = parse_since(args.since) if args.since else None
         until = parse_since(args.until, "--until") if args.until else None
-        found_records = file_records(
-            services.audit, user=args.user, target=args.target, since=since, until=until,
+        found_records = actions.file_transfers(
+            user=args.user, target=args.target, since=since, until=until,
             include_opened=args.opened,
         )  # fmt: skip
         count = 0
@@ -222,10 +244,11 @@ def cmd_audit_files(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        for checkpoint in services.checkpoints.checkpoint():
+    with open_operator(args) as actions:
+        signed, path = actions.sign_checkpoints()
+        for checkpoint in signed:
             print(f"{checkpoint.trail}: event {checkpoint.seq} hash {checkpoint.hash[:16]} signed")
-        print(f"appended to {services.checkpoints.path}; copy it somewhere safe")
+        print(f"appended to {path}; copy it somewhere safe")
     return 0
 
 

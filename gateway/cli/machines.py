@@ -10,13 +10,29 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli.common import actor, open_services, read_key_file
-from gateway.cli.render import clip, print_table
+from gateway.cli.common import (
+    STDIO,
+    is_stdio,
+    open_operator,
+    read_key_file,
+    refuse_host_path,
+)
+from gateway.cli.render import (
+    add_json_option,
+    clip,
+    print_json_document,
+    print_json_line,
+    print_table,
+)
 from gateway.config import parse_duration, parse_iso_time
 from gateway.errors import PamgateError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from gateway.cli.common import Subcommands
+    from gateway.domain.machines.registry import MachineView
+    from gateway.domain.machines.revocation import OutstandingCertificate
 
 
 def add_commands(commands: Subcommands) -> None:
@@ -64,14 +80,17 @@ def add_commands(commands: Subcommands) -> None:
     add.add_argument("--allow-pty", action="store_true", help="allow a pty (default: exec only)")
     add.add_argument("--allow-sftp", action="store_true", help="allow SFTP (default: no)")
     add.add_argument("--sftp-path", action="append", default=None, metavar="DIR",
-                     help="hold SFTP, scp and rsync to this directory (repeatable; default: "
-                     "anywhere the account can go)")  # fmt: skip
+                     help="hold SFTP and scp to this directory, as the target resolves paths "
+                     "(repeatable; legacy scp -O and rsync are then refused; default: anywhere "
+                     "the account can go)")  # fmt: skip
     add.set_defaults(handler=cmd_machine_add)
-    machine.add_parser("list", help="NHIs with owners, status and review dates",
-                       description="List NHIs; overdue reviews are flagged.").set_defaults(
-        handler=cmd_machine_list)  # fmt: skip
+    listing = machine.add_parser("list", help="NHIs with owners, status and review dates",
+                                 description="List NHIs; overdue reviews are flagged.")  # fmt: skip
+    add_json_option(listing)
+    listing.set_defaults(handler=cmd_machine_list)
     show = machine.add_parser("show", help="one NHI in full", description="Show one NHI in full.")
     show.add_argument("name")
+    add_json_option(show, document=True)
     show.set_defaults(handler=cmd_machine_show)
     changes = (
         ("suspend", "suspended", "stop an NHI from connecting"),
@@ -102,9 +121,10 @@ def add_commands(commands: Subcommands) -> None:
     )
     issue.add_argument("name")
     issue.add_argument("--pubkey", type=Path, required=True, metavar="FILE",
-                       help="the workload's public key (.pub)")  # fmt: skip
+                       help=f"the workload's public key (.pub; {STDIO}: stdin)")  # fmt: skip
     issue.add_argument("--ttl", default="5m", help="lifetime (default 5m)")
-    issue.add_argument("-o", "--output", type=Path, metavar="CERTFILE")
+    issue.add_argument("-o", "--output", type=Path, metavar="CERTFILE",
+                       help=f"default (or {STDIO}): stdout")  # fmt: skip
     issue.set_defaults(handler=cmd_machine_issue)
     token = machine.add_parser(
         "token",
@@ -133,9 +153,12 @@ def add_commands(commands: Subcommands) -> None:
     )
     what = revoke.add_mutually_exclusive_group(required=True)
     what.add_argument("name", nargs="?", help="an NHI: all its outstanding certificates")
-    what.add_argument("--serial", type=int, help="one certificate serial")
-    what.add_argument("--key-id", help="every certificate with this key id")
-    what.add_argument("--key", type=Path, metavar="FILE", help="every certificate on this key")
+    what.add_argument("--serial", type=int, help="one certificate serial (1 to 2^64-1)")
+    what.add_argument("--key-id", help="every certificate with this key id (no '#', line "
+                      "break or edge spaces: a KRL could not hold it)")
+    what.add_argument("--key", type=Path, metavar="FILE", help="every certificate on this key; "
+                      f"the machine CA's public key: every certificate it signed ({STDIO}: "
+                      "stdin)")  # fmt: skip
     revoke.add_argument("--reason", default="", help="kept in the machine audit trail")
     revoke.set_defaults(handler=cmd_machine_revoke)
     krl = machine.add_parser(
@@ -146,7 +169,8 @@ def add_commands(commands: Subcommands) -> None:
             "RevokedKeys on targets; check a certificate with ssh-keygen -Q -f FILE CERT."
         ),
     )
-    krl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    krl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                     help=f"{STDIO}: stdout (binary)")  # fmt: skip
     krl.set_defaults(handler=cmd_machine_krl)
     known_hosts = machine.add_parser(
         "known-hosts",
@@ -168,14 +192,14 @@ def add_commands(commands: Subcommands) -> None:
 def cmd_machine_add(args: argparse.Namespace) -> int:
     from gateway.domain.machines.registry import parse_scope_target
 
-    with open_services(args) as services:
+    with open_operator(args) as actions:
         review_by = (
             parse_iso_time(args.review_by, "--review-by", expected="an ISO date")
             if args.review_by
             else None
         )
-        view = services.machines.add(
-            args.name, actor=actor(), kind=args.kind, owner=args.owner,
+        view = actions.add_machine(
+            args.name, kind=args.kind, owner=args.owner,
             tech_owner=args.tech_owner, purpose=args.purpose,
             targets=[parse_scope_target(t, args.loaded_config) for t in args.target],
             commands=args.command, sources=args.source, allow_pty=args.allow_pty,
@@ -190,13 +214,18 @@ def cmd_machine_list(args: argparse.Namespace) -> int:
     from collections import Counter
     from datetime import UTC, datetime
 
-    with open_services(args) as services:
-        machines = services.machines.list()
-        if not machines:
-            print("no machine identities (add one with 'pamgate machine add')")
-            return 0
-        outstanding = Counter(cert.nhi for cert in services.machine_revocations.outstanding())
+    with open_operator(args) as actions:
+        machines = actions.machines()
+        outstanding = Counter(cert.nhi for cert in actions.outstanding_certificates())
     now = datetime.now(UTC)
+    if args.json:
+        for machine in machines:
+            print_json_line({**_machine_summary(machine, now),
+                             "certificates": outstanding[machine.name]})  # fmt: skip
+        return 0
+    if not machines:
+        print("no machine identities (add one with 'pamgate machine add')")
+        return 0
     rows = []
     for machine in machines:
         review = f"{machine.review_by:%Y-%m-%d}" if machine.review_by else "-"
@@ -211,18 +240,50 @@ def cmd_machine_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _machine_summary(machine: MachineView, now: datetime) -> dict[str, object]:
+    """What ``machine list --json`` says of an NHI (and ``machine show --json`` begins with)."""
+    return {
+        "name": machine.name, "kind": machine.kind, "status": machine.status,
+        "owner": machine.owner, "tech_owner": machine.tech_owner,
+        "last_login": machine.last_used_at, "review_by": machine.review_by,
+        "review_overdue": machine.review_overdue(now),
+    }  # fmt: skip
+
+
+def _machine_document(
+    machine: MachineView, certificates: list[OutstandingCertificate], now: datetime
+) -> dict[str, object]:
+    """``machine show --json``: the NHI in full, with its outstanding certificates."""
+    return {
+        **_machine_summary(machine, now),
+        "status_reason": machine.status_reason, "purpose": machine.purpose,
+        "targets": [{"target": t.target, "account": t.account} for t in machine.targets],
+        "commands": list(machine.commands), "sources": list(machine.sources),
+        "allow_pty": machine.allow_pty, "allow_sftp": machine.allow_sftp,
+        "sftp_paths": None if machine.sftp_paths is None else list(machine.sftp_paths),
+        "max_ttl_seconds": machine.max_ttl_seconds, "created_at": machine.created_at,
+        "outstanding": [{"serial": cert.serial, "key_id": cert.key_id,
+                         "key_fingerprint": cert.key_fingerprint,
+                         "valid_before": cert.valid_before} for cert in certificates],
+    }  # fmt: skip
+
+
 def cmd_machine_show(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    with open_services(args) as services:
-        machine = services.machines.get(args.name)
-        certificates = services.machine_revocations.outstanding(machine.name)
+    with open_operator(args) as actions:
+        machine = actions.machine(args.name)
+        certificates = actions.outstanding_certificates(machine.name)
+    now = datetime.now(UTC)
+    if args.json:
+        print_json_document(_machine_document(machine, certificates, now))
+        return 0
     status = machine.status + (f" ({machine.status_reason})" if machine.status_reason else "")
     sftp = "allowed" if machine.allow_sftp else "no"
     if machine.allow_sftp and machine.sftp_paths is not None:
         sftp += " in " + ", ".join(machine.sftp_paths)
     review = f"{machine.review_by:%Y-%m-%d}" if machine.review_by else "-"
-    if machine.review_overdue(datetime.now(UTC)):
+    if machine.review_overdue(now):
         review += " OVERDUE"
     used = f"{machine.last_used_at:%Y-%m-%d %H:%M:%S}Z" if machine.last_used_at else "never"
     first, *more = machine.commands or [""]
@@ -246,17 +307,13 @@ def cmd_machine_show(args: argparse.Namespace) -> int:
 
 
 def cmd_machine_status(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
+    with open_operator(args) as actions:
         if args.status == "offboarded":
-            revoked = services.machine_revocations.offboard(
-                args.name, actor=actor(), reason=args.reason
-            )
+            revoked = actions.offboard_machine(args.name, args.reason)
             print(f"{args.name} is offboarded; {len(revoked)} outstanding certificate(s) revoked")
             print("publish the revocations to targets with 'pamgate machine krl -o FILE'")
             return 0
-        view = services.machines.set_status(
-            args.name, args.status, actor=actor(), reason=args.reason
-        )
+        view = actions.set_machine_status(args.name, args.status, args.reason)
     print(f"{view.name} is now {view.status}")
     return 0
 
@@ -265,13 +322,16 @@ def cmd_machine_status(args: argparse.Namespace) -> int:
 
 
 def cmd_machine_issue(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
+    refuse_host_path(args, args.pubkey, "--pubkey")
+    refuse_host_path(args, args.output, "-o")
+    to_file = args.output is not None and not is_stdio(args.output)
+    with open_operator(args) as actions:
         key = read_key_file(args.pubkey)
         ttl = parse_duration(args.ttl, "--ttl")
-        if args.output:
+        if to_file:
             _check_writable(args.output)  # before signing: no certificate nobody received
-        signed = services.machine_credentials.issue(args.name, key, ttl, actor=actor())
-    if args.output:
+        signed = actions.issue_certificate(args.name, key, ttl)
+    if to_file:
         try:
             args.output.write_text(signed.certificate + "\n")
         except OSError as exc:
@@ -288,11 +348,10 @@ def cmd_machine_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_machine_token(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        token = services.machine_credentials.create_join_token(
-            args.name, ttl_seconds=parse_duration(args.ttl, "--ttl"), uses=args.uses,
-            actor=actor(),
-        )  # fmt: skip
+    with open_operator(args) as actions:
+        token = actions.create_join_token(
+            args.name, ttl_seconds=parse_duration(args.ttl, "--ttl"), uses=args.uses
+        )
     print(token)
     print(f"join token for {args.name}: {args.uses} use(s) within {args.ttl}; shown only once",
           file=sys.stderr)  # fmt: skip
@@ -300,10 +359,11 @@ def cmd_machine_token(args: argparse.Namespace) -> int:
 
 
 def cmd_machine_revoke(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        revoked = services.machine_revocations.revoke(
-            actor=actor(), reason=args.reason, name=args.name, serial=args.serial,
-            key_id=args.key_id, key_line=read_key_file(args.key) if args.key else None,
+    refuse_host_path(args, args.key, "--key")
+    with open_operator(args) as actions:
+        revoked = actions.revoke_certificates(
+            reason=args.reason, name=args.name, serial=args.serial, key_id=args.key_id,
+            key_line=read_key_file(args.key) if args.key else None,
         )  # fmt: skip
     if not revoked:
         print("nothing new to revoke (already revoked, or nothing outstanding)")
@@ -319,17 +379,28 @@ def cmd_machine_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_machine_krl(args: argparse.Namespace) -> int:
-    _check_writable(args.output)
-    with open_services(args) as services:
-        count = services.machine_revocations.write_krl(args.output)
-    print(f"wrote {args.output} with {count} revocation(s)")
+    import tempfile
+
+    refuse_host_path(args, args.output, "-o")
+    if not is_stdio(args.output):
+        _check_writable(args.output)
+        with open_operator(args) as actions:
+            written = actions.write_krl(args.output)
+        print(f"wrote {args.output} with {written.entries} revocation(s)")
+    else:
+        with open_operator(args) as actions, tempfile.TemporaryDirectory() as folder:
+            built = Path(folder) / "krl"
+            written = actions.write_krl(built)
+            sys.stdout.buffer.write(built.read_bytes())
+            sys.stdout.buffer.flush()
+        print(f"wrote the KRL to stdout with {written.entries} revocation(s)", file=sys.stderr)
+    for entry, why in written.left_out:
+        print(f"warning: left out {entry.kind.replace('_', ' ')} {entry.value[:80]!r}: {why} "
+              "(the gateway still refuses it)", file=sys.stderr)  # fmt: skip
     return 0
 
 
 def cmd_machine_known_hosts(args: argparse.Namespace) -> int:
-    from gateway.crypto.keys import parse_public_key_line
-    from gateway.datadir import DataDir
-
     listener = args.loaded_config.listeners.machine
     host = args.host or listener.address
     if host in ("0.0.0.0", "::", ""):
@@ -337,11 +408,8 @@ def cmd_machine_known_hosts(args: argparse.Namespace) -> int:
             f"the machine lane listens on {listener.address}: give --host, the name or address "
             "workloads use to reach it"
         )
-    key_path = DataDir(args.loaded_config.data_dir).machine_host_key
-    try:
-        key, _, _ = parse_public_key_line(key_path.with_name(key_path.name + ".pub").read_text())
-    except OSError as exc:
-        raise PamgateError(f"cannot read the machine lane host key: {exc.strerror}") from None
+    with open_operator(args) as actions:
+        key = actions.machine_host_key()
     print(f"{host if listener.port == 22 else f'[{host}]:{listener.port}'} {key}")
     return 0
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from gateway.cli.common import open_services
+from gateway.cli.common import open_operator
 from gateway.config import parse_iso_time
-from gateway.errors import PamgateError
 
 if TYPE_CHECKING:
     from gateway.cli.common import Subcommands
@@ -48,10 +47,8 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
     target, _, account = args.destination.partition(":")
     when = parse_iso_time(args.at, "--at") if args.at else datetime.now(UTC)
-    with open_services(args) as services:
-        if services.users.get(args.user) is None:
-            raise PamgateError(f"no user named {args.user!r}")
-        decision = services.access.decide(
+    with open_operator(args) as actions:
+        decision = actions.policy_decision(
             args.user, target, account or None, source=args.source, at=when
         )
     if isinstance(decision, NeedsApproval):

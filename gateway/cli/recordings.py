@@ -4,17 +4,19 @@ v2), their command logs, sealed digests, exports and escape-safe playback."""
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli.common import actor, open_services
-from gateway.cli.render import print_table
+from gateway.cli.common import STDIO, is_stdio, open_operator, refuse_host_path
+from gateway.cli.render import add_json_option, print_json_line, print_table
 from gateway.config import parse_since
 from gateway.errors import PamgateError
 
 if TYPE_CHECKING:
     from gateway.cli.common import Subcommands
+    from gateway.domain.recordings.service import RecordingInfo
 
 
 def add_commands(commands: Subcommands) -> None:
@@ -35,6 +37,7 @@ def add_commands(commands: Subcommands) -> None:
     listing.add_argument("--user")
     listing.add_argument("--target")
     listing.add_argument("--since", metavar="WHEN", help="ISO date/time or an age (30m, 12h, 7d)")
+    add_json_option(listing)
     listing.set_defaults(handler=cmd_recordings_list)
     search = recordings.add_parser(
         "search",
@@ -45,6 +48,7 @@ def add_commands(commands: Subcommands) -> None:
         ),
     )
     search.add_argument("text")
+    add_json_option(search)
     search.set_defaults(handler=cmd_recordings_search)
     show = recordings.add_parser(
         "commands",
@@ -52,14 +56,19 @@ def add_commands(commands: Subcommands) -> None:
         description="Print the commands extracted from a session.",
     )
     show.add_argument("session")
+    add_json_option(show)
     show.set_defaults(handler=cmd_recordings_commands)
     export = recordings.add_parser(
         "export",
         help="write a plain asciicast v2 file",
-        description="Write a session's recording as a plain (uncompressed) asciicast v2 file.",
+        description=(
+            "Write a session's recording as a plain (uncompressed) asciicast v2 file, or to "
+            f"stdout with -o {STDIO}."
+        ),
     )
     export.add_argument("session")
-    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.cast")
+    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.cast",
+                        help=f"{STDIO}: stdout")  # fmt: skip
     export.set_defaults(handler=cmd_recordings_export)
     verify = recordings.add_parser(
         "verify",
@@ -93,9 +102,13 @@ def add_commands(commands: Subcommands) -> None:
 
 
 def cmd_recordings_list(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
+    with open_operator(args) as actions:
         since = parse_since(args.since) if args.since else None
-        found = services.recordings.list(user=args.user, target=args.target, since=since)
+        found = actions.recordings(user=args.user, target=args.target, since=since, limit=500)
+    if args.json:
+        for info in found:
+            print_json_line(_recording_record(info))
+        return 0
     if not found:
         print("no recorded sessions match")
         return 0
@@ -110,13 +123,30 @@ def cmd_recordings_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recording_record(info: RecordingInfo) -> dict[str, object]:
+    """One row of ``recordings list --json``."""
+    return {
+        "session": info.session_id, "lane": info.lane, "started_at": info.started_at,
+        "ended_at": info.ended_at, "user": info.user, "target": info.target,
+        "account": info.account, "kind": info.kind, "status": info.status,
+        "sealed": info.sha256 is not None, "sha256": info.sha256,
+        "break_glass": info.break_glass, "authority": info.authority or None,
+    }  # fmt: skip
+
+
 def cmd_recordings_search(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        hits = services.recordings.search(args.text)
+    with open_operator(args) as actions:
+        hits = actions.search_commands(args.text)
     if not hits:
-        print(f"no commands contain {args.text!r}")
+        if not args.json:
+            print(f"no commands contain {args.text!r}")
         return 1
     for hit in hits:
+        if args.json:
+            print_json_line({"at": hit.at, "session": hit.session_id, "user": hit.user,
+                             "where": hit.where, "offset": hit.offset,
+                             "text": hit.text})  # fmt: skip
+            continue
         print(
             f"{hit.at:%Y-%m-%d %H:%M:%S}  {hit.session_id[:12]}  {hit.user}  {hit.where}  "
             f"+{_clock(hit.offset)}  {hit.text}"
@@ -125,9 +155,15 @@ def cmd_recordings_search(args: argparse.Namespace) -> int:
 
 
 def cmd_recordings_commands(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        info = services.recordings.info(args.session)
-        commands = services.recordings.commands(info.session_id)
+    with open_operator(args) as actions:
+        info = actions.recording(args.session)
+        commands = actions.commands(info.session_id)
+    if args.json:
+        for command in commands:
+            print_json_line({"session": info.session_id, "seq": command.seq,
+                             "offset": command.offset, "at": command.at,
+                             "text": command.text})  # fmt: skip
+        return 0
     if not commands:
         print(f"no commands extracted for session {info.session_id} ({info.kind})")
     for command in commands:
@@ -136,22 +172,32 @@ def cmd_recordings_commands(args: argparse.Namespace) -> int:
 
 
 def cmd_recordings_export(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        info = services.recordings.export(args.session, args.output, actor=actor())
+    refuse_host_path(args, args.output, "-o")
+    with open_operator(args) as actions:
+        if is_stdio(args.output):
+            # UTF-8 whatever the locale says: the recording is asciicast (JSON lines).
+            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+            try:
+                actions.export_recording_to(args.session, out)
+            finally:
+                out.detach()
+            return 0
+        info = actions.export_recording(args.session, args.output)
     print(f"wrote session {info.session_id} to {args.output}")
     return 0
 
 
 def cmd_recordings_verify(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
+    with open_operator(args) as actions:
         references = (
-            [i.session_id for i in services.recordings.list(limit=10**9)]
+            [i.session_id for i in actions.recordings(user=None, target=None, since=None,
+                                                      limit=10**9)]
             if args.all
             else [args.session]
-        )
+        )  # fmt: skip
         failed = 0
         for reference in references:
-            info, problem = services.recordings.verify(reference)
+            info, problem = actions.verify_recording(reference)
             if problem:
                 failed += 1
                 print(f"{info.session_id}: FAILED: {problem}")
@@ -165,13 +211,13 @@ def cmd_recordings_verify(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from recordings.player import PlainRecording, Player, play_in_terminal
 
-    with open_services(args) as services:
+    with open_operator(args) as actions:
         if args.speed <= 0:
             raise PamgateError("--speed must be above 0 (e.g. 0.5 for half speed)")
         if args.idle_limit is not None and args.idle_limit < 0:
             raise PamgateError("--idle-limit cannot be negative")
         start = _parse_position(args.start)
-        info = services.recordings.open_for_review(args.session, actor=actor(), purpose="replayed")
+        info = actions.open_recording(args.session, purpose="replayed")
         assert info.path is not None
         if info.sha256 is None:
             print(
@@ -179,7 +225,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 "showing the recording as written",
                 file=sys.stderr,
             )
-        command_times = [c.offset for c in services.recordings.commands(info.session_id)]
+        command_times = [c.offset for c in actions.commands(info.session_id)]
     recording = PlainRecording(info.path)
     try:
         length = recording.index().duration

@@ -7,12 +7,22 @@ per record with unpadded fields: ``audit tail`` and ``audit files`` print each
 event as they read it (a trail can be long, and a table needs all its rows
 before the first line), and ``recordings search``/``commands`` lines end in
 the command text.
+
+With ``--json`` (:func:`add_json_option`), listings print one JSON object per
+line (JSON Lines: :func:`print_json_line`), one per row of the table, each
+line flushed as it is written; an empty listing prints nothing. Commands that
+show one thing (``machine show``) print one JSON document
+(:func:`print_json_document`). Times are ISO 8601 in UTC (``...Z``), full
+values stand where tables clip or abbreviate, and lists stay lists.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 
@@ -46,6 +56,37 @@ def clip(text: str, width: int = 24) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def add_json_option(parser: argparse.ArgumentParser, *, document: bool = False) -> None:
+    """``--json``: the output for scripts (see the module docstring)."""
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print one JSON document" if document else "print one JSON object per line",
+    )  # fmt: skip
+
+
 def print_json_line(value: Any) -> None:
     """Print one JSON object on its own line, flushed (a consumer may be reading as we go)."""
-    print(json.dumps(value, ensure_ascii=False), flush=True)
+    print(json.dumps(value, ensure_ascii=False, default=_json_value), flush=True)
+
+
+def print_json_document(value: Any) -> None:
+    """Print one JSON document, indented for people who read it too."""
+    print(json.dumps(value, ensure_ascii=False, indent=2, default=_json_value), flush=True)
+
+
+def json_time(value: datetime | None) -> str | None:
+    """A time as JSON output carries it: ISO 8601 in UTC, ``Z`` for the zone."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _json_value(value: Any) -> Any:
+    """What JSON output makes of values ``json`` does not know."""
+    if isinstance(value, datetime):
+        return json_time(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON output")

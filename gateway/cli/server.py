@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli.common import actor, open_services, upstream_ca_line
+from gateway.cli.common import local_admin, open_services, upstream_ca_line
 from gateway.config import GatewayConfig, find_config_path, load_config
 from gateway.errors import PamgateError
 
@@ -153,7 +153,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         path.write_text(EXAMPLE_CONFIG)
         print(f"wrote starter config {path}")
     config = load_config(path)
-    for line in initialize(config, actor=actor()):
+    for line in initialize(config, actor=local_admin().name):
         print(line)
     print(f"upstream CA public key (for targets' TrustedUserCAKeys): {upstream_ca_line(config)}")
     return 0

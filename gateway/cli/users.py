@@ -8,13 +8,21 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli.common import actor, open_services, read_key_file, read_password
-from gateway.cli.render import print_table
+from gateway.cli.common import (
+    STDIO,
+    is_stdio,
+    open_operator,
+    read_key_file,
+    read_password,
+    refuse_host_path,
+)
+from gateway.cli.render import add_json_option, print_json_line, print_table
 from gateway.config import GatewayConfig
 from gateway.errors import PamgateError
 
 if TYPE_CHECKING:
     from gateway.cli.common import Subcommands
+    from gateway.domain.identities import UserView
 
 
 def add_commands(commands: Subcommands) -> None:
@@ -40,12 +48,14 @@ def add_commands(commands: Subcommands) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="register the public key in FILE (repeatable)",
+        help=f"register the public key in FILE (repeatable; {STDIO}: stdin)",
     )
     add.add_argument("--no-password", action="store_true", help="key-only user: needs --ssh-key")
     add.set_defaults(handler=cmd_user_add)
 
-    user.add_parser("list", help="list users").set_defaults(handler=cmd_user_list)
+    listing = user.add_parser("list", help="list users", description="List users, by name.")
+    add_json_option(listing)
+    listing.set_defaults(handler=cmd_user_list)
     for name, help_text, handler in (
         ("disable", "disable a user (they can no longer log in)", cmd_user_disable),
         ("enable", "enable a disabled user", cmd_user_enable),
@@ -81,13 +91,18 @@ def add_commands(commands: Subcommands) -> None:
         description="Register an SSH public key (first factor) for a user.",
     )
     add_key.add_argument("name")
-    add_key.add_argument("key_file", type=Path, metavar="FILE")
+    add_key.add_argument("key_file", type=Path, metavar="FILE", help=f"{STDIO}: stdin")
     add_key.set_defaults(handler=cmd_user_add_key)
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
     from gateway.domain.enrolment import describe_enrolment
 
+    for path in args.ssh_key:
+        refuse_host_path(args, path, "--ssh-key")
+    from_stdin = [path for path in args.ssh_key if is_stdio(path)]
+    if len(from_stdin) + bool(args.password_stdin and not args.no_password) > 1:
+        raise PamgateError("only one of --password-stdin and --ssh-key - can read stdin")
     keys = [read_key_file(path) for path in args.ssh_key]
     if args.no_password:
         if not keys:
@@ -95,9 +110,9 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         password = None
     else:
         password = read_password(args.password_stdin, confirm=True)
-    with open_services(args) as services:
-        enrolment = services.users.add_user(
-            args.name, actor=actor(), groups=args.group, password=password, public_keys=keys
+    with open_operator(args) as actions:
+        enrolment = actions.add_user(
+            args.name, groups=args.group, password=password, public_keys=keys
         )
     print(f"created user {args.name} (groups: {', '.join(args.group) or 'none'})")
     config: GatewayConfig = args.loaded_config
@@ -109,37 +124,49 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        users = services.users.list_users()
+    with open_operator(args) as actions:
+        users = actions.users()
+    if args.json:
+        for user in users:
+            print_json_line(_user_record(user))
+        return 0
     if not users:
         print("no users (add one with 'pamgate user add NAME')")
         return 0
     rows = []
     for user in users:
-        factors = "+".join(
-            f
-            for f, present in (
-                ("password", user.has_password),
-                ("key", bool(user.key_fingerprints)),
-            )
-            if present
-        )
         status = "disabled" if user.disabled else "enabled"
-        rows.append((user.name, status, factors + "+totp", ", ".join(user.groups)))
+        rows.append((user.name, status, "+".join(_factors(user)), ", ".join(user.groups)))
     print_table(rows, header=("NAME", "STATUS", "FACTORS", "GROUPS"))
     return 0
 
 
+def _factors(user: UserView) -> list[str]:
+    """The user's factors, first factors first: password, key, then totp (always)."""
+    first = [f for f, present in (("password", user.has_password),
+                                  ("key", bool(user.key_fingerprints))) if present]  # fmt: skip
+    return [*first, "totp"]
+
+
+def _user_record(user: UserView) -> dict[str, object]:
+    """One row of ``user list --json``."""
+    return {
+        "name": user.name, "status": "disabled" if user.disabled else "enabled",
+        "factors": _factors(user), "groups": list(user.groups),
+        "key_fingerprints": list(user.key_fingerprints), "created_at": user.created_at,
+    }  # fmt: skip
+
+
 def cmd_user_disable(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        services.users.set_disabled(args.name, True, actor=actor())
+    with open_operator(args) as actions:
+        actions.set_user_disabled(args.name, True)
     print(f"disabled {args.name}")
     return 0
 
 
 def cmd_user_enable(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        services.users.set_disabled(args.name, False, actor=actor())
+    with open_operator(args) as actions:
+        actions.set_user_disabled(args.name, False)
     print(f"enabled {args.name}")
     return 0
 
@@ -147,41 +174,41 @@ def cmd_user_enable(args: argparse.Namespace) -> int:
 def cmd_user_reset_mfa(args: argparse.Namespace) -> int:
     from gateway.domain.enrolment import describe_enrolment
 
-    with open_services(args) as services:
-        enrolment = services.users.reset_mfa(args.name, actor=actor())
+    with open_operator(args) as actions:
+        enrolment = actions.reset_mfa(args.name)
     print(f"reset TOTP for {args.name}; the old secret no longer works")
     print(describe_enrolment(enrolment, sys.stdout))
     return 0
 
 
 def cmd_user_unlock(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        if services.users.get(args.name) is None:
-            raise PamgateError(f"no user named {args.name!r}")
-        services.limiter.unlock(args.name, actor=actor())
+    with open_operator(args) as actions:
+        actions.unlock_user(args.name)
     print(f"cleared failed-login lockout for {args.name}")
     return 0
 
 
 def cmd_user_set_groups(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        services.users.set_groups(args.name, args.group, actor=actor())
+    with open_operator(args) as actions:
+        actions.set_user_groups(args.name, args.group)
     print(f"groups of {args.name}: {', '.join(sorted(set(args.group))) or 'none'}")
     return 0
 
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        if services.users.get(args.name) is None:
+    with open_operator(args) as actions:
+        # Before the password is typed: nobody types one for a user who is not there.
+        if not actions.user_exists(args.name):
             raise PamgateError(f"no user named {args.name!r}")
         password = read_password(args.password_stdin, confirm=True)
-        services.users.set_password(args.name, password, actor=actor())
+        actions.set_password(args.name, password)
     print(f"password changed for {args.name}")
     return 0
 
 
 def cmd_user_add_key(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        fingerprint = services.users.add_key(args.name, read_key_file(args.key_file), actor=actor())
+    refuse_host_path(args, args.key_file, "FILE")
+    with open_operator(args) as actions:
+        fingerprint = actions.add_user_key(args.name, read_key_file(args.key_file))
     print(f"registered key {fingerprint} for {args.name}")
     return 0

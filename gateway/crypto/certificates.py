@@ -2,10 +2,14 @@
 
 :func:`parse_certificate` turns a certificate blob into
 :class:`PresentedCertificate`: every field the machine lane's checks need,
-including the *names* of critical options (so an unknown one can be
-refused by name) and the CA's signature algorithm (so SHA-1 ``ssh-rsa``
-signatures can be refused as OpenSSH does). The CA signature is verified.
-Anything malformed raises :class:`CertificateMalformed` with a short reason.
+including every critical option and extension in order, repeats included
+(what they mean is :mod:`gateway.crypto.certificate_options`'s), the
+certified key's type and RSA size, and the CA's key and signature algorithm
+(so SHA-1 ``ssh-rsa`` signatures can be refused as OpenSSH does). The CA
+signature is verified. Anything malformed raises :class:`CertificateMalformed`
+with a short reason; as in OpenSSH's ``cert_parse``, that includes a NUL byte
+in the key id, a principal or an option name. A key id or principal that is
+not UTF-8 is refused too (sshd takes it; asyncssh cannot).
 
 The layout is OpenSSH's PROTOCOL.certkeys; the key-specific fields are read
 with asyncssh's own decoders (asyncssh is pinned, see pyproject.toml).
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
+import hashlib
 from dataclasses import dataclass
 from typing import cast
 
@@ -28,16 +32,18 @@ from asyncssh.public_key import (
     decode_ssh_public_key,
 )
 
+from gateway.crypto.algorithms import public_key_facts
+from gateway.crypto.certificate_options import (
+    CertificateOption,
+    UserOptions,
+    read_user_options,
+)
 from gateway.errors import PamgateError
 
 CERT_TYPE_USER = 1
 CERT_TYPE_HOST = 2
 #: More principals than this is hostile (OpenSSH itself allows 256).
 MAX_PRINCIPALS = 256
-#: Critical options the machine lane enforces; any other makes a certificate unusable.
-KNOWN_CRITICAL_OPTIONS = frozenset({"force-command", "source-address"})
-#: CA signature algorithms OpenSSH no longer accepts by default (SHA-1).
-WEAK_SIGNATURE_ALGORITHMS = frozenset({"ssh-rsa"})
 
 
 class CertificateMalformed(PamgateError):
@@ -53,30 +59,29 @@ class PresentedCertificate:
     #: The certified key, ``TYPE BASE64``, and its SHA256 fingerprint.
     key: str
     key_fingerprint: str
-    #: The CA's public key, ``TYPE BASE64``.
+    #: The certified key's type (``ssh-ed25519``, ``ssh-rsa``...) and, for RSA, its size.
+    key_type: str
+    key_bits: int | None
+    #: The CA's public key, ``TYPE BASE64``, and its SHA256 fingerprint.
     signing_key: str
+    signing_key_fingerprint: str
     signature_algorithm: str
     serial: int
     key_id: str
     principals: tuple[str, ...]
     valid_after: int
     valid_before: int
-    #: Critical options by name (values as text; source-address as given).
-    critical_options: dict[str, str]
-    extensions: frozenset[str]
+    #: Critical options and extensions, in order, repeats included.
+    critical_options: tuple[CertificateOption, ...]
+    extension_options: tuple[CertificateOption, ...]
 
     @property
     def lifetime_seconds(self) -> int:
         return self.valid_before - self.valid_after
 
-    @property
-    def force_command(self) -> str | None:
-        return self.critical_options.get("force-command")
-
-    @property
-    def source_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        text = self.critical_options.get("source-address", "")
-        return [ipaddress.ip_network(part, strict=False) for part in text.split(",") if part]
+    def user_options(self) -> UserOptions:
+        """The options understood and checked (CertificateOptionError if sshd would refuse)."""
+        return read_user_options(self.critical_options, self.extension_options)
 
 
 def is_certificate(blob: bytes) -> bool:
@@ -129,20 +134,36 @@ def _parse(blob: bytes) -> PresentedCertificate:
         raise CertificateMalformed(f"unknown certificate type {cert_type}")
     principals = _strings(principals_blob, MAX_PRINCIPALS + 1)
     key = key_handler.make_public(key_params)
+    facts = public_key_facts(key.public_data)
+    if facts is None:
+        raise CertificateMalformed("the certified key cannot be read")
     return PresentedCertificate(
         cert_type="user" if cert_type == CERT_TYPE_USER else "host",
         key=openssh_key_data(key),
         key_fingerprint=key.get_fingerprint("sha256"),
+        key_type=facts.key_type,
+        key_bits=facts.rsa_bits,
         signing_key=openssh_key_data(signing_key),
+        signing_key_fingerprint=signing_key.get_fingerprint("sha256"),
         signature_algorithm=SSHPacket(signature).get_string().decode("ascii", "replace"),
         serial=serial,
-        key_id=key_id.decode("utf-8"),
+        key_id=_text(key_id, "key id"),
         principals=tuple(principals),
         valid_after=valid_after,
         valid_before=valid_before,
         critical_options=_options(options_blob),
-        extensions=frozenset(_options(extensions_blob)),
+        extension_options=_options(extensions_blob),
     )
+
+
+def _text(value: bytes, what: str) -> str:
+    """A C string of the certificate (no NUL, as OpenSSH's sshbuf_get_cstring), as UTF-8."""
+    if b"\0" in value:
+        raise CertificateMalformed(f"a {what} of the certificate contains a NUL byte")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CertificateMalformed(f"a {what} of the certificate is not valid UTF-8") from None
 
 
 def _strings(blob: bytes, limit: int) -> list[str]:
@@ -151,28 +172,40 @@ def _strings(blob: bytes, limit: int) -> list[str]:
     while packet:
         if len(values) >= limit:
             break
-        values.append(packet.get_string().decode("utf-8"))
+        values.append(_text(packet.get_string(), "principal"))
     return values
 
 
-def _options(blob: bytes) -> dict[str, str]:
-    """Option names and their values: a string, a name list (as commas), or empty."""
-    packet, options = SSHPacket(blob), {}
+def _options(blob: bytes) -> tuple[CertificateOption, ...]:
+    """Every option of a section in order: its name and its undecoded data."""
+    packet, options = SSHPacket(blob), []
     while packet:
-        name = packet.get_string().decode("utf-8")
-        data = SSHPacket(packet.get_string())
-        if not data:
-            options[name] = ""
-        elif name == "source-address":
-            options[name] = data.get_string().decode("ascii")
-        else:
-            options[name] = data.get_string().decode("utf-8", "replace")
-    return options
+        name = packet.get_string()
+        if b"\0" in name:
+            raise CertificateMalformed("a certificate option's name contains a NUL byte")
+        options.append(CertificateOption(name.decode("utf-8", "backslashreplace"),
+                                         packet.get_string()))  # fmt: skip
+    return tuple(options)
 
 
 def openssh_key_data(key: SSHKey) -> str:
     """A key as ``TYPE BASE64``, the form pamgate stores and compares keys in."""
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+def fingerprint_of_blob(blob: bytes) -> str:
+    """The SHA256 fingerprint ``ssh-keygen -l`` shows for a key or certificate blob.
+
+    For a certificate, that of the certified key; for one that does not even
+    parse, that of the blob itself.
+    """
+    if is_certificate(blob):
+        try:
+            return parse_certificate(blob).key_fingerprint
+        except CertificateMalformed:
+            pass
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
 
 
 def key_data_of_blob(blob: bytes) -> str:

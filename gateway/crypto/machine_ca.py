@@ -5,7 +5,7 @@ Certificates are signed by the stock ``ssh-keygen -s``, so they are exactly
 what OpenSSH makes and reads: principal = the NHI name only; key id naming
 the NHI, serial, lineage and generation; a serial unique for the life of the database; validity
 from now−60 s to now+ttl (ttl ≤ the NHI's maximum); ``force-command`` when
-the NHI has exactly one exact command; ``source-address`` when it has
+the NHI has exactly one exact command and no SFTP; ``source-address`` when it has
 networks; ``permit-pty`` only if allowed; and the extension
 ``scope@pamgate`` naming the registration.
 """
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import BigInteger, bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.crypto.keys import parse_public_key_line
@@ -29,6 +30,12 @@ from gateway.errors import CertificateAuthorityError
 from gateway.store.models import IssuedCertificate
 
 BACKDATE_SECONDS = 60
+#: OpenSSH serials are unsigned 64-bit. Serial 0 means "no serial": OpenSSH never
+#: revokes it by serial (krl.c ignores it; ``ssh-keygen -k`` refuses ``serial: 0``).
+MAX_SERIAL = 2**64 - 1
+#: Past this, a serial cannot even be looked up (SQLite's integers are signed 64-bit);
+#: pamgate, which numbers its certificates from 1, never issued one.
+_MAX_STORED_SERIAL = 2**63 - 1
 #: Lifetime of a certificate when none is asked for (capped at the NHI's maximum).
 DEFAULT_CERTIFICATE_TTL = 300
 SIGN_TIMEOUT_SECONDS = 5
@@ -41,7 +48,7 @@ class CertificateScope:
 
     #: The only principal: the NHI's name.
     principal: str
-    #: ``force-command``, when the NHI has exactly one exact command.
+    #: ``force-command``, when the NHI has exactly one exact command (and no SFTP).
     force_command: str | None
     #: ``source-address`` networks, if any.
     source_addresses: tuple[str, ...]
@@ -177,6 +184,16 @@ class MachineCA:
                 doing="sign", timeout=SIGN_TIMEOUT_SECONDS,
             )  # fmt: skip
             return (Path(folder) / "key-cert.pub").read_text().strip()
+
+
+def issued_certificate(db: Session, serial: int) -> IssuedCertificate | None:
+    """The certificate a gateway CA issued with ``serial``, if any (any 64-bit serial)."""
+    if not 1 <= serial <= _MAX_STORED_SERIAL:
+        return None
+    # Bound as BIGINT: on PostgreSQL the column is a 32-bit INTEGER, and a serial above
+    # 2^31 bound as one would be an error instead of "no such certificate".
+    wanted = bindparam("serial", serial, type_=BigInteger)
+    return db.scalars(select(IssuedCertificate).where(IssuedCertificate.serial == wanted)).first()
 
 
 def _run_keygen(args: list[str], *, doing: str, timeout: float) -> None:

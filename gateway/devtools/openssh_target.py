@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.errors import PamgateError
@@ -67,12 +68,20 @@ class OpenSSHTarget:
     """A private ``sshd`` on loopback, trusting one user CA."""
 
     def __init__(
-        self, workdir: Path, port: int, trusted_ca_file: Path, *, host: str = "127.0.0.1"
+        self,
+        workdir: Path,
+        port: int,
+        trusted_ca_file: Path,
+        *,
+        host: str = "127.0.0.1",
+        extra_config: Sequence[str] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.port = port
         self.host = host
         self.trusted_ca_file = Path(trusted_ca_file)
+        #: More sshd_config lines (``RevokedKeys``, ``AuthorizedPrincipalsFile``...).
+        self.extra_config = tuple(extra_config)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -142,6 +151,7 @@ class OpenSSHTarget:
                     # Many sessions start at once through a gateway; sshd's default
                     # (10:30:100) would drop connections that are merely queued.
                     "MaxStartups 200",
+                    *self.extra_config,
                     "",
                 ]
             )

@@ -31,7 +31,14 @@ from sqlalchemy.orm import Session
 
 from gateway.config import RuleSettings, duration_seconds
 from gateway.domain.alerts import WebhookAlerts
-from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, AuditRecord, Trail
+from gateway.domain.audit.trail import (
+    ActorType,
+    AuditEvent,
+    AuditLog,
+    AuditRecord,
+    Trail,
+    admin_authority,
+)
 from gateway.errors import PamgateError
 from gateway.store.database import Store
 from gateway.store.models import AccessGrant, AccessRequest, RequestApproval, User
@@ -355,7 +362,7 @@ class AccessRequests:
             record = self._audit.append(db, Trail.HUMAN, AuditEvent(
                 actor=actor, actor_type=ActorType.ADMIN, action="grant.revoked",
                 target=grant.target, account=grant.account, reason=reason,
-                authority=f"gateway-admin:{actor}", details={"grant": grant.id, "user": grant.user},
+                authority=admin_authority(actor), details={"grant": grant.id, "user": grant.user},
             ))  # fmt: skip
             view = grant_view(grant)
         self._audit.committed(record)

@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, AuditRecord, Trail
+from gateway.domain.audit.trail import (
+    ActorType,
+    AuditEvent,
+    AuditLog,
+    AuditRecord,
+    Trail,
+    admin_authority,
+)
 from gateway.errors import PamgateError
 from gateway.store.database import Store
 from gateway.store.models import SessionRecord
@@ -216,7 +223,7 @@ class SessionLedger:
             record = self._audit.append(db, trail, AuditEvent(
                 actor=actor, actor_type=ActorType.HUMAN, action="session.terminate_requested",
                 target=row.target, account=row.account, session_id=row.id, reason=reason.strip(),
-                authority=f"console:{actor}", details={"user": row.user, "lane": row.lane},
+                authority=admin_authority(actor), details={"user": row.user, "lane": row.lane},
             ))  # fmt: skip
         self._audit.committed(record)
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 import asyncssh
 
 from gateway.config import ListenerSettings
+from gateway.crypto.algorithms import UserKeyRules
 from gateway.crypto.upstream_ca import load_private_key
 from gateway.domain.audit.trail import AuditEvent, Trail
 from gateway.errors import PamgateError, StoreError
@@ -111,6 +112,8 @@ class Lane:
     connection_class: ClassVar[type[asyncssh.SSHServerConnection]]
     #: Seconds a client has to authenticate.
     login_timeout: ClassVar[int]
+    #: The user keys and signature algorithms the lane accepts (and advertises).
+    key_rules: ClassVar[UserKeyRules]
 
     def __init__(self, services: GatewayServices) -> None:
         self.services = services
@@ -145,6 +148,8 @@ class Lane:
             connection_class=self.connection_class,
             server_factory=self.new_server,
             server_host_keys=[host_key],
+            # What server-sig-algs advertises; gateway.ssh.user_keys enforces it.
+            signature_algs=list(self.key_rules.advertised),
             encoding=None,
             line_editor=False,
             allow_pty=True,

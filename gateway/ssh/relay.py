@@ -250,6 +250,12 @@ class RelayedSession:
         if self._close_target is not None:
             self._close_target()
 
+    def send_to_target(self, data: bytes) -> None:
+        """Write the gateway's own bytes to the target's channel (an SFTP path check)."""
+        upstream = self._pipe.upstream if self._pipe is not None else None
+        if data and upstream is not None:
+            upstream.write(data)
+
     def _target_closed(self, ended: TargetExit) -> None:
         """The target channel closed: pass on its exit status, or say why not."""
         if self._finished:

@@ -109,7 +109,7 @@ async def test_audit_shows_each_trail_apart_with_authority(services: GatewayServ
         assert not any(action.startswith("machine.") for action in actions)
         row = column(human, 5).index("user:bob")
         assert column(human, 2)[row] == "tests"
-        assert column(human, 6)[row] == "gateway-admin:tests"
+        assert column(human, 6)[row] == "local-admin"
         # Newest first.
         seqs = [int(seq) for seq in column(human, 0)]
         assert seqs == sorted(seqs, reverse=True)
@@ -296,8 +296,8 @@ async def test_admin_disables_and_enables_a_user_and_suspends_an_nhi(
         await wait_for(pilot, lambda: column(machines, 2) == ["suspended"])
 
     human = [(r.action, r.actor, r.authority) for r in services.audit.events(Trail.HUMAN)]
-    assert ("user.disabled", "root-admin", "gateway-admin:root-admin") in human
-    assert ("user.enabled", "root-admin", "gateway-admin:root-admin") in human
+    assert ("user.disabled", "root-admin", "role:admin") in human
+    assert ("user.enabled", "root-admin", "role:admin") in human
     machine = list(services.audit.events(Trail.MACHINE))
     assert (machine[-1].action, machine[-1].actor, machine[-1].reason) == (
         "machine.suspended", "root-admin", "leaked token"

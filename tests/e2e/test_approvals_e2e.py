@@ -44,8 +44,10 @@ def test_denial_is_shown_to_the_requester(gateway: Gateway) -> None:
 
 def test_self_approval_and_outsiders_are_refused_and_quorum_counts(gateway: Gateway) -> None:
     requester = gateway.make_user(groups=("cautious", "leads"))
-    first, second, outsider = (gateway.make_user(groups=groups)
-                               for groups in (("leads",), ("leads",), ("admins",)))  # fmt: skip
+    first, second, outsider, other_approver = (
+        gateway.make_user(groups=groups)
+        for groups in (("leads",), ("leads",), ("admins",), ("approvers",))
+    )  # fmt: skip
     process, request_id = start_waiting(gateway, requester, "echo after-two")
     try:
         own = decide(gateway, "approve", request_id, requester, next_code=True)
@@ -57,7 +59,10 @@ def test_self_approval_and_outsiders_are_refused_and_quorum_counts(gateway: Gate
         ]
         assert refused and "own request" in refused[0].reason  # fmt: skip
         other = decide(gateway, "approve", request_id, outsider)
-        assert other.returncode == 1 and "not in an approver group" in other.stderr
+        assert other.returncode == 1 and "You need the approver role" in other.stderr
+        # An approver ([console] approver_groups), but not one of this rule's.
+        elsewhere = decide(gateway, "approve", request_id, other_approver)
+        assert elsewhere.returncode == 1 and "not in an approver group" in elsewhere.stderr
         wrong = gateway.cli(
             "request",
             "approve",

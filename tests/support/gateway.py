@@ -248,9 +248,14 @@ def set_prompt(child: pexpect.spawn) -> None:
 
 
 def run_cli(
-    *args: str, input_text: str | None = None, cwd: Path | None = None
+    *args: str,
+    input_text: str | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``pamgate ARGS`` in a subprocess (the real entry point)."""
+    """Run ``pamgate ARGS`` in a subprocess (the real entry point), with ``env`` added to
+    this process's environment."""
+    environment = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
         input=input_text,
@@ -259,6 +264,7 @@ def run_cli(
         timeout=60,
         cwd=cwd,
         stdin=None if input_text is not None else subprocess.DEVNULL,
+        env=environment,
     )
 
 

@@ -1,15 +1,18 @@
-"""NHIs for the machine-lane tests: registered, with a key, certified."""
+"""NHIs for the machine-lane tests: registered, with a key, certified; stock ssh; their trail."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.domain.audit.trail import AuditRecord, Trail
 from gateway.domain.machines.registry import ScopeTarget
 from gateway.services import GatewayServices
+from tests.support.gateway import Gateway
 
 _names = itertools.count()
 
@@ -58,3 +61,41 @@ def issue(services: GatewayServices, workload: Workload, ttl: int = 300) -> int:
     )
     workload.cert.write_text(signed.certificate + "\n")
     return signed.serial
+
+
+def machine_ssh(
+    gateway: Gateway,
+    login: str,
+    command: str | None,
+    *,
+    key: Path,
+    cert: Path | None = None,
+    options: tuple[str, ...] = (),
+    port: int | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """The stock ssh client: no config, no agent, only ``key`` (and ``cert``); ``options`` first,
+    since ssh keeps the first value given. ``port`` defaults to the machine lane."""
+    args = [
+        "ssh", *options, "-F", "/dev/null", "-p", str(port or gateway.machine_port),
+        "-o", f"UserKnownHostsFile={gateway.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        "-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=10", "-i", str(key),
+    ]  # fmt: skip
+    if cert is not None:
+        args += ["-o", f"CertificateFile={cert}"]
+    args.append(f"{login}@127.0.0.1")
+    if command is not None:
+        args.append(command)
+    return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+
+
+def trail_events(
+    gateway: Gateway, trail: Trail, actor: str, action: str, *, want: int = 1, timeout: float = 10
+) -> list[AuditRecord]:
+    """``actor``'s ``action`` events in ``trail``, waiting up to ``timeout`` for ``want``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in gateway.audit.events(trail) if e.actor == actor and e.action == action]
+        if len(found) >= want or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)

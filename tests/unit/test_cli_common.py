@@ -1,19 +1,21 @@
-"""What the CLI's command groups share: the table layout, ISO times typed on the
-command line, and the services each command opens and closes."""
+"""What the CLI's command groups share: the table layout and JSON output, ISO times typed
+on the command line, the services each command opens and closes, and the operator the
+environment names."""
 
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, timedelta
+import json
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from gateway.cli.common import open_services
-from gateway.cli.render import table_lines
+from gateway.cli.common import DelegatedOperator, delegated_operator, open_services
+from gateway.cli.render import json_time, print_json_document, print_json_line, table_lines
 from gateway.config import load_config, parse_iso_time, parse_since
 from gateway.datadir import initialize
-from gateway.errors import PamgateError
+from gateway.errors import PamgateError, UsageError
 from gateway.services import GatewayServices
 
 
@@ -69,3 +71,29 @@ def test_open_services_closes_them_however_the_command_ends(
     with pytest.raises(PamgateError, match="boom"), open_services(args) as failing:
         raise PamgateError("boom")
     assert closed == [services, failing]
+
+
+def test_the_operator_named_by_the_environment_is_checked_before_anything_runs() -> None:
+    assert delegated_operator({}) is None
+    assert delegated_operator({"PAMGATE_OPERATOR": "bob"}) == DelegatedOperator("bob", None)
+    named = delegated_operator({"PAMGATE_OPERATOR": "bob", "PAMGATE_OPERATOR_SESSION": "4f2a9c"})
+    assert named == DelegatedOperator("bob", "4f2a9c")
+    # Set but empty or malformed never falls back to the local administrator.
+    for name in ("", "bob smith", "-bob", "b" * 65):
+        with pytest.raises(UsageError, match="PAMGATE_OPERATOR=.* is not a pamgate user name"):
+            delegated_operator({"PAMGATE_OPERATOR": name})
+    for session in ("a b", "x\n", "'; drop", "s" * 129):
+        with pytest.raises(UsageError, match="PAMGATE_OPERATOR_SESSION=.* is not a session id"):
+            delegated_operator({"PAMGATE_OPERATOR": "bob", "PAMGATE_OPERATOR_SESSION": session})
+
+
+def test_json_output_writes_times_in_utc_and_sets_as_lists(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    zoned = datetime(2026, 11, 23, 8, 30, tzinfo=timezone(timedelta(hours=2)))
+    assert json_time(zoned) == "2026-11-23T06:30:00Z" and json_time(None) is None
+    print_json_line({"at": zoned, "roles": frozenset({"b", "a"}), "path": Path("x/y")})
+    print_json_document({"name": "svc", "n": 1})
+    line, *document = capsys.readouterr().out.splitlines()
+    assert json.loads(line) == {"at": "2026-11-23T06:30:00Z", "roles": ["a", "b"], "path": "x/y"}
+    assert json.loads("\n".join(document)) == {"name": "svc", "n": 1} and len(document) == 4

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from gateway.domain.machines.registry import MachineError, MachineRegistry, Scop
 from gateway.domain.machines.revocation import MachineRevocations
 from gateway.errors import PamgateError
 from gateway.store.database import Store
+from gateway.store.models import MachineRevocation
 
 pytestmark = pytest.mark.openssh
 
@@ -136,7 +138,7 @@ def test_lifetime_ceiling_allows_the_backdating(lab: Lab) -> None:
         ((), "no principals"),
         (("-n", "other"), "do not include 'svc'"),
         (("-n", "svc", "-O", "critical:odd@x=1"), "unknown critical option"),
-        (("-n", "svc", "-O", "verify-required"), "unknown critical option"),
+        (("-n", "svc", "-O", "verify-required"), "verify-required"),
         (("-n", "svc", "-O", "source-address=10.0.0.0/8"), "outside the certificate"),
     ],
 )
@@ -290,3 +292,88 @@ def test_revoke_validates_and_counts_outstanding(lab: Lab) -> None:
     assert len(lab.revocations.revoke(actor="tests", name="svc")) == 1
     assert lab.revocations.revoke(actor="tests", name="svc") == []
     assert lab.revocations.outstanding() == []
+
+
+# -- issue 18: the CA key, serials, key ids and the KRL ----------------------------------
+
+
+def krl_says(krl: Path, certificate: str, folder: Path) -> str:
+    """What ``ssh-keygen -Q`` says of a certificate line against a KRL (the oracle)."""
+    path = folder / "checked-cert.pub"
+    path.write_text(certificate)
+    result = subprocess.run(["ssh-keygen", "-Q", "-f", str(krl), str(path)],
+                            capture_output=True, text=True)  # fmt: skip
+    return result.stdout
+
+
+def test_revoking_the_ca_key_revokes_every_certificate_it_signed(lab: Lab) -> None:
+    cert = lab.keygen_cert("-n", "svc", "-z", "77", *real_window(lab, -60, 300))
+    assert lab.check(cert)
+    lab.revocations.revoke(actor="tests", key_line=lab.ca_key.with_suffix(".pub").read_text())
+    with pytest.raises(MachineAuthRefused, match="its CA key SHA256:.* is revoked"):
+        lab.check(cert)
+    krl = lab.folder / "revoked.krl"
+    assert lab.revocations.write_krl(krl).entries == 1
+    assert "REVOKED" in krl_says(krl, cert, lab.folder)
+
+
+def test_serials_are_64_bit_and_never_zero(lab: Lab) -> None:
+    for serial, message in ((0, "serial 0 cannot be revoked by serial"), (-1, "1 to "),
+                            (2**64, "1 to 18446744073709551615")):  # fmt: skip
+        with pytest.raises(MachineError, match=message):
+            lab.revocations.revoke(actor="tests", serial=serial)
+    assert lab.revocations.revocations() == []
+    for serial in (2**31, 2**63 - 1, 2**63, 2**64 - 1):
+        cert = lab.keygen_cert("-n", "svc", "-z", str(serial), *real_window(lab, -60, 300))
+        assert lab.check(cert).lineage is None  # looked up, not crashed on
+        lab.revocations.revoke(actor="tests", serial=serial)
+        with pytest.raises(MachineAuthRefused, match=f"revoked \\(serial {serial}\\)"):
+            lab.check(cert)
+        krl = lab.folder / "revoked.krl"
+        lab.revocations.write_krl(krl)
+        assert "REVOKED" in krl_says(krl, cert, lab.folder)
+
+
+def test_key_ids_a_krl_cannot_hold_are_refused(lab: Lab) -> None:
+    for key_id in ("job#5", " job", "job ", "job\n5", "job\t", "", "a\0b"):
+        with pytest.raises(MachineError, match="--key-id"):
+            lab.revocations.revoke(actor="tests", key_id=key_id)
+    assert lab.revocations.revoke(actor="tests", key_id="nightly job 5 ünïcode")
+    cert = lab.keygen_cert("-n", "svc", *real_window(lab, -60, 300))  # key id "kid"
+    lab.revocations.revoke(actor="tests", key_id="kid")
+    krl = lab.folder / "revoked.krl"
+    assert lab.revocations.write_krl(krl).entries == 2
+    assert "REVOKED" in krl_says(krl, cert, lab.folder)
+
+
+def test_old_revocations_no_krl_can_hold_are_left_out_not_fatal(lab: Lab, store: Store) -> None:
+    # Rows written before serial 0 and odd key ids were refused: once, `machine krl` failed
+    # on them for good ("revoke serial failed").
+    with store.transaction() as db:
+        for kind, value in (("serial", "0"), ("key_id", "job#5"), ("serial", "12")):
+            db.add(MachineRevocation(kind=kind, value=value, reason="", revoked_by="old",
+                                     revoked_at=datetime.now(UTC)))  # fmt: skip
+    krl = lab.folder / "revoked.krl"
+    written = lab.revocations.write_krl(krl)
+    assert written.entries == 1
+    assert [(entry.value, "cannot" in why or "'#'" in why) for entry, why in written.left_out] == [
+        ("0", True), ("job#5", True)]  # fmt: skip
+    zero = lab.keygen_cert("-n", "svc", *real_window(lab, -60, 300))  # serial 0
+    with pytest.raises(MachineAuthRefused, match="serial 0"):
+        lab.check(zero)  # the gateway still refuses what it was told to (fail closed)
+
+
+def test_the_backdating_allowance_is_for_the_start_only(lab: Lab) -> None:
+    with pytest.raises(MachineAuthRefused, match="960 s from now, which exceeds"):
+        lab.check(lab.keygen_cert("-n", "svc", *real_window(lab, 0, 960)))
+    assert lab.check(lab.keygen_cert("-n", "svc", *real_window(lab, -30, 900)))
+
+
+def test_an_nhi_with_sftp_gets_no_forced_command(lab: Lab) -> None:
+    for name, sftp in (("one", False), ("one-sftp", True)):
+        lab.registry.add(
+            name, actor="tests", kind="agent", owner="o", tech_owner="t", purpose="p",
+            targets=[ScopeTarget("web01", "root")], commands=["uptime"], allow_sftp=sftp,
+        )  # fmt: skip
+    assert lab.registry.get("one").certificate_scope().force_command == "uptime"
+    assert lab.registry.get("one-sftp").certificate_scope().force_command is None

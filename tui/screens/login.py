@@ -82,7 +82,7 @@ class LoginScreen(Screen[None]):
         except PamgateError:
             self.app.call_from_thread(self._failed, "Wrong user name, password or code.")
             return
-        if not roles_for(user.groups, services.config.console):
+        if not roles_for(user.groups, services.config):
             self.app.call_from_thread(
                 self._failed,
                 f"{user.name} has no console role: ask for membership of an approver, "

@@ -135,9 +135,14 @@ class CheckpointBook:
         source = path or self.path
         if not source.exists():
             return []
+        return self.parse(source.read_text(encoding="utf-8"), str(source))
+
+    def parse(self, text: str, source: str) -> list[Checkpoint]:
+        """Checkpoints from JSON lines (a copy of a checkpoint file), signatures checked;
+        ``source`` names where they came from in errors."""
         public = _load_public(self._key_path.with_name(self._key_path.name + ".pub"))
         found = []
-        for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

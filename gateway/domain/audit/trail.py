@@ -33,6 +33,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from gateway.domain.audit.actors import LOCAL_ADMIN_AUTHORITY, ActingOperator
 from gateway.errors import PamgateError, StoreError
 from gateway.store.database import Store
 from gateway.store.models import AuditHead, HumanAuditEvent, MachineAuditEvent
@@ -131,6 +132,13 @@ class AuditEvent:
     authority: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # An operator's action: the event names them plainly and says where the action
+        # came from (``via_session``), whichever service built it.
+        if isinstance(self.actor, ActingOperator):
+            object.__setattr__(self, "details", {**self.actor.details, **self.details})
+            object.__setattr__(self, "actor", str(self.actor))
+
 
 @dataclass(frozen=True)
 class AuditRecord:
@@ -193,13 +201,16 @@ def _hash_fields(fields: list[Any]) -> str:
 
 
 def admin_authority(actor: str) -> str:
-    """The authority of an administrator acting through the gateway's own tools.
+    """What allowed an administrative action by ``actor`` (see :mod:`.actors`).
 
-    Until the console has roles, administration is done by whoever can run
-    ``pamgate`` with the gateway's config and database: that access is the
-    authority, and the audit record names who used it.
+    An :class:`ActingOperator` says so itself: the role of a pamgate user
+    (``role:admin``), or ``local-admin`` for the local administrator. A plain
+    name is the gateway's own code acting on the host's authority (``pamgate
+    demo`` setting up its users): ``local-admin`` as well.
     """
-    return f"gateway-admin:{actor}"
+    if isinstance(actor, ActingOperator):
+        return actor.authority
+    return LOCAL_ADMIN_AUTHORITY
 
 
 class AuditLog:

@@ -5,13 +5,18 @@ strictly as OpenSSH's sshd with ``TrustedUserCAKeys``, plus pamgate's own
 rules, and names the first failed rule:
 
 1. a *user* certificate, signed by the machine CA (and no other);
-2. not with a SHA-1 (``ssh-rsa``) CA signature; no unknown critical option;
-3. ``valid_after <= now < valid_before``, with no further skew;
-4. at least one principal (asyncssh would accept none for any user; OpenSSH
+2. a CA signature algorithm sshd accepts (no SHA-1 ``ssh-rsa``); a key type
+   sshd accepts (no DSA, no RSA under 1024 bits) and no security key;
+3. options as sshd reads them (:mod:`gateway.crypto.certificate_options`: no
+   unknown or repeated critical option, no corrupt value), and no
+   ``verify-required`` (it is for security keys);
+4. ``valid_after <= now < valid_before``, with no further skew;
+5. at least one principal (asyncssh would accept none for any user; OpenSSH
    does not), one of which is the NHI in the login name, which is ``active``;
-5. a lifetime no longer than the NHI's maximum (plus the 60 s backdating);
-6. the source inside the certificate's ``source-address`` and the NHI's networks;
-7. serial, key id and key not revoked.
+6. a lifetime no longer than the NHI's maximum plus the 60 s backdating, and
+   no more than the maximum left from now (the backdating never extends the end);
+7. the source inside the certificate's ``source-address`` and the NHI's networks;
+8. serial, key id, key and CA key not revoked.
 
 A certificate superseded by a renewal passes :meth:`MachineGate.check` with
 ``MachineLogin.lineage.superseded`` set: the lane lets the client prove it
@@ -31,12 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import GatewayConfig, TargetSettings
-from gateway.crypto.certificates import (
-    KNOWN_CRITICAL_OPTIONS,
-    MAX_PRINCIPALS,
-    WEAK_SIGNATURE_ALGORITHMS,
-    PresentedCertificate,
-)
+from gateway.crypto.algorithms import MACHINE_LANE_KEYS, ca_signature_refusal
+from gateway.crypto.certificate_options import CertificateOptionError, UserOptions
+from gateway.crypto.certificates import MAX_PRINCIPALS, PresentedCertificate
 from gateway.crypto.machine_ca import BACKDATE_SECONDS, MachineCA
 from gateway.domain.access import parse_login_name, user_part
 from gateway.domain.machines.credentials import CertificateLineage, MachineCredentials
@@ -59,6 +61,8 @@ class MachineLogin:
 
     nhi: MachineView
     certificate: PresentedCertificate
+    #: The certificate's options, understood and checked.
+    options: UserOptions
     lineage: CertificateLineage | None
 
 
@@ -86,13 +90,19 @@ class MachineGate:
             raise MachineAuthRefused("a host certificate cannot log in")
         if cert.signing_key != self._ca.public_key_data():
             raise MachineAuthRefused("the certificate is not signed by the machine CA")
-        if cert.signature_algorithm in WEAK_SIGNATURE_ALGORITHMS:
+        refused = ca_signature_refusal(cert.signature_algorithm)
+        refused = refused or MACHINE_LANE_KEYS.key_refusal(cert.key_type, cert.key_bits)
+        if refused:
+            raise MachineAuthRefused(refused)
+        try:
+            options = cert.user_options()
+        except CertificateOptionError as exc:
+            raise MachineAuthRefused(str(exc)) from None
+        if options.verify_required:
             raise MachineAuthRefused(
-                f"the CA signature uses {cert.signature_algorithm} (SHA-1), which is refused"
+                "the certificate requires security-key user verification (verify-required); "
+                "the machine lane takes no security keys"
             )
-        unknown = sorted(set(cert.critical_options) - KNOWN_CRITICAL_OPTIONS)
-        if unknown:
-            raise MachineAuthRefused(f"unknown critical option {unknown[0]!r}")
         now = self._clock()
         if now < cert.valid_after:
             raise MachineAuthRefused("the certificate is not valid yet")
@@ -116,14 +126,18 @@ class MachineGate:
                 f"the certificate's lifetime ({cert.lifetime_seconds} s) exceeds {name}'s "
                 f"maximum of {nhi.max_ttl_seconds} s"
             )
+        # The backdating allowance is for the start only: from now on, no more than the maximum.
+        if cert.valid_before - now > nhi.max_ttl_seconds:
+            raise MachineAuthRefused(
+                f"the certificate is valid for {int(cert.valid_before - now)} s from now, which "
+                f"exceeds {name}'s maximum of {nhi.max_ttl_seconds} s"
+            )
         address = _address(source)
-        if "source-address" in cert.critical_options:
-            try:
-                networks = cert.source_networks
-            except ValueError:
-                raise MachineAuthRefused("the certificate's source-address is malformed") from None
-            if address is None or not any(address in network for network in networks):
-                raise MachineAuthRefused(f"source {source} is outside the certificate's networks")
+        networks = options.source_networks
+        if networks is not None and (
+            address is None or not any(address in network for network in networks)
+        ):
+            raise MachineAuthRefused(f"source {source} is outside the certificate's networks")
         if nhi.sources and (
             address is None
             or not any(address in ipaddress.ip_network(n, strict=False) for n in nhi.sources)
@@ -132,7 +146,7 @@ class MachineGate:
         revoked = self._revocations.revocation_reason(cert)
         if revoked:
             raise MachineAuthRefused(revoked)
-        return MachineLogin(nhi, cert, self._credentials.lineage_of(cert))
+        return MachineLogin(nhi, cert, options, self._credentials.lineage_of(cert))
 
     def revoked_because(self, login: MachineLogin, *, status: str | None = None) -> str | None:
         """Why a live session must end now (NHI no longer active, certificate revoked).
@@ -197,11 +211,11 @@ class MachineGate:
     @staticmethod
     def command(login: MachineLogin, requested: str | None, *, pty: bool) -> str:
         """The command to run for ``requested``, or ScopeRefused saying why not."""
-        nhi, cert = login.nhi, login.certificate
+        nhi = login.nhi
         MachineGate.check_pty(login, pty)
         # Stricter than sshd, which runs the forced command whatever was asked:
         # asking for something else is refused, so a job learns it is out of scope.
-        forced = cert.force_command
+        forced = login.options.force_command
         if forced is not None:
             if requested is not None and requested != forced:
                 raise ScopeRefused(f"this certificate may only run: {forced[:200]}")
@@ -218,12 +232,16 @@ class MachineGate:
     def check_pty(login: MachineLogin, pty: bool) -> None:
         """ScopeRefused for a pty unless both the NHI and its certificate allow one."""
         nhi = login.nhi
-        if pty and not (nhi.allow_pty and "permit-pty" in login.certificate.extensions):
+        if pty and not (nhi.allow_pty and "permit-pty" in login.options.extensions):
             raise ScopeRefused(f"a terminal (pty) is not allowed for {nhi.name}: run without -t")
 
 
 def _address(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(source)
+        address = ipaddress.ip_address(source)
     except ValueError:
         return None
+    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; sshd matches them as IPv4.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

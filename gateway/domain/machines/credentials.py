@@ -19,6 +19,7 @@ Plain Python over the store; no sockets. Everything is audited in the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -29,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from gateway.crypto.algorithms import MACHINE_LANE_KEYS
 from gateway.crypto.certificates import PresentedCertificate
 from gateway.crypto.keys import parse_public_key_line
 from gateway.crypto.machine_ca import (
@@ -36,6 +38,7 @@ from gateway.crypto.machine_ca import (
     DEFAULT_CERTIFICATE_TTL,
     MachineCA,
     SignedCertificate,
+    issued_certificate,
 )
 from gateway.domain.alerts import WebhookAlerts
 from gateway.domain.audit.trail import (
@@ -334,6 +337,11 @@ class MachineCredentials:
             raise MachineError(
                 f"--ttl must be between 1m and {nhi.name}'s maximum of {nhi.max_ttl_seconds // 60}m"
             )
+        # No certificate the machine lane would refuse to take back (DSA, RSA under 1024 bits).
+        key_data, _, _ = parse_public_key_line(public_key_line)
+        refused = MACHINE_LANE_KEYS.public_key_refusal(base64.b64decode(key_data.split()[1]))
+        if refused:
+            raise MachineError(f"{refused} on the machine lane: use an ed25519, ECDSA or RSA key")
         return self._ca.sign(
             db, nhi.certificate_scope(), public_key_line, ttl_seconds, lineage_id=lineage.id,
             generation=generation,
@@ -356,7 +364,7 @@ class MachineCredentials:
 
 
 def _issued_row(db: Session, certificate: PresentedCertificate) -> IssuedCertificate | None:
-    row = db.get(IssuedCertificate, certificate.serial)
+    row = issued_certificate(db, certificate.serial)
     if row is None or row.ca != "machine" or row.key_id != certificate.key_id:
         return None
     return row

@@ -96,9 +96,10 @@ class MachineView:
 
     def certificate_scope(self) -> CertificateScope:
         """What this NHI's certificates say: ``force-command`` when it has exactly one exact
-        command, its source networks, pty only if allowed, and the registration."""
+        command and no SFTP (a forced command would replace the SFTP subsystem, as sshd
+        does), its source networks, pty only if allowed, and the registration."""
         exact = [c for c in self.commands if not c.startswith("re:")]
-        forced = exact[0] if len(self.commands) == 1 and exact else None
+        forced = exact[0] if len(self.commands) == 1 and exact and not self.allow_sftp else None
         return CertificateScope(
             principal=self.name, force_command=forced, source_addresses=self.sources,
             permit_pty=self.allow_pty, scope_id=self.scope_id,

@@ -3,7 +3,11 @@
 A revocation names a serial, a key id or a key. The machine lane checks it at
 every login and every new session, live sessions check it each second, and
 :meth:`MachineRevocations.write_krl` turns the list into an OpenSSH KRL so
-targets' sshds can enforce it too (``RevokedKeys``).
+targets' sshds can enforce it too (``RevokedKeys``). Both say the same, as
+OpenSSH's krl.c decides: a revoked key revokes every certificate *on* it and,
+if it is the CA's key, every certificate the CA signed; serials are 1 to
+2^64-1 (serial 0 means "none" and is never revoked by serial); key ids are
+what ``ssh-keygen -k`` can read back (one line, no ``#``, no edge spaces).
 
 Plain Python over the store; no sockets. Every change is audited in the
 **machine** trail in the same transaction.
@@ -23,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from gateway.crypto.certificates import PresentedCertificate
 from gateway.crypto.keys import parse_public_key_line
-from gateway.crypto.machine_ca import MachineCA
+from gateway.crypto.machine_ca import MAX_SERIAL, MachineCA, issued_certificate
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail, admin_authority
 from gateway.domain.machines.registry import MachineError, MachineRegistry, load_machine
 from gateway.store.database import Store
@@ -64,17 +68,69 @@ class Revocation:
 
 def revocation_of(db: Session, certificate: PresentedCertificate) -> str | None:
     """Why ``certificate`` is revoked (inside a caller's transaction), or None."""
+    keys = (certificate.key_fingerprint, certificate.signing_key_fingerprint)
     row = db.scalars(select(MachineRevocation).where(or_(
         (MachineRevocation.kind == "serial") & (MachineRevocation.value == str(certificate.serial)),
         (MachineRevocation.kind == "key_id") & (MachineRevocation.value == certificate.key_id),
-        (MachineRevocation.kind == "key")
-        & (MachineRevocation.fingerprint == certificate.key_fingerprint),
+        (MachineRevocation.kind == "key") & MachineRevocation.fingerprint.in_(keys),
     ))).first()  # fmt: skip
     if row is None:
         return None
+    if row.kind == "key" and row.fingerprint == certificate.signing_key_fingerprint:
+        return f"certificate revoked (its CA key {row.fingerprint} is revoked)"
     label = {"serial": f"serial {row.value}", "key_id": f"key id {row.value!r}",
              "key": f"key {row.fingerprint}"}[row.kind]  # fmt: skip
     return f"certificate revoked ({label})"
+
+
+def serial_refusal(serial: int) -> str | None:
+    """Why ``serial`` cannot be revoked by serial, or None."""
+    if serial == 0:
+        return (
+            "serial 0 cannot be revoked by serial: it means the certificate has no serial, and "
+            "OpenSSH never revokes it that way (ssh-keygen -k refuses it). Revoke such a "
+            "certificate with --key-id or --key"
+        )
+    if not 1 <= serial <= MAX_SERIAL:
+        return f"--serial must be a certificate serial, 1 to {MAX_SERIAL}"
+    return None
+
+
+def key_id_refusal(key_id: str) -> str | None:
+    """Why ``key_id`` cannot be revoked by key id, or None.
+
+    The KRL is written by ``ssh-keygen -k`` from ``id:`` lines, which end at
+    a line break or a ``#`` (a comment) and lose edge spaces: such a key id
+    would revoke another one on targets, or none.
+    """
+    if not key_id.strip():
+        return "--key-id must not be empty"
+    if key_id != key_id.strip(" \t"):
+        return "--key-id has spaces at its start or end, which an OpenSSH KRL cannot hold"
+    if any(char in key_id for char in "#\n\r\0"):
+        return (
+            "--key-id contains '#', a line break or a NUL byte, which an OpenSSH KRL cannot "
+            "hold: revoke by --serial or --key instead"
+        )
+    return None
+
+
+def _spec_refusal(entry: Revocation) -> str | None:
+    """Why a stored revocation cannot go into a KRL (rows older than these checks)."""
+    if entry.kind == "serial":
+        return serial_refusal(int(entry.value))
+    if entry.kind == "key_id":
+        return key_id_refusal(entry.value)
+    return None
+
+
+@dataclass(frozen=True)
+class KrlWritten:
+    """What :meth:`MachineRevocations.write_krl` put in the KRL, and what it could not."""
+
+    entries: int
+    #: Revocations no KRL can hold, with the reason.
+    left_out: list[tuple[Revocation, str]]
 
 
 class MachineRevocations:
@@ -109,10 +165,11 @@ class MachineRevocations:
         a key. Returns the new revocations (empty if everything was revoked already)."""
         if sum(value is not None for value in (name, serial, key_id, key_line)) != 1:
             raise MachineError("revoke exactly one of: NAME, --serial, --key-id, --key")
-        if serial is not None and serial < 0:
-            raise MachineError("--serial must be a non-negative number")
-        if key_id is not None and not key_id.strip():
-            raise MachineError("--key-id must not be empty")
+        refused = (serial_refusal(serial) if serial is not None else None) or (
+            key_id_refusal(key_id) if key_id is not None else None
+        )
+        if refused:
+            raise MachineError(refused)
         now = self._now()
         with self._store.transaction() as db:
             entries: list[tuple[str, str, str | None, str | None]] = []
@@ -122,14 +179,14 @@ class MachineRevocations:
                 entries += [("serial", str(cert.serial), None, name)
                             for cert in self._outstanding(db, name, superseded=True)]  # fmt: skip
             elif serial is not None:
-                issued = db.get(IssuedCertificate, serial)
+                issued = issued_certificate(db, serial)
                 owner = issued.principal if issued is not None and issued.ca == "machine" else None
                 entries.append(("serial", str(serial), None, owner))
             elif key_id is not None:
                 owner = db.scalar(select(IssuedCertificate.principal).where(
-                    IssuedCertificate.ca == "machine", IssuedCertificate.key_id == key_id.strip(),
+                    IssuedCertificate.ca == "machine", IssuedCertificate.key_id == key_id,
                 ).limit(1))  # fmt: skip
-                entries.append(("key_id", key_id.strip(), None, owner))
+                entries.append(("key_id", key_id, None, owner))
             else:
                 assert key_line is not None
                 key_data, key_fingerprint, _ = parse_public_key_line(key_line)
@@ -195,11 +252,22 @@ class MachineRevocations:
             rows = db.scalars(select(MachineRevocation).order_by(MachineRevocation.id))
             return [_revocation(row) for row in rows]
 
-    def write_krl(self, path: Path) -> int:
-        """Write every revocation as an OpenSSH KRL; returns how many entries it holds."""
-        entries = self.revocations()
-        self._ca.write_krl([entry.spec_line() for entry in entries], path)
-        return len(entries)
+    def write_krl(self, path: Path) -> KrlWritten:
+        """Write every revocation as an OpenSSH KRL.
+
+        Revocations stored before the serial and key id checks existed, that
+        no KRL can hold, are left out and returned with the reason, so one
+        bad row never stops every later KRL; the gateway still refuses them.
+        """
+        written, left_out = [], []
+        for entry in self.revocations():
+            refused = _spec_refusal(entry)
+            if refused:
+                left_out.append((entry, refused))
+            else:
+                written.append(entry)
+        self._ca.write_krl([entry.spec_line() for entry in written], path)
+        return KrlWritten(len(written), left_out)
 
     def outstanding(self, name: str | None = None) -> list[OutstandingCertificate]:
         """Certificates in use: not expired, not revoked, not replaced by a renewal."""

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import delete, func, select
 
@@ -328,6 +328,15 @@ class RecordingService:
         with open_text(info.path) as source, os.fdopen(fd, "w", encoding="utf-8") as out:
             shutil.copyfileobj(source, out)
         temporary.rename(target)
+        return info
+
+    def export_to(self, session_ref: str, out: IO[str], *, actor: str) -> RecordingInfo:
+        """Write a plain asciicast v2 copy of a recording to ``out`` (a pipe, stdout)."""
+        info = self.open_for_review(session_ref, actor=actor, purpose="exported")
+        assert info.path is not None
+        with open_text(info.path) as source:
+            shutil.copyfileobj(source, out)
+        out.flush()
         return info
 
     def _info(self, row: SessionRecord) -> RecordingInfo:

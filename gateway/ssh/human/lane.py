@@ -33,7 +33,13 @@ import asyncssh
 from asyncssh.auth import KbdIntChallenge, KbdIntResponse
 
 from gateway.config import ListenerSettings
-from gateway.crypto.certificates import openssh_key_data
+from gateway.crypto.algorithms import HUMAN_LANE_KEYS, UserKeyRules
+from gateway.crypto.certificates import (
+    CertificateMalformed,
+    fingerprint_of_blob,
+    openssh_key_data,
+    parse_certificate,
+)
 from gateway.domain.access import user_part
 from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
 from gateway.domain.identities import UserView
@@ -42,19 +48,25 @@ from gateway.ssh.human.forwarding import LocalForward
 from gateway.ssh.human.session import HumanSession
 from gateway.ssh.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
 from gateway.ssh.partial_auth import MultiFactorServer, PartialSuccessServerConnection
+from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys, RefusesCertificates
 
 PASSWORD_PROMPT = "Password: "
 CODE_PROMPT = "Verification code: "
 KBDINT = "keyboard-interactive"
 #: Failed keyboard-interactive attempts allowed on one connection.
 MAX_ATTEMPTS_PER_CONNECTION = 3
+#: Refused keys audited per connection (gateway.ssh.user_keys).
+MAX_KEYS_AUDITED = 16
 
 
-class HumanLaneConnection(RefusesAgentAndX11, PartialSuccessServerConnection):  # type: ignore[misc]
-    """Server connection with partial success that refuses agent and X11 forwarding."""
+class HumanLaneConnection(  # type: ignore[misc]
+    ChecksUserKeys, RefusesCertificates, RefusesAgentAndX11, PartialSuccessServerConnection
+):
+    """Server connection with partial success that refuses agent and X11 forwarding,
+    certificates, and keys or signatures sshd would refuse (gateway.ssh.user_keys)."""
 
 
-class HumanLaneServer(RefusesForwarding, MultiFactorServer):
+class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
     """One client connection on the human lane: authentication and session admission."""
 
     def __init__(self, lane: HumanLane) -> None:
@@ -71,6 +83,8 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
         self._attempt_started = 0.0
         self._failures = 0
         self._authenticated: UserView | None = None
+        #: (key fingerprint, reason) of keys refused and audited on this connection.
+        self._keys_refused: set[tuple[str, str]] = set()
 
     # -- connection ------------------------------------------------------
 
@@ -188,6 +202,33 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
             return None
         return LocalForward(self._lane, self._authenticated, self._login_name, self._source)
 
+    # -- keys refused before any factor counts (gateway.ssh.user_keys) --------
+
+    @property
+    def key_rules(self) -> UserKeyRules:
+        return self._lane.key_rules
+
+    def key_refused(self, username: str, key_data: bytes, reason: str) -> None:
+        fingerprint = fingerprint_of_blob(key_data)
+        # One event per key and reason; a client cycling through keys cannot flood the trail.
+        refused = self._keys_refused
+        if (fingerprint, reason) not in refused and len(refused) < MAX_KEYS_AUDITED:
+            self._keys_refused.add((fingerprint, reason))
+            self._lane.record_soon(self._event(
+                "auth.refused", "refused", reason=reason, method="publickey", key=fingerprint,
+                login=username[:200],
+            ))  # fmt: skip
+
+    def certificate_offered(self, username: str, key_data: bytes) -> None:
+        reason = "certificates are not accepted on the human lane: use a registered key"
+        try:
+            signer = parse_certificate(key_data).signing_key
+        except CertificateMalformed:
+            signer = None
+        if signer == self._services.machine_ca.public_key_data():
+            reason = "a machine certificate (machine CA) cannot log in on the human lane"
+        self.key_refused(username, key_data, reason)
+
     def refuse_channel(self, kind: str, **details: str) -> None:
         """Audit a refused channel or forwarding request."""
         self._lane.record_soon(
@@ -220,6 +261,7 @@ class HumanLane(Lane):
     name = "human"
     connection_class = HumanLaneConnection
     login_timeout = 60
+    key_rules = HUMAN_LANE_KEYS
 
     @property
     def settings(self) -> ListenerSettings:

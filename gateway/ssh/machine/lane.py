@@ -10,21 +10,36 @@ One login name is special: ``pamgate-join``. It accepts any plain key, which
 proves the workload holds it, and then the session can do nothing but trade
 a join token (on stdin) for a certificate on that key (on stdout).
 
+Every key is first held to the lane's algorithm rules
+(:mod:`gateway.ssh.user_keys`: what sshd accepts, no security keys).
+
 Every outcome goes to the **machine** audit trail: accepted logins (written
-before any session may start: fail closed), refusals with their reason, and
-refused channels. Port, agent and X11 forwarding are refused and audited.
+before any session may start: fail closed), refusals with their reason (the
+gate's, the algorithm rules', or asyncssh's own when it refuses a certificate
+the gate passed), and refused channels. Port, agent and X11 forwarding are
+refused and audited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from pathlib import Path
+from typing import cast
 
 import asyncssh
+from asyncssh.public_key import (
+    CERT_TYPE_USER,
+    KeyImportError,
+    SSHOpenSSHCertificate,
+    decode_ssh_certificate,
+)
 
 from gateway.config import ListenerSettings
+from gateway.crypto.algorithms import MACHINE_LANE_KEYS, UserKeyRules
 from gateway.crypto.certificates import (
+    fingerprint_of_blob,
     is_certificate,
     key_data_of_blob,
     openssh_key_data,
@@ -38,19 +53,25 @@ from gateway.ssh.channel import SessionChannel
 from gateway.ssh.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
 from gateway.ssh.machine.exchanges import JOIN_USER, JoinExchange
 from gateway.ssh.machine.session import MachineSession
+from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys
 
 logger = logging.getLogger("pamgate.machine_lane")
 
 #: Distinct keys judged on one connection before it is cut off.
 MAX_KEYS_PER_CONNECTION = 8
+#: Refusals kept for a connection's one ``auth.refused`` event.
+MAX_REFUSALS_KEPT = 16
 
 
-class MachineLaneConnection(RefusesAgentAndX11, asyncssh.SSHServerConnection):  # type: ignore[misc]
+class MachineLaneConnection(  # type: ignore[misc]
+    ChecksUserKeys, RefusesAgentAndX11, asyncssh.SSHServerConnection
+):
     """Server connection that puts every certificate through the machine gate first.
 
     asyncssh's own checks (signature, validity, principal, source-address)
     still run afterwards; the gate adds what OpenSSH checks and asyncssh
-    does not (no principals, SHA-1 CA signatures) and pamgate's own rules.
+    does not (no principals, SHA-1 CA signatures, repeated options) and
+    pamgate's own rules.
     """
 
     async def validate_public_key(
@@ -78,7 +99,13 @@ class MachineLaneConnection(RefusesAgentAndX11, asyncssh.SSHServerConnection):  
             return None
         # The gate matched the principal against the NHI part of the login name
         # (svc:db01 logs in as svc); asyncssh compares the whole name.
-        return await super()._validate_client_certificate(user_part(username), key_data)
+        principal = user_part(username)
+        key = await super()._validate_client_certificate(principal, key_data)
+        if key is None:
+            # asyncssh refused what the gate passed (it expired in between, say): audit why.
+            refusal = ssh_layer_refusal(key_data, principal, self._peer_addr)
+            owner.key_refused(username, key_data, refusal)
+        return key
 
     def get_certificate_option(self, option: str, default: object = None) -> object:
         # asyncssh would swap a force-command in for whatever the client asked,
@@ -93,11 +120,39 @@ class MachineLaneConnection(RefusesAgentAndX11, asyncssh.SSHServerConnection):  
         # forwarding) before any server callback runs; audit it here.
         permitted = super().check_certificate_permission(permission)
         if not permitted and isinstance(self._owner, MachineLaneServer):
-            self._owner.refuse_channel(permission, why="not permitted by the certificate")
+            self._owner.refuse_channel(
+                permission, reason=f"the certificate does not permit {permission} "
+                f"(no permit-{permission} extension)",
+            )  # fmt: skip
         return permitted
 
 
-class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
+def ssh_layer_refusal(key_data: bytes, principal: str, peer: str) -> str:
+    """Why asyncssh refused a certificate the gate passed, found by running its checks again."""
+    prefix = "the SSH layer refused the certificate"
+    try:
+        certificate = decode_ssh_certificate(key_data)
+    except KeyImportError as exc:
+        return f"{prefix}: {exc}"
+    if not isinstance(certificate, SSHOpenSSHCertificate):
+        return f"{prefix}: not an OpenSSH certificate"
+    try:
+        certificate.validate(CERT_TYPE_USER, principal)
+    except ValueError as exc:
+        return f"{prefix}: {exc}"
+    networks = cast("list[ipaddress.IPv4Network | ipaddress.IPv6Network]",
+                    certificate.options.get("source-address") or [])  # fmt: skip
+    if networks:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return f"{prefix}: the client's address {peer[:60]!r} cannot be read"
+        if not any(address in network for network in networks):
+            return f"{prefix}: {address} is outside its source-address"
+    return f"{prefix}: its CA key was not accepted"
+
+
+class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer):
     """One workload's connection: certificate authentication and session admission.
 
     Verdicts on presented keys are kept per (user name, key); a verdict takes
@@ -160,7 +215,7 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
             certificate = parse_certificate(key_data)
             return self._services.machine_gate.check(username, certificate, source=self._source)
         except PamgateError as exc:
-            self._refusals.append({"method": "publickey-certificate", "reason": str(exc)})
+            self.key_refused(username, key_data, str(exc))
             return None
 
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
@@ -171,11 +226,25 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         if username == JOIN_USER:
             return True
-        self._refusals.append({
-            "method": "publickey", "key": key.get_fingerprint(),
-            "reason": "plain keys are not accepted: use a certificate from the machine CA",
-        })  # fmt: skip
+        self._note_refusal(
+            "publickey", key.get_fingerprint(),
+            "plain keys are not accepted: use a certificate from the machine CA",
+        )  # fmt: skip
         return False
+
+    @property
+    def key_rules(self) -> UserKeyRules:
+        return self._lane.key_rules
+
+    def key_refused(self, username: str, key_data: bytes, reason: str) -> None:
+        method = "publickey-certificate" if is_certificate(key_data) else "publickey"
+        self._note_refusal(method, fingerprint_of_blob(key_data), reason)
+
+    def _note_refusal(self, method: str, fingerprint: str, reason: str) -> None:
+        """Keep a refusal for the connection's one ``auth.refused`` event."""
+        refusal = {"method": method, "key": fingerprint, "reason": reason}
+        if refusal not in self._refusals and len(self._refusals) < MAX_REFUSALS_KEPT:
+            self._refusals.append(refusal)
 
     async def key_proven(self, username: str, key_data: bytes) -> bool:
         """The client signed with ``key_data`` as ``username``: is that a login?"""
@@ -193,7 +262,7 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
                 self._services.machine_credentials.lock_copied_credential, login.nhi.name,
                 login.certificate, login.lineage, source=self._source,
             )  # fmt: skip
-            self._refusals.append({"method": "publickey-certificate", "reason": reason})
+            self._note_refusal("publickey-certificate", login.certificate.key_fingerprint, reason)
             return False
         self._login = login
         return True
@@ -205,7 +274,9 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
             return
         # One event per refused connection: clients offer several keys in turn,
         # so a successful login routinely follows refusals that mean nothing.
-        certificate_reasons = [r["reason"] for r in self._refusals if "key" not in r]
+        certificate_reasons = [
+            r["reason"] for r in self._refusals if r["method"] == "publickey-certificate"
+        ]
         reasons = certificate_reasons or [r["reason"] for r in self._refusals]
         self._lane.record_soon(self._event(
             "auth.refused", "refused", actor=user_part(self._login_name)[:64],
@@ -253,11 +324,10 @@ class MachineLaneServer(RefusesForwarding, asyncssh.SSHServer):
         self._lane.sessions.add(session)
         return SessionChannel(self._lane, session)
 
-    def refuse_channel(self, kind: str, **details: str) -> None:
+    def refuse_channel(self, kind: str, reason: str = FORWARDING_REFUSED, **details: str) -> None:
         actor = self._login.nhi.name if self._login else user_part(self._login_name)[:64]
         self._lane.record_soon(self._event(
-            "channel.refused", "refused", actor=actor, reason=FORWARDING_REFUSED, kind=kind,
-            **details,
+            "channel.refused", "refused", actor=actor, reason=reason, kind=kind, **details,
         ))  # fmt: skip
 
     def _event(
@@ -277,6 +347,7 @@ class MachineLane(Lane):
     name = "machine"
     connection_class = MachineLaneConnection
     login_timeout = 30
+    key_rules = MACHINE_LANE_KEYS
 
     @property
     def settings(self) -> ListenerSettings:

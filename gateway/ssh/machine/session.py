@@ -119,9 +119,9 @@ class MachineSession:
         if request.subsystem is None:
             request.command = gate.command(login, request.command, pty=request.pty)
             self._command = request.command
-        elif login.certificate.force_command is not None:
+        elif login.options.force_command is not None:
             raise ScopeRefused(
-                f"this certificate may only run: {login.certificate.force_command[:200]}"
+                f"this certificate may only run: {login.options.force_command[:200]}"
             )
         else:
             gate.check_pty(login, request.pty)

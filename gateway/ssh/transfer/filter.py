@@ -22,12 +22,13 @@ import collections
 import logging
 from dataclasses import dataclass
 
-from gateway.domain.transfer.policy import Direction, ExecTransfer, TransferPolicy, classify_exec
+from gateway.domain.transfer.policy import Direction, TransferPolicy, classify_exec
 from gateway.errors import PamgateError
 from gateway.ssh.channel import SessionRequest
 from gateway.ssh.relay import RelayedSession
 from gateway.ssh.transfer.events import FileEvent, Verdict
 from gateway.ssh.transfer.sftp_auditor import SftpAuditor
+from gateway.ssh.transfer.sftp_paths import SftpPathGuard
 from gateway.ssh.transfer.stream_auditors import ScpAuditor, StreamAuditor
 
 logger = logging.getLogger("pamgate.transfer")
@@ -67,19 +68,20 @@ class TransferFilter:
     def to_target(self, data: bytes) -> bytes:
         auditor = self._auditor
         if isinstance(auditor, SftpAuditor):
-            return self._apply(auditor.from_client(data))
-        return self._apply(auditor.data(data)) if self._data_from_client else data
+            return self.apply(auditor.from_client(data))
+        return self.apply(auditor.data(data)) if self._data_from_client else data
 
     def to_client(self, data: bytes) -> bytes:
         auditor = self._auditor
         if isinstance(auditor, SftpAuditor):
-            return self._apply(auditor.from_target(data))
-        return data if self._data_from_client else self._apply(auditor.data(data))
+            return self.apply(auditor.from_target(data))
+        return data if self._data_from_client else self.apply(auditor.data(data))
 
     def finished(self) -> None:
         self._record(self._auditor.finish())
 
-    def _apply(self, verdict: Verdict) -> bytes:
+    def apply(self, verdict: Verdict) -> bytes:
+        """Carry out a verdict (replies, notices, events, abort); returns the bytes to pass on."""
         channel = self._session.channel
         if verdict.reply:
             channel.write(verdict.reply)
@@ -127,7 +129,7 @@ async def transfer_filter_for(
     policy: TransferPolicy,
     session: RelayedSession,
     scope: TransferScope,
-) -> TransferFilter | None:
+) -> TransferFilter | SftpPathGuard | None:
     """The filter for an SFTP subsystem or a recognised scp/rsync exec; None for other sessions.
 
     Raises TransferRefused (after auditing it) when the policy forbids the
@@ -136,15 +138,22 @@ async def transfer_filter_for(
     if request.subsystem == "sftp":
         if not policy.allows_any:
             await _refuse(session, scope, "sftp", "SFTP", policy)
-        return TransferFilter(SftpAuditor(policy), session, scope, data_from_client=True)
+        sftp = TransferFilter(SftpAuditor(policy), session, scope, data_from_client=True)
+        # A path scope holds for the paths the target resolves too (symlinks, '..').
+        return sftp if policy.paths is None else SftpPathGuard(sftp, policy, session.send_to_target)
     transfer = classify_exec(request.command) if request.command is not None else None
     if transfer is None:
         return None
-    if not policy.allows(transfer.direction) or (
-        policy.paths is not None and not _exec_paths_allowed(transfer, policy)
-    ):
-        await _refuse(session, scope, transfer.tool, f"{transfer.tool} {transfer.direction}",
-                      policy, command=request.command)  # fmt: skip
+    what = f"{transfer.tool} {transfer.direction}"
+    if not policy.allows(transfer.direction):
+        await _refuse(session, scope, transfer.tool, what, policy, command=request.command)
+    if policy.paths is not None:
+        # Their paths are resolved by the target's scp or rsync, symlinks and all, where the
+        # gateway cannot check them (SFTP's it can: SftpPathGuard).
+        await _refuse(session, scope, transfer.tool, what, policy, command=request.command,
+                      message=f"pamgate: {what} refused: {policy.source} holds file transfers to "
+                      f"{', '.join(policy.paths)}, which only SFTP can keep to (use sftp, or "
+                      "scp without -O)")  # fmt: skip
     auditor: ScpAuditor | StreamAuditor
     if transfer.tool == "scp":
         auditor = ScpAuditor(policy, transfer)
@@ -160,17 +169,13 @@ async def _refuse(
     tool: str,
     what: str,
     policy: TransferPolicy,
+    message: str | None = None,
     **details: object,
 ) -> None:
-    message = policy.refusal(what)
+    message = message or policy.refusal(what)
     event = FileEvent("file.refused", "refused", {"tool": tool, "operation": what, **details},
                       reason=message)  # fmt: skip
     if not await record_file_event(session, scope, event):
         raise PamgateError("the file transfer could not be audited, so it is refused")
     raise TransferRefused(message.removeprefix("pamgate: "))
 
-
-def _exec_paths_allowed(transfer: ExecTransfer, policy: TransferPolicy) -> bool:
-    return bool(transfer.paths) and all(
-        policy.path_refused_because(path) is None for path in transfer.paths
-    )
