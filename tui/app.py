@@ -23,7 +23,7 @@ from textual.screen import Screen
 
 from gateway.config import duration_seconds
 from gateway.domain.identities import UserView
-from gateway.domain.operators import Operator, OperatorActions, operator_of
+from gateway.domain.operators import ActionContext, Operator, OperatorActions, operator_of
 from gateway.services import GatewayServices
 from tui.screens.audit import AuditScreen
 from tui.screens.breakglass import BreakGlassScreen
@@ -69,12 +69,14 @@ class PamgateConsole(App[None]):
         refresh_seconds: float = 1.0,
         clock: Callable[[], datetime] | None = None,
         signed_in_as: UserView | None = None,
+        action_context: ActionContext | None = None,
     ) -> None:
         """``signed_in_as`` starts signed in (the console served over SSH, after the SSH
         login's two factors), and then only that user can unlock it. ``refresh_seconds`` and
         ``clock`` exist for tests that need a still picture."""
         super().__init__()
         self._start_user = signed_in_as
+        self._action_context = action_context
         #: The only user who may sign in (a console served over SSH), or None.
         self.only_user = signed_in_as.name if signed_in_as is not None else None
         self.services = services
@@ -124,7 +126,7 @@ class PamgateConsole(App[None]):
     def signed_in(self, user: UserView) -> None:
         """Called by the login screen with a user whose factors checked out."""
         self.user = operator_of(user, self.services.config)
-        self.actions = self.services.operator_actions(user.name)
+        self.actions = self.services.operator_actions(user.name, context=self._action_context)
         self.sub_title = f"{user.name} ({self.user.describe_roles()})"
         self._last_activity = time.monotonic()
         self.switch_screen(RequestsScreen())

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from gateway.config import load_config
+from gateway.domain.operators import ActionContext
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from tui.app import PamgateConsole
@@ -39,7 +40,8 @@ def main() -> int:
             print(f"pamgate: {name} may not use the console", file=sys.stderr)
             return 1
         source = f"ssh-session:{session}" if session else "ssh"
-        PamgateConsole(services, source=source, signed_in_as=user).run()
+        context = ActionContext(via_session=session or None)
+        PamgateConsole(services, source=source, signed_in_as=user, action_context=context).run()
     finally:
         services.close()
     return 0

@@ -112,6 +112,9 @@ class RunningProgram:
         self._flush_input()
 
     def _flush_input(self) -> None:
+        if self._input_fd < 0:  # closed: the child reads no more
+            self._unwritten.clear()
+            return
         while self._unwritten:
             try:
                 written = os.write(self._input_fd, self._unwritten)
@@ -124,12 +127,14 @@ class RunningProgram:
             del self._unwritten[:written]
         self._loop.remove_writer(self._input_fd)
         if self._eof_pending and self._process is not None and self._process.stdin is not None:
+            # EOF on a pipe is closing it; a pty has no EOF of its own to pass on.
             self._process.stdin.close()
+            self._input_fd = -1
 
     def change_terminal_size(
         self, width: int, height: int, pixwidth: int = 0, pixheight: int = 0
     ) -> None:
-        if self._process is not None and self._process.stdin is None:
+        if self._process is not None and self._process.stdin is None and self._input_fd >= 0:
             _set_size(self._input_fd, width, height)
 
     def send_signal(self, signal_name: str) -> None:
@@ -194,10 +199,32 @@ class RunningProgram:
             self._pipe.exit_received(None, (signal.Signals(-status).name[3:], False, "", ""))
         else:
             self._pipe.exit_received(status, None)
+        self._pipe.target_closed(None)
+        self._release()
+
+    def _release(self) -> None:
+        """Stop watching the child's descriptors and close them, each exactly once.
+
+        The pty's controlling side is ours to close; pipes belong to the Popen
+        object and are closed through it, never by number, since a number
+        closed twice may by then be another session's socket.
+        """
         for fd in list(self._outputs):
             self._loop.remove_reader(fd)
-        self._pipe.target_closed(None)
-        _close_quietly(self._input_fd)
+        self._outputs.clear()
+        process, fd = self._process, self._input_fd
+        if fd >= 0:
+            self._loop.remove_writer(fd)
+        self._input_fd = -1
+        if process is None:
+            return
+        if process.stdin is None and process.stdout is None:
+            _close_quietly(fd)  # the pty's controlling side
+            return
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
     def _kill(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -17,6 +17,7 @@ may go; :class:`RelayedSession` then does the same for both lanes:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -193,7 +194,9 @@ class RelayedSession:
             program = RunningProgram(pipe)
             self._close_target = program.close
             size = (request.term_type, *request.term_size[:2]) if request.term_type else None
-            await program.start(destination, size)
+            # The program's audit events name the session that ran it.
+            env = {**destination.env, "PAMGATE_OPERATOR_SESSION": opened.session_id}
+            await program.start(dataclasses.replace(destination, env=env), size)
         else:
             await self._connect(destination, opened, pipe)
         if not self._channel.is_open:

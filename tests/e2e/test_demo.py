@@ -117,12 +117,17 @@ def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
             waiting.sendline("demo tour")
             waiting.expect(r"Request #(\d+) for db01")
             request_id = waiting.match.group(1).decode()
+            # bob approves as the demo says: over SSH, with the command it printed.
             bob_password, bob_secret = credentials(output, "bob")
+            printed = re.search(r"(ssh -p \d+ bob:admin@127\.0\.0\.1) request approve N", output)
+            assert printed, "the demo prints how to approve over SSH"
+            bob_env = {**env, "PG_PASSWORD": bob_password, "PG_TOTP_SECRET": bob_secret}
             approve = subprocess.run(
-                [sys.executable, "-m", "gateway.cli", "--config", str(data_dir / "pamgate.toml"),
-                 "request", "approve", request_id, "--as", "bob", "--password-stdin",
-                 "--totp", pyotp.TOTP(bob_secret).now()],
-                input=f"{bob_password}\n", capture_output=True, text=True, timeout=30,
+                [*printed.group(1).split(), "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+                 "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}",
+                 "-o", "IdentityAgent=none", "request", "approve", request_id],
+                env=bob_env, capture_output=True, text=True, timeout=60,
+                stdin=subprocess.DEVNULL,
             )  # fmt: skip
             assert approve.returncode == 0, approve.stderr
             waiting.expect("approved by bob")

@@ -7,9 +7,11 @@ A stock ``ssh -tt`` in a real pty drives the console; stock ``ssh`` runs admin c
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pexpect
+import pyotp
 import pytest
 
 from gateway.domain.audit.trail import Trail
@@ -105,3 +107,66 @@ def test_the_menu_offers_the_console_to_those_with_a_role(gateway: Gateway) -> N
         menu.close(force=True)
     starts = trail(gateway, erin, "session.start")
     assert [s["kind"] for s in starts] == ["console"]
+
+
+def admin(
+    gateway: Gateway, user: TestUser, command: str, *, next_code: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    """``ssh USER:admin@gw COMMAND`` with the stock client (password and code by askpass).
+
+    A code works once: a second login within the same 30 s uses the next step's code.
+    """
+    code = pyotp.TOTP(user.totp_secret).at(time.time() + 30) if next_code else None
+    return gateway.run_ssh(user, "admin", command, timeout=60, code=code)
+
+
+def test_admin_commands_over_ssh_act_as_the_signed_in_user_with_their_roles(
+    gateway: Gateway,
+) -> None:
+    alice = gateway.make_user(groups=("requesters",))
+    bob = gateway.make_user(groups=("leads", "approvers"))
+    dave = gateway.make_user(groups=("auditors",))
+    carol = gateway.make_user(groups=("admins",))  # reaches targets, no console role
+    waiting, request_id = start_waiting(gateway, alice, "echo approved-over-ssh")
+    try:
+        listing = admin(gateway, bob, "request list --json")
+        assert listing.returncode == 0, listing.stderr
+        pending = [json.loads(line) for line in listing.stdout.splitlines()]
+        assert request_id in [row["id"] for row in pending]
+        # An auditor may look but not decide: refused by the domain, nothing changes.
+        refused = admin(gateway, dave, f"request approve {request_id} --comment 'fine by me'")
+        assert refused.returncode == 1
+        assert b"You need the approver role to approve requests" in refused.stderr
+        # No console role at all: refused at the gateway, before any command runs.
+        stranger = admin(gateway, carol, "request list")
+        assert stranger.returncode == 255 and b"has no console role" in stranger.stderr
+        approved = admin(gateway, bob, f"request approve {request_id} --comment 'looks right'",
+                         next_code=True)  # fmt: skip
+        assert approved.returncode == 0, approved.stderr
+        output, _ = waiting.communicate(timeout=30)
+        assert b"approved-over-ssh" in output
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    admin_sessions = {s["session"] for s in trail(gateway, bob, "session.start")
+                      if s["kind"] == "admin"}  # fmt: skip
+    decision = [e for e in trail(gateway, bob, "request.approved")
+                if e.get("request") == request_id]  # fmt: skip
+    assert decision and decision[0]["reason"] == "looks right"
+    assert decision[0]["via_session"] in admin_sessions, "tied to the SSH session that did it"
+    assert [e for e in trail(gateway, dave, "operator.refused")]
+    assert [e["target"] for e in trail(gateway, carol, "access.refused")] == ["admin"]
+
+
+def test_an_export_over_ssh_is_the_recording_byte_for_byte(gateway: Gateway) -> None:
+    ann = gateway.make_user(groups=("admins", "auditors"))
+    ran = gateway.run_ssh(ann, "web01", "echo for-the-record")
+    assert ran.returncode == 0, ran.stderr
+    deadline = time.monotonic() + 15
+    while not (ends := trail(gateway, ann, "session.end")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    session = str(ends[0]["session"])
+    exported = admin(gateway, ann, f"recordings export {session} -o -", next_code=True)
+    assert exported.returncode == 0, exported.stderr
+    local = gateway.cli("recordings", "export", session, "-o", "-")
+    assert exported.stdout == local.stdout.encode() and b"for-the-record" in exported.stdout

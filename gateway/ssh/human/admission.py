@@ -61,7 +61,7 @@ class Admission:
                 f"no target given: log in as {name}:TARGET "
                 f"(or {name}:ACCOUNT@TARGET). Targets you may reach: {names}"
             )
-        console = bool(roles_for(self._user.groups, self._services.config.console))
+        console = bool(roles_for(self._user.groups, self._services.config))
         menu = TargetMenu(reachable, console=console)
         text = menu.render()
         while True:

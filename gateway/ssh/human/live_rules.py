@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from gateway.config import ConsoleSettings
+from gateway.config import GatewayConfig
 from gateway.domain.access import AccessDecisions, Allowed
 from gateway.domain.approvals import GrantView
 from gateway.domain.live_checks import LiveChecks, WatchSubject
@@ -35,7 +35,7 @@ class HumanLiveRules:
         self._account: str | None = None
         #: The grant the access runs under, once admission has settled it.
         self.grant: GrantView | None = None
-        self._console: ConsoleSettings | None = None
+        self._console: GatewayConfig | None = None
         self._warned: set[int] = set()
 
     def admitted(self, allowed: Allowed) -> None:
@@ -43,10 +43,10 @@ class HumanLiveRules:
         self._target, self._account = allowed.target.name, allowed.account
         self.grant = allowed.grant
 
-    def admitted_operator(self, settings: ConsoleSettings) -> None:
+    def admitted_operator(self, config: GatewayConfig) -> None:
         """The session is the console or an admin command: it lasts while the user holds a
-        console role (``[console]`` groups)."""
-        self._console = settings
+        console role (``[console]`` groups, or a rule's approver groups)."""
+        self._console = config
 
     def subject(self, session_id: str | None) -> WatchSubject:
         grant_id = self.grant.id if self.grant is not None else None

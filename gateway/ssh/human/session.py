@@ -101,7 +101,7 @@ class HumanSession:
             operator_program, services.config, services.operator_actions(self._user.name),
             self._user, service, channel.request,
         )  # fmt: skip
-        self._rules.admitted_operator(services.config.console)
+        self._rules.admitted_operator(services.config)
         return program
 
     async def _ran_gateway_command(self, channel: SessionChannel) -> bool:
