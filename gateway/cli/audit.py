@@ -4,6 +4,7 @@ verify, export, follow, checkpoint, and the file-transfer report."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -102,7 +103,7 @@ def add_commands(commands: Subcommands) -> None:
     files.add_argument("--opened", action="store_true", help="also list file.opened events")
     add_json_option(files)
     files.set_defaults(handler=cmd_audit_files)
-    audit.add_parser(
+    checkpoint = audit.add_parser(
         "checkpoint",
         help="sign the trails' head hashes now",
         description=(
@@ -110,7 +111,13 @@ def add_commands(commands: Subcommands) -> None:
             "it to DATA_DIR/audit/checkpoints.jsonl. Copy that file off the box: verification "
             "against an old copy detects a truncated or rewritten chain."
         ),
-    ).set_defaults(handler=cmd_audit_checkpoint)
+    )
+    checkpoint.add_argument(
+        "-o", "--output", metavar="-",
+        help="with '-', also print the new checkpoints as JSON lines on stdout (to keep them "
+        "off the gateway host: ssh NAME:admin@gw audit checkpoint -o - >> checkpoints.jsonl)",
+    )  # fmt: skip
+    checkpoint.set_defaults(handler=cmd_audit_checkpoint)
 
 
 def _trails() -> list[Trail]:
@@ -244,11 +251,21 @@ def cmd_audit_files(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    if args.output not in (None, STDIO):
+        raise PamgateError(
+            f"-o takes only {STDIO} (stdout): the checkpoints always go to the data "
+            "directory's file as well"
+        )
     with open_operator(args) as actions:
         signed, path = actions.sign_checkpoints()
-        for checkpoint in signed:
-            print(f"{checkpoint.trail}: event {checkpoint.seq} hash {checkpoint.hash[:16]} signed")
-        print(f"appended to {path}; copy it somewhere safe")
+    # With -o -, stdout carries the checkpoints alone; what was done goes to stderr.
+    report = sys.stderr if args.output == STDIO else sys.stdout
+    for checkpoint in signed:
+        if args.output == STDIO:
+            print(json.dumps(checkpoint.__dict__, separators=(",", ":")))
+        print(f"{checkpoint.trail}: event {checkpoint.seq} hash {checkpoint.hash[:16]} signed",
+              file=report)  # fmt: skip
+    print(f"appended to {path}; copy it somewhere safe", file=report)
     return 0
 
 
