@@ -37,7 +37,8 @@ class PayloadFilter(Protocol):
 
     def to_client(self, data: bytes) -> bytes: ...
 
-    def finished(self) -> None: ...
+    async def finished(self, exit_status: int | None) -> None:
+        """The session ended (``exit_status`` if the command exited): write what is left."""
 
 
 @dataclass(frozen=True)
