@@ -196,6 +196,7 @@ def with_stream_args(transfer: ExecTransfer, stream_args: list[str]) -> Found:
     ``--server`` or ``--daemon`` among them is unclear.
     """
     head = ["--server", "--sender"] if transfer.direction == Direction.DOWNLOAD else ["--server"]
+    head.append("-s")  # what else the command line said: nothing in the stream follows --server
     found = _rsync(["rsync", *head, *(arg[:RSYNC_STREAM_ARG_LIMIT] for arg in stream_args[1:])])
     if isinstance(found, ExecTransfer):
         # The command line's options hold too (its compression, its -s).

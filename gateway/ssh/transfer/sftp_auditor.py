@@ -166,6 +166,9 @@ class _Pending:
 
     request: Request
     file: _OpenFile | None = None
+    #: What the request's handle named when it was sent (a handle may be issued anew
+    #: once its CLOSE is sent: the target may answer out of order).
+    named: _OpenFile | _OpenDir | None = None
 
 
 def _handle_of(request: Request) -> bytes | None:
@@ -357,9 +360,9 @@ class SftpAuditor:
     def _track_request(self, request: Request) -> None:
         if isinstance(request, Init):
             return
-        pending = _Pending(request)
         handle = _handle_of(request)
         opened = self._handles.get(handle) if handle is not None else None
+        pending = _Pending(request, named=opened)
         if isinstance(opened, _OpenFile):
             pending.file = opened
             if isinstance(request, Close):
@@ -418,20 +421,14 @@ class SftpAuditor:
         opened = pending.file
         if opened is not None and not isinstance(pending.request, Close):
             opened.outstanding -= 1
-        forward = self._answer(pending.request, opened, reply, body, verdict)
+        forward = self._answer(pending, reply, body, verdict)
         if opened is not None:
             self._report_if_closed(opened, verdict)
         return forward
 
-    def _answer(
-        self,
-        request: Request,
-        opened: _OpenFile | None,
-        reply: Response,
-        body: bytes,
-        verdict: Verdict,
-    ) -> bytes:
-        """Follow one reply to ``request``; the bytes to forward in its place."""
+    def _answer(self, pending: _Pending, reply: Response, body: bytes, verdict: Verdict) -> bytes:
+        """Follow one reply to a pending request; the bytes to forward in its place."""
+        request, opened = pending.request, pending.file
         if isinstance(request, Open):
             self._opened(request, reply, verdict)
         elif isinstance(request, Other) and request.type == PacketType.OPENDIR:
@@ -443,7 +440,8 @@ class SftpAuditor:
             if isinstance(reply, Status) and reply.code != StatusCode.OK:
                 opened.tally.failed = _status_text(reply)
         elif isinstance(request, Close):
-            self._handles.pop(request.handle, None)
+            if self._handles.get(request.handle) is pending.named:
+                del self._handles[request.handle]
             if opened is not None and isinstance(reply, Status):
                 opened.close_reply = reply
         elif isinstance(reply, AttrsReply):
@@ -465,9 +463,10 @@ class SftpAuditor:
         return frame(body)
 
     def _issue(self, handle: bytes, opened: _OpenFile | _OpenDir) -> None:
-        if handle in self._handles:
+        earlier = self._handles.get(handle)
+        if earlier is not None and not earlier.closing:
             raise SftpProtocolError("the target issued a handle that is still open")
-        if len(self._handles) >= MAX_OPEN_HANDLES:
+        if earlier is None and len(self._handles) >= MAX_OPEN_HANDLES:
             raise SftpProtocolError(f"more than {MAX_OPEN_HANDLES} handles open")
         self._handles[handle] = opened
 
