@@ -236,7 +236,7 @@ class FuzzRun:
 
     def check_position(self, offset: int, size: int) -> None:
         cap = self.policy.max_bytes
-        assert cap is None or offset + size <= cap, f"bytes at {offset}+{size} past the cap"
+        assert cap is None or not size or offset + size <= cap, f"{offset}+{size} past the cap"
 
     def count(self, opened: _Opened, direction: Direction, size: int) -> None:
         self.crossed += size
@@ -253,6 +253,8 @@ class FuzzClient:
 
     hostile: bool
     next_id: int = 1
+    #: Ids of the requests sent last, likely still outstanding: what an attacker reuses.
+    recent: list[int] = field(default_factory=list)
     files: list[bytes] = field(default_factory=list)
     dirs: list[bytes] = field(default_factory=list)
     #: Request id -> whether it opened a directory, for the HANDLE replies.
@@ -265,8 +267,9 @@ class FuzzClient:
         rid = self.next_id
         self.next_id += 1
         cheat = self.hostile and draw(st.sampled_from([False] * 4 + [True]))
-        if cheat and draw(st.booleans()):  # an id that may still be outstanding
-            rid = draw(st.integers(1, self.next_id))
+        if cheat and self.recent and draw(st.booleans()):  # an id likely still outstanding
+            rid = draw(st.sampled_from(self.recent))
+        self.recent = [*self.recent[-3:], rid]
         path = draw(st.sampled_from(["/a", "/./a", "/b", "/c"]))
         kind = draw(st.sampled_from(["open", "read", "read", "read", "write", "write", "write",
                                      "close", "stat", "fstat", "opendir", "readdir"]))  # fmt: skip
@@ -324,9 +327,11 @@ def test_sftp_every_crossed_byte_is_audited_and_no_cap_is_exceeded(data: st.Data
         chosen = []
         for _ in range(min(count, len(target.queue))):
             chosen.append(target.queue.pop(draw(st.integers(0, len(target.queue) - 1))))
-        if hostile_target and draw(st.sampled_from([False] * 4 + [True])):
+        if hostile_target and draw(st.sampled_from([False, False, True])):
+            # A reply nobody asked for, or a second one, or one of the wrong type.
             bogus = draw(st.sampled_from([data_reply, handle_reply]))
-            chosen.insert(0, bogus(draw(st.integers(1, 6)), b"\x00\x00\x00\x01"))
+            rid = draw(st.integers(1, client.next_id))
+            chosen.insert(draw(st.integers(0, len(chosen))), bogus(rid, b"\x00\x00\x00\x01"))
         for piece in cut(b"".join(chosen), draw):
             verdict = run.auditor.from_target(piece)
             run.note(verdict)
