@@ -120,15 +120,9 @@ class ModelTarget:
     files: dict[str, bytearray]
     handles: dict[int, _Opened] = field(default_factory=dict)
     queue: list[bytes] = field(default_factory=list)
-    #: Request id -> (the open, the offset) of each READ answered with data, for the checks.
-    reads: dict[int, tuple[_Opened, int]] = field(default_factory=dict)
-    framer: PacketFramer = field(default_factory=PacketFramer)
 
-    def receive(self, data: bytes, run: FuzzRun) -> None:
-        for body in self.framer.feed(data):
-            request = decode_request(body)
-            run.crossed_request(request, self)
-            self.queue.append(self._answer(request))
+    def receive(self, requests: list[Request]) -> None:
+        self.queue += [self._answer(request) for request in requests]
 
     def opened(self, handle: bytes) -> _Opened | None:
         return self.handles.get(int.from_bytes(handle, "big")) if len(handle) == 4 else None
@@ -170,7 +164,6 @@ class ModelTarget:
                 piece = bytes(content[request.offset : request.offset + request.length])
                 if not piece:
                     return status_reply(rid, StatusCode.EOF)
-                self.reads[rid] = (opened, request.offset)
                 return data_reply(rid, piece[:SHORT_READ])
             if not opened.flags & OpenFlags.WRITE:
                 return status_reply(rid, StatusCode.PERMISSION_DENIED)
@@ -194,10 +187,16 @@ class ModelTarget:
 
 @dataclass
 class FuzzRun:
+    """What crossed the gateway, as the client and target see the wire, checked as it crosses."""
+
     policy: TransferPolicy
     auditor: SftpAuditor
     events: list[FileEvent] = field(default_factory=list)
     crossed: int = 0
+    #: Opens in flight (request id -> path, flags), open handles, reads in flight.
+    opening: dict[int, _Opened] = field(default_factory=dict)
+    handles: dict[bytes, _Opened] = field(default_factory=dict)
+    reads: dict[int, tuple[_Opened, int]] = field(default_factory=dict)
     #: Bytes that crossed per open (per handle) and per file, each direction.
     per_open: dict[tuple[int, Direction], int] = field(default_factory=dict)
     per_file: dict[tuple[str, Direction], int] = field(default_factory=dict)
@@ -210,29 +209,49 @@ class FuzzRun:
         self.events += verdict.events
         self.aborted = self.aborted or bool(verdict.abort)
 
-    def crossed_request(self, request: Request, target: ModelTarget) -> None:
-        """A request the auditor forwarded: its id is now outstanding; a write's bytes crossed."""
-        if isinstance(request, Init):
-            return
-        assert request.id not in self.outstanding, "an id forwarded twice while outstanding"
-        self.outstanding.add(request.id)
-        if isinstance(request, Write):
-            opened = target.opened(request.handle)
-            assert opened is not None and opened.flags is not None, "a write to no open file"
-            if not opened.flags & OpenFlags.APPEND:
-                self.check_position(request.offset, len(request.data))
-            self.count(opened, Direction.UPLOAD, len(request.data))
+    def forwarded_requests(self, data: bytes) -> list[Request]:
+        """Requests the auditor passed: ids now outstanding; a write's bytes crossed."""
+        requests = [decode_request(body) for body in PacketFramer().feed(data)]
+        for request in requests:
+            if isinstance(request, Init):
+                continue
+            assert request.id not in self.outstanding, "an id forwarded twice while outstanding"
+            self.outstanding.add(request.id)
+            if isinstance(request, Open):
+                self.opening[request.id] = _Opened(posixpath.normpath(request.path), request.flags)
+            elif isinstance(request, Close):
+                self.handles.pop(request.handle, None)
+            elif isinstance(request, (Read, Write)):
+                opened = self.handles.get(request.handle)
+                assert opened is not None, "a read or write through a handle not issued"
+                if isinstance(request, Read):
+                    self.reads[request.id] = (opened, request.offset)
+                    continue
+                assert opened.flags is not None and opened.flags & OpenFlags.WRITE
+                if not opened.flags & OpenFlags.APPEND:
+                    self.check_position(request.offset, len(request.data))
+                self.count(opened, Direction.UPLOAD, len(request.data))
+        return requests
 
-    def crossed_reply(self, reply: object, target: ModelTarget) -> None:
-        """A reply the auditor forwarded: it answers an outstanding request; data crossed."""
-        if not hasattr(reply, "id"):
-            return  # VERSION
-        assert reply.id in self.outstanding, f"a reply to {reply.id}, which nothing asked"
-        self.outstanding.discard(reply.id)
-        if isinstance(reply, Data):
-            opened, offset = target.reads.pop(reply.id)
-            self.check_position(offset, len(reply.data))
-            self.count(opened, Direction.DOWNLOAD, len(reply.data))
+    def forwarded_replies(self, data: bytes) -> list[object]:
+        """Replies the auditor passed: each answers an outstanding request; data crossed."""
+        replies = [decode_response(body) for body in PacketFramer().feed(data)]
+        for reply in replies:
+            if not hasattr(reply, "id"):
+                continue  # VERSION
+            rid = reply.id
+            assert rid in self.outstanding, f"a reply to {rid}, which nothing asked"
+            self.outstanding.discard(rid)
+            opening, read = self.opening.pop(rid, None), self.reads.pop(rid, None)
+            if isinstance(reply, Handle) and opening is not None:
+                self.handles[reply.handle] = opening
+            elif isinstance(reply, Handle):
+                self.handles[reply.handle] = _Opened("(a directory)", None)
+            elif isinstance(reply, Data):
+                assert read is not None, "data that answers no read"
+                self.check_position(read[1], len(reply.data))
+                self.count(read[0], Direction.DOWNLOAD, len(reply.data))
+        return replies
 
     def check_position(self, offset: int, size: int) -> None:
         cap = self.policy.max_bytes
@@ -240,11 +259,11 @@ class FuzzRun:
 
     def count(self, opened: _Opened, direction: Direction, size: int) -> None:
         self.crossed += size
-        for table, key in ((self.per_open, (id(opened), direction)),
-                           (self.per_file, (opened.path, direction))):  # fmt: skip
-            table[key] = table.get(key, 0) + size  # type: ignore[index]
-            cap = self.policy.max_bytes
-            assert cap is None or table[key] <= cap, f"cap exceeded for {key}"  # type: ignore[index]
+        cap = self.policy.max_bytes
+        for key in ((id(opened), direction), (opened.path, direction)):
+            table: dict[Any, int] = self.per_open if isinstance(key[0], int) else self.per_file
+            table[key] = table.get(key, 0) + size
+            assert cap is None or table[key] <= cap, f"cap exceeded for {key}"
 
 
 @dataclass
@@ -321,7 +340,7 @@ def test_sftp_every_crossed_byte_is_audited_and_no_cap_is_exceeded(data: st.Data
         for piece in cut(stream, draw):
             verdict = run.auditor.from_client(piece)
             run.note(verdict)
-            target.receive(verdict.forward, run)
+            target.receive(run.forwarded_requests(verdict.forward))
 
     def deliver(count: int) -> None:
         chosen = []
@@ -335,9 +354,7 @@ def test_sftp_every_crossed_byte_is_audited_and_no_cap_is_exceeded(data: st.Data
         for piece in cut(b"".join(chosen), draw):
             verdict = run.auditor.from_target(piece)
             run.note(verdict)
-            for body in PacketFramer().feed(verdict.forward):
-                reply = decode_response(body)
-                run.crossed_reply(reply, target)
+            for reply in run.forwarded_replies(verdict.forward):
                 if isinstance(reply, Handle):
                     client.issued(reply.id, reply.handle)
 
@@ -367,7 +384,7 @@ def scp_stream(draw: Any) -> tuple[bytes, list[tuple[int, int, int]]]:
     for _ in range(draw(st.integers(0, 8))):
         kind = draw(st.sampled_from(["file", "file", "dir", "end", "time", "warn", "garbage"]))
         if kind == "file":
-            content = draw(st.binary(max_size=2 * CAP))
+            content = draw(st.integers(0, 2 * CAP).map(lambda n: (b"scp\n" * CAP)[:n]))
             stream += f"C0644 {len(content)} {draw(names)}\n".encode()
             files.append((len(stream), len(content), len(content)))
             stream += content + b"\0"
