@@ -132,6 +132,18 @@ def crossed_bytes(records: list[AuditRecord], direction: str | None = None) -> i
     return total
 
 
+def audited_bytes(gw: Gateway, user: TestUser, direction: str | None = None) -> int:
+    """What ``pamgate audit files`` says crossed for ``user``: the sum of ``file.closed`` bytes."""
+    listed = gw.cli("audit", "files", "--user", user.name, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    return sum(
+        row["bytes"] or 0
+        for row in rows
+        if row["action"] == "file.closed" and direction in (None, row["direction"])
+    )
+
+
 def session_ends_after_file_events(gw: Gateway, user: TestUser) -> None:
     """Every ``file.*`` event of the user's sessions comes before its ``session.end``."""
     ended: set[str] = set()
