@@ -33,9 +33,9 @@ from __future__ import annotations
 import posixpath
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from gateway.domain.transfer.policy import Direction, TransferMode, TransferPolicy
+from gateway.domain.transfer.policy import Direction, TransferPolicy
 from gateway.ssh.transfer.events import FileEvent, FileTally, ReorderBudget, Verdict
 from gateway.ssh.transfer.sftp import (
     Attributes,
@@ -71,6 +71,7 @@ from gateway.ssh.transfer.sftp import (
     reply_type,
     request_type,
 )
+from gateway.ssh.transfer.sftp_rules import Refusal, SftpRules, direction_of
 
 #: Requests awaiting a reply that one channel may have (OpenSSH's client keeps at most 64).
 MAX_PENDING_REQUESTS = 4096
@@ -81,35 +82,12 @@ MAX_REMEMBERED_SIZES = 256
 #: Files one capped session may count bytes for (the per-session half of the cap).
 MAX_CAPPED_FILES = 100_000
 
-#: EXTENDED requests that change nothing and read no file contents.
-READ_ONLY_EXTENSIONS = frozenset(
-    {
-        "statvfs@openssh.com",
-        "fstatvfs@openssh.com",
-        "limits@openssh.com",
-        "expand-path@openssh.com",
-        "home-directory",
-        "users-groups-by-id@openssh.com",
-        "fsync@openssh.com",
-    }
-)
-#: Switches the protocol version mid-channel: the parser would read the wrong format.
-VERSION_SELECT = "version-select"
-
 _PATH_ACTIONS = {
     PacketType.REMOVE: "file.removed",
     PacketType.RMDIR: "file.rmdir",
     PacketType.MKDIR: "file.mkdir",
     PacketType.SETSTAT: "file.setstat",
 }
-
-
-def _direction_of(flags: OpenFlags) -> Direction | Literal["both"]:
-    reads = bool(flags & OpenFlags.READ)
-    writes = bool(flags & (OpenFlags.WRITE | OpenFlags.APPEND | OpenFlags.CREAT | OpenFlags.TRUNC))
-    if reads and writes:
-        return "both"
-    return Direction.UPLOAD if writes else Direction.DOWNLOAD
 
 
 class _OpenFile:
@@ -150,16 +128,6 @@ class _OpenDir:
         self.closing = False
 
 
-@dataclass(frozen=True)
-class _Refusal:
-    """Why the gateway answers a request itself: what was asked, and the message."""
-
-    what: str
-    message: str
-    #: The file whose cap the request would cross (audited once per handle).
-    capped: _OpenFile | None = None
-
-
 @dataclass
 class _Pending:
     """A forwarded request awaiting its reply."""
@@ -184,6 +152,7 @@ class SftpAuditor:
 
     def __init__(self, policy: TransferPolicy) -> None:
         self._policy = policy
+        self._rules = SftpRules(policy)
         self._requests = PacketFramer()
         self._replies = PacketFramer()
         self._init_sent = False
@@ -210,7 +179,9 @@ class SftpAuditor:
             for body in self._requests.feed(data):
                 request = decode_request(body)
                 self._check_request(request)
-                refused = self._refused_because(request)
+                refused = self._rules.refused(request)
+                if refused is None and isinstance(request, (Read, Write)):
+                    refused = self._refused_transfer(request)
                 if refused is None:
                     self._track_request(request)
                     forward += frame(body)
@@ -250,73 +221,23 @@ class SftpAuditor:
         ):
             raise SftpProtocolError(f"request id {request.id} uses a handle of the wrong kind")
 
-    def _refused_because(self, request: Request) -> _Refusal | None:
-        """Why the policy forbids ``request``, or None."""
-        policy = self._policy
-        changes = policy.allows_changes
-        if isinstance(request, Open):
-            direction = _direction_of(request.flags)
-            wanted = (Direction.DOWNLOAD, Direction.UPLOAD) if direction == "both" else (direction,)
-            for way in wanted:
-                if not policy.allows(way):
-                    what = f"{way} of {request.path}"
-                    return _Refusal(what, policy.refusal(what))
-            return self._out_of_scope(request.path)
-        if isinstance(request, PathRequest):
-            what = f"{request.type.name.lower()} {request.path}"
-            if not changes:
-                return _Refusal(what, policy.refusal(what))
-            return self._out_of_scope(request.path)
-        if isinstance(request, HandleSetstat):
-            if not changes:
-                return _Refusal("fsetstat", policy.refusal("fsetstat"))
-            return None
-        if isinstance(request, Rename):
-            what = f"rename {request.old} to {request.new}"
-            if not changes:
-                return _Refusal(what, policy.refusal(what))
-            return self._out_of_scope(request.old) or self._out_of_scope(request.new)
-        if isinstance(request, (Read, Write)):
-            return self._refused_transfer(request)
-        if isinstance(request, Extended):
-            if request.name == VERSION_SELECT:
-                return _Refusal(VERSION_SELECT, "pamgate: version-select refused: SFTP 3 only")
-            unrestricted = policy.mode == TransferMode.ALLOW and policy.paths is None
-            if unrestricted or request.name in READ_ONLY_EXTENSIONS:
-                return None
-            what = f"extension {request.name[:80]}"
-            return _Refusal(what, f"pamgate: {what} refused under {policy.source}")
-        if isinstance(request, Other) and request.path is not None:
-            if request.type == PacketType.SYMLINK:
-                if not changes or policy.paths is not None:
-                    return _Refusal("symlink", f"pamgate: symlink refused under {policy.source}")
-                return None
-            if request.type != PacketType.REALPATH:
-                return self._out_of_scope(request.path)
-        return None
-
-    def _refused_transfer(self, request: Read | Write) -> _Refusal | None:
+    def _refused_transfer(self, request: Read | Write) -> Refusal | None:
         """A read or write through an open file: the handle's mode, then the cap."""
         opened = self._handles[request.handle]
         assert isinstance(opened, _OpenFile)  # _check_request made sure
         if isinstance(request, Read):
             if not opened.readable:
-                return _Refusal("read", f"pamgate: read of {opened.path} refused: "
+                return Refusal("read", f"pamgate: read of {opened.path} refused: "
                                 "the file was not opened for reading")  # fmt: skip
             return None
         if not opened.writable:
-            return _Refusal("write", f"pamgate: write to {opened.path} refused: "
+            return Refusal("write", f"pamgate: write to {opened.path} refused: "
                             "the file was not opened for writing")  # fmt: skip
         position = None if opened.appends else request.offset
         left = self._cap_left(opened, Direction.UPLOAD, position)
         if left is not None and len(request.data) > left:
-            return _Refusal("write", self._cap_message(), capped=opened)
+            return Refusal("write", self._cap_message(), cap=True)
         return None
-
-    def _out_of_scope(self, path: str) -> _Refusal | None:
-        """The one place paths are checked against the policy's directories."""
-        why = self._policy.path_refused_because(path)
-        return _Refusal(path, f"pamgate: {why} ({self._policy.source})") if why else None
 
     def _cap_message(self) -> str:
         cap = self._policy.max_bytes
@@ -338,18 +259,19 @@ class SftpAuditor:
             left = min(left, cap - position)
         return max(left, 0)
 
-    def _refuse(self, request: Request, refused: _Refusal, verdict: Verdict) -> None:
+    def _refuse(self, request: Request, refused: Refusal, verdict: Verdict) -> None:
         message = refused.message
         request_id = getattr(request, "id", 0)
         verdict.reply += encode_status(request_id, StatusCode.PERMISSION_DENIED, message)
         details: dict[str, Any] = {"tool": self.tool, "operation": refused.what}
-        if refused.capped is not None:
-            refused.capped.tally.failed = "size cap"
-            if refused.capped.capped:
-                return  # audited (and told) once per handle; refused every time
-            refused.capped.capped = True
         if isinstance(request, (Read, Write)):
-            details["path"] = self._handles[request.handle].path
+            opened = self._handles[request.handle]
+            details["path"] = opened.path
+            if refused.cap and isinstance(opened, _OpenFile):
+                opened.tally.failed = "size cap"
+                if opened.capped:
+                    return  # audited (and told) once per handle; refused every time
+                opened.capped = True
         elif isinstance(request, Rename):
             details["path"], details["new_path"] = request.old, request.new
         elif (path := getattr(request, "path", None)) is not None:
@@ -471,7 +393,7 @@ class SftpAuditor:
         self._handles[handle] = opened
 
     def _opened(self, request: Open, reply: Response, verdict: Verdict) -> None:
-        direction = _direction_of(request.flags)
+        direction = direction_of(request.flags)
         details = {"tool": self.tool, "path": request.path, "direction": direction,
                    "flags": _flag_names(request.flags)}  # fmt: skip
         if isinstance(reply, Status):
