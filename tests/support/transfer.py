@@ -3,8 +3,8 @@
 The stock tools (``sftp``, ``scp``, ``rsync``, ``ssh``) log in with
 keyboard-interactive through the askpass helper; :func:`raw_connection`
 logs in with asyncssh, for tests that send exactly the bytes they want
-(:class:`RawChannel`). :func:`file_events` and :func:`crossed_bytes` read
-what the gateway wrote to the trail.
+(:class:`RawChannel`). :func:`file_events` reads what the gateway wrote to
+the trail; :func:`audited_bytes` asks ``pamgate audit files`` what crossed.
 """
 
 from __future__ import annotations
@@ -120,16 +120,6 @@ def file_events(
 
 def details(record: AuditRecord) -> dict[str, object]:
     return json.loads(record.details)
-
-
-def crossed_bytes(records: list[AuditRecord], direction: str | None = None) -> int:
-    """What the trail says crossed: the bytes of the ``file.closed`` events (one direction)."""
-    total = 0
-    for record in records:
-        facts = details(record)
-        if record.action == "file.closed" and direction in (None, facts.get("direction")):
-            total += int(facts.get("bytes") or 0)  # type: ignore[call-overload]
-    return total
 
 
 def audited_bytes(gw: Gateway, user: TestUser, direction: str | None = None) -> int:

@@ -261,3 +261,9 @@ def test_dd_streams_are_hashed_and_complete_when_dd_exits_0() -> None:
     assert over.abort and over.forward == b""
     [closed] = capped.finish(None)
     assert closed.details["bytes"] == 10 and closed.outcome == "interrupted"
+    # Ansible copies an empty file with count=0: nothing flows, and it is still audited.
+    empty = classify_exec("dd of=/tmp/empty bs=65536 count=0")
+    assert isinstance(empty, ExecTransfer)
+    opened, closed = StreamAuditor(policy(TransferMode.UPLOAD_ONLY), empty, "dd").finish(0)
+    assert (opened.action, closed.action) == ("file.opened", "file.closed")
+    assert closed.details["path"] == "/tmp/empty" and closed.details["bytes"] == 0

@@ -197,12 +197,7 @@ class StreamAuditor(_OneWay):
         """Count a chunk; one that would cross the cap is not passed on, and the channel closes."""
         if self._failed:
             return Verdict()
-        events = []
-        if not self._opened:
-            # The files are not parsed: the command is the record of what was asked.
-            self._opened = True
-            details = {**self._details(), "command": self._command[:500]}
-            events.append(FileEvent("file.opened", "success", details))
+        events = self._open()
         cap = self._policy.max_bytes
         if cap is not None and self._tally.bytes + len(data) > cap:
             self._failed = True
@@ -215,6 +210,15 @@ class StreamAuditor(_OneWay):
             return Verdict(notices=[message], events=events, abort=message)
         self._tally.add(self._tally.next_offset, data)
         return Verdict(forward=data, events=events)
+
+    def _open(self) -> list[FileEvent]:
+        """The ``file.opened`` event, once: the files are not parsed, so the command is the
+        record of what was asked."""
+        if self._opened:
+            return []
+        self._opened = True
+        details = {**self._details(), "command": self._command[:500]}
+        return [FileEvent("file.opened", "success", details)]
 
     def _details(self) -> dict[str, Any]:
         return {
@@ -229,9 +233,9 @@ class StreamAuditor(_OneWay):
         }
 
     def finish(self, exit_status: int | None = None) -> list[FileEvent]:
-        """The stream's total once the channel has closed, with the command's exit status."""
-        if not self._opened:
-            return []
+        """The stream's total once the channel has closed, with the command's exit status
+        (an empty stream too: ``dd of=FILE count=0`` writes an empty file)."""
+        events = self._open()
         details = {**self._details(), "exit_status": exit_status}
         if self.tool == "dd":
             tally = self._tally
@@ -245,7 +249,7 @@ class StreamAuditor(_OneWay):
         else:
             details["complete"] = exit_status == 0 and not self._tally.failed
         outcome = "success" if exit_status is not None else "interrupted"
-        return [FileEvent("file.closed", outcome, details)]
+        return [*events, FileEvent("file.closed", outcome, details)]
 
 
 class RsyncAuditor(StreamAuditor):
