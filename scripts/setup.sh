@@ -31,6 +31,10 @@ fi
 if [ "${1:-}" = "--test" ] && ! command -v openssl >/dev/null 2>&1; then
     apt_packages+=(openssl)
 fi
+# ... and PuTTY's pscp, whose SFTP downloads read ahead past the end of the file.
+if [ "${1:-}" = "--test" ] && ! command -v pscp >/dev/null 2>&1; then
+    apt_packages+=(putty-tools)
+fi
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

@@ -40,7 +40,8 @@ class PayloadFilter(Protocol):
 
     def to_client(self, data: bytes) -> bytes: ...
 
-    def finished(self) -> None: ...
+    async def finished(self, exit_status: int | None) -> None:
+        """The session ended (``exit_status`` if the command exited): write what is left."""
 
 
 class TargetChannel(Protocol):

@@ -317,10 +317,6 @@ class RelayedSession:
         if self._finished:
             return
         self._finished = True
-        if self._filter is not None:
-            self._filter.finished()
-        if self._opened is None:
-            return
         pipe = self._pipe
         end = SessionEnd(
             status=status,
@@ -330,10 +326,16 @@ class RelayedSession:
             exit_signal=exit_signal,
             reason=reason,
         )
-        task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(self._services.session_setup.close, self._opened, end)
-        )
+        task = asyncio.get_running_loop().create_task(self._close_out(end))
         self._host.track_task(task)
+
+    async def _close_out(self, end: SessionEnd) -> None:
+        """The file-transfer filter's last events first, then the session's end: the trail
+        tells what happened to the files before it says the session is over."""
+        if self._filter is not None:
+            await self._filter.finished(end.exit_status)
+        if self._opened is not None:
+            await asyncio.to_thread(self._services.session_setup.close, self._opened, end)
 
     # -- the recording --------------------------------------------------------
 

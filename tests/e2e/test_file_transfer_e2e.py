@@ -15,20 +15,29 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pyotp
 import pytest
 
 from gateway.config import load_config
 from gateway.devtools.openssh_target import free_port, wait_for_port
 from gateway.domain.approvals import AccessRequests
-from gateway.domain.audit.trail import AuditLog, AuditRecord, Trail
+from gateway.domain.audit.trail import AuditLog
 from gateway.store.database import Store
 from tests.support.gateway import Gateway, TestUser, launch_gateway
+from tests.support.transfer import (
+    details,
+    env_for,
+    file_events,
+    random_file,
+    remote_dir,
+    run,
+    scp,
+    sftp,
+    ssh_options,
+)
 
 pytestmark = pytest.mark.openssh
 
@@ -107,88 +116,6 @@ def echo() -> Iterator[EchoServer]:
 def gw(tmp_path_factory: pytest.TempPathFactory, echo: EchoServer) -> Iterator[Gateway]:
     with launch_gateway(tmp_path_factory.mktemp("transfer"), rules(echo.port)) as running:
         yield running
-
-
-def ssh_options(gw: Gateway, user: TestUser) -> list[str]:
-    """Options for ssh, sftp and scp: no user config, the test's known_hosts, our login."""
-    return [
-        "-F", "/dev/null",
-        "-o", f"UserKnownHostsFile={gw.known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "IdentityAgent=none",
-        "-o", "PreferredAuthentications=keyboard-interactive",
-        "-o", "NumberOfPasswordPrompts=1",
-        # sftp -b turns BatchMode on, which would stop the keyboard-interactive prompts.
-        "-o", "BatchMode=no",
-        # NAME:TARGET in a user@host argument would be split at its colon.
-        "-o", f"User={user.name}:web01",
-    ]  # fmt: skip
-
-
-_last_step: dict[str, int] = {}
-
-
-def next_code(user: TestUser) -> str:
-    """A TOTP code not used yet: each is accepted once, and 30 s either side of now.
-
-    So one user can log in twice in a row without waiting: now, and the next step.
-    """
-    now = int(time.time()) // 30
-    step = max(_last_step.get(user.name, 0) + 1, now)
-    if step > now + 1:
-        time.sleep((step - 1) * 30 - time.time() + 0.5)
-    _last_step[user.name] = step
-    return pyotp.TOTP(user.totp_secret).at(step * 30)
-
-
-def env_for(gw: Gateway, user: TestUser) -> dict[str, str]:
-    return gw.ssh_env(user, code=next_code(user))
-
-
-def run(gw: Gateway, user: TestUser, command: list[str], timeout: float = 60):
-    return subprocess.run(
-        command, env=env_for(gw, user), capture_output=True, timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def sftp(gw: Gateway, user: TestUser, batch: str, tmp_path: Path):
-    script = tmp_path / f"batch-{uuid.uuid4().hex[:8]}"
-    script.write_text(batch)
-    command = ["sftp", *ssh_options(gw, user), "-P", str(gw.port), "-b", str(script), "127.0.0.1"]
-    return run(gw, user, command)
-
-
-def file_events(
-    gw: Gateway, user: TestUser, *, want: int = 1, action: str = "file.", timeout: float = 10
-) -> list[AuditRecord]:
-    """The user's file events, waiting until at least ``want`` of ``action`` are written."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [
-            r for r in gw.audit.events(Trail.HUMAN)
-            if r.actor == user.name and r.action.startswith(action)
-        ]  # fmt: skip
-        if len(found) >= want or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
-
-
-def details(record: AuditRecord) -> dict[str, object]:
-    return json.loads(record.details)
-
-
-def remote_dir() -> Path:
-    """A fresh directory on the target (the target is this machine, as root)."""
-    path = Path("/tmp") / f"pamgate-ft-{uuid.uuid4().hex[:10]}"
-    path.mkdir()
-    return path
-
-
-def random_file(path: Path, size: int) -> str:
-    data = os.urandom(size)
-    path.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
 
 
 # -- SFTP ------------------------------------------------------------------------------
@@ -437,10 +364,6 @@ def test_transfer_cut_midway_is_audited_incomplete(gw: Gateway, tmp_path: Path) 
 
 
 # -- scp and rsync --------------------------------------------------------------------
-
-
-def scp(gw: Gateway, user: TestUser, *args: str):
-    return run(gw, user, ["scp", *ssh_options(gw, user), "-P", str(gw.port), *args])
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["sftp-mode", "legacy-O"])

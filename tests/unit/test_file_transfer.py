@@ -9,11 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import RuleSettings
+from gateway.domain.transfer.commands import ExecTransfer, classify_exec
 from gateway.domain.transfer.policy import (
     Direction,
     TransferMode,
     TransferPolicy,
-    classify_exec,
     forward_allowed,
     transfer_policy_of_rule,
 )
@@ -31,47 +31,31 @@ from gateway.ssh.transfer.sftp import (
     decode_request,
     decode_response,
     encode_status,
-    frame,
 )
 from gateway.ssh.transfer.sftp_auditor import MAX_PENDING_REQUESTS, SftpAuditor
 from gateway.ssh.transfer.stream_auditors import ScpAuditor, StreamAuditor
-
-
-def s(value: bytes | str) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return struct.pack(">I", len(raw)) + raw
-
-
-def packet(kind: int, request_id: int | None, payload: bytes = b"") -> bytes:
-    head = bytes([kind]) + (struct.pack(">I", request_id) if request_id is not None else b"")
-    return frame(head + payload)
-
-
-def open_request(request_id: int, path: str, flags: OpenFlags) -> bytes:
-    return packet(PacketType.OPEN, request_id, s(path) + struct.pack(">II", flags, 0))
-
-
-def handle_reply(request_id: int, handle: bytes) -> bytes:
-    return packet(PacketType.HANDLE, request_id, s(handle))
-
-
-def status_reply(request_id: int, code: StatusCode) -> bytes:
-    return packet(PacketType.STATUS, request_id, struct.pack(">I", code) + s("") + s(""))
-
-
-def read_request(request_id: int, handle: bytes, offset: int, length: int) -> bytes:
-    return packet(PacketType.READ, request_id, s(handle) + struct.pack(">QI", offset, length))
-
-
-def write_request(request_id: int, handle: bytes, offset: int, data: bytes) -> bytes:
-    return packet(PacketType.WRITE, request_id, s(handle) + struct.pack(">Q", offset) + s(data))
-
-
-def data_reply(request_id: int, data: bytes) -> bytes:
-    return packet(PacketType.DATA, request_id, s(data))
-
+from tests.support.sftp_wire import (
+    data_reply,
+    handle_reply,
+    init,
+    open_request,
+    packet,
+    read_request,
+    s,
+    status_reply,
+    version_reply,
+    write_request,
+)
 
 ALLOW = TransferPolicy(TransferMode.ALLOW, "rule test")
+
+
+def started(policy: TransferPolicy) -> SftpAuditor:
+    """An auditor past the INIT / VERSION exchange."""
+    auditor = SftpAuditor(policy)
+    assert auditor.from_client(init()).forward == init()
+    assert auditor.from_target(version_reply()).forward == version_reply()
+    return auditor
 
 
 # -- framing and decoding --------------------------------------------------------------
@@ -145,14 +129,14 @@ def download(auditor: SftpAuditor, content: bytes, chunk: int = 1000) -> list[st
 
 def test_whole_sequential_download_gets_its_sha256() -> None:
     content = bytes(range(256)) * 30
-    auditor = SftpAuditor(ALLOW)
+    auditor = started(ALLOW)
     actions = download(auditor, content)
     assert actions == ["file.opened", "file.closed"]
 
 
 def test_closed_event_details() -> None:
     content = b"x" * 4321
-    auditor = SftpAuditor(ALLOW)
+    auditor = started(ALLOW)
     auditor.from_client(open_request(1, "/f", OpenFlags.READ))
     auditor.from_target(handle_reply(1, b"H"))
     auditor.from_client(read_request(2, b"H", 0, 10_000))
@@ -166,7 +150,7 @@ def test_closed_event_details() -> None:
 
 
 def test_download_without_eof_or_out_of_order_has_no_hash() -> None:
-    auditor = SftpAuditor(ALLOW)
+    auditor = started(ALLOW)
     auditor.from_client(open_request(1, "/f", OpenFlags.READ))
     auditor.from_target(handle_reply(1, b"H"))
     auditor.from_client(read_request(2, b"H", 100, 10))
@@ -177,7 +161,7 @@ def test_download_without_eof_or_out_of_order_has_no_hash() -> None:
 
 
 def test_upload_with_truncate_is_complete() -> None:
-    auditor = SftpAuditor(ALLOW)
+    auditor = started(ALLOW)
     auditor.from_client(open_request(1, "/up", OpenFlags.WRITE | OpenFlags.CREAT | OpenFlags.TRUNC))
     auditor.from_target(handle_reply(1, b"H"))
     auditor.from_client(write_request(2, b"H", 0, b"hello "))
@@ -191,7 +175,7 @@ def test_upload_with_truncate_is_complete() -> None:
 
 def test_download_only_answers_uploads_itself() -> None:
     policy = TransferPolicy(TransferMode.DOWNLOAD_ONLY, "rule ro")
-    auditor = SftpAuditor(policy)
+    auditor = started(policy)
     verdict = auditor.from_client(open_request(9, "/etc/passwd", OpenFlags.WRITE))
     assert verdict.forward == b""
     reply = decode_response(verdict.reply[4:])
@@ -203,7 +187,7 @@ def test_download_only_answers_uploads_itself() -> None:
 
 
 def test_read_cap_truncates_then_refuses() -> None:
-    auditor = SftpAuditor(TransferPolicy(TransferMode.ALLOW, "rule cap", max_bytes=1500))
+    auditor = started(TransferPolicy(TransferMode.ALLOW, "rule cap", max_bytes=1500))
     auditor.from_client(open_request(1, "/big", OpenFlags.READ))
     auditor.from_target(handle_reply(1, b"H"))
     auditor.from_client(read_request(2, b"H", 0, 1000) + read_request(3, b"H", 1000, 1000))
@@ -218,13 +202,13 @@ def test_read_cap_truncates_then_refuses() -> None:
 
 
 def test_hostile_streams_abort_the_channel() -> None:
-    auditor = SftpAuditor(ALLOW)
+    auditor = started(ALLOW)
     verdict = auditor.from_client(struct.pack(">I", MAX_PACKET_LENGTH * 4) + b"\x05")
-    assert verdict.abort and "malformed SFTP stream from the client" in verdict.abort
+    assert verdict.abort and "SFTP protocol violation by the client" in verdict.abort
     assert [e.action for e in verdict.events] == ["file.refused"]
     assert auditor.from_client(open_request(1, "/x", OpenFlags.READ)).forward == b""
     # Requests the auditor must remember (reads of an open file) are bounded too.
-    flood = SftpAuditor(ALLOW)
+    flood = started(ALLOW)
     flood.from_client(open_request(1, "/f", OpenFlags.READ))
     flood.from_target(handle_reply(1, b"H"))
     stream = b"".join(read_request(i, b"H", 0, 1) for i in range(2, MAX_PENDING_REQUESTS + 3))
@@ -233,7 +217,7 @@ def test_hostile_streams_abort_the_channel() -> None:
 
 def test_path_scope_refuses_outside_paths() -> None:
     policy = TransferPolicy(TransferMode.ALLOW, "nhi:ci", paths=("/srv/drop",))
-    auditor = SftpAuditor(policy)
+    auditor = started(policy)
     inside = auditor.from_client(open_request(1, "/srv/drop/a.txt", OpenFlags.READ))
     assert inside.forward and not inside.reply
     for path in ("/etc/shadow", "/srv/drop/../../etc/shadow", "relative.txt", "/srv/dropped"):
@@ -248,7 +232,7 @@ def test_path_scope_refuses_outside_paths() -> None:
 
 def test_scp_stream_gives_names_sizes_and_hashes() -> None:
     transfer = classify_exec("scp -r -t /tmp/in")
-    assert transfer is not None and transfer.direction == Direction.UPLOAD
+    assert isinstance(transfer, ExecTransfer) and transfer.direction == Direction.UPLOAD
     auditor = ScpAuditor(ALLOW, transfer)
     stream = b"D0755 0 dir\nC0644 5 a.txt\nhello\x00C0600 0 empty\nE\n"
     events = []
@@ -264,7 +248,7 @@ def test_scp_stream_gives_names_sizes_and_hashes() -> None:
 
 def test_scp_cut_midway_and_garbage() -> None:
     transfer = classify_exec("scp -f /etc/hosts")
-    assert transfer is not None and transfer.direction == Direction.DOWNLOAD
+    assert isinstance(transfer, ExecTransfer) and transfer.direction == Direction.DOWNLOAD
     auditor = ScpAuditor(ALLOW, transfer)
     auditor.data(b"C0644 100 hosts\n" + b"z" * 40)
     [cut] = auditor.finish()
@@ -278,30 +262,12 @@ def test_scp_cut_midway_and_garbage() -> None:
 
 def test_rsync_stream_is_counted_against_the_cap() -> None:
     transfer = classify_exec("rsync --server --sender -logDtpre.iLsfxCIvu . /srv/x")
-    assert transfer is not None and transfer.direction == Direction.DOWNLOAD
+    assert isinstance(transfer, ExecTransfer) and transfer.direction == Direction.DOWNLOAD
     assert transfer.paths == ("/srv/x",)
     auditor = StreamAuditor(TransferPolicy(TransferMode.ALLOW, "rule r", 100), transfer, "rsync")
     assert [e.action for e in auditor.data(b"a" * 60).events] == ["file.opened"]
     over = auditor.data(b"b" * 60)
     assert over.abort and over.forward == b""
-
-
-@pytest.mark.parametrize(
-    ("command", "expected"),
-    [
-        ("scp -t /tmp", ("scp", Direction.UPLOAD)),
-        ("scp -v -p -f -- /etc/hosts", ("scp", Direction.DOWNLOAD)),
-        ("/usr/bin/scp -tf x", ("scp", Direction.DOWNLOAD)),
-        ("rsync --server -e.LsfxC . /tmp/", ("rsync", Direction.UPLOAD)),
-        ("scp a b", None),
-        ("rsync -a a b", None),
-        ("ls -la", None),
-        ("", None),
-    ],
-)
-def test_exec_commands_are_classified(command: str, expected: tuple[str, str] | None) -> None:
-    found = classify_exec(command)
-    assert (None if found is None else (found.tool, found.direction)) == expected
 
 
 # -- rule settings ---------------------------------------------------------------------

@@ -8,10 +8,13 @@ A rule's ``file_transfer`` is one of:
   change attributes), never read file contents back;
 - ``allow``: both.
 
-``file_transfer_max_bytes`` caps each file (SFTP, legacy scp) or, for
+``file_transfer_max_bytes`` caps each file (SFTP, legacy scp, dd) or, for
 rsync, whose protocol the gateway does not parse, the whole stream in the
 transfer's direction. ``forward_local`` lists the ``host:port``
 destinations ``ssh -L`` may reach, as seen from the target.
+
+:meth:`TransferPolicy.exec_refusal` decides, once for both lanes, whether
+a transfer server started by exec (or the SFTP subsystem) may run.
 
 Plain Python, no sockets.
 """
@@ -19,27 +22,14 @@ Plain Python, no sockets.
 from __future__ import annotations
 
 import posixpath
-import shlex
 from dataclasses import dataclass
-from enum import StrEnum
 
 from gateway.config import RuleSettings
+from gateway.domain.transfer.commands import ExecTransfer, UnclearTransfer
+from gateway.domain.transfer.modes import Direction, TransferMode
 
-
-class TransferMode(StrEnum):
-    """A rule's ``file_transfer`` setting."""
-
-    ALLOW = "allow"
-    DOWNLOAD_ONLY = "download-only"
-    UPLOAD_ONLY = "upload-only"
-    DENY = "deny"
-
-
-class Direction(StrEnum):
-    """Which way file contents move, from the client's point of view."""
-
-    DOWNLOAD = "download"
-    UPLOAD = "upload"
+__all__ = ["Direction", "TransferMode", "TransferPolicy", "forward_allowed",
+           "transfer_policy_of_rule"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,9 +77,61 @@ class TransferPolicy:
                 return None
         return f"{path!r} is outside the allowed paths ({', '.join(self.paths)})"
 
+    @property
+    def restricted(self) -> bool:
+        """Whether anything is limited: a mode other than allow, a cap, or directories."""
+        return (
+            self.mode != TransferMode.ALLOW or self.max_bytes is not None or self.paths is not None
+        )
+
     def refusal(self, what: str) -> str:
         """A message for a refused operation that says which limit refused it."""
         return f"pamgate: {what} refused: {self.source} allows file transfer {self.mode}"
+
+    def exec_refusal(self, found: ExecTransfer | UnclearTransfer) -> str | None:
+        """Why this session may not start ``found`` (the SFTP subsystem, or what an exec
+        starts); None if it may, audited per file.
+
+        A command the gateway cannot follow is refused unless nothing is
+        limited; compression is refused under a cap, since the cap counts
+        the stream; a sender's options that write on the target are refused
+        where changes are.
+        """
+        if isinstance(found, UnclearTransfer):
+            if not self.restricted:
+                return None
+            return (
+                "pamgate: command refused: it may start a file-transfer server in a way the "
+                f"gateway cannot follow ({found.reason}); {self._limits()}"
+            )
+        if found.direction is None:  # SFTP: each request is decided as it comes
+            return None if self.allows_any else self.refusal("SFTP")
+        what = f"{found.tool} {found.direction}"
+        if not self.allows(found.direction):
+            return self.refusal(what)
+        if found.changes_target is not None and not self.allows_changes:
+            return self.refusal(f"{found.tool} {found.changes_target}")
+        if found.compression is not None and self.max_bytes is not None:
+            return (
+                f"pamgate: {found.tool} compression ({found.compression}) refused: "
+                f"{self.source} caps files at {self.max_bytes} bytes, and the gateway "
+                "counts the stream, which compression makes smaller than the files"
+            )
+        if self.paths is not None:
+            if not found.paths:
+                return f"pamgate: {what} refused: no paths on its command line ({self._limits()})"
+            for path in found.paths:
+                if (why := self.path_refused_because(path)) is not None:
+                    return f"pamgate: {what} refused: {why} ({self.source})"
+        return None
+
+    def _limits(self) -> str:
+        limits = f"{self.source} allows file transfer {self.mode}"
+        if self.max_bytes is not None:
+            limits += f" up to {self.max_bytes} bytes a file"
+        if self.paths is not None:
+            limits += f" in {', '.join(self.paths)}"
+        return limits
 
 
 def transfer_policy_of_rule(rule: RuleSettings | None) -> TransferPolicy:
@@ -99,46 +141,6 @@ def transfer_policy_of_rule(rule: RuleSettings | None) -> TransferPolicy:
     return TransferPolicy(
         TransferMode(rule.file_transfer), f"rule {rule.id}", rule.file_transfer_max_bytes
     )
-
-
-@dataclass(frozen=True)
-class ExecTransfer:
-    """An exec command recognised as a file-transfer tool's server side."""
-
-    tool: str  # "scp" or "rsync"
-    direction: Direction
-    #: Paths named on the command line (for the audit trail).
-    paths: tuple[str, ...]
-
-
-def classify_exec(command: str) -> ExecTransfer | None:
-    """Recognise legacy ``scp -t/-f`` and ``rsync --server`` commands; None for anything else.
-
-    ``scp -f`` (source) sends files: a download; ``scp -t`` (sink) receives
-    them: an upload (``-f`` wins when both are given, as in OpenSSH's scp).
-    ``rsync --server --sender`` sends: a download; without ``--sender`` it
-    receives: an upload.
-    """
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        words = command.split()
-    if not words:
-        return None
-    program = posixpath.basename(words[0])
-    if program == "scp":
-        letters = "".join(w[1:] for w in words[1:] if w.startswith("-") and w != "--")
-        paths = tuple(w for w in words[1:] if not w.startswith("-"))
-        if "f" in letters:
-            return ExecTransfer("scp", Direction.DOWNLOAD, paths)
-        if "t" in letters:
-            return ExecTransfer("scp", Direction.UPLOAD, paths)
-        return None
-    if program == "rsync" and "--server" in words:
-        paths = tuple(w for w in words[1:] if not w.startswith("-") and w != ".")
-        direction = Direction.DOWNLOAD if "--sender" in words else Direction.UPLOAD
-        return ExecTransfer("rsync", direction, paths)
-    return None
 
 
 def forward_allowed(rule: RuleSettings | None, host: str, port: int) -> bool:

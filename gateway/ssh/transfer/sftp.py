@@ -8,7 +8,9 @@ partial packet of at most :data:`MAX_PACKET_LENGTH` bytes (OpenSSH's own
 limit); anything longer, or a zero length, is a :class:`SftpProtocolError`.
 :func:`decode_request` and :func:`decode_response` turn a packet body into
 the messages the file-transfer auditor cares about; messages it does not
-inspect (STAT, READDIR, ...) decode to :class:`Other` with their request id.
+inspect (READLINK, NAME, ...) decode to :class:`Other` with their request id.
+:func:`replies_allowed` says which reply types answer each request type
+(the auditor refuses any other).
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ _ATTR_UIDGID = 0x02
 _ATTR_PERMISSIONS = 0x04
 _ATTR_ACMODTIME = 0x08
 _ATTR_EXTENDED = 0x80000000
+#: The file-type bits of ``permissions`` (``st_mode``), and those of a regular file.
+_S_IFMT = 0o170000
+_S_IFREG = 0o100000
 
 
 class PacketFramer:
@@ -176,6 +181,13 @@ class Attributes:
     size: int | None = None
     permissions: int | None = None
 
+    @property
+    def regular_file_size(self) -> int | None:
+        """The size, if these are the attributes of a regular file (not a link, pipe, device)."""
+        if self.permissions is None or self.permissions & _S_IFMT != _S_IFREG:
+            return None
+        return self.size
+
 
 # -- client to server ----------------------------------------------------------
 
@@ -226,6 +238,15 @@ class PathRequest:
 
 
 @dataclass(frozen=True)
+class HandleRequest:
+    """FSTAT or READDIR: a request about one handle."""
+
+    id: int
+    type: PacketType
+    handle: bytes
+
+
+@dataclass(frozen=True)
 class HandleSetstat:
     id: int
     handle: bytes
@@ -244,10 +265,11 @@ class Rename:
 
 @dataclass(frozen=True)
 class Extended:
-    """Any other EXTENDED request: just its name."""
+    """Any other EXTENDED request: its name and, for those about a handle, the handle."""
 
     id: int
     name: str
+    handle: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -264,10 +286,22 @@ class Other:
 
 
 Request = (
-    Init | Open | Close | Read | Write | PathRequest | HandleSetstat | Rename | Extended | Other
+    Init
+    | Open
+    | Close
+    | Read
+    | Write
+    | PathRequest
+    | HandleRequest
+    | HandleSetstat
+    | Rename
+    | Extended
+    | Other
 )
 
 POSIX_RENAME = "posix-rename@openssh.com"
+#: OpenSSH's extensions whose first argument is a handle.
+HANDLE_EXTENSIONS = frozenset({"fstatvfs@openssh.com", "fsync@openssh.com"})
 _PATH_REQUESTS = frozenset(
     {
         PacketType.OPENDIR,
@@ -307,11 +341,13 @@ def decode_request(body: bytes) -> Request:
         name = reader.text()
         if name == POSIX_RENAME:
             return Rename(request_id, reader.text(), reader.text(), posix=True)
+        if name in HANDLE_EXTENSIONS:
+            return Extended(request_id, name, reader.string())
         return Extended(request_id, name)
     if kind in _PATH_REQUESTS:
         return Other(request_id, kind, reader.text())
     if kind in (PacketType.FSTAT, PacketType.READDIR):
-        return Other(request_id, kind)
+        return HandleRequest(request_id, PacketType(kind), reader.string())
     raise SftpProtocolError(f"unknown SFTP request type {kind}")
 
 
@@ -342,7 +378,13 @@ class Data:
     data: bytes
 
 
-Response = Version | Status | Handle | Data | Other
+@dataclass(frozen=True)
+class AttrsReply:
+    id: int
+    attrs: Attributes
+
+
+Response = Version | Status | Handle | Data | AttrsReply | Other
 
 
 def decode_response(body: bytes) -> Response:
@@ -361,9 +403,75 @@ def decode_response(body: bytes) -> Response:
         return Handle(request_id, reader.string())
     if kind == PacketType.DATA:
         return Data(request_id, reader.string())
-    if kind in (PacketType.NAME, PacketType.ATTRS, PacketType.EXTENDED_REPLY):
+    if kind == PacketType.ATTRS:
+        return AttrsReply(request_id, reader.attrs())
+    if kind in (PacketType.NAME, PacketType.EXTENDED_REPLY):
         return Other(request_id, kind)
     raise SftpProtocolError(f"unknown SFTP reply type {kind}")
+
+
+_STATUS_ONLY = frozenset({PacketType.STATUS})
+_REPLIES: dict[int, frozenset[int]] = {
+    PacketType.OPEN: frozenset({PacketType.HANDLE, PacketType.STATUS}),
+    PacketType.OPENDIR: frozenset({PacketType.HANDLE, PacketType.STATUS}),
+    PacketType.READ: frozenset({PacketType.DATA, PacketType.STATUS}),
+    PacketType.READDIR: frozenset({PacketType.NAME, PacketType.STATUS}),
+    PacketType.REALPATH: frozenset({PacketType.NAME, PacketType.STATUS}),
+    PacketType.READLINK: frozenset({PacketType.NAME, PacketType.STATUS}),
+    PacketType.STAT: frozenset({PacketType.ATTRS, PacketType.STATUS}),
+    PacketType.LSTAT: frozenset({PacketType.ATTRS, PacketType.STATUS}),
+    PacketType.FSTAT: frozenset({PacketType.ATTRS, PacketType.STATUS}),
+    # OpenSSH's extensions answer with a STATUS, an EXTENDED_REPLY (statvfs, limits)
+    # or a NAME (expand-path, home-directory); never with a handle or data.
+    PacketType.EXTENDED: frozenset(
+        {PacketType.STATUS, PacketType.EXTENDED_REPLY, PacketType.NAME}
+    ),
+}
+
+
+def replies_allowed(request_type: int) -> frozenset[int]:
+    """The reply types that may answer a request of ``request_type`` (draft-02, section 7).
+
+    CLOSE, WRITE, REMOVE, MKDIR, RMDIR, SETSTAT, FSETSTAT, RENAME and SYMLINK
+    are answered by a STATUS only.
+    """
+    return _REPLIES.get(request_type, _STATUS_ONLY)
+
+
+def request_type(request: Request) -> int:
+    """The packet type of a decoded request."""
+    if isinstance(request, (PathRequest, HandleRequest, Other)):
+        return request.type
+    if isinstance(request, Rename):
+        return PacketType.EXTENDED if request.posix else PacketType.RENAME
+    return _REQUEST_TYPES[type(request)]
+
+
+_REQUEST_TYPES: dict[type, int] = {
+    Init: PacketType.INIT,
+    Open: PacketType.OPEN,
+    Close: PacketType.CLOSE,
+    Read: PacketType.READ,
+    Write: PacketType.WRITE,
+    HandleSetstat: PacketType.FSETSTAT,
+    Extended: PacketType.EXTENDED,
+}
+
+
+def reply_type(reply: Response) -> int:
+    """The packet type of a decoded reply."""
+    if isinstance(reply, Other):
+        return reply.type
+    return _REPLY_TYPES[type(reply)]
+
+
+_REPLY_TYPES: dict[type, int] = {
+    Version: PacketType.VERSION,
+    Status: PacketType.STATUS,
+    Handle: PacketType.HANDLE,
+    Data: PacketType.DATA,
+    AttrsReply: PacketType.ATTRS,
+}
 
 
 # -- encoding (the gateway's own replies) -----------------------------------------------

@@ -67,7 +67,7 @@ class AuditedSftp(Protocol):
 
     def to_client(self, data: bytes) -> bytes: ...
 
-    def finished(self) -> None: ...
+    async def finished(self, exit_status: int | None) -> None: ...
 
     def apply(self, verdict: Verdict) -> bytes: ...
 
@@ -152,8 +152,8 @@ class SftpPathGuard:
             out += self._inner.to_client(frame(body))
         return bytes(out)
 
-    def finished(self) -> None:
-        self._inner.finished()
+    async def finished(self, exit_status: int | None) -> None:
+        await self._inner.finished(exit_status)
 
     # -- holding and releasing -------------------------------------------------
 
