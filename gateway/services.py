@@ -120,7 +120,7 @@ class GatewayServices:
             machine_gate=MachineGate(
                 machines, machine_credentials, machine_revocations, machine_ca
             ),
-            sign_in=SignIn(users, limiter, audit, config.auth.lockout_seconds),
+            sign_in=SignIn(users, limiter, audit, config.auth),
             _syslog=syslog,
         )
 

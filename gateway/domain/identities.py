@@ -47,6 +47,8 @@ from gateway.store.models import User, UserKey
 TOTP_PERIOD_SECONDS = 30
 TOTP_DIGITS = 6
 TOTP_ISSUER = "pamgate"
+#: The longest password a user may be given (longer answers are refused unchecked).
+MAX_PASSWORD_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -350,7 +352,9 @@ class UserDirectory:
             return False
 
     def _matching_step(self, secret: str, code: str) -> int | None:
-        if len(code) != TOTP_DIGITS or not code.isdigit():
+        # ASCII digits only: str.isdigit() accepts Arabic-Indic and other digits, which
+        # hmac.compare_digest refuses with a TypeError (it takes ASCII strings only).
+        if len(code) != TOTP_DIGITS or not all("0" <= c <= "9" for c in code):
             return None
         totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD_SECONDS)
         now_step = int(self._clock() // TOTP_PERIOD_SECONDS)
@@ -375,8 +379,8 @@ class UserDirectory:
 def _check_password_quality(password: str) -> None:
     if len(password) < 8:
         raise IdentityError("password too short: use at least 8 characters")
-    if len(password) > 1024:
-        raise IdentityError("password too long: use at most 1024 characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise IdentityError(f"password too long: use at most {MAX_PASSWORD_LENGTH} characters")
 
 
 def _view(user: User) -> UserView:

@@ -275,7 +275,8 @@ def gateway_config_text(
     extra: str = "",
     database_url: str = "",
 ) -> str:
-    """A test gateway config: fast failure delays, low per-user lockout threshold."""
+    """A test gateway config: fast failure delays, a low per-(user, address) threshold, and a
+    per-address one high enough for a whole suite run from 127.0.0.1."""
     text = (
         f"""
 [gateway]
@@ -292,9 +293,9 @@ address = "127.0.0.1"
 port = {machine_port}
 
 [auth]
-max_failures_per_user = 3
-max_failures_per_source = 50
-lockout_seconds = 120
+user_source_failures = 3
+source_failures = 1000
+backoff_seconds = 120
 failure_delay_seconds = 0.05
 """
         + extra
