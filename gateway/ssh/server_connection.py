@@ -90,7 +90,9 @@ class LaneServerConnection(asyncssh.SSHServerConnection):
 def describe_disconnect(exc: Exception | None) -> str:
     """A short phrase for why a connection ended, for the log and the audit trail."""
     if exc is None:
-        return "closed by the gateway"
+        # asyncssh reports a clean disconnect by either side (SSH_DISCONNECT_BY_APPLICATION)
+        # as no exception; the lanes say so themselves when they hang up.
+        return "client disconnected"
     if isinstance(exc, asyncssh.ConnectionLost):
         reason = exc.reason or "connection lost"
         return "login timeout" if "timeout" in reason.lower() else "client disconnected"

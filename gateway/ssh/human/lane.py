@@ -88,6 +88,8 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
         self._reached = "none"
         self._attempts: ConnectionSignIn | None = None
         self._authenticated: UserView | None = None
+        #: Why the gateway itself closed the connection, if it did.
+        self._hung_up = ""
 
     # -- connection ------------------------------------------------------
 
@@ -104,7 +106,8 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
         if signed_in or self._attempts is None:
             return
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(
-            self._attempts.closed, describe_disconnect(exc), began_auth=bool(self._login_name),
+            self._attempts.closed, self._hung_up or describe_disconnect(exc),
+            began_auth=bool(self._login_name),
             name=self._user, reached=self._reached,
         ))  # fmt: skip
         self._lane.track_task(task)
@@ -193,6 +196,7 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
         return False
 
     def _disconnect(self, reason: str) -> None:
+        self._hung_up = f"the gateway hung up: {reason}"
         conn = self._conn
         if conn is not None:
             asyncio.get_running_loop().call_soon(
