@@ -27,6 +27,10 @@ fi
 if [ "${1:-}" = "--test" ] && ! command -v rsync >/dev/null 2>&1; then
     apt_packages+=(rsync)
 fi
+# ... and PuTTY's plink and puttygen, one of the clients the human lane must work with.
+if [ "${1:-}" = "--test" ] && ! command -v plink >/dev/null 2>&1; then
+    apt_packages+=(putty-tools)
+fi
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

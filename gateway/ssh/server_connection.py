@@ -16,7 +16,7 @@
 - **Protocol-level disconnects** are logged (:func:`log_disconnect`).
 
 It relies on internals of asyncssh 2.24.1 (``_process_service_request``,
-``_next_service``, ``_auth_in_progress``, ``_channels``), pinned in
+``_next_service``, ``_auth_in_progress``, ``_packet_handlers``, ``_channels``), pinned in
 ``pyproject.toml`` for the same reason as :mod:`gateway.ssh.partial_auth`.
 """
 
@@ -26,6 +26,7 @@ import asyncio
 import logging
 
 import asyncssh
+from asyncssh.constants import MSG_SERVICE_REQUEST
 from asyncssh.packet import SSHPacket
 
 from gateway.ssh.startups import StartupLimiter
@@ -79,6 +80,13 @@ class LaneServerConnection(asyncssh.SSHServerConnection):
             # any other service is still refused by asyncssh.
             self._next_service = USERAUTH_SERVICE
         super()._process_service_request(pkttype, pktid, packet)
+
+    # asyncssh dispatches packets through a class-level table of its own functions,
+    # so an override is seen only once it is in the table too.
+    _packet_handlers = {
+        **asyncssh.SSHServerConnection._packet_handlers,
+        MSG_SERVICE_REQUEST: _process_service_request,
+    }
 
     def open_sessions(self) -> int:
         """Session channels open (or closing) on this connection now."""

@@ -135,7 +135,7 @@ async def test_walking_away_at_the_code_prompt_is_audited_and_counted(gateway: G
     user = gateway.make_user()
     login = f"{user.name}:web01"
     for _ in range(3):
-        transcript = await hostile_login(
+        await hostile_login(
             gateway.port, login, {"Password": ["guess"], "Verification": ["<disconnect>"]},
             source="127.0.11.5",
         )  # fmt: skip
