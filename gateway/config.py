@@ -154,11 +154,6 @@ class ListenerSettings(_Section):
             )
         if rate > 100:
             raise ValueError(f"max_startups {self.max_startups!r}: rate is a percentage (0-100)")
-        if self.per_source_max_startups > full:
-            raise ValueError(
-                f"per_source_max_startups ({self.per_source_max_startups}) is above "
-                f"max_startups' full value ({full})"
-            )
         return self
 
 

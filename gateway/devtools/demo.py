@@ -97,10 +97,9 @@ address = "127.0.0.1"
 port = {machine_port}
 
 [auth]
-# Demo-friendly limits; production defaults are 5 / 20 / 300 s / 1.0 s.
-max_failures_per_user = 5
-max_failures_per_source = 20
-lockout_seconds = 60
+# Demo-friendly back-off; production defaults are 30 s / 3600 s / 1.0 s.
+backoff_seconds = 10
+max_backoff_seconds = 300
 failure_delay_seconds = 0.5
 
 [[targets]]

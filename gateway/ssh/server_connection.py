@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import asyncssh
 from asyncssh.constants import MSG_SERVICE_REQUEST
@@ -54,8 +55,8 @@ class LaneServerConnection(asyncssh.SSHServerConnection):
                 # Before asyncssh sets anything up: its later connection_lost finds
                 # no transport and does nothing.
                 self._cancel_login_timer()
-                if isinstance(transport, asyncio.WriteTransport):
-                    transport.write(REFUSED_LINE)
+                # uvloop's transports are not asyncio.WriteTransport subclasses: cast.
+                cast("asyncio.WriteTransport", transport).write(REFUSED_LINE)
                 transport.close()
                 return
             self._slot_address = address

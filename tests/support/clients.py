@@ -93,16 +93,26 @@ class _AsyncsshAnswers(asyncssh.SSHClient):
         return [_answer(text, self._password, self._code) for text, _ in prompts]
 
 
+def asyncssh_connect(
+    port: int, login: str, *, password: str | None, code: Callable[[], str],
+    key_path: Path | None = None, source: str = "127.0.0.1",
+) -> asyncssh.misc._ACMWrapper[asyncssh.SSHClientConnection]:  # fmt: skip
+    """A signed-in asyncssh connection (an async context manager)."""
+    return asyncssh.connect(
+        "127.0.0.1", port, username=login, known_hosts=None, local_addr=(source, 0),
+        client_factory=lambda: _AsyncsshAnswers(password, code),
+        client_keys=[str(key_path)] if key_path else None, agent_path=None,
+        preferred_auth="publickey,keyboard-interactive" if key_path else "keyboard-interactive",
+    )  # fmt: skip
+
+
 async def asyncssh_run(
     port: int, login: str, command: str, *, password: str | None, code: Callable[[], str],
     key_path: Path | None = None,
 ) -> bytes:  # fmt: skip
-    async with asyncssh.connect(
-        "127.0.0.1", port, username=login, known_hosts=None,
-        client_factory=lambda: _AsyncsshAnswers(password, code),
-        client_keys=[str(key_path)] if key_path else None, agent_path=None,
-        preferred_auth="publickey,keyboard-interactive" if key_path else "keyboard-interactive",
-    ) as conn:  # fmt: skip
+    async with asyncssh_connect(
+        port, login, password=password, code=code, key_path=key_path
+    ) as conn:
         result = await conn.run(command, check=True, encoding=None)
     assert isinstance(result.stdout, bytes)
     return result.stdout

@@ -8,6 +8,7 @@ connection ended (``denied``: a normal refusal; ``disconnected: ...``; ``ok``).
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -32,8 +33,8 @@ class ScriptedClient(asyncssh.SSHClient):
     """Answers each prompt from a script: ``answers[prompt word]`` is a list used in turn.
 
     An answer of ``None`` restarts keyboard-interactive instead of answering;
-    ``"<disconnect>"`` closes the connection at that prompt; a list of answers
-    sends that many answers to one prompt.
+    ``"<disconnect>"`` closes the connection at that prompt, ``"<hang>"`` never
+    answers; a list of answers sends that many answers to one prompt.
     """
 
     def __init__(self, answers: dict[str, list[object]], transcript: Transcript) -> None:
@@ -58,6 +59,8 @@ class ScriptedClient(asyncssh.SSHClient):
         answer = self._answers[word].pop(0)
         if word == "Password":
             self._transcript.passwords_sent += 1
+        if answer == "<hang>":
+            await asyncio.sleep(3600)  # never answer: wait for the gateway's login timer
         if answer == "<disconnect>":
             assert self._conn is not None
             self._conn.close()
@@ -103,3 +106,35 @@ async def hostile_login(
     except TimeoutError:
         transcript.outcome = f"still open after {time.monotonic() - started:.0f} s"
     return transcript
+
+
+def open_idle(
+    port: int, source: str, count: int, *, timeout: float = 10
+) -> list[tuple[socket.socket, bytes]]:
+    """Open ``count`` TCP connections from ``source`` that never speak SSH; each with the first
+    line the gateway sent (its SSH version, or why it refused the connection)."""
+    opened = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                        source_address=(source, 0))  # fmt: skip
+        opened.append((sock, first_line(sock)))
+    return opened
+
+
+def first_line(sock: socket.socket) -> bytes:
+    """The first line a server sent on ``sock`` (b"" if it closed without one)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        try:
+            chunk = sock.recv(256)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def close_all(opened: list[tuple[socket.socket, bytes]]) -> None:
+    for sock, _ in opened:
+        sock.close()
