@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.config import AuthSettings
+from gateway.crypto.secret_box import SecretBoxError
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail
 from gateway.domain.identities import MAX_PASSWORD_LENGTH, UserDirectory, UserView
 from gateway.domain.lockout import FailureLimiter, ThrottleState
@@ -212,7 +213,12 @@ class SignIn:
         if problem:
             return self._fail(attempt, "totp", problem)
         assert code is not None
-        if not self._users.verify_totp(attempt.name, code):
+        try:
+            code_ok = self._users.verify_totp(attempt.name, code)
+        except SecretBoxError as exc:  # no key, a wrong key, or an altered secret: fail closed
+            logger.error("cannot check the code of %s: %s", attempt.name, exc)
+            return self._fail(attempt, "totp", f"the code could not be checked: {exc}")
+        if not code_ok:
             return self._fail(attempt, "totp", "wrong or reused verification code")
         return self._succeed(attempt, account)
 

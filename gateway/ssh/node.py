@@ -96,6 +96,8 @@ class GatewayNode:
             self._indexing = asyncio.get_running_loop().create_task(
                 asyncio.to_thread(self._index_commands, interrupted)
             )
+        # A missing or wrong TOTP secret key, or secrets left in clear, stop the node here.
+        await asyncio.to_thread(self.services.users.check_secrets)
         await asyncio.to_thread(self.services.users.prepare_for_logins)
         raise_open_files_limit()
         lanes: list[tuple[str, Lane, ListenerSettings]] = [

@@ -19,6 +19,7 @@ from gateway.domain.identities import UserDirectory
 from gateway.domain.lockout import FailureLimiter
 from gateway.store.database import Store
 from tests.support.clock import Clock
+from tests.support.secrets import test_secret_box
 
 pytestmark = pytest.mark.reliability
 
@@ -32,7 +33,7 @@ RULE = RuleSettings(
 def requests(store: Store) -> tuple[AccessRequests, Clock]:
     clock = Clock()
     audit = AuditLog(store, clock=clock)
-    users = UserDirectory(store, audit, clock=clock)
+    users = UserDirectory(store, audit, secret_box=test_secret_box(), clock=clock)
     users.add_user("alice", actor="root", groups=["ops"], password="a long password")
     users.add_user("bob", actor="root", groups=["leads"], password="a long password")
     return AccessRequests(store, audit, clock=clock), clock

@@ -37,6 +37,7 @@ from gateway.domain.audit.trail import AuditLog
 from gateway.domain.identities import UserDirectory
 from gateway.store.database import Store
 from tests.support.database import TEST_DATABASE_ENV, fresh_database
+from tests.support.secrets import data_dir_secret_box
 
 SSH = shutil.which("ssh")
 
@@ -454,7 +455,9 @@ def launch_gateway(
             askpass=write_askpass(root / "askpass.py"),
             process=process,
             targets={"web01": web01, "mortal": mortal},
-            users=UserDirectory(store, AuditLog(store)),
+            users=UserDirectory(
+                store, AuditLog(store), secret_box=data_dir_secret_box(str(data.totp_key))
+            ),
             audit=AuditLog(store),
         )
         yield running

@@ -20,6 +20,7 @@ from gateway.domain.sign_in import SignIn, SignInFailed, code_problem
 from gateway.errors import StoreError
 from gateway.store.database import Store
 from tests.support.clock import Clock
+from tests.support.secrets import test_secret_box
 
 PASSWORD = "a long password"
 SETTINGS = AuthSettings(
@@ -32,7 +33,7 @@ SETTINGS = AuthSettings(
 def sign_in(store: Store) -> tuple[SignIn, UserDirectory, AuditLog, Clock, str]:
     clock = Clock()
     audit = AuditLog(store, clock=clock)
-    users = UserDirectory(store, audit, clock=clock)
+    users = UserDirectory(store, audit, secret_box=test_secret_box(), clock=clock)
     secret = users.add_user("bob", actor="tests", groups=["leads"], password=PASSWORD).secret
     limiter = FailureLimiter(store, audit, SETTINGS, clock=clock)
     return SignIn(users, limiter, audit, SETTINGS), users, audit, clock, secret
