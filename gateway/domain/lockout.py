@@ -56,6 +56,8 @@ class ThrottleState:
     scope: str = ""
     #: Minimum time a failed attempt from this source takes now.
     delay_seconds: float = 0.0
+    #: Failures the source's counter remembers now (any user names).
+    source_failures: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,10 @@ class FailureLimiter:
                     blocked = ThrottleState(True, row.blocked_until - now, scope)
         delay = self._delay(source_level)
         if blocked is not None:
-            return ThrottleState(True, blocked.retry_after_seconds, blocked.scope, delay)
-        return ThrottleState(False, 0.0, "", delay)
+            return ThrottleState(
+                True, blocked.retry_after_seconds, blocked.scope, delay, source_level
+            )
+        return ThrottleState(False, 0.0, "", delay, source_level)
 
     def record_failure(self, user: str, source: str) -> FailureOutcome:
         """Count one failed attempt against the pair and the source.

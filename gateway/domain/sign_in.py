@@ -30,13 +30,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from gateway.config import AuthSettings
 from gateway.crypto.secret_box import SecretBoxError
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail
 from gateway.domain.identities import MAX_PASSWORD_LENGTH, UserDirectory, UserView
-from gateway.domain.lockout import FailureLimiter, ThrottleState
+from gateway.domain.lockout import FailureLimiter, ThrottleState, source_key
+from gateway.domain.password_checks import PasswordChecks
 from gateway.errors import PamgateError, StoreError
 
 logger = logging.getLogger("pamgate.sign_in")
@@ -48,6 +50,8 @@ STAGE_PASSWORD = "password prompt"
 STAGE_CODE = "verification code prompt"
 #: Why an attempt ends when the client starts another one before answering.
 RESTARTED = "keyboard-interactive restarted"
+#: A source that signed someone in this recently has its password checks done first.
+GOOD_SOURCE_SECONDS = 7 * 24 * 3600.0
 
 
 class SignInFailed(PamgateError):
@@ -97,12 +101,15 @@ class SignIn:
 
     def __init__(
         self, users: UserDirectory, limiter: FailureLimiter, audit: AuditLog,
-        settings: AuthSettings,
+        settings: AuthSettings, *, wall_clock: Callable[[], float] = time.time,
     ) -> None:  # fmt: skip
         self._users = users
         self._limiter = limiter
         self._audit = audit
         self._settings = settings
+        self._wall_clock = wall_clock
+        #: Where the SSH lane's password checks run, the most deserving first.
+        self.password_checks = PasswordChecks()
 
     @property
     def settings(self) -> AuthSettings:
@@ -253,7 +260,19 @@ class SignIn:
             logger.exception("the sign-in of %s could not be audited", attempt.name)
             return self._fail(attempt, "totp", "the login could not be audited")
         self._limiter.record_success(attempt.name, attempt.source)
+        self.password_checks.signed_in_from(self.source_key(attempt.source), self._wall_clock())
         return SignInResult(account)
+
+    def source_key(self, source: str) -> str:
+        """The counter key of ``source`` (an address, or its IPv6 network)."""
+        return source_key(source, self._settings.source_ipv6_prefix)
+
+    def check_priority(self, attempt: _Attempt) -> tuple[float, ...]:
+        """Where ``attempt``'s password check goes in :attr:`password_checks`' queue."""
+        return self.password_checks.priority(
+            self.source_key(attempt.source), attempt.throttle.source_failures,
+            since=self._wall_clock() - GOOD_SOURCE_SECONDS,
+        )  # fmt: skip
 
     def _fail(self, attempt: _Attempt, factor: str, reason: str, **extra: str) -> SignInResult:
         self._record(self._event(attempt, "auth.failure", "failure", reason=reason,
@@ -368,16 +387,27 @@ class ConnectionSignIn:
             )
             return True
 
-    def answer_password(self, answer: str | None) -> None:
-        """The client answered the password prompt (``None``: not with one string)."""
+    def answer_password(self, answer: str | None) -> Future[None]:
+        """The client answered the password prompt (``None``: not with one string).
+
+        The attempt is counted now; the check is queued on the service's
+        :class:`PasswordChecks` and done when the returned future is. A check
+        still queued when the client moves on (cancelling the future) is
+        dropped: the attempt stays counted, and is settled as abandoned.
+        """
         with self._lock:
             attempt = self._attempt
             if attempt is None or attempt.settled or attempt.stage != STAGE_PASSWORD:
-                return  # out of turn: a code prompt is (or was) up already
+                done: Future[None] = Future()  # out of turn: a code prompt is (or was) up
+                done.set_result(None)
+                return done
             # Counted and moved on before the (slow) check, which runs unlocked.
             self._service.count(attempt)
             attempt.stage = STAGE_CODE
-        self._service.check_password(attempt, answer)
+        return self._service.password_checks.submit(
+            self._service.check_priority(attempt),
+            lambda: self._service.check_password(attempt, answer),
+        )
 
     def answer_code(self, answer: str | None) -> SignInResult:
         """The client answered the code prompt: settle the attempt."""

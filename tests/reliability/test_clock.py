@@ -77,15 +77,15 @@ def test_request_cannot_be_approved_at_or_after_expiry(
     assert access.approve(in_time, "bob").status == "approved"
 
 
-def test_lockout_lifts_exactly_when_it_says(store: Store) -> None:
+def test_backoff_lifts_exactly_when_it_says(store: Store) -> None:
     clock = Clock()
-    settings = AuthSettings(max_failures_per_user=2, lockout_seconds=300)
+    settings = AuthSettings(user_source_failures=2, backoff_seconds=300)
     limiter = FailureLimiter(store, AuditLog(store), settings, clock=clock)
     limiter.record_failure("alice", "10.0.0.1")
-    assert limiter.record_failure("alice", "10.0.0.2").new_lockouts == ("user",)
-    state = limiter.state("alice", "10.0.0.3")
-    assert state.locked and state.retry_after_seconds == 300
+    assert limiter.record_failure("alice", "10.0.0.1").backoffs == ("pair",)
+    state = limiter.state("alice", "10.0.0.1")
+    assert state.blocked and state.retry_after_seconds == 300
     clock.now += 299.999
-    assert limiter.state("alice", "10.0.0.3").locked
+    assert limiter.state("alice", "10.0.0.1").blocked
     clock.now += 0.001
-    assert not limiter.state("alice", "10.0.0.3").locked
+    assert not limiter.state("alice", "10.0.0.1").blocked

@@ -81,7 +81,7 @@ def test_ssh_path_keeps_the_same_books(sign_in) -> None:
     for _ in range(3):
         assert attempts.begin("bob", "password")
         assert attempts.expecting == "password"
-        attempts.answer_password("wrong")
+        attempts.answer_password("wrong").result()
         assert attempts.expecting == "code"
         result = attempts.answer_code(code(secret, clock))
         assert result.user is None
@@ -117,7 +117,7 @@ def test_a_restart_at_the_code_prompt_counts_and_is_audited(sign_in) -> None:
     # Three abandoned attempts are three failures: the pair is held back.
     fresh = service.over_connection("10.0.0.2", clock=clock)
     fresh.begin("bob", "password")
-    fresh.answer_password(PASSWORD)
+    fresh.answer_password(PASSWORD).result()
     assert fresh.answer_code(code(secret, clock)).blocked
 
 
@@ -147,7 +147,7 @@ def test_malformed_codes_are_refused_like_wrong_ones(sign_in, answer) -> None:
     service, _, audit, clock, _ = sign_in
     attempts = service.over_connection("10.0.0.4", clock=clock)
     attempts.begin("bob", "password")
-    attempts.answer_password(PASSWORD)
+    attempts.answer_password(PASSWORD).result()
     result = attempts.answer_code(answer)  # no exception, whatever the script
     assert result.user is None
     assert result.reason.startswith("malformed verification code")
@@ -159,7 +159,7 @@ def test_malformed_passwords_are_refused_unchecked(sign_in, answer) -> None:
     service, _, audit, clock, secret = sign_in
     attempts = service.over_connection("10.0.0.5", clock=clock)
     attempts.begin("bob", "password")
-    attempts.answer_password(answer)
+    attempts.answer_password(answer).result()
     result = attempts.answer_code(code(secret, clock))
     assert result.user is None
     assert auth_events(audit)[-1][0] == "auth.failure"
@@ -191,7 +191,7 @@ def test_success_takes_back_its_count(sign_in) -> None:
         clock.now += 30  # a fresh code each time
         attempts = service.over_connection("10.0.0.7", clock=clock)
         assert attempts.begin("bob", "password")
-        attempts.answer_password(PASSWORD)
+        attempts.answer_password(PASSWORD).result()
         assert attempts.answer_code(code(secret, clock)).user is not None, step
 
 
@@ -220,7 +220,7 @@ def test_a_success_that_cannot_be_audited_is_a_failure(sign_in, monkeypatch) -> 
     monkeypatch.setattr(audit, "record", record)
     attempts = service.over_connection("10.0.0.1", clock=clock)
     attempts.begin("bob", "password")
-    attempts.answer_password(PASSWORD)
+    attempts.answer_password(PASSWORD).result()
     result = attempts.answer_code(code(secret, clock))
     assert result.user is None and result.reason == "the login could not be audited"
     assert auth_events(audit)[-1][:2] == ("auth.failure", "the login could not be audited")

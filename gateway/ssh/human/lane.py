@@ -175,7 +175,10 @@ class HumanLaneServer(RefusesForwarding, MultiFactorServer):
         # refuses what is not one well-formed answer like a wrong one.
         answer = responses[0] if len(responses) == 1 else None
         if attempts.expecting == "password":
-            await asyncio.to_thread(attempts.answer_password, answer)
+            check = await asyncio.to_thread(attempts.answer_password, answer)
+            # Checks queue by priority (PasswordChecks); a restart cancels this wait and drops
+            # a check not started yet (the attempt is counted either way).
+            await asyncio.wrap_future(check)
             return ("", "", "", [(CODE_PROMPT, False)])
         return await self._finish_login(attempts, answer)
 
