@@ -140,10 +140,7 @@ class ListenerSettings(_Section):
     def startups(self) -> tuple[int, int, int]:
         """``max_startups`` as (start, rate, full)."""
         parts = [int(part) for part in self.max_startups.split(":")]
-        if len(parts) == 1:
-            return parts[0], 100, parts[0]
-        start, rate, full = parts
-        return start, rate, full
+        return (parts[0], 100, parts[0]) if len(parts) == 1 else (parts[0], parts[1], parts[2])
 
     @model_validator(mode="after")
     def _check_startups(self) -> ListenerSettings:
@@ -566,9 +563,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
 _REPLACED_AUTH_KEYS = {
     "auth.max_failures_per_user": "auth.user_source_failures (per user name and address)",
     "auth.max_failures_per_source": "auth.source_failures",
-    "auth.failure_window_seconds": (
-        "auth.user_source_forget_seconds and auth.source_forget_seconds"
-    ),
+    "auth.failure_window_seconds": "auth.user_source_forget_seconds and source_forget_seconds",
     "auth.lockout_seconds": "auth.backoff_seconds and auth.max_backoff_seconds",
 }
 

@@ -10,11 +10,13 @@ Authentication, as the stock OpenSSH client sees it:
 
 Plain ``password`` auth is not offered: it cannot carry the second factor.
 The verification code is asked for even after a wrong password, so a client
-cannot tell which factor failed. Checking the factors, counting failures,
-lockouts and the audit events are the sign-in service's
-(:mod:`gateway.domain.sign_in`, shared with the console and the CLI); this
-module speaks the protocol and answers a failure no sooner than the delay
-the service asks for, whether or not the user exists.
+cannot tell which factor failed. Checking the factors, counting every
+attempt (abandoned and restarted ones too), throttling and the audit events
+are the sign-in service's (:mod:`gateway.domain.sign_in`, shared with the
+console and the CLI); this module speaks the protocol and sends no prompt
+or refusal sooner than the delay the service asks for, whether or not the
+user exists. Connection limits (``max_startups``, ``max_sessions``) are
+:mod:`gateway.ssh.server_connection`'s and the lane's.
 
 Local port forwarding goes to the destinations the rule lists
 (:mod:`gateway.ssh.human.forwarding`); remote, agent and X11 forwarding are
