@@ -75,7 +75,7 @@ class SignInResult:
 
 
 @dataclass
-class _Attempt:
+class SignInAttempt:
     """One first factor and one code, from one source."""
 
     name: str
@@ -148,10 +148,10 @@ class SignIn:
     def begin(
         self, name: str, first_factor: str, source: str, *, purpose: str = "ssh",
         started: float, details: dict[str, str] | None = None,
-    ) -> _Attempt:  # fmt: skip
+    ) -> SignInAttempt:  # fmt: skip
         """Start an attempt: read the throttle; a key's attempt is counted at once (its code
         is the guess), a password's when the password arrives."""
-        attempt = _Attempt(
+        attempt = SignInAttempt(
             name, first_factor, source, purpose, started, self._limiter.state(name, source),
             dict(details or {}),
         )  # fmt: skip
@@ -161,7 +161,7 @@ class SignIn:
             self.count(attempt)
         return attempt
 
-    def count(self, attempt: _Attempt) -> None:
+    def count(self, attempt: SignInAttempt) -> None:
         """Count ``attempt`` as a failure now (once); a success takes it back."""
         if attempt.counted:
             return
@@ -177,7 +177,7 @@ class SignIn:
             self._record(self._event(attempt, "auth.backoff", "failure", reason=reason,
                                      scope=scope))  # fmt: skip
 
-    def check_password(self, attempt: _Attempt, password: str | None) -> None:
+    def check_password(self, attempt: SignInAttempt, password: str | None) -> None:
         """Count the attempt, then verify ``password`` (one argon2 check, unless blocked or
         malformed). ``None`` is an answer that was not one string."""
         self.count(attempt)
@@ -196,7 +196,7 @@ class SignIn:
         assert password is not None
         attempt.first_factor_ok = self._users.verify_password(attempt.name, password)
 
-    def finish(self, attempt: _Attempt, code: str | None) -> SignInResult:
+    def finish(self, attempt: SignInAttempt, code: str | None) -> SignInResult:
         """Check ``code`` after the first factor and settle the attempt.
 
         The caller applies :attr:`SignInResult.delay_seconds` (from the
@@ -229,7 +229,7 @@ class SignIn:
             return self._fail(attempt, "totp", "wrong or reused verification code")
         return self._succeed(attempt, account)
 
-    def abandon(self, attempt: _Attempt, why: str) -> SignInResult:
+    def abandon(self, attempt: SignInAttempt, why: str) -> SignInResult:
         """Settle an attempt the client left unfinished (restart, disconnect, timeout)."""
         self.count(attempt)
         attempt.settled = True
@@ -249,7 +249,7 @@ class SignIn:
 
     # -- internals -----------------------------------------------------------
 
-    def _succeed(self, attempt: _Attempt, account: UserView) -> SignInResult:
+    def _succeed(self, attempt: SignInAttempt, account: UserView) -> SignInResult:
         event = self._event(
             attempt, "auth.success", "success", method=f"{attempt.first_factor}+totp",
             factor="totp",
@@ -267,14 +267,14 @@ class SignIn:
         """The counter key of ``source`` (an address, or its IPv6 network)."""
         return source_key(source, self._settings.source_ipv6_prefix)
 
-    def check_priority(self, attempt: _Attempt) -> tuple[float, ...]:
+    def check_priority(self, attempt: SignInAttempt) -> tuple[float, ...]:
         """Where ``attempt``'s password check goes in :attr:`password_checks`' queue."""
         return self.password_checks.priority(
             self.source_key(attempt.source), attempt.throttle.source_failures,
             since=self._wall_clock() - GOOD_SOURCE_SECONDS,
         )  # fmt: skip
 
-    def _fail(self, attempt: _Attempt, factor: str, reason: str, **extra: str) -> SignInResult:
+    def _fail(self, attempt: SignInAttempt, factor: str, reason: str, **extra: str) -> SignInResult:
         self._record(self._event(attempt, "auth.failure", "failure", reason=reason,
                                  factor=factor, **extra))  # fmt: skip
         state = attempt.throttle
@@ -294,7 +294,7 @@ class SignIn:
 
     @staticmethod
     def _event(
-        attempt: _Attempt, action: str, outcome: str, *, reason: str = "", **details: object
+        attempt: SignInAttempt, action: str, outcome: str, *, reason: str = "", **details: object
     ) -> AuditEvent:
         extra: dict[str, object] = {"purpose": attempt.purpose} if attempt.purpose != "ssh" else {}
         return AuditEvent(
@@ -339,7 +339,7 @@ class ConnectionSignIn:
         self._max_attempts = max_attempts
         self._clock = clock
         self._lock = threading.Lock()
-        self._attempt: _Attempt | None = None
+        self._attempt: SignInAttempt | None = None
         self._attempts = 0
         self._not_before = 0.0
         self._succeeded = False

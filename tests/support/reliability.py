@@ -47,7 +47,7 @@ CI_SIZE = Size(
     brute_force_seconds=3.0,
     fuzz_examples=150,
     idle_connections=300,
-    restarting_attackers=40,
+    restarting_attackers=20,
 )
 
 
