@@ -16,7 +16,7 @@ import pyotp
 import pytest
 
 from gateway.domain.audit.trail import Trail
-from tests.support.gateway import Gateway, current_code
+from tests.support.gateway import Gateway, current_code, wait_for_log
 from tests.support.hostile import hostile_login
 
 pytestmark = pytest.mark.openssh
@@ -147,6 +147,9 @@ async def test_walking_away_at_the_code_prompt_is_audited_and_counted(gateway: G
     assert [e["stage"] for e in failures] == ["verification code prompt"] * 3
     backoffs = [e for e in auth_events(gateway, user.name) if e["action"] == "auth.backoff"]
     assert backoffs and backoffs[0]["scope"] == "pair"
+    # Protocol-level disconnects are logged too.
+    needle = "human lane: connection from 127.0.11.5 ended (not signed in): client disconnected"
+    assert needle in wait_for_log(gateway, needle)
 
 
 async def test_failures_from_many_addresses_lock_nobody_out(gateway: Gateway) -> None:

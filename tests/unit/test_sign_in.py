@@ -227,3 +227,27 @@ def test_a_success_that_cannot_be_audited_is_a_failure(sign_in, monkeypatch) -> 
     result = attempts.answer_code(code(secret, clock))
     assert result.user is None and result.reason == "the login could not be audited"
     assert auth_events(audit)[-1][:2] == ("auth.failure", "the login could not be audited")
+
+
+def test_the_failure_delay_applies_on_every_path(store: Store) -> None:
+    """A wrong answer, a restart and a walk-away each hold the next prompt back by the delay
+    (1 s doubling with the address's failures, as the limiter says), measured from the
+    attempt's start on the connection's clock."""
+    clock = Clock()
+    audit = AuditLog(store, clock=clock)
+    users = UserDirectory(store, audit, secret_box=test_secret_box(), clock=clock)
+    users.add_user("bob", actor="tests", password=PASSWORD)
+    settings = AuthSettings(failure_delay_seconds=1, source_failures=100)
+    service = SignIn(users, FailureLimiter(store, audit, settings, clock=clock), audit, settings)
+    attempts = service.over_connection("10.0.0.8", clock=clock)
+    waits = []
+    for step in ("wrong", "restart", "restart"):
+        attempts.begin("bob", "password")
+        attempts.answer_password("wrong" if step == "wrong" else PASSWORD).result()
+        if step == "wrong":
+            attempts.answer_code("000000")
+        else:
+            attempts.settle_open("keyboard-interactive restarted")
+        waits.append(attempts.wait_seconds())
+        clock.now += attempts.wait_seconds()
+    assert waits == [1.0, 2.0, 4.0]
