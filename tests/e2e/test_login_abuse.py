@@ -65,9 +65,12 @@ async def test_restarting_at_the_code_prompt_gets_no_free_password_checks(
         source="127.0.11.1",
     )  # fmt: skip
     # max_attempts_per_connection = 3 (default): then the gateway hangs up (asyncssh
-    # reports "no more auth methods" as permission denied).
+    # reports "no more auth methods" as permission denied, or a broken pipe when its
+    # restart crosses the disconnect).
     assert transcript.passwords_sent == 3, transcript
-    assert transcript.outcome == "denied", transcript
+    assert transcript.outcome == "denied" or transcript.outcome.startswith("disconnected"), (
+        transcript
+    )
     failures = wait_for_auth_events(gateway, user.name, 4)
     assert [e["reason"] for e in failures] == [RESTARTED] * 3 + [
         "too many attempts on one connection (3)"
