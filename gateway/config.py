@@ -118,32 +118,84 @@ class NodeSettings(_Section):
 
 
 class ListenerSettings(_Section):
-    """One lane's listening socket."""
+    """One lane's listening socket and its connection limits (sshd's names in brackets)."""
 
     address: str = "127.0.0.1"
     port: Port
     #: The machine lane can be switched off; the human lane always listens.
     enabled: bool = True
+    #: Unauthenticated connections (``MaxStartups start:rate:full``): from ``start``
+    #: on, a new one is dropped with probability ``rate`` %, rising linearly to
+    #: every one at ``full``. A single number N means ``N:100:N``.
+    max_startups: str = Field(default="1200:30:2400", pattern=r"^\d+(:\d+:\d+)?$")
+    #: Unauthenticated connections from one source address (``PerSourceMaxStartups``;
+    #: IPv6 addresses count per ``[auth] source_ipv6_prefix`` network).
+    per_source_max_startups: int = Field(default=20, ge=1)
+    #: Seconds a client has to sign in before it is disconnected (``LoginGraceTime``).
+    login_grace_time_seconds: float = Field(default=60, gt=0, le=600)
+    #: Session channels open at once on one connection (``MaxSessions``).
+    max_sessions: int = Field(default=10, ge=1, le=1000)
+
+    @property
+    def startups(self) -> tuple[int, int, int]:
+        """``max_startups`` as (start, rate, full)."""
+        parts = [int(part) for part in self.max_startups.split(":")]
+        return (parts[0], 100, parts[0]) if len(parts) == 1 else (parts[0], parts[1], parts[2])
+
+    @model_validator(mode="after")
+    def _check_startups(self) -> ListenerSettings:
+        start, rate, full = self.startups
+        if not 1 <= start <= full:
+            raise ValueError(
+                f"max_startups {self.max_startups!r}: give start:rate:full with 1 <= start <= full"
+            )
+        if rate > 100:
+            raise ValueError(f"max_startups {self.max_startups!r}: rate is a percentage (0-100)")
+        return self
+
+
+class MachineListenerSettings(ListenerSettings):
+    """The machine lane's listener: workloads sign in with a certificate in one round trip,
+    and a CI runner starts many jobs at once from one address."""
+
+    per_source_max_startups: int = Field(default=100, ge=1)
+    login_grace_time_seconds: float = Field(default=30, gt=0, le=600)
 
 
 class Listeners(_Section):
     """``[listeners]``: one listener per lane, each on its own address and port."""
 
     human: ListenerSettings = ListenerSettings(port=2222)
-    machine: ListenerSettings = ListenerSettings(port=2223)
+    machine: MachineListenerSettings = MachineListenerSettings(port=2223)
 
 
 class AuthSettings(_Section):
-    """``[auth]``: failed-login limits and TOTP tolerance for the human lane."""
+    """``[auth]``: failed-login throttling and TOTP tolerance for the human lane.
 
-    #: Failed attempts for one user name before it is locked out.
-    max_failures_per_user: int = Field(default=5, ge=1)
-    #: Failed attempts from one source address before it is locked out.
-    max_failures_per_source: int = Field(default=20, ge=1)
-    #: Failures older than this no longer count.
-    failure_window_seconds: int = Field(default=900, ge=1)
-    #: How long a lockout lasts. Each further lockout of the same key doubles it.
-    lockout_seconds: int = Field(default=300, ge=1)
+    Failures are counted per (user name, source address) and per source
+    address, never per user name alone, so failures from one address never
+    hold the same user back at another. Each counter allows a few failures
+    freely; beyond them each attempt waits ``backoff_seconds``, doubling up
+    to ``max_backoff_seconds``, and a counter forgets one failure every
+    ``*_forget_seconds`` (a steady attacker gets one guess per that period).
+    """
+
+    #: Failures one user name may have from one address before back-off starts.
+    user_source_failures: int = Field(default=5, ge=1)
+    #: A (user name, address) counter forgets one failure this often.
+    user_source_forget_seconds: float = Field(default=3600, gt=0)
+    #: Failures one address may have (any user names) before back-off starts.
+    source_failures: int = Field(default=20, ge=1)
+    #: An address's counter forgets one failure this often.
+    source_forget_seconds: float = Field(default=300, gt=0)
+    #: The first back-off; each further failure doubles it.
+    backoff_seconds: float = Field(default=30, gt=0)
+    #: The longest back-off.
+    max_backoff_seconds: float = Field(default=3600, gt=0)
+    #: IPv6 sources count per network of this prefix length (one host owns a /64).
+    source_ipv6_prefix: int = Field(default=64, ge=32, le=128)
+    #: Sign-in attempts (a password, or a key and then a code) on one connection.
+    max_attempts_per_connection: int = Field(default=3, ge=1, le=10)
     #: Minimum time a failed attempt takes. It doubles with each recent failure
     #: from the same source (capped at 8x), which slows guessing and makes a
     #: wrong password for a known user take as long as any attempt for an
@@ -151,6 +203,12 @@ class AuthSettings(_Section):
     failure_delay_seconds: float = Field(default=1.0, ge=0, le=30)
     #: TOTP steps (30 s each) accepted either side of now, for clock skew.
     totp_skew_steps: int = Field(default=1, ge=0, le=3)
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> AuthSettings:
+        if self.max_backoff_seconds < self.backoff_seconds:
+            raise ValueError("max_backoff_seconds is shorter than backoff_seconds")
+        return self
 
 
 class UpstreamSettings(_Section):
@@ -516,6 +574,15 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         raise ConfigError(_describe_validation_error(path, exc)) from None
 
 
+#: ``[auth]`` keys of the per-user lockout that throttling replaced, and what replaced them.
+_REPLACED_AUTH_KEYS = {
+    "auth.max_failures_per_user": "auth.user_source_failures (per user name and address)",
+    "auth.max_failures_per_source": "auth.source_failures",
+    "auth.failure_window_seconds": "auth.user_source_forget_seconds and source_forget_seconds",
+    "auth.lockout_seconds": "auth.backoff_seconds and auth.max_backoff_seconds",
+}
+
+
 def _describe_validation_error(path: Path, exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
@@ -527,6 +594,9 @@ def _describe_validation_error(path: Path, exc: ValidationError) -> str:
                 message = (
                     "allowed_groups was replaced by [[rules]] (see config/pamgate.example.toml)"
                 )
+            replaced = _REPLACED_AUTH_KEYS.get(location)
+            if replaced:
+                message = f"replaced by {replaced} (see config/pamgate.example.toml)"
         lines.append(f"{path}: {location or '(top level)'}: {message}")
     return "\n".join(lines)
 

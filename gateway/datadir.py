@@ -9,6 +9,8 @@ Layout::
       keys/upstream_ca           CA that signs per-session certificates for targets
       keys/machine_ca            CA for non-human identities (the machine lane only)
       keys/audit_signing         Ed25519 key that signs audit checkpoints (+ .pub)
+      keys/totp_secrets.key      AES-256-GCM key sealing the TOTP secrets in the database
+                                 (or $PAMGATE_TOTP_KEY; every node on one database needs it)
       audit/checkpoints.jsonl    signed head hashes of the audit trails; copy it off the box
       logs/gateway.log           the gateway's log, including JSON event lines
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import GatewayConfig
+from gateway.crypto.secret_box import KEY_ENV_VAR, SecretBox
 from gateway.crypto.upstream_ca import ensure_key_file
 from gateway.domain.audit.checkpoints import ensure_signing_key
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail, admin_authority
@@ -58,6 +61,10 @@ class DataDir:
     @property
     def audit_signing_key(self) -> Path:
         return self.keys / "audit_signing"
+
+    @property
+    def totp_key(self) -> Path:
+        return self.keys / "totp_secrets.key"
 
     @property
     def checkpoints(self) -> Path:
@@ -109,6 +116,7 @@ def initialize(config: GatewayConfig, *, actor: str = "pamgate-init") -> list[st
     report.append(f"{'created' if created else 'kept existing'} {data.audit_signing_key}")
     if created:
         created_keys.append(data.audit_signing_key.name)
+    report.extend(ensure_totp_key(config))
     store = Store(config.database_url)
     try:
         store.create_schema()
@@ -130,6 +138,19 @@ def initialize(config: GatewayConfig, *, actor: str = "pamgate-init") -> list[st
         store.dispose()
     report.append(f"database ready at {config.database_url}")
     return report
+
+
+def ensure_totp_key(config: GatewayConfig) -> list[str]:
+    """Create the TOTP secret key file unless it exists or ``$PAMGATE_TOTP_KEY`` gives the key.
+
+    Returns lines for the operator.
+    """
+    path = DataDir(config.data_dir).totp_key
+    if os.environ.get(KEY_ENV_VAR):
+        return [f"TOTP secret key from ${KEY_ENV_VAR}"]
+    if SecretBox.write_key_file(path):
+        return [f"created {path} (every node on this database needs a copy; keep one safe)"]
+    return [f"kept existing {path}"]
 
 
 def check_ready(config: GatewayConfig) -> None:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from gateway.config import GatewayConfig, duration_seconds
 from gateway.crypto.keys import parse_public_key_line
 from gateway.crypto.machine_ca import MachineCA
+from gateway.crypto.secret_box import SecretBox
 from gateway.crypto.upstream_ca import UpstreamCA
 from gateway.datadir import DataDir
 from gateway.domain.access import AccessDecisions
@@ -87,7 +88,10 @@ class GatewayServices:
             audit.add_listener(syslog)
         machines = MachineRegistry(store, audit)
         machine_ca = MachineCA(data.machine_ca_key)
-        users = UserDirectory(store, audit, totp_skew_steps=config.auth.totp_skew_steps)
+        users = UserDirectory(
+            store, audit, secret_box=functools.cache(lambda: SecretBox.load(data.totp_key)),
+            totp_skew_steps=config.auth.totp_skew_steps,
+        )  # fmt: skip
         limiter = FailureLimiter(store, audit, config.auth)
         machine_credentials = MachineCredentials(store, audit, machine_ca, alerts)
         machine_revocations = MachineRevocations(store, audit, machines, machine_ca)
@@ -127,7 +131,7 @@ class GatewayServices:
             machine_gate=MachineGate(
                 machines, machine_credentials, machine_revocations, machine_ca
             ),
-            sign_in=SignIn(users, limiter, audit, config.auth.lockout_seconds),
+            sign_in=SignIn(users, limiter, audit, config.auth),
             _syslog=syslog,
         )
 

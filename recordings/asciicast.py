@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -104,7 +105,7 @@ class RecordingWriter:
             "pamgate": metadata,
         }
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(path.parent)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             self._file = os.fdopen(fd, "wb")
             self._file.write(json.dumps(header, ensure_ascii=False).encode() + b"\n")
@@ -411,3 +412,19 @@ def iter_events(path: Path) -> Iterator[Event]:
                 return
             if event is not None:
                 yield event
+
+
+def make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents owner-only (0700).
+
+    ``Path.mkdir(parents=True, mode=...)`` applies the mode to the last folder
+    only; the year folder of a recordings tree would be world-readable.
+    """
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        # Another session may make the same folder at the same moment.
+        with contextlib.suppress(FileExistsError):
+            created.mkdir(mode=0o700)

@@ -31,8 +31,9 @@ fi
 if [ "${1:-}" = "--test" ] && ! command -v openssl >/dev/null 2>&1; then
     apt_packages+=(openssl)
 fi
-# ... and PuTTY's pscp, whose SFTP downloads read ahead past the end of the file.
-if [ "${1:-}" = "--test" ] && ! command -v pscp >/dev/null 2>&1; then
+# ... and PuTTY's tools: pscp, whose SFTP downloads read ahead past the end of a file, and
+# plink, one of the clients the human lane must work with.
+if [ "${1:-}" = "--test" ] && { ! command -v pscp >/dev/null 2>&1 || ! command -v plink >/dev/null 2>&1; }; then
     apt_packages+=(putty-tools)
 fi
 

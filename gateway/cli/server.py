@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.cli.common import local_admin, open_services, upstream_ca_line
 from gateway.config import GatewayConfig, find_config_path, load_config
+from gateway.crypto.secret_box import KEY_ENV_VAR
 from gateway.errors import PamgateError
 
 if TYPE_CHECKING:
@@ -109,8 +111,11 @@ def add_commands(commands: Subcommands) -> None:
         help="apply pending schema migrations",
         description=(
             "Bring the database schema to this release of pamgate, one revision at a time, "
-            "printing each. A database created before migrations is adopted. Stop the "
-            "gateway nodes first; they refuse to start on an outdated schema."
+            "printing each, then seal TOTP secrets still stored in clear (with progress), "
+            "making the key file DATA_DIR/keys/totp_secrets.key if the database has no sealed "
+            "secret yet and $PAMGATE_TOTP_KEY is not set. A database created before migrations "
+            "is adopted. Stop the gateway nodes first; they refuse to start on an outdated "
+            "schema or on secrets in clear."
         ),
     ).set_defaults(handler=cmd_db_upgrade)
     revision = db.add_parser(
@@ -149,9 +154,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     path = find_config_path(args.config)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(EXAMPLE_CONFIG)
-        print(f"wrote starter config {path}")
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700)
+        # Owner-only: a config may hold a database password.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as config_file:
+            config_file.write(EXAMPLE_CONFIG)
+        print(f"wrote starter config {path} (mode 0600)")
     config = load_config(path)
     for line in initialize(config, actor=local_admin().name):
         print(line)
@@ -205,10 +214,34 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         if applied:
             print(f"upgraded to revision {applied[-1]} ({len(applied)} applied)")
         else:
-            print("nothing to do")
+            print("schema: nothing to do")
     finally:
         store.dispose()
+    _seal_totp_secrets(config)
     return 0
+
+
+def _seal_totp_secrets(config: GatewayConfig) -> None:
+    """Seal the TOTP secrets still stored in clear, making the key file if none exists yet."""
+    from gateway.datadir import DataDir, ensure_totp_key
+    from gateway.services import GatewayServices
+
+    services = GatewayServices.open(config)
+    try:
+        users = services.users
+        has_key = DataDir(config.data_dir).totp_key.exists() or os.environ.get(KEY_ENV_VAR)
+        if not has_key and not users.has_sealed_secrets():
+            # A key made now could not open secrets sealed elsewhere: only when there are none.
+            for line in ensure_totp_key(config):
+                print(line)
+        sealed = users.seal_plain_secrets(
+            lambda done, total: print(f"sealing TOTP secrets: {done}/{total}", flush=True)
+        )
+        users.check_secrets()
+        print(f"TOTP secrets: {sealed} sealed now; all are sealed" if sealed
+              else "TOTP secrets: all sealed")  # fmt: skip
+    finally:
+        services.close()
 
 
 def cmd_db_revision(args: argparse.Namespace) -> int:

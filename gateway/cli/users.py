@@ -1,5 +1,5 @@
 """``pamgate user``: the people who log in through the human lane, their
-factors (password, SSH keys, TOTP), groups and lockouts."""
+factors (password, SSH keys, TOTP), groups and sign-in back-offs."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def add_commands(commands: Subcommands) -> None:
         ("disable", "disable a user (they can no longer log in)", cmd_user_disable),
         ("enable", "enable a disabled user", cmd_user_enable),
         ("reset-mfa", "give a user a new TOTP secret", cmd_user_reset_mfa),
-        ("unlock", "clear a user's failed-login lockout", cmd_user_unlock),
+        ("unlock", "clear a user's failed sign-ins at every address", cmd_user_unlock),
     ):
         sub = user.add_parser(
             name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
@@ -183,8 +183,8 @@ def cmd_user_reset_mfa(args: argparse.Namespace) -> int:
 
 def cmd_user_unlock(args: argparse.Namespace) -> int:
     with open_operator(args) as actions:
-        actions.unlock_user(args.name)
-    print(f"cleared failed-login lockout for {args.name}")
+        cleared = actions.unlock_user(args.name)
+    print(f"cleared the failed sign-ins of {args.name} (back-off lifted at {cleared} addresses)")
     return 0
 
 

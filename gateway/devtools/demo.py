@@ -9,6 +9,7 @@ directory: same ports, keys, users and credentials.
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import asyncssh
 
 from gateway.config import GatewayConfig, load_config
+from gateway.crypto.secret_box import SecretBox
 from gateway.datadir import DataDir, initialize
 from gateway.devtools.openssh_target import OpenSSHTarget, free_port
 from gateway.domain.audit.trail import AuditLog
@@ -97,10 +99,9 @@ address = "127.0.0.1"
 port = {machine_port}
 
 [auth]
-# Demo-friendly limits; production defaults are 5 / 20 / 300 s / 1.0 s.
-max_failures_per_user = 5
-max_failures_per_source = 20
-lockout_seconds = 60
+# Demo-friendly back-off; production defaults are 30 s / 3600 s / 1.0 s.
+backoff_seconds = 10
+max_backoff_seconds = 300
 failure_delay_seconds = 0.5
 
 [[targets]]
@@ -158,9 +159,11 @@ def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
     if saved_path.exists():
         saved = json.loads(saved_path.read_text())
     store = Store(config.database_url)
-    users = UserDirectory(store, AuditLog(store))
+    box = functools.cache(lambda: SecretBox.load(DataDir(config.data_dir).totp_key))
+    users = UserDirectory(store, AuditLog(store), secret_box=box)
     credentials = []
     try:
+        users.seal_plain_secrets()  # a demo directory from before secrets were sealed
         for name, (groups, _) in DEMO_USERS.items():
             existing = users.get(name)
             if existing is not None and set(existing.groups) != set(groups):

@@ -9,6 +9,9 @@ Security notes:
 - :meth:`UserDirectory.verify_password` spends the same argon2 work for an
   unknown or disabled user as for a known one, so timing does not reveal
   which names exist.
+- TOTP secrets are stored sealed (AES-256-GCM, :mod:`gateway.crypto.secret_box`)
+  under a key kept outside the database; nothing here handles one in clear
+  except to return it to the administrator who set it up.
 - A TOTP code is accepted once: the accepted time step is stored, and any
   code for that step or an earlier one is refused afterwards. The update is a
   single conditional ``UPDATE``, so two connections racing with the same
@@ -32,6 +35,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from gateway.config import NAME_RE
 from gateway.crypto.keys import parse_public_key_line
+from gateway.crypto.secret_box import SecretBox, SecretBoxError
 from gateway.domain.audit.trail import (
     ActorType,
     AuditEvent,
@@ -47,6 +51,8 @@ from gateway.store.models import User, UserKey
 TOTP_PERIOD_SECONDS = 30
 TOTP_DIGITS = 6
 TOTP_ISSUER = "pamgate"
+#: The longest password a user may be given (longer answers are refused unchecked).
+MAX_PASSWORD_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -88,11 +94,14 @@ class UserDirectory:
         store: Store,
         audit: AuditLog,
         *,
+        secret_box: Callable[[], SecretBox],
         totp_skew_steps: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._audit = audit
+        #: Called when a TOTP secret is sealed or opened (the key is read then, not before).
+        self._secret_box = secret_box
         self._skew = totp_skew_steps
         self._clock = clock
         self._hasher = PasswordHasher()
@@ -148,7 +157,7 @@ class UserDirectory:
             user = User(
                 name=name,
                 password_hash=self._hasher.hash(password) if password is not None else None,
-                totp_secret=secret,
+                totp_secret=self._secret_box().seal(secret, name),
                 totp_last_step=None,
                 groups=group_list,
                 disabled=False,
@@ -233,7 +242,7 @@ class UserDirectory:
         secret = pyotp.random_base32()
         with self._store.transaction() as db:
             user = self._require(db, name)
-            user.totp_secret = secret
+            user.totp_secret = self._secret_box().seal(secret, name)
             user.totp_last_step = None
             user.updated_at = self._now()
             record = self._admin_event(db, actor, "user.mfa_reset", name)
@@ -299,8 +308,10 @@ class UserDirectory:
         code = code.strip().replace(" ", "")
         with self._store.transaction(write=False) as db:
             user = db.scalar(select(User).where(User.name == name))
-            secret = user.totp_secret if user is not None else pyotp.random_base32()
+            stored = user.totp_secret if user is not None else None
             usable = user is not None and not user.disabled
+        # An unknown user's code is checked against a random secret: the same work.
+        secret = self._secret_box().open(stored, name) if stored else pyotp.random_base32()
         step = self._matching_step(secret, code)
         if not usable or step is None:
             return False
@@ -325,9 +336,56 @@ class UserDirectory:
             user = db.scalar(select(User).where(User.name == name))
             if user is None or user.password_hash is None:
                 return False
-            stored_secret, stored_hash = user.totp_secret, user.password_hash
+            sealed_secret, stored_hash = user.totp_secret, user.password_hash
+        stored_secret = self._secret_box().open(sealed_secret, name)
         password_ok = self._password_matches(stored_hash, password)
         return password_ok and hmac.compare_digest(stored_secret, totp_secret)
+
+    # -- secrets at rest ----------------------------------------------------
+
+    def check_secrets(self) -> None:
+        """Raise SecretBoxError unless every TOTP secret is sealed with the loaded key.
+
+        A serving node calls this at start, so a missing or wrong key, or secrets
+        left in clear, stop it with a clear message instead of failing logins.
+        """
+        with self._store.transaction(write=False) as db:
+            stored = list(db.execute(select(User.name, User.totp_secret)))
+        plain = [name for name, value in stored if not SecretBox.is_sealed(value)]
+        if plain:
+            raise SecretBoxError(
+                f"{len(plain)} TOTP secrets are stored in clear (users {', '.join(plain[:5])}"
+                f"{', ...' if len(plain) > 5 else ''}): run 'pamgate db upgrade'"
+            )
+        box = self._secret_box()
+        if stored:
+            name, value = stored[0]
+            box.open(value, name)  # the key opens them (else: which key sealed them)
+
+    def seal_plain_secrets(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Seal every TOTP secret still stored in clear (``pamgate db upgrade``); returns how
+        many. ``progress(done, total)`` is called after each batch of 100."""
+        with self._store.transaction(write=False) as db:
+            names = [
+                name for name, value in db.execute(select(User.name, User.totp_secret))
+                if not SecretBox.is_sealed(value)
+            ]  # fmt: skip
+        box = self._secret_box() if names else None
+        for start in range(0, len(names), 100):
+            batch = names[start : start + 100]
+            with self._store.transaction() as db:
+                for user in db.scalars(select(User).where(User.name.in_(batch))):
+                    if box is not None and not SecretBox.is_sealed(user.totp_secret):
+                        user.totp_secret = box.seal(user.totp_secret, user.name)
+            if progress is not None:
+                progress(start + len(batch), len(names))
+        return len(names)
+
+    def has_sealed_secrets(self) -> bool:
+        """Whether any TOTP secret is stored sealed (so a key exists somewhere)."""
+        with self._store.transaction(write=False) as db:
+            values = db.scalars(select(User.totp_secret))
+            return any(SecretBox.is_sealed(value) for value in values)
 
     # -- internals --------------------------------------------------------
 
@@ -354,7 +412,9 @@ class UserDirectory:
             return False
 
     def _matching_step(self, secret: str, code: str) -> int | None:
-        if len(code) != TOTP_DIGITS or not code.isdigit():
+        # ASCII digits only: str.isdigit() accepts Arabic-Indic and other digits, which
+        # hmac.compare_digest refuses with a TypeError (it takes ASCII strings only).
+        if len(code) != TOTP_DIGITS or not all("0" <= c <= "9" for c in code):
             return None
         totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD_SECONDS)
         now_step = int(self._clock() // TOTP_PERIOD_SECONDS)
@@ -379,8 +439,8 @@ class UserDirectory:
 def _check_password_quality(password: str) -> None:
     if len(password) < 8:
         raise IdentityError("password too short: use at least 8 characters")
-    if len(password) > 1024:
-        raise IdentityError("password too long: use at most 1024 characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise IdentityError(f"password too long: use at most {MAX_PASSWORD_LENGTH} characters")
 
 
 def _view(user: User) -> UserView:

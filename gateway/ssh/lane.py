@@ -15,15 +15,25 @@ from gateway.config import ListenerSettings
 from gateway.crypto.algorithms import UserKeyRules
 from gateway.crypto.upstream_ca import load_private_key
 from gateway.domain.audit.trail import AuditEvent, Trail
+from gateway.domain.lockout import source_key
 from gateway.errors import PamgateError, StoreError
 from gateway.services import GatewayServices
 from gateway.ssh.human.forwarding import LocalForward
 from gateway.ssh.listener import listen_with_connection_class
+from gateway.ssh.server_connection import LaneServerConnection
+from gateway.ssh.startups import StartupLimiter, StartupLimits
 from gateway.ssh.watch import SessionWatch
 
 logger = logging.getLogger("pamgate.lane")
 
 FORWARDING_REFUSED = "forwarding is not permitted through pamgate"
+
+
+def too_many_sessions(conn: asyncssh.SSHServerConnection | None, limit: int) -> str:
+    """Why a new session channel on ``conn`` is refused (``MaxSessions``), or ""."""
+    if isinstance(conn, LaneServerConnection) and conn.open_sessions() >= limit:
+        return f"too many sessions on one connection (max_sessions = {limit})"
+    return ""
 
 
 class LaneSession(Protocol):
@@ -109,9 +119,7 @@ class Lane:
     #: The audit trail this lane's events go to.
     trail: ClassVar[Trail]
     #: The SSH server connection class (each lane authenticates its own way).
-    connection_class: ClassVar[type[asyncssh.SSHServerConnection]]
-    #: Seconds a client has to authenticate.
-    login_timeout: ClassVar[int]
+    connection_class: ClassVar[type[LaneServerConnection]]
     #: The user keys and signature algorithms the lane accepts (and advertises).
     key_rules: ClassVar[UserKeyRules]
 
@@ -123,6 +131,14 @@ class Lane:
         self.sessions: weakref.WeakSet[LaneSession] = weakref.WeakSet()
         #: Checks the live sessions each second (revocation, disabling, termination).
         self.watch = SessionWatch(services, self.track_task)
+        settings = self.settings
+        prefix = services.config.auth.source_ipv6_prefix
+        #: Unauthenticated connections (max_startups, per_source_max_startups).
+        self.startups = StartupLimiter(
+            self.name,
+            StartupLimits(*settings.startups, per_source=settings.per_source_max_startups),
+            lambda address: source_key(address, prefix),
+        )
 
     @property
     def settings(self) -> ListenerSettings:
@@ -146,6 +162,7 @@ class Lane:
             settings.address,
             settings.port,
             connection_class=self.connection_class,
+            prepare=self.prepare_connection,
             server_factory=self.new_server,
             server_host_keys=[host_key],
             # What server-sig-algs advertises; gateway.ssh.user_keys enforces it.
@@ -155,10 +172,15 @@ class Lane:
             allow_pty=True,
             x11_forwarding=False,
             agent_forwarding=False,
-            login_timeout=self.login_timeout,
+            login_timeout=settings.login_grace_time_seconds,
             keepalive_interval=30,
         )
         logger.info("%s lane listening on %s:%s", self.name, settings.address, self.port)
+
+    def prepare_connection(self, connection: asyncssh.SSHServerConnection) -> None:
+        """Give a newly accepted connection the lane's startup limiter."""
+        if isinstance(connection, LaneServerConnection):
+            connection.startups = self.startups
 
     @property
     def port(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -21,10 +22,12 @@ async def listen_with_connection_class(
     port: int,
     *,
     connection_class: type[asyncssh.SSHServerConnection],
+    prepare: Callable[[asyncssh.SSHServerConnection], None] | None = None,
     backlog: int = 100,
     **options: Any,
 ) -> asyncssh.SSHAcceptor:
-    """Like :func:`asyncssh.listen`, but each connection is a ``connection_class``.
+    """Like :func:`asyncssh.listen`, but each connection is a ``connection_class``,
+    handed to ``prepare`` (if given) before it sees its socket.
 
     ``options`` are :class:`asyncssh.SSHServerConnectionOptions` keywords.
     No OpenSSH server config file is read.
@@ -36,7 +39,10 @@ async def listen_with_connection_class(
     server_options.proxy_command = None
 
     def connection_factory() -> asyncssh.SSHServerConnection:
-        return connection_class(loop, server_options, None, None)
+        connection = connection_class(loop, server_options, None, None)
+        if prepare is not None:
+            prepare(connection)
+        return connection
 
     return await _listen(
         server_options,

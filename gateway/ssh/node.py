@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import resource
 import signal
 from collections.abc import Callable
 
@@ -42,6 +43,27 @@ def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's open-files soft limit to its hard limit, where allowed, and log it.
+
+    Every connection is a file descriptor (a relayed session three: client,
+    target, recording); systemd's default soft limit of 1,024 runs out at
+    about a thousand idle connections. Returns the (before, after) soft limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if wanted <= soft:
+        logger.info("open files: soft limit %d (the hard limit)", soft)
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:
+        logger.warning("open files: cannot raise the soft limit %d to %d: %s", soft, wanted, exc)
+        return soft, soft
+    logger.info("open files: soft limit raised from %d to %d (the hard limit)", soft, wanted)
+    return soft, wanted
+
+
 class GatewayNode:
     """One running gateway: its services and lanes."""
 
@@ -74,7 +96,10 @@ class GatewayNode:
             self._indexing = asyncio.get_running_loop().create_task(
                 asyncio.to_thread(self._index_commands, interrupted)
             )
+        # A missing or wrong TOTP secret key, or secrets left in clear, stop the node here.
+        await asyncio.to_thread(self.services.users.check_secrets)
         await asyncio.to_thread(self.services.users.prepare_for_logins)
+        raise_open_files_limit()
         lanes: list[tuple[str, Lane, ListenerSettings]] = [
             ("human", self.human_lane, self.config.listeners.human)
         ]

@@ -61,7 +61,8 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     #: argon2id hash; None for a key-only user.
     password_hash: Mapped[str | None] = mapped_column(String(255))
-    totp_secret: Mapped[str] = mapped_column(String(64))
+    #: The TOTP secret, encrypted (gateway.crypto.secret_box); never stored in clear.
+    totp_secret: Mapped[str] = mapped_column(String(255))
     #: Last TOTP time step accepted; a code for this step or earlier is a replay.
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
     groups: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -91,18 +92,27 @@ class UserKey(Base):
     user: Mapped[User] = relationship(back_populates="keys")
 
 
-class AuthFailureCounter(Base):
-    """Recent failed logins for one user name or one source address."""
+class AuthThrottle(Base):
+    """Recent failed sign-ins for one (user name, source) pair or one source.
 
-    __tablename__ = "auth_failures"
+    ``level`` is the number of failures still remembered: it falls by one
+    every whole forget period (applied when the row is next read), counted
+    from ``updated_at``.
+    """
 
-    #: ``user:<name>`` or ``source:<address>``.
-    key: Mapped[str] = mapped_column(String(300), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_start: Mapped[float] = mapped_column()
-    locked_until: Mapped[float] = mapped_column(default=0.0)
-    #: Lockouts so far; each one lasts twice as long as the one before.
-    lockouts: Mapped[int] = mapped_column(Integer, default=0)
+    __tablename__ = "auth_throttles"
+
+    #: ``pair`` (one user name from one source) or ``source`` (any user name).
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: The source: an IPv4 address, an IPv6 network, or ``console:HOST`` and the like.
+    source: Mapped[str] = mapped_column(String(300), primary_key=True)
+    #: The user name for ``pair``; empty for ``source``.
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    level: Mapped[float] = mapped_column(default=0.0)
+    #: Where the current forget period started (epoch seconds).
+    updated_at: Mapped[float] = mapped_column(default=0.0)
+    #: No attempt is checked before this time (epoch seconds).
+    blocked_until: Mapped[float] = mapped_column(default=0.0)
 
 
 class IssuedCertificate(Base):

@@ -19,6 +19,7 @@ from gateway.domain.identities import UserDirectory
 from gateway.domain.lockout import FailureLimiter
 from gateway.store.database import Store
 from tests.support.clock import Clock
+from tests.support.secrets import test_secret_box
 
 pytestmark = pytest.mark.reliability
 
@@ -32,7 +33,7 @@ RULE = RuleSettings(
 def requests(store: Store) -> tuple[AccessRequests, Clock]:
     clock = Clock()
     audit = AuditLog(store, clock=clock)
-    users = UserDirectory(store, audit, clock=clock)
+    users = UserDirectory(store, audit, secret_box=test_secret_box(), clock=clock)
     users.add_user("alice", actor="root", groups=["ops"], password="a long password")
     users.add_user("bob", actor="root", groups=["leads"], password="a long password")
     return AccessRequests(store, audit, clock=clock), clock
@@ -76,15 +77,15 @@ def test_request_cannot_be_approved_at_or_after_expiry(
     assert access.approve(in_time, "bob").status == "approved"
 
 
-def test_lockout_lifts_exactly_when_it_says(store: Store) -> None:
+def test_backoff_lifts_exactly_when_it_says(store: Store) -> None:
     clock = Clock()
-    settings = AuthSettings(max_failures_per_user=2, lockout_seconds=300)
+    settings = AuthSettings(user_source_failures=2, backoff_seconds=300)
     limiter = FailureLimiter(store, AuditLog(store), settings, clock=clock)
     limiter.record_failure("alice", "10.0.0.1")
-    assert limiter.record_failure("alice", "10.0.0.2").new_lockouts == ("user",)
-    state = limiter.state("alice", "10.0.0.3")
-    assert state.locked and state.retry_after_seconds == 300
+    assert limiter.record_failure("alice", "10.0.0.1").backoffs == ("pair",)
+    state = limiter.state("alice", "10.0.0.1")
+    assert state.blocked and state.retry_after_seconds == 300
     clock.now += 299.999
-    assert limiter.state("alice", "10.0.0.3").locked
+    assert limiter.state("alice", "10.0.0.1").blocked
     clock.now += 0.001
-    assert not limiter.state("alice", "10.0.0.3").locked
+    assert not limiter.state("alice", "10.0.0.1").blocked

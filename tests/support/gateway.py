@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from gateway.domain.audit.trail import AuditLog
 from gateway.domain.identities import UserDirectory
 from gateway.store.database import Store
 from tests.support.database import TEST_DATABASE_ENV, fresh_database
+from tests.support.secrets import data_dir_secret_box
 
 SSH = shutil.which("ssh")
 
@@ -280,8 +282,10 @@ def gateway_config_text(
     targets: dict[str, tuple[int, str]],
     extra: str = "",
     database_url: str = "",
+    human_listener: str = "",
 ) -> str:
-    """A test gateway config: fast failure delays, low per-user lockout threshold."""
+    """A test gateway config: fast failure delays, a low per-(user, address) threshold, and a
+    per-address one high enough for a whole suite run from 127.0.0.1."""
     text = (
         f"""
 [gateway]
@@ -292,15 +296,16 @@ database_url = "{database_url}"
 [listeners.human]
 address = "127.0.0.1"
 port = {port}
+{human_listener}
 
 [listeners.machine]
 address = "127.0.0.1"
 port = {machine_port}
 
 [auth]
-max_failures_per_user = 3
-max_failures_per_source = 50
-lockout_seconds = 120
+user_source_failures = 3
+source_failures = 1000
+backoff_seconds = 120
 failure_delay_seconds = 0.05
 """
         + extra
@@ -360,15 +365,25 @@ max_duration = "4s"
     return text
 
 
-def serve(config_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``pamgate serve`` and wait until both lanes listen."""
+def serve(config_path: Path, *, open_files: int | None = None) -> subprocess.Popen[bytes]:
+    """Start ``pamgate serve`` and wait until both lanes listen.
+
+    ``open_files``: start it with this open-files soft limit (the hard limit stays).
+    """
     log = config_path.with_suffix(".serve.log")
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
     with log.open("ab") as output:  # why a node did not start is in the test's failure
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve"],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
+            preexec_fn=limit_open_files if open_files is not None else None,
         )
     listeners = load_config(config_path).listeners
     try:
@@ -383,17 +398,21 @@ def serve(config_path: Path) -> subprocess.Popen[bytes]:
 
 @contextmanager
 def launch_gateway(
-    root: Path, extra_config: str = "", database_url: str | None = None
-) -> Iterator[Gateway]:
+    root: Path, extra_config: str = "", database_url: str | None = None, *,
+    human_listener: str = "", open_files: int | None = None,
+) -> Iterator[Gateway]:  # fmt: skip
     """A gateway with four targets: web01, mortal (killed by a test), badkey, deadport.
 
     Its store is ``database_url``, else as :func:`database_url_for_test` picks.
+    ``human_listener`` adds lines to ``[listeners.human]``; ``open_files`` is the
+    open-files soft limit ``pamgate serve`` starts with.
     """
     if database_url is None and os.environ.get(TEST_DATABASE_ENV):
         with (
             fresh_database(os.environ[TEST_DATABASE_ENV]) as url,
-            launch_gateway(root, extra_config, url) as running,
-        ):
+            launch_gateway(root, extra_config, url, human_listener=human_listener,
+                           open_files=open_files) as running,
+        ):  # fmt: skip
             yield running
         return
     ca_pub = root / "data" / "keys" / "upstream_ca.pub"
@@ -415,6 +434,7 @@ def launch_gateway(
             },
             extra_config,
             database_url or "",
+            human_listener,
         )
     )
     config = load_config(config_path)
@@ -428,7 +448,7 @@ def launch_gateway(
     known_hosts.write_text(
         f"[127.0.0.1]:{port} {human_pub}[127.0.0.1]:{machine_port} {machine_pub}"
     )
-    process = serve(config_path)
+    process = serve(config_path, open_files=open_files)
     store = Store(config.database_url)
     running = None
     try:
@@ -441,7 +461,9 @@ def launch_gateway(
             askpass=write_askpass(root / "askpass.py"),
             process=process,
             targets={"web01": web01, "mortal": mortal},
-            users=UserDirectory(store, AuditLog(store)),
+            users=UserDirectory(
+                store, AuditLog(store), secret_box=data_dir_secret_box(str(data.totp_key))
+            ),
             audit=AuditLog(store),
         )
         yield running

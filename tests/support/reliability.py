@@ -31,6 +31,10 @@ class Size:
     timing_tries: int
     brute_force_seconds: float
     fuzz_examples: int
+    #: Idle unauthenticated connections held open while someone signs in.
+    idle_connections: int
+    #: Connections restarting keyboard-interactive at once while someone signs in.
+    restarting_attackers: int
 
 
 CI_SIZE = Size(
@@ -42,6 +46,8 @@ CI_SIZE = Size(
     timing_tries=12,
     brute_force_seconds=3.0,
     fuzz_examples=150,
+    idle_connections=300,
+    restarting_attackers=20,
 )
 
 
@@ -54,6 +60,8 @@ FULL_SIZE = Size(
     timing_tries=300,
     brute_force_seconds=30.0,
     fuzz_examples=3000,
+    idle_connections=1000,
+    restarting_attackers=100,
 )
 
 

@@ -26,6 +26,7 @@ from gateway.domain.policy import Policy
 from gateway.errors import AccessDenied, DestinationSyntaxError, UnknownAccount, UnknownTarget
 from gateway.store.database import Store
 from tests.support.config import HOST_KEY
+from tests.support.secrets import test_secret_box
 
 
 @pytest.mark.parametrize(
@@ -120,7 +121,7 @@ host_keys = ["{HOST_KEY}"]
     )
     config = load_config(path)
     audit = AuditLog(store)
-    users = UserDirectory(store, audit)
+    users = UserDirectory(store, audit, secret_box=test_secret_box())
     for name, groups in (("al", ["ops"]), ("dee", ["dba"]), ("vic", ["visitors"]),
                          ("lee", ["leads"])):  # fmt: skip
         users.add_user(name, actor="tests", groups=groups, password="a long password")

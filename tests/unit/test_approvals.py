@@ -12,6 +12,7 @@ from gateway.domain.audit.trail import AuditLog, Trail
 from gateway.domain.identities import UserDirectory
 from gateway.store.database import Store
 from tests.support.clock import Clock
+from tests.support.secrets import test_secret_box
 
 RULE = RuleSettings(
     id="ops-root", groups=["ops"], targets=["*"], mode="approval", approver_groups=["leads"],
@@ -23,7 +24,7 @@ RULE = RuleSettings(
 def setup(store: Store) -> tuple[AccessRequests, UserDirectory, Clock, AuditLog]:
     clock = Clock()
     audit = AuditLog(store, clock=clock)
-    users = UserDirectory(store, audit, clock=clock)
+    users = UserDirectory(store, audit, secret_box=test_secret_box(), clock=clock)
     for name, groups in (("alice", ["ops", "leads"]), ("bob", ["leads"]), ("carol", ["leads"]),
                          ("dave", ["ops"])):  # fmt: skip
         users.add_user(name, actor="root", groups=groups, password="a long password")

@@ -26,6 +26,7 @@ from gateway.domain.identities import UserDirectory
 from gateway.errors import StoreError
 from gateway.store.database import Store
 from tests.support.gateway import run_cli
+from tests.support.secrets import test_secret_box
 
 #: These tests tamper with the SQLite file directly (the chain logic they check
 #: is the same on every backend); the PostgreSQL pass deselects them (-m "not sqlite").
@@ -236,7 +237,7 @@ def test_concurrent_processes_never_fork_the_chain(audit: AuditLog, store: Store
 
 @SQLITE_ONLY
 def test_audit_failure_means_the_action_does_not_happen(store: Store, db_path: Path) -> None:
-    users = UserDirectory(store, AuditLog(store))
+    users = UserDirectory(store, AuditLog(store), secret_box=test_secret_box())
     sql(
         db_path,
         "CREATE TRIGGER no_audit BEFORE INSERT ON audit_human "

@@ -14,6 +14,7 @@ from gateway.domain.breakglass import BreakGlass, BreakGlassError
 from gateway.domain.identities import UserDirectory
 from gateway.store.database import Store
 from tests.support.clock import Clock
+from tests.support.secrets import test_secret_box
 
 RULE = RuleSettings(
     id="r", groups=["ops"], targets=["*"], mode="approval", approver_groups=["leads"],
@@ -26,7 +27,7 @@ WHY = "database down, customers cannot pay"
 def breakglass(store: Store) -> tuple[BreakGlass, Clock]:
     clock = Clock()
     audit = AuditLog(store, clock=clock)
-    users = UserDirectory(store, audit, clock=clock)
+    users = UserDirectory(store, audit, secret_box=test_secret_box(), clock=clock)
     for name, groups in (("alice", ["ops"]), ("rita", ["auditors"]), ("olga", ["ops"])):
         users.add_user(name, actor="root", groups=groups, password="a long password")
     service = BreakGlass(store, audit, WebhookAlerts([], audit), ApprovalSettings(), clock=clock)

@@ -70,6 +70,19 @@ def test_bad_toml_names_the_file(tmp_path: Path) -> None:
         (TARGET + 'upstream_auth = "key"\n', 'upstream_auth = "key" needs key_file'),
         ("[upstream]\ncertificate_ttl_seconds = 3600\n", "upstream.certificate_ttl_seconds:"),
         (
+            "[auth]\nmax_failures_per_user = 5\n",
+            "auth.max_failures_per_user: replaced by auth.user_source_failures",
+        ),
+        (
+            "[auth]\nlockout_seconds = 300\n",
+            "auth.lockout_seconds: replaced by auth.backoff_seconds",
+        ),
+        (
+            '[listeners.human]\nport = 2222\nmax_startups = "100:30:10"\n',
+            "listeners.human: max_startups '100:30:10': give start:rate:full",
+        ),
+        ("[auth]\nbackoff_seconds = 60\nmax_backoff_seconds = 10\n", "shorter than backoff"),
+        (
             TARGET.replace('host_keys = ["' + HOST_KEY + '"]', "host_keys = []"),
             "targets[0].host_keys:",
         ),

@@ -14,6 +14,7 @@ from gateway.domain.identities import UserDirectory
 from gateway.errors import IdentityError, InvalidName, UnknownUser, UserExists
 from gateway.store.database import Store
 from tests.support.clock import Clock
+from tests.support.secrets import test_secret_box
 
 PUBLIC_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFmTjzR9GHjvjKJTd3OAMN9YLhGXgOG7r3DujrQ3pqVP me@laptop"
@@ -27,7 +28,9 @@ def clock() -> Clock:
 
 @pytest.fixture()
 def users(store: Store, clock: Clock) -> UserDirectory:
-    return UserDirectory(store, AuditLog(store), totp_skew_steps=1, clock=clock)
+    return UserDirectory(
+        store, AuditLog(store), secret_box=test_secret_box(), totp_skew_steps=1, clock=clock
+    )
 
 
 def code_at(secret: str, when: float) -> str:

@@ -1,6 +1,13 @@
-"""The one sign-in service: the console/CLI path and the SSH lane's path keep the same books."""
+"""The one sign-in service: the console/CLI path and the SSH lane's path keep the same books.
+
+The SSH lane's hostile-client cases (restarts, Unicode digits, abandoned
+prompts) run against the real gateway in tests/e2e/test_login_abuse.py;
+here the same accounting is driven step by step without a socket.
+"""
 
 from __future__ import annotations
+
+import json
 
 import pyotp
 import pytest
@@ -9,15 +16,16 @@ from gateway.config import AuthSettings
 from gateway.domain.audit.trail import AuditEvent, AuditLog, Trail
 from gateway.domain.identities import UserDirectory
 from gateway.domain.lockout import FailureLimiter
-from gateway.domain.sign_in import SignIn, SignInFailed
+from gateway.domain.sign_in import SignIn, SignInFailed, code_problem
 from gateway.errors import StoreError
 from gateway.store.database import Store
 from tests.support.clock import Clock
+from tests.support.secrets import test_secret_box
 
 PASSWORD = "a long password"
 SETTINGS = AuthSettings(
-    max_failures_per_user=3, max_failures_per_source=50, lockout_seconds=60,
-    failure_delay_seconds=0,
+    user_source_failures=3, source_failures=50, backoff_seconds=60, failure_delay_seconds=0,
+    max_attempts_per_connection=3,
 )  # fmt: skip
 
 
@@ -25,15 +33,15 @@ SETTINGS = AuthSettings(
 def sign_in(store: Store) -> tuple[SignIn, UserDirectory, AuditLog, Clock, str]:
     clock = Clock()
     audit = AuditLog(store, clock=clock)
-    users = UserDirectory(store, audit, clock=clock)
+    users = UserDirectory(store, audit, secret_box=test_secret_box(), clock=clock)
     secret = users.add_user("bob", actor="tests", groups=["leads"], password=PASSWORD).secret
     limiter = FailureLimiter(store, audit, SETTINGS, clock=clock)
-    return SignIn(users, limiter, audit, SETTINGS.lockout_seconds), users, audit, clock, secret
+    return SignIn(users, limiter, audit, SETTINGS), users, audit, clock, secret
 
 
-def auth_events(audit: AuditLog) -> list[tuple[str, str, str]]:
+def auth_events(audit: AuditLog) -> list[tuple[str, str, dict[str, object]]]:
     return [
-        (r.action, r.reason, r.details)
+        (r.action, r.reason, json.loads(r.details))
         for r in audit.events(Trail.HUMAN)
         if r.action.startswith("auth.")
     ]
@@ -43,7 +51,7 @@ def code(secret: str, clock: Clock) -> str:
     return pyotp.TOTP(secret).at(clock.now)
 
 
-def test_console_lockout_lands_in_the_trail_as_the_ssh_one_does(sign_in) -> None:
+def test_console_backoff_lands_in_the_trail_as_the_ssh_one_does(sign_in) -> None:
     service, _, audit, clock, secret = sign_in
     for _ in range(3):
         with pytest.raises(SignInFailed):
@@ -53,31 +61,141 @@ def test_console_lockout_lands_in_the_trail_as_the_ssh_one_does(sign_in) -> None
     assert [(action, reason) for action, reason, _ in console] == [
         ("auth.failure", "wrong password"),
         ("auth.failure", "wrong password"),
+        ("auth.backoff", "too many failures (pair)"),
         ("auth.failure", "wrong password"),
-        ("auth.lockout", "too many failures (user)"),
     ]
-    assert all('"purpose":"console"' in details for _, _, details in console)
-    # Locked out now: the right password and code are refused too, and say why in the trail.
+    assert all(details["purpose"] == "console" for _, _, details in console)
+    # Held back now: the right password and code are refused too, and say why in the trail.
     with pytest.raises(SignInFailed):
         service.sign_in("bob", PASSWORD, code(secret, clock), source="console:host",
                         purpose="console")  # fmt: skip
-    assert auth_events(audit)[-1][:2] == ("auth.failure", "locked out (user)")
+    assert auth_events(audit)[-1][1].startswith("throttled (pair): retry in 60 s")
+    # From elsewhere bob still signs in.
+    service.sign_in("bob", PASSWORD, code(secret, clock), source="console:other",
+                    purpose="console")  # fmt: skip
 
 
 def test_ssh_path_keeps_the_same_books(sign_in) -> None:
     service, _, audit, clock, secret = sign_in
+    attempts = service.over_connection("10.0.0.1", clock=clock)
     for _ in range(3):
-        ok = service.check_password("bob", "wrong")
-        result = service.complete("bob", first_factor="password", first_factor_ok=ok,
-                                  code=code(secret, clock), source="10.0.0.1")  # fmt: skip
+        assert attempts.begin("bob", "password")
+        assert attempts.expecting == "password"
+        attempts.answer_password("wrong").result()
+        assert attempts.expecting == "code"
+        result = attempts.answer_code(code(secret, clock))
         assert result.user is None
-    assert result.locked and result.new_lockouts == ("user",)
+    assert result.blocked and attempts.attempts_left == 0
     assert [(action, reason) for action, reason, _ in auth_events(audit)] == [
         ("auth.failure", "wrong password"),
         ("auth.failure", "wrong password"),
+        ("auth.backoff", "too many failures (pair)"),
         ("auth.failure", "wrong password"),
-        ("auth.lockout", "too many failures (user)"),
     ]
+    # A fourth attempt on the connection is refused before anything is checked.
+    assert not attempts.begin("bob", "password")
+    assert auth_events(audit)[-1][1] == "too many attempts on one connection (3)"
+
+
+def test_a_restart_at_the_code_prompt_counts_and_is_audited(sign_in) -> None:
+    service, _, audit, clock, secret = sign_in
+    attempts = service.over_connection("10.0.0.2", clock=clock)
+    for _ in range(3):
+        attempts.begin("bob", "password")
+        attempts.answer_password(PASSWORD)  # right, but the code never comes
+    attempts.closed("client disconnected", began_auth=True, name="bob", reached="")
+    reasons = [(action, reason) for action, reason, _ in auth_events(audit)]
+    assert reasons == [
+        ("auth.failure", "abandoned at the verification code prompt "
+                         "(keyboard-interactive restarted)"),
+        ("auth.failure", "abandoned at the verification code prompt "
+                         "(keyboard-interactive restarted)"),
+        ("auth.backoff", "too many failures (pair)"),
+        ("auth.failure", "abandoned at the verification code prompt (client disconnected)"),
+    ]  # fmt: skip
+    assert auth_events(audit)[0][2]["stage"] == "verification code prompt"
+    # Three abandoned attempts are three failures: the pair is held back.
+    fresh = service.over_connection("10.0.0.2", clock=clock)
+    fresh.begin("bob", "password")
+    fresh.answer_password(PASSWORD).result()
+    assert fresh.answer_code(code(secret, clock)).blocked
+
+
+def test_abandoned_at_the_password_prompt_and_silent_connections_count(sign_in) -> None:
+    service, _, audit, clock, _ = sign_in
+    attempts = service.over_connection("10.0.0.3", clock=clock)
+    attempts.begin("bob", "password")
+    attempts.closed("login timeout", began_auth=True, name="bob", reached="keyboard-interactive")
+    silent = service.over_connection("10.0.0.3", clock=clock)
+    silent.closed("client disconnected", began_auth=True, name="bob", reached="publickey offered")
+    events = auth_events(audit)
+    assert [reason for _, reason, _ in events] == [
+        "abandoned at the password prompt (login timeout)",
+        "disconnected before any attempt (client disconnected)",
+    ]
+    assert events[1][2]["stage"] == "publickey offered"
+    never_asked = service.over_connection("10.0.0.3", clock=clock)
+    never_asked.closed("client disconnected", began_auth=False, name="", reached="none")
+    assert len(auth_events(audit)) == 2  # a port scan that never asked to sign in
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["١٢٣٤٥٦", "１２３４５６", "¹²³⁴⁵⁶", "12345", "1234567", "", "x" * 100_000, "12 34 5٦", None],
+    ids=["arabic-indic", "full-width", "superscript", "5", "7", "empty", "100k", "mixed", "none"],
+)
+def test_malformed_codes_are_refused_like_wrong_ones(sign_in, answer) -> None:
+    service, _, audit, clock, _ = sign_in
+    attempts = service.over_connection("10.0.0.4", clock=clock)
+    attempts.begin("bob", "password")
+    attempts.answer_password(PASSWORD).result()
+    result = attempts.answer_code(answer)  # no exception, whatever the script
+    assert result.user is None
+    assert result.reason.startswith("malformed verification code")
+    assert auth_events(audit)[-1][:2] == ("auth.failure", result.reason)
+
+
+@pytest.mark.parametrize(
+    "answer", ["x" * 1025, None, "ٱلسر" * 300], ids=["1025", "none", "arabic-1200"]
+)
+def test_malformed_passwords_are_refused_unchecked(sign_in, answer) -> None:
+    service, _, audit, clock, secret = sign_in
+    attempts = service.over_connection("10.0.0.5", clock=clock)
+    attempts.begin("bob", "password")
+    attempts.answer_password(answer).result()
+    result = attempts.answer_code(code(secret, clock))
+    assert result.user is None
+    assert auth_events(audit)[-1][0] == "auth.failure"
+
+
+def test_codes_must_be_six_ascii_digits() -> None:
+    assert code_problem("123456") == "" and code_problem(" 123 456 ") == ""
+    assert code_problem("١٢٣٤٥٦").startswith("malformed")
+
+
+def test_a_code_sent_before_the_password_was_checked_fails_closed(sign_in) -> None:
+    service, _, audit, clock, secret = sign_in
+    attempts = service.over_connection("10.0.0.6", clock=clock)
+    attempts.begin("bob", "password")
+    # The client answers twice before the first answer is checked: the second answer
+    # arrives as the code while the password's verdict is still unknown.
+    attempt = attempts._attempt
+    assert attempt is not None
+    service.count(attempt)
+    attempt.stage = "verification code prompt"
+    result = attempts.answer_code(code(secret, clock))
+    assert result.user is None
+    assert result.reason == "the code was sent before the password was checked"
+
+
+def test_success_takes_back_its_count(sign_in) -> None:
+    service, _, _, clock, secret = sign_in
+    for step in range(5):  # far more than user_source_failures = 3
+        clock.now += 30  # a fresh code each time
+        attempts = service.over_connection("10.0.0.7", clock=clock)
+        assert attempts.begin("bob", "password")
+        attempts.answer_password(PASSWORD).result()
+        assert attempts.answer_code(code(secret, clock)).user is not None, step
 
 
 def test_success_is_audited_and_the_code_is_burned(sign_in) -> None:
@@ -86,7 +204,7 @@ def test_success_is_audited_and_the_code_is_burned(sign_in) -> None:
                            purpose="request approve")  # fmt: skip
     assert user.name == "bob"
     action, _, details = auth_events(audit)[-1]
-    assert action == "auth.success" and '"method":"password+totp"' in details
+    assert action == "auth.success" and details["method"] == "password+totp"
     with pytest.raises(SignInFailed):  # the same code twice
         service.sign_in("bob", PASSWORD, code(secret, clock), source="cli:root@h",
                         purpose="request approve")  # fmt: skip
@@ -103,7 +221,33 @@ def test_a_success_that_cannot_be_audited_is_a_failure(sign_in, monkeypatch) -> 
         return real_record(trail, event)
 
     monkeypatch.setattr(audit, "record", record)
-    result = service.complete("bob", first_factor="password", first_factor_ok=True,
-                              code=code(secret, clock), source="10.0.0.1")  # fmt: skip
+    attempts = service.over_connection("10.0.0.1", clock=clock)
+    attempts.begin("bob", "password")
+    attempts.answer_password(PASSWORD).result()
+    result = attempts.answer_code(code(secret, clock))
     assert result.user is None and result.reason == "the login could not be audited"
     assert auth_events(audit)[-1][:2] == ("auth.failure", "the login could not be audited")
+
+
+def test_the_failure_delay_applies_on_every_path(store: Store) -> None:
+    """A wrong answer, a restart and a walk-away each hold the next prompt back by the delay
+    (1 s doubling with the address's failures, as the limiter says), measured from the
+    attempt's start on the connection's clock."""
+    clock = Clock()
+    audit = AuditLog(store, clock=clock)
+    users = UserDirectory(store, audit, secret_box=test_secret_box(), clock=clock)
+    users.add_user("bob", actor="tests", password=PASSWORD)
+    settings = AuthSettings(failure_delay_seconds=1, source_failures=100)
+    service = SignIn(users, FailureLimiter(store, audit, settings, clock=clock), audit, settings)
+    attempts = service.over_connection("10.0.0.8", clock=clock)
+    waits = []
+    for step in ("wrong", "restart", "restart"):
+        attempts.begin("bob", "password")
+        attempts.answer_password("wrong" if step == "wrong" else PASSWORD).result()
+        if step == "wrong":
+            attempts.answer_code("000000")
+        else:
+            attempts.settle_open("keyboard-interactive restarted")
+        waits.append(attempts.wait_seconds())
+        clock.now += attempts.wait_seconds()
+    assert waits == [1.0, 2.0, 4.0]

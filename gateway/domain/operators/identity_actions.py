@@ -67,11 +67,12 @@ class IdentityActions(OperatorCore):
         actor = self._acting(CHANGE, "register users' keys")
         return self._services.users.add_key(name, public_key_line, actor=actor)
 
-    def unlock_user(self, name: str) -> None:
-        """Clear a user's failed-login lockout. Admin."""
+    def unlock_user(self, name: str) -> int:
+        """Forget a user's failed sign-ins at every address; how many addresses had some.
+        Admin."""
         actor = self._acting(CHANGE, "unlock users")
         self._require_user(name)
-        self._services.limiter.unlock(name, actor=actor)
+        return self._services.limiter.unlock(name, actor=actor)
 
     def user_exists(self, name: str) -> bool:
         """Whether a user of that name exists (asked before a password is typed). Admin."""

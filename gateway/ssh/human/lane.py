@@ -10,11 +10,13 @@ Authentication, as the stock OpenSSH client sees it:
 
 Plain ``password`` auth is not offered: it cannot carry the second factor.
 The verification code is asked for even after a wrong password, so a client
-cannot tell which factor failed. Checking the factors, counting failures,
-lockouts and the audit events are the sign-in service's
-(:mod:`gateway.domain.sign_in`, shared with the console and the CLI); this
-module speaks the protocol and answers a failure no sooner than the delay
-the service asks for, whether or not the user exists.
+cannot tell which factor failed. Checking the factors, counting every
+attempt (abandoned and restarted ones too), throttling and the audit events
+are the sign-in service's (:mod:`gateway.domain.sign_in`, shared with the
+console and the CLI); this module speaks the protocol and sends no prompt
+or refusal sooner than the delay the service asks for, whether or not the
+user exists. Connection limits (``max_startups``, ``max_sessions``) are
+:mod:`gateway.ssh.server_connection`'s and the lane's.
 
 Local port forwarding goes to the destinations the rule lists
 (:mod:`gateway.ssh.human.forwarding`); remote, agent and X11 forwarding are
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,31 +44,48 @@ from gateway.crypto.certificates import (
 from gateway.domain.access import user_part
 from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
 from gateway.domain.identities import UserView
+from gateway.domain.sign_in import RESTARTED, ConnectionSignIn
 from gateway.ssh.channel import SessionChannel
 from gateway.ssh.human.forwarding import LocalForward
 from gateway.ssh.human.session import HumanSession
-from gateway.ssh.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
+from gateway.ssh.lane import (
+    FORWARDING_REFUSED,
+    Lane,
+    RefusesAgentAndX11,
+    RefusesForwarding,
+    too_many_sessions,
+)
 from gateway.ssh.partial_auth import MultiFactorServer, PartialSuccessServerConnection
+from gateway.ssh.server_connection import LaneServerConnection, describe_disconnect, log_disconnect
 from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys, RefusesCertificates
 
 PASSWORD_PROMPT = "Password: "
 CODE_PROMPT = "Verification code: "
 KBDINT = "keyboard-interactive"
-#: Failed keyboard-interactive attempts allowed on one connection.
-MAX_ATTEMPTS_PER_CONNECTION = 3
+#: Distinct public keys looked up on one connection; later ones are refused unchecked
+#: (an agent offers each key it holds; sshd's MaxAuthTries is 6).
+MAX_KEYS_PER_CONNECTION = 10
 #: Refused keys audited per connection (gateway.ssh.user_keys).
 MAX_KEYS_AUDITED = 16
 
 
 class HumanLaneConnection(  # type: ignore[misc]
-    ChecksUserKeys, RefusesCertificates, RefusesAgentAndX11, PartialSuccessServerConnection
+    ChecksUserKeys, RefusesCertificates, RefusesAgentAndX11, PartialSuccessServerConnection,
+    LaneServerConnection,
 ):
-    """Server connection with partial success that refuses agent and X11 forwarding,
-    certificates, and keys or signatures sshd would refuse (gateway.ssh.user_keys)."""
+    """Server connection with partial success and the lanes' limits that refuses agent and
+    X11 forwarding, certificates, and keys or signatures sshd would refuse
+    (gateway.ssh.user_keys)."""
 
 
 class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
-    """One client connection on the human lane: authentication and session admission."""
+    """One client connection on the human lane: authentication and session admission.
+
+    Every step of a sign-in goes to the connection's
+    :class:`~gateway.domain.sign_in.ConnectionSignIn`, which counts, settles
+    and audits it; this class turns protocol events into those calls and
+    waits the delay it is told before each prompt or refusal.
+    """
 
     def __init__(self, lane: HumanLane) -> None:
         self._lane = lane
@@ -78,13 +96,15 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
         self._user = ""
         self._key_passed = False
         self._key_fingerprint = ""
-        self._stage = "password"
-        self._password_ok = False
-        self._attempt_started = 0.0
-        self._failures = 0
+        self._keys_checked: set[str] = set()
+        #: How far a connection that never made an attempt got (for its audit event).
+        self._reached = "none"
+        self._attempts: ConnectionSignIn | None = None
         self._authenticated: UserView | None = None
         #: (key fingerprint, reason) of keys refused and audited on this connection.
         self._keys_refused: set[tuple[str, str]] = set()
+        #: Why the gateway itself closed the connection, if it did.
+        self._hung_up = ""
 
     # -- connection ------------------------------------------------------
 
@@ -93,13 +113,27 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
         peer = conn.get_extra_info("peername")
         if peer:
             self._source = str(peer[0])
+        self._attempts = self._services.sign_in.over_connection(self._source)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        signed_in = self._authenticated is not None
+        log_disconnect(self._lane.name, self._source, exc, signed_in=signed_in)
+        if signed_in or self._attempts is None:
+            return
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(
+            self._attempts.closed, self._hung_up or describe_disconnect(exc),
+            began_auth=bool(self._login_name),
+            name=self._user, reached=self._reached,
+        ))  # fmt: skip
+        self._lane.track_task(task)
 
     def begin_auth(self, username: str) -> bool:
-        # A new user name restarts authentication from the first factor.
+        # A new user name restarts authentication from the first factor; an open
+        # attempt under the old name is settled when the next one begins.
         self._login_name = username
         self._user = user_part(username)
         self._key_passed = False
-        self._stage = "password"
+        self._key_fingerprint = ""
         return True
 
     # -- factor 1a: registered public key ---------------------------------
@@ -109,6 +143,11 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         key_data = openssh_key_data(key)
+        new_key = key_data not in self._keys_checked
+        if new_key and len(self._keys_checked) >= MAX_KEYS_PER_CONNECTION:
+            return False
+        self._keys_checked.add(key_data)
+        self._reached = "publickey offered"
         matched = await asyncio.to_thread(self._services.sign_in.check_key, self._user, key_data)
         if matched:
             self._key_fingerprint = key.get_fingerprint()
@@ -122,63 +161,72 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
     def kbdint_auth_supported(self) -> bool:
         return True
 
-    def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> KbdIntChallenge:
-        self._attempt_started = time.monotonic()
-        self._password_ok = False
+    async def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> KbdIntChallenge:
+        attempts = self._attempts
+        assert attempts is not None
+        self._reached = "keyboard-interactive"
+        factor = "publickey" if self._key_passed else "password"
+        details = {"key": self._key_fingerprint} if self._key_passed else {}
+        # A client that restarts instead of answering gets the same failure delay as one
+        # that answers wrongly: the open attempt is settled, then the wait, then a new one.
+        await asyncio.to_thread(attempts.settle_open, RESTARTED)
+        await asyncio.sleep(attempts.wait_seconds())
+        allowed = await asyncio.to_thread(attempts.begin, self._user, factor, details)
+        if not allowed:
+            self._disconnect("too many failed attempts")
+            return False
         if self._key_passed:
-            self._stage = "code"
             return ("", "", "", [(CODE_PROMPT, False)])
-        self._stage = "password"
         return ("", "", "", [(PASSWORD_PROMPT, False)])
 
     async def validate_kbdint_response(
         self, username: str, responses: KbdIntResponse
     ) -> KbdIntChallenge:
-        answer = responses[0] if len(responses) == 1 else ""
-        if self._stage == "password":
-            self._password_ok = await asyncio.to_thread(
-                self._services.sign_in.check_password, self._user, answer
-            )
-            self._stage = "code"
+        attempts = self._attempts
+        assert attempts is not None
+        # Any number of answers, in any script, of any length: the sign-in service
+        # refuses what is not one well-formed answer like a wrong one.
+        answer = responses[0] if len(responses) == 1 else None
+        if attempts.expecting == "password":
+            check = await asyncio.to_thread(attempts.answer_password, answer)
+            # Checks queue by priority (PasswordChecks); a restart cancels this wait and drops
+            # a check not started yet (the attempt is counted either way).
+            await asyncio.wrap_future(check)
             return ("", "", "", [(CODE_PROMPT, False)])
-        return await self._finish_login(answer)
+        return await self._finish_login(attempts, answer)
 
-    async def _finish_login(self, code: str) -> bool:
-        """Settle the attempt through the one sign-in service; answer a failure after its delay."""
-        details = {"key": self._key_fingerprint} if self._key_fingerprint else {}
-        result = await asyncio.to_thread(
-            self._services.sign_in.complete, self._user,
-            first_factor="publickey" if self._key_passed else "password",
-            first_factor_ok=self._key_passed or self._password_ok, code=code,
-            source=self._source, details=details,
-        )  # fmt: skip
+    async def _finish_login(self, attempts: ConnectionSignIn, code: str | None) -> bool:
+        """Settle the attempt through the sign-in service; answer a failure after its delay."""
+        result = await asyncio.to_thread(attempts.answer_code, code)
         if result.user is not None:
             self._authenticated = result.user
             return True
-        remaining = result.delay_seconds - (time.monotonic() - self._attempt_started)
-        if remaining > 0:
-            await asyncio.sleep(remaining)
-        if result.locked and self._conn is not None:
+        await asyncio.sleep(attempts.wait_seconds())
+        if result.blocked and self._conn is not None:
             self._conn.send_auth_banner(
                 "pamgate: too many failed logins for this user or address; "
                 f"try again in {math.ceil(result.retry_after_seconds)} s.\n"
             )
-        self._stage = "password"
-        self._failures += 1
-        if self._failures >= MAX_ATTEMPTS_PER_CONNECTION and self._conn is not None:
-            conn = self._conn
-            asyncio.get_running_loop().call_soon(
-                lambda: conn.disconnect(
-                    asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many failed attempts"
-                )
-            )
+        if attempts.attempts_left == 0:
+            self._disconnect("too many failed attempts")
         return False
+
+    def _disconnect(self, reason: str) -> None:
+        self._hung_up = f"the gateway hung up: {reason}"
+        conn = self._conn
+        if conn is not None:
+            asyncio.get_running_loop().call_soon(
+                lambda: conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, reason)
+            )
 
     # -- partial success (see gateway.ssh.partial_auth) -----------------------
 
     def method_succeeded(self, method: str) -> bool:
         if method == "publickey":
             self._key_passed = True
+            self._reached = "publickey accepted"
             self._lane.record_soon(
                 self._event("auth.factor", "success", factor="publickey", key=self._key_fingerprint)
             )
@@ -193,6 +241,10 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
     def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:
         if self._authenticated is None:
             return False
+        refused = too_many_sessions(self._conn, self._lane.settings.max_sessions)
+        if refused:
+            self.refuse_channel("session", why=refused)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refused)
         session = HumanSession(self._lane, self._authenticated, self._login_name, self._source)
         self._lane.sessions.add(session)
         return SessionChannel(self._lane, session)
@@ -260,7 +312,6 @@ class HumanLane(Lane):
 
     name = "human"
     connection_class = HumanLaneConnection
-    login_timeout = 60
     key_rules = HUMAN_LANE_KEYS
 
     @property

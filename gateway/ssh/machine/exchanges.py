@@ -89,7 +89,7 @@ class JoinExchange:
         limiter_user, limiter_source = f"{JOIN_USER}@{self._source}", f"join:{self._source}"
         try:
             lock = await asyncio.to_thread(services.limiter.state, limiter_user, limiter_source)
-            if lock.locked:
+            if lock.blocked:
                 raise JoinRefused(
                     "too many failed joins from this address; "
                     f"try again in {math.ceil(lock.retry_after_seconds)} s"

@@ -50,9 +50,16 @@ from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
 from gateway.domain.machines.admission import MachineAuthRefused, MachineLogin
 from gateway.errors import PamgateError
 from gateway.ssh.channel import SessionChannel
-from gateway.ssh.lane import FORWARDING_REFUSED, Lane, RefusesAgentAndX11, RefusesForwarding
+from gateway.ssh.lane import (
+    FORWARDING_REFUSED,
+    Lane,
+    RefusesAgentAndX11,
+    RefusesForwarding,
+    too_many_sessions,
+)
 from gateway.ssh.machine.exchanges import JOIN_USER, JoinExchange
 from gateway.ssh.machine.session import MachineSession
+from gateway.ssh.server_connection import LaneServerConnection, log_disconnect
 from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys
 
 logger = logging.getLogger("pamgate.machine_lane")
@@ -64,7 +71,7 @@ MAX_REFUSALS_KEPT = 16
 
 
 class MachineLaneConnection(  # type: ignore[misc]
-    ChecksUserKeys, RefusesAgentAndX11, asyncssh.SSHServerConnection
+    ChecksUserKeys, RefusesAgentAndX11, LaneServerConnection
 ):
     """Server connection that puts every certificate through the machine gate first.
 
@@ -270,6 +277,9 @@ class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer
     # -- after authentication --------------------------------------------------
 
     def connection_lost(self, exc: Exception | None) -> None:
+        log_disconnect(
+            self._lane.name, self._source, exc, signed_in=self._login_recorded is not None
+        )
         if self._login_recorded is not None or not self._login_name:
             return
         # One event per refused connection: clients offer several keys in turn,
@@ -309,6 +319,10 @@ class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer
         recorded = self._login_recorded
         if recorded is None:
             return False
+        refused = too_many_sessions(self._conn, self._lane.settings.max_sessions)
+        if refused:
+            self.refuse_channel("session", why=refused)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refused)
         session: MachineSession | JoinExchange
         if self._login is not None and self._login_name != JOIN_USER:
             session = MachineSession(
@@ -346,7 +360,6 @@ class MachineLane(Lane):
 
     name = "machine"
     connection_class = MachineLaneConnection
-    login_timeout = 30
     key_rules = MACHINE_LANE_KEYS
 
     @property
