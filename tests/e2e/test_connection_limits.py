@@ -18,7 +18,7 @@ import pytest
 
 from gateway.domain.audit.trail import Trail
 from gateway.ssh.server_connection import REFUSED_LINE
-from tests.support import clients
+from tests.support import interop_clients as clients
 from tests.support.gateway import Gateway, current_code, launch_gateway
 from tests.support.hostile import close_all, first_line, hostile_login, open_idle
 
