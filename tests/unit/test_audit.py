@@ -235,6 +235,42 @@ def test_concurrent_processes_never_fork_the_chain(audit: AuditLog, store: Store
     assert result.ok and result.count == 240
 
 
+def test_verify_while_other_processes_append_never_raises_a_false_alarm(
+    audit: AuditLog, store: Store
+) -> None:
+    """Each verification sees one snapshot: its head and its rows agree, however many
+    events other processes commit meanwhile (on PostgreSQL, reading the head and the rows
+    in two statements once reported "event N lies beyond the trail's head")."""
+    script = (
+        "import sys\n"
+        "from gateway.store.database import Store\n"
+        "from gateway.domain.audit.trail import AuditLog, AuditEvent, ActorType, Trail\n"
+        "log = AuditLog(Store(sys.argv[1]))\n"
+        "for i in range(300):\n"
+        "    log.record(Trail.HUMAN, AuditEvent(actor=sys.argv[2], actor_type=ActorType.HUMAN,"
+        " action='auth.failure', outcome='failure'))\n"
+    )
+    fill(audit, 5)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", script, store.url, f"p{i}"]) for i in range(2)
+    ]
+    verifications, counts = 0, []
+    try:
+        while verifications < 100 or any(writer.poll() is None for writer in writers):
+            result = audit.verify(Trail.HUMAN)
+            assert result.ok, result
+            counts.append(result.count)
+            verifications += 1
+        assert all(writer.wait(timeout=120) == 0 for writer in writers)
+    finally:
+        for writer in writers:  # before the database is dropped under them
+            writer.kill()
+            writer.wait()
+    assert counts == sorted(counts)  # a later verification never sees fewer events
+    assert len(set(counts)) > 1, "the verifications never ran while the writers wrote"
+    assert audit.verify(Trail.HUMAN).count == 605
+
+
 @SQLITE_ONLY
 def test_audit_failure_means_the_action_does_not_happen(store: Store, db_path: Path) -> None:
     users = UserDirectory(store, AuditLog(store), secret_box=test_secret_box())
