@@ -225,8 +225,14 @@ class AuditLog:
         self._writing = False
         self._listeners: list[Callable[[AuditRecord], None]] = []
 
+    @property
+    def store(self) -> Store:
+        """The database the trails live in."""
+        return self._store
+
     def add_listener(self, listener: Callable[[AuditRecord], None]) -> None:
-        """Call ``listener`` with every record after it is committed (e.g. syslog)."""
+        """Call ``listener`` with every record after it is committed, in the writer's
+        thread: it must be quick (the syslog copy only wakes its worker)."""
         self._listeners.append(listener)
 
     # -- writing ----------------------------------------------------------
