@@ -89,10 +89,13 @@ class _Section(BaseModel):
 class GatewaySettings(_Section):
     """``[gateway]``: where state lives and what this node is called."""
 
+    #: This gateway's name, shown to users and in the audit trail.
     name: Name = "pamgate"
+    #: Where keys, the SQLite database, recordings and logs live (relative to the config file).
     data_dir: Path = Path(".")
     #: SQLAlchemy URL. Empty means a SQLite file ``pamgate.db`` in ``data_dir``.
     database_url: str = ""
+    #: Level of the gateway log (``DATA_DIR/logs/gateway.log``).
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -120,7 +123,9 @@ class NodeSettings(_Section):
 class ListenerSettings(_Section):
     """One lane's listening socket and its connection limits (sshd's names in brackets)."""
 
+    #: The address to listen on (``0.0.0.0`` or ``::`` for every interface).
     address: str = "127.0.0.1"
+    #: The TCP port this lane listens on.
     port: Port
     #: The machine lane can be switched off; the human lane always listens.
     enabled: bool = True
@@ -219,6 +224,7 @@ class UpstreamSettings(_Section):
     certificate_ttl_seconds: int = Field(default=120, ge=10, le=120)
     #: Backdating of the certificate's start, for target clock skew.
     certificate_backdate_seconds: int = Field(default=60, ge=0, le=60)
+    #: Seconds to wait for a target to accept the connection before the session is refused.
     connect_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
 
@@ -267,9 +273,13 @@ class ApprovalSettings(_Section):
 class SyslogSettings(_Section):
     """``[audit.syslog]``: forward every audit record to a syslog collector (RFC 5424)."""
 
+    #: The collector's host name or address.
     host: str
+    #: The collector's port.
     port: Port = 514
+    #: ``udp`` (one datagram per record) or ``tcp`` (RFC 6587 octet counting).
     protocol: Literal["udp", "tcp"] = "udp"
+    #: The APP-NAME of every message.
     app_name: str = "pamgate"
 
 
@@ -303,9 +313,13 @@ RESERVED_TARGET_NAMES = frozenset({"console", "admin", "pamgate"})
 class TargetSettings(_Section):
     """``[[targets]]``: one server reachable through the gateway."""
 
+    #: The name users give in ``USER:TARGET@gateway``.
     name: Name
+    #: The target's host name or address, as the gateway reaches it.
     host: str
+    #: The target sshd's port.
     port: Port = 22
+    #: Accounts on the target that rules may grant (``USER:TARGET:ACCOUNT@gateway``).
     accounts: list[Name] = Field(min_length=1)
     #: Account used when the login names none. Defaults to the first account.
     default_account: Name | None = None
@@ -319,6 +333,7 @@ class TargetSettings(_Section):
     host_keys: list[str] = Field(min_length=1)
     #: Labels that policy rules can select with ``label:NAME``.
     labels: list[Name] = []
+    #: Shown in the target menu.
     description: str = ""
 
     @field_validator("name")
@@ -360,6 +375,7 @@ class TargetSettings(_Section):
 class RuleSettings(_Section):
     """``[[rules]]``: who may reach which targets and accounts, and how."""
 
+    #: A unique name; sessions under the rule carry ``policy:ID`` as their authority.
     id: Name
     #: User groups the rule is for; ``"*"`` is everyone.
     groups: list[str] = Field(min_length=1)
@@ -367,13 +383,18 @@ class RuleSettings(_Section):
     targets: list[str] = Field(min_length=1)
     #: Accounts the rule covers; empty means every account of the target.
     accounts: list[Name] = []
+    #: ``allow``: at once; ``approval``: after approvers grant a request;
+    #: ``deny``: never (a deny rule wins).
     mode: Literal["allow", "approval", "deny"]
     #: Groups whose members may approve (``approval`` rules).
     approver_groups: list[Name] = []
     #: Distinct approvals needed (N of the approvers).
     approvals_required: int = Field(default=1, ge=1, le=10)
+    #: Longest grant an approval may give (``approval`` rules).
     max_duration: Duration = "8h"
+    #: Grant length when the requester asks for none.
     default_duration: Duration = "1h"
+    #: Whether a request must give a reason.
     reason_required: bool = False
     #: Days the rule applies (mon..sun, UTC); empty means every day.
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = []
@@ -383,6 +404,7 @@ class RuleSettings(_Section):
     sources: list[str] = []
     #: Whether matching users may invoke break-glass instead of waiting.
     break_glass: bool = False
+    #: Length of the immediate grant break-glass gives.
     break_glass_max_duration: Duration = "30m"
     #: SFTP, scp and rsync: ``allow``, ``download-only``, ``upload-only`` or ``deny``.
     file_transfer: Literal["allow", "download-only", "upload-only", "deny"] = "deny"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: install everything the tests need (OpenSSH included), check
-# (ruff, import-linter's layer contracts, mypy), then run the suite twice:
+# (ruff, import-linter's layer contracts, mypy, the docs site), then run the suite twice:
 #   1. everything on SQLite (the multi-node tests excepted);
 #   2. on PostgreSQL: every test that uses the store fixture, except the real-OpenSSH
 #      and SQLite-file ones, plus the multi-node tests (marker "postgres").
@@ -13,6 +13,10 @@ scripts/setup.sh --test
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 .venv/bin/mypy
+# The docs site: a broken link, anchor or a page left out of mkdocs.yml fails the build.
+site=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site"
+rm -rf "$site"
 if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest "$@"
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -16,44 +17,10 @@ import pytest
 
 from gateway.devtools.demo import PREFERRED_GATEWAY_PORT
 from gateway.devtools.openssh_target import free_port
+from tests.support.demo import credentials, start_demo, stop_demo
 from tests.support.gateway import write_askpass
 
 pytestmark = pytest.mark.openssh
-
-
-def start_demo(data_dir: Path, port: int, machine_port: int) -> tuple[pexpect.spawn, str]:
-    child = pexpect.spawn(
-        sys.executable,
-        [
-            "-m",
-            "gateway.cli",
-            "demo",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-            "--machine-port",
-            str(machine_port),
-        ],  # fmt: skip
-        timeout=60,
-        dimensions=(60, 200),
-    )
-    child.expect("Press Ctrl-C to stop the demo")
-    return child, child.before.decode()
-
-
-def stop_demo(child: pexpect.spawn) -> None:
-    child.sendcontrol("c")
-    child.expect("pamgate demo stopped.")
-    child.expect(pexpect.EOF)
-    child.close()
-
-
-def credentials(output: str, user: str) -> tuple[str, str]:
-    block = output[output.index(f"  {user}  (") :]
-    password = re.search(r"password\s+(\S+)", block).group(1)
-    secret = re.search(r"TOTP secret\s+([A-Z2-7]+)", block).group(1)
-    return password, secret
 
 
 def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
@@ -242,7 +209,7 @@ def test_a_second_demo_in_the_same_directory_says_so(tmp_path: Path) -> None:
         stop_demo(child)
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
 def test_ctrl_c_while_the_demo_starts_exits_cleanly(tmp_path: Path, delay: float) -> None:
     child = pexpect.spawn(
         sys.executable,
@@ -256,4 +223,6 @@ def test_ctrl_c_while_the_demo_starts_exits_cleanly(tmp_path: Path, delay: float
     output = child.before.decode(errors="replace")
     child.close()
     assert "Traceback" not in output, output[-2000:]
-    assert child.exitstatus in (0, 130), (child.exitstatus, output[-500:])
+    # 0 or 130 once pamgate handles it; SIGINT itself if it lands before Python does.
+    outcome = (child.exitstatus, child.signalstatus)
+    assert outcome in ((0, None), (130, None), (None, signal.SIGINT)), (outcome, output[-500:])

@@ -23,6 +23,7 @@ from gateway.config import load_config
 from gateway.crypto.certificates import parse_certificate_line
 from gateway.domain.audit.trail import AuditRecord, Trail
 from gateway.services import GatewayServices
+from tests.support.docs import page
 from tests.support.gateway import Gateway, launch_gateway
 from tests.support.machines import Workload, issue, keypair, register
 
@@ -663,11 +664,11 @@ def test_revocation_and_suspension_apply_to_new_sessions_on_an_open_connection(
     assert "revoked" in str(after.stderr)
 
 
-# -- the README's CI lifecycle, verbatim ---------------------------------------------------
+# -- the documented CI lifecycle (docs/concepts/machines.md), verbatim -----------------------
 
 
 def readme_lifecycle_script() -> str:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = page("concepts/machines.md")
     block = readme.split("<!-- machine-lifecycle -->")[1].split("<!-- /machine-lifecycle -->")[0]
     return block.split("```sh\n", 1)[1].rsplit("```", 1)[0]
 

@@ -1,17 +1,17 @@
-"""The README's Layout section places every module of the tree (it is kept true by this test)."""
+"""docs/architecture.md places every module of the tree (it is kept true by this test)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from tests.support.docs import page
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def layout_section() -> str:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("## Layout\n")
-    return readme[start : readme.index("\n## ", start + 1)]
+    return page("architecture.md")
 
 
 def test_every_module_is_placed_in_the_layout() -> None:
@@ -27,4 +27,4 @@ def test_every_module_is_placed_in_the_layout() -> None:
                     missing.append(str(path.relative_to(ROOT)))
             elif path.name not in named:
                 missing.append(str(path.relative_to(ROOT)))
-    assert not missing, f"modules the README's Layout section does not place: {missing}"
+    assert not missing, f"modules docs/architecture.md does not place: {missing}"
