@@ -72,6 +72,11 @@ class SchemaState:
     def empty(self) -> bool:
         return self.current is None and not self.has_tables
 
+    @property
+    def newer_than_release(self) -> bool:
+        """The database was upgraded by a newer pamgate than this one."""
+        return self.current is not None and not known_revision(self.current)
+
     def describe(self) -> str:
         """One line for ``pamgate status`` and error messages."""
         if self.up_to_date:
@@ -80,6 +85,11 @@ class SchemaState:
             return f"empty (this release needs revision {self.head})"
         if self.current is None:
             return f"created before migrations (this release needs revision {self.head})"
+        if self.newer_than_release:
+            return (
+                f"revision {self.current}, newer than this pamgate (which knows revisions up "
+                f"to {self.head})"
+            )
         return f"revision {self.current} (this release needs revision {self.head})"
 
 
@@ -107,8 +117,8 @@ _DOWN_REVISION = re.compile(r"^down_revision = (?:[\"'](\w+)[\"']|None)$", re.MU
 
 
 @functools.cache
-def head_revision() -> str:
-    """The newest revision this release ships; StoreError if there are several heads.
+def _shipped_revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """(every revision this release ships, every revision one of them follows).
 
     Read from the revision files' ``revision``/``down_revision`` lines
     without Alembic (tests check that Alembic agrees).
@@ -123,6 +133,19 @@ def head_revision() -> str:
         revisions.add(found.group(1))
         if down.group(1):
             parents.add(down.group(1))
+    return frozenset(revisions), frozenset(parents)
+
+
+def known_revision(revision: str) -> bool:
+    """Whether this release ships ``revision`` (a database stamped with another one was
+    upgraded by a newer pamgate)."""
+    return revision in _shipped_revisions()[0]
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision this release ships; StoreError if there are several heads."""
+    revisions, parents = _shipped_revisions()
     heads = sorted(revisions - parents)
     if len(heads) != 1:
         raise StoreError(f"the migrations have {len(heads)} heads ({', '.join(heads)}): merge them")
@@ -159,6 +182,8 @@ def upgrade(engine: Engine, progress: Callable[[str], None] | None = None) -> li
     state = schema_state(engine)
     if state.up_to_date:
         return []
+    if state.newer_than_release:
+        raise StoreError(newer_database_message(state))
     pending = list(script_directory().iterate_revisions(state.head, state.current or "base"))
     pending.reverse()
     if state.current is None and state.has_tables:
@@ -183,10 +208,21 @@ def upgrade(engine: Engine, progress: Callable[[str], None] | None = None) -> li
 def require_current(engine: Engine, upgrade_command: str) -> None:
     """Raise SchemaOutdated, naming ``upgrade_command``, unless the schema is at the head."""
     state = schema_state(engine)
+    if state.newer_than_release:
+        raise SchemaOutdated(newer_database_message(state))
     if not state.up_to_date:
         raise SchemaOutdated(
             f"the database schema is {state.describe()}: run '{upgrade_command}' first"
         )
+
+
+def newer_database_message(state: SchemaState) -> str:
+    """What to say when a newer pamgate upgraded the database: ``db upgrade`` cannot help."""
+    return (
+        f"this node's pamgate is older than the database (the database is at schema "
+        f"{state.current}, this release knows revisions up to {state.head}): upgrade "
+        "pamgate on this node"
+    )
 
 
 def new_revision(message: str) -> Path:

@@ -123,6 +123,37 @@ def test_serve_refuses_an_outdated_schema_until_db_upgrade(tmp_path: Path) -> No
         assert "up to date" in status.stdout and "nodes: 0" in status.stdout
 
 
+def test_an_older_pamgate_on_a_newer_database_says_to_upgrade_pamgate(tmp_path: Path) -> None:
+    """Rolling upgrade: a node still on the old release meets a schema a newer release made.
+    It must not tell the operator to run `db upgrade` (which cannot go forward from there)."""
+    with database_url_for_test(tmp_path / "gw") as url:
+        config = tmp_path / "gw" / "pamgate.toml"
+        config.parent.mkdir()
+        config.write_text(
+            f'[gateway]\ndata_dir = "."\ndatabase_url = "{url if "postgres" in url else ""}"\n'
+            f"[listeners.human]\nport = {free_port()}\n[listeners.machine]\nenabled = false\n"
+            f"port = {free_port()}\n"
+        )
+        assert run_cli("--config", str(config), "init").returncode == 0
+        store = Store(url)
+        with store.engine.begin() as connection:  # what a newer release's db upgrade leaves
+            connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+        store.dispose()
+        head = schema.head_revision()
+        advice = (
+            "this node's pamgate is older than the database (the database is at schema 0099, "
+            f"this release knows revisions up to {head}): upgrade pamgate on this node"
+        )
+        for args in (("serve",), ("user", "list"), ("db", "upgrade")):
+            refused = run_cli("--config", str(config), *args)
+            assert refused.returncode == 1, (args, refused.stderr)
+            assert advice in refused.stderr, (args, refused.stderr)
+            assert "run 'pamgate" not in refused.stderr and "Traceback" not in refused.stderr
+        status = run_cli("--config", str(config), "status")
+        assert status.returncode == 1
+        assert "schema: revision 0099, newer than this pamgate" in status.stdout
+
+
 def test_db_revision_writes_nothing_when_the_models_match() -> None:
     versions = sorted(p.name for p in schema.MIGRATIONS.joinpath("versions").glob("*.py"))
     result = run_cli("db", "revision", "-m", "nothing new")
