@@ -134,9 +134,23 @@ def add_commands(commands: Subcommands) -> None:
         description=(
             "Show the database (reachable, round trip, schema revision) and every gateway "
             "node sharing it: status, age of its last heartbeat and live sessions. Exits 1 "
-            "if the database is unreachable or its schema is outdated."
+            "if the database is unreachable or its schema is outdated, or a node is silent "
+            "or dead (retire a dead node for good with 'pamgate node forget NAME')."
         ),
     ).set_defaults(handler=cmd_status)
+    node = commands.add_parser("node", help="the gateway nodes sharing this database")
+    node_commands = node.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+    forget = node_commands.add_parser(
+        "forget",
+        help="remove a retired node from the registry",
+        description=(
+            "Remove a node that is stopped or dead from the nodes 'pamgate status' lists, so "
+            "it no longer counts against the deployment's health. Refused while the node is "
+            "up or still has live sessions. Audited (node.forgotten)."
+        ),
+    )
+    forget.add_argument("name", metavar="NAME", help="the node's [node] name")
+    forget.set_defaults(handler=cmd_node_forget)
 
 
 def add_check_config_command(commands: Subcommands) -> None:
@@ -266,7 +280,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         services.close()
     for line in status.lines(config.node.heartbeat_timeout_seconds):
         print(line)
-    return 0 if status.healthy else 1
+    return 0 if status.healthy(config.node.heartbeat_timeout_seconds) else 1
+
+
+def cmd_node_forget(args: argparse.Namespace) -> int:
+    """Remove a retired node from the registry."""
+    from gateway.domain.audit.actors import LOCAL_ADMIN_AUTHORITY
+
+    with open_services(args) as services:
+        forgotten = services.nodes.forget(
+            args.name, actor=local_admin().name, authority=LOCAL_ADMIN_AUTHORITY
+        )
+    print(f"forgot node {forgotten.name} ({forgotten.status}, last heartbeat "
+          f"{forgotten.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)")  # fmt: skip
+    return 0
 
 
 def cmd_console(args: argparse.Namespace) -> int:

@@ -32,9 +32,27 @@ class DeploymentStatus:
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
-    def healthy(self) -> bool:
+    def database_healthy(self) -> bool:
         """The database answers and its schema is the one this release needs."""
         return self.reachable and self.schema is not None and self.schema.up_to_date
+
+    def node_problems(self, heartbeat_timeout: float) -> list[str]:
+        """What is wrong with the nodes: silent or dead ones (a stopped node is not a fault)."""
+        problems = []
+        for node in self.nodes:
+            age = node.heartbeat_age(self.checked_at)
+            if node.status == "up" and age > heartbeat_timeout:
+                problems.append(f"node {node.name} is silent ({age:.0f} s without a heartbeat)")
+            elif node.status == "dead":
+                problems.append(
+                    f"node {node.name} is dead: bring it back, or retire it with "
+                    f"'pamgate node forget {node.name}'"
+                )
+        return problems
+
+    def healthy(self, heartbeat_timeout: float) -> bool:
+        """The database is healthy and no node is silent or dead."""
+        return self.database_healthy and not self.node_problems(heartbeat_timeout)
 
     def lines(self, heartbeat_timeout: float) -> list[str]:
         """The report, one line each; nodes silent past ``heartbeat_timeout`` are flagged."""
@@ -58,6 +76,7 @@ class DeploymentStatus:
                 f"  {node.name:<20} {state:<10} heartbeat {age:6.1f} s ago  "
                 f"live sessions {node.live_sessions:<4} {node.host} pid {node.pid}"
             )
+        out += [f"unhealthy: {problem}" for problem in self.node_problems(heartbeat_timeout)]
         return out
 
 

@@ -176,6 +176,43 @@ class NodeRegistry:
             self._audit.committed(record)
         return takeovers
 
+    def forget(self, name: str, *, actor: str, authority: str) -> NodeInfo:
+        """Remove a retired node (stopped or dead) from the registry; audited.
+
+        PamgateError if there is no such node, or it still runs (a recent
+        heartbeat) or still has live sessions: forgetting must not hide one.
+        """
+        now = self._now()
+        with self._store.transaction() as db:
+            row = db.get(GatewayNodeRecord, name, with_for_update=True)
+            if row is None:
+                raise PamgateError(f"no node named {name!r} (pamgate status lists them)")
+            live = db.scalar(
+                select(func.count()).where(
+                    SessionRecord.node == name, SessionRecord.status == "live"
+                )
+            )
+            silence = (now - row.heartbeat_at).total_seconds()
+            if row.status == "up" and silence <= self._timeout.total_seconds():
+                raise PamgateError(
+                    f"node {name} is up (heartbeat {silence:.0f} s ago): stop it first"
+                )
+            if live:
+                raise PamgateError(
+                    f"node {name} still has {live} live sessions: wait until another node "
+                    "takes it over (they are then marked interrupted)"
+                )
+            info = _info(row, 0)
+            db.delete(row)
+            record = self._audit.append(db, Trail.HUMAN, AuditEvent(
+                actor=actor, actor_type=ActorType.ADMIN, action="node.forgotten",
+                outcome="success", target=f"node:{name}", authority=authority,
+                details={"status": row.status, "host": row.host,
+                         "last_heartbeat": row.heartbeat_at.isoformat()},
+            ))  # fmt: skip
+        self._audit.committed(record)
+        return info
+
     def list(self) -> list[NodeInfo]:
         """Every node the database knows, with its count of live sessions, by name."""
         with self._store.transaction(write=False) as db:

@@ -263,10 +263,17 @@ def test_a_dead_node_has_its_sessions_interrupted_by_a_survivor(cluster: Cluster
     assert cluster.services.audit.verify(Trail.HUMAN).ok
     process.kill()
     status = cluster.a.cli("status")
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stdout  # a dead node is a fault until retired
     assert re.search(r"node-c\s+dead \(taken over by node-[ab]\)", status.stdout), status.stdout
     assert re.search(r"node-a\s+up\s+heartbeat\s+\d+\.\d s ago", status.stdout), status.stdout
     assert "schema: revision" in status.stdout and "up to date" in status.stdout
+    assert "unhealthy: node node-c is dead" in status.stdout
+    forgotten = cluster.a.cli("node", "forget", "node-c")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert forgotten.stdout.startswith("forgot node node-c (dead, last heartbeat ")
+    status = cluster.a.cli("status")
+    assert status.returncode == 0, status.stdout
+    assert "node-c" not in status.stdout
 
 
 def test_audit_appends_from_two_nodes_and_two_writers_form_one_chain(cluster: Cluster) -> None:

@@ -6,15 +6,17 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.config import load_config
 from gateway.domain.audit.trail import AuditLog, Trail
+from gateway.domain.health import DeploymentStatus
 from gateway.domain.nodes import NodeNameInUse, NodeRegistry
 from gateway.domain.sessions import SessionLedger, SessionStart
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PamgateError
 from gateway.store.database import Store
 from gateway.store.models import GatewayNodeRecord
 
@@ -133,3 +135,57 @@ def test_node_settings_are_checked_and_the_name_defaults_to_the_host(tmp_path: P
     path.write_text('[node]\nname = "gw 1"\n')
     with pytest.raises(ConfigError, match="node.name"):
         load_config(path)
+
+
+def test_status_is_unhealthy_with_a_dead_or_silent_node_until_it_is_forgotten(
+    store: Store, clock: Clock
+) -> None:
+    a, ledger_a = node(store, "node-a", clock)
+    b, ledger_b = node(store, "node-b", clock)
+    gone, _ = node(store, "node-gone", clock)
+    for registry in (a, b, gone):
+        registry.register()
+    gone.stopped()
+    open_session(ledger_b, "bob")
+
+    def status() -> DeploymentStatus:
+        return DeploymentStatus(store.url, True, 1.0, store.schema_state(), nodes=a.list(),
+                                checked_at=datetime.fromtimestamp(clock.now, UTC))  # fmt: skip
+
+    assert status().healthy(15)  # a cleanly stopped node is no fault
+    with pytest.raises(PamgateError, match="node-a is up .*stop it first"):
+        b.forget("node-a", actor="local-admin:root@gw", authority="local-admin")
+    clock.now += 20
+    a.heartbeat()
+    silent = status()
+    assert not silent.healthy(15)
+    assert silent.node_problems(15) == ["node node-b is silent (20 s without a heartbeat)"]
+    assert a.take_over_dead()[0].node == "node-b"
+    dead = status()
+    assert not dead.healthy(15)
+    assert "unhealthy: node node-b is dead: bring it back, or retire it with 'pamgate node " \
+        "forget node-b'" in dead.lines(15)  # fmt: skip
+    with pytest.raises(PamgateError, match="no node named 'node-x'"):
+        a.forget("node-x", actor="local-admin:root@gw", authority="local-admin")
+    for retired in ("node-b", "node-gone"):
+        a.forget(retired, actor="local-admin:root@gw", authority="local-admin")
+    assert [n.name for n in a.list()] == ["node-a"]
+    assert status().healthy(15)
+    forgotten = [r for r in AuditLog(store).events(Trail.HUMAN) if r.action == "node.forgotten"]
+    assert [r.target for r in forgotten] == ["node:node-b", "node:node-gone"]
+    assert all(r.actor == "local-admin:root@gw" for r in forgotten)
+
+
+def test_a_node_with_live_sessions_cannot_be_forgotten(store: Store, clock: Clock) -> None:
+    a, _ = node(store, "node-a", clock)
+    b, ledger_b = node(store, "node-b", clock)
+    a.register()
+    b.register()
+    open_session(ledger_b, "bob")
+    with store.transaction() as db:  # dead by the registry's word, but not taken over
+        row = db.get(GatewayNodeRecord, "node-b")
+        assert row is not None
+        row.status = "dead"
+    with pytest.raises(PamgateError, match="still has 1 live sessions"):
+        a.forget("node-b", actor="local-admin:root@gw", authority="local-admin")
+    assert {n.name for n in a.list()} == {"node-a", "node-b"}

@@ -132,6 +132,7 @@ ACTIONS: dict[str, AuditAction] = {
     "gateway.started": AuditAction("human", "a node started (config digest)"),
     "gateway.stopped": AuditAction("human", "a node stopped"),
     "node.taken_over": AuditAction("human", "a node took over a silent node's live sessions"),
+    "node.forgotten": AuditAction("human", "a retired node was removed from the registry"),
     "ca.created": AuditAction("both", "a CA key was created"),
 }
 
