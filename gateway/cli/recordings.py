@@ -201,6 +201,9 @@ def cmd_recordings_verify(args: argparse.Namespace) -> int:
             if problem:
                 failed += 1
                 print(f"{info.session_id}: FAILED: {problem}")
+            elif info.status == "interrupted":
+                print(f"{info.session_id}: OK ({info.sha256[:16]}; interrupted: sealed as found "  # type: ignore[index]
+                      "after the crash)")  # fmt: skip
             else:
                 print(f"{info.session_id}: OK ({info.sha256[:16]})")  # type: ignore[index]
     if args.all:

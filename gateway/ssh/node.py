@@ -179,11 +179,13 @@ class GatewayNode:
         ))  # fmt: skip
 
     def _index_commands(self, session_ids: list[str]) -> None:
+        """Seal interrupted sessions' recordings as found, then extract their commands."""
         for session_id in session_ids:
             try:
+                self.services.recordings.seal_interrupted(session_id, node=self.config.node_name)
                 self.services.recordings.index_commands(session_id)
             except (PamgateError, OSError) as exc:
-                logger.warning("cannot extract commands of session %s: %s", session_id, exc)
+                logger.warning("cannot seal or index session %s: %s", session_id, exc)
 
     async def _heartbeat_every(self, interval: float) -> None:
         """Tell the other nodes this one is alive; take over any that went silent."""

@@ -261,6 +261,15 @@ def test_a_dead_node_has_its_sessions_interrupted_by_a_survivor(cluster: Cluster
     taken = [e for e in events if e.action == "node.taken_over" and e.target == "node:node-c"]
     assert len(taken) == 1 and session_id in taken[0].details
     assert cluster.services.audit.verify(Trail.HUMAN).ok
+    # The survivor seals what the dead node's recording holds, so verification passes.
+    deadline = time.monotonic() + 15
+    while cluster.services.recordings.info(session_id).sha256 is None:
+        assert time.monotonic() < deadline, "the interrupted recording was never sealed"
+        time.sleep(0.2)
+    sealed = [e for e in cluster.services.audit.events(Trail.HUMAN)
+              if e.action == "recording.sealed" and e.session_id == session_id]  # fmt: skip
+    assert len(sealed) == 1 and sealed[0].actor == f"gateway:{survivor}"
+    assert cluster.services.recordings.verify(session_id)[1] is None
     process.kill()
     status = cluster.a.cli("status")
     assert status.returncode == 1, status.stdout  # a dead node is a fault until retired

@@ -211,8 +211,19 @@ def test_sigkill_leaves_a_readable_recording_and_marks_the_session(tmp_path: Pat
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert own.cli("audit", "verify").returncode == 0
+        # Sealed as found by the restarted node: verification passes and says why.
+        verified = own.cli("recordings", "verify", "--all")
+        assert verified.returncode == 0, verified.stdout
+        assert "interrupted: sealed as found after the crash" in verified.stdout
+        sealed = [e for e in own.audit.events(Trail.HUMAN) if e.action == "recording.sealed"]
+        assert len(sealed) == 1 and json.loads(sealed[0].details)["bytes"] == path.stat().st_size
         later = own.make_user()
         assert own.run_ssh(later, "web01", "true").returncode == 0
+        # Tampering after the seal is caught like any other.
+        with path.open("a") as recording:
+            recording.write('[99.0, "o", "forged"]\n')
+        tampered = own.cli("recordings", "verify", "--all")
+        assert tampered.returncode == 1 and "FAILED: sha256 is" in tampered.stdout
 
 
 def mount_tmpfs(path: Path, options: str) -> None:

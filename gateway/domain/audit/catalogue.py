@@ -128,6 +128,9 @@ ACTIONS: dict[str, AuditAction] = {
     "recording.replayed": AuditAction("both", "an auditor replayed a recording"),
     "recording.watched": AuditAction("both", "an operator watched a live session"),
     "recording.exported": AuditAction("both", "a recording was exported"),
+    "recording.sealed": AuditAction(
+        "both", "an interrupted session's recording was sealed as found (sha256, bytes)"
+    ),
     # The gateway itself
     "gateway.started": AuditAction("human", "a node started (config digest)"),
     "gateway.stopped": AuditAction("human", "a node stopped"),

@@ -289,6 +289,38 @@ class RecordingService:
             return info, f"sha256 is {actual}, but {info.sha256} was sealed"
         return info, None
 
+    def seal_interrupted(self, session_id: str, *, node: str) -> str | None:
+        """Seal what an interrupted session's recording holds, as found; audited.
+
+        A node that crashed never sealed its live sessions' recordings. The node
+        that marks them interrupted (after its own restart, or taking over a dead
+        node) records the sha256 of the bytes on disk, so ``recordings verify``
+        tells a crash from later tampering. Returns the digest, or None if there
+        is nothing to seal (no file, already sealed, not interrupted).
+        """
+        info = self.info(session_id)
+        if info.status != "interrupted" or info.sha256 is not None or info.path is None:
+            return None
+        try:
+            digest, size = file_sha256(info.path), info.path.stat().st_size
+        except OSError as exc:
+            logger.warning("cannot seal the recording of session %s: %s", session_id, exc)
+            return None
+        with self._store.transaction() as db:
+            row = db.get(SessionRecord, session_id, with_for_update=True)
+            if row is None or row.recording_sha256 is not None:
+                return None
+            row.recording_sha256 = digest
+            record = self._audit.append(db, Trail.of_lane(row.lane), AuditEvent(
+                actor=f"gateway:{node}", actor_type=ActorType.GATEWAY,
+                action="recording.sealed", outcome="success", target=f"session:{session_id}",
+                session_id=session_id, authority=row.authority,
+                reason="sealed as found: the session was interrupted before its end",
+                details={"sha256": digest, "bytes": size, "interrupted": True},
+            ))  # fmt: skip
+        self._audit.committed(record)
+        return digest
+
     def open_for_review(self, session_ref: str, *, actor: str, purpose: str) -> RecordingInfo:
         """A recording an auditor is about to replay or export: checked and audited.
 
