@@ -291,6 +291,15 @@ class AuditSettings(_Section):
     syslog: SyslogSettings | None = None
 
 
+class MetricsSettings(_Section):
+    """``[metrics]``: Prometheus metrics and a health check over HTTP (off unless a port is set)."""
+
+    #: The address to listen on; keep it on loopback or a management network.
+    address: str = "127.0.0.1"
+    #: The port for ``GET /metrics`` and ``GET /healthz``; unset means no endpoint.
+    port: Port | None = None
+
+
 class ConsoleSettings(_Section):
     """``[console]``: the groups that give the operator roles (in the console, the CLI and
     SSH administration alike), and when the console locks itself."""
@@ -464,6 +473,7 @@ class GatewayConfig(_Section):
     recordings: RecordingSettings = RecordingSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     console: ConsoleSettings = ConsoleSettings()
+    metrics: MetricsSettings = MetricsSettings()
     targets: list[TargetSettings] = []
     #: Named sets of targets for rules (``group:NAME``).
     target_groups: dict[str, list[Name]] = {}

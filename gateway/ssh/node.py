@@ -15,11 +15,13 @@ from gateway.datadir import DataDir, check_ready
 from gateway.domain.alerts import WebhookDelivery
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditRecord, Trail
 from gateway.domain.deliveries import DeliveryWorker
+from gateway.domain.metrics import GatewayMetrics
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from gateway.ssh.human.lane import HumanLane
 from gateway.ssh.lane import Lane
 from gateway.ssh.machine.lane import MachineLane
+from gateway.ssh.metrics_endpoint import MetricsEndpoint
 
 logger = logging.getLogger("pamgate")
 
@@ -79,6 +81,15 @@ class GatewayNode:
         self._indexing: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._deliveries = self._delivery_workers()
+        self._listening = False
+        self._metrics_endpoint: MetricsEndpoint | None = None
+        if config.metrics.port is not None:
+            metrics = GatewayMetrics(self.services.store, self.services.audit, config.node_name)
+            self.services.audit.add_listener(metrics.on_audit_record)
+            self._metrics_endpoint = MetricsEndpoint(
+                metrics, node=config.node_name, ping_database=self.services.store.ping,
+                lanes_listening=lambda: self._listening,
+            )  # fmt: skip
 
     def _delivery_workers(self) -> list[DeliveryWorker]:
         """Webhook alerts and the syslog copy, each in its own worker thread."""
@@ -136,6 +147,16 @@ class GatewayNode:
                     f"cannot listen on {settings.address}:{settings.port} for the {name} lane: "
                     f"{exc.strerror}"
                 ) from None
+        self._listening = True
+        if self._metrics_endpoint is not None:
+            address, port = self.config.metrics.address, self.config.metrics.port
+            assert port is not None
+            try:
+                self._metrics_endpoint.start(address, port)
+            except OSError as exc:
+                raise PamgateError(
+                    f"cannot listen on {address}:{port} for [metrics]: {exc.strerror}"
+                ) from None
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
         )
@@ -147,6 +168,7 @@ class GatewayNode:
 
     async def stop(self) -> None:
         """Stop the lanes, record the stop, sign a final checkpoint and release the store."""
+        self._listening = False  # /healthz turns 503 first: the balancer stops sending logins
         await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
         try:
             await asyncio.to_thread(self._record, "gateway.stopped")
@@ -164,6 +186,8 @@ class GatewayNode:
         # A last round for what is due (the stop's own record to syslog among it);
         # what is left stays queued for the next node to run.
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self._deliveries))
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.stop()
         self.services.close()
 
     def _record(self, action: str) -> None:

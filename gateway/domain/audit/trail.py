@@ -224,6 +224,15 @@ class AuditLog:
         self._queue: list[_Pending] = []
         self._writing = False
         self._listeners: list[Callable[[AuditRecord], None]] = []
+        self._timing = threading.local()
+
+    def append_seconds(self) -> float | None:
+        """How long this thread's latest :meth:`record` took, queueing and commit included.
+
+        For the listeners :meth:`record` calls (in its thread) once it has
+        committed, e.g. the metrics; None in a thread that has not recorded.
+        """
+        return getattr(self._timing, "seconds", None)
 
     @property
     def store(self) -> Store:
@@ -248,6 +257,7 @@ class AuditLog:
         Order within a trail is arrival order.
         """
         _check_authority(event)
+        started = time.perf_counter()
         pending = _Pending(trail, event)
         with self._queue_lock:
             self._queue.append(pending)
@@ -261,6 +271,7 @@ class AuditLog:
                 f"cannot write the {trail} audit trail: {pending.error}"
             ) from pending.error
         assert pending.record is not None
+        self._timing.seconds = time.perf_counter() - started
         self.committed(pending.record)
         return pending.record
 
