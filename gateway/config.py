@@ -138,8 +138,27 @@ class ListenerSettings(_Section):
     per_source_max_startups: int = Field(default=20, ge=1)
     #: Seconds a client has to sign in before it is disconnected (``LoginGraceTime``).
     login_grace_time_seconds: float = Field(default=60, gt=0, le=600)
+    #: Load balancers (CIDRs) whose connections start with a PROXY protocol header
+    #: (v1 or v2) naming the real client; empty means none. From these addresses the
+    #: header is required, from any other it is refused.
+    proxy_protocol_from: list[str] = []
     #: Session channels open at once on one connection (``MaxSessions``).
     max_sessions: int = Field(default=10, ge=1, le=1000)
+
+    @field_validator("proxy_protocol_from")
+    @classmethod
+    def _check_proxies(cls, networks: list[str]) -> list[str]:
+        for index, network in enumerate(networks):
+            try:
+                ipaddress.ip_network(network, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"proxy_protocol_from[{index}]: {exc}") from None
+        return networks
+
+    @property
+    def trusted_proxies(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """``proxy_protocol_from`` as networks."""
+        return [ipaddress.ip_network(network) for network in self.proxy_protocol_from]
 
     @property
     def startups(self) -> tuple[int, int, int]:

@@ -36,6 +36,10 @@ fi
 if [ "${1:-}" = "--test" ] && { ! command -v pscp >/dev/null 2>&1 || ! command -v plink >/dev/null 2>&1; }; then
     apt_packages+=(putty-tools)
 fi
+# ... and HAProxy, the load balancer whose PROXY protocol headers the lanes read.
+if [ "${1:-}" = "--test" ] && ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+    apt_packages+=(haproxy)
+fi
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

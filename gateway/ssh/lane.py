@@ -14,12 +14,13 @@ import asyncssh
 from gateway.config import ListenerSettings
 from gateway.crypto.algorithms import UserKeyRules
 from gateway.crypto.upstream_ca import load_private_key
-from gateway.domain.audit.trail import AuditEvent, Trail
+from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
 from gateway.domain.lockout import source_key
 from gateway.errors import PamgateError, StoreError
 from gateway.services import GatewayServices
 from gateway.ssh.human.forwarding import LocalForward
 from gateway.ssh.listener import listen_with_connection_class
+from gateway.ssh.proxy_protocol import ProxyProtocolReceiver
 from gateway.ssh.server_connection import LaneServerConnection
 from gateway.ssh.startups import StartupLimiter, StartupLimits
 from gateway.ssh.watch import SessionWatch
@@ -163,6 +164,7 @@ class Lane:
             settings.port,
             connection_class=self.connection_class,
             prepare=self.prepare_connection,
+            wrap=self._receive_proxy_header if settings.proxy_protocol_from else None,
             server_factory=self.new_server,
             server_host_keys=[host_key],
             # What server-sig-algs advertises; gateway.ssh.user_keys enforces it.
@@ -176,6 +178,19 @@ class Lane:
             keepalive_interval=30,
         )
         logger.info("%s lane listening on %s:%s", self.name, settings.address, self.port)
+
+    def _receive_proxy_header(self, connection: asyncssh.SSHServerConnection) -> asyncio.Protocol:
+        """The connection behind a reader of the PROXY header trusted balancers send."""
+        return ProxyProtocolReceiver(
+            connection, self.settings.trusted_proxies, self._proxy_header_refused
+        )
+
+    def _proxy_header_refused(self, peer: str, reason: str) -> None:
+        self.record_soon(AuditEvent(
+            actor="-", actor_type=ActorType.GATEWAY, action="connection.refused",
+            outcome="failure", source=peer, reason=reason,
+            details={"lane": self.name, "proxy_protocol_from": self.settings.proxy_protocol_from},
+        ))  # fmt: skip
 
     def prepare_connection(self, connection: asyncssh.SSHServerConnection) -> None:
         """Give a newly accepted connection the lane's startup limiter."""

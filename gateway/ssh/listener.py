@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 from asyncssh.connection import _listen
@@ -23,11 +23,13 @@ async def listen_with_connection_class(
     *,
     connection_class: type[asyncssh.SSHServerConnection],
     prepare: Callable[[asyncssh.SSHServerConnection], None] | None = None,
+    wrap: Callable[[asyncssh.SSHServerConnection], asyncio.Protocol] | None = None,
     backlog: int = 100,
     **options: Any,
 ) -> asyncssh.SSHAcceptor:
     """Like :func:`asyncssh.listen`, but each connection is a ``connection_class``,
-    handed to ``prepare`` (if given) before it sees its socket.
+    handed to ``prepare`` (if given) before it sees its socket, and to ``wrap`` (if
+    given), whose protocol then receives the socket first (the PROXY protocol).
 
     ``options`` are :class:`asyncssh.SSHServerConnectionOptions` keywords.
     No OpenSSH server config file is read.
@@ -42,7 +44,10 @@ async def listen_with_connection_class(
         connection = connection_class(loop, server_options, None, None)
         if prepare is not None:
             prepare(connection)
-        return connection
+        if wrap is None:
+            return connection
+        # _listen only hands the factory to loop.create_server, which takes any protocol.
+        return cast(asyncssh.SSHServerConnection, wrap(connection))
 
     return await _listen(
         server_options,

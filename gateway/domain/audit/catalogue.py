@@ -51,6 +51,10 @@ ACTIONS: dict[str, AuditAction] = {
     ),
     "session.terminate_requested": AuditAction("both", "an operator asked to end a live session"),
     "access.refused": AuditAction("human", "the access decision refused a target (reason)"),
+    "connection.refused": AuditAction(
+        "both", "a connection closed before SSH began: a PROXY header from an untrusted "
+        "address, or none (or a malformed one) from a trusted balancer",
+    ),
     "channel.refused": AuditAction(
         "human", "a channel on a signed-in connection was refused (limit, or access withdrawn)"
     ),
