@@ -48,6 +48,11 @@ class DeploymentStatus:
                     f"node {node.name} is dead: bring it back, or retire it with "
                     f"'pamgate node forget {node.name}'"
                 )
+        policies = {n.name: n.policy_digest for n in self.nodes if n.status == "up"
+                    and n.policy_digest}  # fmt: skip
+        if len(set(policies.values())) > 1:
+            each = ", ".join(f"{name} {digest[:12]}" for name, digest in sorted(policies.items()))
+            problems.append(f"the nodes' targets and rules differ (policy sha256: {each})")
         return problems
 
     def healthy(self, heartbeat_timeout: float) -> bool:
@@ -72,9 +77,10 @@ class DeploymentStatus:
                 state = "up?  (silent: a surviving node will take it over)"
             elif node.status == "dead" and node.taken_over_by:
                 state = f"dead (taken over by {node.taken_over_by})"
+            policy = f"  policy {node.policy_digest[:12]}" if node.policy_digest else ""
             out.append(
                 f"  {node.name:<20} {state:<10} heartbeat {age:6.1f} s ago  "
-                f"live sessions {node.live_sessions:<4} {node.host} pid {node.pid}"
+                f"live sessions {node.live_sessions:<4} {node.host} pid {node.pid}{policy}"
             )
         out += [f"unhealthy: {problem}" for problem in self.node_problems(heartbeat_timeout)]
         return out

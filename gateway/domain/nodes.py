@@ -15,6 +15,7 @@ Plain Python over the store; no sockets.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -23,8 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, AuditRecord, Trail
+from gateway.domain.node_identity import NodeIdentity
 from gateway.domain.sessions import SessionLedger
 from gateway.errors import PamgateError
 from gateway.store.database import Store
@@ -33,6 +36,10 @@ from gateway.store.models import GatewayNodeRecord, SessionRecord
 
 class NodeNameInUse(PamgateError):
     """Another running node already uses this node name."""
+
+
+class NodeKeysDiffer(PamgateError):
+    """This node's keys are not the ones the running nodes use."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class NodeInfo:
     live_sessions: int
     taken_over_by: str | None = None
     taken_over_at: datetime | None = None
+    #: sha256 of its targets and rules, when it recorded one.
+    policy_digest: str | None = None
 
     def heartbeat_age(self, now: datetime) -> float:
         """Seconds since the last heartbeat."""
@@ -85,13 +94,18 @@ class NodeRegistry:
         self._host = socket.gethostname()
         self._pid = os.getpid()
 
-    def register(self) -> None:
-        """Record this node as up. NodeNameInUse if a live node already has the name.
+    def register(self, identity: NodeIdentity | None = None) -> None:
+        """Record this node as up, with its ``identity`` (keys and policy digest).
 
+        NodeNameInUse if a live node already has the name; NodeKeysDiffer if
+        a running node's keys differ from this one's (nothing is recorded then).
+        A policy digest that differs from a running node's is audited
+        (``node.policy_drift``) but allowed: a rolling change passes through it.
         A row left ``up`` by a crashed process (same host, process gone) or a
         silent one (heartbeat older than the timeout) is taken over.
         """
         now = self._now()
+        records = []
         with self._store.transaction() as db:
             row = db.get(GatewayNodeRecord, self.name, with_for_update=True)
             if row is not None and row.status == "up" and self._still_running(row, now):
@@ -100,12 +114,54 @@ class NodeRegistry:
                     f"{row.host}, heartbeat {(now - row.heartbeat_at).total_seconds():.0f} s "
                     "ago): give each node its own [node] name"
                 )
+            if identity is not None:
+                records = self._check_identity(db, identity, now)
             if row is None:
                 row = GatewayNodeRecord(name=self.name)
                 db.add(row)
             row.host, row.pid, row.status = self._host, self._pid, "up"
             row.started_at = row.heartbeat_at = now
             row.taken_over_by = row.taken_over_at = None
+            if identity is not None:
+                row.policy_digest = identity.policy_digest
+                row.key_fingerprints = json.dumps(identity.keys, sort_keys=True)
+        for record in records:
+            self._audit.committed(record)
+
+    def _check_identity(
+        self, db: Session, identity: NodeIdentity, now: datetime
+    ) -> list[AuditRecord]:
+        """Refuse keys that differ from a running node's; audit a policy that does."""
+        running = db.scalars(
+            select(GatewayNodeRecord).where(
+                GatewayNodeRecord.status == "up",
+                GatewayNodeRecord.name != self.name,
+                GatewayNodeRecord.heartbeat_at >= now - self._timeout,
+                GatewayNodeRecord.key_fingerprints.is_not(None),
+            ).order_by(GatewayNodeRecord.name)
+        ).all()
+        drift = []
+        for other in running:
+            theirs = NodeIdentity(json.loads(other.key_fingerprints or "{}"),
+                                  other.policy_digest or "")  # fmt: skip
+            differences = identity.key_differences(theirs)
+            if differences:
+                raise NodeKeysDiffer(
+                    f"this node's keys differ from running node {other.name}'s ("
+                    + "; ".join(differences)
+                    + "): copy DATA_DIR/keys from a running node before starting this one"
+                )
+            if theirs.policy_digest and theirs.policy_digest != identity.policy_digest:
+                drift.append(other.name)
+        if not drift:
+            return []
+        return [self._audit.append(db, Trail.HUMAN, AuditEvent(
+            actor=f"gateway:{self.name}", actor_type=ActorType.GATEWAY,
+            action="node.policy_drift", outcome="failure", target=f"node:{self.name}",
+            reason=f"this node's targets and rules differ from {', '.join(drift)}'s",
+            authority=f"policy:sha256={identity.policy_digest[:16]}",
+            details={"policy_sha256": identity.policy_digest, "differs_from": drift},
+        ))]  # fmt: skip
 
     def heartbeat(self) -> bool:
         """Record that this node is alive. False if another node had taken it for dead.
@@ -259,4 +315,5 @@ def _info(row: GatewayNodeRecord, live_sessions: int) -> NodeInfo:
         name=row.name, host=row.host, pid=row.pid, status=row.status,
         started_at=row.started_at, heartbeat_at=row.heartbeat_at, live_sessions=live_sessions,
         taken_over_by=row.taken_over_by, taken_over_at=row.taken_over_at,
+        policy_digest=row.policy_digest,
     )  # fmt: skip

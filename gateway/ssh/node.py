@@ -16,6 +16,7 @@ from gateway.domain.alerts import WebhookDelivery
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditRecord, Trail
 from gateway.domain.deliveries import DeliveryWorker
 from gateway.domain.metrics import GatewayMetrics
+from gateway.domain.node_identity import node_identity
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from gateway.ssh.human.lane import HumanLane
@@ -115,7 +116,8 @@ class GatewayNode:
         await asyncio.to_thread(self.services.store.require_current_schema, upgrade)
         # Before anything else: a second process with this node's name must not
         # mark the first one's sessions interrupted.
-        await asyncio.to_thread(self.services.nodes.register)
+        identity = node_identity(self.config, DataDir(self.config.data_dir).keys)
+        await asyncio.to_thread(self.services.nodes.register, identity)
         self.services.recordings.attach_loop(asyncio.get_running_loop())
         for worker in self._deliveries:
             worker.start()

@@ -407,6 +407,10 @@ class GatewayNodeRecord(Base):
     #: Which node declared it dead, and when.
     taken_over_by: Mapped[str | None] = mapped_column(String(64))
     taken_over_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: sha256 of its targets and rules (see gateway.domain.node_identity).
+    policy_digest: Mapped[str | None] = mapped_column(String(64))
+    #: Fingerprints of the keys every node must share, as JSON {name: fingerprint}.
+    key_fingerprints: Mapped[str | None] = mapped_column(Text)
 
 
 class OutboxMessage(Base):

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
+from gateway.config import GatewayConfig, load_config
 from gateway.domain.audit.trail import AuditLog, Trail
 from gateway.domain.health import DeploymentStatus
-from gateway.domain.nodes import NodeNameInUse, NodeRegistry
+from gateway.domain.node_identity import NodeIdentity, node_identity
+from gateway.domain.nodes import NodeKeysDiffer, NodeNameInUse, NodeRegistry
 from gateway.domain.sessions import SessionLedger, SessionStart
 from gateway.errors import ConfigError, PamgateError
 from gateway.store.database import Store
@@ -189,3 +190,53 @@ def test_a_node_with_live_sessions_cannot_be_forgotten(store: Store, clock: Cloc
     with pytest.raises(PamgateError, match="still has 1 live sessions"):
         a.forget("node-b", actor="local-admin:root@gw", authority="local-admin")
     assert {n.name for n in a.list()} == {"node-a", "node-b"}
+
+
+def identity(upstream: str = "SHA256:one", policy: str = "a" * 64) -> NodeIdentity:
+    return NodeIdentity({"upstream CA": upstream, "machine CA": "SHA256:m"}, policy)
+
+
+def test_a_node_with_other_keys_is_refused_and_policy_drift_is_audited(
+    store: Store, clock: Clock
+) -> None:
+    a, _ = node(store, "node-a", clock)
+    b, _ = node(store, "node-b", clock)
+    a.register(identity())
+    with pytest.raises(NodeKeysDiffer) as refused:
+        b.register(identity(upstream="SHA256:two"))
+    assert str(refused.value) == (
+        "this node's keys differ from running node node-a's (upstream CA: SHA256:two here, "
+        "SHA256:one there): copy DATA_DIR/keys from a running node before starting this one"
+    )
+    assert [n.name for n in a.list()] == ["node-a"]  # nothing recorded for node-b
+    b.register(identity(policy="b" * 64))  # same keys, other rules: allowed, but reported
+    drift = [r for r in AuditLog(store).events(Trail.HUMAN) if r.action == "node.policy_drift"]
+    assert len(drift) == 1 and drift[0].target == "node:node-b"
+    assert "differ from node-a's" in drift[0].reason
+
+    def status() -> DeploymentStatus:
+        return DeploymentStatus(store.url, True, 1.0, store.schema_state(), nodes=a.list(),
+                                checked_at=datetime.fromtimestamp(clock.now, UTC))  # fmt: skip
+
+    assert status().node_problems(15) == [
+        "the nodes' targets and rules differ (policy sha256: node-a aaaaaaaaaaaa, "
+        "node-b bbbbbbbbbbbb)"
+    ]
+    # A stopped node's keys no longer count: a replacement with new keys may start.
+    a.stopped()
+    b.stopped()
+    c, _ = node(store, "node-c", clock)
+    c.register(identity(upstream="SHA256:three"))
+
+
+def test_identity_reads_fingerprints_as_ssh_keygen_prints_them(tmp_path: Path) -> None:
+    key = tmp_path / "upstream_ca"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    printed = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True,
+                             text=True, check=True).stdout.split()[1]  # fmt: skip
+    config = GatewayConfig()
+    mine = node_identity(config, tmp_path)
+    assert mine.keys == {"upstream CA": printed}
+    assert mine.policy_digest == node_identity(config, tmp_path).policy_digest
+    changed = GatewayConfig.model_validate({"target_groups": {"web": []}})
+    assert node_identity(changed, tmp_path).policy_digest != mine.policy_digest

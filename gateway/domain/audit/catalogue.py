@@ -140,6 +140,9 @@ ACTIONS: dict[str, AuditAction] = {
     "gateway.stopped": AuditAction("human", "a node stopped"),
     "node.taken_over": AuditAction("human", "a node took over a silent node's live sessions"),
     "node.forgotten": AuditAction("human", "a retired node was removed from the registry"),
+    "node.policy_drift": AuditAction(
+        "human", "a node started with targets and rules that differ from a running node's"
+    ),
     "ca.created": AuditAction("both", "a CA key was created"),
 }
 
