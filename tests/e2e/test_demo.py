@@ -216,6 +216,9 @@ def test_ctrl_c_while_the_demo_starts_exits_cleanly(tmp_path: Path, delay: float
         ["-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "d"),
          "--port", str(free_port()), "--machine-port", str(free_port())],
         timeout=60, dimensions=(60, 200),
+        # As an interactive shell starts it: a suite run in the background (CI) inherits
+        # SIGINT ignored, and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     time.sleep(delay)
     child.sendcontrol("c")
