@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.config import RuleSettings, duration_seconds
@@ -163,26 +163,30 @@ class AccessRequests:
         return view
 
     def get(self, request_id: int) -> RequestView:
-        """A request by id (expired ones are reported as expired)."""
-        self.expire_stale()
+        """A request by id; one past its expiry is reported as expired.
+
+        A read only (waiting sessions call it often): the expiry itself is
+        written, and audited, by :meth:`expire_stale`, which a running node
+        calls every few seconds.
+        """
         with self._store.transaction(write=False) as db:
             request = db.get(AccessRequest, request_id)
             if request is None:
                 raise ApprovalError(f"no request #{request_id}")
-            return _request_view(db, request)
+            return _request_view(db, request, self._now())
 
     def list(
         self, *, pending_only: bool = False, user: str | None = None, limit: int = 100
     ) -> list[RequestView]:
-        """Requests, newest first."""
-        self.expire_stale()
+        """Requests, newest first (a read only; see :meth:`get` for expiry)."""
+        now = self._now()
         query = select(AccessRequest).order_by(AccessRequest.id.desc()).limit(limit)
         if user is not None:
             query = query.where(AccessRequest.user == user)
         if pending_only:
-            query = query.where(AccessRequest.status == "pending")
+            query = query.where(AccessRequest.status == "pending", AccessRequest.expires_at > now)
         with self._store.transaction(write=False) as db:
-            return [_request_view(db, r) for r in db.scalars(query)]
+            return [_request_view(db, r, now) for r in db.scalars(query)]
 
     def approve(self, request_id: int, approver: str, comment: str = "") -> RequestView:
         """Add ``approver``'s approval; grant access once the quorum is reached.
@@ -275,8 +279,20 @@ class AccessRequests:
         self._audit.committed(record)
 
     def expire_stale(self) -> int:
-        """Mark pending requests past their expiry as expired; returns how many."""
+        """Mark pending requests past their expiry as expired, audited; returns how many.
+
+        Looks first, in a read: the write (and on SQLite its database-wide lock)
+        happens only when a request did expire.
+        """
         now = self._now()
+        with self._store.transaction(write=False) as db:
+            overdue = db.scalar(
+                select(func.count()).where(
+                    AccessRequest.status == "pending", AccessRequest.expires_at <= now
+                )
+            )
+        if not overdue:
+            return 0
         records = []
         with self._store.transaction() as db:
             stale = db.scalars(
@@ -457,7 +473,11 @@ def _counting_approvers(db: Session, request_id: int) -> list[str]:
     return [name for name in names if name in enabled]
 
 
-def _request_view(db: Session, request: AccessRequest) -> RequestView:
+def _request_view(db: Session, request: AccessRequest, now: datetime | None = None) -> RequestView:
+    """The request as its reader should see it: pending past its expiry reads ``expired``."""
+    status = request.status
+    if status == "pending" and now is not None and request.expires_at <= now:
+        status = "expired"
     return RequestView(
         id=request.id,
         user=request.user,
@@ -469,7 +489,7 @@ def _request_view(db: Session, request: AccessRequest) -> RequestView:
         approvals_required=request.approvals_required,
         approvals=tuple(_counting_approvers(db, request.id)),
         duration_seconds=request.duration_seconds,
-        status=request.status,
+        status=status,
         created_at=request.created_at,
         expires_at=request.expires_at,
         decided_at=request.decided_at,

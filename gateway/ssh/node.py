@@ -220,6 +220,8 @@ class GatewayNode:
             try:
                 alive = await asyncio.to_thread(self.services.nodes.heartbeat)
                 takeovers = await asyncio.to_thread(self.services.nodes.take_over_dead)
+                # Requests nobody answered: written (and audited) here, not by readers.
+                await asyncio.to_thread(self.services.requests.expire_stale)
             except PamgateError as exc:
                 logger.error("heartbeat failed (the database may be unreachable): %s", exc)
                 continue

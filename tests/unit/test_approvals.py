@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import timedelta
 
 import pytest
@@ -120,3 +122,28 @@ def test_revoke_ends_the_grant(setup) -> None:
     assert revoked.revoked and requests.active_grant("alice", "web01", "root") is None
     with pytest.raises(ApprovalError, match="revoked already"):
         requests.revoke(grant_id, "root@gw", "again")
+
+
+def test_reading_requests_never_writes_and_expiry_is_audited_once(setup, store: Store) -> None:
+    """Waiting sessions read their request every half second: a read must not take the
+    database's write lock (on SQLite one for the whole file) nor write an event."""
+    requests, _, clock, audit = setup
+    request_id = open_request(requests)
+    clock.now += 31 * 60
+    events_before = len(list(audit.events(Trail.HUMAN)))
+    if store.is_sqlite:  # another process holds the write lock meanwhile
+        locker = sqlite3.connect(store.engine.url.database, timeout=0)
+        locker.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    assert requests.get(request_id).status == "expired"  # as its reader sees it
+    assert [r.id for r in requests.list(pending_only=True)] == []
+    assert requests.list(limit=1)[0].status == "expired"
+    assert time.monotonic() - started < 2, "a read waited for the write lock"
+    if store.is_sqlite:
+        locker.rollback()
+        locker.close()
+    assert len(list(audit.events(Trail.HUMAN))) == events_before  # nothing written
+    assert requests.expire_stale() == 1  # what a running node does every few seconds
+    assert requests.expire_stale() == 0
+    expired = [r for r in audit.events(Trail.HUMAN) if r.action == "request.expired"]
+    assert len(expired) == 1 and expired[0].reason == "nobody answered in time"
