@@ -23,6 +23,9 @@ from gateway.domain.audit.checkpoints import CheckpointBook
 from gateway.domain.audit.syslog import SyslogForwarder
 from gateway.domain.audit.trail import AuditLog
 from gateway.domain.breakglass import BreakGlass
+from gateway.domain.entitlements.analysis import Entitlements
+from gateway.domain.entitlements.campaigns import ReviewCampaigns
+from gateway.domain.entitlements.usage import UsageReader
 from gateway.domain.identities import UserDirectory
 from gateway.domain.live_checks import LiveCheckReader
 from gateway.domain.lockout import FailureLimiter
@@ -69,6 +72,7 @@ class GatewayServices:
     machine_revocations: MachineRevocations
     machine_gate: MachineGate
     sign_in: SignIn
+    alerts: WebhookAlerts
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
@@ -132,6 +136,7 @@ class GatewayServices:
                 machines, machine_credentials, machine_revocations, machine_ca
             ),
             sign_in=SignIn(users, limiter, audit, config.auth),
+            alerts=alerts,
             _syslog=syslog,
         )
 
@@ -151,6 +156,21 @@ class GatewayServices:
     def session_setup(self) -> SessionSetup:
         """Session setup and teardown, shared by both lanes."""
         return SessionSetup(self.config, self.ledger, self.recordings, lambda: self.upstream_ca)
+
+    @functools.cached_property
+    def entitlements(self) -> Entitlements:
+        """The access report, stale findings and narrower scopes."""
+        return Entitlements(
+            self.config, self.access, self.users, self.machines, UsageReader(self.store)
+        )
+
+    @functools.cached_property
+    def reviews(self) -> ReviewCampaigns:
+        """Entitlement review campaigns."""
+        return ReviewCampaigns(
+            self.config, self.store, self.audit, self.alerts, self.users, self.machines,
+            self.machine_revocations, self.entitlements,
+        )  # fmt: skip
 
     @functools.cached_property
     def live_checks(self) -> LiveCheckReader:
@@ -188,6 +208,7 @@ class GatewayServices:
             recordings=self.recordings, audit=self.audit, checkpoints=self.checkpoints,
             machines=self.machines, machine_credentials=self.machine_credentials,
             machine_revocations=self.machine_revocations, machine_host_key=machine_host_key,
+            entitlements=self.entitlements, reviews=self.reviews,
         )  # fmt: skip
 
     def close(self) -> None:

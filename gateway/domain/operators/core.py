@@ -13,6 +13,8 @@ from gateway.domain.audit.actors import ActingOperator
 from gateway.domain.audit.checkpoints import CheckpointBook
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail
 from gateway.domain.breakglass import BreakGlass
+from gateway.domain.entitlements.analysis import Entitlements
+from gateway.domain.entitlements.campaigns import ReviewCampaigns
 from gateway.domain.identities import UserDirectory
 from gateway.domain.lockout import FailureLimiter
 from gateway.domain.machines.credentials import MachineCredentials
@@ -49,6 +51,8 @@ class OperatorServices:
     machine_revocations: MachineRevocations
     #: The machine lane's host public key, one OpenSSH line (read from the data directory).
     machine_host_key: Callable[[], str]
+    entitlements: Entitlements
+    reviews: ReviewCampaigns
 
 
 @dataclass(frozen=True)
