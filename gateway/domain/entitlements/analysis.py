@@ -55,9 +55,7 @@ class Entitlements:
         """The records, read now."""
         return self._usage.read()
 
-    def report(
-        self, *, identity: str | None = None, target: str | None = None
-    ) -> list[AccessPath]:
+    def report(self, *, identity: str | None = None, target: str | None = None) -> list[AccessPath]:
         """Every path of every human and NHI (or of ``identity``, or to ``target``), humans
         first, by name. PamgateError for an identity or target nobody knows."""
         if target is not None and self._config.target(target) is None:

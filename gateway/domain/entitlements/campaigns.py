@@ -261,7 +261,9 @@ class ReviewCampaigns:
                 return campaign
         raise ReviewError(f"no review campaign #{campaign_id}")
 
-    def items(self, campaign_id: int | None = None, *, pending_only: bool = False) -> list[ItemView]:
+    def items(
+        self, campaign_id: int | None = None, *, pending_only: bool = False
+    ) -> list[ItemView]:
         """Items (of one campaign), by id."""
         query = select(ReviewItem).order_by(ReviewItem.id)
         if campaign_id is not None:

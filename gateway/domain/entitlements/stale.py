@@ -135,8 +135,9 @@ def _excess(
     for entry in machine.targets:
         use = usage.path("machine", machine.name, entry.target, entry.account)
         if use.last_used is None or use.last_used < cutoff:
-            found.append(Finding("nhi-target", machine.name, f"{entry.target}:{entry.account}",
-                                 use.last_used, f"{_age(use.last_used, now)}; {narrower}"))  # fmt: skip
+            what = f"{_age(use.last_used, now)}; {narrower}"
+            entry_name = f"{entry.target}:{entry.account}"
+            found.append(Finding("nhi-target", machine.name, entry_name, use.last_used, what))
     for removed in suggestion.removed:
         if removed.startswith("command ") and "never run" in removed:
             pattern = removed.removeprefix("command ").split(" (never run", 1)[0]
@@ -146,8 +147,8 @@ def _excess(
             pattern = removed.removeprefix("command ").split(" narrowed to ", 1)[0]
             found.append(Finding("nhi-command", machine.name, pattern, None, removed))
         elif removed.startswith("sources "):
-            found.append(Finding("nhi-sources", machine.name,
-                                 ", ".join(machine.sources) or "anywhere", None, removed))  # fmt: skip
+            limit = ", ".join(machine.sources) or "anywhere"
+            found.append(Finding("nhi-sources", machine.name, limit, None, removed))
         elif removed.startswith("pty"):
             found.append(Finding("nhi-pty", machine.name, "allow_pty", None, removed))
         elif removed.startswith("SFTP"):

@@ -100,7 +100,9 @@ def suggest_scope(machine: MachineView, usage: UsageIndex, since: datetime) -> S
             targets.append(entry)
             used_paths.append(use)
         else:
-            removed.append(f"target {entry.target}:{entry.account} (not used since {since:%Y-%m-%d})")
+            removed.append(
+                f"target {entry.target}:{entry.account} (not used since {since:%Y-%m-%d})"
+            )
     ran = sorted({cmd for use in used_paths for cmd, at in use.commands.items() if at >= since})
     commands: list[str] = []
     for pattern in machine.commands:

@@ -52,7 +52,9 @@ class PathUse:
     #: Session kinds (``exec``, ``pty``/``shell``, ``subsystem``...), with the last time.
     kinds: dict[str, datetime] = field(default_factory=dict)
 
-    def add(self, authority: str, kind: str, command: str | None, source: str, at: datetime) -> None:
+    def add(
+        self, authority: str, kind: str, command: str | None, source: str, at: datetime
+    ) -> None:
         self.sessions += 1
         self.last_used = _later(self.last_used, at)
         for seen, key in ((self.authorities, authority), (self.sources, source),
@@ -182,8 +184,9 @@ class UsageReader:
             )  # fmt: skip
             for token_id, nhi, created_at, expires_at in tokens:
                 index.outstanding.append(
-                    OutstandingCredential("join-token", nhi, f"token {token_id}", created_at,
-                                          expires_at)  # fmt: skip
+                    OutstandingCredential(
+                        "join-token", nhi, f"token {token_id}", created_at, expires_at
+                    )  # fmt: skip
                 )
         return index
 

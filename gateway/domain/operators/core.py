@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
 from gateway.domain.access import AccessDecisions
@@ -13,8 +14,6 @@ from gateway.domain.audit.actors import ActingOperator
 from gateway.domain.audit.checkpoints import CheckpointBook
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail
 from gateway.domain.breakglass import BreakGlass
-from gateway.domain.entitlements.analysis import Entitlements
-from gateway.domain.entitlements.campaigns import ReviewCampaigns
 from gateway.domain.identities import UserDirectory
 from gateway.domain.lockout import FailureLimiter
 from gateway.domain.machines.credentials import MachineCredentials
@@ -30,6 +29,10 @@ from gateway.domain.operators.roles import (
 )
 from gateway.domain.recordings.service import RecordingService
 from gateway.domain.sessions import SessionLedger
+
+if TYPE_CHECKING:  # the entitlement services use the roles: imported for their types only
+    from gateway.domain.entitlements.analysis import Entitlements
+    from gateway.domain.entitlements.campaigns import ReviewCampaigns
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,18 @@ an item about oneself."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import TYPE_CHECKING
 
-from gateway.domain.entitlements.campaigns import CampaignView, ItemView
-from gateway.domain.entitlements.effective import AccessPath
-from gateway.domain.entitlements.stale import Finding
-from gateway.domain.entitlements.suggest import GroupSuggestion, ScopeSuggestion
 from gateway.domain.operators.core import OperatorCore
 from gateway.domain.operators.roles import ALL_ROLES, CHANGE, READ_TRAILS, RoleMissing
+
+if TYPE_CHECKING:  # the entitlement services use the roles: imported for their types only
+    from datetime import datetime
+
+    from gateway.domain.entitlements.campaigns import CampaignView, ItemView
+    from gateway.domain.entitlements.effective import AccessPath
+    from gateway.domain.entitlements.stale import Finding
+    from gateway.domain.entitlements.suggest import GroupSuggestion, ScopeSuggestion
 
 
 class ReviewActions(OperatorCore):
