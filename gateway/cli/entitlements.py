@@ -370,9 +370,7 @@ def cmd_review_decide(args: argparse.Namespace) -> int:
 
 def cmd_review_report(args: argparse.Namespace) -> int:
     with open_operator(args) as actions:
-        campaign = next(
-            (c for c in actions.review_campaigns() if c.id == args.campaign), None
-        )
+        campaign = next((c for c in actions.review_campaigns() if c.id == args.campaign), None)
         if campaign is None:
             raise PamgateError(f"no review campaign #{args.campaign}")
         items = actions.review_items(args.campaign, pending_only=False)
