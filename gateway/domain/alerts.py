@@ -31,6 +31,7 @@ class WebhookAlerts:
     def __init__(self, urls: list[str], audit: AuditLog) -> None:
         self._urls = list(urls)
         self._audit = audit
+        self._deliveries: list[threading.Thread] = []
 
     def send(
         self,
@@ -58,6 +59,14 @@ class WebhookAlerts:
                 name=f"webhook-{kind}",
             )  # fmt: skip
             thread.start()
+            self._deliveries = [t for t in self._deliveries if t.is_alive()] + [thread]
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the deliveries under way (a short-lived process,
+        such as a CLI command, would otherwise end them when it exits)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._deliveries):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _deliver(
         self, url: str, kind: str, body: dict[str, Any], authority: str | None, trail: Trail
