@@ -284,6 +284,7 @@ def test_stale_identities_and_never_used_scope_are_found_with_a_narrower_scope(
     assert never.excessive and "never run" in never.detail
     assert findings[("nhi-target", "svc-wide", "db01:postgres")].excessive
     assert ("machine", "svc-wide", "active") not in findings  # it is used
+    assert findings[("nhi-broad", "svc-wide", "sources")].excessive  # no --source
     assert ("rule", "ops-web01", "approval rule") in findings
     assert ("rule", "dev-web01", "allow rule") in findings  # dave's use is 60 days old
 
@@ -293,6 +294,14 @@ def test_stale_identities_and_never_used_scope_are_found_with_a_narrower_scope(
     assert suggestion.commands == ("uptime", "cat /etc/hostname")
     assert suggestion.sources == ("10.7.0.5/32",)
     assert any("rm -rf" in line for line in suggestion.removed)
+
+
+def test_an_nhi_allowed_any_command_is_too_broad_even_when_new(
+    services: GatewayServices,
+) -> None:
+    add_machine(services, "svc-any", commands=["re:.*", "re:df( -h)?"], sources=["10.0.0.0/8"])
+    found = [(f.kind, f.item) for f in services.entitlements.stale(30) if f.identity == "svc-any"]
+    assert found == [("nhi-broad", "re:.*")]
 
 
 def test_join_tokens_left_usable_are_stale(services: GatewayServices) -> None:

