@@ -10,7 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -258,3 +261,23 @@ def test_over_ssh_a_reviewer_decides_as_themselves_and_never_about_themselves(
     assert decision.target == dave.name and json.loads(decision.details)["via_session"]
     [refusal] = trail_events(gateway, Trail.HUMAN, carol.name, "review.refused")
     assert refusal.target == carol.name
+
+
+def test_the_readme_review_round_runs_verbatim(
+    gateway: Gateway, services: GatewayServices, tmp_path: Path
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- entitlement-review -->")[1].split("<!-- /entitlement-review -->")[0]
+    script = block.split("```sh\n", 1)[1].split("```", 1)[0]
+    workload = register(services, tmp_path, commands=("tar -czf - /etc", "re:.*"))
+    cli = f'"{sys.executable}" -m gateway.cli --config "{gateway.config_path}"'
+    prelude = f'pamgate() {{ {cli} "$@"; }}\n'
+    env = {**os.environ, "NHI": workload.name,
+           "DUE": (datetime.now(UTC) + timedelta(days=7)).date().isoformat()}  # fmt: skip
+    ran = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert ran.returncode == 0, (ran.stdout, ran.stderr)
+    assert f"nhi-scope  nhi:{workload.name}" in ran.stdout
+    assert "used nothing in that time: suspend or offboard it" in ran.stdout
+    assert re.search(r"review campaign #\d+ of machines: \d+ items", ran.stdout)
+    assert (tmp_path / "access.csv").read_text().startswith("identity_type,identity,target,")
