@@ -437,7 +437,8 @@ class ReviewItem(Base):
     identity: Mapped[str] = mapped_column(String(64), index=True)
     #: Who may decide: user names and ``group:NAME`` entries.
     reviewers: Mapped[list[str]] = mapped_column(JSON)
-    #: ``pending``, ``decided`` or ``escalated`` (overdue; still decidable).
+    #: ``pending``, ``escalated`` (overdue; still decidable), ``deciding`` (a decision being
+    #: carried out) or ``decided``.
     status: Mapped[str] = mapped_column(String(16), index=True)
     #: The access, use and suggestion the reviewer saw, fixed when the item was opened.
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -459,3 +459,22 @@ def test_bad_campaign_input_changes_nothing(services: GatewayServices) -> None:
         services.operator_actions("ann").start_review(
             "all", datetime.now(UTC) + timedelta(days=1), None
         )
+
+
+def test_a_decision_that_cannot_be_carried_out_changes_nothing(
+    services: GatewayServices,
+) -> None:
+    add_person(services, "ann", "auditors")
+    add_machine(services, "svc-idle")  # never used: there is no narrower scope
+    admin = services.local_admin_actions(LocalAdmin("root", "gw"))
+    campaign = admin.start_review("machines", datetime.now(UTC) + timedelta(days=1), None)
+    [item] = admin.review_items(campaign.id, pending_only=True)
+    with pytest.raises(ReviewError, match="no narrower scope"):
+        services.operator_actions("ann").decide_review(item.id, "narrow", "too broad")
+    assert services.reviews.item(item.id).status == "pending"
+    assert services.machines.get("svc-idle").commands == ("uptime",)
+    assert not events(services, Trail.MACHINE, "review.decided")
+    with pytest.raises(ReviewError, match="needs --note"):
+        services.operator_actions("ann").decide_review(item.id, "keep", "  ")
+    kept = services.operator_actions("ann").decide_review(item.id, "suspend", "nobody uses it")
+    assert kept.status == "decided" and services.machines.get("svc-idle").status == "suspended"

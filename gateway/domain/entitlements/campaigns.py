@@ -319,13 +319,25 @@ class ReviewCampaigns:
                                          "decision": decision},
             ))  # fmt: skip
             raise ReviewError(refusal)
-        applied = self._apply(item, decision, note, actor)
+        # Claimed before anything changes, so two reviewers deciding at once act once.
+        with self._store.transaction() as db:
+            row = db.get(ReviewItem, item.id, with_for_update=True)
+            assert row is not None
+            if row.status not in ("pending", "escalated"):
+                raise ReviewError(f"item #{item.id} is being decided or was decided already")
+            previous, row.status = row.status, "deciding"
+        try:
+            applied = self._apply(item, decision, note, actor)
+        except BaseException:
+            with self._store.transaction() as db:
+                row = db.get(ReviewItem, item.id, with_for_update=True)
+                assert row is not None
+                row.status = previous
+            raise
         now = self._now()
         with self._store.transaction() as db:
             row = db.get(ReviewItem, item.id, with_for_update=True)
             assert row is not None
-            if row.status == "decided":
-                raise ReviewError(f"item #{item.id} was decided already by {row.decided_by}")
             row.status, row.decision, row.note = "decided", decision, note.strip()
             row.decided_by, row.decided_at, row.applied = reviewer.name, now, _plain(applied)
             record = self._audit.append(db, item.trail, AuditEvent(
