@@ -217,7 +217,7 @@ def cmd_access_report(args: argparse.Namespace) -> int:
 
 
 def cmd_access_stale(args: argparse.Namespace) -> int:
-    days = args.days or args.loaded_config.reviews.stale_after_days
+    days = args.days if args.days is not None else args.loaded_config.reviews.stale_after_days
     with open_operator(args) as actions:
         findings = actions.stale_access(days)
     if args.json:

@@ -25,6 +25,7 @@ from gateway.domain.machines.credentials import MachineCredentials
 from gateway.domain.machines.registry import MachineError, ScopeTarget
 from gateway.domain.operators import LocalAdmin, RoleMissing
 from gateway.domain.sessions import SessionLedger, SessionStart
+from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from gateway.store.models import User
 from tests.support.console import add_person, console_services
@@ -478,3 +479,23 @@ def test_a_decision_that_cannot_be_carried_out_changes_nothing(
         services.operator_actions("ann").decide_review(item.id, "keep", "  ")
     kept = services.operator_actions("ann").decide_review(item.id, "suspend", "nobody uses it")
     assert kept.status == "decided" and services.machines.get("svc-idle").status == "suspended"
+
+
+def test_only_auditors_admins_and_its_reviewers_see_an_items_evidence(
+    services: GatewayServices,
+) -> None:
+    add_person(services, "owen", "approvers")
+    add_person(services, "dave", "approvers")
+    add_machine(services, "svc-o", owner="owen")
+    admin = services.local_admin_actions(LocalAdmin("root", "gw"))
+    campaign = admin.start_review("machines", datetime.now(UTC) + timedelta(days=1), None)
+    [item] = admin.review_items(campaign.id, pending_only=False)
+    assert services.operator_actions("owen").review_item(item.id).identity == "svc-o"
+    assert services.operator_actions("dave").review_items(campaign.id, pending_only=False) == []
+    with pytest.raises(RoleMissing, match="one of its reviewers"):
+        services.operator_actions("dave").review_item(item.id)
+    for days in (0, -5, 100000):
+        with pytest.raises(PamgateError, match="--days must be between 1 and 3650"):
+            services.entitlements.stale(days)
+        with pytest.raises(PamgateError, match="--days must be between 1 and 3650"):
+            services.entitlements.suggest_machine("svc-o", days)

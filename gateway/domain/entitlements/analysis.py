@@ -26,6 +26,15 @@ from gateway.domain.identities import UserDirectory
 from gateway.domain.machines.registry import MachineRegistry
 from gateway.errors import PamgateError, UnknownUser
 
+#: The longest usage window asked for (ten years).
+MAX_DAYS = 3650
+
+
+def check_days(days: int) -> None:
+    """PamgateError unless ``days`` is a usage window of 1 to :data:`MAX_DAYS` days."""
+    if not 1 <= days <= MAX_DAYS:
+        raise PamgateError(f"--days must be between 1 and {MAX_DAYS}")
+
 
 class Entitlements:
     """Who can reach what, what is stale, and what would be narrower."""
@@ -79,8 +88,7 @@ class Entitlements:
 
     def stale(self, days: int) -> list[Finding]:
         """Stale and excessive access over the last ``days`` days."""
-        if not 1 <= days <= 3650:
-            raise PamgateError("--days must be between 1 and 3650")
+        check_days(days)
         return stale_findings(
             config=self._config, users=self._users.list_users(), machines=self._machines.list(),
             usage=self._usage.read(), days=days, now=self.now(),
@@ -88,11 +96,13 @@ class Entitlements:
 
     def suggest_machine(self, name: str, days: int) -> ScopeSuggestion:
         """The NHI ``name``'s scope narrowed to its use in the last ``days`` days."""
+        check_days(days)
         machine = self._machines.get(name)
         return suggest_scope(machine, self._usage.read(), self.now() - timedelta(days=days))
 
     def suggest_user(self, name: str, days: int) -> GroupSuggestion:
         """The person ``name``'s groups without those whose rules they did not use."""
+        check_days(days)
         user = self._users.get(name)
         if user is None:
             raise UnknownUser(f"no user named {name!r}")

@@ -45,7 +45,7 @@ from gateway.domain.audit.trail import (
     Trail,
     admin_authority,
 )
-from gateway.domain.entitlements.analysis import Entitlements
+from gateway.domain.entitlements.analysis import Entitlements, check_days
 from gateway.domain.entitlements.stale import stale_findings
 from gateway.domain.entitlements.suggest import ScopeSuggestion, suggest_groups, suggest_scope
 from gateway.domain.identities import UserDirectory, UserView
@@ -165,7 +165,8 @@ class ReviewCampaigns:
         now = self._now()
         if due_at <= now:
             raise ReviewError("--due must be in the future")
-        days = stale_days or self._config.reviews.stale_after_days
+        days = stale_days if stale_days is not None else self._config.reviews.stale_after_days
+        check_days(days)
         since = now - timedelta(days=days)
         usage = self._entitlements.usage()
         users = self._users.list_users() if scope in ("humans", "all") else []

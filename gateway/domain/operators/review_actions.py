@@ -56,13 +56,28 @@ class ReviewActions(OperatorCore):
         return self._services.reviews.campaigns()
 
     def review_items(self, campaign_id: int | None, *, pending_only: bool) -> list[ItemView]:
-        """A campaign's items. Any role."""
-        self.require(ALL_ROLES, "see review campaigns")
-        return self._services.reviews.items(campaign_id, pending_only=pending_only)
+        """A campaign's items: all of them for an auditor or admin; for anyone else with a
+        role, those they may decide (the evidence is about other people's access)."""
+        operator = self.require(ALL_ROLES, "see review campaigns")
+        items = self._services.reviews.items(campaign_id, pending_only=pending_only)
+        if operator.roles & READ_TRAILS:
+            return items
+        return [item for item in items if self._may_decide(item)]
 
     def review_item(self, item_id: int) -> ItemView:
-        self.require(ALL_ROLES, "see review campaigns")
-        return self._services.reviews.item(item_id)
+        """One item and its evidence: for an auditor or admin, or one of its reviewers."""
+        operator = self.require(ALL_ROLES, "see review campaigns")
+        item = self._services.reviews.item(item_id)
+        if operator.roles & READ_TRAILS or self._may_decide(item):
+            return item
+        raise RoleMissing(
+            f"You need the admin or auditor role, or to be one of its reviewers, to see "
+            f"review item #{item_id}."
+        )
+
+    def _may_decide(self, item: ItemView) -> bool:
+        reviewer = self._services.users.get(self.name)
+        return reviewer is not None and self._services.reviews.may_decide(item, reviewer) is None
 
     def decide_review(self, item_id: int, decision: str, note: str) -> ItemView:
         """Decide a review item and carry the decision out. A pamgate user with a role who is
