@@ -161,8 +161,9 @@ class GatewayServices:
     def entitlements(self) -> Entitlements:
         """The access report, stale findings and narrower scopes."""
         return Entitlements(
-            self.config, self.access, self.users, self.machines, UsageReader(self.store)
-        )
+            self.config, self.access, self.requests, self.users, self.machines,
+            UsageReader(self.store),
+        )  # fmt: skip
 
     @functools.cached_property
     def reviews(self) -> ReviewCampaigns:

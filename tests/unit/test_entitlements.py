@@ -142,6 +142,7 @@ def at_clock(services: GatewayServices, clock: Clock) -> tuple[Entitlements, Rev
     entitlements = Entitlements(
         services.config,
         services.access,
+        services.requests,
         services.users,
         services.machines,
         UsageReader(services.store),

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from gateway.config import GatewayConfig
 from gateway.domain.access import AccessDecisions
+from gateway.domain.approvals import AccessRequests, GrantView
 from gateway.domain.entitlements.effective import AccessPath, EffectiveAccess
 from gateway.domain.entitlements.stale import Finding, stale_findings
 from gateway.domain.entitlements.suggest import (
@@ -43,6 +44,7 @@ class Entitlements:
         self,
         config: GatewayConfig,
         access: AccessDecisions,
+        requests: AccessRequests,
         users: UserDirectory,
         machines: MachineRegistry,
         usage: UsageReader,
@@ -52,6 +54,7 @@ class Entitlements:
         self._config = config
         #: The paths of one identity (the report is all of them).
         self.effective = EffectiveAccess(config, access)
+        self._requests = requests
         self._users = users
         self._machines = machines
         self._usage = usage
@@ -59,6 +62,10 @@ class Entitlements:
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+    def active_grants(self, at: datetime) -> dict[tuple[str, str, str], GrantView]:
+        """The grants current at ``at``, by (user, target, account)."""
+        return self._requests.active_grants(at=at)
 
     def usage(self) -> UsageIndex:
         """The records, read now."""
@@ -77,9 +84,10 @@ class Entitlements:
             if not users and not machines:
                 raise PamgateError(f"no human or machine identity named {identity!r}")
         usage, now = self._usage.read(), self.now()
+        grants = self.active_grants(now)
         paths: list[AccessPath] = []
         for user in users:
-            paths += self.effective.human_paths(user, usage, now)
+            paths += self.effective.human_paths(user, usage, now, grants)
         for machine in machines:
             paths += self.effective.machine_paths(machine, usage)
         if target is not None:

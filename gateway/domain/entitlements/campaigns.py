@@ -169,6 +169,7 @@ class ReviewCampaigns:
         check_days(days)
         since = now - timedelta(days=days)
         usage = self._entitlements.usage()
+        grants = self._entitlements.active_grants(now)
         users = self._users.list_users() if scope in ("humans", "all") else []
         machines = self._machines.list() if scope in ("machines", "all") else []
         findings = stale_findings(config=self._config, users=users, machines=machines,
@@ -177,8 +178,9 @@ class ReviewCampaigns:
         for user in users:
             if user.disabled:
                 continue
+            reach = self._effective.human_paths(user, usage, now, grants)
             evidence: dict[str, Any] = {
-                "paths": [p.record() for p in self._effective.human_paths(user, usage, now)],
+                "paths": [p.record() for p in reach],
                 "groups": list(user.groups),
                 "last_used": usage.last_used("human", user.name),
                 "findings": [f.record() for f in findings if f.identity == user.name

@@ -1,7 +1,8 @@
 """Effective access: every target account each human and NHI can reach now, and through what.
 
 For people the answer is the one access decision's
-(:meth:`gateway.domain.access.AccessDecisions.decide`), asked for every
+(:meth:`gateway.domain.access.AccessDecisions.decide_for`, :meth:`~.decide` for people
+and grants read once), asked for every
 target account of the config, at one instant, from "anywhere" (a source no
 network condition matches) and from inside each network some rule names: an
 allow rule, an approval rule (its approvers, how many, break-glass), or the
@@ -18,12 +19,14 @@ Each path carries its last use and session count from the records
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from gateway.config import GatewayConfig, RuleSettings
 from gateway.domain.access import AccessDecisions, Allowed, NeedsApproval
+from gateway.domain.approvals import GrantView
 from gateway.domain.entitlements.usage import UsageIndex
 from gateway.domain.identities import UserView
 from gateway.domain.machines.registry import MachineView
@@ -109,10 +112,21 @@ class EffectiveAccess:
         self._config = config
         self._access = access
 
-    def human_paths(self, user: UserView, usage: UsageIndex, at: datetime) -> list[AccessPath]:
-        """Every target account ``user`` can reach at ``at``; none for a disabled user."""
+    def human_paths(
+        self,
+        user: UserView,
+        usage: UsageIndex,
+        at: datetime,
+        grants: Mapping[tuple[str, str, str], GrantView],
+    ) -> list[AccessPath]:
+        """Every target account ``user`` (as just read) can reach at ``at``, given the grants
+        current then (:meth:`AccessRequests.active_grants`); none for a disabled user."""
         if user.disabled:
             return []
+
+        def grant_of(target: str, account: str) -> GrantView | None:
+            return grants.get((user.name, target, account))
+
         networks = sorted({net for rule in self._config.rules for net in rule.sources})
         probes = [(ANYWHERE, None)] + [(_probe_address(net), net) for net in networks]
         paths = []
@@ -120,8 +134,8 @@ class EffectiveAccess:
             for account in target.accounts:
                 found: dict[str, tuple[str, RuleSettings, list[str | None], Any]] = {}
                 for source, network in probes:
-                    decision = self._access.decide(user.name, target.name, account,
-                                                   source=source, at=at)  # fmt: skip
+                    decision = self._access.decide_for(user, target.name, account, source=source,
+                                                       at=at, grant_of=grant_of)  # fmt: skip
                     if isinstance(decision, Allowed):
                         via = "allow" if decision.grant is None else (
                             "breakglass" if decision.authority.startswith("breakglass:")
