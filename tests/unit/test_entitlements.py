@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.devtools.openssh_target import free_port
+from gateway.domain.access import Allowed, NeedsApproval
 from gateway.domain.audit.trail import Trail
 from gateway.domain.entitlements.analysis import Entitlements
 from gateway.domain.entitlements.campaigns import ReviewCampaigns, ReviewError
@@ -227,6 +228,17 @@ def test_the_report_is_the_access_decisions_answer_with_its_limits_and_last_use(
     granted = services.entitlements.report(identity="dave")
     assert [(p.via, p.authority[:6]) for p in granted] == [("grant", "grant:")]
     assert "grant_ends_at" in granted[0].limits
+    # No second evaluator: every path "from anywhere" is what decide() says from anywhere.
+    for user in ("carol", "dave", "erin"):
+        for target in services.config.targets:
+            for account in target.accounts:
+                decision = services.access.decide(user, target.name, account, source="anywhere")
+                listed = [
+                    p
+                    for p in services.entitlements.report(identity=user)
+                    if (p.target, p.account) == (target.name, account) and not p.sources
+                ]
+                assert bool(listed) == isinstance(decision, Allowed | NeedsApproval)
     with pytest.raises(Exception, match="no human or machine identity named 'nobody'"):
         services.entitlements.report(identity="nobody")
 

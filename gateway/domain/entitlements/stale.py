@@ -92,7 +92,9 @@ def stale_findings(
     for machine in machines:
         if machine.status == "offboarded":
             continue
-        last = usage.last_used("machine", machine.name)
+        # Its sessions, or a login (recorded on the NHI) that opened none.
+        seen = [at for at in (usage.last_used("machine", machine.name), machine.last_used_at) if at]
+        last = max(seen, default=None)
         if (last is None and machine.created_at <= cutoff) or (last is not None and last < cutoff):
             stale_machines.add(machine.name)
             findings.append(Finding("machine", machine.name, machine.status, last,
@@ -121,7 +123,9 @@ def stale_findings(
             continue
         last = usage.rules.get(rule.id)
         if last is None or last < cutoff:
-            findings.append(Finding("rule", rule.id, f"{rule.mode} rule", last, _age(last, now)))
+            findings.append(Finding("rule", rule.id, f"{rule.mode} rule", last,
+                                    f"{_age(last, now)}; suggested: remove it, or narrow "
+                                    f"its groups ({', '.join(rule.groups)})"))  # fmt: skip
     return findings
 
 
