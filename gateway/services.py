@@ -74,7 +74,8 @@ class GatewayServices:
     sign_in: SignIn
     alerts: WebhookAlerts
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
-    _syslog: SyslogForwarder | None = field(default=None, repr=False)
+    #: The syslog copy of the trails, when ``[audit.syslog]`` is set (run by ``serve``).
+    syslog: SyslogForwarder | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, config: GatewayConfig) -> GatewayServices:
@@ -87,9 +88,9 @@ class GatewayServices:
         if config.audit.syslog is not None:
             settings = config.audit.syslog
             syslog = SyslogForwarder(
-                settings.host, settings.port, settings.protocol, settings.app_name
-            )
-            audit.add_listener(syslog)
+                store, audit, settings.host, settings.port, settings.protocol, settings.app_name,
+                node=config.node_name,
+            )  # fmt: skip
         machines = MachineRegistry(store, audit)
         machine_ca = MachineCA(data.machine_ca_key)
         users = UserDirectory(
@@ -137,7 +138,7 @@ class GatewayServices:
             ),
             sign_in=SignIn(users, limiter, audit, config.auth),
             alerts=alerts,
-            _syslog=syslog,
+            syslog=syslog,
         )
 
     @property
@@ -215,6 +216,6 @@ class GatewayServices:
     def close(self) -> None:
         """Stop the recording flusher; release the database connections and the syslog socket."""
         self.recordings.stop()
-        if self._syslog is not None:
-            self._syslog.close()
+        if self.syslog is not None:
+            self.syslog.close()
         self.store.dispose()

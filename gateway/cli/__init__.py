@@ -19,6 +19,23 @@ passwords) and :mod:`~gateway.cli.render` (tables and JSON). Handlers import
 what they need when they run, so ``pamgate --help`` stays quick.
 """
 
-from gateway.cli.app import main
+import sys
+from collections.abc import Sequence
 
 __all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pamgate`` command: :func:`gateway.cli.app.main`.
+
+    Imported here, inside the handler, so a Ctrl-C while the modules still
+    load ends the command quietly with status 130, as it does once running,
+    instead of with a traceback.
+    """
+    try:
+        from gateway.cli.app import main as run
+
+        return run(argv)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130

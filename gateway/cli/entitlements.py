@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from gateway.domain.entitlements.effective import AccessPath
 
 DEFAULT_DAYS = 30
-#: How long ``review escalate`` waits for its webhooks (each is retried with backoff).
-ALERT_WAIT_SECONDS = 30.0
 
 
 def add_commands(commands: Subcommands) -> None:
@@ -389,10 +387,9 @@ def cmd_review_report(args: argparse.Namespace) -> int:
 
 
 def cmd_review_escalate(args: argparse.Namespace) -> int:
-    with open_services(args) as services:
-        escalated = operator_actions(services, args).escalate_reviews()
-        # The webhooks go out in the background: let them finish before this process ends.
-        services.alerts.wait(ALERT_WAIT_SECONDS)
+    with open_operator(args) as actions:
+        # The webhooks are queued durably: a running node delivers them.
+        escalated = actions.escalate_reviews()
     for item in escalated:
         print(f"review item #{item.id} ({item.identity_type} {item.identity}) escalated")
     if not escalated:

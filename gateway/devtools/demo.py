@@ -9,6 +9,8 @@ directory: same ports, keys, users and credentials.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import functools
 import getpass
 import json
@@ -16,6 +18,7 @@ import os
 import socket
 import sys
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +52,7 @@ DEMO_USERS = {
     ),
 }
 #: Bumped when the demo's config changes shape; older demo configs are rewritten.
-DEMO_CONFIG_VERSION = 5
+DEMO_CONFIG_VERSION = 6
 PREFERRED_GATEWAY_PORT = 2222
 PREFERRED_MACHINE_PORT = 2223
 #: The NHI the demo's instructions register.
@@ -58,6 +61,10 @@ DEMO_WORKLOAD = "demo-ci"
 #: both targets, from anywhere, with pty and SFTP. The entitlement review shows it up.
 DEMO_BROAD_WORKLOAD = "demo-backup"
 CREDENTIALS_FILE = "demo-credentials.json"
+#: Held (flock) while a demo runs from the directory: a second one says so and stops.
+LOCK_FILE = "demo.lock"
+#: The local port the instructions' ``ssh -L`` example listens on.
+DEMO_FORWARD_PORT = 10022
 DEMO_ACTOR = "pamgate-demo"
 
 
@@ -134,6 +141,8 @@ groups = [{q(DEMO_GROUP)}]
 targets = [{q(DEMO_TARGET)}]
 mode = "allow"
 file_transfer = "download-only"
+# ssh -L may reach the target's own sshd (as the target sees it), nothing else.
+forward_local = [{q(f"127.0.0.1:{target.port}")}]
 
 [[rules]]
 id = "admins-db01-approval"
@@ -273,10 +282,15 @@ def instructions(
     machine_host_key = asyncssh.read_private_key(data.machine_host_key)
     first = credentials[0]
     config_arg = _relative(config.source)
-    lines = [
-        "",
-        "pamgate demo is running.",
-        "",
+    lines = ["", "pamgate demo is running.", ""]
+    if human.port != PREFERRED_GATEWAY_PORT:
+        lines += [
+            f"!! Port {PREFERRED_GATEWAY_PORT} was taken, so this demo's gateway listens on port "
+            f"{human.port}.",
+            f"!! Use -p {human.port} wherever the README says -p {PREFERRED_GATEWAY_PORT}.",
+            "",
+        ]
+    lines += [
         f"  gateway (human lane)  {human.address}:{human.port}",
         f"                        host key {host_key.get_fingerprint()}",
         f"  machine lane          {machine.address}:{machine.port} (certificates only)",
@@ -290,6 +304,9 @@ def instructions(
         f"    ssh -p {human.port} {first.user}:{DEMO_TARGET}@{human.address}",
         "",
         "and on the target run:  id",
+        "",
+        "Each code works once: for another login within the same 30 seconds, wait for the",
+        "next code (a reused one is refused like a wrong one).",
         "",
         "Demo users:",
     ]
@@ -324,7 +341,7 @@ def instructions(
         "",
         f"    ssh -t -p {human.port} bob:console@{human.address}",
         "",
-        "or with commands:",
+        "(Ctrl-Q quits the console; Ctrl-P lists every key) or with commands:",
         "",
         f"    ssh -p {human.port} bob:admin@{human.address} request list",
         f"    ssh -p {human.port} bob:admin@{human.address} request approve N",
@@ -333,6 +350,14 @@ def instructions(
         "break-glass: immediate access with a written justification, announced and",
         f"reviewed afterwards by bob (ssh -p {human.port} bob:admin@{human.address} "
         "breakglass list).",
+        "",
+        f"Port forwarding: the {DEMO_TARGET} rule lets ssh -L reach the target's own sshd",
+        f"(127.0.0.1:{target.port} as the target sees it), and nothing else:",
+        "",
+        f"    ssh -p {human.port} -N -L {DEMO_FORWARD_PORT}:127.0.0.1:{target.port} "
+        f"alice:{DEMO_TARGET}@{human.address}",
+        f"    ssh-keyscan -p {DEMO_FORWARD_PORT} 127.0.0.1     # in another terminal: the "
+        "target's sshd answers",
         "",
         "Afterwards, replay what she did (or in the console: 4 Recordings):",
         "",
@@ -392,6 +417,40 @@ def run_demo(
     """Set up (or reuse) the demo directory, start target and gateway, run until Ctrl-C."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _only_demo_in(data_dir):
+        try:
+            _run_demo(data_dir, gateway_port, machine_port)
+        except KeyboardInterrupt:  # Ctrl-C before the gateway was up
+            print("\npamgate demo stopped (interrupted while starting).")
+
+
+@contextlib.contextmanager
+def _only_demo_in(data_dir: Path) -> Iterator[None]:
+    """Hold the directory's demo lock; PamgateError if another demo holds it.
+
+    flock, not a pid file: the kernel drops the lock when the holder dies,
+    so a crashed demo never blocks the next one.
+    """
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise PamgateError(
+                f"a demo is already running from {_relative(data_dir)} (pid {holder}); "
+                "use it, stop it with Ctrl-C in its terminal, or start another one with "
+                "--data-dir OTHER_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_demo(data_dir: Path, gateway_port: int | None, machine_port: int | None) -> None:
     config_path = data_dir / "pamgate.toml"
     data = DataDir(data_dir)
     target_dir = data_dir / "demo-target"

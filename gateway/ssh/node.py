@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 from gateway.config import GatewayConfig, ListenerSettings
 from gateway.datadir import DataDir, check_ready
-from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
+from gateway.domain.alerts import WebhookDelivery
+from gateway.domain.audit.trail import ActorType, AuditEvent, AuditRecord, Trail
+from gateway.domain.deliveries import DeliveryWorker
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from gateway.ssh.human.lane import HumanLane
@@ -79,6 +81,25 @@ class GatewayNode:
         self._indexing: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._escalation: asyncio.Task[None] | None = None
+        self._deliveries = self._delivery_workers()
+
+    def _delivery_workers(self) -> list[DeliveryWorker]:
+        """Webhook alerts and the syslog copy, each in its own worker thread."""
+        services = self.services
+        webhooks = DeliveryWorker(
+            "webhook-delivery", WebhookDelivery(services.store, services.audit).deliver_due
+        )
+        services.alerts.queued = webhooks.wake
+        workers = [webhooks]
+        if services.syslog is not None:
+            syslog = DeliveryWorker("syslog-forwarding", services.syslog.forward_new)
+
+            def wake_syslog(_record: AuditRecord) -> None:
+                syslog.wake()
+
+            services.audit.add_listener(wake_syslog)
+            workers.append(syslog)
+        return workers
 
     async def start(self) -> None:
         """Recover from a previous crash, then start listening."""
@@ -88,6 +109,8 @@ class GatewayNode:
         # mark the first one's sessions interrupted.
         await asyncio.to_thread(self.services.nodes.register)
         self.services.recordings.attach_loop(asyncio.get_running_loop())
+        for worker in self._deliveries:
+            worker.start()
         await asyncio.to_thread(self._record, "gateway.started")
         interrupted = await asyncio.to_thread(self.services.ledger.mark_interrupted)
         if interrupted:
@@ -146,6 +169,9 @@ class GatewayNode:
                 await asyncio.to_thread(self.services.nodes.stopped)
             except PamgateError as exc:
                 logger.error("cannot record this node's stop: %s", exc)
+        # A last round for what is due (the stop's own record to syslog among it);
+        # what is left stays queued for the next node to run.
+        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self._deliveries))
         self.services.close()
 
     def _record(self, action: str) -> None:

@@ -112,6 +112,24 @@ class Store:
         finally:
             session.close()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only Core connection that sees one state of the database throughout.
+
+        For readers that must see several statements agree while writers commit
+        (audit verification: the head and the rows after it). PostgreSQL runs it as
+        a ``REPEATABLE READ`` transaction; on SQLite (WAL) a deferred transaction
+        already reads one snapshot from its first statement to its end.
+        """
+        try:
+            with self.engine.connect() as connection:
+                if not self.is_sqlite:
+                    connection = connection.execution_options(isolation_level="REPEATABLE READ")
+                with connection.begin():
+                    yield connection
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
     def ping(self) -> None:
         """One round trip to the database; StoreError if it does not answer."""
         try:

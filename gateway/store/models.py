@@ -410,6 +410,49 @@ class GatewayNodeRecord(Base):
     taken_over_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class OutboxMessage(Base):
+    """A webhook alert waiting for delivery: written with (or right after) the action it
+    announces, delivered by a running node's delivery worker with bounded retries.
+
+    A durable queue rather than a thread per alert, so an unreachable webhook
+    never holds anyone up, and alerts survive a restart or a CLI process that exits.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    kind: Mapped[str] = mapped_column(String(64))
+    #: The JSON body to POST.
+    body: Mapped[str] = mapped_column(Text)
+    #: The trail the delivery's outcome is audited in, and the authority it names.
+    trail: Mapped[str] = mapped_column(String(16))
+    authority: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Not tried again before this time (epoch seconds).
+    due_at: Mapped[float] = mapped_column(default=0.0, index=True)
+    #: A node delivering it holds it until this time (epoch seconds), so two do not.
+    claimed_until: Mapped[float] = mapped_column(default=0.0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SyslogCursor(Base):
+    """How far each trail has been copied to the syslog collector.
+
+    The trail itself is the queue: the forwarder sends the events after ``seq``
+    and moves the cursor, so records written while the collector was away
+    are sent when it is back. One node at a time holds the lease.
+    """
+
+    __tablename__ = "syslog_cursors"
+
+    trail: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    leased_by: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[float] = mapped_column(default=0.0)
+
+
 class ReviewCampaign(Base):
     """An entitlement review: one item per identity, to be decided by a due date."""
 

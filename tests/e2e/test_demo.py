@@ -15,6 +15,7 @@ import pexpect
 import pyotp
 import pytest
 
+from gateway.devtools.demo import PREFERRED_GATEWAY_PORT
 from gateway.devtools.openssh_target import free_port
 from tests.support.gateway import write_askpass
 
@@ -138,6 +139,32 @@ def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
         finally:
             waiting.close()
         follow_machine_lane_tour(output, tmp_path, machine_port)
+        # The forwarding example, as printed (bob: alice's codes of this window are spent).
+        forward = re.search(r"    (ssh -p \d+ -N -L (\d+):\S+ )alice(:web01@127\.0\.0\.1)", output)
+        assert forward, "the demo prints an ssh -L example"
+        bob_next = pyotp.TOTP(bob_secret).at(time.time() + 30)
+        tunnel = subprocess.Popen(
+            [*f"{forward.group(1)}bob{forward.group(3)}".split(), "-F", "/dev/null",
+             "-o", "StrictHostKeyChecking=no", "-o", "ExitOnForwardFailure=yes",
+             "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}", "-o", "IdentityAgent=none"],
+            env={**bob_env, "PG_TOTP_CODE": bob_next}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            banner = b""
+            deadline = time.monotonic() + 30
+            while not banner.startswith(b"SSH-2.0-"):
+                assert tunnel.poll() is None, tunnel.stderr.read() if tunnel.stderr else ""
+                assert time.monotonic() < deadline, "the forward never answered"
+                with socket.socket() as local:
+                    if local.connect_ex(("127.0.0.1", int(forward.group(2)))) == 0:
+                        local.settimeout(10)
+                        banner = local.recv(64)
+                        continue
+                time.sleep(0.3)
+        finally:
+            tunnel.terminate()
+            tunnel.wait(timeout=10)
         follow_entitlement_tour(output, data_dir, tmp_path, bob_env)
     finally:
         stop_demo(child)
@@ -177,7 +204,8 @@ def follow_entitlement_tour(
     item = next(json.loads(line) for line in listed.stdout.splitlines()
                 if json.loads(line)["identity"] == "demo-backup")  # fmt: skip
     assert "bob" in item["reviewers"]  # its owner
-    # bob approved a request a moment ago: his code for this step is spent.
+    # bob spent this step's code and the next one (approval, forward): wait for a step to pass.
+    time.sleep(30 - time.time() % 30 + 0.5)
     code = pyotp.TOTP(bob_env["PG_TOTP_SECRET"]).at(time.time() + 30)
     bob_env = {**bob_env, "PG_TOTP_CODE": code}
     decided = subprocess.run(
@@ -212,3 +240,61 @@ def follow_machine_lane_tour(output: str, folder: Path, machine_port: int) -> No
         assert result.returncode == 0, (command, result.stderr)
     assert "load average" in result.stdout  # uptime ran on the target
     assert "ssh-ed25519 " in output[output.index("Machine lane:") :]  # the machine CA key
+
+
+def test_a_busy_default_port_is_announced_loudly(tmp_path: Path) -> None:
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", PREFERRED_GATEWAY_PORT))
+    except OSError:
+        holder.close()  # busy already, which is what this test needs
+        holder = None
+    try:
+        child = pexpect.spawn(
+            sys.executable, ["-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "d")],
+            timeout=60, dimensions=(60, 200),
+        )  # fmt: skip
+        child.expect("Press Ctrl-C to stop the demo")
+        output = child.before.decode()
+        port = re.search(r"gateway \(human lane\)  127\.0\.0\.1:(\d+)", output).group(1)
+        assert port != str(PREFERRED_GATEWAY_PORT)
+        assert f"!! Port {PREFERRED_GATEWAY_PORT} was taken" in output
+        assert f"Use -p {port} wherever the README says -p {PREFERRED_GATEWAY_PORT}" in output
+        stop_demo(child)
+    finally:
+        if holder is not None:
+            holder.close()
+
+
+def test_a_second_demo_in_the_same_directory_says_so(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pamgate-demo"
+    child, _ = start_demo(data_dir, free_port(), free_port())
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(data_dir)],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert "a demo is already running from" in second.stderr
+        assert f"(pid {child.pid})" in second.stderr and "--data-dir" in second.stderr
+        assert "Traceback" not in second.stderr + second.stdout
+        assert child.isalive()  # the first one is untouched
+    finally:
+        stop_demo(child)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+def test_ctrl_c_while_the_demo_starts_exits_cleanly(tmp_path: Path, delay: float) -> None:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "d"),
+         "--port", str(free_port()), "--machine-port", str(free_port())],
+        timeout=60, dimensions=(60, 200),
+    )  # fmt: skip
+    time.sleep(delay)
+    child.sendcontrol("c")
+    child.expect(pexpect.EOF)
+    output = child.before.decode(errors="replace")
+    child.close()
+    assert "Traceback" not in output, output[-2000:]
+    assert child.exitstatus in (0, 130), (child.exitstatus, output[-500:])

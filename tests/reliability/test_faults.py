@@ -235,3 +235,65 @@ def test_locked_database_grants_nothing_unaudited_and_recovers(
         granted_during_lock=len(granted),
         every_grant_audited=set(granted) <= starts,
     )
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, read from /proc (children of children too)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, ppid
+        children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def still_running(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":  # a zombie has exited; only its reaping is left
+            alive.add(pid)
+    return alive
+
+
+def test_sigkill_of_serve_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Everything `pamgate serve` starts (the command-indexing worker and
+    multiprocessing's helper among them) dies with it, even on SIGKILL."""
+    with launch_gateway(tmp_path) as gateway:
+        user = gateway.make_user()
+        shell = spawn_shell(gateway, user, "web01")
+        set_prompt(shell)
+        shell.sendline("echo indexed-by-the-worker; exit")
+        shell.expect(pexpect.EOF, timeout=20)
+        shell.close()
+        deadline = time.monotonic() + 20
+        while len(helpers := descendants(gateway.process.pid)) < 2:
+            assert time.monotonic() < deadline, f"the indexing worker never started: {helpers}"
+            time.sleep(0.2)
+        gateway.process.kill()
+        gateway.process.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while alive := still_running(helpers):
+            if time.monotonic() > deadline:
+                commands = {
+                    pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]
+                    for pid in alive
+                }
+                for pid in alive:
+                    subprocess.run(["kill", "-9", str(pid)], check=False)
+                raise AssertionError(f"left running 5 s after serve was killed: {commands}")
+            time.sleep(0.1)

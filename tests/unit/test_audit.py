@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -235,6 +237,42 @@ def test_concurrent_processes_never_fork_the_chain(audit: AuditLog, store: Store
     assert result.ok and result.count == 240
 
 
+def test_verify_while_other_processes_append_never_raises_a_false_alarm(
+    audit: AuditLog, store: Store
+) -> None:
+    """Each verification sees one snapshot: its head and its rows agree, however many
+    events other processes commit meanwhile (on PostgreSQL, reading the head and the rows
+    in two statements once reported "event N lies beyond the trail's head")."""
+    script = (
+        "import sys\n"
+        "from gateway.store.database import Store\n"
+        "from gateway.domain.audit.trail import AuditLog, AuditEvent, ActorType, Trail\n"
+        "log = AuditLog(Store(sys.argv[1]))\n"
+        "for i in range(300):\n"
+        "    log.record(Trail.HUMAN, AuditEvent(actor=sys.argv[2], actor_type=ActorType.HUMAN,"
+        " action='auth.failure', outcome='failure'))\n"
+    )
+    fill(audit, 5)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", script, store.url, f"p{i}"]) for i in range(2)
+    ]
+    verifications, counts = 0, []
+    try:
+        while verifications < 100 or any(writer.poll() is None for writer in writers):
+            result = audit.verify(Trail.HUMAN)
+            assert result.ok, result
+            counts.append(result.count)
+            verifications += 1
+        assert all(writer.wait(timeout=120) == 0 for writer in writers)
+    finally:
+        for writer in writers:  # before the database is dropped under them
+            writer.kill()
+            writer.wait()
+    assert counts == sorted(counts)  # a later verification never sees fewer events
+    assert len(set(counts)) > 1, "the verifications never ran while the writers wrote"
+    assert audit.verify(Trail.HUMAN).count == 605
+
+
 @SQLITE_ONLY
 def test_audit_failure_means_the_action_does_not_happen(store: Store, db_path: Path) -> None:
     users = UserDirectory(store, AuditLog(store), secret_box=test_secret_box())
@@ -250,26 +288,82 @@ def test_audit_failure_means_the_action_does_not_happen(store: Store, db_path: P
         AuditLog(store).record(Trail.HUMAN, human())
 
 
-def test_syslog_forwarding_rfc5424(audit: AuditLog) -> None:
+def udp_receiver() -> socket.socket:
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(5)
-    forwarder = SyslogForwarder("127.0.0.1", receiver.getsockname()[1], "udp")
-    audit.add_listener(forwarder)
+    return receiver
+
+
+def test_syslog_forwarding_rfc5424(audit: AuditLog, store: Store) -> None:
+    receiver = udp_receiver()
+    forwarder = SyslogForwarder(store, audit, "127.0.0.1", receiver.getsockname()[1], "udp")
+    audit.record(Trail.HUMAN, human(reason="before forwarding was configured"))
+    assert forwarder.forward_new() == 0  # history is not replayed
     record = audit.record(Trail.HUMAN, human(reason="bad code"))
+    assert forwarder.forward_new() == 1
     message, _ = receiver.recvfrom(65535)
     forwarder.close()
     receiver.close()
     header, _, body = message.partition(b" \xef\xbb\xbf")
     assert header.startswith(b"<84>1 ")  # authpriv.warning, RFC 5424 version 1
-    assert b' pamgate - human [pamgate@32473 trail="human" seq="1"' in header
+    assert b' pamgate - human [pamgate@32473 trail="human" seq="2"' in header
     assert json.loads(body)["hash"] == record.hash
+    assert forwarder.cursor(Trail.HUMAN) == 2
 
 
-def test_syslog_outage_does_not_block_the_action(audit: AuditLog) -> None:
-    audit.add_listener(SyslogForwarder("127.0.0.1", 9, "tcp"))  # nothing listens on port 9
-    audit.record(Trail.HUMAN, human())
-    assert audit.verify(Trail.HUMAN).count == 1
+def test_an_unreachable_collector_delays_nothing_and_misses_nothing(
+    audit: AuditLog, store: Store
+) -> None:
+    """The copy follows the trail: records written while the TCP collector is away
+    are sent, in order, once it is back, and the writers never wait for it."""
+    with socket.socket() as probe:  # a port with nothing listening on it, for now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    forwarder = SyslogForwarder(store, audit, "127.0.0.1", port, "tcp")
+    assert forwarder.forward_new() == 0  # starts at the (empty) head
+    started = time.monotonic()
+    for number in range(50):
+        audit.record(Trail.HUMAN, human(reason=f"while away {number}"))
+    assert time.monotonic() - started < 5
+    assert forwarder.forward_new() == 0  # connection refused: nothing sent, cursor kept
+    assert forwarder.cursor(Trail.HUMAN) == 0
+    collector = socket.socket()
+    collector.bind(("127.0.0.1", port))
+    collector.listen()
+    try:
+        assert forwarder.forward_new() == 50
+        connection, _ = collector.accept()
+        connection.settimeout(5)
+        received = b""
+        while received.count(b"while away") < 50:
+            chunk = connection.recv(65536)
+            assert chunk, received[-200:]
+            received += chunk
+        connection.close()
+    finally:
+        forwarder.close()
+        collector.close()
+    reasons = re.findall(rb"while away (\d+)", received)
+    assert [int(n) for n in reasons] == list(range(50))  # each once, in trail order
+    assert forwarder.cursor(Trail.HUMAN) == 50
+
+
+def test_two_nodes_copy_each_record_once(audit: AuditLog, store: Store) -> None:
+    receiver = udp_receiver()
+    port = receiver.getsockname()[1]
+    first = SyslogForwarder(store, audit, "127.0.0.1", port, "udp", node="gw1")
+    second = SyslogForwarder(store, audit, "127.0.0.1", port, "udp", node="gw2")
+    first.forward_new()
+    fill(audit, 5)
+    assert second.forward_new() == 0  # gw1 holds the lease
+    assert first.forward_new() == 5
+    seqs = [
+        int(re.search(rb'seq="(\d+)"', receiver.recvfrom(65535)[0]).group(1))  # type: ignore[union-attr]
+        for _ in range(5)
+    ]
+    receiver.close()
+    assert seqs == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.openssh

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
 
 from gateway.config import ApprovalSettings, RuleSettings
-from gateway.domain.alerts import WebhookAlerts
+from gateway.domain.alerts import ATTEMPTS, WebhookAlerts, WebhookDelivery
 from gateway.domain.audit.trail import AuditLog, Trail
 from gateway.domain.breakglass import BreakGlass, BreakGlassError
 from gateway.domain.identities import UserDirectory
@@ -76,11 +77,46 @@ def test_failing_webhook_never_blocks_and_is_audited(store: Store) -> None:
     started = time.monotonic()
     alerts.send("breakglass.invoked", {"case": 1}, authority="breakglass:1")
     assert time.monotonic() - started < 0.5
-    deadline = time.monotonic() + 20
-    while "alert.failed" not in [r.action for r in audit.events(Trail.HUMAN)]:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    failed = [r for r in audit.events(Trail.HUMAN) if r.action == "alert.failed"][0]
-    assert failed.authority == "breakglass:1" and json.loads(failed.details)["attempts"] == 4
+    clock = [1000.0]
+    delivery = WebhookDelivery(store, audit, clock=lambda: clock[0])
+    tries = 0
+    while delivery.pending():
+        tries += delivery.deliver_due()
+        clock[0] += 10  # past every backoff
+        assert tries <= ATTEMPTS
+    assert tries == ATTEMPTS
+    failed = [r for r in audit.events(Trail.HUMAN) if r.action == "alert.failed"]
+    assert len(failed) == 1
+    assert failed[0].authority == "breakglass:1"
+    assert json.loads(failed[0].details)["attempts"] == ATTEMPTS
+
+
+def test_alerts_wait_in_the_outbox_and_each_is_delivered_once(store: Store) -> None:
+    """An alert raised by a process that exits at once (the CLI) is delivered later by a
+    running node; two nodes draining the same outbox post it once."""
+    audit = AuditLog(store)
+    WebhookAlerts(["http://hooks.example/a", "http://hooks.example/b"], audit).send(
+        "request.created", {"request": 7}, authority="request:7"
+    )  # and the sender is gone
+    posted: list[tuple[str, dict[str, object]]] = []
+    lock = threading.Lock()
+
+    def post(url: str, data: bytes) -> int:
+        with lock:
+            posted.append((url, json.loads(data)))
+        time.sleep(0.05)  # long enough for the other node to try the same alert
+        return 204
+
+    nodes = [WebhookDelivery(store, audit, post=post) for _ in range(2)]
+    threads = [threading.Thread(target=node.deliver_due) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(url for url, _ in posted) == ["http://hooks.example/a", "http://hooks.example/b"]
+    assert all(body["kind"] == "request.created" and body["request"] == 7 for _, body in posted)
+    sent = [r for r in audit.events(Trail.HUMAN) if r.action == "alert.sent"]
+    assert len(sent) == 2 and {r.authority for r in sent} == {"request:7"}
+    assert nodes[0].pending() == 0
 
 

@@ -228,8 +228,14 @@ class AuditLog:
         self._writing = False
         self._listeners: list[Callable[[AuditRecord], None]] = []
 
+    @property
+    def store(self) -> Store:
+        """The database the trails live in."""
+        return self._store
+
     def add_listener(self, listener: Callable[[AuditRecord], None]) -> None:
-        """Call ``listener`` with every record after it is committed (e.g. syslog)."""
+        """Call ``listener`` with every record after it is committed, in the writer's
+        thread: it must be quick (the syslog copy only wakes its worker)."""
         self._listeners.append(listener)
 
     # -- writing ----------------------------------------------------------
@@ -398,14 +404,24 @@ class AuditLog:
     ) -> VerifyResult:
         """Walk the chain up to its current head; report the first event that breaks it.
 
-        Events appended while this runs are beyond the head read at the start,
-        and are left for the next run.
+        The head, the chain and the check for events beyond the head are read in
+        one snapshot (:meth:`Store.snapshot`), so events other writers commit
+        meanwhile are neither a false alarm nor seen; they are left for the next run.
         """
-        head_seq, head_hash = self.head(trail)
+        with self._store.snapshot() as connection:
+            return self._verify_in(connection, trail, progress)
+
+    def _verify_in(
+        self, connection: Connection, trail: Trail, progress: Callable[[int], None] | None
+    ) -> VerifyResult:
+        head = connection.execute(
+            select(AuditHead.seq, AuditHead.hash).where(AuditHead.trail == trail.value)
+        ).first()
+        head_seq, head_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
         expected, prev = 1, GENESIS_HASH
         count = 0
         name = trail.value
-        for row in self._chain_rows(trail, head_seq):
+        for row in self._chain_rows(connection, trail, head_seq):
             # row: seq, ts, ..., prev_hash, hash (the stored columns in RECORD_FIELDS order)
             seq = row[0]
             if seq != expected:  # rows come in seq order, so this is a gap
@@ -437,7 +453,10 @@ class AuditLog:
                 f"the trail ends at event {count} but its head records event {head_seq} "
                 "(events removed from the end)",
             )  # fmt: skip
-        stray = self._first_beyond_head(trail)
+        table = _TABLES[trail]
+        stray = connection.scalar(
+            select(table.seq).where(table.seq > head_seq).order_by(table.seq).limit(1)
+        )
         if stray is not None:
             return VerifyResult(
                 trail, False, count, stray,
@@ -445,25 +464,18 @@ class AuditLog:
             )  # fmt: skip
         return VerifyResult(trail, True, count, head_hash=prev)
 
-    def _chain_rows(self, trail: Trail, until_seq: int) -> Iterator[tuple[Any, ...]]:
+    def _chain_rows(
+        self, connection: Connection, trail: Trail, until_seq: int
+    ) -> Iterator[tuple[Any, ...]]:
         """All stored columns of events 1..until_seq as plain tuples, streamed."""
         table = _TABLES[trail]
         query = select(*_columns(table)).where(table.seq <= until_seq).order_by(table.seq)
         try:
-            with self._store.engine.connect() as connection:
-                result = connection.execution_options(yield_per=20_000).execute(query)
-                for partition in result.partitions():
-                    yield from (tuple(row) for row in partition)
+            result = connection.execution_options(yield_per=20_000).execute(query)
+            for partition in result.partitions():
+                yield from (tuple(row) for row in partition)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the {trail} audit trail: {exc}") from exc
-
-    def _first_beyond_head(self, trail: Trail) -> int | None:
-        table = _TABLES[trail]
-        with self._store.transaction(write=False) as db:
-            head = db.get(AuditHead, trail.value)
-            return db.scalar(
-                select(table.seq).where(table.seq > (head.seq if head else 0)).order_by(table.seq)
-            )
 
     def hash_at(self, trail: Trail, seq: int) -> str | None:
         """The stored hash of event ``seq``, or None if there is none."""
