@@ -230,7 +230,11 @@ def test_an_overdue_item_suspends_its_nhi_and_is_announced(
         gateway, Trail.MACHINE, "gateway:review-escalation", "machine.suspended"
     )
     assert any(e.target == f"nhi:{workload.name}" for e in suspended)
-    announced = [h for h in RECEIVED if h.get("identity") == workload.name]
+    # The CLI queued the webhook; the running gateway's delivery worker posts it.
+    deadline = time.monotonic() + 20
+    while not (announced := [h for h in RECEIVED if h.get("identity") == workload.name]):
+        assert time.monotonic() < deadline, "the review.overdue webhook never arrived"
+        time.sleep(0.1)
     assert announced and announced[0]["kind"] == "review.overdue" and announced[0]["suspended"]
     assert item_of(gateway, campaign, workload.name)["status"] == "escalated"
 
