@@ -29,7 +29,7 @@ from gateway.domain.operators import LocalAdmin, RoleMissing
 from gateway.domain.sessions import SessionLedger, SessionStart
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
-from gateway.store.models import User
+from gateway.store.models import ReviewItem, User
 from tests.support.console import add_person, console_services
 
 DAY = 86400.0
@@ -511,3 +511,19 @@ def test_only_auditors_admins_and_its_reviewers_see_an_items_evidence(
             services.entitlements.stale(days)
         with pytest.raises(PamgateError, match="--days must be between 1 and 3650"):
             services.entitlements.suggest_machine("svc-o", days)
+
+
+def test_an_item_being_decided_cannot_be_decided_again(services: GatewayServices) -> None:
+    add_person(services, "ann", "auditors")
+    add_person(services, "bea", "auditors")
+    add_machine(services, "svc-c")
+    admin = services.local_admin_actions(LocalAdmin("root", "gw"))
+    campaign = admin.start_review("machines", datetime.now(UTC) + timedelta(days=1), None)
+    [item] = admin.review_items(campaign.id, pending_only=True)
+    with services.store.transaction() as db:  # ann's decision is being carried out
+        row = db.get(ReviewItem, item.id)
+        assert row is not None
+        row.status = "deciding"
+    with pytest.raises(ReviewError, match="being decided or was decided already"):
+        services.operator_actions("bea").decide_review(item.id, "offboard", "retire it")
+    assert services.machines.get("svc-c").status == "active"
