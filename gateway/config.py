@@ -289,6 +289,20 @@ class ApprovalSettings(_Section):
         return urls
 
 
+class ReviewSettings(_Section):
+    """``[reviews]``: entitlement review campaigns (``pamgate review``) and staleness."""
+
+    #: Members may decide any review item (never one about themselves), besides its owners.
+    reviewer_groups: list[Name] = ["auditors", "pamgate-admins"]
+    #: A human's reviewers: for each group of theirs named here, the members of its manager
+    #: group (``ops = "ops-leads"``). Without one, ``reviewer_groups`` review them.
+    manager_groups: dict[str, Name] = {}
+    #: Suspend an NHI (disable a human) whose review item is not decided by its due date.
+    suspend_overdue: bool = False
+    #: ``pamgate access stale`` without ``--days``: unused this many days is stale.
+    stale_after_days: int = Field(default=30, ge=1, le=3650)
+
+
 class SyslogSettings(_Section):
     """``[audit.syslog]``: forward every audit record to a syslog collector (RFC 5424)."""
 
@@ -493,6 +507,7 @@ class GatewayConfig(_Section):
     approvals: ApprovalSettings = ApprovalSettings()
     console: ConsoleSettings = ConsoleSettings()
     metrics: MetricsSettings = MetricsSettings()
+    reviews: ReviewSettings = ReviewSettings()
     targets: list[TargetSettings] = []
     #: Named sets of targets for rules (``group:NAME``).
     target_groups: dict[str, list[Name]] = {}

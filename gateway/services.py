@@ -23,6 +23,9 @@ from gateway.domain.audit.checkpoints import CheckpointBook
 from gateway.domain.audit.syslog import SyslogForwarder
 from gateway.domain.audit.trail import AuditLog
 from gateway.domain.breakglass import BreakGlass
+from gateway.domain.entitlements.analysis import Entitlements
+from gateway.domain.entitlements.campaigns import ReviewCampaigns
+from gateway.domain.entitlements.usage import UsageReader
 from gateway.domain.identities import UserDirectory
 from gateway.domain.live_checks import LiveCheckReader
 from gateway.domain.lockout import FailureLimiter
@@ -156,6 +159,22 @@ class GatewayServices:
         return SessionSetup(self.config, self.ledger, self.recordings, lambda: self.upstream_ca)
 
     @functools.cached_property
+    def entitlements(self) -> Entitlements:
+        """The access report, stale findings and narrower scopes."""
+        return Entitlements(
+            self.config, self.access, self.requests, self.users, self.machines,
+            UsageReader(self.store),
+        )  # fmt: skip
+
+    @functools.cached_property
+    def reviews(self) -> ReviewCampaigns:
+        """Entitlement review campaigns."""
+        return ReviewCampaigns(
+            self.config, self.store, self.audit, self.alerts, self.users, self.machines,
+            self.machine_revocations, self.entitlements,
+        )  # fmt: skip
+
+    @functools.cached_property
     def live_checks(self) -> LiveCheckReader:
         """What changed for live sessions (read by each lane's watch every second)."""
         return LiveCheckReader(self.ledger, self.users, self.requests, self.machines)
@@ -191,6 +210,7 @@ class GatewayServices:
             recordings=self.recordings, audit=self.audit, checkpoints=self.checkpoints,
             machines=self.machines, machine_credentials=self.machine_credentials,
             machine_revocations=self.machine_revocations, machine_host_key=machine_host_key,
+            entitlements=self.entitlements, reviews=self.reviews,
         )  # fmt: skip
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from gateway.config import duration_seconds
 from gateway.domain.identities import UserView
 from gateway.domain.operators import ActionContext, Operator, OperatorActions, operator_of
 from gateway.services import GatewayServices
+from tui.screens.access import AccessScreen
 from tui.screens.audit import AuditScreen
 from tui.screens.breakglass import BreakGlassScreen
 from tui.screens.identities import IdentitiesScreen
@@ -41,6 +42,7 @@ SECTIONS: dict[str, tuple[Callable[[], Screen[None]], str]] = {
     "recordings": (RecordingsScreen, "Recordings"),
     "audit": (AuditScreen, "Audit"),
     "identities": (IdentitiesScreen, "Identities"),
+    "access": (AccessScreen, "Access"),
 }
 
 

@@ -59,7 +59,7 @@ def add_commands(commands: Subcommands) -> None:
         sub.add_argument("request_id", type=int, metavar="N")
         sub.add_argument("--comment", default="", help="shown to the requester"
                          + (" (required)" if name == "deny" else ""))  # fmt: skip
-        _add_approver_options(sub)
+        add_decider_options(sub)
         sub.set_defaults(handler=handler)
 
     breakglass = commands.add_parser(
@@ -86,7 +86,7 @@ def add_commands(commands: Subcommands) -> None:
     review.add_argument("case_id", type=int, metavar="N")
     review.add_argument("--verdict", choices=["justified", "unjustified"], required=True)
     review.add_argument("--note", required=True, help="why (kept in the audit trail)")
-    _add_approver_options(review)
+    add_decider_options(review)
     review.set_defaults(handler=cmd_breakglass_review)
 
     grants = commands.add_parser("grant", help="list and revoke grants").add_subparsers(
@@ -107,7 +107,7 @@ def add_commands(commands: Subcommands) -> None:
     revoke.set_defaults(handler=cmd_grant_revoke)
 
 
-def _add_approver_options(parser: argparse.ArgumentParser) -> None:
+def add_decider_options(parser: argparse.ArgumentParser) -> None:
     # Not required by argparse: for an operator PAMGATE_OPERATOR names, it is refused.
     parser.add_argument(
         "--as",
@@ -168,11 +168,11 @@ def _check_pending(args: argparse.Namespace, actions: OperatorActions, request_i
 
 
 def cmd_request_approve(args: argparse.Namespace) -> int:
-    _check_decider_options(args, "request approve")
+    check_decider_options(args, "request approve")
     with open_services(args) as services:
         actions = operator_actions(services, args)
         _check_pending(args, actions, args.request_id)
-        decider = _decider(services, actions, args, "request approve")
+        decider = signed_in_decider(services, actions, args, "request approve")
         request = decider.approve(args.request_id, args.comment)
     if request.status == "approved":
         print(f"request #{request.id} approved: grant #{request.grant_id} for {request.user}")
@@ -185,13 +185,13 @@ def cmd_request_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_request_deny(args: argparse.Namespace) -> int:
-    _check_decider_options(args, "request deny")
+    check_decider_options(args, "request deny")
     with open_services(args) as services:
         if not args.comment.strip():
             raise PamgateError("a denial needs --comment for the requester")
         actions = operator_actions(services, args)
         _check_pending(args, actions, args.request_id)
-        decider = _decider(services, actions, args, "request deny")
+        decider = signed_in_decider(services, actions, args, "request deny")
         request = decider.deny(args.request_id, args.comment)
     print(f"request #{request.id} denied")
     return 0
@@ -237,7 +237,7 @@ def _case_record(case: CaseView, now: datetime) -> dict[str, object]:
 
 
 def cmd_breakglass_review(args: argparse.Namespace) -> int:
-    _check_decider_options(args, "breakglass review")
+    check_decider_options(args, "breakglass review")
     with open_services(args) as services:
         actions = operator_actions(services, args)
         if getattr(args, "delegated_operator", None) is None:
@@ -245,7 +245,7 @@ def cmd_breakglass_review(args: argparse.Namespace) -> int:
             case = actions.breakglass_case(args.case_id)
             if case.verdict is not None:
                 raise PamgateError(f"case #{case.id} was reviewed already by {case.reviewed_by}")
-        reviewer = _decider(services, actions, args, "breakglass review")
+        reviewer = signed_in_decider(services, actions, args, "breakglass review")
         case = reviewer.review_breakglass(args.case_id, args.verdict, args.note)
     print(f"break-glass case #{case.id} reviewed: {case.verdict}")
     return 0
@@ -286,7 +286,7 @@ def cmd_grant_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_decider_options(args: argparse.Namespace, command: str) -> None:
+def check_decider_options(args: argparse.Namespace, command: str) -> None:
     """Who decides must be said once: by PAMGATE_OPERATOR, or by --as (UsageError)."""
     if getattr(args, "delegated_operator", None) is not None:
         options = (("--as", args.approver), ("--password-stdin", args.password_stdin),
@@ -304,7 +304,7 @@ def _check_decider_options(args: argparse.Namespace, command: str) -> None:
         )
 
 
-def _decider(
+def signed_in_decider(
     services: GatewayServices, actions: OperatorActions, args: argparse.Namespace, purpose: str
 ) -> OperatorActions:
     """Who decides: the operator PAMGATE_OPERATOR names (``actions``), else the pamgate

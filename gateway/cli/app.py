@@ -8,7 +8,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from gateway.cli import access, audit, ca, machines, policy, recordings, server, users
+from gateway.cli import (
+    access,
+    audit,
+    ca,
+    entitlements,
+    machines,
+    policy,
+    recordings,
+    server,
+    users,
+)
 from gateway.cli.common import (
     OPERATOR_COMMANDS,
     OPERATOR_ENV_VAR,
@@ -31,6 +41,7 @@ COMMAND_GROUPS: tuple[Callable[[Subcommands], None], ...] = (
     access.add_commands,  # request, breakglass, grant
     machines.add_commands,
     policy.add_commands,
+    entitlements.add_commands,  # access (report, stale, suggest), review
     server.add_check_config_command,
 )
 

@@ -51,7 +51,7 @@ OPERATOR_SESSION_ENV_VAR = "PAMGATE_OPERATOR_SESSION"
 #: db, demo, console, status, check-config, ca) work on the gateway host itself.
 OPERATOR_COMMANDS = frozenset(
     {"user", "machine", "audit", "recordings", "replay", "request", "grant", "breakglass",
-     "policy"}
+     "policy", "access", "review"}
 )  # fmt: skip
 #: Stands for stdin or stdout where a command takes a file.
 STDIO = "-"

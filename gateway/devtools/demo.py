@@ -31,6 +31,7 @@ from gateway.devtools.openssh_target import OpenSSHTarget, free_port
 from gateway.domain.audit.trail import AuditLog
 from gateway.domain.enrolment import render_enrolment
 from gateway.domain.identities import UserDirectory
+from gateway.domain.machines.registry import MachineRegistry, ScopeTarget
 from gateway.errors import PamgateError
 from gateway.ssh.node import GatewayNode, configure_logging, run_until_signalled
 from gateway.store.database import Store
@@ -56,6 +57,9 @@ PREFERRED_GATEWAY_PORT = 2222
 PREFERRED_MACHINE_PORT = 2223
 #: The NHI the demo's instructions register.
 DEMO_WORKLOAD = "demo-ci"
+#: A second NHI, registered by the demo itself and over-broad on purpose: any command, on
+#: both targets, from anywhere, with pty and SFTP. The entitlement review shows it up.
+DEMO_BROAD_WORKLOAD = "demo-backup"
 CREDENTIALS_FILE = "demo-credentials.json"
 #: Held (flock) while a demo runs from the directory: a second one says so and stops.
 LOCK_FILE = "demo.lock"
@@ -202,6 +206,31 @@ def ensure_demo_users(config: GatewayConfig) -> list[DemoCredential]:
             indent=2,
         )
     return credentials
+
+
+def ensure_demo_machines(config: GatewayConfig) -> None:
+    """Register the over-broad NHI (:data:`DEMO_BROAD_WORKLOAD`) unless it exists (or was
+    offboarded: its name cannot come back, and the demo respects that)."""
+    store = Store(config.database_url)
+    machines = MachineRegistry(store, AuditLog(store))
+    try:
+        if DEMO_BROAD_WORKLOAD in {machine.name for machine in machines.list()}:
+            return
+        scope = [
+            ScopeTarget(target.name, account)
+            for target in config.targets
+            if target.name in (DEMO_TARGET, DEMO_APPROVAL_TARGET)
+            for account in target.accounts
+        ]
+        machines.add(
+            DEMO_BROAD_WORKLOAD, actor=DEMO_ACTOR, kind="service-account", owner="bob",
+            tech_owner="ops@example.net",
+            purpose="nightly backup (registered over-broad on purpose: pamgate access stale)",
+            targets=scope, commands=["tar -czf - /etc", "re:.*"], allow_pty=True,
+            allow_sftp=True,
+        )  # fmt: skip
+    finally:
+        store.dispose()
 
 
 def _outdated_demo_ports(config_path: Path) -> tuple[int, int] | None:
@@ -357,6 +386,20 @@ def instructions(
         "",
         f"    {pamgate} audit tail --trail machine",
         "",
+        f"Entitlement review: {DEMO_BROAD_WORKLOAD} was registered over-broad on purpose (any",
+        "command, both targets, from anywhere). Who can reach what, and what is too broad:",
+        "",
+        f"    ssh -p {human.port} bob:admin@{human.address} access report",
+        f"    ssh -p {human.port} bob:admin@{human.address} access stale",
+        f"    ssh -p {human.port} bob:admin@{human.address} access suggest {DEMO_BROAD_WORKLOAD}",
+        "",
+        "then a review campaign that bob (its owner) decides:",
+        "",
+        f"    {pamgate} review start --of machines --due YYYY-MM-DD",
+        f"    ssh -p {human.port} bob:admin@{human.address} review list 1",
+        f"    ssh -p {human.port} bob:admin@{human.address} "
+        "'review decide N suspend --note \"nothing uses it\"'",
+        "",
         "Every other command works against this demo with its config file, e.g.:",
         "",
         f"    {pamgate} user list",
@@ -448,6 +491,7 @@ def _run_demo(data_dir: Path, gateway_port: int | None, machine_port: int | None
             print(f"pamgate demo: {line}")
     configure_logging(config, to_stderr=False)
     credentials = ensure_demo_users(config)
+    ensure_demo_machines(config)
     target_settings = config.target(DEMO_TARGET)
     if target_settings is None:
         raise PamgateError(f"{config_path}: the demo target {DEMO_TARGET!r} is missing")

@@ -208,6 +208,21 @@ class AccessDecisions:
 
         return self._judge(person, target, account, source, when, grant_now)
 
+    def decide_for(
+        self,
+        user: UserView,
+        target: str,
+        account: str | None,
+        *,
+        source: str,
+        at: datetime,
+        grant_of: Callable[[str, str], GrantView | None],
+    ) -> AccessDecision:
+        """The same decision as :meth:`decide`, for a user the caller has just read and with
+        ``grant_of(target, account)`` finding the current grant: the entitlement report asks
+        it for every person and target account at one instant, having read them all once."""
+        return self._judge(user, target, account, source, at, grant_of)
+
     def still_allowed(
         self,
         user: UserView,

@@ -27,6 +27,8 @@ from gateway.ssh.metrics_endpoint import MetricsEndpoint
 logger = logging.getLogger("pamgate")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: How often a node escalates review items past their due date (`pamgate review escalate` now).
+REVIEW_ESCALATION_SECONDS = 60.0
 
 
 def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
@@ -81,6 +83,7 @@ class GatewayNode:
         self._checkpointer: asyncio.Task[None] | None = None
         self._indexing: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._escalation: asyncio.Task[None] | None = None
         self._deliveries = self._delivery_workers()
         self._listening = False
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -162,6 +165,9 @@ class GatewayNode:
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
         )
+        self._escalation = asyncio.get_running_loop().create_task(
+            self._escalate_reviews_every(REVIEW_ESCALATION_SECONDS)
+        )
         interval = self.config.audit.checkpoint_interval_seconds
         if interval:
             self._checkpointer = asyncio.get_running_loop().create_task(
@@ -176,6 +182,8 @@ class GatewayNode:
             await asyncio.to_thread(self._record, "gateway.stopped")
         except PamgateError as exc:
             logger.error("cannot audit the gateway's stop: %s", exc)
+        if self._escalation is not None:
+            self._escalation.cancel()
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             await self._checkpoint()
@@ -239,6 +247,20 @@ class GatewayNode:
                 self._indexing = asyncio.get_running_loop().create_task(
                     asyncio.to_thread(self._index_commands, takeover.interrupted)
                 )
+
+    async def _escalate_reviews_every(self, interval: float) -> None:
+        """Escalate review items past their campaign's due date (webhook, and suspension if
+        configured); with several nodes, each item is escalated once, by whichever claims it."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                escalated = await asyncio.to_thread(self.services.reviews.escalate_overdue)
+            except PamgateError as exc:
+                logger.error("escalating overdue review items failed: %s", exc)
+                continue
+            for item in escalated:
+                logger.warning("review item #%d (%s %s) is overdue: escalated", item.id,
+                               item.identity_type, item.identity)  # fmt: skip
 
     async def _checkpoint_every(self, interval: float) -> None:
         while True:

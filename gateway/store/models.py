@@ -8,6 +8,7 @@ domain services (:mod:`gateway.domain.identities`, :mod:`gateway.domain.lockout`
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -454,3 +455,45 @@ class SyslogCursor(Base):
     seq: Mapped[int] = mapped_column(Integer)
     leased_by: Mapped[str] = mapped_column(String(64), default="")
     lease_until: Mapped[float] = mapped_column(default=0.0)
+
+
+class ReviewCampaign(Base):
+    """An entitlement review: one item per identity, to be decided by a due date."""
+
+    __tablename__ = "review_campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: ``machines``, ``humans`` or ``all``.
+    scope: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Days without use that count as stale in the evidence the items carry.
+    stale_days: Mapped[int] = mapped_column(Integer)
+
+
+class ReviewItem(Base):
+    """One identity in a campaign: who reviews it, on what evidence, and what they decided."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("review_campaigns.id"), index=True)
+    #: ``human`` or ``machine``: also the audit trail its events go to.
+    identity_type: Mapped[str] = mapped_column(String(16))
+    identity: Mapped[str] = mapped_column(String(64), index=True)
+    #: Who may decide: user names and ``group:NAME`` entries.
+    reviewers: Mapped[list[str]] = mapped_column(JSON)
+    #: ``pending``, ``escalated`` (overdue; still decidable), ``deciding`` (a decision being
+    #: carried out) or ``decided``.
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    #: The access, use and suggestion the reviewer saw, fixed when the item was opened.
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: ``keep``, ``narrow``, ``suspend`` or ``offboard``.
+    decision: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: What the decision changed (the scope applied, the status set).
+    applied: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

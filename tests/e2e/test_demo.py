@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -131,6 +132,7 @@ def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
         finally:
             tunnel.terminate()
             tunnel.wait(timeout=10)
+        follow_entitlement_tour(output, data_dir, tmp_path, bob_env)
     finally:
         stop_demo(child)
     with socket.socket() as probe:
@@ -142,6 +144,45 @@ def test_demo_can_be_followed_to_a_shell_on_the_target(tmp_path: Path) -> None:
         assert credentials(again, "alice") == (password, secret)
     finally:
         stop_demo(child)
+
+
+def follow_entitlement_tour(
+    output: str, data_dir: Path, folder: Path, bob_env: dict[str, str]
+) -> None:
+    """The demo's over-broad NHI shows up as such; a campaign bob decides over SSH suspends it."""
+    block = output[output.index("Entitlement review:") : output.index("Every other command")]
+    assert "demo-backup" in block
+    ssh = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "IdentityAgent=none",
+           "-o", f"UserKnownHostsFile={folder / 'known_hosts'}"]  # fmt: skip
+    stale = re.search(r"(ssh -p \d+ bob:admin@127\.0\.0\.1) access stale", block)
+    assert stale, block
+    cli = [sys.executable, "-m", "gateway.cli", "--config", str(data_dir / "pamgate.toml")]
+    found = subprocess.run([*cli, "access", "stale"], capture_output=True, text=True, timeout=60)
+    assert found.returncode == 3, found.stderr  # findings
+    broad = [line for line in found.stdout.splitlines() if line.startswith("nhi-broad")]
+    assert any("demo-backup" in line and "re:.*" in line and "EXCESSIVE" in line for line in broad)
+    due = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 7 * 86400))
+    started = subprocess.run([*cli, "review", "start", "--of", "machines", "--due", due],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    campaign = re.search(r"#(\d+)", started.stdout).group(1)
+    listed = subprocess.run([*cli, "review", "list", campaign, "--json"], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    item = next(json.loads(line) for line in listed.stdout.splitlines()
+                if json.loads(line)["identity"] == "demo-backup")  # fmt: skip
+    assert "bob" in item["reviewers"]  # its owner
+    # bob spent this step's code and the next one (approval, forward): wait for a step to pass.
+    time.sleep(30 - time.time() % 30 + 0.5)
+    code = pyotp.TOTP(bob_env["PG_TOTP_SECRET"]).at(time.time() + 30)
+    bob_env = {**bob_env, "PG_TOTP_CODE": code}
+    decided = subprocess.run(
+        [*stale.group(1).split(), *ssh, f"review decide {item['id']} suspend --note 'unused'"],
+        env=bob_env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert decided.returncode == 0, decided.stderr
+    shown = subprocess.run([*cli, "machine", "show", "demo-backup", "--json"],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert json.loads(shown.stdout)["status"] == "suspended"
 
 
 def follow_machine_lane_tour(output: str, folder: Path, machine_port: int) -> None:

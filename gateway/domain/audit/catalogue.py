@@ -125,8 +125,22 @@ ACTIONS: dict[str, AuditAction] = {
         "machine", "a credential was used twice (copied): the identity is locked and alerted"
     ),
     "machine.revoked": AuditAction("machine", "a serial, key id or key was revoked (KRL)"),
+    "machine.scope_narrowed": AuditAction(
+        "machine", "an identity's scope was narrowed by a review decision (the scope before)"
+    ),
     "machine.tokens_revoked": AuditAction(
         "machine", "an identity's unused join tokens were revoked"
+    ),
+    # Entitlement review (in the trail of the identity's type)
+    "review.started": AuditAction("both", "a review campaign opened its items"),
+    "review.decided": AuditAction(
+        "both", "a reviewer decided an item: keep, narrow, suspend or offboard (what it applied)"
+    ),
+    "review.refused": AuditAction(
+        "both", "a review decision was refused (own identity, not a reviewer, already decided)"
+    ),
+    "review.escalated": AuditAction(
+        "both", "an item past its due date was escalated (webhook; suspended if configured)"
     ),
     # Recordings
     "recording.replayed": AuditAction("both", "an auditor replayed a recording"),

@@ -262,15 +262,80 @@ class MachineRegistry:
         self._audit.committed(record)
         return view
 
+    def narrow_scope(
+        self,
+        name: str,
+        *,
+        actor: str,
+        targets: Iterable[ScopeTarget],
+        commands: Iterable[str],
+        sources: Iterable[str],
+        allow_pty: bool,
+        allow_sftp: bool,
+        reason: str,
+    ) -> MachineView:
+        """Replace an active or suspended NHI's scope by a narrower one (``machine.scope_narrowed``
+        in the machine trail). MachineError, changing nothing, if anything in the new scope is
+        not already in the old one: a target account it did not have, a command no current
+        pattern allows (a ``re:`` pattern must be kept verbatim), a network outside its
+        current ones, or pty or SFTP it was not allowed. The next login and command are
+        judged by the new scope."""
+        scope, patterns, networks = list(targets), list(commands), list(sources)
+        if not scope or not patterns:
+            raise MachineError(
+                "a narrower scope needs at least one target and one command; "
+                "suspend or offboard an NHI that needs none"
+            )
+        with self._store.transaction() as db:
+            row = load_machine(db, name, for_update=True)
+            if row.status == "offboarded":
+                raise MachineError(f"{name!r} is offboarded; that is final")
+            old = machine_view(row)
+            for entry in scope:
+                if entry not in old.targets:
+                    raise MachineError(f"{entry.target}:{entry.account} is not in {name}'s scope")
+            for pattern in patterns:
+                if pattern.startswith("re:"):
+                    if pattern not in old.commands:
+                        raise MachineError(f"command pattern {pattern!r} is not in {name}'s scope")
+                elif not old.command_allowed(pattern):
+                    raise MachineError(f"command {pattern!r} is not allowed by {name}'s scope")
+            for network in networks:
+                if not _network_within(network, old.sources):
+                    raise MachineError(f"source {network!r} is outside {name}'s networks")
+            if (allow_pty and not old.allow_pty) or (allow_sftp and not old.allow_sftp):
+                raise MachineError(f"{name} was not allowed a pty or SFTP: that is not narrower")
+            row.targets = [{"target": t.target, "account": t.account} for t in scope]
+            row.commands = patterns
+            row.sources = networks
+            row.allow_pty = allow_pty
+            row.allow_sftp = allow_sftp
+            if not allow_sftp:
+                row.sftp_paths = None
+            row.updated_at = self._now()
+            record = self._event(db, actor, "machine.scope_narrowed", row, reason=reason,
+                                 extra={"before": {"targets": [f"{t.target}:{t.account}"
+                                                               for t in old.targets],
+                                                   "commands": list(old.commands),
+                                                   "sources": list(old.sources),
+                                                   "allow_pty": old.allow_pty,
+                                                   "allow_sftp": old.allow_sftp}})  # fmt: skip
+            view = machine_view(row)
+        self._audit.committed(record)
+        return view
+
     def _event(
-        self, db: Session, actor: str, action: str, row: NonHumanIdentity, *, reason: str = ""
-    ) -> AuditRecord:
+        self, db: Session, actor: str, action: str, row: NonHumanIdentity, *, reason: str = "",
+        extra: dict[str, object] | None = None,
+    ) -> AuditRecord:  # fmt: skip
         # Administration of machines belongs in the machine trail.
         return self._audit.append(db, Trail.MACHINE, AuditEvent(
             actor=actor, actor_type=ActorType.ADMIN, action=action, target=f"nhi:{row.name}",
             reason=reason, authority=admin_authority(actor),
             details={"status": row.status, "owner": row.owner, "tech_owner": row.tech_owner,
-                     "targets": row.targets, "commands": row.commands},
+                     "targets": row.targets, "commands": row.commands,
+                     **({"sources": row.sources, "allow_pty": row.allow_pty,
+                         "allow_sftp": row.allow_sftp, **extra} if extra else {})},
         ))  # fmt: skip
 
     def _now(self) -> datetime:
@@ -284,6 +349,22 @@ def load_machine(db: Session, name: str, *, for_update: bool = False) -> NonHuma
     if row is None:
         raise MachineError(f"no machine identity named {name!r}")
     return row
+
+
+def _network_within(network: str, networks: Iterable[str]) -> bool:
+    """Whether ``network`` lies inside one of ``networks`` (none: anywhere)."""
+    try:
+        inner = ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        raise MachineError(f"source {network!r} is not a CIDR") from None
+    outer = list(networks)
+    if not outer:
+        return True
+    for text in outer:
+        candidate = ipaddress.ip_network(text, strict=False)
+        if inner.version == candidate.version and inner.subnet_of(candidate):  # type: ignore[arg-type]
+            return True
+    return False
 
 
 def _check_sftp_paths(paths: Iterable[str] | None, allow_sftp: bool) -> list[str] | None:

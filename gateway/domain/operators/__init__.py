@@ -27,7 +27,8 @@ audited (``operator.refused``).
 
 The actions are split by area: :mod:`.access_actions` (requests, grants,
 sessions, break-glass, the policy), :mod:`.evidence_actions` (recordings, the
-audit trails) and :mod:`.identity_actions` (users and NHIs).
+audit trails), :mod:`.identity_actions` (users and NHIs) and :mod:`.review_actions`
+(the access report and review campaigns).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.domain.operators.access_actions import AccessActions
 from gateway.domain.operators.core import ActionContext, OperatorCore, OperatorServices
 from gateway.domain.operators.evidence_actions import AuditReader, EvidenceActions
 from gateway.domain.operators.identity_actions import IdentityActions
+from gateway.domain.operators.review_actions import ReviewActions
 from gateway.domain.operators.roles import (
     ALL_ROLES,
     CHANGE,
@@ -57,7 +59,7 @@ from gateway.domain.operators.roles import (
 )
 
 
-class OperatorActions(AccessActions, EvidenceActions, IdentityActions):
+class OperatorActions(AccessActions, EvidenceActions, IdentityActions, ReviewActions):
     """What one operator may do (see the module docstring)."""
 
 

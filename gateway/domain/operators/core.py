@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
 from gateway.domain.access import AccessDecisions
@@ -29,6 +30,10 @@ from gateway.domain.operators.roles import (
 from gateway.domain.recordings.service import RecordingService
 from gateway.domain.sessions import SessionLedger
 
+if TYPE_CHECKING:  # the entitlement services use the roles: imported for their types only
+    from gateway.domain.entitlements.analysis import Entitlements
+    from gateway.domain.entitlements.campaigns import ReviewCampaigns
+
 
 @dataclass(frozen=True)
 class OperatorServices:
@@ -49,6 +54,8 @@ class OperatorServices:
     machine_revocations: MachineRevocations
     #: The machine lane's host public key, one OpenSSH line (read from the data directory).
     machine_host_key: Callable[[], str]
+    entitlements: Entitlements
+    reviews: ReviewCampaigns
 
 
 @dataclass(frozen=True)
