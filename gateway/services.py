@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from gateway.config import GatewayConfig, duration_seconds
 from gateway.crypto.keys import parse_public_key_line
+from gateway.crypto.login_ca import LoginCA
 from gateway.crypto.machine_ca import MachineCA
 from gateway.crypto.secret_box import SecretBox
 from gateway.crypto.upstream_ca import UpstreamCA
@@ -26,6 +27,7 @@ from gateway.domain.breakglass import BreakGlass
 from gateway.domain.identities import UserDirectory
 from gateway.domain.live_checks import LiveCheckReader
 from gateway.domain.lockout import FailureLimiter
+from gateway.domain.login_certificates import LoginCertificates
 from gateway.domain.machines.admission import MachineGate
 from gateway.domain.machines.credentials import MachineCredentials
 from gateway.domain.machines.registry import MachineRegistry
@@ -69,6 +71,7 @@ class GatewayServices:
     machine_revocations: MachineRevocations
     machine_gate: MachineGate
     sign_in: SignIn
+    login_certificates: LoginCertificates
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     _syslog: SyslogForwarder | None = field(default=None, repr=False)
 
@@ -132,6 +135,9 @@ class GatewayServices:
                 machines, machine_credentials, machine_revocations, machine_ca
             ),
             sign_in=SignIn(users, limiter, audit, config.auth),
+            login_certificates=LoginCertificates(
+                store, audit, LoginCA(data.login_ca_key), config.auth
+            ),
             _syslog=syslog,
         )
 
@@ -155,7 +161,9 @@ class GatewayServices:
     @functools.cached_property
     def live_checks(self) -> LiveCheckReader:
         """What changed for live sessions (read by each lane's watch every second)."""
-        return LiveCheckReader(self.ledger, self.users, self.requests, self.machines)
+        return LiveCheckReader(
+            self.ledger, self.users, self.requests, self.machines, self.login_certificates
+        )
 
     def operator_actions(
         self, name: str, *, context: ActionContext | None = None
@@ -188,6 +196,7 @@ class GatewayServices:
             recordings=self.recordings, audit=self.audit, checkpoints=self.checkpoints,
             machines=self.machines, machine_credentials=self.machine_credentials,
             machine_revocations=self.machine_revocations, machine_host_key=machine_host_key,
+            login_certificates=self.login_certificates,
         )  # fmt: skip
 
     def close(self) -> None:

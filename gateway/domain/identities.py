@@ -44,6 +44,11 @@ from gateway.domain.audit.trail import (
     Trail,
     admin_authority,
 )
+from gateway.domain.login_certificates import (
+    REVOKED_DISABLED,
+    REVOKED_MFA_RESET,
+    revoke_user_certificates,
+)
 from gateway.errors import IdentityError, InvalidName, UnknownUser, UserExists
 from gateway.store.database import Store
 from gateway.store.models import User, UserKey
@@ -212,7 +217,9 @@ class UserDirectory:
             user.updated_at = self._now()
             action = "user.disabled" if disabled else "user.enabled"
             record = self._admin_event(db, actor, action, name)
-        self._audit.committed(record)
+            revoked = self._revoke_login_certificates(db, actor, name, REVOKED_DISABLED)
+        for committed in (record, *revoked):
+            self._audit.committed(committed)
 
     def set_groups(self, name: str, groups: Iterable[str], *, actor: str) -> None:
         """Replace a user's groups (which decide what the policy lets them do)."""
@@ -246,7 +253,10 @@ class UserDirectory:
             user.totp_last_step = None
             user.updated_at = self._now()
             record = self._admin_event(db, actor, "user.mfa_reset", name)
-        self._audit.committed(record)
+            # A login certificate stands for the old factor: it goes with it.
+            revoked = self._revoke_login_certificates(db, actor, name, REVOKED_MFA_RESET)
+        for committed in (record, *revoked):
+            self._audit.committed(committed)
         return self.enrolment(name, secret)
 
     def add_key(self, name: str, public_key_line: str, *, actor: str) -> str:
@@ -388,6 +398,16 @@ class UserDirectory:
             return any(SecretBox.is_sealed(value) for value in values)
 
     # -- internals --------------------------------------------------------
+
+    def _revoke_login_certificates(
+        self, db: Session, actor: str, name: str, reason: str
+    ) -> list[AuditRecord]:
+        """Revoke ``name``'s login certificates in the transaction ``db`` (disable, MFA reset)."""
+        _, records = revoke_user_certificates(
+            db, self._audit, name, reason=reason, actor=actor, actor_type=ActorType.ADMIN,
+            authority=admin_authority(actor), source=None, at=self._now(),
+        )  # fmt: skip
+        return records
 
     def _admin_event(
         self, db: Session, actor: str, action: str, user: str, **details: object

@@ -32,12 +32,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from gateway.config import AuthSettings
 from gateway.crypto.secret_box import SecretBoxError
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail
 from gateway.domain.identities import MAX_PASSWORD_LENGTH, UserDirectory, UserView
 from gateway.domain.lockout import FailureLimiter, ThrottleState, source_key
+from gateway.domain.login_certificates import LOGIN_CERT_METHOD, CertificateLogin
 from gateway.domain.password_checks import PasswordChecks
 from gateway.errors import PamgateError, StoreError
 
@@ -45,6 +47,9 @@ logger = logging.getLogger("pamgate.sign_in")
 
 PASSWORD = "password"
 PUBLICKEY = "publickey"
+#: A login certificate (gateway.domain.login_certificates): both factors, or the first
+#: when a rule asks for a fresh code.
+LOGIN_CERT = LOGIN_CERT_METHOD
 #: The stages an attempt passes through, as the audit trail names them.
 STAGE_PASSWORD = "password prompt"
 STAGE_CODE = "verification code prompt"
@@ -72,6 +77,29 @@ class SignInResult:
     blocked: bool = False
     #: Seconds until the back-off ends (when ``blocked``).
     retry_after_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """How a person signed in on one SSH connection: what its sessions carry."""
+
+    user: UserView
+    #: ``password+totp``, ``publickey+totp``, ``login-cert`` or ``login-cert+totp``.
+    method: str
+    #: When the verification code behind this sign-in was checked (for a login certificate
+    #: alone, at the sign-in that got the certificate).
+    mfa_at: datetime | None
+    #: The login certificate the connection signed in with, if it did.
+    certificate: CertificateLogin | None = None
+
+    @property
+    def fresh_code(self) -> bool:
+        """True when a code was checked on this connection (not a login certificate alone)."""
+        return self.method != LOGIN_CERT
+
+    @property
+    def certificate_serial(self) -> int | None:
+        return self.certificate.serial if self.certificate is not None else None
 
 
 @dataclass
@@ -143,6 +171,48 @@ class SignIn:
             raise SignInFailed(f"authentication as {name} failed")
         return result.user
 
+    # -- a login certificate as both factors: the SSH lane ----------------------
+
+    def sign_in_with_certificate(self, login: CertificateLogin, source: str) -> SignInResult:
+        """Sign in with a login certificate the lane has checked and the client proved it holds.
+
+        The certificate stands for the sign-in with both factors it was issued
+        after (``mfa_at``); the user must still exist and be enabled. It is not
+        a guess, so it is neither counted nor held back by a back-off at the
+        address (a stolen one is revoked, not throttled). The success is
+        audited with ``method=login-cert`` and when that MFA happened, or it
+        is a failure.
+        """
+        details: dict[str, object] = {
+            "serial": login.serial, "key": login.key_fingerprint,
+            "mfa_at": login.mfa_at.isoformat() if login.mfa_at else None,
+            "certificate_valid_before": login.valid_before.isoformat(),
+        }  # fmt: skip
+        account = self._users.get(login.user)
+        reason = ""
+        if account is None:
+            reason = "unknown user"
+        elif account.disabled:
+            reason = "user disabled"
+        if not reason:
+            assert account is not None
+            try:
+                self._audit.record(Trail.HUMAN, AuditEvent(
+                    actor=login.user, actor_type=ActorType.HUMAN, action="auth.success",
+                    outcome="success", source=source,
+                    details={"method": LOGIN_CERT, "factor": LOGIN_CERT, **details},
+                ))  # fmt: skip
+                return SignInResult(account)
+            except StoreError:
+                logger.exception("the sign-in of %s could not be audited", login.user)
+                reason = "the login could not be audited"
+        self._record(AuditEvent(
+            actor=login.user[:64], actor_type=ActorType.HUMAN, action="auth.failure",
+            outcome="failure", source=source, reason=reason,
+            details={"factor": LOGIN_CERT, **details},
+        ))  # fmt: skip
+        return SignInResult(None, reason)
+
     # -- the steps of an attempt (ConnectionSignIn and sign_in) ----------------
 
     def begin(
@@ -155,7 +225,7 @@ class SignIn:
             name, first_factor, source, purpose, started, self._limiter.state(name, source),
             dict(details or {}),
         )  # fmt: skip
-        if first_factor == PUBLICKEY:
+        if first_factor in (PUBLICKEY, LOGIN_CERT):
             attempt.stage = STAGE_CODE
             attempt.first_factor_ok = True
             self.count(attempt)

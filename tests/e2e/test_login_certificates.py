@@ -1,0 +1,380 @@
+"""Login certificates end to end: MFA once with ``pamgate-login``, then the stock tools with
+no prompt; revocation; ``fresh_mfa``; and the hostile cases (issue 23).
+
+Every case drives the stock ``ssh``, ``scp``, ``sftp`` and ``rsync`` against
+the gateway's human lane, relaying to a real sshd target, and checks the
+human audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.crypto.certificates import parse_certificate_line
+from gateway.domain.audit.trail import Trail
+from tests.support.certificates import Crafted, crafted_certificate, keygen_sign
+from tests.support.gateway import Gateway, TestUser, launch_gateway
+
+pytestmark = pytest.mark.openssh
+
+RULES = """
+[[rules]]
+id = "movers-web"
+groups = ["movers"]
+targets = ["web01"]
+mode = "allow"
+file_transfer = "allow"
+
+[[rules]]
+id = "careful-web"
+groups = ["careful"]
+targets = ["web01"]
+mode = "allow"
+fresh_mfa = true
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with launch_gateway(tmp_path_factory.mktemp("logincert"), RULES) as running:
+        yield running
+
+
+def events(gateway: Gateway, user: str, action: str) -> list[dict[str, Any]]:
+    """The human trail's ``action`` events about ``user`` (as actor or target), flattened."""
+    found = []
+    for record in gateway.audit.events(Trail.HUMAN):
+        if record.action == action and user in (record.actor, (record.target or "")[5:]):
+            found.append({
+                **json.loads(record.details), "actor": record.actor, "outcome": record.outcome,
+                "reason": record.reason, "target": record.target, "authority": record.authority,
+                "session": record.session_id, "seq": record.seq,
+            })  # fmt: skip
+    return found
+
+
+def new_key(gateway: Gateway, name: str, kind: str = "ed25519") -> Path:
+    """A fresh key pair the user has not registered anywhere."""
+    key = gateway.root / f"{name}_{kind}_{time.monotonic_ns()}"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(key)], check=True, capture_output=True
+    )
+    return key
+
+
+def cert_path(key: Path) -> Path:
+    return key.with_name(key.name + "-cert.pub")
+
+
+def pamgate_login(
+    gateway: Gateway, user: TestUser, key: Path, *args: str, code: str | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``ssh user@gw pamgate-login ARGS < KEY.pub > KEY-cert.pub`` with password and code."""
+    result = gateway.run_ssh(
+        user, None, " ".join(["pamgate-login", *args]), code=code,
+        input_bytes=key.with_suffix(".pub").read_bytes(),
+    )  # fmt: skip
+    if result.returncode == 0:
+        cert_path(key).write_bytes(result.stdout)
+    return result
+
+
+def cert_options(gateway: Gateway, key: Path, *, batch: bool = True) -> list[str]:
+    """Stock ssh options that use ``key`` and the ``KEY-cert.pub`` next to it (found by ssh
+    itself), no config, no agent; BatchMode: any prompt is a failure."""
+    options = [
+        "-F", "/dev/null", "-o", f"UserKnownHostsFile={gateway.known_hosts}",
+        "-o", "StrictHostKeyChecking=yes", "-o", "IdentityAgent=none",
+        "-o", "IdentitiesOnly=yes", "-i", str(key), "-o", "ConnectTimeout=10",
+    ]  # fmt: skip
+    if batch:
+        options += ["-o", "BatchMode=yes"]
+    return options
+
+
+def cert_ssh(
+    gateway: Gateway, login: str, key: Path, command: str, *, extra: tuple[str, ...] = (),
+    timeout: float = 30,
+) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+    return subprocess.run(
+        ["ssh", *extra, *cert_options(gateway, key), "-p", str(gateway.port),
+         f"{login}@127.0.0.1", command],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def successes(gateway: Gateway, user: str, method: str) -> list[dict[str, Any]]:
+    return [e for e in events(gateway, user, "auth.success") if e["method"] == method]
+
+
+# -- MFA once, then the stock tools with no prompt ------------------------------------
+
+
+def test_login_once_then_twenty_commands_without_a_prompt(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """The issue's "done when": one pamgate-login with password + code, then 20 ssh, scp,
+    sftp and rsync commands with BatchMode=yes, each one in the trail as a login-cert
+    sign-in and a session; after ``user logout`` the next is refused and a live session
+    ends within 2 s."""
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    got = pamgate_login(gateway, user, key)
+    assert got.returncode == 0, got.stderr
+    certificate = parse_certificate_line(cert_path(key).read_text())
+    assert certificate.principals == (user.name,)
+    assert certificate.key_id == f"pamgate-login user={user.name} serial={certificate.serial}"
+    assert 8 * 3600 - 10 <= certificate.valid_before - time.time() <= 8 * 3600
+    assert b"login certificate serial" in got.stderr
+    issued = events(gateway, user.name, "login_cert.issued")
+    assert len(issued) == 1
+    assert issued[0]["serial"] == certificate.serial
+    assert issued[0]["key"] == certificate.key_fingerprint
+    assert issued[0]["ttl_seconds"] == 8 * 3600
+    assert issued[0]["source_address"] is None
+    assert issued[0]["authority"] == "sign-in:password+totp"
+    mfa_at = issued[0]["mfa_at"]
+
+    login = f"{user.name}:web01"
+    local = tmp_path / "up.bin"
+    local.write_bytes(b"pamgate " * 4096)
+    options = cert_options(gateway, key)
+    remote = f"/tmp/{user.name}"
+    commands: list[list[str]] = []
+    for index in range(5):
+        commands.append(["ssh", *options, "-p", str(gateway.port), f"{login}@127.0.0.1",
+                         f"echo ssh-{index}"])  # fmt: skip
+        commands.append(["scp", *options, "-P", str(gateway.port), "-o", f"User={login}",
+                         str(local), f"127.0.0.1:{remote}-scp-{index}"])  # fmt: skip
+        commands.append(["sftp", *options, "-P", str(gateway.port), "-o", f"User={login}",
+                         "-b", "-", "127.0.0.1"])  # fmt: skip
+        ssh_e = " ".join(["ssh", *options, "-p", str(gateway.port), "-o", f"User={login}"])
+        commands.append(["rsync", "-e", ssh_e, str(local), f"127.0.0.1:{remote}-rsync-{index}"])
+    started = time.monotonic()
+    for index, command in enumerate(commands):
+        batch = f"put {local} {remote}-sftp-{index}\n".encode() if command[0] == "sftp" else None
+        result = subprocess.run(
+            command, input=batch, stdin=None if batch else subprocess.DEVNULL,
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, (command[0], result.stderr)
+        if command[0] == "ssh":
+            assert result.stdout.strip().startswith(b"ssh-")
+    elapsed = time.monotonic() - started
+    print(f"20 commands with a login certificate in {elapsed:.1f} s")
+
+    signed_in = successes(gateway, user.name, "login-cert")
+    assert len(signed_in) == 20
+    assert all(e["serial"] == certificate.serial and e["mfa_at"] == mfa_at for e in signed_in)
+    sessions = events(gateway, user.name, "session.start")
+    assert len(sessions) == 20
+    assert all(e["authority"] == "policy:movers-web" for e in sessions)
+    assert len(successes(gateway, user.name, "password+totp")) == 1  # pamgate-login's
+
+    # Logged out by an administrator: a live session ends within 2 s, the next login fails.
+    live = subprocess.Popen(
+        ["ssh", *options, "-p", str(gateway.port), f"{login}@127.0.0.1", "echo up; sleep 60"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert live.stdout is not None and live.stdout.readline() == b"up\n"
+    asked = time.monotonic()
+    out = gateway.cli("user", "logout", user.name)
+    assert out.returncode == 0, out.stderr
+    logged_out = time.monotonic()
+    assert f"1 login certificate(s) revoked (serials {certificate.serial})" in out.stdout
+    live.wait(timeout=10)
+    ended = time.monotonic()
+    print(f"live session ended {ended - logged_out:.2f} s after 'user logout' returned "
+          f"({ended - asked:.2f} s after it was started)")
+    assert ended - logged_out < 2.0
+    assert b"revoked (logout)" in live.stderr.read()  # type: ignore[union-attr]
+    refused = cert_ssh(gateway, login, key, "echo again")
+    assert refused.returncode == 255
+    assert b"Permission denied" in refused.stderr
+    revoked = events(gateway, user.name, "login_cert.revoked")
+    assert revoked[-1]["serials"] == [certificate.serial]
+    assert revoked[-1]["reason"] == "logout"
+    reasons = [e["reason"] for e in events(gateway, user.name, "auth.refused")]
+    assert f"login certificate serial {certificate.serial} was revoked (logout)" in reasons
+    ends = events(gateway, user.name, "session.end")
+    assert any("revoked (logout)" in str(e.get("reason")) for e in ends)
+
+
+def test_self_logout_revokes_and_a_certificate_cannot_renew_itself(gateway: Gateway) -> None:
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    assert pamgate_login(gateway, user, key, "--ttl", "2h").returncode == 0
+    assert 2 * 3600 - 5 <= parse_certificate_line(cert_path(key).read_text()).valid_before - \
+        time.time() <= 2 * 3600  # fmt: skip
+    # A login certificate alone never buys the next one.
+    again = subprocess.run(
+        ["ssh", *cert_options(gateway, key), "-p", str(gateway.port), f"{user.name}@127.0.0.1",
+         "pamgate-login"],
+        input=key.with_suffix(".pub").read_bytes(), capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert again.returncode == 1
+    assert b"needs a sign-in with your verification code" in again.stderr
+    assert events(gateway, user.name, "login_cert.refused")
+    out = cert_ssh(gateway, user.name, key, "pamgate-logout")
+    assert out.returncode == 0, out.stderr
+    assert b"1 login certificate(s) revoked" in out.stderr
+    assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 255
+    revoked = events(gateway, user.name, "login_cert.revoked")
+    assert revoked[-1]["actor"] == user.name and revoked[-1]["authority"] == "self-service"
+
+
+@pytest.mark.parametrize("how", ["disable", "reset-mfa"])
+def test_disable_and_mfa_reset_revoke_login_certificates(gateway: Gateway, how: str) -> None:
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    assert pamgate_login(gateway, user, key).returncode == 0
+    assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 0
+    assert gateway.cli("user", how, user.name).returncode == 0
+    if how == "disable":
+        assert gateway.cli("user", "enable", user.name).returncode == 0  # enabling revives none
+    assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 255
+    reason = "user disabled" if how == "disable" else "MFA reset"
+    assert events(gateway, user.name, "login_cert.revoked")[-1]["reason"] == reason
+
+
+# -- fresh_mfa ------------------------------------------------------------------------
+
+
+def test_fresh_mfa_rule_still_asks_for_the_code(gateway: Gateway, tmp_path: Path) -> None:
+    user = gateway.make_user(groups=("careful",))
+    key = new_key(gateway, user.name)
+    assert pamgate_login(gateway, user, key).returncode == 0
+    # BatchMode: no prompt can be answered, so the certificate alone gets nowhere.
+    assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 255
+    # With a prompt: asked for the code only (the certificate is the first factor).
+    log = tmp_path / "prompts"
+    env = gateway.ssh_env(user, code=None, log=log)
+    env["PG_TOTP_CODE"] = __import__("pyotp").TOTP(user.totp_secret).at(time.time() + 30)
+    result = subprocess.run(
+        ["ssh", *cert_options(gateway, key, batch=False), "-o", "NumberOfPasswordPrompts=1",
+         "-p", str(gateway.port), f"{user.name}:web01@127.0.0.1", "echo fresh"],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"fresh\n"
+    assert log.read_text().splitlines() == ["Verification code:"]
+    assert len(successes(gateway, user.name, "login-cert+totp")) == 1
+    factor = events(gateway, user.name, "auth.factor")[-1]
+    assert factor["factor"] == "login-cert" and factor["fresh_mfa_rule"] == "careful-web"
+
+
+# -- hostile certificates -------------------------------------------------------------
+
+
+def refusal_reasons(gateway: Gateway, user: str) -> list[str]:
+    return [e["reason"] for e in events(gateway, user, "auth.refused")]
+
+
+def wait_for_reason(gateway: Gateway, user: str, needle: str) -> list[str]:
+    deadline = time.monotonic() + 5
+    while True:
+        reasons = refusal_reasons(gateway, user)
+        if any(needle in r for r in reasons) or time.monotonic() > deadline:
+            return reasons
+        time.sleep(0.05)
+
+
+def test_expired_certificate_is_refused(gateway: Gateway) -> None:
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    cert_path(key).write_text(crafted_certificate(
+        gateway.data_dir / "keys" / "login_ca", key,
+        Crafted(principals=[user.name], serial=1, valid_after=-120, valid_before=-1),
+    ) + "\n")  # fmt: skip
+    assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 255
+    assert any("has expired" in r for r in wait_for_reason(gateway, user.name, "has expired"))
+
+
+def test_certificate_from_another_ca_is_refused(gateway: Gateway) -> None:
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    other_ca = new_key(gateway, "otherca")
+    keygen_sign(other_ca, key, "-n", user.name, "-V", "-1m:+1h")
+    assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 255
+    reasons = wait_for_reason(gateway, user.name, "not signed by the login CA")
+    assert any("not signed by the login CA" in r for r in reasons)
+    # Nor the machine CA's.
+    keygen_sign(gateway.data_dir / "keys" / "machine_ca", key, "-n", user.name, "-V", "-1m:+5m")
+    assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 255
+    reasons = wait_for_reason(gateway, user.name, "machine certificate")
+    assert any("machine certificate (machine CA)" in r for r in reasons)
+
+
+def test_certificate_for_another_principal_is_refused(gateway: Gateway) -> None:
+    alice = gateway.make_user(groups=("movers",))
+    mallory = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, alice.name)
+    assert pamgate_login(gateway, alice, key).returncode == 0
+    assert cert_ssh(gateway, f"{mallory.name}:web01", key, "true").returncode == 255
+    reasons = wait_for_reason(gateway, mallory.name, "principals do not include")
+    assert any(f"principals do not include {mallory.name!r}" in r for r in reasons)
+
+
+def test_certificate_the_gateway_never_issued_is_refused(gateway: Gateway) -> None:
+    """Signed with the login CA key itself (a stolen key, or a hand-made certificate): the
+    serial must be one the gateway recorded for that user and key."""
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    cert_path(key).write_text(crafted_certificate(
+        gateway.data_dir / "keys" / "login_ca", key,
+        Crafted(principals=[user.name], serial=987654321, valid_before=600,
+                extensions=[("permit-pty", b"")]),
+    ) + "\n")  # fmt: skip
+    assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 255
+    reasons = wait_for_reason(gateway, user.name, "never issued")
+    assert any(f"never issued serial 987654321 to {user.name}" in r for r in reasons)
+
+
+def test_source_bound_certificate_works_only_from_its_address(gateway: Gateway) -> None:
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    got = pamgate_login(gateway, user, key, "--bind-source")
+    assert got.returncode == 0, got.stderr
+    assert b"only from 127.0.0.1" in got.stderr
+    assert events(gateway, user.name, "login_cert.issued")[-1]["source_address"] == "127.0.0.1"
+    login = f"{user.name}:web01"
+    assert cert_ssh(gateway, login, key, "true").returncode == 0
+    elsewhere = cert_ssh(gateway, login, key, "true", extra=("-b", "127.0.0.2"))
+    assert elsewhere.returncode == 255
+    reasons = wait_for_reason(gateway, user.name, "outside the certificate's networks")
+    assert any("source 127.0.0.2 is outside the certificate's networks" in r for r in reasons)
+
+
+def test_weak_keys_get_no_certificate(gateway: Gateway) -> None:
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name, "dsa")
+    got = pamgate_login(gateway, user, key)
+    assert got.returncode == 1
+    assert b"ssh-dss (DSA, SHA-1) keys are not accepted" in got.stderr
+    garbage = gateway.run_ssh(user, None, "pamgate-login", input_bytes=b"not a key\n",
+                              code=__import__("pyotp").TOTP(user.totp_secret).at(time.time() + 30))
+    assert garbage.returncode == 1
+    assert b"not a public key" in garbage.stderr
+    refused = events(gateway, user.name, "login_cert.refused")
+    assert len(refused) == 2
+    assert not events(gateway, user.name, "login_cert.issued")
+
+
+def test_ttl_beyond_the_maximum_is_refused(gateway: Gateway) -> None:
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    got = pamgate_login(gateway, user, key, "--ttl", "2d")
+    assert got.returncode == 1
+    assert b"--ttl must be between 1 min and 1440 min" in got.stderr
+    bad = gateway.run_ssh(user, None, "pamgate-login --ttel 1h", input_bytes=b"",
+                          code=__import__("pyotp").TOTP(user.totp_secret).at(time.time() + 30))
+    assert bad.returncode == 1
+    assert b"usage: pamgate-login" in bad.stderr
+    assert not cert_path(key).exists()
