@@ -289,6 +289,22 @@ class AccessDecisions:
             return None
         return decision.rule.id
 
+    def accepts_password_with_code(
+        self, user: str, target: str | None, account: str | None, *, source: str
+    ) -> bool:
+        """Whether ``user``'s password prompt also takes the password with the current code
+        appended: they are in one of ``[auth] password_with_code_groups``, or the login names
+        a target whose rule says ``password_with_code``."""
+        person = self._users.get(user)
+        if person is None or person.disabled:
+            return False
+        if set(person.groups) & set(self._config.auth.password_with_code_groups):
+            return True
+        if target is None:
+            return False
+        decision = self.decide(user, target, account, source=source)
+        return not isinstance(decision, Denied) and decision.rule.password_with_code
+
     def reachable_targets(self, user: UserView) -> list[TargetSettings]:
         """Targets some allow or approval rule could open to ``user`` (menus and hints)."""
         return self.policy.reachable_targets(user.name, user.groups)

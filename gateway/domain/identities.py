@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, cast
 
 import pyotp
@@ -70,6 +71,15 @@ class UserView:
     has_password: bool
     key_fingerprints: tuple[str, ...]
     created_at: datetime
+
+
+class TotpCheck(StrEnum):
+    """What a TOTP code turned out to be."""
+
+    ACCEPTED = "accepted"
+    WRONG = "wrong"
+    #: Right for its time step, but that step (or a later one) was used already.
+    REUSED = "reused"
 
 
 @dataclass(frozen=True)
@@ -315,6 +325,14 @@ class UserDirectory:
 
         Accepting a code burns its time step and every earlier one.
         """
+        return self.check_totp(name, code) == TotpCheck.ACCEPTED
+
+    def check_totp(self, name: str, code: str) -> TotpCheck:
+        """Whether ``code`` is a valid, unused TOTP code for an enabled user; a right code
+        whose time step was already used (a second login within 30 s) is ``REUSED``.
+
+        Accepting a code burns its time step and every earlier one.
+        """
         code = code.strip().replace(" ", "")
         with self._store.transaction(write=False) as db:
             user = db.scalar(select(User).where(User.name == name))
@@ -324,7 +342,7 @@ class UserDirectory:
         secret = self._secret_box().open(stored, name) if stored else pyotp.random_base32()
         step = self._matching_step(secret, code)
         if not usable or step is None:
-            return False
+            return TotpCheck.WRONG
         with self._store.transaction() as db:
             # An UPDATE without RETURNING yields a CursorResult (Session.execute is typed as
             # returning the Result base).
@@ -338,7 +356,7 @@ class UserDirectory:
                     .values(totp_last_step=step)
                 ),
             )
-            return result.rowcount == 1
+            return TotpCheck.ACCEPTED if result.rowcount == 1 else TotpCheck.REUSED
 
     def credentials_match(self, name: str, password: str, totp_secret: str) -> bool:
         """True if ``name`` has exactly this password and TOTP secret (used by the demo)."""

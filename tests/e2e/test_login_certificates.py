@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 
 from gateway.crypto.certificates import parse_certificate_line
@@ -24,7 +26,15 @@ from tests.support.gateway import Gateway, TestUser, launch_gateway
 
 pytestmark = pytest.mark.openssh
 
-RULES = """
+RULES = """password_with_code_groups = ["oneprompt"]
+
+[[rules]]
+id = "one-prompt-web"
+groups = ["pw-rule"]
+targets = ["web01"]
+mode = "allow"
+password_with_code = true
+
 [[rules]]
 id = "movers-web"
 groups = ["movers"]
@@ -256,7 +266,7 @@ def test_fresh_mfa_rule_still_asks_for_the_code(gateway: Gateway, tmp_path: Path
     # With a prompt: asked for the code only (the certificate is the first factor).
     log = tmp_path / "prompts"
     env = gateway.ssh_env(user, code=None, log=log)
-    env["PG_TOTP_CODE"] = __import__("pyotp").TOTP(user.totp_secret).at(time.time() + 30)
+    env["PG_TOTP_CODE"] = pyotp.TOTP(user.totp_secret).at(time.time() + 30)
     result = subprocess.run(
         ["ssh", *cert_options(gateway, key, batch=False), "-o", "NumberOfPasswordPrompts=1",
          "-p", str(gateway.port), f"{user.name}:web01@127.0.0.1", "echo fresh"],
@@ -359,7 +369,7 @@ def test_weak_keys_get_no_certificate(gateway: Gateway) -> None:
     assert got.returncode == 1
     assert b"ssh-dss (DSA, SHA-1) keys are not accepted" in got.stderr
     garbage = gateway.run_ssh(user, None, "pamgate-login", input_bytes=b"not a key\n",
-                              code=__import__("pyotp").TOTP(user.totp_secret).at(time.time() + 30))
+                              code=pyotp.TOTP(user.totp_secret).at(time.time() + 30))
     assert garbage.returncode == 1
     assert b"not a public key" in garbage.stderr
     refused = events(gateway, user.name, "login_cert.refused")
@@ -374,7 +384,94 @@ def test_ttl_beyond_the_maximum_is_refused(gateway: Gateway) -> None:
     assert got.returncode == 1
     assert b"--ttl must be between 1 min and 1440 min" in got.stderr
     bad = gateway.run_ssh(user, None, "pamgate-login --ttel 1h", input_bytes=b"",
-                          code=__import__("pyotp").TOTP(user.totp_secret).at(time.time() + 30))
+                          code=pyotp.TOTP(user.totp_secret).at(time.time() + 30))
     assert bad.returncode == 1
     assert b"usage: pamgate-login" in bad.stderr
     assert not cert_path(key).exists()
+
+
+# -- one prompt for both factors (sshpass, plink -pw); a code used a moment ago -------
+
+
+@pytest.mark.parametrize("group", ["oneprompt", "pw-rule"])
+def test_password_with_the_code_appended_in_one_prompt(
+    gateway: Gateway, tmp_path: Path, group: str
+) -> None:
+    """Opted in by ``[auth] password_with_code_groups`` or by the rule: the password prompt
+    takes PASSWORD+CODE and no code prompt follows; audited as both factors."""
+    user = gateway.make_user(groups=(group, "movers") if group == "oneprompt" else (group,))
+    assert user.password is not None
+    log = tmp_path / "prompts"
+    combined = user.password + pyotp.TOTP(user.totp_secret).now()
+    result = gateway.run_ssh(user, "web01", "echo in", password=combined, log=log,
+                             source="127.0.23.1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"in\n"
+    assert log.read_text().splitlines() == ["Password:"]
+    success = successes(gateway, user.name, "password+totp")[-1]
+    assert success["answer"] == "password and code in one prompt"
+
+
+def test_password_with_code_is_refused_unless_opted_in(gateway: Gateway, tmp_path: Path) -> None:
+    user = gateway.make_user(groups=("movers",))
+    assert user.password is not None
+    log = tmp_path / "prompts"
+    combined = user.password + pyotp.TOTP(user.totp_secret).now()
+    result = gateway.run_ssh(user, "web01", "true", password=combined, log=log,
+                             code="000000", source="127.0.23.2")  # fmt: skip
+    assert result.returncode == 255
+    assert log.read_text().splitlines() == ["Password:", "Verification code:"]
+    assert events(gateway, user.name, "auth.failure")[-1]["reason"] == "wrong password"
+
+
+def test_wrong_password_with_code_still_shows_the_code_prompt(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """A hostile client learns nothing from the answer: a wrong combined answer gets the code
+    prompt like any wrong password, and is one counted, audited attempt."""
+    user = gateway.make_user(groups=("oneprompt",))
+    log = tmp_path / "prompts"
+    wrong = "not-the-password" + pyotp.TOTP(user.totp_secret).now()
+    result = gateway.run_ssh(user, "web01", "true", password=wrong, log=log,
+                             source="127.0.23.3")  # fmt: skip
+    assert result.returncode == 255
+    assert log.read_text().splitlines() == ["Password:", "Verification code:"]
+    failures = events(gateway, user.name, "auth.failure")
+    assert [f["reason"] for f in failures] == ["wrong password"]
+    assert failures[0]["answer"] == "password and code in one prompt"
+
+
+def test_a_code_used_a_moment_ago_gets_the_prompt_again_saying_so(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    user = gateway.make_user(groups=("movers",))
+    totp = pyotp.TOTP(user.totp_secret)
+    used = totp.now()
+    assert gateway.run_ssh(user, "web01", "true", code=used, source="127.0.23.4").returncode == 0
+    # The second login answers the same code first, then the next one.
+    log = tmp_path / "prompts"
+    askpass = tmp_path / "askpass.py"
+    askpass.write_text(f"""#!{sys.executable}
+import re, sys
+prompt = re.sub(r"^\\(.*?\\) ", "", sys.argv[1] if len(sys.argv) > 1 else "").strip()
+with open({str(log)!r}, "a") as handle:
+    handle.write(prompt + "\\n")
+if "Password" in prompt:
+    print({user.password!r})
+else:
+    asked = open({str(log)!r}).read().count("Verification code")
+    print({used!r} if asked == 1 else {totp.at(time.time() + 30)!r})
+""")
+    askpass.chmod(0o755)
+    env = gateway.ssh_env(user)
+    env["SSH_ASKPASS"] = str(askpass)
+    result = subprocess.run(
+        gateway.ssh_command(f"{user.name}:web01", source="127.0.23.4") + ["echo again"],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert b"that code was already used; wait for the next one" in result.stderr
+    assert log.read_text().splitlines() == ["Password:", "Verification code:",
+                                            "Verification code:"]  # fmt: skip
+    assert len(events(gateway, user.name, "auth.code_reused")) == 1
+    assert not events(gateway, user.name, "auth.failure")

@@ -51,7 +51,14 @@ from gateway.domain.access import parse_login_name, user_part
 from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
 from gateway.domain.identities import UserView
 from gateway.domain.login_certificates import CertificateLogin
-from gateway.domain.sign_in import LOGIN_CERT, RESTARTED, ConnectionSignIn, SignedIn
+from gateway.domain.sign_in import (
+    LOGIN_CERT,
+    RESTARTED,
+    ConnectionSignIn,
+    SignedIn,
+    SignInResult,
+    split_password_and_code,
+)
 from gateway.errors import PamgateError
 from gateway.ssh.channel import SessionChannel
 from gateway.ssh.human.forwarding import LocalForward
@@ -157,6 +164,8 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
         self._fresh_code_rule: str | None = None
         #: How the connection signed in, once it has.
         self._signed_in: SignedIn | None = None
+        #: Whether the password prompt takes the password with the code appended.
+        self._one_prompt = False
 
     # -- connection ------------------------------------------------------
 
@@ -306,6 +315,8 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
         if not allowed:
             self._disconnect("too many failed attempts")
             return False
+        if not self._key_passed:
+            self._one_prompt = await asyncio.to_thread(self._accepts_password_with_code)
         if self._key_passed:
             return ("", "", "", [(CODE_PROMPT, False)])
         return ("", "", "", [(PASSWORD_PROMPT, False)])
@@ -319,16 +330,45 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
         # refuses what is not one well-formed answer like a wrong one.
         answer = responses[0] if len(responses) == 1 else None
         if attempts.expecting == "password":
+            combined = split_password_and_code(answer) if self._one_prompt else None
+            if combined is not None:
+                answer = combined[0]
             check = await asyncio.to_thread(attempts.answer_password, answer)
             # Checks queue by priority (PasswordChecks); a restart cancels this wait and drops
             # a check not started yet (the attempt is counted either way).
             await asyncio.wrap_future(check)
+            if combined is not None:
+                result = await asyncio.to_thread(attempts.answer_code, combined[1], one_prompt=True)
+                if result.user is not None or result.retry_code:
+                    return await self._settled(attempts, result)
+                # Failed: the code prompt still comes, as after any password, so the answer
+                # says nothing about which part was wrong; answering it fails after the delay.
             return ("", "", "", [(CODE_PROMPT, False)])
         return await self._finish_login(attempts, answer)
 
-    async def _finish_login(self, attempts: ConnectionSignIn, code: str | None) -> bool:
-        """Settle the attempt through the sign-in service; answer a failure after its delay."""
+    def _accepts_password_with_code(self) -> bool:
+        try:
+            login = parse_login_name(self._login_name)
+        except PamgateError:
+            return False
+        return self._services.access.accepts_password_with_code(
+            login.user, login.target, login.account, source=self._source
+        )
+
+    async def _finish_login(
+        self, attempts: ConnectionSignIn, code: str | None
+    ) -> KbdIntChallenge:
+        """Settle the attempt through the sign-in service; answer a failure after its delay.
+
+        A right code that was already used gets the code prompt again, saying so."""
         result = await asyncio.to_thread(attempts.answer_code, code)
+        return await self._settled(attempts, result)
+
+    async def _settled(self, attempts: ConnectionSignIn, result: SignInResult) -> KbdIntChallenge:
+        """Answer the client after the code was checked: success, the code prompt again, or a
+        failure after its delay."""
+        if result.retry_code:
+            return ("", result.reason, "", [(CODE_PROMPT, False)])
         if result.user is not None:
             self._authenticated = result.user
             certificate = self._certificate if self._key_passed else None
