@@ -9,10 +9,12 @@ human audit trail.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 
 from gateway.crypto.certificates import parse_certificate_line
 from gateway.domain.audit.trail import Trail
+from gateway.services import GatewayServices
 from tests.support.certificates import Crafted, crafted_certificate, keygen_sign
 from tests.support.gateway import Gateway, TestUser, launch_gateway
 
@@ -475,3 +478,70 @@ else:
                                             "Verification code:"]  # fmt: skip
     assert len(events(gateway, user.name, "auth.code_reused")) == 1
     assert not events(gateway, user.name, "auth.failure")
+
+
+# -- the README's Quick tour, verbatim -----------------------------------------------
+
+
+def readme_block(marker: str) -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
+    return block.split("```", 1)[1].split("\n", 1)[1].rsplit("```", 1)[0]
+
+
+def test_readme_login_once_block_runs_with_stock_openssh(
+    gateway: Gateway, services: GatewayServices, tmp_path: Path
+) -> None:
+    """The Quick tour's block as it is written (the README's own alice), then its
+    ``~/.ssh/config`` snippet pointed at this gateway."""
+    enrolment = gateway.users.add_user(
+        "alice", actor="tests", groups=("movers",), password="alice-readme-secret"
+    )
+    alice = TestUser("alice", "alice-readme-secret", enrolment.secret)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(home / ".ssh" / "id_ed25519")], check=True)  # fmt: skip
+    # The stock tools, with no config of this machine's user and the gateway's host key
+    # pinned (ssh reads ~/.ssh from the password database, not $HOME).
+    pinned = f"-F /dev/null -o UserKnownHostsFile={gateway.known_hosts} -o IdentitiesOnly=yes"
+    wrappers = "".join(
+        f"{tool}() {{ command {tool} {pinned} \"$@\"; }}\n" for tool in ("ssh", "scp", "sftp")
+    )
+    env = {**gateway.ssh_env(alice), "HOME": str(home), "GW": "127.0.0.1",
+           "PORT": str(gateway.port)}  # fmt: skip
+    env["PG_TOTP_CODE"] = pyotp.TOTP(alice.totp_secret).at(time.time() + 30)
+    result = subprocess.run(
+        ["bash", "-c", wrappers + readme_block("login-once")], cwd=tmp_path, env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "copied-hostname").exists()
+    assert "1 login certificate(s) revoked" in result.stderr
+    assert len(successes(gateway, "alice", "login-cert")) >= 4  # hostname, scp, sftp, logout
+    assert events(gateway, "alice", "login_cert.revoked")[-1]["authority"] == "self-service"
+
+    # The ~/.ssh/config snippet, pointed at this gateway, with a new certificate (issued by
+    # the domain service directly: alice's codes of this minute are used up).
+    key = home / ".ssh" / "id_ed25519"
+    signed = services.login_certificates.issue(
+        "alice", key.with_suffix(".pub").read_text(), ttl_seconds=600, source="127.0.0.1",
+        bind_source=False, mfa_at=datetime.now(UTC), method="password+totp",
+    )  # fmt: skip
+    cert_path(key).write_text(signed.certificate + "\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        readme_block("login-ssh-config").replace("2222", str(gateway.port))
+        .replace("~/.ssh/id_ed25519", str(key))
+    )  # fmt: skip
+    common = ["-F", str(config), "-o", f"UserKnownHostsFile={gateway.known_hosts}",
+              "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]  # fmt: skip
+    for command in (
+        ["ssh", *common, "web01", "hostname"],
+        ["scp", *common, "web01:/etc/hostname", str(tmp_path / "again")],
+        ["rsync", "-e", " ".join(["ssh", *common]), "web01:/etc/hostname", str(tmp_path / "r")],
+    ):
+        ran = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                             env={**os.environ, "HOME": str(home)})  # fmt: skip
+        assert ran.returncode == 0, (command[0], ran.stderr)
+    assert (tmp_path / "again").read_bytes() == (tmp_path / "r").read_bytes()
