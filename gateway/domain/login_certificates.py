@@ -202,6 +202,23 @@ class LoginCertificates:
                 source_address=row.source_address,
             )  # fmt: skip
 
+    def new_channel_refused_because(self, login: CertificateLogin) -> str | None:
+        """Why a connection signed in with ``login`` may not open another channel (a
+        multiplexed ``ControlMaster`` command, a forward), or None.
+
+        Stricter than for live sessions, which end on revocation only: the
+        certificate must also still be valid, as a fresh login would need.
+        """
+        revoked = self.revoked_among([login.serial])
+        if revoked:
+            return (
+                f"the login certificate this connection signed in with was revoked "
+                f"({revoked[login.serial]})"
+            )
+        if self._clock() >= login.valid_before.timestamp():
+            return "the login certificate this connection signed in with has expired"
+        return None
+
     def revoked_among(self, serials: Collection[int]) -> dict[int, str]:
         """Serial -> why, for the revoked ones among ``serials`` (one query: the lanes' watch
         reads every live session's certificate each second)."""

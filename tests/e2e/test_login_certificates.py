@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ import pytest
 from gateway.crypto.certificates import parse_certificate_line
 from gateway.domain.audit.trail import Trail
 from gateway.services import GatewayServices
-from tests.support.certificates import Crafted, crafted_certificate, keygen_sign
+from tests.support.certificates import Crafted, crafted_certificate, keygen_sign, raw_login
 from tests.support.gateway import Gateway, TestUser, launch_gateway
 
 pytestmark = pytest.mark.openssh
@@ -255,6 +256,58 @@ def test_disable_and_mfa_reset_revoke_login_certificates(gateway: Gateway, how: 
     assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 255
     reason = "user disabled" if how == "disable" else "MFA reset"
     assert events(gateway, user.name, "login_cert.revoked")[-1]["reason"] == reason
+
+
+def test_control_master_multiplexes_until_logout(gateway: Gateway) -> None:
+    """ControlMaster: one certificate sign-in, commands over it with no prompt; every new
+    channel asks again, so after ``user logout`` the master opens nothing more."""
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    assert pamgate_login(gateway, user, key).returncode == 0
+    login = f"{user.name}:web01@127.0.0.1"
+    folder = tempfile.mkdtemp(prefix="pg-cm-", dir="/tmp")  # socket paths are short
+    socket_path = Path(folder) / "cm"
+    base = ["ssh", *cert_options(gateway, key), "-p", str(gateway.port),
+            "-o", f"ControlPath={socket_path}"]  # fmt: skip
+    master = subprocess.Popen([*base, "-M", "-N", login], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert socket_path.exists()
+        for index in range(3):
+            ran = subprocess.run([*base, "-o", "ControlMaster=no", login, f"echo mux-{index}"],
+                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=30)  # fmt: skip
+            assert ran.returncode == 0 and ran.stdout == f"mux-{index}\n".encode(), ran.stderr
+        assert len(successes(gateway, user.name, "login-cert")) == 1  # one sign-in for all
+        assert len(events(gateway, user.name, "session.start")) == 3
+        assert gateway.cli("user", "logout", user.name).returncode == 0
+        after = subprocess.run([*base, "-o", "ControlMaster=no", login, "echo mux-after"],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=30)  # fmt: skip
+        assert after.returncode != 0 and b"mux-after" not in after.stdout
+        assert b"was revoked (logout)" in after.stderr
+        refused = events(gateway, user.name, "access.refused")
+        assert "was revoked (logout)" in refused[-1]["reason"]
+    finally:
+        master.terminate()
+        master.wait(timeout=10)
+
+
+def test_a_certificate_without_its_private_key_gets_nowhere(gateway: Gateway) -> None:
+    """A hostile client with a copy of alice's certificate (public, in her home directory)
+    but another private key: the signature does not verify, nothing is signed in."""
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    assert pamgate_login(gateway, user, key).returncode == 0
+    thief = new_key(gateway, "thief")
+    result = raw_login(
+        gateway.port, f"{user.name}:web01", thief, certificate=cert_path(key).read_text(),
+        command="echo stolen", known_hosts=gateway.known_hosts,
+    )  # fmt: skip
+    assert isinstance(result, Exception), result
+    assert not successes(gateway, user.name, "login-cert")
+    assert not events(gateway, user.name, "session.start")
 
 
 # -- fresh_mfa ------------------------------------------------------------------------

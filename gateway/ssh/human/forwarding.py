@@ -81,6 +81,11 @@ class LocalForward:
         login = parse_login_name(self._login_name)
         if login.target is None:
             raise ForwardRefused("log in as USER:TARGET to forward ports through a target")
+        certificate = self._signed_in.certificate
+        if certificate is not None:
+            refused = self._services.login_certificates.new_channel_refused_because(certificate)
+            if refused:
+                raise ForwardRefused(refused)
         decision = self._services.access.decide(
             self._user.name, login.target, login.account, source=self._source
         )

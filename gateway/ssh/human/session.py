@@ -19,12 +19,12 @@ from gateway.domain.access import parse_login_name
 from gateway.domain.audit.trail import ActorType, AuditEvent
 from gateway.domain.sign_in import SignedIn
 from gateway.domain.transfer.policy import transfer_policy_of_rule
-from gateway.errors import DestinationError
+from gateway.errors import AccessDenied, DestinationError
 from gateway.ssh.channel import GATEWAY_EXIT_STATUS, SessionChannel
 from gateway.ssh.gateway_program import GatewayProgram
 from gateway.ssh.human.admission import Admission
 from gateway.ssh.human.live_rules import HumanLiveRules
-from gateway.ssh.human.login_exchange import LoginExchange, is_login_command
+from gateway.ssh.human.login_exchange import LOGOUT_COMMAND, LoginExchange, is_login_command
 from gateway.ssh.human.operator_session import OPERATOR_SERVICES, operator_program
 from gateway.ssh.human.self_service import is_gateway_command, run_gateway_command
 from gateway.ssh.relay import Admitted, RelayedSession, SessionHost
@@ -79,6 +79,14 @@ class HumanSession:
     # -- admission ------------------------------------------------------------------
 
     async def _admit(self, channel: SessionChannel) -> Admitted | None:
+        certificate = self._signed_in.certificate
+        if certificate is not None and channel.request.command != LOGOUT_COMMAND:
+            # Every new channel asks again: a multiplexed connection outlives no revocation.
+            refused = await asyncio.to_thread(
+                self._host.services.login_certificates.new_channel_refused_because, certificate
+            )
+            if refused:
+                raise AccessDenied(refused)
         if await self._ran_gateway_command(channel):
             return None
         assert channel.dialog is not None and self._relayed is not None
