@@ -276,15 +276,16 @@ def test_control_master_multiplexes_until_logout(gateway: Gateway) -> None:
         while not socket_path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert socket_path.exists()
+        client = [*base, "-o", "ControlMaster=no", login]
         for index in range(3):
-            ran = subprocess.run([*base, "-o", "ControlMaster=no", login, f"echo mux-{index}"],
-                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=30)  # fmt: skip
+            ran = subprocess.run([*client, f"echo mux-{index}"], stdin=subprocess.DEVNULL,
+                                 capture_output=True, timeout=30)  # fmt: skip
             assert ran.returncode == 0 and ran.stdout == f"mux-{index}\n".encode(), ran.stderr
         assert len(successes(gateway, user.name, "login-cert")) == 1  # one sign-in for all
         assert len(events(gateway, user.name, "session.start")) == 3
         assert gateway.cli("user", "logout", user.name).returncode == 0
-        after = subprocess.run([*base, "-o", "ControlMaster=no", login, "echo mux-after"],
-                               stdin=subprocess.DEVNULL, capture_output=True, timeout=30)  # fmt: skip
+        after = subprocess.run([*client, "echo mux-after"], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=30)  # fmt: skip
         assert after.returncode != 0 and b"mux-after" not in after.stdout
         assert b"was revoked (logout)" in after.stderr
         refused = events(gateway, user.name, "access.refused")
