@@ -236,12 +236,21 @@ def test_self_logout_revokes_and_a_certificate_cannot_renew_itself(gateway: Gate
     assert again.returncode == 1
     assert b"needs a sign-in with your verification code" in again.stderr
     assert events(gateway, user.name, "login_cert.refused")
+    listed = gateway.cli("user", "login-certs", user.name, "--json")
+    assert listed.returncode == 0, listed.stderr
+    serial = parse_certificate_line(cert_path(key).read_text()).serial
+    assert [json.loads(line)["serial"] for line in listed.stdout.splitlines()] == [serial]
+    helped = cert_ssh(gateway, user.name, key, "pamgate-login --help")
+    assert helped.returncode == 0 and b"--bind-source" in helped.stdout
+    shown = gateway.cli("ca", "show", "login")
+    assert shown.stdout == (gateway.data_dir / "keys" / "login_ca.pub").read_text()
     out = cert_ssh(gateway, user.name, key, "pamgate-logout")
     assert out.returncode == 0, out.stderr
     assert b"1 login certificate(s) revoked" in out.stderr
     assert cert_ssh(gateway, f"{user.name}:web01", key, "true").returncode == 255
     revoked = events(gateway, user.name, "login_cert.revoked")
     assert revoked[-1]["actor"] == user.name and revoked[-1]["authority"] == "self-service"
+    assert gateway.cli("user", "login-certs", user.name).stdout == "no login certificates in use\n"
 
 
 @pytest.mark.parametrize("how", ["disable", "reset-mfa"])

@@ -51,6 +51,21 @@ def is_login_command(command: str | None, *, has_target: bool) -> bool:
     return command.split(maxsplit=1)[0] in (LOGIN_COMMAND, LOGOUT_COMMAND)
 
 
+LOGIN_HELP = f"""{LOGIN_USAGE}
+
+Sign a public key (on stdin) with pamgate's login CA for you; the certificate goes to
+stdout. Until it expires or is revoked, ssh, scp, sftp and rsync sign in with it and the
+key, with no password or code (ssh loads KEY-cert.pub next to KEY by itself). Run it once
+a day, signed in with your password (or registered key) and code.
+
+  --ttl DURATION   lifetime such as 2h or 90m (default and maximum: the gateway's
+                   [auth] login_certificate_ttl and login_certificate_max_ttl)
+  --bind-source    the certificate works only from the address you asked from
+
+'{LOGOUT_COMMAND}' revokes all your login certificates.
+"""
+
+
 def parse_login_command(command: str) -> tuple[int | None, bool]:
     """The ``--ttl`` (seconds, None if not given) and ``--bind-source`` of a login command."""
     words = command.split()[1:]
@@ -85,6 +100,9 @@ class LoginExchange:
     async def _log_in(self, channel: SessionChannel, command: str) -> None:
         services, signed_in = self._host.services, self._signed_in
         user = signed_in.user.name
+        if command.split()[1:] in (["--help"], ["-h"]):
+            channel.answer(0, LOGIN_HELP)
+            return
         try:
             ttl, bind = parse_login_command(command)
             if not signed_in.fresh_code or signed_in.mfa_at is None:
