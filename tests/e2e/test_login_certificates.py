@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pyotp
 import pytest
 
@@ -344,6 +345,30 @@ def test_fresh_mfa_rule_still_asks_for_the_code(gateway: Gateway, tmp_path: Path
     assert len(successes(gateway, user.name, "login-cert+totp")) == 1
     factor = events(gateway, user.name, "auth.factor")[-1]
     assert factor["factor"] == "login-cert" and factor["fresh_mfa_rule"] == "careful-web"
+
+
+def test_menu_refuses_a_fresh_mfa_target_on_a_certificate_alone(gateway: Gateway) -> None:
+    """No target in the login name, so no code at sign-in: the menu's choice of a fresh_mfa
+    target is refused, saying how to get the code asked."""
+    user = gateway.make_user(groups=("careful",))
+    key = new_key(gateway, user.name)
+    assert pamgate_login(gateway, user, key).returncode == 0
+    command = ["ssh", "-tt", *cert_options(gateway, key), "-p", str(gateway.port),
+               f"{user.name}@127.0.0.1"]  # fmt: skip
+    child = pexpect.spawn(command[0], command[1:], timeout=15, env={"TERM": "xterm"})
+    try:
+        child.expect(r"(\d+)\) web01 ")
+        number = child.match.group(1).decode()
+        child.expect("Target \\(number")
+        child.send(f"{number}\r")
+        child.expect("rule 'careful-web' asks for a fresh verification code")
+        child.expect(f"log in as {user.name}:web01 to be asked for one")
+        child.expect("Target \\(number")  # the menu asks again, as after any refusal
+        child.send("\x03")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert not events(gateway, user.name, "session.start")
 
 
 # -- hostile certificates -------------------------------------------------------------
