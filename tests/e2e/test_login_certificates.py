@@ -453,6 +453,26 @@ def test_source_bound_certificate_works_only_from_its_address(gateway: Gateway) 
     assert any("source 127.0.0.2 is outside the certificate's networks" in r for r in reasons)
 
 
+def test_a_login_certificate_is_refused_on_the_machine_lane(gateway: Gateway) -> None:
+    """Two lanes, two CAs: a person's login certificate is no machine credential."""
+    user = gateway.make_user(groups=("movers",))
+    key = new_key(gateway, user.name)
+    assert pamgate_login(gateway, user, key).returncode == 0
+    result = subprocess.run(
+        ["ssh", *cert_options(gateway, key), "-p", str(gateway.machine_port),
+         f"{user.name}:web01@127.0.0.1", "true"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 255
+    deadline = time.monotonic() + 5
+    reasons: list[str] = []
+    while not reasons and time.monotonic() < deadline:
+        reasons = [r.reason for r in gateway.audit.events(Trail.MACHINE)
+                   if r.action == "auth.refused" and r.actor == user.name]  # fmt: skip
+        time.sleep(0.05)
+    assert reasons == ["the certificate is not signed by the machine CA"]
+
+
 def test_weak_keys_get_no_certificate(gateway: Gateway) -> None:
     user = gateway.make_user(groups=("movers",))
     key = new_key(gateway, user.name, "dsa")
