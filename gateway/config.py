@@ -227,11 +227,25 @@ class AuthSettings(_Section):
     failure_delay_seconds: float = Field(default=1.0, ge=0, le=30)
     #: TOTP steps (30 s each) accepted either side of now, for clock skew.
     totp_skew_steps: int = Field(default=1, ge=0, le=3)
+    #: Lifetime of a login certificate from ``pamgate-login`` when none is asked for.
+    login_certificate_ttl: Duration = "8h"
+    #: The longest login certificate ``pamgate-login --ttl`` may ask for.
+    login_certificate_max_ttl: Duration = "24h"
+    #: Bind every login certificate to the address it was issued to (``source-address``);
+    #: when false, ``pamgate-login --bind-source`` asks for it.
+    login_certificate_bind_source: bool = False
+    #: Groups whose members may answer the password prompt with the password and the
+    #: current code appended (for tools that answer one prompt only: sshpass, plink -pw).
+    password_with_code_groups: list[Name] = []
 
     @model_validator(mode="after")
     def _check_backoff(self) -> AuthSettings:
         if self.max_backoff_seconds < self.backoff_seconds:
             raise ValueError("max_backoff_seconds is shorter than backoff_seconds")
+        if duration_seconds(self.login_certificate_max_ttl) < duration_seconds(
+            self.login_certificate_ttl
+        ):
+            raise ValueError("login_certificate_max_ttl is shorter than login_certificate_ttl")
         return self
 
 
@@ -454,6 +468,10 @@ class RuleSettings(_Section):
     file_transfer_max_bytes: int | None = Field(default=None, ge=1)
     #: ``host:port`` destinations ``ssh -L`` may reach, as seen from the target.
     forward_local: list[str] = []
+    #: Ask for a verification code even from someone holding a valid login certificate.
+    fresh_mfa: bool = False
+    #: The password prompt also takes the password with the current code appended.
+    password_with_code: bool = False
 
     @field_validator("forward_local")
     @classmethod

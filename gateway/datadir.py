@@ -8,6 +8,7 @@ Layout::
       keys/machine_host_ed25519  host key the machine lane presents to workloads
       keys/upstream_ca           CA that signs per-session certificates for targets
       keys/machine_ca            CA for non-human identities (the machine lane only)
+      keys/login_ca              CA for people's login certificates (pamgate-login; human lane)
       keys/audit_signing         Ed25519 key that signs audit checkpoints (+ .pub)
       keys/totp_secrets.key      AES-256-GCM key sealing the TOTP secrets in the database
                                  (or $PAMGATE_TOTP_KEY; every node on one database needs it)
@@ -59,6 +60,10 @@ class DataDir:
         return self.keys / "machine_ca"
 
     @property
+    def login_ca_key(self) -> Path:
+        return self.keys / "login_ca"
+
+    @property
     def audit_signing_key(self) -> Path:
         return self.keys / "audit_signing"
 
@@ -103,6 +108,7 @@ def initialize(config: GatewayConfig, *, actor: str = "pamgate-init") -> list[st
         (data.human_host_key, f"pamgate human lane host key ({config.gateway.name})"),
         (data.machine_host_key, f"pamgate machine lane host key ({config.gateway.name})"),
         (data.upstream_ca_key, f"pamgate upstream CA ({config.gateway.name})"),
+        (data.login_ca_key, f"pamgate login CA ({config.gateway.name})"),
     ):
         created = ensure_key_file(path, comment)
         report.append(f"{'created' if created else 'kept existing'} {path}")

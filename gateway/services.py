@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from gateway.config import GatewayConfig, duration_seconds
 from gateway.crypto.keys import parse_public_key_line
+from gateway.crypto.login_ca import LoginCA
 from gateway.crypto.machine_ca import MachineCA
 from gateway.crypto.secret_box import SecretBox
 from gateway.crypto.upstream_ca import UpstreamCA
@@ -29,6 +30,7 @@ from gateway.domain.entitlements.usage import UsageReader
 from gateway.domain.identities import UserDirectory
 from gateway.domain.live_checks import LiveCheckReader
 from gateway.domain.lockout import FailureLimiter
+from gateway.domain.login_certificates import LoginCertificates
 from gateway.domain.machines.admission import MachineGate
 from gateway.domain.machines.credentials import MachineCredentials
 from gateway.domain.machines.registry import MachineRegistry
@@ -73,6 +75,7 @@ class GatewayServices:
     machine_gate: MachineGate
     sign_in: SignIn
     alerts: WebhookAlerts
+    login_certificates: LoginCertificates
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     #: The syslog copy of the trails, when ``[audit.syslog]`` is set (run by ``serve``).
     syslog: SyslogForwarder | None = field(default=None, repr=False)
@@ -138,6 +141,9 @@ class GatewayServices:
             ),
             sign_in=SignIn(users, limiter, audit, config.auth),
             alerts=alerts,
+            login_certificates=LoginCertificates(
+                store, audit, LoginCA(data.login_ca_key), config.auth
+            ),
             syslog=syslog,
         )
 
@@ -177,7 +183,9 @@ class GatewayServices:
     @functools.cached_property
     def live_checks(self) -> LiveCheckReader:
         """What changed for live sessions (read by each lane's watch every second)."""
-        return LiveCheckReader(self.ledger, self.users, self.requests, self.machines)
+        return LiveCheckReader(
+            self.ledger, self.users, self.requests, self.machines, self.login_certificates
+        )
 
     def operator_actions(
         self, name: str, *, context: ActionContext | None = None
@@ -211,6 +219,7 @@ class GatewayServices:
             machines=self.machines, machine_credentials=self.machine_credentials,
             machine_revocations=self.machine_revocations, machine_host_key=machine_host_key,
             entitlements=self.entitlements, reviews=self.reviews,
+            login_certificates=self.login_certificates,
         )  # fmt: skip
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
-"""``pamgate ca``: the gateway's two certificate authorities, the upstream CA
-(targets trust it for human sessions) and the machine CA (NHI certificates)."""
+"""``pamgate ca``: the gateway's certificate authorities: the upstream CA
+(targets trust it for human sessions), the machine CA (NHI certificates) and
+the login CA (people's login certificates from ``pamgate-login``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def add_commands(commands: Subcommands) -> None:
-    """``ca show upstream|machine``."""
+    """``ca show upstream|machine|login``."""
     ca = commands.add_parser("ca", help="certificate authorities").add_subparsers(
         dest="ca_command", metavar="SUBCOMMAND", required=True
     )
@@ -26,8 +27,9 @@ def add_commands(commands: Subcommands) -> None:
         ),
     )
     show.add_argument(
-        "which", choices=["upstream", "machine"],
-        help="upstream: for targets' TrustedUserCAKeys; machine: signs NHI certificates",
+        "which", choices=["upstream", "machine", "login"],
+        help="upstream: for targets' TrustedUserCAKeys; machine: signs NHI certificates; "
+        "login: signs people's login certificates (pamgate-login)",
     )  # fmt: skip
     show.set_defaults(handler=cmd_ca_show)
 
@@ -36,6 +38,9 @@ def cmd_ca_show(args: argparse.Namespace) -> int:
     if args.which == "machine":
         with open_services(args) as services:
             print(services.machine_ca.public_key_line())
+    elif args.which == "login":
+        with open_services(args) as services:
+            print(services.login_certificates.ca_key_line())
     else:
         print(upstream_ca_line(args.loaded_config))
     return 0

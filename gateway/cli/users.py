@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 
 def add_commands(commands: Subcommands) -> None:
-    """``user add|list|disable|enable|reset-mfa|unlock|set-groups|passwd|add-key``."""
+    """``user add|list|disable|enable|reset-mfa|unlock|logout|login-certs|set-groups|passwd|
+    add-key``."""
     user = commands.add_parser("user", help="manage human users").add_subparsers(
         dest="user_command", metavar="SUBCOMMAND", required=True
     )
@@ -61,12 +62,26 @@ def add_commands(commands: Subcommands) -> None:
         ("enable", "enable a disabled user", cmd_user_enable),
         ("reset-mfa", "give a user a new TOTP secret", cmd_user_reset_mfa),
         ("unlock", "clear a user's failed sign-ins at every address", cmd_user_unlock),
+        ("logout", "revoke a user's login certificates (pamgate-login); their sessions "
+         "signed in with one end within 2 s", cmd_user_logout),
     ):
         sub = user.add_parser(
             name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
         )
         sub.add_argument("name")
         sub.set_defaults(handler=handler)
+    certificates = user.add_parser(
+        "login-certs",
+        help="login certificates in use (neither expired nor revoked)",
+        description=(
+            "List the login certificates (from 'ssh USER@gw pamgate-login') that are neither "
+            "expired nor revoked: user, serial, key fingerprint, issued, valid until, and the "
+            "address a certificate is bound to."
+        ),
+    )
+    certificates.add_argument("name", nargs="?", help="only this user's")
+    add_json_option(certificates)
+    certificates.set_defaults(handler=cmd_user_login_certs)
     set_groups = user.add_parser(
         "set-groups",
         help="replace a user's groups",
@@ -185,6 +200,38 @@ def cmd_user_unlock(args: argparse.Namespace) -> int:
     with open_operator(args) as actions:
         cleared = actions.unlock_user(args.name)
     print(f"cleared the failed sign-ins of {args.name} (back-off lifted at {cleared} addresses)")
+    return 0
+
+
+def cmd_user_logout(args: argparse.Namespace) -> int:
+    with open_operator(args) as actions:
+        serials = actions.log_out_user(args.name)
+    listed = f" (serials {', '.join(str(s) for s in serials)})" if serials else ""
+    print(f"logged {args.name} out: {len(serials)} login certificate(s) revoked{listed}")
+    return 0
+
+
+def cmd_user_login_certs(args: argparse.Namespace) -> int:
+    with open_operator(args) as actions:
+        certificates = actions.login_certificates(args.name)
+    if args.json:
+        for cert in certificates:
+            print_json_line({
+                "user": cert.user, "serial": cert.serial, "key": cert.key_fingerprint,
+                "issued_at": cert.issued_at, "valid_before": cert.valid_before,
+                "source_address": cert.source_address,
+            })  # fmt: skip
+        return 0
+    if not certificates:
+        print("no login certificates in use")
+        return 0
+    rows = [
+        (cert.user, str(cert.serial), cert.key_fingerprint,
+         f"{cert.issued_at:%Y-%m-%d %H:%M:%S}", f"{cert.valid_before:%Y-%m-%d %H:%M:%S}",
+         cert.source_address or "-")
+        for cert in certificates
+    ]  # fmt: skip
+    print_table(rows, header=("USER", "SERIAL", "KEY", "ISSUED", "VALID UNTIL", "BOUND TO"))
     return 0
 
 

@@ -141,7 +141,7 @@ class MachineCA:
             ca_public = Path(folder) / "ca.pub"
             ca_public.write_text(self.public_key_line() + "\n")
             built = Path(folder) / "krl"
-            _run_keygen(
+            run_keygen(
                 ["-k", "-f", str(built), "-s", str(ca_public), str(spec)],
                 doing="write the KRL",
                 timeout=60,
@@ -178,9 +178,9 @@ class MachineCA:
             # ssh-keygen copies the key's comment into the certificate.
             public.write_text(f"{key_data} {scope.principal} serial {serial}\n")
             # Signing runs inside the caller's write transaction, so it must be quick.
-            _run_keygen(
+            run_keygen(
                 ["-s", str(self._key_path), "-I", key_id, "-n", scope.principal, "-z", str(serial),
-                 "-V", f"{_utc(validity[0])}:{_utc(validity[1])}", *options, str(public)],
+                 "-V", keygen_validity(*validity), *options, str(public)],
                 doing="sign", timeout=SIGN_TIMEOUT_SECONDS,
             )  # fmt: skip
             return (Path(folder) / "key-cert.pub").read_text().strip()
@@ -196,8 +196,9 @@ def issued_certificate(db: Session, serial: int) -> IssuedCertificate | None:
     return db.scalars(select(IssuedCertificate).where(IssuedCertificate.serial == wanted)).first()
 
 
-def _run_keygen(args: list[str], *, doing: str, timeout: float) -> None:
-    """Run ``ssh-keygen -q ARGS``; CertificateAuthorityError saying what failed."""
+def run_keygen(args: list[str], *, doing: str, timeout: float) -> None:
+    """Run ``ssh-keygen -q ARGS``; CertificateAuthorityError saying what failed (both of the
+    gateway's CAs that sign keys clients bring sign with the stock ``ssh-keygen -s``)."""
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
         raise CertificateAuthorityError(f"ssh-keygen is needed to {doing}: install openssh-client")
@@ -212,6 +213,12 @@ def _run_keygen(args: list[str], *, doing: str, timeout: float) -> None:
         raise CertificateAuthorityError(f"ssh-keygen could not {doing}: {result.stderr.strip()}")
 
 
-def _utc(epoch: int) -> str:
-    # Absolute UTC times, so the certificate says exactly what the records say.
+def keygen_validity(valid_after: int, valid_before: int) -> str:
+    """``ssh-keygen -V`` for a validity window given as epoch seconds."""
+    return f"{keygen_time(valid_after)}:{keygen_time(valid_before)}"
+
+
+def keygen_time(epoch: int) -> str:
+    """An epoch time as ``ssh-keygen -V`` takes it: absolute UTC, so the certificate says
+    exactly what the records say."""
     return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(epoch))

@@ -290,6 +290,54 @@ class AccessDecisions:
             return NeedsApproval(person, settings, chosen, decision.rule, when)
         return Allowed(person, settings, chosen, decision.rule, grant.authority, when, grant)
 
+    def fresh_code_rule(
+        self, user: str, target: str, account: str | None, *, source: str
+    ) -> str | None:
+        """The id of the rule that asks for a fresh verification code (``fresh_mfa``) for this
+        destination, or None.
+
+        Asked when someone presents a login certificate for a login that names
+        a target: the lane then asks for the code too (partial success).
+        """
+        decision = self.decide(user, target, account, source=source)
+        if isinstance(decision, Denied) or not decision.rule.fresh_mfa:
+            return None
+        return decision.rule.id
+
+    def accepts_password_with_code(
+        self, user: str, target: str | None, account: str | None, *, source: str
+    ) -> bool:
+        """Whether ``user``'s password prompt also takes the password with the current code
+        appended: they are in one of ``[auth] password_with_code_groups``, or the login names
+        a target whose rule says ``password_with_code``."""
+        person = self._users.get(user)
+        if person is None or person.disabled:
+            return False
+        if set(person.groups) & set(self._config.auth.password_with_code_groups):
+            return True
+        if target is None:
+            return False
+        decision = self.decide(user, target, account, source=source)
+        return not isinstance(decision, Denied) and decision.rule.password_with_code
+
     def reachable_targets(self, user: UserView) -> list[TargetSettings]:
         """Targets some allow or approval rule could open to ``user`` (menus and hints)."""
         return self.policy.reachable_targets(user.name, user.groups)
+
+
+def fresh_code_refusal(decision: Allowed | NeedsApproval, *, fresh_code: bool) -> str | None:
+    """Why a connection that signed in without a fresh code (a login certificate alone) may
+    not go where ``decision`` leads, or None.
+
+    The lane asks for the code at sign-in when the login name names a target
+    under a ``fresh_mfa`` rule; this catches the destinations it could not
+    know then (the menu).
+    """
+    if fresh_code or not decision.rule.fresh_mfa:
+        return None
+    user = decision.user.name
+    return (
+        f"rule {decision.rule.id!r} asks for a fresh verification code, and this connection "
+        f"signed in with a login certificate alone: log in as {user}:{decision.target.name} "
+        "to be asked for one"
+    )

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, cast
 
 import pyotp
@@ -43,6 +44,11 @@ from gateway.domain.audit.trail import (
     AuditRecord,
     Trail,
     admin_authority,
+)
+from gateway.domain.login_certificates import (
+    REVOKED_DISABLED,
+    REVOKED_MFA_RESET,
+    revoke_user_certificates,
 )
 from gateway.errors import IdentityError, InvalidName, UnknownUser, UserExists
 from gateway.store.database import Store
@@ -65,6 +71,15 @@ class UserView:
     has_password: bool
     key_fingerprints: tuple[str, ...]
     created_at: datetime
+
+
+class TotpCheck(StrEnum):
+    """What a TOTP code turned out to be."""
+
+    ACCEPTED = "accepted"
+    WRONG = "wrong"
+    #: Right for its time step, but that step (or a later one) was used already.
+    REUSED = "reused"
 
 
 @dataclass(frozen=True)
@@ -212,7 +227,9 @@ class UserDirectory:
             user.updated_at = self._now()
             action = "user.disabled" if disabled else "user.enabled"
             record = self._admin_event(db, actor, action, name)
-        self._audit.committed(record)
+            revoked = self._revoke_login_certificates(db, actor, name, REVOKED_DISABLED)
+        for committed in (record, *revoked):
+            self._audit.committed(committed)
 
     def set_groups(self, name: str, groups: Iterable[str], *, actor: str) -> None:
         """Replace a user's groups (which decide what the policy lets them do)."""
@@ -246,7 +263,10 @@ class UserDirectory:
             user.totp_last_step = None
             user.updated_at = self._now()
             record = self._admin_event(db, actor, "user.mfa_reset", name)
-        self._audit.committed(record)
+            # A login certificate stands for the old factor: it goes with it.
+            revoked = self._revoke_login_certificates(db, actor, name, REVOKED_MFA_RESET)
+        for committed in (record, *revoked):
+            self._audit.committed(committed)
         return self.enrolment(name, secret)
 
     def add_key(self, name: str, public_key_line: str, *, actor: str) -> str:
@@ -305,6 +325,14 @@ class UserDirectory:
 
         Accepting a code burns its time step and every earlier one.
         """
+        return self.check_totp(name, code) == TotpCheck.ACCEPTED
+
+    def check_totp(self, name: str, code: str) -> TotpCheck:
+        """Whether ``code`` is a valid, unused TOTP code for an enabled user; a right code
+        whose time step was already used (a second login within 30 s) is ``REUSED``.
+
+        Accepting a code burns its time step and every earlier one.
+        """
         code = code.strip().replace(" ", "")
         with self._store.transaction(write=False) as db:
             user = db.scalar(select(User).where(User.name == name))
@@ -314,7 +342,7 @@ class UserDirectory:
         secret = self._secret_box().open(stored, name) if stored else pyotp.random_base32()
         step = self._matching_step(secret, code)
         if not usable or step is None:
-            return False
+            return TotpCheck.WRONG
         with self._store.transaction() as db:
             # An UPDATE without RETURNING yields a CursorResult (Session.execute is typed as
             # returning the Result base).
@@ -328,7 +356,7 @@ class UserDirectory:
                     .values(totp_last_step=step)
                 ),
             )
-            return result.rowcount == 1
+            return TotpCheck.ACCEPTED if result.rowcount == 1 else TotpCheck.REUSED
 
     def credentials_match(self, name: str, password: str, totp_secret: str) -> bool:
         """True if ``name`` has exactly this password and TOTP secret (used by the demo)."""
@@ -388,6 +416,16 @@ class UserDirectory:
             return any(SecretBox.is_sealed(value) for value in values)
 
     # -- internals --------------------------------------------------------
+
+    def _revoke_login_certificates(
+        self, db: Session, actor: str, name: str, reason: str
+    ) -> list[AuditRecord]:
+        """Revoke ``name``'s login certificates in the transaction ``db`` (disable, MFA reset)."""
+        _, records = revoke_user_certificates(
+            db, self._audit, name, reason=reason, actor=actor, actor_type=ActorType.ADMIN,
+            authority=admin_authority(actor), source=None, at=self._now(),
+        )  # fmt: skip
+        return records
 
     def _admin_event(
         self, db: Session, actor: str, action: str, user: str, **details: object

@@ -2,7 +2,8 @@
 
 A live session depends on things that can change under it: a termination
 asked for from the console, its user disabled or their groups changed, its
-grant revoked, its NHI suspended or offboarded. :class:`LiveCheckReader` reads them for every
+grant revoked, its NHI suspended or offboarded, the login certificate its
+connection signed in with revoked. :class:`LiveCheckReader` reads them for every
 watched session at once, one query per kind; the watch
 (:mod:`gateway.ssh.watch`) then asks each session what they mean for it.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from gateway.domain.approvals import AccessRequests
 from gateway.domain.identities import UserDirectory, UserView
+from gateway.domain.login_certificates import LoginCertificates
 from gateway.domain.machines.registry import MachineRegistry
 from gateway.domain.sessions import SessionLedger
 
@@ -29,6 +31,8 @@ class WatchSubject:
     grant_id: int | None = None
     #: The NHI it runs as (machine lane).
     nhi: str | None = None
+    #: The serial of the login certificate its connection signed in with (human lane).
+    login_certificate: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class LiveChecks:
     revoked_grants: Mapping[int, str] = field(default_factory=dict)
     #: NHI name -> status (``active``, ``suspended``, ``offboarded``).
     nhi_status: Mapping[str, str] = field(default_factory=dict)
+    #: Login certificate serial -> why it was revoked, for revoked ones.
+    revoked_login_certificates: Mapping[int, str] = field(default_factory=dict)
 
 
 class LiveCheckReader:
@@ -56,11 +62,13 @@ class LiveCheckReader:
         users: UserDirectory,
         requests: AccessRequests,
         machines: MachineRegistry,
+        login_certificates: LoginCertificates,
     ) -> None:
         self._ledger = ledger
         self._users = users
         self._requests = requests
         self._machines = machines
+        self._login_certificates = login_certificates
 
     def read(self, subjects: Iterable[WatchSubject]) -> LiveChecks:
         """Read the checks for ``subjects``. Raises StoreError if the database fails."""
@@ -69,6 +77,7 @@ class LiveCheckReader:
         users = {s.user for s in subjects if s.user is not None}
         grants = {s.grant_id for s in subjects if s.grant_id is not None}
         nhis = {s.nhi for s in subjects if s.nhi is not None}
+        serials = {s.login_certificate for s in subjects if s.login_certificate is not None}
         enabled = self._users.enabled_among(users)
         return LiveChecks(
             terminations=self._ledger.termination_requests(session_ids),
@@ -76,4 +85,5 @@ class LiveCheckReader:
             enabled_users=enabled,
             revoked_grants=self._requests.revoked_among(grants),
             nhi_status=self._machines.statuses(nhis),
+            revoked_login_certificates=self._login_certificates.revoked_among(serials),
         )

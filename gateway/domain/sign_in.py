@@ -32,12 +32,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from gateway.config import AuthSettings
 from gateway.crypto.secret_box import SecretBoxError
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail
-from gateway.domain.identities import MAX_PASSWORD_LENGTH, UserDirectory, UserView
+from gateway.domain.identities import MAX_PASSWORD_LENGTH, TotpCheck, UserDirectory, UserView
 from gateway.domain.lockout import FailureLimiter, ThrottleState, source_key
+from gateway.domain.login_certificates import LOGIN_CERT_METHOD, CertificateLogin
 from gateway.domain.password_checks import PasswordChecks
 from gateway.errors import PamgateError, StoreError
 
@@ -45,11 +47,18 @@ logger = logging.getLogger("pamgate.sign_in")
 
 PASSWORD = "password"
 PUBLICKEY = "publickey"
+#: A login certificate (gateway.domain.login_certificates): both factors, or the first
+#: when a rule asks for a fresh code.
+LOGIN_CERT = LOGIN_CERT_METHOD
 #: The stages an attempt passes through, as the audit trail names them.
 STAGE_PASSWORD = "password prompt"
 STAGE_CODE = "verification code prompt"
 #: Why an attempt ends when the client starts another one before answering.
 RESTARTED = "keyboard-interactive restarted"
+#: What a person is told when their code was right but already used.
+CODE_REUSED = "that code was already used; wait for the next one"
+#: Times one attempt may answer the code prompt again after a reused code.
+MAX_CODE_RETRIES = 2
 #: A source that signed someone in this recently has its password checks done first.
 GOOD_SOURCE_SECONDS = 7 * 24 * 3600.0
 
@@ -72,6 +81,31 @@ class SignInResult:
     blocked: bool = False
     #: Seconds until the back-off ends (when ``blocked``).
     retry_after_seconds: float = 0.0
+    #: The code was right but already used: the attempt stays open for the next code.
+    retry_code: bool = False
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """How a person signed in on one SSH connection: what its sessions carry."""
+
+    user: UserView
+    #: ``password+totp``, ``publickey+totp``, ``login-cert`` or ``login-cert+totp``.
+    method: str
+    #: When the verification code behind this sign-in was checked (for a login certificate
+    #: alone, at the sign-in that got the certificate).
+    mfa_at: datetime | None
+    #: The login certificate the connection signed in with, if it did.
+    certificate: CertificateLogin | None = None
+
+    @property
+    def fresh_code(self) -> bool:
+        """True when a code was checked on this connection (not a login certificate alone)."""
+        return self.method != LOGIN_CERT
+
+    @property
+    def certificate_serial(self) -> int | None:
+        return self.certificate.serial if self.certificate is not None else None
 
 
 @dataclass
@@ -94,6 +128,8 @@ class SignInAttempt:
     malformed: str = ""
     settled: bool = False
     delay_seconds: float = 0.0
+    #: Codes answered again after a reused one (at most MAX_CODE_RETRIES).
+    code_retries: int = 0
 
 
 class SignIn:
@@ -143,6 +179,48 @@ class SignIn:
             raise SignInFailed(f"authentication as {name} failed")
         return result.user
 
+    # -- a login certificate as both factors: the SSH lane ----------------------
+
+    def sign_in_with_certificate(self, login: CertificateLogin, source: str) -> SignInResult:
+        """Sign in with a login certificate the lane has checked and the client proved it holds.
+
+        The certificate stands for the sign-in with both factors it was issued
+        after (``mfa_at``); the user must still exist and be enabled. It is not
+        a guess, so it is neither counted nor held back by a back-off at the
+        address (a stolen one is revoked, not throttled). The success is
+        audited with ``method=login-cert`` and when that MFA happened, or it
+        is a failure.
+        """
+        details: dict[str, object] = {
+            "serial": login.serial, "key": login.key_fingerprint,
+            "mfa_at": login.mfa_at.isoformat() if login.mfa_at else None,
+            "certificate_valid_before": login.valid_before.isoformat(),
+        }  # fmt: skip
+        account = self._users.get(login.user)
+        reason = ""
+        if account is None:
+            reason = "unknown user"
+        elif account.disabled:
+            reason = "user disabled"
+        if not reason:
+            assert account is not None
+            try:
+                self._audit.record(Trail.HUMAN, AuditEvent(
+                    actor=login.user, actor_type=ActorType.HUMAN, action="auth.success",
+                    outcome="success", source=source,
+                    details={"method": LOGIN_CERT, "factor": LOGIN_CERT, **details},
+                ))  # fmt: skip
+                return SignInResult(account)
+            except StoreError:
+                logger.exception("the sign-in of %s could not be audited", login.user)
+                reason = "the login could not be audited"
+        self._record(AuditEvent(
+            actor=login.user[:64], actor_type=ActorType.HUMAN, action="auth.failure",
+            outcome="failure", source=source, reason=reason,
+            details={"factor": LOGIN_CERT, **details},
+        ))  # fmt: skip
+        return SignInResult(None, reason)
+
     # -- the steps of an attempt (ConnectionSignIn and sign_in) ----------------
 
     def begin(
@@ -155,7 +233,7 @@ class SignIn:
             name, first_factor, source, purpose, started, self._limiter.state(name, source),
             dict(details or {}),
         )  # fmt: skip
-        if first_factor == PUBLICKEY:
+        if first_factor in (PUBLICKEY, LOGIN_CERT):
             attempt.stage = STAGE_CODE
             attempt.first_factor_ok = True
             self.count(attempt)
@@ -196,11 +274,16 @@ class SignIn:
         assert password is not None
         attempt.first_factor_ok = self._users.verify_password(attempt.name, password)
 
-    def finish(self, attempt: SignInAttempt, code: str | None) -> SignInResult:
+    def finish(
+        self, attempt: SignInAttempt, code: str | None, *, allow_code_retry: bool = False
+    ) -> SignInResult:
         """Check ``code`` after the first factor and settle the attempt.
 
         The caller applies :attr:`SignInResult.delay_seconds` (from the
-        attempt's start) before answering a failure.
+        attempt's start) before answering a failure. With ``allow_code_retry``
+        (a caller that can prompt again), a right code that was already used
+        leaves the attempt open (:attr:`SignInResult.retry_code`), at most
+        :data:`MAX_CODE_RETRIES` times.
         """
         self.count(attempt)
         attempt.settled = True
@@ -221,11 +304,21 @@ class SignIn:
             return self._fail(attempt, "totp", problem)
         assert code is not None
         try:
-            code_ok = self._users.verify_totp(attempt.name, code)
+            verdict = self._users.check_totp(attempt.name, code)
         except SecretBoxError as exc:  # no key, a wrong key, or an altered secret: fail closed
             logger.error("cannot check the code of %s: %s", attempt.name, exc)
             return self._fail(attempt, "totp", f"the code could not be checked: {exc}")
-        if not code_ok:
+        retry = allow_code_retry and attempt.code_retries < MAX_CODE_RETRIES
+        if verdict == TotpCheck.REUSED and retry:
+            # The person knows the first factor and had a right code, used a moment ago (a
+            # second login within 30 s): they may wait for the next one in the same attempt.
+            attempt.code_retries += 1
+            attempt.settled = False
+            self._record(self._event(
+                attempt, "auth.code_reused", "refused", reason=CODE_REUSED, factor="totp",
+            ))  # fmt: skip
+            return SignInResult(None, CODE_REUSED, retry_code=True)
+        if verdict != TotpCheck.ACCEPTED:
             return self._fail(attempt, "totp", "wrong or reused verification code")
         return self._succeed(attempt, account)
 
@@ -319,6 +412,23 @@ def code_problem(code: str | None) -> str:
     return ""
 
 
+def split_password_and_code(answer: str | None) -> tuple[str, str] | None:
+    """``PASSWORD123456`` as (``PASSWORD``, ``123456``): a password with the current code
+    appended, for tools that answer one prompt only (sshpass, ``plink -pw``); None when the
+    answer does not end in six ASCII digits after at least one other character.
+
+    Only for people a rule or ``[auth] password_with_code_groups`` opts in: for them an
+    answer ending in six digits is always read this way (one argon2 check per attempt,
+    never two readings of one answer).
+    """
+    if answer is None or len(answer) < 7:
+        return None
+    code = answer[-6:]
+    if not all("0" <= c <= "9" for c in code):
+        return None
+    return answer[:-6], code
+
+
 class ConnectionSignIn:
     """The sign-in attempts over one SSH connection, step by step as the protocol asks.
 
@@ -409,19 +519,22 @@ class ConnectionSignIn:
             lambda: self._service.check_password(attempt, answer),
         )
 
-    def answer_code(self, answer: str | None) -> SignInResult:
-        """The client answered the code prompt: settle the attempt."""
+    def answer_code(self, answer: str | None, *, one_prompt: bool = False) -> SignInResult:
+        """The client answered the code prompt (``one_prompt``: the code came appended to the
+        password, see :func:`split_password_and_code`): settle the attempt."""
         with self._lock:
             attempt = self._attempt
             if attempt is None or attempt.settled:
                 return SignInResult(None, "no attempt open", self.wait_seconds())
+            if one_prompt:
+                attempt.details["answer"] = "password and code in one prompt"
             if attempt.first_factor_ok is None:
                 # Answered before the password's check finished (out of turn): fail closed.
                 attempt.first_factor_ok = False
                 attempt.malformed = "the code was sent before the password was checked"
-            result = self._service.finish(attempt, answer)
+            result = self._service.finish(attempt, answer, allow_code_retry=True)
             self._succeeded = result.user is not None
-            if not self._succeeded:
+            if not self._succeeded and not result.retry_code:
                 self._not_before = attempt.started + result.delay_seconds
             return result
 

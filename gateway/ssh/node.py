@@ -138,6 +138,12 @@ class GatewayNode:
         # A missing or wrong TOTP secret key, or secrets left in clear, stop the node here.
         await asyncio.to_thread(self.services.users.check_secrets)
         await asyncio.to_thread(self.services.users.prepare_for_logins)
+        if not self.services.data.login_ca_key.exists():
+            # A data directory from before login certificates: everything else works.
+            logger.warning(
+                "login certificates are off: %s is missing (run 'pamgate init', which keeps "
+                "existing keys, to create it)", self.services.data.login_ca_key,
+            )  # fmt: skip
         raise_open_files_limit()
         lanes: list[tuple[str, Lane, ListenerSettings]] = [
             ("human", self.human_lane, self.config.listeners.human)

@@ -9,14 +9,24 @@ connection, puts every publickey request (query or signed) through
 lane's server (:class:`AuditsRefusedKeys`) to be audited with its reason,
 and the client sees a plain publickey failure, as with sshd.
 
-:class:`RefusesCertificates` is for a lane that takes no certificates at all
-(the human lane): each offered certificate is reported, then refused.
+:func:`ssh_layer_refusal` says why asyncssh refused a certificate a lane's
+own checks passed (both lanes judge certificates first, then let asyncssh
+check them again).
 """
 
 from __future__ import annotations
 
+import ipaddress
+from typing import cast
+
+from asyncssh.public_key import (
+    CERT_TYPE_USER,
+    KeyImportError,
+    SSHOpenSSHCertificate,
+    decode_ssh_certificate,
+)
+
 from gateway.crypto.algorithms import UserKeyRules, user_auth_refusal
-from gateway.crypto.certificates import is_certificate
 
 
 class AuditsRefusedKeys:
@@ -29,10 +39,6 @@ class AuditsRefusedKeys:
 
     def key_refused(self, username: str, key_data: bytes, reason: str) -> None:
         """Audit a key refused by the lane's rules (once per key and reason is enough)."""
-        raise NotImplementedError
-
-    def certificate_offered(self, username: str, key_data: bytes) -> None:
-        """Audit a certificate offered to a lane that takes none."""
         raise NotImplementedError
 
 
@@ -57,13 +63,26 @@ class ChecksUserKeys:
         return validated
 
 
-class RefusesCertificates:
-    """Server-connection mixin: no certificate is accepted; each one offered is reported."""
-
-    _owner: object
-
-    async def _validate_client_certificate(self, username: str, key_data: bytes) -> None:
-        # asyncssh asks this of every key: only certificates are reported.
-        if is_certificate(key_data) and isinstance(self._owner, AuditsRefusedKeys):
-            self._owner.certificate_offered(username, key_data)
-        return None
+def ssh_layer_refusal(key_data: bytes, principal: str, peer: str) -> str:
+    """Why asyncssh refused a certificate the gate passed, found by running its checks again."""
+    prefix = "the SSH layer refused the certificate"
+    try:
+        certificate = decode_ssh_certificate(key_data)
+    except KeyImportError as exc:
+        return f"{prefix}: {exc}"
+    if not isinstance(certificate, SSHOpenSSHCertificate):
+        return f"{prefix}: not an OpenSSH certificate"
+    try:
+        certificate.validate(CERT_TYPE_USER, principal)
+    except ValueError as exc:
+        return f"{prefix}: {exc}"
+    networks = cast("list[ipaddress.IPv4Network | ipaddress.IPv6Network]",
+                    certificate.options.get("source-address") or [])  # fmt: skip
+    if networks:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return f"{prefix}: the client's address {peer[:60]!r} cannot be read"
+        if not any(address in network for network in networks):
+            return f"{prefix}: {address} is outside its source-address"
+    return f"{prefix}: its CA key was not accepted"

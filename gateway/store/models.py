@@ -120,6 +120,7 @@ class IssuedCertificate(Base):
     """Every certificate a gateway CA signed. The row id is the serial."""
 
     __tablename__ = "issued_certificates"
+    __table_args__ = (Index("ix_issued_certificates_ca_principal", "ca", "principal"),)
 
     serial: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ca: Mapped[str] = mapped_column(String(32))
@@ -132,8 +133,15 @@ class IssuedCertificate(Base):
     #: Machine CA only: the credential line (join or issue) and its generation.
     lineage_id: Mapped[int | None] = mapped_column(Integer, index=True)
     generation: Mapped[int | None] = mapped_column(Integer)
-    #: SHA256 fingerprint of the certified key (machine CA only).
+    #: SHA256 fingerprint of the certified key (machine and login CAs).
     key_fingerprint: Mapped[str | None] = mapped_column(String(128))
+    #: Login CA only: the address the certificate is bound to (``source-address``), if any.
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    #: Login CA only: when the sign-in with both factors behind the certificate happened.
+    mfa_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Login CA only: when and why it was revoked (logout, user disabled, MFA reset).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(255))
 
 
 class SessionRecord(Base):

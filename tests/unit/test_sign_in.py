@@ -8,6 +8,7 @@ here the same accounting is driven step by step without a socket.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pyotp
 import pytest
@@ -16,7 +17,8 @@ from gateway.config import AuthSettings
 from gateway.domain.audit.trail import AuditEvent, AuditLog, Trail
 from gateway.domain.identities import UserDirectory
 from gateway.domain.lockout import FailureLimiter
-from gateway.domain.sign_in import SignIn, SignInFailed, code_problem
+from gateway.domain.login_certificates import CertificateLogin
+from gateway.domain.sign_in import SignIn, SignInFailed, code_problem, split_password_and_code
 from gateway.errors import StoreError
 from gateway.store.database import Store
 from tests.support.clock import Clock
@@ -251,3 +253,79 @@ def test_the_failure_delay_applies_on_every_path(store: Store) -> None:
         waits.append(attempts.wait_seconds())
         clock.now += attempts.wait_seconds()
     assert waits == [1.0, 2.0, 4.0]
+
+
+# -- issue 23: a code used a moment ago, one prompt for both, login certificates ---------
+
+
+def test_a_reused_code_leaves_the_attempt_open_twice_then_fails(sign_in) -> None:
+    service, _, audit, clock, secret = sign_in
+    used = code(secret, clock)
+    first = service.over_connection("10.0.0.9", clock=clock)
+    assert first.begin("bob", "password")
+    first.answer_password(PASSWORD).result()
+    assert first.answer_code(used).user is not None
+    again = service.over_connection("10.0.0.9", clock=clock)
+    assert again.begin("bob", "password")
+    again.answer_password(PASSWORD).result()
+    for _ in range(2):
+        result = again.answer_code(used)
+        assert result.retry_code
+        assert result.reason == "that code was already used; wait for the next one"
+        assert again.expecting == "code"
+    final = again.answer_code(used)  # the third time: a failure like any wrong code
+    assert final.user is None and not final.retry_code
+    actions = [a for a, _, _ in auth_events(audit)]
+    assert actions[-3:] == ["auth.code_reused", "auth.code_reused", "auth.failure"]
+    assert auth_events(audit)[-1][1] == "wrong or reused verification code"
+
+
+def test_a_reused_code_then_the_next_one_signs_in(sign_in) -> None:
+    service, _, _, clock, secret = sign_in
+    used = code(secret, clock)
+    assert service.sign_in("bob", PASSWORD, used, source="cli", purpose="x").name == "bob"
+    attempts = service.over_connection("10.0.0.10", clock=clock)
+    assert attempts.begin("bob", "password")
+    attempts.answer_password(PASSWORD).result()
+    assert attempts.answer_code(used).retry_code
+    assert attempts.answer_code(pyotp.TOTP(secret).at(clock.now + 30)).user is not None
+
+
+def test_the_one_shot_path_never_retries_a_reused_code(sign_in) -> None:
+    service, _, audit, clock, secret = sign_in
+    used = code(secret, clock)
+    service.sign_in("bob", PASSWORD, used, source="cli", purpose="x")
+    with pytest.raises(SignInFailed):
+        service.sign_in("bob", PASSWORD, used, source="cli", purpose="x")
+    assert auth_events(audit)[-1][:2] == ("auth.failure", "wrong or reused verification code")
+
+
+@pytest.mark.parametrize(
+    ("answer", "split"),
+    [
+        ("secret123456", ("secret", "123456")),
+        ("x000000", ("x", "000000")),
+        ("123456", None),  # nothing before the code
+        ("secret12345", None),
+        ("secret١٢٣٤٥٦", None),  # Arabic-Indic digits are not a code
+        (None, None),
+    ],
+)
+def test_split_password_and_code(answer: str | None, split: tuple[str, str] | None) -> None:
+    assert split_password_and_code(answer) == split
+
+
+def test_a_login_certificate_of_a_disabled_user_is_refused_and_audited(sign_in) -> None:
+    service, users, audit, _, _ = sign_in
+    login = CertificateLogin(
+        user="bob", serial=7, key_fingerprint="SHA256:x", valid_before=datetime.now(UTC),
+        mfa_at=None, source_address=None,
+    )  # fmt: skip
+    assert service.sign_in_with_certificate(login, "10.0.0.11").user is not None
+    action, _, details = auth_events(audit)[-1]
+    assert action == "auth.success" and details["method"] == "login-cert"
+    assert details["serial"] == 7
+    users.set_disabled("bob", True, actor="tests")
+    result = service.sign_in_with_certificate(login, "10.0.0.11")
+    assert result.user is None
+    assert auth_events(audit)[-1][:2] == ("auth.failure", "user disabled")

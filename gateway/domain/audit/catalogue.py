@@ -41,6 +41,18 @@ ACTIONS: dict[str, AuditAction] = {
         "sshd would refuse, a certificate failing a check), with the rule that refused it",
     ),  # fmt: skip
     "auth.accepted": AuditAction("machine", "a machine certificate was accepted (serial, key id)"),
+    "auth.code_reused": AuditAction(
+        "human", "a right code that was already used: the prompt comes again, saying so"
+    ),
+    "login_cert.issued": AuditAction(
+        "human", "a login certificate was issued (serial, key fingerprint, TTL, source binding)"
+    ),
+    "login_cert.refused": AuditAction(
+        "human", "pamgate-login refused (no code in this sign-in, weak key, bad TTL)"
+    ),
+    "login_cert.revoked": AuditAction(
+        "human", "a user's login certificates were revoked (logout, disable, reset-mfa)"
+    ),
     # Sessions and what happens in them
     "session.start": AuditAction("both", "a relayed session started, with its authority"),
     "session.end": AuditAction(

@@ -62,6 +62,8 @@ PRIVILEGED_ACTIONS = frozenset(
         "user.key_added",
         "user.unlocked",
         "user.groups_set",
+        "login_cert.issued",
+        "login_cert.revoked",
         "ca.created",
         "gateway.started",
         "gateway.stopped",

@@ -4,15 +4,12 @@
 strictly as OpenSSH's sshd with ``TrustedUserCAKeys``, plus pamgate's own
 rules, and names the first failed rule:
 
-1. a *user* certificate, signed by the machine CA (and no other);
-2. a CA signature algorithm sshd accepts (no SHA-1 ``ssh-rsa``); a key type
-   sshd accepts (no DSA, no RSA under 1024 bits) and no security key;
-3. options as sshd reads them (:mod:`gateway.crypto.certificate_options`: no
-   unknown or repeated critical option, no corrupt value), and no
-   ``verify-required`` (it is for security keys);
-4. ``valid_after <= now < valid_before``, with no further skew;
-5. at least one principal (asyncssh would accept none for any user; OpenSSH
-   does not), one of which is the NHI in the login name, which is ``active``;
+1-5. the checks both lanes share (:mod:`gateway.domain.certificate_checks`):
+   a *user* certificate signed by the machine CA (and no other), with a CA
+   signature algorithm and a key type sshd accepts (no SHA-1, no DSA, no
+   security key), options as sshd reads them and no ``verify-required``,
+   inside its validity window with no further skew, and the NHI in the login
+   name among its principals; the NHI must be ``active``;
 6. a lifetime no longer than the NHI's maximum plus the 60 s backdating, and
    no more than the maximum left from now (the backdating never extends the end);
 7. the source inside the certificate's ``source-address`` and the NHI's networks;
@@ -36,18 +33,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import GatewayConfig, TargetSettings
-from gateway.crypto.algorithms import MACHINE_LANE_KEYS, ca_signature_refusal
-from gateway.crypto.certificate_options import CertificateOptionError, UserOptions
-from gateway.crypto.certificates import MAX_PRINCIPALS, PresentedCertificate
+from gateway.crypto.algorithms import MACHINE_LANE_KEYS
+from gateway.crypto.certificate_options import UserOptions
+from gateway.crypto.certificates import PresentedCertificate
 from gateway.crypto.machine_ca import BACKDATE_SECONDS, MachineCA
 from gateway.domain.access import parse_login_name, user_part
+from gateway.domain.certificate_checks import (
+    CertificateRefused,
+    TrustedCA,
+    check_source_address,
+    check_user_certificate,
+    client_address,
+)
 from gateway.domain.machines.credentials import CertificateLineage, MachineCredentials
 from gateway.domain.machines.registry import MachineError, MachineRegistry, MachineView
 from gateway.domain.machines.revocation import MachineRevocations
 from gateway.errors import PamgateError
 
 
-class MachineAuthRefused(PamgateError):
+class MachineAuthRefused(CertificateRefused):
     """A certificate may not log in; the message is the reason, for the machine trail."""
 
 
@@ -86,35 +90,13 @@ class MachineGate:
 
     def check(self, login_name: str, cert: PresentedCertificate, *, source: str) -> MachineLogin:
         """Accept ``cert`` for ``login_name`` from ``source``, or raise MachineAuthRefused."""
-        if cert.cert_type != "user":
-            raise MachineAuthRefused("a host certificate cannot log in")
-        if cert.signing_key != self._ca.public_key_data():
-            raise MachineAuthRefused("the certificate is not signed by the machine CA")
-        refused = ca_signature_refusal(cert.signature_algorithm)
-        refused = refused or MACHINE_LANE_KEYS.key_refusal(cert.key_type, cert.key_bits)
-        if refused:
-            raise MachineAuthRefused(refused)
-        try:
-            options = cert.user_options()
-        except CertificateOptionError as exc:
-            raise MachineAuthRefused(str(exc)) from None
-        if options.verify_required:
-            raise MachineAuthRefused(
-                "the certificate requires security-key user verification (verify-required); "
-                "the machine lane takes no security keys"
-            )
-        now = self._clock()
-        if now < cert.valid_after:
-            raise MachineAuthRefused("the certificate is not valid yet")
-        if now >= cert.valid_before:
-            raise MachineAuthRefused("the certificate has expired")
-        if not cert.principals:
-            raise MachineAuthRefused("the certificate has no principals")
-        if len(cert.principals) > MAX_PRINCIPALS:
-            raise MachineAuthRefused("the certificate has too many principals")
         name = user_part(login_name)
-        if name not in cert.principals:
-            raise MachineAuthRefused(f"the certificate's principals do not include {name!r}")
+        now = self._clock()
+        trusted = TrustedCA(self._ca.public_key_data(), "machine CA", MACHINE_LANE_KEYS)
+        try:
+            options = check_user_certificate(cert, trusted, principal=name, now=now)
+        except CertificateRefused as exc:
+            raise MachineAuthRefused(str(exc)) from None
         try:
             nhi = self._registry.get(name)
         except MachineError:
@@ -132,12 +114,11 @@ class MachineGate:
                 f"the certificate is valid for {int(cert.valid_before - now)} s from now, which "
                 f"exceeds {name}'s maximum of {nhi.max_ttl_seconds} s"
             )
-        address = _address(source)
-        networks = options.source_networks
-        if networks is not None and (
-            address is None or not any(address in network for network in networks)
-        ):
-            raise MachineAuthRefused(f"source {source} is outside the certificate's networks")
+        try:
+            check_source_address(options, source)
+        except CertificateRefused as exc:
+            raise MachineAuthRefused(str(exc)) from None
+        address = client_address(source)
         if nhi.sources and (
             address is None
             or not any(address in ipaddress.ip_network(n, strict=False) for n in nhi.sources)
@@ -235,13 +216,3 @@ class MachineGate:
         if pty and not (nhi.allow_pty and "permit-pty" in login.options.extensions):
             raise ScopeRefused(f"a terminal (pty) is not allowed for {nhi.name}: run without -t")
 
-
-def _address(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(source)
-    except ValueError:
-        return None
-    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; sshd matches them as IPv4.
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address

@@ -16,6 +16,7 @@ from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail
 from gateway.domain.breakglass import BreakGlass
 from gateway.domain.identities import UserDirectory
 from gateway.domain.lockout import FailureLimiter
+from gateway.domain.login_certificates import LoginCertificates
 from gateway.domain.machines.credentials import MachineCredentials
 from gateway.domain.machines.registry import MachineRegistry
 from gateway.domain.machines.revocation import MachineRevocations
@@ -52,6 +53,7 @@ class OperatorServices:
     machines: MachineRegistry
     machine_credentials: MachineCredentials
     machine_revocations: MachineRevocations
+    login_certificates: LoginCertificates
     #: The machine lane's host public key, one OpenSSH line (read from the data directory).
     machine_host_key: Callable[[], str]
     entitlements: Entitlements

@@ -10,7 +10,9 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.crypto.machine_ca import SignedCertificate
+from gateway.domain.audit.trail import ActorType, admin_authority
 from gateway.domain.identities import TotpEnrolment, UserView
+from gateway.domain.login_certificates import OutstandingLoginCertificate
 from gateway.domain.machines.registry import DEFAULT_MAX_TTL, MachineView, ScopeTarget
 from gateway.domain.machines.revocation import KrlWritten, OutstandingCertificate, Revocation
 from gateway.domain.operators.core import OperatorCore
@@ -51,6 +53,22 @@ class IdentityActions(OperatorCore):
         """Give a user a new TOTP secret; the old one stops working. Admin."""
         actor = self._acting(CHANGE, "reset second factors")
         return self._services.users.reset_mfa(name, actor=actor)
+
+    def log_out_user(self, name: str) -> list[int]:
+        """Revoke every login certificate of a user (``pamgate-login``); live sessions signed
+        in with one end within 2 s. The serials revoked. Admin."""
+        actor = self._acting(CHANGE, "log users out")
+        self._require_user(name)
+        return self._services.login_certificates.log_out(
+            name, actor=actor, actor_type=ActorType.ADMIN, authority=admin_authority(actor),
+            source=None,
+        )  # fmt: skip
+
+    def login_certificates(self, name: str | None = None) -> list[OutstandingLoginCertificate]:
+        """Login certificates neither expired nor revoked (of one user, or all). Auditor or
+        admin."""
+        self.require(SEE_IDENTITIES, "see identities")
+        return self._services.login_certificates.outstanding(name)
 
     def set_user_groups(self, name: str, groups: Iterable[str]) -> None:
         """Replace a user's groups (which decide their access and their roles). Admin."""

@@ -16,7 +16,13 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from gateway.domain.access import Allowed, Denied, NeedsApproval, parse_login_name
+from gateway.domain.access import (
+    Allowed,
+    Denied,
+    NeedsApproval,
+    fresh_code_refusal,
+    parse_login_name,
+)
 from gateway.domain.approvals import GrantView, RequestView
 from gateway.domain.breakglass import BreakGlassError
 from gateway.domain.identities import UserView
@@ -39,8 +45,11 @@ class Admission:
         dialog: TerminalDialog,
         *,
         pty: bool,
+        fresh_code: bool = True,
     ) -> None:
         self._services = services
+        #: Whether the connection signed in with a code (False: a login certificate alone).
+        self._fresh_code = fresh_code
         self._user = user
         self._login_name = login_name
         self._source = source
@@ -82,6 +91,9 @@ class Admission:
         )
         if isinstance(decision, Denied):
             raise decision.error()
+        refused = fresh_code_refusal(decision, fresh_code=self._fresh_code)
+        if refused:
+            raise AccessDenied(refused)
         return decision
 
     async def _admit(self, target: str, account: str | None) -> Allowed | None:

@@ -21,10 +21,16 @@ import time
 
 import asyncssh
 
-from gateway.domain.access import Allowed, Denied, NeedsApproval, parse_login_name
+from gateway.domain.access import (
+    Allowed,
+    Denied,
+    NeedsApproval,
+    fresh_code_refusal,
+    parse_login_name,
+)
 from gateway.domain.audit.trail import ActorType, AuditEvent
-from gateway.domain.identities import UserView
 from gateway.domain.live_checks import LiveChecks, WatchSubject
+from gateway.domain.sign_in import SignedIn
 from gateway.domain.transfer.policy import forward_allowed
 from gateway.errors import PamgateError
 from gateway.ssh.human.live_rules import HumanLiveRules
@@ -41,10 +47,13 @@ class ForwardRefused(PamgateError):
 class LocalForward:
     """One ``ssh -L`` connection: decided, audited and relayed through the target."""
 
-    def __init__(self, host: SessionHost, user: UserView, login_name: str, source: str) -> None:
+    def __init__(
+        self, host: SessionHost, signed_in: SignedIn, login_name: str, source: str
+    ) -> None:
         self._host = host
         self._services = host.services
-        self._user = user
+        self._signed_in = signed_in
+        self._user = signed_in.user
         self._login_name = login_name
         self._source = source
         self._upstream_conn: asyncssh.SSHClientConnection | None = None
@@ -58,7 +67,10 @@ class LocalForward:
         self._destination_text = ""
         self._opened: AuditEvent | None = None
         #: What ends the forward (grant, user, policy), checked by the lane's watch.
-        self._rules = HumanLiveRules(host.services.access, user.name, source)
+        self._rules = HumanLiveRules(
+            host.services.access, signed_in.user.name, source,
+            login_certificate=signed_in.certificate_serial,
+        )  # fmt: skip
 
     def decide(self, dest_host: str, dest_port: int) -> Allowed:
         """The access decision, if it allows the login's target and the rule ``host:port``.
@@ -69,6 +81,11 @@ class LocalForward:
         login = parse_login_name(self._login_name)
         if login.target is None:
             raise ForwardRefused("log in as USER:TARGET to forward ports through a target")
+        certificate = self._signed_in.certificate
+        if certificate is not None:
+            refused = self._services.login_certificates.new_channel_refused_because(certificate)
+            if refused:
+                raise ForwardRefused(refused)
         decision = self._services.access.decide(
             self._user.name, login.target, login.account, source=self._source
         )
@@ -76,6 +93,9 @@ class LocalForward:
             raise ForwardRefused(decision.reason)
         if isinstance(decision, NeedsApproval):
             raise ForwardRefused(f"{decision.reason}: open a session to request a grant first")
+        refused = fresh_code_refusal(decision, fresh_code=self._signed_in.fresh_code)
+        if refused:
+            raise ForwardRefused(refused)
         if not forward_allowed(decision.rule, dest_host, dest_port):
             raise ForwardRefused(
                 f"rule {decision.rule.id} does not allow forwarding to {dest_host}:{dest_port}"

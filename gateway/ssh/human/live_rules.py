@@ -1,7 +1,8 @@
 """What ends a live human session or forward: the same judgement as the one that let it start.
 
 A human's session or ``ssh -L`` forward ends when its grant ends (users are
-warned 5 and 1 minutes before) or is revoked, when its user is disabled, and
+warned 5 and 1 minutes before) or is revoked, when its user is disabled or
+the login certificate its connection signed in with is revoked, and
 when the access decision, asked again each second with the user's current
 groups and the current time, no longer allows it (groups changed, a rule's
 hours passed). A console or admin session over SSH ends when its user no
@@ -27,10 +28,15 @@ GRANT_WARNINGS = (300, 60)
 class HumanLiveRules:
     """The live checks of one human session or forward (see the module docstring)."""
 
-    def __init__(self, access: AccessDecisions, user: str, source: str) -> None:
+    def __init__(
+        self, access: AccessDecisions, user: str, source: str, *,
+        login_certificate: int | None = None,
+    ) -> None:  # fmt: skip
         self._access = access
         self._user = user
         self._source = source
+        #: The serial of the login certificate the connection signed in with, if any.
+        self._login_certificate = login_certificate
         self._target: str | None = None
         self._account: str | None = None
         #: The grant the access runs under, once admission has settled it.
@@ -50,7 +56,10 @@ class HumanLiveRules:
 
     def subject(self, session_id: str | None) -> WatchSubject:
         grant_id = self.grant.id if self.grant is not None else None
-        return WatchSubject(session_id=session_id, user=self._user, grant_id=grant_id)
+        return WatchSubject(
+            session_id=session_id, user=self._user, grant_id=grant_id,
+            login_certificate=self._login_certificate,
+        )  # fmt: skip
 
     def check_time(self, tell_user: Callable[[str], None]) -> str | None:
         """A grant's end (on the event loop, each second), with warnings before it."""
@@ -71,6 +80,10 @@ class HumanLiveRules:
         """Why the access must end given what changed (off the event loop), or None."""
         if self._user in checks.disabled_users:
             return f"user {self._user} was disabled"
+        serial = self._login_certificate
+        if serial is not None and serial in checks.revoked_login_certificates:
+            why = checks.revoked_login_certificates[serial]
+            return f"the login certificate this connection signed in with was revoked ({why})"
         if self.grant is not None and self.grant.id in checks.revoked_grants:
             reason = checks.revoked_grants[self.grant.id]
             return f"grant #{self.grant.id} was revoked ({reason})"

@@ -1,8 +1,9 @@
 """A session channel on the human lane: a self-service command, or a session relayed to a target.
 
 :class:`HumanSession` is the lane's :class:`~gateway.ssh.channel.ChannelHandler`.
-A self-service command (``request``, ``requests``, ``breakglass``) is answered
-by the gateway itself. Anything else is admitted by
+A self-service command (``request``, ``requests``, ``breakglass``, and
+``pamgate-login``/``pamgate-logout``, :mod:`gateway.ssh.human.login_exchange`)
+is answered by the gateway itself. Anything else is admitted by
 :class:`~gateway.ssh.human.admission.Admission` (menu, the access decision,
 approval wait, break-glass), held to its rule's file-transfer limits and
 relayed (:class:`~gateway.ssh.relay.RelayedSession`). While it is live it ends
@@ -16,13 +17,14 @@ import asyncio
 
 from gateway.domain.access import parse_login_name
 from gateway.domain.audit.trail import ActorType, AuditEvent
-from gateway.domain.identities import UserView
+from gateway.domain.sign_in import SignedIn
 from gateway.domain.transfer.policy import transfer_policy_of_rule
-from gateway.errors import DestinationError
+from gateway.errors import AccessDenied, DestinationError
 from gateway.ssh.channel import GATEWAY_EXIT_STATUS, SessionChannel
 from gateway.ssh.gateway_program import GatewayProgram
 from gateway.ssh.human.admission import Admission
 from gateway.ssh.human.live_rules import HumanLiveRules
+from gateway.ssh.human.login_exchange import LOGOUT_COMMAND, LoginExchange, is_login_command
 from gateway.ssh.human.operator_session import OPERATOR_SERVICES, operator_program
 from gateway.ssh.human.self_service import is_gateway_command, run_gateway_command
 from gateway.ssh.relay import Admitted, RelayedSession, SessionHost
@@ -32,13 +34,19 @@ from gateway.ssh.transfer.filter import TransferScope, transfer_filter_for
 class HumanSession:
     """One session channel of an authenticated admin (see the module docstring)."""
 
-    def __init__(self, host: SessionHost, user: UserView, login_name: str, source: str) -> None:
+    def __init__(
+        self, host: SessionHost, signed_in: SignedIn, login_name: str, source: str
+    ) -> None:
         self._host = host
-        self._user = user
+        self._signed_in = signed_in
+        self._user = signed_in.user
         self._login_name = login_name
         self._source = source
         self._relayed: RelayedSession | None = None
-        self._rules = HumanLiveRules(host.services.access, user.name, source)
+        self._rules = HumanLiveRules(
+            host.services.access, signed_in.user.name, source,
+            login_certificate=signed_in.certificate_serial,
+        )  # fmt: skip
 
     # -- the channel's callbacks (gateway.ssh.channel.ChannelHandler) ---------------
 
@@ -71,6 +79,14 @@ class HumanSession:
     # -- admission ------------------------------------------------------------------
 
     async def _admit(self, channel: SessionChannel) -> Admitted | None:
+        certificate = self._signed_in.certificate
+        if certificate is not None and channel.request.command != LOGOUT_COMMAND:
+            # Every new channel asks again: a multiplexed connection outlives no revocation.
+            refused = await asyncio.to_thread(
+                self._host.services.login_certificates.new_channel_refused_because, certificate
+            )
+            if refused:
+                raise AccessDenied(refused)
         if await self._ran_gateway_command(channel):
             return None
         assert channel.dialog is not None and self._relayed is not None
@@ -79,7 +95,7 @@ class HumanSession:
             return await self._admit_operator(channel, login.target), None
         admission = Admission(
             self._host.services, self._user, self._login_name, self._source, channel.dialog,
-            pty=channel.request.pty,
+            pty=channel.request.pty, fresh_code=self._signed_in.fresh_code,
         )  # fmt: skip
         allowed = await admission.settle()
         if allowed == "console":
@@ -108,6 +124,9 @@ class HumanSession:
         """Run a self-service command (request, requests, breakglass) if that is what came."""
         login = parse_login_name(self._login_name)
         command = channel.request.command
+        if is_login_command(command, has_target=login.target is not None):
+            await LoginExchange(self._host, self._signed_in, self._source).run(channel)
+            return True
         if not is_gateway_command(command, has_target=login.target is not None):
             return False
         assert command is not None

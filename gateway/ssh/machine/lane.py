@@ -23,18 +23,10 @@ refused and audited.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from pathlib import Path
-from typing import cast
 
 import asyncssh
-from asyncssh.public_key import (
-    CERT_TYPE_USER,
-    KeyImportError,
-    SSHOpenSSHCertificate,
-    decode_ssh_certificate,
-)
 
 from gateway.config import ListenerSettings
 from gateway.crypto.algorithms import MACHINE_LANE_KEYS, UserKeyRules
@@ -60,7 +52,7 @@ from gateway.ssh.lane import (
 from gateway.ssh.machine.exchanges import JOIN_USER, JoinExchange
 from gateway.ssh.machine.session import MachineSession
 from gateway.ssh.server_connection import LaneServerConnection, log_disconnect
-from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys
+from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys, ssh_layer_refusal
 
 logger = logging.getLogger("pamgate.machine_lane")
 
@@ -132,31 +124,6 @@ class MachineLaneConnection(  # type: ignore[misc]
                 f"(no permit-{permission} extension)",
             )  # fmt: skip
         return permitted
-
-
-def ssh_layer_refusal(key_data: bytes, principal: str, peer: str) -> str:
-    """Why asyncssh refused a certificate the gate passed, found by running its checks again."""
-    prefix = "the SSH layer refused the certificate"
-    try:
-        certificate = decode_ssh_certificate(key_data)
-    except KeyImportError as exc:
-        return f"{prefix}: {exc}"
-    if not isinstance(certificate, SSHOpenSSHCertificate):
-        return f"{prefix}: not an OpenSSH certificate"
-    try:
-        certificate.validate(CERT_TYPE_USER, principal)
-    except ValueError as exc:
-        return f"{prefix}: {exc}"
-    networks = cast("list[ipaddress.IPv4Network | ipaddress.IPv6Network]",
-                    certificate.options.get("source-address") or [])  # fmt: skip
-    if networks:
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return f"{prefix}: the client's address {peer[:60]!r} cannot be read"
-        if not any(address in network for network in networks):
-            return f"{prefix}: {address} is outside its source-address"
-    return f"{prefix}: its CA key was not accepted"
 
 
 class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer):
