@@ -11,11 +11,15 @@ Imports nothing from ``gateway`` or ``tui``.
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 import pyte
+from pyte import modes as mo
+from wcwidth import wcwidth
 
 from recordings.asciicast import MAX_TERMINAL_SIDE
 
@@ -66,19 +70,105 @@ def _tolerant(method: Callable[..., Any]) -> Callable[..., Any]:
     return handler
 
 
+@functools.lru_cache(maxsize=4096)
+def _drawn(char: str) -> bool:
+    """Whether pyte can draw ``char`` without stopping (see :meth:`_Screen.draw`)."""
+    width = wcwidth(char)
+    return width > 0 or (width == 0 and unicodedata.combining(char) != 0)
+
+
+def drawable(text: str) -> str:
+    """``text`` without the characters pyte would stop drawing at.
+
+    pyte's ``draw`` stops at the first character that is zero-width but not
+    combining (the emoji variation selector U+FE0F in ``❤️``, U+3164, ...) and
+    drops the rest of the chunk: a session could hide the rest of a command
+    line from replay and from the command log. Such characters take no cell,
+    so dropping them changes nothing else on the screen.
+    """
+    if text.isascii():
+        return text
+    return "".join(char for char in text if char.isascii() or _drawn(char))
+
+
 class _Screen(pyte.Screen):
-    """A pyte screen that survives every control sequence a session can print.
+    """A pyte screen that survives every control sequence a session can print,
+    and remembers which rows continue the row above (soft wraps).
 
     pyte's stream calls a handler with whatever parameters the sequence carried,
     plus ``private=True`` after ``?``, which most handlers do not take:
     ``ESC [ ? 1 A``, ``ESC [ ; @`` or ``ESC [ 10 J`` raised out of ``feed``, losing the
     rest of the output and the session's command log. A sequence a handler
     cannot take means nothing to a screen, so it is ignored.
+
+    Rows are also numbered absolutely (``scrolled`` + row): a row that the
+    terminal reached by wrapping at the right margin, rather than by a line
+    feed, is in ``soft_wrapped``. Command extraction joins a long command
+    line's rows by these marks, whatever character sits at the wrap column
+    (a space there used to look like the end of a line, hiding the command's
+    start).
     """
+
+    def __init__(self, columns: int, lines: int) -> None:
+        #: Lines scrolled off the top since the screen was created.
+        self.scrolled = 0
+        #: Absolute numbers of the rows that continue the row above.
+        self.soft_wrapped: set[int] = set()
+        self._wrapping = False
+        super().__init__(columns, lines)
+
+    def reset(self) -> None:
+        super().reset()
+        self.soft_wrapped = set()
+
+    def draw(self, data: str) -> None:
+        data = drawable(data)
+        if mo.DECAWM not in self.mode:
+            super().draw(data)
+            return
+        # Draw up to the right margin at a time, so each wrap is seen.
+        while data:
+            if self.cursor.x >= self.columns:
+                self._wrapping = True
+                try:
+                    super().draw(data[:1])  # wraps, then draws one character
+                finally:
+                    self._wrapping = False
+                self.soft_wrapped.add(self.scrolled + self.cursor.y)
+                data = data[1:]
+                continue
+            room = self.columns - self.cursor.x
+            # A wide character takes two cells: half as many non-ASCII characters always fit.
+            count = room if data.isascii() else max(room // 2, 1)
+            super().draw(data[:count])
+            data = data[count:]
+
+    def index(self) -> None:
+        bottom = self.margins.bottom if self.margins else self.lines - 1
+        if self.cursor.y == bottom:
+            self.scrolled += 1
+            if len(self.soft_wrapped) > 4 * self.lines:
+                self.soft_wrapped = {row for row in self.soft_wrapped if row >= self.scrolled}
+        super().index()
+
+    def linefeed(self) -> None:
+        super().linefeed()
+        if not self._wrapping:
+            # A line feed, not a wrap: whatever was marked here before is stale.
+            self.soft_wrapped.discard(self.scrolled + self.cursor.y)
+
+    def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
+        super().erase_in_display(how, *args, **kwargs)
+        if how in (2, 3):
+            self.soft_wrapped = set()
+
+    def continues_above(self, row: int) -> bool:
+        """Whether screen row ``row`` continues row ``row - 1`` (the terminal wrapped there)."""
+        return row > 0 and self.scrolled + row in self.soft_wrapped
 
 
 for _name in {*pyte.Stream.csi.values(), *pyte.Stream.escape.values(), *pyte.Stream.sharp.values()}:
-    setattr(_Screen, _name, _tolerant(getattr(pyte.Screen, _name)))
+    setattr(_Screen, _name, _tolerant(getattr(_Screen, _name)))
 
 
 class TerminalModel:
