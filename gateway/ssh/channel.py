@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 GATEWAY_EXIT_STATUS = 255
 
 
-@dataclass
 #: The size used for a dimension a client sends as zero (RFC 4254 6.2: zero means "ignore").
 DEFAULT_TERMINAL_SIZE = (80, 24)
 
@@ -173,8 +172,8 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
         return True
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
-        width, height, pixwidth, pixheight = usable_terminal_size(width, height, pixwidth, pixheight)
-        self.request.term_size = (width, height, pixwidth, pixheight)
+        self.request.term_size = usable_terminal_size(width, height, pixwidth, pixheight)
+        width, height = self.request.term_size[:2]
         if self._pipe is not None:
             self._pipe.resize(width, height, pixwidth, pixheight)
 
