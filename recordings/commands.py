@@ -196,7 +196,9 @@ class _Submit:
     prompt: _Prompt | None
     #: The screen cannot show this line faithfully (resized while it was edited).
     spoiled: bool = False
-    unseen_newlines: int = 0
+    #: Output lines it has waited for its echo; what the screen showed at the first.
+    waited: int = 0
+    first_seen: str | None = None
 
 
 class CommandExtractor:
@@ -208,6 +210,8 @@ class CommandExtractor:
         self._output_size = 0
         self._seen_output = False
         self._prompt: _Prompt | None = None
+        self._last_prompt: _Prompt | None = None
+        self._prompt_tried = False
         self._line_spoiled = False
         self._submits: list[_Submit] = []
         self._keys = KeyLine()
@@ -219,8 +223,8 @@ class CommandExtractor:
         if event.code == "o":
             return self._joiner.feed_all(self._on_output(event.data))
         if event.code == "i":
-            self._on_input(event.time, event.data)
-        elif event.code == "r":
+            return self._joiner.feed_all(self._on_input(event.time, event.data))
+        if event.code == "r":
             self._on_resize(event.data)
         return []
 
@@ -266,8 +270,12 @@ class CommandExtractor:
         self._buffer(text)
         return found
 
-    def _on_input(self, time: float, keys: str) -> None:
+    def _on_input(self, time: float, keys: str) -> list[Command]:
         self._apply_output()
+        found = []
+        while self._submits and self._submits[0].waited and self._submits[0].first_seen:
+            # The user typed on after the screen showed something else: it will not come.
+            found.append(self._give_up(self._submits.pop(0)))
         keys, self._key_carry = self._key_carry + keys, ""
         if keys.endswith("\x1b") or re.search(r"\x1b\[[0-?]*$", keys[-16:]):
             # An escape sequence cut between two events: keep its start for the next one.
@@ -277,7 +285,7 @@ class CommandExtractor:
             if self._terminal.in_alt:
                 self._keys.reset()  # keys for vim, less, top: not a command line
                 self._keys.pasting = False
-                self._prompt, self._line_spoiled = None, False
+                self._prompt, self._line_spoiled, self._prompt_tried = None, False, False
                 continue
             if key == PASTE_START:
                 self._keys.pasting = True
@@ -292,14 +300,15 @@ class CommandExtractor:
             ):
                 # Ctrl-C, or Ctrl-D at an empty line: nothing is run.
                 self._keys.reset()
-                self._prompt, self._line_spoiled = None, False
+                self._prompt, self._line_spoiled, self._prompt_tried = None, False, False
             else:
-                if self._prompt is None and not self._submits and self._seen_output:
-                    self._prompt = self._capture_prompt()
+                if not self._prompt_tried and not self._submits and self._seen_output:
+                    self._prompt, self._prompt_tried = self._capture_prompt(), True
                 if self._keys.pasting and key == "\t":
                     self._keys.insert(key)  # pasted text is inserted literally
                 else:
                     self._keys.edit(key)
+        return found
 
     def _submit(self, time: float) -> None:
         self._submits.append(
@@ -312,7 +321,7 @@ class CommandExtractor:
             )
         )
         self._keys.reset()
-        self._prompt, self._line_spoiled = None, False
+        self._prompt, self._line_spoiled, self._prompt_tried = None, False, False
 
     def _on_resize(self, size: str) -> None:
         parsed = parse_size(size)
@@ -355,11 +364,15 @@ class CommandExtractor:
 
     # -- reading the screen -------------------------------------------------------
 
-    def _capture_prompt(self) -> _Prompt:
+    def _capture_prompt(self) -> _Prompt | None:
+        """The prompt before the cursor; None if there is none (a command is still running)."""
         screen = self._terminal.main
         row = screen.display[screen.cursor.y]
         left, right = row[: screen.cursor.x], row[screen.cursor.x :]
-        return _Prompt(text=left, rprompt=right.strip())
+        if not left.strip():
+            return None
+        self._last_prompt = _Prompt(text=left, rprompt=right.strip())
+        return self._last_prompt
 
     def _logical_line(self) -> tuple[str, str]:
         """The line the cursor is on, joined with the rows it wrapped from: (first row, whole)."""
@@ -371,8 +384,11 @@ class CommandExtractor:
             top -= 1
         return rows[top], "".join(rows[top : bottom + 1]).rstrip()
 
-    def _read_screen(self, prompt: _Prompt) -> str:
-        """The submitted line as the screen shows it, without the prompt."""
+    def _read_screen(self, prompt: _Prompt, *, required: bool = False) -> str | None:
+        """The submitted line as the screen shows it, without the prompt.
+
+        None if ``required`` and the line does not start with the prompt.
+        """
         first, line = self._logical_line()
         if prompt.rprompt and first.rstrip().endswith(prompt.rprompt) and line == first.rstrip():
             line = line[: -len(prompt.rprompt)]
@@ -381,36 +397,50 @@ class CommandExtractor:
             line = line[len(prompt.text) :]
         elif prompt_stem and line.startswith(prompt_stem):
             line = line[len(prompt_stem) :]
+        elif required:
+            return None
         return line.strip()
 
     def _resolve(self, submit: _Submit, *, final: bool) -> Command | None | Literal[False]:
-        """The command for ``submit`` now that its echo ended (None: nothing to log).
+        """The command for ``submit``, read at a newline in the output (None: nothing to log).
 
-        False: not decided yet (a line without a known prompt waits to be seen).
+        False: not decided yet. A line whose keystrokes are known waits (up to
+        :data:`MAX_UNSEEN_NEWLINES` output lines, or the next keystroke) for a
+        screen line that shows it: a line typed ahead is echoed later, after
+        the output of the command before it.
         """
-        keys = submit.keys if submit.keys_certain else ""
         if self._terminal.in_alt:
             return None
-        if submit.prompt is None or submit.spoiled:
-            if not keys:
-                return None
-            if keys and self._logical_line()[1].endswith(keys):
-                return Command(submit.time, keys, BOTH)
-            submit.unseen_newlines += 1
-            if not final and submit.unseen_newlines < MAX_UNSEEN_NEWLINES:
-                return False
-            return Command(submit.time, keys, KEYS, NOT_ON_SCREEN)
-        seen = self._read_screen(submit.prompt)
-        if seen and keys and drawable(keys) == seen:
-            # The same line; the keystrokes keep what takes no cell on screen (U+FE0F).
-            return Command(submit.time, keys, BOTH)
+        keys = drawable(submit.keys) if submit.keys_certain else ""
+        prompt = None if submit.spoiled else submit.prompt
+        seen = self._read_screen(prompt) if prompt is not None else None
+        if keys and (seen == keys or self._logical_line()[1].endswith(keys)):
+            # Both saw it; the keystrokes keep what takes no cell on screen (U+FE0F).
+            return Command(submit.time, submit.keys, BOTH)
+        if seen is None and not keys and self._last_prompt is not None:
+            # Typed ahead, with keys the keystrokes cannot follow: read it after the last prompt.
+            seen = self._read_screen(self._last_prompt, required=True)
         if seen and not keys:
             return Command(submit.time, seen, SCREEN)
-        if seen:
-            return Command(submit.time, seen, SCREEN, f"the keystrokes say: {keys}")
-        if not keys or _SECRET_PROMPT.search(submit.prompt.text.rstrip()):
-            return None  # an empty line, or a secret typed at a prompt that hides it
-        return Command(submit.time, keys, KEYS, NOT_ON_SCREEN)
+        if not keys:
+            return None
+        if seen == "" and submit.waited == 0 and prompt is not None:
+            if _SECRET_PROMPT.search(prompt.text.rstrip()):
+                return None  # a secret typed at a prompt that hides it
+            return Command(submit.time, submit.keys, KEYS, NOT_ON_SCREEN)
+        if seen and submit.first_seen is None:
+            submit.first_seen = seen
+        submit.waited += 1
+        if not final and submit.waited < MAX_UNSEEN_NEWLINES:
+            return False
+        return self._give_up(submit)
+
+    def _give_up(self, submit: _Submit) -> Command:
+        """The command for a line the screen never confirmed."""
+        if submit.first_seen:
+            note = f"the keystrokes say: {submit.keys}"
+            return Command(submit.time, submit.first_seen, SCREEN, note)
+        return Command(submit.time, submit.keys, KEYS, NOT_ON_SCREEN)
 
 
 # -- joining lines as bash history does ------------------------------------------------
