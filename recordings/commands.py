@@ -71,6 +71,10 @@ MAX_JOINED_PARTS = 200
 BOTH = "screen+keys"
 SCREEN = "screen"
 KEYS = "keys"
+#: A shell without a terminal: its input lines are its commands.
+INPUT = "input"
+#: An exec request: the command is what the client asked to run.
+REQUEST = "request"
 NOT_ON_SCREEN = "never appeared on the screen"
 
 #: A prompt whose unechoed input is a secret, not a command.
@@ -443,6 +447,36 @@ class CommandExtractor:
         return Command(submit.time, submit.keys, KEYS, NOT_ON_SCREEN)
 
 
+def input_line_commands(events: Iterable[Event], *, complete: bool = True) -> list[Command]:
+    """The command log of a shell without a terminal (``ssh -T``, ``bash -s < script``).
+
+    There is no screen and no line editing: every line of the input is a line
+    the shell reads, so each one is logged (source ``input``), joined as bash's
+    history joins them. ``complete``: the stream has ended (a last line without
+    a newline counts); otherwise only finished lines are returned.
+    """
+    joiner = HistoryJoiner()
+    found: list[Command] = []
+    pending, last_time = "", 0.0
+    for event in events:
+        if event.code != "i":
+            continue
+        pending += event.data
+        last_time = event.time
+        *lines, pending = re.split(r"\r\n|\n|\r", pending)
+        for line in lines:
+            if line.strip():
+                found += joiner.feed(Command(event.time, line.strip(), INPUT))
+        if len(pending) > MAX_KEY_LINE:
+            found += joiner.feed(Command(event.time, pending.strip(), INPUT, "line cut"))
+            pending = ""
+    if not complete:
+        return found
+    if pending.strip():
+        found += joiner.feed(Command(last_time, pending.strip(), INPUT))
+    return found + joiner.finish()
+
+
 # -- joining lines as bash history does ------------------------------------------------
 
 _HEREDOC = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z0-9_.\-]+)\2")
@@ -588,6 +622,6 @@ class HistoryJoiner:
         if len(parts) == 1:
             return parts
         sources = {part.source for part in parts}
-        source = BOTH if sources == {BOTH} else (SCREEN if KEYS not in sources else KEYS)
+        source = sources.pop() if len(sources) == 1 else KEYS if KEYS in sources else SCREEN
         notes = "; ".join(dict.fromkeys(part.note for part in parts if part.note))
         return [Command(parts[0].time, self._text, source, notes)]

@@ -13,6 +13,7 @@ from gateway.cli.common import STDIO, is_stdio, open_operator, refuse_host_path
 from gateway.cli.render import add_json_option, print_json_line, print_table
 from gateway.config import parse_since
 from gateway.errors import PamgateError
+from recordings.sanitize import one_line
 
 if TYPE_CHECKING:
     from gateway.cli.common import Subcommands
@@ -149,7 +150,7 @@ def cmd_recordings_search(args: argparse.Namespace) -> int:
             continue
         print(
             f"{hit.at:%Y-%m-%d %H:%M:%S}  {hit.session_id[:12]}  {hit.user}  {hit.where}  "
-            f"+{_clock(hit.offset)}  {hit.text}"
+            f"+{_clock(hit.offset)}  {one_line(hit.text)}"
         )
     return 0
 
@@ -162,12 +163,15 @@ def cmd_recordings_commands(args: argparse.Namespace) -> int:
         for command in commands:
             print_json_line({"session": info.session_id, "seq": command.seq,
                              "offset": command.offset, "at": command.at,
-                             "text": command.text})  # fmt: skip
+                             "text": command.text, "source": command.source,
+                             "note": command.note})  # fmt: skip
         return 0
     if not commands:
         print(f"no commands extracted for session {info.session_id} ({info.kind})")
     for command in commands:
-        print(f"+{_clock(command.offset)}  {command.text}")
+        # Only one witness saw it, or they disagreed: say so after the command.
+        flag = f"  [{command.source}: {command.note}]" if command.note else ""
+        print(f"+{_clock(command.offset)}  {one_line(command.text)}{one_line(flag)}")
     return 0
 
 

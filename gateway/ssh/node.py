@@ -13,6 +13,7 @@ from collections.abc import Callable
 from gateway.config import GatewayConfig, ListenerSettings
 from gateway.datadir import DataDir, check_ready
 from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
+from gateway.domain.recordings.indexing import command_indexer
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from gateway.ssh.human.lane import HumanLane
@@ -21,6 +22,8 @@ from gateway.ssh.machine.lane import MachineLane
 
 logger = logging.getLogger("pamgate")
 
+#: Seconds between passes storing the commands of live sessions (search sees them this late).
+LIVE_COMMANDS_INTERVAL = 3.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -76,6 +79,7 @@ class GatewayNode:
         self._checkpointer: asyncio.Task[None] | None = None
         self._indexing: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._live_indexing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Recover from a previous crash, then start listening."""
@@ -116,6 +120,7 @@ class GatewayNode:
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
         )
+        self._live_indexing = asyncio.get_running_loop().create_task(self._index_live_every())
         interval = self.config.audit.checkpoint_interval_seconds
         if interval:
             self._checkpointer = asyncio.get_running_loop().create_task(
@@ -124,6 +129,8 @@ class GatewayNode:
 
     async def stop(self) -> None:
         """Stop the lanes, record the stop, sign a final checkpoint and release the store."""
+        if self._live_indexing is not None:
+            self._live_indexing.cancel()
         await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
         try:
             await asyncio.to_thread(self._record, "gateway.stopped")
@@ -158,6 +165,23 @@ class GatewayNode:
                 self.services.recordings.index_commands(session_id)
             except (PamgateError, OSError) as exc:
                 logger.warning("cannot extract commands of session %s: %s", session_id, exc)
+
+    async def _index_live_every(self, interval: float = LIVE_COMMANDS_INTERVAL) -> None:
+        """Store the commands of this node's live shell sessions as they happen.
+
+        So they are searchable (and in the audit trail) while the session runs,
+        not only once it ends. The extraction runs in the indexing worker process.
+        """
+        indexer = command_indexer(self.config)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                live = await asyncio.to_thread(self.services.ledger.live)
+                for session in live:
+                    if session.node == self.config.node_name and session.kind == "shell":
+                        await asyncio.to_thread(indexer.index, session.id, live=True)
+            except (PamgateError, OSError) as exc:
+                logger.warning("cannot index the commands of live sessions: %s", exc)
 
     async def _heartbeat_every(self, interval: float) -> None:
         """Tell the other nodes this one is alive; take over any that went silent."""

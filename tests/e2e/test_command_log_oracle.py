@@ -8,6 +8,8 @@ must list the same commands, in the same order.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
 import time
@@ -16,9 +18,10 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from gateway.domain.audit.trail import Trail
 from gateway.domain.recordings.service import LoggedCommand
 from gateway.services import GatewayServices
-from recordings.asciicast import read_header
+from recordings.asciicast import iter_events, read_header
 from tests.support.gateway import Gateway, spawn_shell
 
 pytestmark = pytest.mark.openssh
@@ -43,7 +46,7 @@ def session_of(services: GatewayServices, user: str, timeout: float = 15) -> str
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         listing = services.recordings.list(user=user)
-        if listing and listing[0].status != "active":
+        if listing and listing[0].status != "live":
             return listing[0].session_id
         time.sleep(0.2)
     raise AssertionError(f"no finished session for {user}")
@@ -162,3 +165,98 @@ def test_ssh_tt_without_a_terminal_gets_80_columns(
     assert (header["width"], header["height"]) == (80, 24)
     texts = [c.text for c in logged_commands(services, session)]
     assert "sleep 1; echo zero-size-$((6*7)); stty size" in texts
+
+
+def command_events(gateway: Gateway, session: str) -> list[dict[str, object]]:
+    """The ``command.executed`` details of ``session`` in the human trail."""
+    return [
+        json.loads(record.details)
+        for record in gateway.audit.events(Trail.HUMAN)
+        if record.action == "command.executed" and record.session_id == session
+    ]
+
+
+def test_shell_without_a_terminal_records_its_input_and_logs_its_lines(
+    gateway: Gateway, services: GatewayServices, tmp_path: Path
+) -> None:
+    user = gateway.make_user()
+    marker = tmp_path / "no-pty-marker"
+    script = f"touch {marker}\necho two \\\nparts\nexit\n".encode()
+    result = gateway.run_ssh(user, "web01", extra=("-T",), input_bytes=script)
+    assert result.returncode == 0, result.stderr
+    assert marker.exists()
+    session = session_of(services, user.name)
+    path = services.recordings.info(session).path
+    assert path is not None
+    recorded_input = "".join(e.data for e in iter_events(path) if e.code == "i")
+    assert recorded_input == script.decode()
+    logged = logged_commands(services, session)
+    assert [(c.text, c.source) for c in logged] == [
+        (f"touch {marker}", "input"),
+        ("echo two parts", "input"),
+        ("exit", "input"),
+    ]
+    # Each command is in the human trail, for a SIEM, with its session, time and source.
+    events = command_events(gateway, session)
+    assert [(e["text"], e["source"], e["seq"]) for e in events] == [
+        (f"touch {marker}", "input", 1),
+        ("echo two parts", "input", 2),
+        ("exit", "input", 3),
+    ]
+    assert all(e["at"] for e in events)
+
+
+def test_exec_stdin_is_kept_to_the_cap_and_digested(
+    gateway: Gateway, services: GatewayServices
+) -> None:
+    user = gateway.make_user()
+    script = b"echo from-stdin-script\n" + b"#" * 3_000_000 + b"\n"
+    result = gateway.run_ssh(user, "web01", "bash -s", input_bytes=script, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert b"from-stdin-script" in result.stdout
+    session = session_of(services, user.name)
+    end = next(
+        json.loads(r.details)
+        for r in gateway.audit.events(Trail.HUMAN)
+        if r.action == "session.end" and r.session_id == session
+    )
+    assert end["stdin_bytes"] == len(script)
+    assert end["stdin_sha256"] == hashlib.sha256(script).hexdigest()
+    assert end["stdin_truncated"] is True
+    path = services.recordings.info(session).path
+    assert path is not None
+    kept = "".join(e.data for e in iter_events(path) if e.code == "i")
+    assert kept.startswith("echo from-stdin-script\n")
+    assert len(kept.encode()) == end["payload_cap_bytes"]
+
+
+def test_live_session_commands_are_searchable_and_audited_while_it_runs(
+    gateway: Gateway, services: GatewayServices
+) -> None:
+    user = gateway.make_user()
+    child = spawn_shell(gateway, user, "web01")
+    try:
+        child.sendline("export PS1='PG''> '")
+        child.expect_exact(PROMPT)
+        child.sendline("echo live-search-marker")
+        child.expect_exact(PROMPT)
+        deadline = time.monotonic() + 20
+        while not services.recordings.search("live-search-marker"):
+            assert time.monotonic() < deadline, "a live session's command never became searchable"
+            time.sleep(0.3)
+        session = services.recordings.search("live-search-marker")[0].session_id
+        assert services.ledger.get(session).status == "live"
+        assert [e["text"] for e in command_events(gateway, session)][-1] == (
+            "echo live-search-marker"
+        )
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    # The final pass neither repeats nor loses the live pass's events.
+    deadline = time.monotonic() + 20
+    while [e["text"] for e in command_events(gateway, session)][-1:] != ["exit"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    texts = [e["text"] for e in command_events(gateway, session)]
+    assert texts == ["export PS1='PG''> '", "echo live-search-marker", "exit"]

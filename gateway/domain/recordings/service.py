@@ -20,25 +20,40 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 
 from gateway.config import GatewayConfig
-from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail, admin_authority
+from gateway.domain.audit.trail import (
+    ActorType,
+    AuditEvent,
+    AuditLog,
+    AuditRecord,
+    Trail,
+    admin_authority,
+)
 from gateway.domain.recordings.storage import RecordingStore, SharedDirectory
 from gateway.errors import PamgateError
 from gateway.store.database import Store
 from gateway.store.models import SessionCommand, SessionRecord
 from recordings.asciicast import (
+    Event,
     Flusher,
     RecordingError,
     RecordingWriter,
     SealedRecording,
+    TornLine,
+    decode_event,
     file_sha256,
     iter_events,
     open_text,
     read_header,
 )
-from recordings.commands import Command, CommandExtractor
+from recordings.commands import (
+    REQUEST,
+    Command,
+    CommandExtractor,
+    input_line_commands,
+)
 
 logger = logging.getLogger("pamgate.recordings")
 
@@ -100,6 +115,10 @@ class LoggedCommand:
     offset: float
     at: datetime
     text: str
+    #: Which witness found it (see recordings.commands): screen+keys, screen, keys, input, request.
+    source: str = ""
+    #: What the witnesses disagreed on, or why only one saw it.
+    note: str = ""
 
 
 class RecordingService:
@@ -114,6 +133,8 @@ class RecordingService:
         self._flusher: Flusher | None = None
         self._flusher_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Extractors of live sessions, kept between live passes (in the indexing worker).
+        self._live_extractions: dict[str, _LiveExtraction] = {}
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Flush recordings on this event loop (the gateway's) rather than a thread."""
@@ -183,35 +204,90 @@ class RecordingService:
 
     # -- commands ----------------------------------------------------------------
 
-    def index_commands(self, session_id: str) -> int:
-        """Store a session's commands: the exec command, or those extracted from a shell.
+    def index_commands(self, session_id: str, *, live: bool = False) -> int:
+        """Store a session's commands and audit each new one; returns how many are stored.
 
-        Returns how many.
+        The exec command, the input lines of a shell without a pty, or the
+        commands extracted from a terminal session. Each command not stored
+        before gets a ``command.executed`` event in the human trail, in the
+        same transaction as its row, so a SIEM sees what was run without
+        opening recordings.
+
+        ``live``: the session is still running. Only the lines the extractor
+        has finished are stored, reading on from where the last live pass of
+        this session stopped (the worker keeps its extractor), so a live
+        session's commands are searchable within seconds at the cost of its
+        new output only. The final pass (``live=False``) reads the whole
+        sealed recording and stores the definitive log.
         """
         info = self.info(session_id)
         if info.path is None:
             return 0
         header = read_header(info.path)
+        started = datetime.fromtimestamp(int(header.get("timestamp", 0)), UTC)
+        metadata = header.get("pamgate", {})
+        if live:
+            state = self._live_extractions.get(session_id)
+            if state is None:
+                state = self._live_extractions[session_id] = _LiveExtraction.start(
+                    header, info.path
+                )
+            commands = state.read_on()
+            return self._store_commands(info, started, commands, first_seq=state.stored + 1,
+                                        replace=False, live_state=state)  # fmt: skip
+        self._live_extractions.pop(session_id, None)
         if info.kind == "exec":
-            command = header.get("pamgate", {}).get("command")
-            commands = [Command(0.0, command)] if command else []
+            command = metadata.get("command")
+            commands = [Command(0.0, command, REQUEST)] if command else []
+        elif metadata.get("pty") is False:
+            commands = input_line_commands(iter_events(info.path))
         else:
             width, height = int(header.get("width", 80)), int(header.get("height", 24))
             commands = CommandExtractor(width, height).feed_all(iter_events(info.path))
-        started = datetime.fromtimestamp(int(header.get("timestamp", 0)), UTC)
+        return self._store_commands(info, started, commands, first_seq=1, replace=True)
+
+    def _store_commands(
+        self,
+        info: RecordingInfo,
+        started: datetime,
+        commands: list[Command],
+        *,
+        first_seq: int,
+        replace: bool,
+        live_state: _LiveExtraction | None = None,
+    ) -> int:
+        records: list[AuditRecord] = []
         with self._store.transaction() as db:
-            db.execute(delete(SessionCommand).where(SessionCommand.session_id == session_id))
-            for seq, command in enumerate(commands, 1):
+            stored = {
+                row.seq: row.text
+                for row in db.scalars(
+                    select(SessionCommand).where(SessionCommand.session_id == info.session_id)
+                )
+            }
+            if replace:
+                db.execute(
+                    delete(SessionCommand).where(SessionCommand.session_id == info.session_id)
+                )
+            for seq, command in enumerate(commands, first_seq):
+                at = datetime.fromtimestamp(started.timestamp() + command.time, UTC)
+                if not replace and seq in stored:
+                    continue
                 db.add(
                     SessionCommand(
-                        session_id=session_id,
-                        seq=seq,
-                        offset=command.time,
-                        at=datetime.fromtimestamp(started.timestamp() + command.time, UTC),
-                        text=command.text,
+                        session_id=info.session_id, seq=seq, offset=command.time, at=at,
+                        text=command.text, source=command.source, note=command.note,
                     )
-                )
-        return len(commands)
+                )  # fmt: skip
+                if info.lane == "human" and stored.get(seq) != command.text:
+                    records.append(
+                        self._audit.append(db, Trail.HUMAN, _executed(info, seq, at, command))
+                    )
+            total = len(commands) + first_seq - 1 if commands or replace else len(stored)
+        if live_state is not None:
+            live_state.stored = total
+        for record in records:
+            self._audit.committed(record)
+        return total
 
     def commands(self, session_id: str) -> list[LoggedCommand]:
         """A session's extracted commands, in order."""
@@ -221,7 +297,10 @@ class RecordingService:
             .order_by(SessionCommand.seq)
         )
         with self._store.transaction(write=False) as db:
-            return [LoggedCommand(c.seq, c.offset, c.at, c.text) for c in db.scalars(query)]
+            return [
+                LoggedCommand(c.seq, c.offset, c.at, c.text, c.source, c.note)
+                for c in db.scalars(query)
+            ]
 
     def search(self, text: str, *, limit: int = 200) -> list[CommandHit]:
         """Commands containing ``text`` (case-insensitive), newest first."""
@@ -230,7 +309,13 @@ class RecordingService:
             rows = db.execute(
                 select(SessionCommand, SessionRecord)
                 .join(SessionRecord, SessionRecord.id == SessionCommand.session_id)
-                .where(func.lower(SessionCommand.text).like(pattern.lower(), escape="\\"))
+                .where(
+                    # The note holds what the keystrokes said when the screen showed otherwise.
+                    or_(
+                        func.lower(SessionCommand.text).like(pattern.lower(), escape="\\"),
+                        func.lower(SessionCommand.note).like(pattern.lower(), escape="\\"),
+                    )
+                )
                 .order_by(SessionCommand.at.desc())
                 .limit(limit)
             ).all()
@@ -355,3 +440,76 @@ class RecordingService:
             sha256=row.recording_sha256,
             authority=row.authority,
         )
+
+
+def _executed(info: RecordingInfo, seq: int, at: datetime, command: Command) -> AuditEvent:
+    """The ``command.executed`` event of one logged command."""
+    return AuditEvent(
+        actor=info.user,
+        actor_type=ActorType.HUMAN,
+        action="command.executed",
+        target=info.target,
+        account=info.account,
+        session_id=info.session_id,
+        authority=info.authority,
+        details={
+            "seq": seq,
+            "text": command.text,
+            "source": command.source,
+            "note": command.note,
+            "at": at.isoformat(),
+            "offset": round(command.time, 3),
+        },
+    )
+
+
+class _LiveExtraction:
+    """The command extraction of a live session, carried from one live pass to the next."""
+
+    def __init__(self, path: Path, offset: int, extractor: CommandExtractor | None) -> None:
+        self.path = path
+        self.offset = offset
+        #: None: not a terminal session (a shell without a pty is read from its input lines).
+        self.extractor = extractor
+        self.input_lines: list[Event] | None = None
+        self.stored = 0
+
+    @classmethod
+    def start(cls, header: dict[str, Any], path: Path) -> _LiveExtraction:
+        with open(path, "rb") as handle:
+            offset = len(handle.readline())
+        metadata = header.get("pamgate", {})
+        if metadata.get("kind") != "shell" or not path.name.endswith(".cast"):
+            return cls(path, offset, None)
+        if metadata.get("pty") is False:
+            extraction = cls(path, offset, None)
+            extraction.input_lines = []
+            return extraction
+        width, height = int(header.get("width", 80)), int(header.get("height", 24))
+        return cls(path, offset, CommandExtractor(width, height))
+
+    def read_on(self) -> list[Command]:
+        """The commands finished by what was written since the last pass."""
+        if self.extractor is None and self.input_lines is None:
+            return []
+        found: list[Command] = []
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # still being written
+                try:
+                    event = decode_event(line)
+                except TornLine:
+                    break
+                self.offset += len(line)
+                if event is None:
+                    continue
+                if self.extractor is not None:
+                    found += self.extractor.feed(event)
+                elif self.input_lines is not None and event.code == "i":
+                    self.input_lines.append(event)
+        if self.input_lines is not None:
+            # Input is capped like output, so the events kept here are bounded too.
+            return input_line_commands(self.input_lines, complete=False)[self.stored :]
+        return found

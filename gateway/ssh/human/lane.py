@@ -70,7 +70,10 @@ MAX_KEYS_AUDITED = 16
 
 
 class HumanLaneConnection(  # type: ignore[misc]
-    ChecksUserKeys, RefusesCertificates, RefusesAgentAndX11, PartialSuccessServerConnection,
+    ChecksUserKeys,
+    RefusesCertificates,
+    RefusesAgentAndX11,
+    PartialSuccessServerConnection,
     LaneServerConnection,
 ):
     """Server connection with partial success and the lanes' limits that refuses agent and
