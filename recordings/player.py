@@ -2,8 +2,10 @@
 
 Seeking must be fast on large recordings, and re-playing a gigabyte of
 output to reach minute 50 is not. A :class:`RecordingIndex` samples the
-recording about once a second: time, byte offset, output so far and which
-screen was shown. To show the screen at time T, the player feeds a fresh
+recording about once a second and every :data:`INDEX_EVERY_CHARS` characters
+of output (so it follows dense output too: ``seq 1 10000000`` prints 100 MB
+in a few seconds): time, byte offset, output so far and which screen was
+shown. To show the screen at time T, the player feeds a fresh
 :class:`~recordings.terminal.TerminalModel` only the last
 :data:`SEEK_TAIL` characters of output before T (a screen's worth, many
 times over), found through the index, and draws that screen. Cost is
@@ -45,11 +47,14 @@ from recordings.terminal import TerminalModel, last_alt_screen_switch, parse_siz
 
 #: Output characters replayed into a fresh screen to show the screen at a time.
 SEEK_TAIL = 32 * 1024
-#: The index samples the recording at least this often (seconds of recording).
+#: The index samples the recording at least this often (seconds of recording)...
 INDEX_EVERY = 1.0
+#: ... and at least every this many output characters, so dense output (``seq``,
+#: ``cat`` of a big file) does not leave megabytes between two samples to replay.
+INDEX_EVERY_CHARS = SEEK_TAIL // 2
 SEEK_STEP = 5.0
 JUMP_LEAD = 0.05
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 #: Restores the auditor's terminal when replay ends.
 TERMINAL_RESTORE = "\x1b[0m\x1b[?25h\x1b[?1049l"
@@ -83,6 +88,7 @@ class RecordingIndex:
         points: list[IndexPoint] = []
         size = path.stat().st_size
         output_chars, in_alt, last_sample, duration = 0, False, -INDEX_EVERY, 0.0
+        sampled_chars = -INDEX_EVERY_CHARS
         with open(path, "rb") as handle:
             header_end = len(handle.readline())
             offset = header_end
@@ -95,9 +101,12 @@ class RecordingIndex:
                     offset += len(line)
                     continue
                 moment, code, data = event.time, event.code, event.data
-                if moment - last_sample >= INDEX_EVERY:
+                if (
+                    moment - last_sample >= INDEX_EVERY
+                    or output_chars - sampled_chars >= INDEX_EVERY_CHARS
+                ):
                     points.append(IndexPoint(moment, offset, output_chars, in_alt, width, height))
-                    last_sample = moment
+                    last_sample, sampled_chars = moment, output_chars
                     if progress is not None:
                         progress(offset / max(size, 1))
                 if code == "o":
@@ -203,23 +212,48 @@ def events_from(path: Path, offset: int) -> Generator[tuple[float, str, str, int
 
 
 def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[TerminalModel, int]:
-    """The terminal as it was at ``moment``, and the offset to continue playing from."""
+    """The terminal as it was at ``moment``, and the offset to continue playing from.
+
+    Only the last :data:`SEEK_TAIL` characters of output before ``moment`` are
+    emulated, however large the events around it: what comes before only
+    decides which screen (main or alternate) is shown.
+    """
     point = index.at_or_before(moment)
     if point is None:
         header = read_header(path)
         return TerminalModel(header["width"], header["height"]), index.header_end
     start = index.tail_start(point)
-    terminal = TerminalModel(start.width, start.height)
-    terminal.in_alt = start.in_alt
     resume = start.offset
+    # (code, data) up to the moment; output beyond the last SEEK_TAIL characters is cut.
+    events: list[tuple[str, str]] = []
+    output_chars = 0
     for event_time, code, data, next_offset in events_from(path, start.offset):
         if event_time > moment:
             break
         if code == "o":
-            terminal.feed(data)
-        elif code == "r" and (size := parse_size(data)):
-            terminal.resize(*size)
+            output_chars += len(data)
+        if code in ("o", "r"):
+            events.append((code, data))
         resume = next_offset
+    terminal = TerminalModel(start.width, start.height)
+    terminal.in_alt = start.in_alt
+    to_skip = max(output_chars - SEEK_TAIL, 0)
+    for code, data in events:
+        if code == "r":
+            if size := parse_size(data):
+                terminal.resize(*size)
+            continue
+        if to_skip >= len(data):
+            terminal.skip(data)
+            to_skip -= len(data)
+            continue
+        if to_skip:
+            # Start the tail at a line boundary, not inside an escape sequence.
+            cut = data.find("\n", to_skip)
+            cut = to_skip if cut == -1 else cut + 1
+            terminal.skip(data[:cut])
+            data, to_skip = data[cut:], 0
+        terminal.feed(data)
     return terminal, resume
 
 

@@ -17,6 +17,7 @@ from recordings.player import (
     split_keys,
 )
 from recordings.sanitize import TerminalSanitizer
+from recordings.terminal import TerminalModel
 
 
 def write_cast(
@@ -105,3 +106,29 @@ def test_render_screen_output_is_itself_safe(tmp_path: Path) -> None:
     drawn = render_screen(terminal.screen)
     assert TerminalSanitizer().feed(drawn) == drawn
     assert "\x1b[0;1;31mr" in drawn
+
+
+def test_index_follows_output_volume_on_dense_output(tmp_path: Path, monkeypatch) -> None:
+    """``seq`` through the gateway: megabytes within one second of recording."""
+    numbers = iter(range(1, 10**9))
+    events = []
+    for i in range(200):  # 200 events of about 32 KB, all within 0.2 s
+        data = "".join(f"{next(numbers)}\r\n" for _ in range(4000))
+        events.append((0.001 * (i + 1), "o", data))
+    path = write_cast(tmp_path / "seq.cast", events, width=80, height=24)
+    index = RecordingIndex.build(path)
+    assert len(index.points) >= 150  # about one sample per event, not one per second
+    fed: list[int] = []
+    feed = TerminalModel.feed
+
+    def counting_feed(self: TerminalModel, text: str) -> list[bool]:
+        fed.append(len(text))
+        return feed(self, text)
+
+    monkeypatch.setattr(TerminalModel, "feed", counting_feed)
+    moment = events[150][0] + 0.0001
+    terminal, _ = screen_at(path, index, moment)
+    assert sum(fed) <= SEEK_TAIL  # emulated: a tail, not the megabytes before it
+    last_number = str(4000 * 151)
+    rows = [row.rstrip() for row in terminal.screen.display]
+    assert rows[-2] == last_number and rows[-3] == str(4000 * 151 - 1)
