@@ -29,6 +29,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import sys
 import tempfile
 import termios
@@ -56,8 +57,16 @@ SEEK_STEP = 5.0
 JUMP_LEAD = 0.05
 INDEX_VERSION = 2
 
-#: Restores the auditor's terminal when replay ends.
-TERMINAL_RESTORE = "\x1b[0m\x1b[?25h\x1b[?1049l"
+#: Restores the auditor's terminal when replay ends, whatever the recording set (the
+#: sanitiser lets these modes through, so each is undone): leave the alternate screen,
+#: plain colours, replace (not insert) mode, no automatic newline, normal cursor and
+#: keypad keys, auto-wrap on, no blinking cursor, cursor shown, bracketed paste off,
+#: ASCII character set, origin mode off, no scroll region; then the cursor goes to
+#: the bottom row (resetting origin mode and the scroll region moved it home).
+TERMINAL_RESTORE = (
+    "\x1b[?1049l\x1b[0m\x1b[4l\x1b[20l\x1b[?1l\x1b>\x1b[?7h\x1b[?12l\x1b[?25h"
+    "\x1b[?2004l\x1b(B\x1b[?6l\x1b[r\x1b[999;1H"
+)
 
 
 @dataclass(frozen=True)
@@ -429,14 +438,39 @@ _KEYS = {
 }  # fmt: skip
 
 
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP arrived during replay."""
+
+
 def play_in_terminal(player: Player, start: float) -> None:
-    """Run ``player`` with the terminal in cbreak mode, restoring it afterwards."""
+    """Run ``player`` with the terminal in cbreak mode, restoring it afterwards.
+
+    The terminal's settings and every mode the recording could set are
+    restored on every way out: the end, ``q``, Ctrl-C (SIGINT), SIGTERM,
+    SIGHUP and errors alike.
+    """
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
+
+    def terminated(signum: int, frame: object) -> None:
+        raise _Terminated(signum)
+
+    handlers = {sig: signal.signal(sig, terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         tty.setcbreak(fd, termios.TCSANOW)  # keep keys typed while starting
         player.play(start)
+    except (KeyboardInterrupt, _Terminated):
+        pass  # an interrupted replay ends like a finished one
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        sys.stdout.write(TERMINAL_RESTORE + "\r\n")
-        sys.stdout.flush()
+        restore_terminal(sys.stdout)
+
+
+def restore_terminal(out: TextIO) -> None:
+    """Undo whatever a replayed recording left set in the terminal ``out`` (see
+    :data:`TERMINAL_RESTORE`)."""
+    with contextlib.suppress(OSError, ValueError):
+        out.write(TERMINAL_RESTORE + "\r\n")
+        out.flush()

@@ -22,18 +22,9 @@ from pyte import modes as mo
 from wcwidth import wcwidth
 
 from recordings.asciicast import MAX_TERMINAL_SIDE
+from recordings.sanitize import TerminalSanitizer
 
 ALT_SCREEN_SWITCH = re.compile(r"\x1b\[\?(?:1049|1047|47)([hl])")
-#: Unicode format characters (category Cf: bidi overrides, zero-width spaces and
-#: joiners, ...). pyte stops drawing a chunk at the first of them, so a session
-#: could hide the rest of its output from replay and command extraction; they
-#: have no width, so dropping them changes nothing else on screen.
-FORMAT_CHARACTERS = re.compile(
-    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
-    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
-    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
-    "\U000e0020-\U000e007f]"
-)
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -175,6 +166,9 @@ class TerminalModel:
     """The main and alternate screens of one terminal."""
 
     def __init__(self, width: int = 80, height: int = 24) -> None:
+        # The one sanitiser of every player: the model shows what the auditor's
+        # terminal shows on live playback (APC/PM/SOS/DCS/OSC strings hidden, ...).
+        self._sanitizer = TerminalSanitizer()
         self.main = _Screen(max(width, 1), max(height, 1))
         self.alt = _Screen(max(width, 1), max(height, 1))
         self._streams = {id(self.main): pyte.Stream(self.main), id(self.alt): pyte.Stream(self.alt)}
@@ -186,7 +180,12 @@ class TerminalModel:
         return self.alt if self.in_alt else self.main
 
     def feed(self, text: str) -> list[bool]:
-        """Feed output; returns the alternate-screen switches it made (True = entered)."""
+        """Feed output; returns the alternate-screen switches it made (True = entered).
+
+        The output goes through :class:`~recordings.sanitize.TerminalSanitizer`
+        first, as it does on its way to an auditor's terminal.
+        """
+        text = self._sanitizer.feed(text)
         switches = []
         position = 0
         for switch in ALT_SCREEN_SWITCH.finditer(text):
@@ -202,7 +201,7 @@ class TerminalModel:
 
     def _feed(self, text: str) -> None:
         if text:
-            self._streams[id(self.screen)].feed(FORMAT_CHARACTERS.sub("", text))
+            self._streams[id(self.screen)].feed(text)
 
     def resize(self, width: int, height: int) -> None:
         for screen in (self.main, self.alt):
@@ -210,6 +209,7 @@ class TerminalModel:
 
     def skip(self, dropped: str) -> None:
         """Output that will not be fed: keep only its effect on which screen is shown."""
+        self._sanitizer = TerminalSanitizer()
         entering = last_alt_screen_switch(dropped)
         if entering is not None:
             if entering:

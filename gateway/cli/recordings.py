@@ -213,7 +213,7 @@ def cmd_recordings_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from recordings.player import PlainRecording, Player, play_in_terminal
+    from recordings.player import PlainRecording, Player, play_in_terminal, restore_terminal
 
     with open_operator(args) as actions:
         if args.speed <= 0:
@@ -247,7 +247,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if interactive:
             play_in_terminal(player, start)
         else:
-            player.play(start)
+            try:
+                player.play(start)
+            finally:
+                # The output may be shown on a terminal later (``cat``): leave it clean too.
+                restore_terminal(sys.stdout)
     finally:
         recording.close()
     return 0

@@ -82,5 +82,3 @@ def test_failing_webhook_never_blocks_and_is_audited(store: Store) -> None:
         time.sleep(0.2)
     failed = [r for r in audit.events(Trail.HUMAN) if r.action == "alert.failed"][0]
     assert failed.authority == "breakglass:1" and json.loads(failed.details)["attempts"] == 4
-
-

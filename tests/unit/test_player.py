@@ -9,6 +9,7 @@ from pathlib import Path
 
 from recordings.player import (
     SEEK_TAIL,
+    TERMINAL_RESTORE,
     PlainRecording,
     Player,
     RecordingIndex,
@@ -132,3 +133,37 @@ def test_index_follows_output_volume_on_dense_output(tmp_path: Path, monkeypatch
     last_number = str(4000 * 151)
     rows = [row.rstrip() for row in terminal.screen.display]
     assert rows[-2] == last_number and rows[-3] == str(4000 * 151 - 1)
+
+
+def test_hidden_strings_look_the_same_in_every_player(tmp_path: Path) -> None:
+    """APC, PM and SOS strings (and OSC, DCS) are hidden by live playback, after a seek
+    and in the console's screen model alike: one sanitiser for every view."""
+    hidden = "A\x1b_apc-secret\x1b\\B\x1b^pm-secret\x1b\\C\x1bXsos-secret\x1b\\D\x9fc1-apc\x9cE"
+    path = write_cast(tmp_path / "h.cast", [(0.5, "o", hidden), (1.5, "o", "\r\nend")])
+    recording = PlainRecording(path)
+    played = io.StringIO()
+    Player(recording, out=played, keys_fd=None, speed=1e9).play()
+    assert "ABCDE" in played.getvalue() and "secret" not in played.getvalue()
+    # The CLI after a seek, and the console (both draw the screen model).
+    seeked = io.StringIO()
+    Player(recording, out=seeked, keys_fd=None).render_at(1.0)
+    assert "ABCDE" in seeked.getvalue() and "secret" not in seeked.getvalue()
+    terminal, _ = screen_at(path, recording.index(), 1.0)
+    assert terminal.screen.display[0].rstrip() == "ABCDE"
+
+
+def test_restore_undoes_every_mode_a_recording_may_set() -> None:
+    """Each mode the sanitiser lets through is undone by TERMINAL_RESTORE."""
+    import pyte
+
+    screen = pyte.Screen(80, 24)
+    stream = pyte.Stream(screen)
+    set_by_recording = "\x1b[4h\x1b[20h\x1b[?6h\x1b[5;10r\x1b[?7l\x1b[?25l"
+    stream.feed(TerminalSanitizer().feed(set_by_recording) + TERMINAL_RESTORE)
+    from pyte import modes
+
+    assert modes.IRM not in screen.mode and modes.LNM not in screen.mode
+    assert modes.DECOM not in screen.mode and modes.DECAWM in screen.mode
+    assert modes.DECTCEM in screen.mode and screen.margins is None
+    for sequence in ("\x1b[?1l", "\x1b>", "\x1b[?1049l", "\x1b[?2004l", "\x1b[0m"):
+        assert sequence in TERMINAL_RESTORE

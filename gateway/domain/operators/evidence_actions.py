@@ -47,10 +47,10 @@ class EvidenceActions(OperatorCore):
         return self._services.recordings.commands(session_id)
 
     def verify_recording(self, session_ref: str) -> tuple[RecordingInfo, str | None]:
-        """A recording checked against its sealed sha256: (info, problem or None).
-        Auditor or admin."""
-        self.require(READ_TRAILS, "verify recordings")
-        return self._services.recordings.verify(session_ref)
+        """A recording checked against its sealed sha256: (info, problem or None); a
+        failed verification is audited, naming the operator. Auditor or admin."""
+        actor = self._acting(READ_TRAILS, "verify recordings")
+        return self._services.recordings.verify(session_ref, actor=actor)
 
     def open_recording(self, session_ref: str, *, purpose: str) -> RecordingInfo:
         """A recording to replay or watch, checked against its seal; audited

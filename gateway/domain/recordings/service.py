@@ -362,17 +362,19 @@ class RecordingService:
             raise UnknownSession(f"{session_ref!r} matches several sessions: give more of the id")
         return self._info(rows[0])
 
-    def verify(self, session_ref: str) -> tuple[RecordingInfo, str | None]:
-        """Check a sealed recording against its stored sha256; (info, problem or None)."""
+    def verify(
+        self, session_ref: str, *, actor: str | None = None
+    ) -> tuple[RecordingInfo, str | None]:
+        """Check a sealed recording against its stored sha256; (info, problem or None).
+
+        A failed verification is audited (``recording.verify``, outcome failure)
+        naming ``actor``, when one is given.
+        """
         info = self.info(session_ref)
-        if info.path is None:
-            return info, "the recording file is missing"
-        if info.sha256 is None:
-            return info, "the recording was never sealed (session interrupted?)"
-        actual = file_sha256(info.path)
-        if actual != info.sha256:
-            return info, f"sha256 is {actual}, but {info.sha256} was sealed"
-        return info, None
+        problem = _problem(info)
+        if problem is not None and actor is not None:
+            self._refused(info, actor=actor, action="recording.verify", problem=problem)
+        return info, problem
 
     def open_for_review(self, session_ref: str, *, actor: str, purpose: str) -> RecordingInfo:
         """A recording an auditor is about to replay or export: checked and audited.
@@ -380,12 +382,19 @@ class RecordingService:
         A sealed recording must still match its sha256 (RecordingTampered
         otherwise). An unsealed one (the session was interrupted) is returned
         as written; the caller should say so. The access itself goes to the
-        audit trail first, and does not happen if that fails.
+        audit trail first, and does not happen if that fails; a refused access
+        is audited too (``recording.<purpose>``, outcome failure, and why).
         """
-        info, problem = self.verify(session_ref)
+        info = self.info(session_ref)
+        problem = _problem(info)
         if info.path is None:
+            self._refused(info, actor=actor, action=f"recording.{purpose}", problem=problem or "")
             raise UnknownSession(f"session {info.session_id} has no recording file")
         if problem and info.sha256 is not None:
+            self._refused(
+                info, actor=actor, action=f"recording.{purpose}",
+                problem=f"fails verification: {problem}",
+            )  # fmt: skip
             raise RecordingTampered(
                 f"recording of session {info.session_id} fails verification: {problem}"
             )
@@ -402,6 +411,23 @@ class RecordingService:
             ),
         )
         return info
+
+    def _refused(self, info: RecordingInfo, *, actor: str, action: str, problem: str) -> None:
+        """Audit a refused replay or export, or a failed verification, with its reason."""
+        self._audit.record(
+            Trail.of_lane(info.lane),
+            AuditEvent(
+                actor=actor,
+                actor_type=ActorType.ADMIN,
+                action=action,
+                outcome="failure",
+                reason=problem,
+                target=f"session:{info.session_id}",
+                session_id=info.session_id,
+                authority=admin_authority(actor),
+                details={"user": info.user, "sealed": info.sha256 is not None},
+            ),
+        )
 
     def export(self, session_ref: str, target: Path, *, actor: str) -> RecordingInfo:
         """Write a plain (uncompressed) asciicast v2 copy of a recording (mode 0600)."""
@@ -513,3 +539,15 @@ class _LiveExtraction:
             # Input is capped like output, so the events kept here are bounded too.
             return input_line_commands(self.input_lines, complete=False)[self.stored :]
         return found
+
+
+def _problem(info: RecordingInfo) -> str | None:
+    """What is wrong with a recording's file against its seal (None: nothing)."""
+    if info.path is None:
+        return "the recording file is missing"
+    if info.sha256 is None:
+        return "the recording was never sealed (session interrupted?)"
+    actual = file_sha256(info.path)
+    if actual != info.sha256:
+        return f"sha256 is {actual}, but {info.sha256} was sealed"
+    return None
