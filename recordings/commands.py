@@ -76,6 +76,7 @@ INPUT = "input"
 #: An exec request: the command is what the client asked to run.
 REQUEST = "request"
 NOT_ON_SCREEN = "never appeared on the screen"
+UNFOLLOWED_KEYS = "never appeared on the screen; edited with keys the log cannot follow"
 
 #: A prompt whose unechoed input is a secret, not a command.
 _SECRET_PROMPT = re.compile(
@@ -427,6 +428,9 @@ class CommandExtractor:
         if seen and not keys:
             return Command(submit.time, seen, SCREEN)
         if not keys:
+            if prompt is None and submit.keys and not submit.keys_certain:
+                # Typed ahead with Tab or history keys, and never shown: the typed part.
+                return Command(submit.time, submit.keys, KEYS, UNFOLLOWED_KEYS)
             return None
         if seen == "" and submit.waited == 0 and prompt is not None:
             if _SECRET_PROMPT.search(prompt.text.rstrip()):

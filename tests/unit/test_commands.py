@@ -255,3 +255,10 @@ def test_format_characters_cannot_hide_output_from_replay_or_extraction() -> Non
     lines = ["".join(terminal.screen.buffer[y][x].data for x in range(40)).rstrip()
              for y in range(2)]  # fmt: skip
     assert lines == ["shown  cat /etc/shadow and more", "next"]
+
+
+def test_typed_ahead_line_with_tab_that_never_shows_is_logged_from_its_keys() -> None:
+    extractor = CommandExtractor()
+    events = [Event(0.1, "i", "cat /etc/pass\t\r"), Event(0.2, "o", "\r\n")]
+    found = [(c.text, c.source) for c in extractor.feed_all(events)]
+    assert found == [("cat /etc/pass", "keys")]
