@@ -47,6 +47,7 @@ Imports nothing from ``gateway`` or ``tui``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ class Command:
     source: str = BOTH
     #: Disagreement between the witnesses, or why only one saw it ("" if none).
     note: str = ""
+    #: The prompt the screen showed before the line ("" if unknown); not part of the log.
+    prompt: str = field(default="", compare=False, repr=False)
 
 
 # -- the keystroke witness -----------------------------------------------------------
@@ -280,7 +283,8 @@ class CommandExtractor:
         found = []
         while self._submits and self._submits[0].waited and self._submits[0].first_seen:
             # The user typed on after the screen showed something else: it will not come.
-            found.append(self._give_up(self._submits.pop(0)))
+            submit = self._submits.pop(0)
+            found.append(self._with_prompt(submit, self._give_up(submit)))
         keys, self._key_carry = self._key_carry + keys, ""
         if keys.endswith("\x1b") or re.search(r"\x1b\[[0-?]*$", keys[-16:]):
             # An escape sequence cut between two events: keep its start for the next one.
@@ -407,6 +411,17 @@ class CommandExtractor:
         return line.strip()
 
     def _resolve(self, submit: _Submit, *, final: bool) -> Command | None | Literal[False]:
+        """The command for ``submit`` with the prompt it was typed at (see :meth:`_decide`)."""
+        command = self._decide(submit, final=final)
+        return self._with_prompt(submit, command) if isinstance(command, Command) else command
+
+    @staticmethod
+    def _with_prompt(submit: _Submit, command: Command) -> Command:
+        if submit.prompt is None:
+            return command
+        return dataclasses.replace(command, prompt=submit.prompt.text.rstrip())
+
+    def _decide(self, submit: _Submit, *, final: bool) -> Command | None | Literal[False]:
         """The command for ``submit``, read at a newline in the output (None: nothing to log).
 
         False: not decided yet. A line whose keystrokes are known waits (up to
@@ -586,6 +601,10 @@ class HistoryJoiner:
         return found
 
     def feed(self, command: Command) -> list[Command]:
+        if self._parts and command.prompt and command.prompt == self._parts[0].prompt:
+            # The shell showed its primary prompt again, not PS2: whatever this scanner
+            # thinks is open (``$'it\\'s'``), the shell took the last line as complete.
+            return self.finish() + self.feed(command)
         line = command.text
         if not self._parts:
             self._text = line

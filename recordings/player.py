@@ -27,6 +27,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -247,8 +248,11 @@ def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[Termina
     terminal = TerminalModel(start.width, start.height)
     terminal.in_alt = start.in_alt
     to_skip = max(output_chars - SEEK_TAIL, 0)
+    tail: list[str] = []  # output since the last resize, fed at once
     for code, data in events:
         if code == "r":
+            _feed_tail(terminal, "".join(tail))
+            tail = []
             if size := parse_size(data):
                 terminal.resize(*size)
             continue
@@ -262,8 +266,50 @@ def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[Termina
             cut = to_skip if cut == -1 else cut + 1
             terminal.skip(data[:cut])
             data, to_skip = data[cut:], 0
-        terminal.feed(data)
+        tail.append(data)
+    _feed_tail(terminal, "".join(tail))
     return terminal, resume
+
+
+#: Anything but printable text, CR, LF and colours (SGR).
+_NOT_PLAIN = re.compile(
+    "\x1b(?!\\[[0-9;:]{0,40}m)|[\x00-\x09\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]"
+)
+_SGR = re.compile("\x1b\\[[0-9;:]{0,40}m")
+
+
+def _feed_tail(terminal: TerminalModel, text: str) -> None:
+    """Feed ``text``, skipping plain lines that scroll off the screen before its end.
+
+    Dense output (``seq``, ``cat`` of a log, coloured or not) is thousands of
+    plain lines, and only the last screenful of them shows. After the last
+    control or escape sequence other than a colour, a run of text, colours and
+    CR LF line ends with more than twice the screen's height of lines scrolls
+    everything above its last ``2 * height`` lines off the screen: those lines
+    are all that is drawn (from column 0, as the CR LF before them left the
+    cursor), after the colours of the skipped lines (which only set the pen).
+    The screen comes out the same, at a fraction of the emulation.
+    """
+    if not text:
+        return
+    plain_from = 0
+    for plain_from_match in _NOT_PLAIN.finditer(text):
+        plain_from = plain_from_match.end()
+    keep = 2 * terminal.screen.lines + 1
+    position = len(text)
+    for _ in range(keep):
+        position = text.rfind("\r\n", plain_from, position)
+        if position == -1:
+            terminal.feed(text)
+            return
+    terminal.feed(text[:plain_from])
+    if not terminal.settled:
+        # Inside a string or sequence (a hostile, unterminated one): no shortcut.
+        terminal.feed(text[plain_from:])
+        return
+    pen = _SGR.findall(text, plain_from, position)
+    resets = [i for i, sgr in enumerate(pen) if sgr in ("\x1b[m", "\x1b[0m")]
+    terminal.feed("".join(pen[resets[-1] if resets else 0 :]) + "\r" + text[position + 2 :])
 
 
 _SGR_COLOURS = {

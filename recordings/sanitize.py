@@ -71,6 +71,11 @@ class TerminalSanitizer:
         self._sequence: list[str] = []
         self._string_length = 0
 
+    @property
+    def in_ground(self) -> bool:
+        """True unless the text so far ended inside an escape sequence or string."""
+        return self._state == "ground"
+
     def feed(self, text: str) -> str:
         """Filter a chunk; returns what may be written to the terminal."""
         out: list[str] = []

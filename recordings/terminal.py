@@ -175,6 +175,11 @@ class TerminalModel:
         self.in_alt = False
 
     @property
+    def settled(self) -> bool:
+        """True unless the output so far ended inside an escape sequence or string."""
+        return self._sanitizer.in_ground
+
+    @property
     def screen(self) -> pyte.Screen:
         """The screen being shown."""
         return self.alt if self.in_alt else self.main

@@ -262,3 +262,12 @@ def test_typed_ahead_line_with_tab_that_never_shows_is_logged_from_its_keys() ->
     events = [Event(0.1, "i", "cat /etc/pass\t\r"), Event(0.2, "o", "\r\n")]
     found = [(c.text, c.source) for c in extractor.feed_all(events)]
     assert found == [("cat /etc/pass", "keys")]
+
+
+def test_a_quote_the_joiner_misreads_cannot_swallow_later_commands() -> None:
+    """``$'it\\'s'`` looks like an open quote to a simple scanner; bash shows its
+    primary prompt again, so the next line is a command of its own."""
+    s = Session().out(PROMPT)
+    s.key("echo $'it\\'s'").enter("it's\r\n" + PROMPT)
+    s.key("rm -rf /tmp/evidence").enter(PROMPT)
+    assert s.done() == ["echo $'it\\'s'", "rm -rf /tmp/evidence"]

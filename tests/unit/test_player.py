@@ -167,3 +167,43 @@ def test_restore_undoes_every_mode_a_recording_may_set() -> None:
     assert modes.DECTCEM in screen.mode and screen.margins is None
     for sequence in ("\x1b[?1l", "\x1b>", "\x1b[?1049l", "\x1b[?2004l", "\x1b[0m"):
         assert sequence in TERMINAL_RESTORE
+
+
+def test_skipping_scrolled_plain_lines_draws_the_same_screen() -> None:
+    """The seek shortcut for dense output must not change what the screen shows."""
+    from recordings.player import _feed_tail
+
+    lines = [f"{n} " + "x" * (n % 130) + ("\rover" if n % 7 == 0 else "") for n in range(400)]
+    coloured = [
+        f"\x1b[3{n % 8}m{n}\x1b[0m \x1b[1mbold" + ("\x1b[44m" if n == 390 else "")
+        for n in range(400)
+    ]
+    cases = [
+        "\r\n".join(coloured) + "\r\ntail in the pen of line 390",
+        "\r\n".join(lines),
+        "\x1b[31mred\x1b[0m\x1b[2;5H" + "\r\n".join(lines) + "\r\npartial",
+        "\x1b[?1049h\x1b[Hfull\r\n" + "\r\n".join(lines) + "\r\n\u4f60\u597d wide",
+        "\x1b]0;unterminated title " + "\r\n".join(lines),
+        "\x1b[5;10r\x1b[7;1H" + "\r\n".join(lines[:50]),
+    ]
+    for text in cases:
+        full = TerminalModel(80, 24)
+        full.feed(text)
+        quick = TerminalModel(80, 24)
+        _feed_tail(quick, text)
+        assert quick.screen.display == full.screen.display, text[:30]
+        assert cells(quick) == cells(full), text[:30]
+        assert (quick.screen.cursor.x, quick.screen.cursor.y) == (
+            full.screen.cursor.x,
+            full.screen.cursor.y,
+        )
+
+
+def cells(terminal: TerminalModel) -> list[tuple[str, str, str, bool]]:
+    """Every cell of the screen with its colours and boldness."""
+    screen = terminal.screen
+    return [
+        (cell.data, cell.fg, cell.bg, cell.bold)
+        for y in range(screen.lines)
+        for cell in (screen.buffer[y][x] for x in range(screen.columns))
+    ]
