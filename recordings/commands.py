@@ -66,8 +66,9 @@ MAX_WRAPPED_ROWS = 50
 MAX_UNSEEN_NEWLINES = 400
 #: Longest line the keystroke witness keeps (a paste of a whole file is cut here).
 MAX_KEY_LINE = 64 * 1024
-#: Parts a multi-line command may have before it is logged as it stands.
+#: Parts, and characters, a multi-line command may have before it is logged as it stands.
 MAX_JOINED_PARTS = 200
+MAX_JOINED_CHARS = 256 * 1024
 
 BOTH = "screen+keys"
 SCREEN = "screen"
@@ -632,7 +633,8 @@ class HistoryJoiner:
 
     def _maybe_done(self) -> list[Command]:
         incomplete = self._continued or self._quote or self._heredocs or self._depth > 0
-        if incomplete and len(self._parts) < MAX_JOINED_PARTS:
+        small = len(self._parts) < MAX_JOINED_PARTS and len(self._text) < MAX_JOINED_CHARS
+        if incomplete and small:
             return []
         return self.finish()
 

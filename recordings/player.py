@@ -272,9 +272,7 @@ def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[Termina
 
 
 #: Anything but printable text, CR, LF and colours (SGR).
-_NOT_PLAIN = re.compile(
-    "\x1b(?!\\[[0-9;:]{0,40}m)|[\x00-\x09\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]"
-)
+_NOT_PLAIN = re.compile("\x1b(?!\\[[0-9;:]{0,40}m)|[\x00-\x09\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
 _SGR = re.compile("\x1b\\[[0-9;:]{0,40}m")
 
 

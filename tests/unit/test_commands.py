@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from recordings.asciicast import Event
-from recordings.commands import CommandExtractor
+from recordings.commands import Command, CommandExtractor
 
 
 class Session:
@@ -271,3 +271,28 @@ def test_a_quote_the_joiner_misreads_cannot_swallow_later_commands() -> None:
     s.key("echo $'it\\'s'").enter("it's\r\n" + PROMPT)
     s.key("rm -rf /tmp/evidence").enter(PROMPT)
     assert s.done() == ["echo $'it\\'s'", "rm -rf /tmp/evidence"]
+
+
+def test_hostile_keystrokes_stay_bounded_and_in_order() -> None:
+    # An escape sequence split between two input events is one key (cursor left).
+    s = Session().out(PROMPT)
+    s.key("echo ac\x1b[", echo="echo ac").key("Db", echo="\bbc\b").enter("abc\r\n" + PROMPT)
+    assert s.done() == ["echo abc"]
+    # A never-closed heredoc joins at most MAX_JOINED_PARTS lines, then is logged.
+    from recordings.commands import MAX_JOINED_PARTS, HistoryJoiner
+
+    joiner = HistoryJoiner()
+    found = joiner.feed(Command(0.0, "cat <<NEVER"))
+    for n in range(MAX_JOINED_PARTS + 5):
+        found += joiner.feed(Command(float(n), f"line {n}"))
+    found += joiner.finish()
+    assert found[0].text.count("\n") == MAX_JOINED_PARTS - 1
+    assert [c.text for c in found[1:]] == [
+        f"line {n}" for n in range(MAX_JOINED_PARTS - 1, MAX_JOINED_PARTS + 5)
+    ]
+    # A pasted line longer than MAX_KEY_LINE is cut, and flagged uncertain, not kept whole.
+    from recordings.commands import MAX_KEY_LINE, KeyLine
+
+    line = KeyLine()
+    line.insert("y" * (MAX_KEY_LINE + 10))
+    assert len(line.chars) == MAX_KEY_LINE and not line.certain

@@ -58,6 +58,10 @@ from recordings.commands import (
 logger = logging.getLogger("pamgate.recordings")
 
 
+#: Live sessions whose extraction state one worker keeps (about 200 KB each).
+MAX_LIVE_EXTRACTIONS = 1000
+
+
 class RecordingUnavailable(PamgateError):
     """A session cannot be recorded, so it must not happen."""
 
@@ -229,6 +233,9 @@ class RecordingService:
         if live:
             state = self._live_extractions.get(session_id)
             if state is None:
+                if len(self._live_extractions) >= MAX_LIVE_EXTRACTIONS:
+                    # Sessions whose final pass ran elsewhere (another node, a restart).
+                    self._live_extractions.pop(next(iter(self._live_extractions)))
                 state = self._live_extractions[session_id] = _LiveExtraction.start(
                     header, info.path
                 )
