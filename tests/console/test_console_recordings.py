@@ -272,7 +272,10 @@ async def test_approver_sees_the_missing_role_message(services: GatewayServices)
         pilot.app.push_screen(replay)
         await pilot.pause(0.3)
         assert "to replay recordings" in str(replay.query_one(".missing-role", Static).render())
-        assert not [e for e in services.audit.events(Trail.HUMAN) if e.action.startswith("rec")]
+        # The refusal is audited, with the auditor and the reason; nothing was shown.
+        events = [e for e in services.audit.events(Trail.HUMAN) if e.action.startswith("rec")]
+        assert [(e.action, e.outcome) for e in events] == [("recording.replayed", "failure")]
+        assert "fails verification" in events[0].reason
 
 
 # -- the replayer ----------------------------------------------------------------------
@@ -394,7 +397,10 @@ async def test_a_tampered_recording_is_not_shown(
         problem = replay.query_one("#replay-problem", Static)
         await wait_for(pilot, lambda: "fails verification" in str(problem.render()))
         assert replay_text(replay) == ""
-        assert not [e for e in services.audit.events(Trail.HUMAN) if e.action.startswith("rec")]
+        # The refusal is audited, with the auditor and the reason; nothing was shown.
+        events = [e for e in services.audit.events(Trail.HUMAN) if e.action.startswith("rec")]
+        assert [(e.action, e.outcome) for e in events] == [("recording.replayed", "failure")]
+        assert "fails verification" in events[0].reason
 
 
 def test_replay_screen_snapshot(
