@@ -54,9 +54,15 @@ def add_commands(commands: Subcommands) -> None:
     show = recordings.add_parser(
         "commands",
         help="a session's command log",
-        description="Print the commands extracted from a session.",
+        description=(
+            "Print the commands extracted from a session, one per line with its time. Two "
+            "witnesses read them, the screen and the keystrokes: where only one saw a command, "
+            "or they disagree, a note in brackets says so ([keys: never appeared on the "
+            "screen], [screen: the keystrokes say: ...]). --json gives source and note for "
+            "every command."
+        ),
     )
-    show.add_argument("session")
+    show.add_argument("session", help="a session id, or a unique prefix of one")
     add_json_option(show)
     show.set_defaults(handler=cmd_recordings_commands)
     export = recordings.add_parser(

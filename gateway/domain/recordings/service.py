@@ -4,8 +4,10 @@ The file format, extraction and playback are in :mod:`recordings`; where the
 files live is up to :mod:`gateway.domain.recordings.storage` (a folder all nodes share,
 ``RECORDINGS/YYYY/MM/DD/<session>.cast``). This module keeps the one flusher,
 stores each sealed recording's sha256 with its session, extracts commands
-after the session (off the relay entirely) and answers the CLI's and
-console's questions (list, search, verify, export).
+off the relay (in the indexing worker: every few seconds while a session
+runs, and once over the sealed recording), audits each new command
+(``command.executed``) and answers the CLI's and console's questions (list,
+search, verify, export; refusals and failed verifications are audited too).
 """
 
 from __future__ import annotations
