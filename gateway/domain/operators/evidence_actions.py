@@ -49,7 +49,9 @@ class EvidenceActions(OperatorCore):
     def verify_recording(self, session_ref: str) -> tuple[RecordingInfo, str | None]:
         """A recording checked against its sealed sha256: (info, problem or None); a
         failed verification is audited, naming the operator. Auditor or admin."""
-        actor = self._acting(READ_TRAILS, "verify recordings")
+        # A read: a refused one is not audited (as for every read), a failed one is.
+        operator = self.require(READ_TRAILS, "verify recordings")
+        actor = self._actor(operator.name, authority=operator.authority(READ_TRAILS))
         return self._services.recordings.verify(session_ref, actor=actor)
 
     def open_recording(self, session_ref: str, *, purpose: str) -> RecordingInfo:
