@@ -275,8 +275,9 @@ class RecordingSettings(_Section):
     directory: Path = Path("recordings")
     #: Compress sealed recordings; readers decompress transparently.
     compression: Literal["none", "gzip", "zstd"] = "none"
-    #: For exec sessions, bytes of stdout and of stderr kept in the recording
-    #: (digests and byte counts always cover everything). 0 = metadata only.
+    #: For sessions without a pty (exec, ``ssh -T``), bytes of stdout, of stderr and of
+    #: stdin kept in the recording (digests and byte counts always cover everything).
+    #: 0 = metadata only.
     exec_payload_cap_bytes: int = Field(default=1024 * 1024, ge=0)
 
 

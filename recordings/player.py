@@ -2,8 +2,10 @@
 
 Seeking must be fast on large recordings, and re-playing a gigabyte of
 output to reach minute 50 is not. A :class:`RecordingIndex` samples the
-recording about once a second: time, byte offset, output so far and which
-screen was shown. To show the screen at time T, the player feeds a fresh
+recording about once a second and every :data:`INDEX_EVERY_CHARS` characters
+of output (so it follows dense output too: ``seq 1 10000000`` prints 100 MB
+in a few seconds): time, byte offset, output so far and which screen was
+shown. To show the screen at time T, the player feeds a fresh
 :class:`~recordings.terminal.TerminalModel` only the last
 :data:`SEEK_TAIL` characters of output before T (a screen's worth, many
 times over), found through the index, and draws that screen. Cost is
@@ -25,8 +27,10 @@ import contextlib
 import functools
 import json
 import os
+import re
 import select
 import shutil
+import signal
 import sys
 import tempfile
 import termios
@@ -45,14 +49,25 @@ from recordings.terminal import TerminalModel, last_alt_screen_switch, parse_siz
 
 #: Output characters replayed into a fresh screen to show the screen at a time.
 SEEK_TAIL = 32 * 1024
-#: The index samples the recording at least this often (seconds of recording).
+#: The index samples the recording at least this often (seconds of recording)...
 INDEX_EVERY = 1.0
+#: ... and at least every this many output characters, so dense output (``seq``,
+#: ``cat`` of a big file) does not leave megabytes between two samples to replay.
+INDEX_EVERY_CHARS = SEEK_TAIL // 2
 SEEK_STEP = 5.0
 JUMP_LEAD = 0.05
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
-#: Restores the auditor's terminal when replay ends.
-TERMINAL_RESTORE = "\x1b[0m\x1b[?25h\x1b[?1049l"
+#: Restores the auditor's terminal when replay ends, whatever the recording set (the
+#: sanitiser lets these modes through, so each is undone): leave the alternate screen,
+#: plain colours, replace (not insert) mode, no automatic newline, normal cursor and
+#: keypad keys, auto-wrap on, no blinking cursor, cursor shown, bracketed paste off,
+#: ASCII character set, origin mode off, no scroll region; then the cursor goes to
+#: the bottom row (resetting origin mode and the scroll region moved it home).
+TERMINAL_RESTORE = (
+    "\x1b[?1049l\x1b[0m\x1b[4l\x1b[20l\x1b[?1l\x1b>\x1b[?7h\x1b[?12l\x1b[?25h"
+    "\x1b[?2004l\x1b(B\x1b[?6l\x1b[r\x1b[999;1H"
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,7 @@ class RecordingIndex:
         points: list[IndexPoint] = []
         size = path.stat().st_size
         output_chars, in_alt, last_sample, duration = 0, False, -INDEX_EVERY, 0.0
+        sampled_chars = -INDEX_EVERY_CHARS
         with open(path, "rb") as handle:
             header_end = len(handle.readline())
             offset = header_end
@@ -95,9 +111,12 @@ class RecordingIndex:
                     offset += len(line)
                     continue
                 moment, code, data = event.time, event.code, event.data
-                if moment - last_sample >= INDEX_EVERY:
+                if (
+                    moment - last_sample >= INDEX_EVERY
+                    or output_chars - sampled_chars >= INDEX_EVERY_CHARS
+                ):
                     points.append(IndexPoint(moment, offset, output_chars, in_alt, width, height))
-                    last_sample = moment
+                    last_sample, sampled_chars = moment, output_chars
                     if progress is not None:
                         progress(offset / max(size, 1))
                 if code == "o":
@@ -203,24 +222,92 @@ def events_from(path: Path, offset: int) -> Generator[tuple[float, str, str, int
 
 
 def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[TerminalModel, int]:
-    """The terminal as it was at ``moment``, and the offset to continue playing from."""
+    """The terminal as it was at ``moment``, and the offset to continue playing from.
+
+    Only the last :data:`SEEK_TAIL` characters of output before ``moment`` are
+    emulated, however large the events around it: what comes before only
+    decides which screen (main or alternate) is shown.
+    """
     point = index.at_or_before(moment)
     if point is None:
         header = read_header(path)
         return TerminalModel(header["width"], header["height"]), index.header_end
     start = index.tail_start(point)
-    terminal = TerminalModel(start.width, start.height)
-    terminal.in_alt = start.in_alt
     resume = start.offset
+    # (code, data) up to the moment; output beyond the last SEEK_TAIL characters is cut.
+    events: list[tuple[str, str]] = []
+    output_chars = 0
     for event_time, code, data, next_offset in events_from(path, start.offset):
         if event_time > moment:
             break
         if code == "o":
-            terminal.feed(data)
-        elif code == "r" and (size := parse_size(data)):
-            terminal.resize(*size)
+            output_chars += len(data)
+        if code in ("o", "r"):
+            events.append((code, data))
         resume = next_offset
+    terminal = TerminalModel(start.width, start.height)
+    terminal.in_alt = start.in_alt
+    to_skip = max(output_chars - SEEK_TAIL, 0)
+    tail: list[str] = []  # output since the last resize, fed at once
+    for code, data in events:
+        if code == "r":
+            _feed_tail(terminal, "".join(tail))
+            tail = []
+            if size := parse_size(data):
+                terminal.resize(*size)
+            continue
+        if to_skip >= len(data):
+            terminal.skip(data)
+            to_skip -= len(data)
+            continue
+        if to_skip:
+            # Start the tail at a line boundary, not inside an escape sequence.
+            cut = data.find("\n", to_skip)
+            cut = to_skip if cut == -1 else cut + 1
+            terminal.skip(data[:cut])
+            data, to_skip = data[cut:], 0
+        tail.append(data)
+    _feed_tail(terminal, "".join(tail))
     return terminal, resume
+
+
+#: Anything but printable text, CR, LF and colours (SGR).
+_NOT_PLAIN = re.compile("\x1b(?!\\[[0-9;:]{0,40}m)|[\x00-\x09\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
+_SGR = re.compile("\x1b\\[[0-9;:]{0,40}m")
+
+
+def _feed_tail(terminal: TerminalModel, text: str) -> None:
+    """Feed ``text``, skipping plain lines that scroll off the screen before its end.
+
+    Dense output (``seq``, ``cat`` of a log, coloured or not) is thousands of
+    plain lines, and only the last screenful of them shows. After the last
+    control or escape sequence other than a colour, a run of text, colours and
+    CR LF line ends with more than twice the screen's height of lines scrolls
+    everything above its last ``2 * height`` lines off the screen: those lines
+    are all that is drawn (from column 0, as the CR LF before them left the
+    cursor), after the colours of the skipped lines (which only set the pen).
+    The screen comes out the same, at a fraction of the emulation.
+    """
+    if not text:
+        return
+    plain_from = 0
+    for plain_from_match in _NOT_PLAIN.finditer(text):
+        plain_from = plain_from_match.end()
+    keep = 2 * terminal.screen.lines + 1
+    position = len(text)
+    for _ in range(keep):
+        position = text.rfind("\r\n", plain_from, position)
+        if position == -1:
+            terminal.feed(text)
+            return
+    terminal.feed(text[:plain_from])
+    if not terminal.settled:
+        # Inside a string or sequence (a hostile, unterminated one): no shortcut.
+        terminal.feed(text[plain_from:])
+        return
+    pen = _SGR.findall(text, plain_from, position)
+    resets = [i for i, sgr in enumerate(pen) if sgr in ("\x1b[m", "\x1b[0m")]
+    terminal.feed("".join(pen[resets[-1] if resets else 0 :]) + "\r" + text[position + 2 :])
 
 
 _SGR_COLOURS = {
@@ -395,14 +482,39 @@ _KEYS = {
 }  # fmt: skip
 
 
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP arrived during replay."""
+
+
 def play_in_terminal(player: Player, start: float) -> None:
-    """Run ``player`` with the terminal in cbreak mode, restoring it afterwards."""
+    """Run ``player`` with the terminal in cbreak mode, restoring it afterwards.
+
+    The terminal's settings and every mode the recording could set are
+    restored on every way out: the end, ``q``, Ctrl-C (SIGINT), SIGTERM,
+    SIGHUP and errors alike.
+    """
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
+
+    def terminated(signum: int, frame: object) -> None:
+        raise _Terminated(signum)
+
+    handlers = {sig: signal.signal(sig, terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         tty.setcbreak(fd, termios.TCSANOW)  # keep keys typed while starting
         player.play(start)
+    except (KeyboardInterrupt, _Terminated):
+        pass  # an interrupted replay ends like a finished one
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        sys.stdout.write(TERMINAL_RESTORE + "\r\n")
-        sys.stdout.flush()
+        restore_terminal(sys.stdout)
+
+
+def restore_terminal(out: TextIO) -> None:
+    """Undo whatever a replayed recording left set in the terminal ``out`` (see
+    :data:`TERMINAL_RESTORE`)."""
+    with contextlib.suppress(OSError, ValueError):
+        out.write(TERMINAL_RESTORE + "\r\n")
+        out.flush()

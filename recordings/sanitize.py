@@ -17,7 +17,18 @@ Imports nothing from ``gateway`` or ``tui``.
 
 from __future__ import annotations
 
-from recordings.terminal import FORMAT_CHARACTERS
+import re
+
+#: Unicode format characters (category Cf: bidi overrides, zero-width spaces and
+#: joiners, ...). pyte stops drawing a chunk at the first of them, so a session
+#: could hide the rest of its output from replay and command extraction; they
+#: have no width, so dropping them changes nothing else on screen.
+FORMAT_CHARACTERS = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f]"
+)
 
 ESC = "\x1b"
 #: Every control character (C0, DEL, C1), for text that must stay on one line.
@@ -44,6 +55,14 @@ MAX_CSI = 64
 MAX_STRING = 1 << 16
 
 
+#: A run of characters that pass as they are in the ground state (no controls, no ESC).
+_PRINTABLE_RUN = re.compile("[^\x00-\x1f\x7f-\x9f]+")
+
+
+#: A complete CSI sequence, short enough to pass (the state machine handles the rest).
+_WHOLE_CSI = re.compile("\x1b\\[([0-?]{0,40}[ -/]{0,4}[@-~])")
+
+
 class TerminalSanitizer:
     """Filters terminal output down to what acts only on the screen."""
 
@@ -52,11 +71,37 @@ class TerminalSanitizer:
         self._sequence: list[str] = []
         self._string_length = 0
 
+    @property
+    def in_ground(self) -> bool:
+        """True unless the text so far ended inside an escape sequence or string."""
+        return self._state == "ground"
+
     def feed(self, text: str) -> str:
         """Filter a chunk; returns what may be written to the terminal."""
         out: list[str] = []
-        for char in text:
+        position, length = 0, len(text)
+        while position < length:
             state = self._state
+            if state == "ground":
+                # Printable text (most of any recording) is copied a run at a time.
+                run = _PRINTABLE_RUN.match(text, position)
+                if run is not None:
+                    plain = run.group()
+                    if not plain.isascii():
+                        plain = FORMAT_CHARACTERS.sub("", plain)
+                    out.append(plain)
+                    position = run.end()
+                    continue
+                # ... and a whole plain CSI sequence at a time (colours, cursor moves).
+                csi = _WHOLE_CSI.match(text, position)
+                if csi is not None:
+                    allowed = _allowed_csi(csi.group(1))
+                    if allowed is not None:
+                        out.append(allowed)
+                    position = csi.end()
+                    continue
+            char = text[position]
+            position += 1
             if state == "ground":
                 self._ground(char, out)
             elif state == "escape":

@@ -143,9 +143,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         for trail in trails:
             result = actions.verify_trail(trail, progress=_progress(f"{trail}: verified"))
             problem = (
-                result.problem
-                if not result.ok
-                else actions.checkpoint_problem(trail, checkpoints)
+                result.problem if not result.ok else actions.checkpoint_problem(trail, checkpoints)
             )
             if problem:
                 failed = True

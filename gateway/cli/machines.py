@@ -154,8 +154,11 @@ def add_commands(commands: Subcommands) -> None:
     what = revoke.add_mutually_exclusive_group(required=True)
     what.add_argument("name", nargs="?", help="an NHI: all its outstanding certificates")
     what.add_argument("--serial", type=int, help="one certificate serial (1 to 2^64-1)")
-    what.add_argument("--key-id", help="every certificate with this key id (no '#', line "
-                      "break or edge spaces: a KRL could not hold it)")
+    what.add_argument(
+        "--key-id",
+        help="every certificate with this key id (no '#', line "
+        "break or edge spaces: a KRL could not hold it)",
+    )
     what.add_argument("--key", type=Path, metavar="FILE", help="every certificate on this key; "
                       f"the machine CA's public key: every certificate it signed ({STDIO}: "
                       "stdin)")  # fmt: skip

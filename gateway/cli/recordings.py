@@ -13,6 +13,7 @@ from gateway.cli.common import STDIO, is_stdio, open_operator, refuse_host_path
 from gateway.cli.render import add_json_option, print_json_line, print_table
 from gateway.config import parse_since
 from gateway.errors import PamgateError
+from recordings.sanitize import one_line
 
 if TYPE_CHECKING:
     from gateway.cli.common import Subcommands
@@ -53,9 +54,15 @@ def add_commands(commands: Subcommands) -> None:
     show = recordings.add_parser(
         "commands",
         help="a session's command log",
-        description="Print the commands extracted from a session.",
+        description=(
+            "Print the commands extracted from a session, one per line with its time. Two "
+            "witnesses read them, the screen and the keystrokes: where only one saw a command, "
+            "or they disagree, a note in brackets says so ([keys: never appeared on the "
+            "screen], [screen: the keystrokes say: ...]). --json gives source and note for "
+            "every command."
+        ),
     )
-    show.add_argument("session")
+    show.add_argument("session", help="a session id, or a unique prefix of one")
     add_json_option(show)
     show.set_defaults(handler=cmd_recordings_commands)
     export = recordings.add_parser(
@@ -149,7 +156,7 @@ def cmd_recordings_search(args: argparse.Namespace) -> int:
             continue
         print(
             f"{hit.at:%Y-%m-%d %H:%M:%S}  {hit.session_id[:12]}  {hit.user}  {hit.where}  "
-            f"+{_clock(hit.offset)}  {hit.text}"
+            f"+{_clock(hit.offset)}  {one_line(hit.text)}"
         )
     return 0
 
@@ -162,12 +169,15 @@ def cmd_recordings_commands(args: argparse.Namespace) -> int:
         for command in commands:
             print_json_line({"session": info.session_id, "seq": command.seq,
                              "offset": command.offset, "at": command.at,
-                             "text": command.text})  # fmt: skip
+                             "text": command.text, "source": command.source,
+                             "note": command.note})  # fmt: skip
         return 0
     if not commands:
         print(f"no commands extracted for session {info.session_id} ({info.kind})")
     for command in commands:
-        print(f"+{_clock(command.offset)}  {command.text}")
+        # Only one witness saw it, or they disagreed: say so after the command.
+        flag = f"  [{command.source}: {command.note}]" if command.note else ""
+        print(f"+{_clock(command.offset)}  {one_line(command.text)}{one_line(flag)}")
     return 0
 
 
@@ -212,7 +222,7 @@ def cmd_recordings_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from recordings.player import PlainRecording, Player, play_in_terminal
+    from recordings.player import PlainRecording, Player, play_in_terminal, restore_terminal
 
     with open_operator(args) as actions:
         if args.speed <= 0:
@@ -246,7 +256,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if interactive:
             play_in_terminal(player, start)
         else:
-            player.play(start)
+            try:
+                player.play(start)
+            finally:
+                # Output on a terminal (``ssh -t ... replay X < /dev/null``) gets it back
+                # clean; output to a file or a pipe stays the recording's text alone.
+                if sys.stdout.isatty():
+                    restore_terminal(sys.stdout)
     finally:
         recording.close()
     return 0

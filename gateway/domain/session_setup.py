@@ -106,7 +106,7 @@ class SessionSetup:
         writer = recordings.start(
             session_id, width=width, height=height,
             term=terminal.term_type if terminal else None,
-            metadata=self._metadata(session_id, start),
+            metadata=self._metadata(session_id, start, pty=terminal is not None),
         )  # fmt: skip
         try:
             self._ledger.open(session_id, start, recording_path=recordings.relative(writer.path))
@@ -145,8 +145,10 @@ class SessionSetup:
         except (PamgateError, OSError) as exc:
             logger.warning("cannot extract commands of session %s: %s", session.session_id, exc)
 
-    def _metadata(self, session_id: str, start: SessionStart) -> dict[str, Any]:
+    def _metadata(self, session_id: str, start: SessionStart, *, pty: bool) -> dict[str, Any]:
         return {
+            # Without a pty the command log is read from the input lines, not a screen.
+            "pty": pty,
             "session": session_id,
             "lane": start.lane,
             "user": start.user,

@@ -32,6 +32,27 @@ if TYPE_CHECKING:
 GATEWAY_EXIT_STATUS = 255
 
 
+#: The size used for a dimension a client sends as zero (RFC 4254 6.2: zero means "ignore").
+DEFAULT_TERMINAL_SIZE = (80, 24)
+
+
+def usable_terminal_size(
+    width: int, height: int, pixwidth: int = 0, pixheight: int = 0
+) -> tuple[int, int, int, int]:
+    """A pty size with zero character dimensions replaced by 80x24.
+
+    ``ssh -tt`` with stdin not a terminal (scripts, expect, CI) asks for 0x0.
+    Passed on, the target's shell and the recording's screen model both get
+    a one-column terminal: every command would be logged as its last character.
+    """
+    return (
+        width or DEFAULT_TERMINAL_SIZE[0],
+        height or DEFAULT_TERMINAL_SIZE[1],
+        pixwidth,
+        pixheight,
+    )
+
+
 @dataclass
 class SessionRequest:
     """What the client asked of the channel."""
@@ -102,7 +123,7 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
     ) -> bool:
         self.request.term_type = term_type
-        self.request.term_size = term_size
+        self.request.term_size = usable_terminal_size(*term_size)
         self.request.term_modes = term_modes
         return True
 
@@ -151,7 +172,8 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
         return True
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
-        self.request.term_size = (width, height, pixwidth, pixheight)
+        self.request.term_size = usable_terminal_size(width, height, pixwidth, pixheight)
+        width, height = self.request.term_size[:2]
         if self._pipe is not None:
             self._pipe.resize(width, height, pixwidth, pixheight)
 

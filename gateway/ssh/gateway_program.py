@@ -66,9 +66,7 @@ class RunningProgram:
         self._eof_pending = False
         self._waiter: asyncio.Task[None] | None = None
 
-    async def start(
-        self, program: GatewayProgram, terminal: tuple[str, int, int] | None
-    ) -> None:
+    async def start(self, program: GatewayProgram, terminal: tuple[str, int, int] | None) -> None:
         """Start the child (with a pty of ``(term, columns, rows)`` when given)."""
         env = {**program.env}
         if terminal is not None:

@@ -17,6 +17,7 @@ from gateway.domain.audit.trail import ActorType, AuditEvent, AuditRecord, Trail
 from gateway.domain.deliveries import DeliveryWorker
 from gateway.domain.metrics import GatewayMetrics
 from gateway.domain.node_identity import node_identity
+from gateway.domain.recordings.indexing import command_indexer
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from gateway.ssh.human.lane import HumanLane
@@ -26,6 +27,8 @@ from gateway.ssh.metrics_endpoint import MetricsEndpoint
 
 logger = logging.getLogger("pamgate")
 
+#: Seconds between passes storing the commands of live sessions (search sees them this late).
+LIVE_COMMANDS_INTERVAL = 3.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: How often a node escalates review items past their due date (`pamgate review escalate` now).
 REVIEW_ESCALATION_SECONDS = 60.0
@@ -84,6 +87,7 @@ class GatewayNode:
         self._indexing: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._escalation: asyncio.Task[None] | None = None
+        self._live_indexing: asyncio.Task[None] | None = None
         self._deliveries = self._delivery_workers()
         self._listening = False
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -174,6 +178,7 @@ class GatewayNode:
         self._escalation = asyncio.get_running_loop().create_task(
             self._escalate_reviews_every(REVIEW_ESCALATION_SECONDS)
         )
+        self._live_indexing = asyncio.get_running_loop().create_task(self._index_live_every())
         interval = self.config.audit.checkpoint_interval_seconds
         if interval:
             self._checkpointer = asyncio.get_running_loop().create_task(
@@ -183,6 +188,8 @@ class GatewayNode:
     async def stop(self) -> None:
         """Stop the lanes, record the stop, sign a final checkpoint and release the store."""
         self._listening = False  # /healthz turns 503 first: the balancer stops sending logins
+        if self._live_indexing is not None:
+            self._live_indexing.cancel()
         await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
         try:
             await asyncio.to_thread(self._record, "gateway.stopped")
@@ -226,6 +233,23 @@ class GatewayNode:
                 self.services.recordings.index_commands(session_id)
             except (PamgateError, OSError) as exc:
                 logger.warning("cannot seal or index session %s: %s", session_id, exc)
+
+    async def _index_live_every(self, interval: float = LIVE_COMMANDS_INTERVAL) -> None:
+        """Store the commands of this node's live shell sessions as they happen.
+
+        So they are searchable (and in the audit trail) while the session runs,
+        not only once it ends. The extraction runs in the indexing worker process.
+        """
+        indexer = command_indexer(self.config)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                live = await asyncio.to_thread(self.services.ledger.live)
+                for session in live:
+                    if session.node == self.config.node_name and session.kind == "shell":
+                        await asyncio.to_thread(indexer.index, session.id, live=True)
+            except (PamgateError, OSError) as exc:
+                logger.warning("cannot index the commands of live sessions: %s", exc)
 
     async def _heartbeat_every(self, interval: float) -> None:
         """Tell the other nodes this one is alive; take over any that went silent."""

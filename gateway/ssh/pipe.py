@@ -176,9 +176,7 @@ class RelayPipe:
         if data:
             self._client.write(data)
 
-    def exit_received(
-        self, status: int | None, signal: tuple[str, bool, str, str] | None
-    ) -> None:
+    def exit_received(self, status: int | None, signal: tuple[str, bool, str, str] | None) -> None:
         """The target sent the command's exit status (or signal)."""
         self.exit = TargetExit(status, signal, None)
         if self._target_eof:
@@ -264,9 +262,7 @@ class UpstreamSession(asyncssh.SSHClientSession[bytes]):
     def exit_status_received(self, status: int) -> None:
         self._pipe.exit_received(status, None)
 
-    def exit_signal_received(
-        self, signal: str, core_dumped: bool, msg: str, lang: str
-    ) -> None:
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
         self._pipe.exit_received(None, (signal, core_dumped, msg, lang))
 
     def eof_received(self) -> bool:

@@ -272,8 +272,10 @@ class RelayedSession:
             self._finish("closed", exit_status=ended.exit_status)
             self._channel.exit(ended.exit_status)
         else:
-            why = str(ended.error) if ended.error else (
-                "the target closed the session without an exit status"
+            why = (
+                str(ended.error)
+                if ended.error
+                else ("the target closed the session without an exit status")
             )
             reason = f"connection to target lost: {why}"
             self._finish("failed", reason=reason)
@@ -400,4 +402,3 @@ class RelayedSession:
     @property
     def channel(self) -> SessionChannel:
         return self._channel
-

@@ -193,6 +193,10 @@ class SessionCommand(Base):
     offset: Mapped[float] = mapped_column()
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     text: Mapped[str] = mapped_column(Text)
+    #: Which witness found it: screen+keys, screen, keys, input (no terminal), request (exec).
+    source: Mapped[str] = mapped_column(String(16), server_default="screen")
+    #: Why only one witness saw it, or what the other one said ("" if they agreed).
+    note: Mapped[str] = mapped_column(Text, server_default="")
 
 
 class _AuditEventColumns:

@@ -394,7 +394,10 @@ async def test_a_tampered_recording_is_not_shown(
         problem = replay.query_one("#replay-problem", Static)
         await wait_for(pilot, lambda: "fails verification" in str(problem.render()))
         assert replay_text(replay) == ""
-        assert not [e for e in services.audit.events(Trail.HUMAN) if e.action.startswith("rec")]
+        # The refusal is audited, with the auditor and the reason; nothing was shown.
+        events = [e for e in services.audit.events(Trail.HUMAN) if e.action.startswith("rec")]
+        assert [(e.action, e.outcome) for e in events] == [("recording.replayed", "failure")]
+        assert "fails verification" in events[0].reason
 
 
 def test_replay_screen_snapshot(

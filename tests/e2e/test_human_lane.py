@@ -15,7 +15,7 @@ import pexpect
 import pyotp
 import pytest
 
-from gateway.domain.audit.trail import Trail
+from gateway.domain.audit.trail import AuditRecord, Trail
 from recordings.asciicast import file_sha256
 from tests.support.gateway import Gateway, current_code, set_prompt, spawn_shell, wait_for_log
 
@@ -443,17 +443,27 @@ def test_session_leaves_a_verifiable_trail(gateway: Gateway) -> None:
     ]:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    mine = [
-        record
-        for record in gateway.audit.events(Trail.HUMAN)
-        if record.actor == user.name or record.target == f"user:{user.name}"
-    ]
+
+    def mine_now() -> list[AuditRecord]:
+        return [
+            record
+            for record in gateway.audit.events(Trail.HUMAN)
+            if record.actor == user.name or record.target == f"user:{user.name}"
+        ]
+
+    # The exec command is audited as run once the session's command log is stored.
+    while not [r for r in mine_now() if r.action == "command.executed"]:
+        assert time.monotonic() < deadline + 10
+        time.sleep(0.05)
+    mine = mine_now()
     assert [r.action for r in mine] == [
         "user.created",
         "auth.success",
         "session.start",
         "session.end",
+        "command.executed",
     ]
+    assert json.loads(mine[4].details)["text"] == "exit 3"
     start, end = mine[2], mine[3]
     assert start.session_id == end.session_id and start.authority == "policy:admins-all"
     assert json.loads(end.details)["exit_status"] == 3

@@ -210,8 +210,9 @@ def test_a_machine_certificate_on_the_human_lane_is_refused_and_audited(
     assert result.returncode == 255 and b"machine-ok" not in result.stdout
     [event] = trail_events(gateway, Trail.HUMAN, workload.name, "auth.refused")
     assert "machine certificate (machine CA) cannot log in on the human lane" in event.reason
-    fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", str(workload.cert)],
-                                 capture_output=True, text=True, check=True).stdout.split()[1]
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(workload.cert)], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
     assert json.loads(event.details)["key"] == fingerprint
 
 

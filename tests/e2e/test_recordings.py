@@ -297,9 +297,20 @@ def test_tampered_recording_is_not_replayed_or_exported(gateway: Gateway, tmp_pa
         assert "fails verification" in refused.stderr
         assert "forged" not in refused.stdout
     assert not (tmp_path / "x").exists()
-    # Looking at a recording is itself audited, with the viewer as actor.
-    viewed = [r for r in gateway.audit.events(Trail.HUMAN) if r.action == "recording.replayed"]
-    assert any(r.session_id == session for r in viewed)
+    verified = gateway.cli("recordings", "verify", session)
+    assert verified.returncode == 1 and "FAILED" in verified.stdout
+    # Looking at a recording is itself audited, with the viewer as actor; so is every
+    # refused replay or export and every failed verification, with its reason.
+    events = [r for r in gateway.audit.events(Trail.HUMAN) if r.session_id == session]
+    viewed = [(r.action, r.outcome) for r in events if r.action.startswith("recording.")]
+    assert viewed == [
+        ("recording.replayed", "success"),
+        ("recording.replayed", "failure"),
+        ("recording.exported", "failure"),
+        ("recording.verify", "failure"),
+    ]
+    refusals = [r for r in events if r.action.startswith("recording.") and r.outcome == "failure"]
+    assert all("sha256 is" in r.reason and r.actor for r in refusals)
 
 
 def test_exec_commands_are_searchable(gateway: Gateway) -> None:
@@ -309,3 +320,38 @@ def test_exec_commands_are_searchable(gateway: Gateway) -> None:
     while "exec-marker-42" not in gateway.cli("recordings", "search", "exec-marker-42").stdout:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "q"])
+def test_replay_restores_the_auditors_terminal_on_every_exit(gateway: Gateway, how: str) -> None:
+    """A recording that sets insert mode, cursor keys, origin mode, a scroll region and
+    the alternate screen leaves none of it behind, however the replay ends."""
+    user = gateway.make_user()
+    modes = "\\033[4h\\033[?1h\\033=\\033[?6h\\033[5;10r\\033[?1049h"
+    run_shell(gateway, user, [f"printf '{modes}MODES-SET\\n'; sleep 4; printf 'la''te-marker\\n'"])
+    end = session_end(gateway, user.name)
+    child = pexpect.spawn(
+        sys.executable, ["-m", "gateway.cli", "--config", str(gateway.config_path), "replay",
+                   str(end["session"])],
+        timeout=20, dimensions=(30, 100),
+    )  # fmt: skip
+    try:
+        child.expect("MODES-SET")
+        if how == "ctrl-c":
+            child.sendcontrol("c")
+        elif how == "sigterm":
+            child.kill(signal.SIGTERM)
+        else:
+            child.send("q")
+        child.expect(pexpect.EOF)
+        output = child.before.decode(errors="replace")
+    finally:
+        child.close()
+    assert child.exitstatus == 0, output
+    assert "late-marker" not in output and "Traceback" not in output
+    # Everything the recording set is undone after it was set.
+    for was_set, undone in [
+        ("\x1b[4h", "\x1b[4l"), ("\x1b[?1h", "\x1b[?1l"), ("\x1b=", "\x1b>"),
+        ("\x1b[?6h", "\x1b[?6l"), ("\x1b[5;10r", "\x1b[r"), ("\x1b[?1049h", "\x1b[?1049l"),
+    ]:  # fmt: skip
+        assert output.rfind(undone) > output.rfind(was_set) >= 0 or was_set not in output, was_set

@@ -189,9 +189,7 @@ async def test_caps_count_bytes_per_handle_and_per_session_in_append_mode(
 # -- complete downloads get their sha256, whatever the client -----------------------------
 
 
-async def test_complete_downloads_by_asyncssh_get_their_sha256(
-    gw: Gateway, tmp_path: Path
-) -> None:
+async def test_complete_downloads_by_asyncssh_get_their_sha256(gw: Gateway, tmp_path: Path) -> None:
     user = gw.make_user(groups=("by-allow",))
     remote = remote_dir()
     digest = random_file(remote / "report.bin", 300_000)
@@ -263,9 +261,7 @@ def test_sftp_server_started_by_path_is_held_to_the_rule(gw: Gateway, tmp_path: 
     assert details(refused)["command"] == SFTP_SERVER
 
 
-def test_rsync_behind_a_wrapped_rsync_path_is_held_to_the_rule(
-    gw: Gateway, tmp_path: Path
-) -> None:
+def test_rsync_behind_a_wrapped_rsync_path_is_held_to_the_rule(gw: Gateway, tmp_path: Path) -> None:
     remote = remote_dir()
     random_file(tmp_path / "push.bin", 90_000)
     digest = random_file(remote / "pull.bin", 40_000)
@@ -316,9 +312,7 @@ def test_ansibles_dd_fallback_is_an_upload(gw: Gateway, tmp_path: Path) -> None:
     down = gw.make_user(groups=("by-down",))
     refused = ssh_exec(gw, down, ANSIBLE_PUT.format(path=f"{remote}/module.py"), payload)
     assert refused.returncode != 0
-    assert b"dd upload refused: rule by-down allows file transfer download-only" in (
-        refused.stderr
-    )
+    assert b"dd upload refused: rule by-down allows file transfer download-only" in (refused.stderr)
     assert not (remote / "module.py").exists()
     listed = gw.cli("audit", "files", "--user", down.name, "--json")
     assert '"action": "file.refused"' in listed.stdout and '"tool": "dd"' in listed.stdout

@@ -37,5 +37,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if target:
         payload = {"size": "full" if FULL else "ci", "figures": _FIGURES}
         Path(target).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-

@@ -79,10 +79,15 @@ async def test_restarting_attackers_do_not_starve_a_sign_in(
     assert flooded.run_ssh(earlier, "web01", "true", source="127.24.0.1").returncode == 0
     login = f"{victim.name}:web01"
     attackers = [
-        asyncio.create_task(hostile_login(
-            flooded.port, login, {"Password": ["guess"] * 50, "Verification": [None] * 50},
-            source=f"127.23.{index // 250}.{index % 250 + 1}", timeout=300,
-        ))  # fmt: skip
+        asyncio.create_task(
+            hostile_login(
+                flooded.port,
+                login,
+                {"Password": ["guess"] * 50, "Verification": [None] * 50},
+                source=f"127.23.{index // 250}.{index % 250 + 1}",
+                timeout=300,
+            )
+        )  # fmt: skip
         for index in range(SIZE.restarting_attackers)
     ]
     await asyncio.sleep(1)  # their first checks are queued

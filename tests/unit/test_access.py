@@ -177,8 +177,14 @@ def test_approval_rule_needs_approval_until_a_grant_is_active(domain: Domain) ->
     assert isinstance(needed, NeedsApproval)
     assert needed.rule.id == "ops-db-approval" and needed.break_glass_allowed
     assert needed.account == "postgres" and "needs approval" in needed.reason
-    request = domain.requests.create(user="al", target="db01", account="postgres",
-                                     rule=needed.rule, reason="rotate keys", source="h")
+    request = domain.requests.create(
+        user="al",
+        target="db01",
+        account="postgres",
+        rule=needed.rule,
+        reason="rotate keys",
+        source="h",
+    )
     domain.requests.approve(request.id, "lee", "ok")
     allowed = domain.access.decide("al", "db01", None, source="10.1.1.1", at=NOW)
     assert isinstance(allowed, Allowed) and allowed.grant is not None
@@ -212,8 +218,14 @@ def test_live_access_under_an_approval_rule_needs_its_grant(domain: Domain) -> N
     assert al is not None
     needed = domain.access.decide("al", "db01", None, source="h", at=NOW)
     assert isinstance(needed, NeedsApproval)
-    request = domain.requests.create(user="al", target="db01", account="postgres",
-                                     rule=needed.rule, reason="rotate keys", source="h")
+    request = domain.requests.create(
+        user="al",
+        target="db01",
+        account="postgres",
+        rule=needed.rule,
+        reason="rotate keys",
+        source="h",
+    )
     domain.requests.approve(request.id, "lee", "ok")
     allowed = domain.access.decide("al", "db01", None, source="h", at=NOW)
     assert isinstance(allowed, Allowed) and allowed.grant is not None

@@ -65,10 +65,19 @@ def test_understood_options_are_read() -> None:
     [
         ([option("odd@example.org")], [], "unknown critical option 'odd@example.org'"),
         ([option("permit-pty")], [], "unknown critical option"),  # a flag in the wrong section
-        ([option("source-address", string("10.0.0.0/8")),
-          option("source-address", string("127.0.0.1"))], [], "more than one source-address"),
-        ([option("force-command", string("a")), option("force-command", string("a"))], [],
-         "more than one force-command"),
+        (
+            [
+                option("source-address", string("10.0.0.0/8")),
+                option("source-address", string("127.0.0.1")),
+            ],
+            [],
+            "more than one source-address",
+        ),
+        (
+            [option("force-command", string("a")), option("force-command", string("a"))],
+            [],
+            "more than one force-command",
+        ),
         ([option("verify-required"), option("verify-required")], [], "more than one"),
         ([option("force-command", string("a") + b"x")], [], "corrupt (extra data)"),
         ([option("force-command", b"\0\0")], [], "malformed"),
@@ -92,8 +101,17 @@ def test_options_sshd_refuses_are_refused_with_the_reason(
 
 @pytest.mark.parametrize(
     "text",
-    ["127.0.0.1", "10.0.0.0/8", "0.0.0.0/0", "::1", "fe80::/10", "::/0", "10.1.2.0/24,::1/128",
-     "192.168.1.1/32", "10.0.0.0/008"],
+    [
+        "127.0.0.1",
+        "10.0.0.0/8",
+        "0.0.0.0/0",
+        "::1",
+        "fe80::/10",
+        "::/0",
+        "10.1.2.0/24,::1/128",
+        "192.168.1.1/32",
+        "10.0.0.0/008",
+    ],
 )
 def test_source_address_lists_sshd_takes(text: str) -> None:
     assert len(parse_source_address(text)) == text.count(",") + 1
@@ -175,8 +193,11 @@ def test_signed_requests_sshd_takes() -> None:
         ("rsa-sha2-256-cert-v01@openssh.com", "ssh-rsa-cert-v01@openssh.com", "rsa-sha2-256"),
         ("ssh-ed25519-cert-v01@openssh.com", "ssh-ed25519-cert-v01@openssh.com", "ssh-ed25519"),
         ("ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384"),
-        ("sk-ecdsa-sha2-nistp256@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-         "webauthn-sk-ecdsa-sha2-nistp256@openssh.com"),
+        (
+            "sk-ecdsa-sha2-nistp256@openssh.com",
+            "sk-ecdsa-sha2-nistp256@openssh.com",
+            "webauthn-sk-ecdsa-sha2-nistp256@openssh.com",
+        ),
     ):
         assert HUMAN_LANE_KEYS.request_refusal(requested, blob, signature) is None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from recordings.asciicast import Event
-from recordings.commands import CommandExtractor
+from recordings.commands import Command, CommandExtractor
 
 
 class Session:
@@ -150,11 +150,11 @@ def test_full_screen_programs_produce_no_commands() -> None:
     assert s.done() == ["vim notes.txt", "less /etc/passwd", "top", "echo back"]
 
 
-def test_resize_mid_edit_discards_the_line() -> None:
+def test_resize_mid_edit_leaves_the_line_to_the_keystrokes() -> None:
     s = Session().out(PROMPT)
     s.key("ls -").resize(100, 30).key("la").enter("...\r\n" + PROMPT)
     s.key("date").enter("Mon\r\n" + PROMPT)
-    assert s.done() == ["date"]
+    assert s.done() == ["ls -la", "date"]
 
 
 def test_runaway_output_does_not_wedge_the_extractor() -> None:
@@ -169,19 +169,80 @@ def test_runaway_output_does_not_wedge_the_extractor() -> None:
     assert s.done() == ["yes | tr -d '\\n'", "echo done"]
 
 
-def test_typeahead_before_the_first_prompt_is_ignored() -> None:
+def test_typeahead_before_the_first_prompt_is_logged_from_the_keystrokes() -> None:
     s = Session()
-    s.key("garbage\r", echo="")
-    s.out("Last login: today\r\n" + PROMPT)
+    s.key("touch /tmp/early\r", echo="")
+    s.out("Last login: today\r\n" + PROMPT + "touch /tmp/early\r\n" + PROMPT)
     s.key("id").enter("uid=1000\r\n" + PROMPT)
-    assert s.done() == ["id"]
+    assert s.done() == ["touch /tmp/early", "id"]
+
+
+def test_sources_and_disagreement_are_marked() -> None:
+    extractor = CommandExtractor()
+    events = [
+        Event(0.1, "o", PROMPT),
+        Event(0.2, "i", "ls\r"),  # typed and echoed: both witnesses
+        Event(0.3, "o", "ls\r\na\r\n" + PROMPT),
+        Event(0.4, "i", "\x1b[A\r"),  # history recall: only the screen knows
+        Event(0.5, "o", "ls\r\na\r\n" + PROMPT),
+        Event(0.6, "i", "stty -echo\r"),
+        Event(0.7, "o", "stty -echo\r\n" + PROMPT),
+        Event(0.8, "i", "rm -rf /tmp/x\r"),  # not echoed: only the keystrokes know
+        Event(0.9, "o", "\r\n" + PROMPT),
+        Event(1.0, "i", "echo hi\r"),  # the screen shows something else
+        Event(1.1, "o", "echo ho\r\n" + PROMPT),
+    ]
+    found = [(c.text, c.source, c.note) for c in extractor.feed_all(events)]
+    assert found == [
+        ("ls", "screen+keys", ""),
+        ("ls", "screen", ""),
+        ("stty -echo", "screen+keys", ""),
+        ("rm -rf /tmp/x", "keys", "never appeared on the screen"),
+        ("echo ho", "screen", "the keystrokes say: echo hi"),
+    ]
 
 
 def test_paste_of_several_lines() -> None:
     s = Session().out(PROMPT)
     s._event("i", "echo one\recho two\r")
     s.out("echo one\r\none\r\n" + PROMPT + "echo two\r\ntwo\r\n" + PROMPT)
-    assert s.done()[0] == "echo one"
+    s._event("i", "\x1b[200~echo three\recho four\x1b[201~\r")
+    s.out("echo three\r\nthree\r\n" + PROMPT + "echo four\r\nfour\r\n" + PROMPT)
+    assert s.done() == ["echo one", "echo two", "echo three", "echo four"]
+
+
+def test_space_at_the_wrap_column_keeps_the_whole_command() -> None:
+    for width in (20, 23, 30):
+        for pad in range(0, width):
+            command = "echo" + " " * (pad + 1) + "tar -czf /tmp/x.tgz /etc/passwd /etc/group"
+            s = Session(width=width, height=6).out(PROMPT[:8])
+            s.key(command).enter("x\r\n" + PROMPT[:8])
+            assert s.done() == [command], (width, pad)
+
+
+def test_zero_width_characters_do_not_cut_the_line() -> None:
+    s = Session().out(PROMPT)
+    s.key("echo \u2764\ufe0f deployed; echo after").enter(
+        "\u2764\ufe0f deployed\r\nafter\r\n" + PROMPT
+    )
+    s.key("echo \u3164 x; echo after").enter("\u3164 x\r\nafter\r\n" + PROMPT)
+    assert s.done() == ["echo \u2764\ufe0f deployed; echo after", "echo \u3164 x; echo after"]
+
+
+def test_continuations_heredocs_and_compound_commands_are_one_entry() -> None:
+    s = Session().out(PROMPT)
+    s.key("echo start \\").enter("> ").key("continued").enter("start continued\r\n" + PROMPT)
+    s.key("cat <<EOF").enter("> ").key("body 1").enter("> ").key("EOF")
+    s.enter("body 1\r\n" + PROMPT)
+    s.key("echo 'a").enter("> ").key("b'").enter("a\r\nb\r\n" + PROMPT)
+    s.key("for i in 1 2").enter("> ").key("do echo $i").enter("> ").key("done")
+    s.enter("1\r\n2\r\n" + PROMPT)
+    assert s.done() == [
+        "echo start continued",
+        "cat <<EOF\nbody 1\nEOF",
+        "echo 'a\nb'",
+        "for i in 1 2; do echo $i; done",
+    ]
 
 
 def test_format_characters_cannot_hide_output_from_replay_or_extraction() -> None:
@@ -194,3 +255,44 @@ def test_format_characters_cannot_hide_output_from_replay_or_extraction() -> Non
     lines = ["".join(terminal.screen.buffer[y][x].data for x in range(40)).rstrip()
              for y in range(2)]  # fmt: skip
     assert lines == ["shown  cat /etc/shadow and more", "next"]
+
+
+def test_typed_ahead_line_with_tab_that_never_shows_is_logged_from_its_keys() -> None:
+    extractor = CommandExtractor()
+    events = [Event(0.1, "i", "cat /etc/pass\t\r"), Event(0.2, "o", "\r\n")]
+    found = [(c.text, c.source) for c in extractor.feed_all(events)]
+    assert found == [("cat /etc/pass", "keys")]
+
+
+def test_a_quote_the_joiner_misreads_cannot_swallow_later_commands() -> None:
+    """``$'it\\'s'`` looks like an open quote to a simple scanner; bash shows its
+    primary prompt again, so the next line is a command of its own."""
+    s = Session().out(PROMPT)
+    s.key("echo $'it\\'s'").enter("it's\r\n" + PROMPT)
+    s.key("rm -rf /tmp/evidence").enter(PROMPT)
+    assert s.done() == ["echo $'it\\'s'", "rm -rf /tmp/evidence"]
+
+
+def test_hostile_keystrokes_stay_bounded_and_in_order() -> None:
+    # An escape sequence split between two input events is one key (cursor left).
+    s = Session().out(PROMPT)
+    s.key("echo ac\x1b[", echo="echo ac").key("Db", echo="\bbc\b").enter("abc\r\n" + PROMPT)
+    assert s.done() == ["echo abc"]
+    # A never-closed heredoc joins at most MAX_JOINED_PARTS lines, then is logged.
+    from recordings.commands import MAX_JOINED_PARTS, HistoryJoiner
+
+    joiner = HistoryJoiner()
+    found = joiner.feed(Command(0.0, "cat <<NEVER"))
+    for n in range(MAX_JOINED_PARTS + 5):
+        found += joiner.feed(Command(float(n), f"line {n}"))
+    found += joiner.finish()
+    assert found[0].text.count("\n") == MAX_JOINED_PARTS - 1
+    assert [c.text for c in found[1:]] == [
+        f"line {n}" for n in range(MAX_JOINED_PARTS - 1, MAX_JOINED_PARTS + 5)
+    ]
+    # A pasted line longer than MAX_KEY_LINE is cut, and flagged uncertain, not kept whole.
+    from recordings.commands import MAX_KEY_LINE, KeyLine
+
+    line = KeyLine()
+    line.insert("y" * (MAX_KEY_LINE + 10))
+    assert len(line.chars) == MAX_KEY_LINE and not line.certain

@@ -97,7 +97,7 @@ def test_ordinary_commands_are_no_transfer(command: str) -> None:
         ("/opt/rsync-3.2 --server . /x", "a program named like one"),
         ("sudo -Z rsync --server . /x", "sudo with options it cannot read"),
         ("sh -c 'scp -t /x", "unbalanced quotes"),
-        ("sh -c \"sh -c 'sh -c \\\"sh -c scp\\\"'\"", None),  # nested, but still read
+        ('sh -c "sh -c \'sh -c \\"sh -c scp\\"\'"', None),  # nested, but still read
     ],
 )
 def test_what_cannot_be_followed_is_unclear(command: str, why: str | None) -> None:

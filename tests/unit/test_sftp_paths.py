@@ -102,8 +102,9 @@ def test_requests_without_paths_pass_and_path_requests_wait_for_the_target() -> 
     asked = realpaths(sent)
     assert sorted(asked.values()) == [ROOT.encode(), f"{ROOT}/in.csv".encode()]
     assert open_request not in lab.inner.to_target_seen  # held, and the READ behind it
-    to_client = lab.answer(asked, {ROOT.encode(): ROOT.encode(),
-                                   f"{ROOT}/in.csv".encode(): f"{ROOT}/in.csv".encode()})
+    to_client = lab.answer(
+        asked, {ROOT.encode(): ROOT.encode(), f"{ROOT}/in.csv".encode(): f"{ROOT}/in.csv".encode()}
+    )
     assert to_client == b""  # the target's answers are the gateway's, never the client's
     assert lab.target == [open_request, read]  # released in order
     # The allowed directory is resolved once.
@@ -114,12 +115,20 @@ def test_requests_without_paths_pass_and_path_requests_wait_for_the_target() -> 
 @pytest.mark.parametrize(
     ("path", "resolved", "code", "reason"),
     [
-        (f"{ROOT}/link/hostname", b"/etc/hostname", StatusCode.PERMISSION_DENIED,
-         "resolves to '/etc/hostname'"),
+        (
+            f"{ROOT}/link/hostname",
+            b"/etc/hostname",
+            StatusCode.PERMISSION_DENIED,
+            "resolves to '/etc/hostname'",
+        ),
         (f"{ROOT}/link/../etc/shadow", b"/etc/shadow", StatusCode.PERMISSION_DENIED, "outside"),
         (f"{ROOT}/x", b"/srv/drop-other/x", StatusCode.PERMISSION_DENIED, "outside"),  # a prefix
-        (f"{ROOT}/missing/x", StatusCode.NO_SUCH_FILE, StatusCode.NO_SUCH_FILE,
-         "cannot be resolved"),
+        (
+            f"{ROOT}/missing/x",
+            StatusCode.NO_SUCH_FILE,
+            StatusCode.NO_SUCH_FILE,
+            "cannot be resolved",
+        ),
     ],
 )
 def test_paths_resolving_outside_are_refused(

@@ -288,9 +288,10 @@ def test_asyncssh_stopping_at_the_size_from_lstat_gets_the_sha256() -> None:
     auditor.from_target(data_reply(3, b"a" * 2000) + data_reply(4, b"b" * 1000))
     auditor.from_client(close_request(5, b"H"))
     [closed] = closed_events(auditor.from_target(status_reply(5, StatusCode.OK)).events)
-    assert closed["complete"] and closed["sha256"] == hashlib.sha256(
-        b"a" * 2000 + b"b" * 1000
-    ).hexdigest()
+    assert (
+        closed["complete"]
+        and closed["sha256"] == hashlib.sha256(b"a" * 2000 + b"b" * 1000).hexdigest()
+    )
 
 
 def test_a_size_that_is_not_a_regular_files_is_not_trusted() -> None:

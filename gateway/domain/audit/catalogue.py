@@ -72,6 +72,9 @@ ACTIONS: dict[str, AuditAction] = {
     ),
     "forward.opened": AuditAction("human", "an ssh -L connection was opened to an allowed port"),
     "forward.closed": AuditAction("human", "an ssh -L connection closed (bytes, reason)"),
+    "command.executed": AuditAction(
+        "human", "a command the session's command log found (session, time, text, source, note)"
+    ),
     "command.allowed": AuditAction("machine", "a machine identity's command was in its scope"),
     "command.refused": AuditAction("machine", "a machine identity's command was out of scope"),
     "upstream.host_key_mismatch": AuditAction(
@@ -155,9 +158,14 @@ ACTIONS: dict[str, AuditAction] = {
         "both", "an item past its due date was escalated (webhook; suspended if configured)"
     ),
     # Recordings
-    "recording.replayed": AuditAction("both", "an auditor replayed a recording"),
+    "recording.replayed": AuditAction(
+        "both", "an auditor replayed a recording (failure: refused, tampered or missing)"
+    ),
     "recording.watched": AuditAction("both", "an operator watched a live session"),
-    "recording.exported": AuditAction("both", "a recording was exported"),
+    "recording.exported": AuditAction(
+        "both", "a recording was exported (failure: refused, tampered or missing, with why)"
+    ),
+    "recording.verify": AuditAction("both", "a recording failed verification (with why)"),
     "recording.sealed": AuditAction(
         "both", "an interrupted session's recording was sealed as found (sha256, bytes)"
     ),

@@ -47,10 +47,12 @@ class EvidenceActions(OperatorCore):
         return self._services.recordings.commands(session_id)
 
     def verify_recording(self, session_ref: str) -> tuple[RecordingInfo, str | None]:
-        """A recording checked against its sealed sha256: (info, problem or None).
-        Auditor or admin."""
-        self.require(READ_TRAILS, "verify recordings")
-        return self._services.recordings.verify(session_ref)
+        """A recording checked against its sealed sha256: (info, problem or None); a
+        failed verification is audited, naming the operator. Auditor or admin."""
+        # A read: a refused one is not audited (as for every read), a failed one is.
+        operator = self.require(READ_TRAILS, "verify recordings")
+        actor = self._actor(operator.name, authority=operator.authority(READ_TRAILS))
+        return self._services.recordings.verify(session_ref, actor=actor)
 
     def open_recording(self, session_ref: str, *, purpose: str) -> RecordingInfo:
         """A recording to replay or watch, checked against its seal; audited

@@ -59,9 +59,9 @@ def _open_worker(config: GatewayConfig, parent_pid: int) -> None:
     _worker_recordings = RecordingService(config, store, AuditLog(store))
 
 
-def _index_in_worker(session_id: str) -> int:
+def _index_in_worker(session_id: str, live: bool) -> int:
     assert _worker_recordings is not None, "worker not initialised"
-    return _worker_recordings.index_commands(session_id)
+    return _worker_recordings.index_commands(session_id, live=live)
 
 
 class CommandIndexer:
@@ -72,15 +72,18 @@ class CommandIndexer:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def index(self, session_id: str) -> int:
+    def index(self, session_id: str, *, live: bool = False) -> int:
         """Extract and store ``session_id``'s commands; returns how many.
+
+        ``live``: the session is running; store the commands finished so far
+        (the worker carries each live session's extractor from pass to pass).
 
         Raises PamgateError if the worker failed (it is restarted for the next
         session), or what :meth:`RecordingService.index_commands` raises.
         """
         pool = self._worker()
         try:
-            return pool.submit(_index_in_worker, session_id).result()
+            return pool.submit(_index_in_worker, session_id, live).result()
         except BrokenProcessPool:
             with self._lock:
                 if self._pool is pool:

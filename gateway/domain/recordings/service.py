@@ -4,8 +4,10 @@ The file format, extraction and playback are in :mod:`recordings`; where the
 files live is up to :mod:`gateway.domain.recordings.storage` (a folder all nodes share,
 ``RECORDINGS/YYYY/MM/DD/<session>.cast``). This module keeps the one flusher,
 stores each sealed recording's sha256 with its session, extracts commands
-after the session (off the relay entirely) and answers the CLI's and
-console's questions (list, search, verify, export).
+off the relay (in the indexing worker: every few seconds while a session
+runs, and once over the sealed recording), audits each new command
+(``command.executed``) and answers the CLI's and console's questions (list,
+search, verify, export; refusals and failed verifications are audited too).
 """
 
 from __future__ import annotations
@@ -20,27 +22,46 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 
 from gateway.config import GatewayConfig
-from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail, admin_authority
+from gateway.domain.audit.trail import (
+    ActorType,
+    AuditEvent,
+    AuditLog,
+    AuditRecord,
+    Trail,
+    admin_authority,
+)
 from gateway.domain.recordings.storage import RecordingStore, SharedDirectory
 from gateway.errors import PamgateError
 from gateway.store.database import Store
 from gateway.store.models import SessionCommand, SessionRecord
 from recordings.asciicast import (
+    Event,
     Flusher,
     RecordingError,
     RecordingWriter,
     SealedRecording,
+    TornLine,
+    decode_event,
     file_sha256,
     iter_events,
     open_text,
     read_header,
 )
-from recordings.commands import Command, CommandExtractor
+from recordings.commands import (
+    REQUEST,
+    Command,
+    CommandExtractor,
+    input_line_commands,
+)
 
 logger = logging.getLogger("pamgate.recordings")
+
+
+#: Live sessions whose extraction state one worker keeps (about 200 KB each).
+MAX_LIVE_EXTRACTIONS = 1000
 
 
 class RecordingUnavailable(PamgateError):
@@ -100,6 +121,10 @@ class LoggedCommand:
     offset: float
     at: datetime
     text: str
+    #: Which witness found it (see recordings.commands): screen+keys, screen, keys, input, request.
+    source: str = ""
+    #: What the witnesses disagreed on, or why only one saw it.
+    note: str = ""
 
 
 class RecordingService:
@@ -114,6 +139,8 @@ class RecordingService:
         self._flusher: Flusher | None = None
         self._flusher_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Extractors of live sessions, kept between live passes (in the indexing worker).
+        self._live_extractions: dict[str, _LiveExtraction] = {}
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Flush recordings on this event loop (the gateway's) rather than a thread."""
@@ -183,35 +210,93 @@ class RecordingService:
 
     # -- commands ----------------------------------------------------------------
 
-    def index_commands(self, session_id: str) -> int:
-        """Store a session's commands: the exec command, or those extracted from a shell.
+    def index_commands(self, session_id: str, *, live: bool = False) -> int:
+        """Store a session's commands and audit each new one; returns how many are stored.
 
-        Returns how many.
+        The exec command, the input lines of a shell without a pty, or the
+        commands extracted from a terminal session. Each command not stored
+        before gets a ``command.executed`` event in the human trail, in the
+        same transaction as its row, so a SIEM sees what was run without
+        opening recordings.
+
+        ``live``: the session is still running. Only the lines the extractor
+        has finished are stored, reading on from where the last live pass of
+        this session stopped (the worker keeps its extractor), so a live
+        session's commands are searchable within seconds at the cost of its
+        new output only. The final pass (``live=False``) reads the whole
+        sealed recording and stores the definitive log.
         """
         info = self.info(session_id)
         if info.path is None:
             return 0
         header = read_header(info.path)
+        started = datetime.fromtimestamp(int(header.get("timestamp", 0)), UTC)
+        metadata = header.get("pamgate", {})
+        if live:
+            state = self._live_extractions.get(session_id)
+            if state is None:
+                if len(self._live_extractions) >= MAX_LIVE_EXTRACTIONS:
+                    # Sessions whose final pass ran elsewhere (another node, a restart).
+                    self._live_extractions.pop(next(iter(self._live_extractions)))
+                state = self._live_extractions[session_id] = _LiveExtraction.start(
+                    header, info.path
+                )
+            commands = state.read_on()
+            return self._store_commands(info, started, commands, first_seq=state.stored + 1,
+                                        replace=False, live_state=state)  # fmt: skip
+        self._live_extractions.pop(session_id, None)
         if info.kind == "exec":
-            command = header.get("pamgate", {}).get("command")
-            commands = [Command(0.0, command)] if command else []
+            command = metadata.get("command")
+            commands = [Command(0.0, command, REQUEST)] if command else []
+        elif metadata.get("pty") is False:
+            commands = input_line_commands(iter_events(info.path))
         else:
             width, height = int(header.get("width", 80)), int(header.get("height", 24))
             commands = CommandExtractor(width, height).feed_all(iter_events(info.path))
-        started = datetime.fromtimestamp(int(header.get("timestamp", 0)), UTC)
+        return self._store_commands(info, started, commands, first_seq=1, replace=True)
+
+    def _store_commands(
+        self,
+        info: RecordingInfo,
+        started: datetime,
+        commands: list[Command],
+        *,
+        first_seq: int,
+        replace: bool,
+        live_state: _LiveExtraction | None = None,
+    ) -> int:
+        records: list[AuditRecord] = []
         with self._store.transaction() as db:
-            db.execute(delete(SessionCommand).where(SessionCommand.session_id == session_id))
-            for seq, command in enumerate(commands, 1):
+            stored = {
+                row.seq: row.text
+                for row in db.scalars(
+                    select(SessionCommand).where(SessionCommand.session_id == info.session_id)
+                )
+            }
+            if replace:
+                db.execute(
+                    delete(SessionCommand).where(SessionCommand.session_id == info.session_id)
+                )
+            for seq, command in enumerate(commands, first_seq):
+                at = datetime.fromtimestamp(started.timestamp() + command.time, UTC)
+                if not replace and seq in stored:
+                    continue
                 db.add(
                     SessionCommand(
-                        session_id=session_id,
-                        seq=seq,
-                        offset=command.time,
-                        at=datetime.fromtimestamp(started.timestamp() + command.time, UTC),
-                        text=command.text,
+                        session_id=info.session_id, seq=seq, offset=command.time, at=at,
+                        text=command.text, source=command.source, note=command.note,
                     )
-                )
-        return len(commands)
+                )  # fmt: skip
+                if info.lane == "human" and stored.get(seq) != command.text:
+                    records.append(
+                        self._audit.append(db, Trail.HUMAN, _executed(info, seq, at, command))
+                    )
+            total = len(commands) + first_seq - 1 if commands or replace else len(stored)
+        if live_state is not None:
+            live_state.stored = total
+        for record in records:
+            self._audit.committed(record)
+        return total
 
     def commands(self, session_id: str) -> list[LoggedCommand]:
         """A session's extracted commands, in order."""
@@ -221,7 +306,10 @@ class RecordingService:
             .order_by(SessionCommand.seq)
         )
         with self._store.transaction(write=False) as db:
-            return [LoggedCommand(c.seq, c.offset, c.at, c.text) for c in db.scalars(query)]
+            return [
+                LoggedCommand(c.seq, c.offset, c.at, c.text, c.source, c.note)
+                for c in db.scalars(query)
+            ]
 
     def search(self, text: str, *, limit: int = 200) -> list[CommandHit]:
         """Commands containing ``text`` (case-insensitive), newest first."""
@@ -230,7 +318,13 @@ class RecordingService:
             rows = db.execute(
                 select(SessionCommand, SessionRecord)
                 .join(SessionRecord, SessionRecord.id == SessionCommand.session_id)
-                .where(func.lower(SessionCommand.text).like(pattern.lower(), escape="\\"))
+                .where(
+                    # The note holds what the keystrokes said when the screen showed otherwise.
+                    or_(
+                        func.lower(SessionCommand.text).like(pattern.lower(), escape="\\"),
+                        func.lower(SessionCommand.note).like(pattern.lower(), escape="\\"),
+                    )
+                )
                 .order_by(SessionCommand.at.desc())
                 .limit(limit)
             ).all()
@@ -277,17 +371,19 @@ class RecordingService:
             raise UnknownSession(f"{session_ref!r} matches several sessions: give more of the id")
         return self._info(rows[0])
 
-    def verify(self, session_ref: str) -> tuple[RecordingInfo, str | None]:
-        """Check a sealed recording against its stored sha256; (info, problem or None)."""
+    def verify(
+        self, session_ref: str, *, actor: str | None = None
+    ) -> tuple[RecordingInfo, str | None]:
+        """Check a sealed recording against its stored sha256; (info, problem or None).
+
+        A failed verification is audited (``recording.verify``, outcome failure)
+        naming ``actor``, when one is given.
+        """
         info = self.info(session_ref)
-        if info.path is None:
-            return info, "the recording file is missing"
-        if info.sha256 is None:
-            return info, "the recording was never sealed (session interrupted?)"
-        actual = file_sha256(info.path)
-        if actual != info.sha256:
-            return info, f"sha256 is {actual}, but {info.sha256} was sealed"
-        return info, None
+        problem = _problem(info)
+        if problem is not None and actor is not None:
+            self._refused(info, actor=actor, action="recording.verify", problem=problem)
+        return info, problem
 
     def seal_interrupted(self, session_id: str, *, node: str) -> str | None:
         """Seal what an interrupted session's recording holds, as found; audited.
@@ -327,12 +423,19 @@ class RecordingService:
         A sealed recording must still match its sha256 (RecordingTampered
         otherwise). An unsealed one (the session was interrupted) is returned
         as written; the caller should say so. The access itself goes to the
-        audit trail first, and does not happen if that fails.
+        audit trail first, and does not happen if that fails; a refused access
+        is audited too (``recording.<purpose>``, outcome failure, and why).
         """
-        info, problem = self.verify(session_ref)
+        info = self.info(session_ref)
+        problem = _problem(info)
         if info.path is None:
+            self._refused(info, actor=actor, action=f"recording.{purpose}", problem=problem or "")
             raise UnknownSession(f"session {info.session_id} has no recording file")
         if problem and info.sha256 is not None:
+            self._refused(
+                info, actor=actor, action=f"recording.{purpose}",
+                problem=f"fails verification: {problem}",
+            )  # fmt: skip
             raise RecordingTampered(
                 f"recording of session {info.session_id} fails verification: {problem}"
             )
@@ -349,6 +452,23 @@ class RecordingService:
             ),
         )
         return info
+
+    def _refused(self, info: RecordingInfo, *, actor: str, action: str, problem: str) -> None:
+        """Audit a refused replay or export, or a failed verification, with its reason."""
+        self._audit.record(
+            Trail.of_lane(info.lane),
+            AuditEvent(
+                actor=actor,
+                actor_type=ActorType.ADMIN,
+                action=action,
+                outcome="failure",
+                reason=problem,
+                target=f"session:{info.session_id}",
+                session_id=info.session_id,
+                authority=admin_authority(actor),
+                details={"user": info.user, "sealed": info.sha256 is not None},
+            ),
+        )
 
     def export(self, session_ref: str, target: Path, *, actor: str) -> RecordingInfo:
         """Write a plain (uncompressed) asciicast v2 copy of a recording (mode 0600)."""
@@ -387,3 +507,88 @@ class RecordingService:
             sha256=row.recording_sha256,
             authority=row.authority,
         )
+
+
+def _executed(info: RecordingInfo, seq: int, at: datetime, command: Command) -> AuditEvent:
+    """The ``command.executed`` event of one logged command."""
+    return AuditEvent(
+        actor=info.user,
+        actor_type=ActorType.HUMAN,
+        action="command.executed",
+        target=info.target,
+        account=info.account,
+        session_id=info.session_id,
+        authority=info.authority,
+        details={
+            "seq": seq,
+            "text": command.text,
+            "source": command.source,
+            "note": command.note,
+            "at": at.isoformat(),
+            "offset": round(command.time, 3),
+        },
+    )
+
+
+class _LiveExtraction:
+    """The command extraction of a live session, carried from one live pass to the next."""
+
+    def __init__(self, path: Path, offset: int, extractor: CommandExtractor | None) -> None:
+        self.path = path
+        self.offset = offset
+        #: None: not a terminal session (a shell without a pty is read from its input lines).
+        self.extractor = extractor
+        self.input_lines: list[Event] | None = None
+        self.stored = 0
+
+    @classmethod
+    def start(cls, header: dict[str, Any], path: Path) -> _LiveExtraction:
+        with open(path, "rb") as handle:
+            offset = len(handle.readline())
+        metadata = header.get("pamgate", {})
+        if metadata.get("kind") != "shell" or not path.name.endswith(".cast"):
+            return cls(path, offset, None)
+        if metadata.get("pty") is False:
+            extraction = cls(path, offset, None)
+            extraction.input_lines = []
+            return extraction
+        width, height = int(header.get("width", 80)), int(header.get("height", 24))
+        return cls(path, offset, CommandExtractor(width, height))
+
+    def read_on(self) -> list[Command]:
+        """The commands finished by what was written since the last pass."""
+        if self.extractor is None and self.input_lines is None:
+            return []
+        found: list[Command] = []
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # still being written
+                try:
+                    event = decode_event(line)
+                except TornLine:
+                    break
+                self.offset += len(line)
+                if event is None:
+                    continue
+                if self.extractor is not None:
+                    found += self.extractor.feed(event)
+                elif self.input_lines is not None and event.code == "i":
+                    self.input_lines.append(event)
+        if self.input_lines is not None:
+            # Input is capped like output, so the events kept here are bounded too.
+            return input_line_commands(self.input_lines, complete=False)[self.stored :]
+        return found
+
+
+def _problem(info: RecordingInfo) -> str | None:
+    """What is wrong with a recording's file against its seal (None: nothing)."""
+    if info.path is None:
+        return "the recording file is missing"
+    if info.sha256 is None:
+        return "the recording was never sealed (session interrupted?)"
+    actual = file_sha256(info.path)
+    if actual != info.sha256:
+        return f"sha256 is {actual}, but {info.sha256} was sealed"
+    return None

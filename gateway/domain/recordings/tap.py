@@ -1,9 +1,11 @@
 """The tap between a relayed session and its recording.
 
-Pty sessions are recorded whole: output, keystrokes and resizes. Exec
-sessions keep the first ``cap`` bytes of stdout and of stderr (both as
-output events) while byte counts and sha256 digests cover every byte: an
-auditor needs to know what a 10 GB ``pg_dump`` was, not to have it twice.
+Pty sessions are recorded whole: output, keystrokes and resizes. Sessions
+without a pty (exec, ``ssh -T`` shells, subsystems) keep the first ``cap``
+bytes of stdout, of stderr (both as output events) and of stdin (as input
+events), while byte counts and sha256 digests cover every byte: an auditor
+needs to know what a 10 GB ``pg_dump`` or ``bash -s < script`` was, not to
+have it twice.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from recordings.asciicast import RecordingWriter
 
+STREAMS = ("stdout", "stderr", "stdin")
+
 
 class SessionTap:
     """Feeds one session's traffic to its recording writer."""
@@ -21,8 +25,8 @@ class SessionTap:
         """``exec_payload_cap`` is None for a pty session (record everything)."""
         self.writer = writer
         self._cap = exec_payload_cap
-        self._digests = {"stdout": hashlib.sha256(), "stderr": hashlib.sha256()}
-        self._counts = {"stdout": 0, "stderr": 0}
+        self._digests = {name: hashlib.sha256() for name in STREAMS}
+        self._counts = dict.fromkeys(STREAMS, 0)
 
     @property
     def is_exec(self) -> bool:
@@ -33,17 +37,25 @@ class SessionTap:
         if self._cap is None:
             self.writer.output(data)
             return
-        stream = "stderr" if stderr else "stdout"
+        kept = self._count("stderr" if stderr else "stdout", data, self._cap)
+        if kept:
+            self.writer.output(kept)
+
+    def from_client(self, data: bytes) -> None:
+        """Keystrokes from the user, or stdin without a pty (capped like output)."""
+        if self._cap is None:
+            self.writer.input(data)
+            return
+        kept = self._count("stdin", data, self._cap)
+        if kept:
+            self.writer.input(kept)
+
+    def _count(self, stream: str, data: bytes, cap: int) -> bytes:
+        """Count and digest ``data`` on ``stream``; return the part within the cap."""
         self._digests[stream].update(data)
         kept = self._counts[stream]
         self._counts[stream] = kept + len(data)
-        if kept < self._cap:
-            self.writer.output(data[: self._cap - kept])
-
-    def from_client(self, data: bytes) -> None:
-        """Keystrokes from the user (pty sessions only; exec stdin is counted, not kept)."""
-        if self._cap is None:
-            self.writer.input(data)
+        return data[: max(cap - kept, 0)]
 
     def resize(self, width: int, height: int) -> None:
         self.writer.resize(width, height)
@@ -53,7 +65,7 @@ class SessionTap:
         if self._cap is None:
             return {}
         facts: dict[str, Any] = {"payload_cap_bytes": self._cap}
-        for stream in ("stdout", "stderr"):
+        for stream in STREAMS:
             facts[f"{stream}_bytes"] = self._counts[stream]
             facts[f"{stream}_sha256"] = self._digests[stream].hexdigest()
             facts[f"{stream}_truncated"] = self._counts[stream] > self._cap

@@ -472,8 +472,11 @@ def _shell_script(words: list[str], index: int) -> tuple[str, list[str]] | None:
         if not word.startswith("--") and "c" in word[1:]:
             has_c = True
             if su:
-                return (words[position + 1], words[position + 2 :]) if (
-                    position + 1 < len(words)) else None
+                return (
+                    (words[position + 1], words[position + 2 :])
+                    if (position + 1 < len(words))
+                    else None
+                )
         position += 1
     if has_c and position < len(words):
         return words[position], words[position + 1 :]

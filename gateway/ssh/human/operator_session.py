@@ -63,9 +63,7 @@ def operator_program(
         if not request.pty:
             raise PamgateError(f"the console needs a terminal: ssh -t {user.name}:console@GATEWAY")
         if request.command:
-            raise PamgateError(
-                f"the console takes no command; for commands use {user.name}:admin"
-            )
+            raise PamgateError(f"the console takes no command; for commands use {user.name}:admin")
         argv = [sys.executable, "-m", "tui.remote"]
     else:
         try:

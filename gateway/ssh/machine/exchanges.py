@@ -56,7 +56,11 @@ def first_line(data: bytes) -> str:
 
 
 def _refused(
-    actor: str, source: str, action: str, reason: str, authority: str | None = None,
+    actor: str,
+    source: str,
+    action: str,
+    reason: str,
+    authority: str | None = None,
     **details: object,
 ) -> AuditEvent:
     return AuditEvent(

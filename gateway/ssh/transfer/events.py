@@ -92,8 +92,10 @@ class FileTally:
                 held = self._ahead.pop(self.next_offset)
                 self._budget.left += len(held)
                 self._extend(held)
-        elif offset > self.next_offset and offset not in self._ahead and (
-            self._budget.left >= len(data)
+        elif (
+            offset > self.next_offset
+            and offset not in self._ahead
+            and (self._budget.left >= len(data))
         ):
             self._ahead[offset] = data
             self._budget.left -= len(data)

@@ -423,9 +423,7 @@ _REPLIES: dict[int, frozenset[int]] = {
     PacketType.FSTAT: frozenset({PacketType.ATTRS, PacketType.STATUS}),
     # OpenSSH's extensions answer with a STATUS, an EXTENDED_REPLY (statvfs, limits)
     # or a NAME (expand-path, home-directory); never with a handle or data.
-    PacketType.EXTENDED: frozenset(
-        {PacketType.STATUS, PacketType.EXTENDED_REPLY, PacketType.NAME}
-    ),
+    PacketType.EXTENDED: frozenset({PacketType.STATUS, PacketType.EXTENDED_REPLY, PacketType.NAME}),
 }
 
 

@@ -211,8 +211,7 @@ class SftpAuditor:
         opened = self._handles.get(handle)
         if opened is None or opened.closing:
             raise SftpProtocolError(
-                f"request id {request.id} names a handle the target has not issued "
-                "(or is closing)"
+                f"request id {request.id} names a handle the target has not issued (or is closing)"
             )
         wants_file = isinstance(request, (Read, Write))
         wants_dir = isinstance(request, HandleRequest) and request.type == PacketType.READDIR

@@ -66,7 +66,6 @@ def direction_of(flags: OpenFlags) -> Direction | Literal["both"]:
     return Direction.UPLOAD if writes else Direction.DOWNLOAD
 
 
-
 class SftpRules:
     """Judges SFTP requests against one session's policy (see the module docstring)."""
 
