@@ -6,10 +6,12 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.css.query import NoMatches
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Static
 
 from gateway.domain.operators import Operator, OperatorActions, OperatorSignedOut, Role
@@ -53,6 +55,23 @@ def deliver(screen: Screen[Any], callback: Callable[..., object], *args: object)
     screen.app.call_from_thread(run)
 
 
+class SectionsBar(Widget):
+    """The line under the header: the sections and their number keys, the current one
+    highlighted, and the badge of what waits for the operator. Drawn for its width."""
+
+    DEFAULT_CSS = """
+    SectionsBar {
+        height: 1;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__(classes="sections-bar waiting")
+
+    def render(self) -> Text:
+        return console_of(self.screen).sections_bar(self.screen, self.size.width)
+
+
 class SectionScreen(Screen[None]):
     """A section: shown only to users with one of ``view_roles``; refreshed every second."""
 
@@ -85,16 +104,16 @@ class SectionScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(self.console.sections_bar(self), classes="sections-bar")
+        yield SectionsBar()
         if self.allowed:
             yield from self.compose_section()
         else:
             needed = " or ".join(sorted(self.view_roles))
             yield Static(
-                f"You need the {needed} role to {self.purpose}. "
-                f"You are {self.user.name} ({self.user.describe_roles()}).",
+                Text(f"You need the {needed} role to {self.purpose}. "
+                     f"You are {self.user.name} ({self.user.describe_roles()})."),
                 classes="missing-role",
-            )
+            )  # fmt: skip
         yield Footer()
 
     def compose_section(self) -> ComposeResult:

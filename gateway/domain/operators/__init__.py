@@ -33,7 +33,12 @@ audit trails) and :mod:`.identity_actions` (users and NHIs).
 from __future__ import annotations
 
 from gateway.domain.operators.access_actions import AccessActions
-from gateway.domain.operators.core import ActionContext, OperatorCore, OperatorServices
+from gateway.domain.operators.core import (
+    ActionContext,
+    ActionRefused,
+    OperatorCore,
+    OperatorServices,
+)
 from gateway.domain.operators.evidence_actions import AuditReader, EvidenceActions
 from gateway.domain.operators.identity_actions import IdentityActions
 from gateway.domain.operators.roles import (
@@ -72,6 +77,7 @@ __all__ = [
     "SEE_REQUESTS",
     "SEE_SESSIONS",
     "ActionContext",
+    "ActionRefused",
     "AuditReader",
     "LocalAdmin",
     "Operator",
