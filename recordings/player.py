@@ -202,14 +202,20 @@ def events_from(path: Path, offset: int) -> Generator[tuple[float, str, str, int
                 yield event.time, event.code, event.data, offset
 
 
-def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[TerminalModel, int]:
-    """The terminal as it was at ``moment``, and the offset to continue playing from."""
+def screen_at(
+    path: Path, index: RecordingIndex, moment: float, *, newline_returns: bool = False
+) -> tuple[TerminalModel, int]:
+    """The terminal as it was at ``moment``, and the offset to continue playing from.
+
+    ``newline_returns``: the output was written without a pty (an exec session), so a
+    line feed also returns the carriage (see :class:`TerminalModel`)."""
     point = index.at_or_before(moment)
     if point is None:
         header = read_header(path)
-        return TerminalModel(header["width"], header["height"]), index.header_end
+        terminal = TerminalModel(header["width"], header["height"], newline_returns=newline_returns)
+        return terminal, index.header_end
     start = index.tail_start(point)
-    terminal = TerminalModel(start.width, start.height)
+    terminal = TerminalModel(start.width, start.height, newline_returns=newline_returns)
     terminal.in_alt = start.in_alt
     resume = start.offset
     for event_time, code, data, next_offset in events_from(path, start.offset):

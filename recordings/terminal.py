@@ -76,17 +76,30 @@ class _Screen(pyte.Screen):
     cannot take means nothing to a screen, so it is ignored.
     """
 
+    #: A line feed also returns the carriage. For output written without a terminal
+    #: (an exec session): no pty turned its ``\n`` into ``\r\n``, and the viewer's own
+    #: terminal does that (``onlcr``) when the CLI replays it, so the console must too.
+    newline_returns = False
+
+    def linefeed(self) -> None:
+        self.index()
+        if self.newline_returns or pyte.modes.LNM in self.mode:
+            self.carriage_return()
+
 
 for _name in {*pyte.Stream.csi.values(), *pyte.Stream.escape.values(), *pyte.Stream.sharp.values()}:
-    setattr(_Screen, _name, _tolerant(getattr(pyte.Screen, _name)))
+    setattr(_Screen, _name, _tolerant(getattr(_Screen, _name)))
 
 
 class TerminalModel:
     """The main and alternate screens of one terminal."""
 
-    def __init__(self, width: int = 80, height: int = 24) -> None:
+    def __init__(self, width: int = 80, height: int = 24, *, newline_returns: bool = False) -> None:
+        """``newline_returns``: the output was written without a pty (see
+        :attr:`_Screen.newline_returns`)."""
         self.main = _Screen(max(width, 1), max(height, 1))
         self.alt = _Screen(max(width, 1), max(height, 1))
+        self.main.newline_returns = self.alt.newline_returns = newline_returns
         self._streams = {id(self.main): pyte.Stream(self.main), id(self.alt): pyte.Stream(self.alt)}
         self.in_alt = False
 

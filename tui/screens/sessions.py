@@ -18,6 +18,7 @@ from recordings.asciicast import read_header
 from recordings.player import events_from
 from recordings.terminal import TerminalModel, parse_size
 from tui.screens.dialogs import DetailDialog, TextDialog
+from tui.screens.replay import NO_PTY_KINDS
 from tui.screens.section import SectionScreen, console_of, deliver
 from tui.tables import LiveTable
 from tui.text import age, cell
@@ -220,7 +221,10 @@ class WatchScreen(Screen[None]):
             self.app.call_from_thread(self.notify, f"Cannot watch: {exc}", severity="error")
             return
         self._path = info.path
-        self._terminal = TerminalModel(int(header.get("width", 80)), int(header.get("height", 24)))
+        self._terminal = TerminalModel(
+            int(header.get("width", 80)), int(header.get("height", 24)),
+            newline_returns=self._session.kind in NO_PTY_KINDS,
+        )  # fmt: skip
         self.app.call_from_thread(self.set_interval, WATCH_POLL_SECONDS, self._follow)
 
     def _follow(self) -> None:
