@@ -113,6 +113,9 @@ class PamgateConsole(App[None]):
         self._alert_operator = ""
         #: What waits for the operator, as last read.
         self.waiting = Waiting()
+        #: Reads of what waits started, and the newest one shown (reads may overlap).
+        self._waiting_reads = 0
+        self._waiting_shown = 0
 
     def notify(
         self,
@@ -180,10 +183,15 @@ class PamgateConsole(App[None]):
 
     def _read_waiting(self) -> None:
         if self._alert_actions is not None:
-            self._read_waiting_in_background(self._alert_actions, self._alert_operator)
+            self._waiting_reads += 1
+            self._read_waiting_in_background(
+                self._alert_actions, self._alert_operator, self._waiting_reads
+            )
 
-    @work(thread=True, exclusive=True, group="waiting")
-    def _read_waiting_in_background(self, actions: OperatorActions, operator: str) -> None:
+    @work(thread=True, group="waiting")
+    def _read_waiting_in_background(
+        self, actions: OperatorActions, operator: str, number: int
+    ) -> None:
         try:
             waiting = Waiting.read(actions, operator)
         except OperatorSignedOut:
@@ -191,16 +199,19 @@ class PamgateConsole(App[None]):
             return
         except PamgateError:
             return  # the sections say what went wrong; the badge keeps its last count
-        self.call_from_thread(self._show_waiting, actions, waiting)
+        self.call_from_thread(self._show_waiting, actions, waiting, number)
 
     def _stop_alerts(self, actions: OperatorActions) -> None:
         if self._alert_actions is actions:
             self._alert_actions, self.waiting = None, Waiting()
             self._redraw_waiting()
 
-    def _show_waiting(self, actions: OperatorActions, waiting: Waiting) -> None:
-        if self._alert_actions is not actions:
-            return  # read for an operator who has gone since
+    def _show_waiting(self, actions: OperatorActions, waiting: Waiting, number: int) -> None:
+        if self._alert_actions is not actions or number < self._waiting_shown:
+            # Read for an operator who has gone since, or overtaken by a newer read: an
+            # older picture would make the next one announce the same request again.
+            return
+        self._waiting_shown = number
         news = waiting.news(self.waiting)
         self.waiting = waiting
         if news:

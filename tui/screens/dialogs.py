@@ -121,8 +121,8 @@ class DetailDialog(ModalScreen[None]):
 
     BINDINGS = [
         Binding("escape,q,enter", "close", "Close"),
-        Binding("j", "scroll(1)", "Down", show=False),
-        Binding("k", "scroll(-1)", "Up", show=False),
+        Binding("j,down", "cursor_down", "Down", show=False),
+        Binding("k,up", "cursor_up", "Up", show=False),
     ]
     DEFAULT_CSS = """
     DetailDialog .dialog {
@@ -160,8 +160,11 @@ class DetailDialog(ModalScreen[None]):
     def action_close(self) -> None:
         self.dismiss(None)
 
-    def action_scroll(self, lines: int) -> None:
-        self.query_one("#detail-fields", VerticalScroll).scroll_relative(y=lines, animate=False)
+    def action_cursor_down(self) -> None:
+        self.query_one("#detail-fields", VerticalScroll).scroll_relative(y=1, animate=False)
+
+    def action_cursor_up(self) -> None:
+        self.query_one("#detail-fields", VerticalScroll).scroll_relative(y=-1, animate=False)
 
 
 def full_text(value: object) -> Text:

@@ -8,6 +8,7 @@ really do.
 from __future__ import annotations
 
 from rich.text import Text
+from textual.actions import parse as parse_action
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -24,14 +25,25 @@ GENERAL_KEYS = (
 
 
 def key_rows(screen: Screen[object]) -> list[tuple[str, str]]:
-    """(key, what it does) for every binding active on ``screen`` that has a description."""
+    """(key, what it does) for every binding of ``screen`` and of the console that is on
+    offer now: a list's own keys (arrows, Enter) are the general ones below, and a key the
+    focused list takes for itself (Enter) is still listed with the screen's meaning."""
+    app = screen.app
     rows: dict[str, tuple[str, str]] = {}
-    for active in screen.active_bindings.values():
-        binding = active.binding
-        if not binding.description or not active.enabled or binding.system:
+    offered = [
+        (active.node, active.binding, active.enabled)
+        for active in screen.active_bindings.values()
+        if active.node is screen or active.node is app
+    ]
+    for bindings in screen._bindings.key_to_bindings.values():  # shadowed by the focus too
+        for binding in bindings:
+            _, name, parameters = parse_action(binding.action)
+            offered.append((screen, binding, screen.check_action(name, parameters) is not False))
+    for node, binding, enabled in offered:
+        if not binding.description or not enabled or binding.system:
             continue
-        shown = screen.app.get_key_display(binding)
-        rows.setdefault(binding.action, (shown, binding.description))
+        key = f"{id(node)}:{binding.action}"
+        rows.setdefault(key, (app.get_key_display(binding), binding.description))
     return list(rows.values())
 
 
