@@ -53,6 +53,8 @@ SECTIONS: dict[str, tuple[Callable[[], Screen[None]], str, str]] = {
     "audit": (AuditScreen, "Audit", "Audit"),
     "identities": (IdentitiesScreen, "Identities", "Ids"),
 }
+#: The quickest the console reads what waits for the operator (the badge, bell and toast).
+WAITING_SECONDS = 0.5
 #: Below this width the sections bar uses the short titles.
 WIDE = 110
 
@@ -137,7 +139,9 @@ class PamgateConsole(App[None]):
     def on_mount(self) -> None:
         self.push_screen(LoginScreen())
         self.set_interval(1.0, self._lock_when_idle)
-        self.set_interval(self.refresh_seconds, self._read_waiting)
+        # Once a second at most often (a new request must be told within 2 s), and at least
+        # that often even when the sections refresh less (a still test picture).
+        self.set_interval(min(max(self.refresh_seconds, WAITING_SECONDS), 1.0), self._read_waiting)
         if self._start_user is not None:
             self.call_after_refresh(self.signed_in, self._start_user)
 

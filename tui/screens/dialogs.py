@@ -139,7 +139,6 @@ class DetailDialog(ModalScreen[None]):
     }
     DetailDialog .detail-value {
         width: 100%;
-        margin-bottom: 1;
     }
     """
 
@@ -153,8 +152,12 @@ class DetailDialog(ModalScreen[None]):
             yield Label(Text(escape_controls(self._title)), classes="dialog-title")
             with VerticalScroll(id="detail-fields"):
                 for name, value in self._fields:
-                    yield Static(Text(name), classes="detail-name")
-                    yield Static(full_text(value), classes="detail-value")
+                    text = full_text(value)
+                    # A long or many-line value starts on its own line, so it reads as a block.
+                    long = "\n" in text.plain or len(text.plain) > 60
+                    line = Text(f"{name}:" + ("\n" if long else " "), style="bold")
+                    line.append_text(text)
+                    yield Static(line, classes="detail-value")
             yield Label(Text("Esc, q or Enter closes"), classes="detail-name")
 
     def action_close(self) -> None:

@@ -50,7 +50,11 @@ def key_rows(screen: Screen[object]) -> list[tuple[str, str]]:
 class HelpScreen(ModalScreen[None]):
     """Lists the keys of the screen it was opened on; any of Esc, q, ? or F1 closes it."""
 
-    BINDINGS = [Binding("escape,q,question_mark,f1,h", "close", "Close")]
+    BINDINGS = [
+        Binding("escape,q,question_mark,f1,h", "close", "Close"),
+        Binding("j,down", "cursor_down", "Down", show=False),
+        Binding("k,up", "cursor_up", "Up", show=False),
+    ]
     DEFAULT_CSS = """
     HelpScreen .dialog {
         width: 76;
@@ -85,3 +89,9 @@ class HelpScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+    def action_cursor_down(self) -> None:
+        self.query_one(VerticalScroll).scroll_relative(y=1, animate=False)
+
+    def action_cursor_up(self) -> None:
+        self.query_one(VerticalScroll).scroll_relative(y=-1, animate=False)

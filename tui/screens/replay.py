@@ -63,6 +63,7 @@ _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\
 COMMANDS_MIN_WIDTH = 24
 #: The command list's width at most, beside the recording or over it.
 COMMANDS_MAX_WIDTH = 40
+NO_COMMANDS = "no commands extracted"
 #: Session kinds recorded without a pty: their line feeds do not return the carriage.
 NO_PTY_KINDS = frozenset({"exec"})
 #: Playing forward past this much output rebuilds the screen through the index instead
@@ -501,11 +502,12 @@ class ReplayScreen(SectionScreen):
         # before that keep the old widths in its cache (seen as cut times at random).
         table.clear(columns=True)
         table.add_column("At", width=max([len("At"), *(len(at) for at, _ in rows)]))
-        table.add_column("Command", width=max([len("Command"), *(t.cell_len for _, t in rows)]))
+        texts = [t.cell_len for _, t in rows] or [len(NO_COMMANDS)]
+        table.add_column("Command", width=max([len("Command"), *texts]))
         for number, row in enumerate(rows):
             table.add_row(*row, key=str(number))
         if not self._commands:
-            table.add_row("", Text("no commands extracted", style="italic"), key="none")
+            table.add_row("", Text(NO_COMMANDS, style="italic"), key="none")
         # Opened at a command (from a search): the list starts on it.
         shown = [
             n for n, c in enumerate(self._commands) if command_moment(c.offset) <= self._position
