@@ -156,6 +156,18 @@ async def test_the_lock_screen_counts_what_waits_without_saying_who(
         assert not any("mallory" in n or "secret project" in n for n in notifications(app))
 
 
+async def test_a_request_given_up_for_break_glass_says_so(services: GatewayServices) -> None:
+    bob = add_person(services, "bob", "approvers")
+    request_id = request_for(services, "alice")
+    services.requests.cancel(request_id, "alice")  # "b" at the waiting prompt
+    case_id = invoke_breakglass(services, "alice")
+    app = PamgateConsole(services)
+    async with app.run_test(size=SMALL) as pilot:
+        await sign_in(pilot, bob)
+        await wait_for(pilot, lambda: len(rows(app, "#recent")) == 1)
+        assert rows(app, "#recent")[0][3] == f"BREAK-GLASS #{case_id}"  # not "cancelled"
+
+
 # -- 2 and 3. replay: the whole width, the command list as an overlay; exec output -------
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Label
 
 from gateway.domain.approvals import RequestView
+from gateway.domain.breakglass import CaseView
 from gateway.domain.operators import SEE_REQUESTS, Role
 from gateway.errors import PamgateError
 from tui.screens.dialogs import DetailDialog, TextDialog
@@ -45,6 +48,31 @@ def request_facts(request: RequestView) -> list[tuple[str, object]]:
     ]  # fmt: skip
 
 
+#: A request withdrawn this close to a break-glass use of the same access was given up for it.
+BREAKGLASS_WINDOW = timedelta(minutes=2)
+
+
+def breakglass_for(request: RequestView, cases: list[CaseView]) -> CaseView | None:
+    """The break-glass case a cancelled request was given up for: pressing ``b`` at the
+    waiting prompt withdraws the request and invokes break-glass for the same access."""
+    if request.status != "cancelled" or request.decided_at is None:
+        return None
+    for case in cases:
+        same = (case.user, case.target, case.account) == (
+            request.user, request.target, request.account)  # fmt: skip
+        if same and abs(case.created_at - request.decided_at) <= BREAKGLASS_WINDOW:
+            return case
+    return None
+
+
+def decision(request: RequestView, cases: list[CaseView]) -> Text | str:
+    """The status column: a request given up for break-glass says so, in red."""
+    case = breakglass_for(request, cases)
+    if case is None:
+        return request.status
+    return Text(f"BREAK-GLASS #{case.id}", style="bold red")
+
+
 class RequestsScreen(SectionScreen):
     """Approvers decide here; auditors and admins can watch."""
 
@@ -68,16 +96,17 @@ class RequestsScreen(SectionScreen):
                         ("Approvals", 9), ("By", 10), id="pending")  # fmt: skip
         yield Label("", id="request-detail", markup=False)
         yield Label("Recent decisions", classes="section-title")
-        yield LiveTable(("#", 3), ("Requester", 10), ("Target", 12), ("Status", 9),
-                        ("Decided by", 10), ("When", 8), ("Comment", 12), id="recent",
+        yield LiveTable(("#", 3), ("Requester", 10), ("Target", 12), ("Status", 14),
+                        ("Decided by", 8), ("When", 8), ("Comment", 9), id="recent",
                         zebra=False)  # fmt: skip
 
-    def load(self) -> tuple[list[RequestView], list[RequestView]]:
-        return self.actions.pending_requests(), self.actions.recent_decisions()
+    def load(self) -> tuple[list[RequestView], list[RequestView], list[CaseView]]:
+        actions = self.actions
+        return actions.pending_requests(), actions.recent_decisions(), actions.breakglass_cases()
 
     def show(self, data: object) -> None:
-        loaded: tuple[list[RequestView], list[RequestView]] = data  # type: ignore[assignment]
-        pending, recent = loaded
+        loaded: tuple[list[RequestView], list[RequestView], list[CaseView]] = data  # type: ignore[assignment]
+        pending, recent, cases = loaded
         now = self.console.now()
         rows: list[Row] = []
         for request in pending:
@@ -95,7 +124,7 @@ class RequestsScreen(SectionScreen):
         self._recent = {str(request.id): request for request in recent}
         self.query_one("#recent", LiveTable).refill([(str(request.id), (
             str(request.id), cell(request.user), cell(f"{request.account}@{request.target}"),
-            request.status, cell(request.decided_by or "-"),
+            decision(request, cases), cell(request.decided_by or "-"),
             age(request.decided_at or request.expires_at, now) + " ago",
             cell(request.comment or "", 30),
         )) for request in recent])  # fmt: skip
