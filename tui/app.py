@@ -44,7 +44,7 @@ from tui.screens.requests import RequestsScreen
 from tui.screens.sessions import SessionsScreen
 
 #: Section name -> (screen factory, title, short title). The number keys follow this order;
-#: the short titles are the sections bar's below 110 columns.
+#: the short titles are the sections bar's when the full ones do not fit.
 SECTIONS: dict[str, tuple[Callable[[], Screen[None]], str, str]] = {
     "requests": (RequestsScreen, "Requests", "Req"),
     "sessions": (SessionsScreen, "Sessions", "Sess"),
@@ -55,8 +55,6 @@ SECTIONS: dict[str, tuple[Callable[[], Screen[None]], str, str]] = {
 }
 #: The quickest the console reads what waits for the operator (the badge, bell and toast).
 WAITING_SECONDS = 0.5
-#: Below this width the sections bar uses the short titles.
-WIDE = 110
 
 
 class PamgateConsole(App[None]):
@@ -268,10 +266,15 @@ class PamgateConsole(App[None]):
     def sections_bar(self, current: object, width: int = 80) -> Text:
         """``1 Requests 2 Sessions ...`` with the current section highlighted, then the
         waiting badge (``2 req 1 bg``, reversed red) and the lock key; fits ``width``."""
+        full = self._sections_bar(current, short=False)
+        # Full titles fit 80 columns (79); with a badge they do not, and the titles give way.
+        return full if full.cell_len <= width else self._sections_bar(current, short=True)
+
+    def _sections_bar(self, current: object, *, short: bool) -> Text:
         bar = Text()
-        for number, (factory, title, short) in enumerate(SECTIONS.values(), start=1):
+        for number, (factory, title, abbreviation) in enumerate(SECTIONS.values(), start=1):
             style = "reverse bold" if type(current) is factory else ""
-            bar.append(f" {number} {title if width >= WIDE else short}", style=style)
+            bar.append(f" {number} {abbreviation if short else title}", style=style)
         badge = self.waiting.badge()
         if badge:
             bar.append("  ")

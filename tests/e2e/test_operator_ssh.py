@@ -40,7 +40,7 @@ def test_an_approver_approves_a_waiting_request_in_the_console_over_ssh(
         console.expect("Pending requests", timeout=30)
         console.expect(alice.name, timeout=15)  # alice's request, live
         console.send("a")  # approve the highlighted request
-        console.expect("Comment", timeout=15)
+        console.expect("Grant length", timeout=15)  # the dialog, with what is being granted
         console.send("\r")
         output, _ = waiting.communicate(timeout=30)
         assert waiting.returncode == 0, output
