@@ -105,3 +105,15 @@ def test_render_screen_output_is_itself_safe(tmp_path: Path) -> None:
     drawn = render_screen(terminal.screen)
     assert TerminalSanitizer().feed(drawn) == drawn
     assert "\x1b[0;1;31mr" in drawn
+
+
+def test_exec_output_without_a_pty_is_drawn_line_under_line(tmp_path: Path) -> None:
+    """No pty turned ``\\n`` into ``\\r\\n``: newline_returns draws it as the viewer's terminal
+    would (the CLI replay), and a reset (``ESC c``) in the output does not undo that."""
+    events = [(0.1, "o", "one\ntwo\n\x1bcthree\nfour\n")]
+    path = write_cast(tmp_path / "exec.cast", events)
+    index = RecordingIndex.build(path)
+    staircase, _ = screen_at(path, index, 1.0)
+    assert staircase.screen.display[1].rstrip() == "     four"  # starts where "three" ended
+    terminal, _ = screen_at(path, index, 1.0, newline_returns=True)
+    assert [row.rstrip() for row in terminal.screen.display[:2]] == ["three", "four"]
