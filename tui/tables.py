@@ -57,6 +57,20 @@ class LiveTable(ListTable):
     def __init__(self, *columns: Column, id: str, zebra: bool = True) -> None:  # noqa: A002
         super().__init__(*columns, id=id, zebra=zebra)
         self._shown: list[tuple[str, tuple[str, ...]]] = []
+        #: Every row of the last refill, before the filter.
+        self._all: list[Row] = []
+        #: Rows are shown only if their text contains this (case-insensitive); "" shows all.
+        self.filter_text = ""
+
+    def set_filter(self, text: str) -> None:
+        """Show only the rows whose cells contain ``text`` (``""``: every row)."""
+        self.filter_text = text.strip()
+        self._show(self._all)
+
+    @property
+    def total(self) -> int:
+        """Rows before the filter."""
+        return len(self._all)
 
     def set_columns(self, columns: Sequence[Column]) -> None:
         super().set_columns(columns)
@@ -70,7 +84,16 @@ class LiveTable(ListTable):
         return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
 
     def refill(self, rows: Sequence[Row]) -> None:
-        """Show ``rows`` (key, cells) in order."""
+        """Show ``rows`` (key, cells) in order, those that pass the filter."""
+        self._all = list(rows)
+        self._show(self._all)
+
+    def _show(self, every: Sequence[Row]) -> None:
+        wanted = self.filter_text.casefold()
+        rows = [
+            (key, cells) for key, cells in every
+            if not wanted or wanted in " ".join(str(value) for value in cells).casefold()
+        ]  # fmt: skip
         shown = [(key, tuple(str(value) for value in cells)) for key, cells in rows]
         if shown == self._shown:
             return

@@ -488,6 +488,25 @@ async def test_search_inside_a_replay_jumps_to_output_and_commands(
         assert abs(screen.position - 15.2) < 0.01
 
 
+async def test_slash_filters_every_list(services: GatewayServices) -> None:
+    root = add_person(services, "root-admin", "pamgate-admins")
+    for user in ("alice", "bob", "carol"):
+        open_live(services, user)
+    app = PamgateConsole(services)
+    async with app.run_test(size=SMALL) as pilot:
+        await sign_in(pilot, root)
+        await go(pilot, "2", SessionsScreen)
+        table = app.screen.query_one("#live", LiveTable)
+        await wait_for(pilot, lambda: table.row_count == 3)
+        await pilot.press("slash", *"CAROL", "enter")
+        assert [row[1] for row in rows(app, "#live")] == ["carol"]
+        await pilot.pause(1.2)  # a refresh keeps the filter
+        assert [row[1] for row in rows(app, "#live")] == ["carol"]
+        assert app.screen.focused is table
+        await pilot.press("slash", "ctrl+a", "ctrl+k", "enter")  # an empty filter: all again
+        assert table.row_count == 3
+
+
 def test_recording_filters_read_until_authority_and_breakglass() -> None:
     parsed = RecordingFilter.parse("until=2025-03-14 authority=grant:12 breakglass=no tar")
     now = datetime(2025, 3, 20, tzinfo=UTC)

@@ -39,6 +39,7 @@ class BreakGlassScreen(SectionScreen):
         Binding("o", "open_recording", "Open recording"),
         Binding("v", "verdict", "Verdict"),
         Binding("enter", "detail", "Detail", key_display="⏎"),
+        Binding("slash", "filter_list", "Filter", key_display="/"),
     ]
 
     def compose_section(self) -> ComposeResult:

@@ -169,6 +169,7 @@ class IdentitiesScreen(SectionScreen):
         Binding("right_square_bracket,left_square_bracket", "switch_tab", "Other tab",
                 key_display="]"),
         Binding("enter", "detail", "Detail", key_display="⏎"),
+        Binding("slash", "filter_list", "Filter", key_display="/"),
     ]
     AUTO_FOCUS = "#human-table"
 

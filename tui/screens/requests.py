@@ -83,6 +83,7 @@ class RequestsScreen(SectionScreen):
         Binding("a", "approve", "Approve"),
         Binding("d", "deny", "Deny"),
         Binding("enter", "detail", "Detail", key_display="⏎"),
+        Binding("slash", "filter_list", "Filter", key_display="/"),
     ]
 
     def __init__(self) -> None:

@@ -12,10 +12,11 @@ from textual.app import ComposeResult
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from gateway.domain.operators import Operator, OperatorActions, OperatorSignedOut, Role
 from gateway.errors import PamgateError
+from tui.tables import LiveTable
 
 if TYPE_CHECKING:
     from tui.app import PamgateConsole
@@ -118,6 +119,42 @@ class SectionScreen(Screen[None]):
 
     def compose_section(self) -> ComposeResult:
         raise NotImplementedError
+
+    # -- "/" in a section whose lists have no filter of their own ------------------------
+
+    def action_filter_list(self) -> None:
+        """Open the filter line under the lists (``/``): rows that contain its text stay."""
+        if not self.allowed:
+            return
+        field = self._list_filter()
+        field.display = True
+        field.focus()
+
+    def _list_filter(self) -> Input:
+        found = self.query("#list-filter")
+        if found:
+            return found.first(Input)
+        field = Input(placeholder="filter: rows containing this text (Enter; empty clears)",
+                      id="list-filter")  # fmt: skip
+        self.mount(field, before=self.query_one(Footer))
+        return field
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "list-filter":
+            return
+        event.stop()
+        text = event.value.strip()
+        tables = list(self.query(LiveTable))
+        for table in tables:
+            table.set_filter(text)
+        event.input.display = bool(text)  # an active filter stays in sight
+        if tables:
+            tables[0].focus()
+        if text:
+            shown = sum(table.row_count for table in tables)
+            total = sum(table.total for table in tables)
+            self.notify(f"{shown} of {total} rows contain {text!r}; / and Enter on an empty "
+                        "line shows them all.", timeout=4)  # fmt: skip
 
     def on_mount(self) -> None:
         if self.allowed:

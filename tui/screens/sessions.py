@@ -51,6 +51,7 @@ class SessionsScreen(SectionScreen):
         Binding("t", "terminate", "Terminate"),
         Binding("g", "revoke", "Revoke grant"),
         Binding("enter", "detail", "Detail", key_display="⏎"),
+        Binding("slash", "filter_list", "Filter", key_display="/"),
     ]
 
     def compose_section(self) -> ComposeResult:
