@@ -265,7 +265,7 @@ class PamgateConsole(App[None]):
 
     def sections_bar(self, current: object, width: int = 80) -> Text:
         """``1 Requests 2 Sessions ...`` with the current section highlighted, then the
-        waiting badge (``2 req 1 bg``, reversed red) and the lock key; fits ``width``."""
+        waiting badge (``2 req 1 bg``, reversed red) and the help key; fits ``width``."""
         full = self._sections_bar(current, short=False)
         # Full titles fit 80 columns (79); with a badge they do not, and the titles give way.
         return full if full.cell_len <= width else self._sections_bar(current, short=True)
@@ -279,7 +279,8 @@ class PamgateConsole(App[None]):
         if badge:
             bar.append("  ")
             bar.append(f" ● {badge} ", style="bold reverse red")
-        bar.append("  ^l Lock")
+        # Where it is always seen, whatever the footer has room for; ? lists the rest.
+        bar.append("  ? Help")
         return bar
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
