@@ -108,7 +108,7 @@ class PamgateConsole(App[None]):
         )
         self._last_activity = time.monotonic()
         #: The operator whose waiting requests the badge counts; kept while locked (counts
-        #: only are shown then), dropped when they are disabled or lose every role.
+        #: only are shown then), dropped when they are disabled or removed.
         self._alert_actions: OperatorActions | None = None
         self._alert_operator = ""
         #: What waits for the operator, as last read.
@@ -137,8 +137,8 @@ class PamgateConsole(App[None]):
     def on_mount(self) -> None:
         self.push_screen(LoginScreen())
         self.set_interval(1.0, self._lock_when_idle)
-        # Once a second at most often (a new request must be told within 2 s), and at least
-        # that often even when the sections refresh less (a still test picture).
+        # Every half second to a second, whatever the sections' refresh: a new request must
+        # be told within 2 s, and a busy refresh (tests use 0.05 s) must not flood the store.
         self.set_interval(min(max(self.refresh_seconds, WAITING_SECONDS), 1.0), self._read_waiting)
         if self._start_user is not None:
             self.call_after_refresh(self.signed_in, self._start_user)
