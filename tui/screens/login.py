@@ -13,12 +13,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label
+from textual.widgets import Button, Footer, Input, Label
 
 from gateway.domain.operators import roles_for
 from gateway.domain.sign_in import SignInFailed
 from gateway.errors import PamgateError
 from tui.screens.section import console_of
+from tui.widgets import TitleBar
 
 
 class LoginScreen(Screen[None]):
@@ -35,7 +36,7 @@ class LoginScreen(Screen[None]):
         return console_of(self).only_user
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         with Vertical(id="login"):
             yield Label("Sign in to the pamgate console", classes="dialog-title")
             # Above the fields, so it stays on screen at 80x24.

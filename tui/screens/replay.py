@@ -307,7 +307,7 @@ class ReplayScreen(SectionScreen):
         Binding("escape,q", "back", "Back"),
     ]
     DEFAULT_CSS = """
-    ReplayScreen Header {
+    ReplayScreen TitleBar {
         display: none;
     }
     ReplayScreen #replay-info {

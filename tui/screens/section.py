@@ -12,11 +12,12 @@ from textual.app import ComposeResult
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Footer, Input, Static
 
 from gateway.domain.operators import Operator, OperatorActions, OperatorSignedOut, Role
 from gateway.errors import PamgateError
 from tui.tables import LiveTable
+from tui.widgets import TitleBar
 
 if TYPE_CHECKING:
     from tui.app import PamgateConsole
@@ -104,7 +105,7 @@ class SectionScreen(Screen[None]):
         return bool(self.user.roles & self.view_roles)
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         yield SectionsBar()
         if self.allowed:
             yield from self.compose_section()

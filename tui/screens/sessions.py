@@ -9,7 +9,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label
+from textual.widgets import DataTable, Footer, Label
 
 from gateway.domain.operators import SEE_SESSIONS, Role
 from gateway.domain.sessions import LiveSession
@@ -22,6 +22,7 @@ from tui.screens.replay import NO_PTY_KINDS
 from tui.screens.section import SectionScreen, console_of, deliver
 from tui.tables import LiveTable
 from tui.text import age, cell
+from tui.widgets import TitleBar
 
 #: Seconds between reads of a watched session's recording (it is flushed every 0.25 s).
 WATCH_POLL_SECONDS = 0.25
@@ -172,7 +173,7 @@ class WatchScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         from tui.widgets import TerminalView
 
-        yield Header()
+        yield TitleBar()
         session = self._session
         yield Label(
             cell(f"Watching {session.user} on {session.account}@{session.target} "
