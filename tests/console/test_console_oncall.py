@@ -478,7 +478,9 @@ async def test_search_inside_a_replay_jumps_to_output_and_commands(
         await pilot.press("slash")
         field = screen.query_one("#search", Input)
         assert screen.focused is field
-        await pilot.press(*"disk full", "enter")
+        await pilot.press(*"disk", "space", "left", "right", *"full")  # edit keys, not replay keys
+        assert field.value == "disk full" and not screen.playing
+        await pilot.press("enter")
         await wait_for(pilot, lambda: screen.ready and abs(screen.position - 15.2) < 0.01)
         assert "FATAL: disk full" in screen_text(screen)
         assert "1 match for 'disk full'" in str(screen.query_one("#replay-info").render())

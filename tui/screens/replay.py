@@ -64,6 +64,8 @@ COMMANDS_MIN_WIDTH = 24
 #: The command list's width at most, beside the recording or over it.
 COMMANDS_MAX_WIDTH = 40
 NO_COMMANDS = "no commands extracted"
+#: Actions on keys the search field needs while it is being typed in.
+_TYPING_KEYS_ACTIONS = frozenset({"play_pause", "seek", "seek_to", "seek_to_end"})
 #: Session kinds recorded without a pty: their line feeds do not return the carriage.
 NO_PTY_KINDS = frozenset({"exec"})
 #: Playing forward past this much output rebuilds the screen through the index instead
@@ -619,7 +621,10 @@ class ReplayScreen(SectionScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Without the role there is nothing to play: only "back" is offered.
-        return action == "back" or self.allowed
+        if action != "back" and not self.allowed:
+            return False
+        # Typing a search: space and the arrows edit it, not the replay.
+        return not (action in _TYPING_KEYS_ACTIONS and isinstance(self.focused, Input))
 
     def action_play_pause(self) -> None:
         if self._playback is None:
