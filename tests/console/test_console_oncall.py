@@ -16,7 +16,7 @@ from rich.color import Color, ColorSystem
 from textual.pilot import Pilot
 from textual.widgets import Input, Label, Static
 
-from gateway.domain.audit.trail import Trail
+from gateway.domain.audit.trail import ActorType, AuditEvent, Trail
 from gateway.domain.operators import ActionRefused
 from gateway.domain.sessions import SessionEnd, SessionStart
 from gateway.services import GatewayServices
@@ -314,6 +314,32 @@ async def test_enter_shows_reasons_comments_and_notes_in_full(services: GatewayS
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, DetailDialog))
         assert '"prev_hash"' in dialog_text(app)  # the event as JSON
+
+
+async def test_the_audit_reason_column_is_on_screen_at_120_columns(
+    services: GatewayServices,
+) -> None:
+    carol = add_person(services, "carol", "auditors")
+    add_person(services, "zed", "ops")
+    services.users.set_disabled("zed", True, actor="root-admin", reason="left the company")
+    # What a week's trail holds: long actions, sessions as targets, policy authorities.
+    services.audit.record(Trail.HUMAN, AuditEvent(
+        actor="root-admin", actor_type=ActorType.ADMIN, action="session.terminate_requested",
+        target="session:" + "4504a1" * 5 + "ab", authority="policy:admins-web01",
+        reason="policy breach",
+    ))  # fmt: skip
+    app = PamgateConsole(services)
+    async with app.run_test(size=LARGE) as pilot:
+        await sign_in(pilot, carol)
+        await go(pilot, "5", AuditScreen)
+        table = app.screen.query_one("#human-events", LiveTable)
+        await wait_for(pilot, lambda: table.row_count >= 3)
+        await pilot.pause(0.2)
+        columns = list(table.columns.values())
+        labels = [str(column.label) for column in columns]
+        reason = labels.index("Reason")
+        right = sum(column.get_render_width(table) for column in columns[: reason + 1])
+        assert right <= LARGE[0], labels
 
 
 def dialog_text(app: PamgateConsole) -> str:
