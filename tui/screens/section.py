@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from gateway.domain.operators import Operator, OperatorActions, OperatorSignedOut, Role
 from gateway.errors import PamgateError
@@ -23,16 +23,6 @@ if TYPE_CHECKING:
     from tui.app import PamgateConsole
 
 T = TypeVar("T")
-
-
-def add_columns(table: DataTable, columns: tuple[tuple[str, int], ...]) -> None:
-    """Columns with fixed widths, chosen to fit 80 columns.
-
-    DataTable sizes automatic columns only when idle, so a table filled on
-    first display could be drawn at header width; fixed widths avoid that.
-    """
-    for label, width in columns:
-        table.add_column(label, width=width)
 
 
 def console_of(screen: Screen[Any]) -> PamgateConsole:
