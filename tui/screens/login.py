@@ -50,7 +50,10 @@ class LoginScreen(Screen[None]):
 
     def show_waiting(self, sentence: str) -> None:
         """What waits for the operator, as counts (the console is locked: no names)."""
-        label = self.query_one("#waiting", Label)
+        found = self.query("#waiting")
+        if not found:
+            return  # not built yet: on_mount shows what waits then
+        label = found.first(Label)
         label.update(Text(sentence))
         label.display = bool(sentence)
 
