@@ -221,17 +221,22 @@ def events_from(path: Path, offset: int) -> Generator[tuple[float, str, str, int
                 yield event.time, event.code, event.data, offset
 
 
-def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[TerminalModel, int]:
+def screen_at(
+    path: Path, index: RecordingIndex, moment: float, *, newline_returns: bool = False
+) -> tuple[TerminalModel, int]:
     """The terminal as it was at ``moment``, and the offset to continue playing from.
 
     Only the last :data:`SEEK_TAIL` characters of output before ``moment`` are
     emulated, however large the events around it: what comes before only
-    decides which screen (main or alternate) is shown.
+    decides which screen (main or alternate) is shown. ``newline_returns``: the
+    output was written without a pty (an exec session), so a line feed also
+    returns the carriage (see :class:`TerminalModel`).
     """
     point = index.at_or_before(moment)
     if point is None:
         header = read_header(path)
-        return TerminalModel(header["width"], header["height"]), index.header_end
+        terminal = TerminalModel(header["width"], header["height"], newline_returns=newline_returns)
+        return terminal, index.header_end
     start = index.tail_start(point)
     resume = start.offset
     # (code, data) up to the moment; output beyond the last SEEK_TAIL characters is cut.
@@ -245,7 +250,7 @@ def screen_at(path: Path, index: RecordingIndex, moment: float) -> tuple[Termina
         if code in ("o", "r"):
             events.append((code, data))
         resume = next_offset
-    terminal = TerminalModel(start.width, start.height)
+    terminal = TerminalModel(start.width, start.height, newline_returns=newline_returns)
     terminal.in_alt = start.in_alt
     to_skip = max(output_chars - SEEK_TAIL, 0)
     tail: list[str] = []  # output since the last resize, fed at once

@@ -142,8 +142,15 @@ class _Screen(pyte.Screen):
                 self.soft_wrapped = {row for row in self.soft_wrapped if row >= self.scrolled}
         super().index()
 
+    #: A line feed also returns the carriage. For output written without a terminal
+    #: (an exec session): no pty turned its ``\n`` into ``\r\n``, and the viewer's own
+    #: terminal does that (``onlcr``) when the CLI replays it, so the console must too.
+    newline_returns = False
+
     def linefeed(self) -> None:
         super().linefeed()
+        if self.newline_returns and mo.LNM not in self.mode:
+            self.carriage_return()
         if not self._wrapping:
             # A line feed, not a wrap: whatever was marked here before is stale.
             self.soft_wrapped.discard(self.scrolled + self.cursor.y)
@@ -165,12 +172,15 @@ for _name in {*pyte.Stream.csi.values(), *pyte.Stream.escape.values(), *pyte.Str
 class TerminalModel:
     """The main and alternate screens of one terminal."""
 
-    def __init__(self, width: int = 80, height: int = 24) -> None:
+    def __init__(self, width: int = 80, height: int = 24, *, newline_returns: bool = False) -> None:
+        """``newline_returns``: the output was written without a pty (see
+        :attr:`_Screen.newline_returns`)."""
         # The one sanitiser of every player: the model shows what the auditor's
         # terminal shows on live playback (APC/PM/SOS/DCS/OSC strings hidden, ...).
         self._sanitizer = TerminalSanitizer()
         self.main = _Screen(max(width, 1), max(height, 1))
         self.alt = _Screen(max(width, 1), max(height, 1))
+        self.main.newline_returns = self.alt.newline_returns = newline_returns
         self._streams = {id(self.main): pyte.Stream(self.main), id(self.alt): pyte.Stream(self.alt)}
         self.in_alt = False
 

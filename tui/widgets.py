@@ -1,4 +1,5 @@
-"""Widgets shared by console screens: a terminal screen drawn from emulator cells.
+"""Widgets shared by console screens: a terminal screen drawn from emulator cells, and the
+title bar.
 
 Recorded and live sessions are hostile input: their output may carry
 clipboard writes (OSC 52), title changes, device-status requests, DCS
@@ -22,9 +23,11 @@ from pyte.screens import Char
 from rich.color import Color, ColorParseError
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 
 from recordings.terminal import TerminalModel
 
@@ -208,3 +211,34 @@ class TerminalView(ScrollView):
         line = self._image.lines[row].crop_extend(scroll_x, scroll_x + width, None)
         # The widget's colours apply where the program used its terminal's defaults.
         return line.apply_style(base)
+
+
+class TitleBar(Widget):
+    """The top line: the console's title and who is signed in (``app.title — app.sub_title``).
+
+    Textual's ``Header`` updates a child widget from a watcher, which fails when the
+    console closes while a screen is still being built; this draws itself from the app's
+    title instead, so there is nothing to look up.
+    """
+
+    DEFAULT_CSS = """
+    TitleBar {
+        height: 1;
+        background: $panel;
+        color: $foreground;
+        content-align: center middle;
+    }
+    """
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "title", self._changed, init=False)
+        self.watch(self.app, "sub_title", self._changed, init=False)
+
+    def _changed(self) -> None:
+        self.refresh()
+
+    def render(self) -> Text:
+        title = Text(self.app.title, style="bold")
+        if self.app.sub_title:
+            title.append(f" — {self.app.sub_title}")
+        return title

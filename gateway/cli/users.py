@@ -69,6 +69,10 @@ def add_commands(commands: Subcommands) -> None:
             name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
         )
         sub.add_argument("name")
+        if name in ("disable", "enable"):
+            sub.add_argument(
+                "--reason", default="", help="why, for the audit trail (quote it if it has spaces)"
+            )
         sub.set_defaults(handler=handler)
     certificates = user.add_parser(
         "login-certs",
@@ -174,14 +178,14 @@ def _user_record(user: UserView) -> dict[str, object]:
 
 def cmd_user_disable(args: argparse.Namespace) -> int:
     with open_operator(args) as actions:
-        actions.set_user_disabled(args.name, True)
+        actions.set_user_disabled(args.name, True, reason=args.reason)
     print(f"disabled {args.name}")
     return 0
 
 
 def cmd_user_enable(args: argparse.Namespace) -> int:
     with open_operator(args) as actions:
-        actions.set_user_disabled(args.name, False)
+        actions.set_user_disabled(args.name, False, reason=args.reason)
     print(f"enabled {args.name}")
     return 0
 

@@ -341,7 +341,7 @@ def instructions(
         "",
         f"    ssh -t -p {human.port} bob:console@{human.address}",
         "",
-        "(Ctrl-Q quits the console; Ctrl-P lists every key) or with commands:",
+        "(Ctrl-Q quits the console; ? lists every key) or with commands:",
         "",
         f"    ssh -p {human.port} bob:admin@{human.address} request list",
         f"    ssh -p {human.port} bob:admin@{human.address} request approve N",

@@ -219,14 +219,15 @@ class UserDirectory:
         with self._store.transaction(write=False) as db:
             return {user.name: _view(user) for user in db.scalars(query)}
 
-    def set_disabled(self, name: str, disabled: bool, *, actor: str) -> None:
-        """Disable or enable a user. A disabled user cannot log in."""
+    def set_disabled(self, name: str, disabled: bool, *, actor: str, reason: str = "") -> None:
+        """Disable or enable a user (``reason`` goes into the trail). A disabled user cannot
+        log in."""
         with self._store.transaction() as db:
             user = self._require(db, name)
             user.disabled = disabled
             user.updated_at = self._now()
             action = "user.disabled" if disabled else "user.enabled"
-            record = self._admin_event(db, actor, action, name)
+            record = self._admin_event(db, actor, action, name, reason=reason)
             revoked = self._revoke_login_certificates(db, actor, name, REVOKED_DISABLED)
         for committed in (record, *revoked):
             self._audit.committed(committed)
@@ -428,8 +429,9 @@ class UserDirectory:
         return records
 
     def _admin_event(
-        self, db: Session, actor: str, action: str, user: str, **details: object
-    ) -> AuditRecord:
+        self, db: Session, actor: str, action: str, user: str, *, reason: str = "",
+        **details: object,
+    ) -> AuditRecord:  # fmt: skip
         return self._audit.append(
             db,
             Trail.HUMAN,
@@ -439,6 +441,7 @@ class UserDirectory:
                 action=action,
                 target=f"user:{user}",
                 authority=admin_authority(actor),
+                reason=reason,
                 details=details,
             ),
         )

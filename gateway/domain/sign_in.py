@@ -64,7 +64,13 @@ GOOD_SOURCE_SECONDS = 7 * 24 * 3600.0
 
 
 class SignInFailed(PamgateError):
-    """Wrong password or code, unknown or disabled user, or throttled (one message for all)."""
+    """Wrong password or code, unknown or disabled user, or throttled (one message for all
+    but the last: a back-off is said with its wait, as the SSH lane says it)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        #: Seconds until a back-off on this user name or address ends; None if none is on.
+        self.retry_after_seconds = retry_after_seconds
 
 
 @dataclass(frozen=True)
@@ -176,7 +182,10 @@ class SignIn:
         result = self.finish(attempt, code)
         if result.user is None:
             time.sleep(result.delay_seconds)
-            raise SignInFailed(f"authentication as {name} failed")
+            raise SignInFailed(
+                f"authentication as {name} failed",
+                retry_after_seconds=result.retry_after_seconds if result.blocked else None,
+            )
         return result.user
 
     # -- a login certificate as both factors: the SSH lane ----------------------

@@ -107,22 +107,22 @@ async def test_audit_shows_each_trail_apart_with_authority(services: GatewayServ
         actions = column(human, 3)
         assert "user.created" in actions
         assert not any(action.startswith("machine.") for action in actions)
-        row = column(human, 5).index("user:bob")
+        row = column(human, 6).index("user:bob")
         assert column(human, 2)[row] == "tests"
-        assert column(human, 6)[row] == "local-admin"
+        assert column(human, 7)[row] == "local-admin"
         # Newest first.
         seqs = [int(seq) for seq in column(human, 0)]
         assert seqs == sorted(seqs, reverse=True)
 
-        await pilot.press("t")
+        await pilot.press("right_square_bracket")
         assert app.screen.query_one("#trails", TabbedContent).active == "machine"
         machine = await wait_for_rows(pilot, "#machine-events")
         expected = [r.action for r in services.audit.events(Trail.MACHINE)]
         assert column(machine, 3) == expected[::-1]
         assert column(machine, 3)[:2] == ["machine.suspended", "machine.created"]
-        assert column(machine, 5)[0] == "nhi:backup-bot"
+        assert column(machine, 6)[0] == "nhi:backup-bot"
         # Untrusted text is shown literally: markup unparsed, controls escaped.
-        assert column(machine, 7)[0] == "[bold red]spoof[/]\\x1b[2J\\x0aforged line"
+        assert column(machine, 5)[0] == "[bold red]spoof[/]\\x1b[2J\\x0aforged line"
         status = str(app.screen.query_one("#status", Static).render())
         assert status.startswith(f"Machine trail: {len(expected)} of {len(expected)} events shown")
 
@@ -187,13 +187,13 @@ async def test_audit_verify_says_ok_then_names_the_broken_event(
         status = app.screen.query_one("#status", Static)
         await wait_for_rows(pilot, "#human-events")
 
-        await pilot.press("v")
+        await pilot.press("V")
         await wait_for(pilot, lambda: "human trail OK" in str(status.render()))
         assert noticed(app, "events verified, the chain is intact")
 
         with services.store.engine.begin() as connection:
             connection.execute(text("UPDATE audit_human SET reason = 'edited' WHERE seq = 1"))
-        await pilot.press("v")
+        await pilot.press("V")
         await wait_for(pilot, lambda: "BROKEN at event 1" in str(status.render()))
         assert noticed(app, "contents do not match its hash")
 
@@ -206,8 +206,8 @@ async def test_audit_needs_the_auditor_or_admin_role(services: GatewayServices) 
         message = str(app.screen.query_one(".missing-role", Static).render())
         assert message.startswith("You need the admin or auditor role to see the audit trails.")
         assert not app.screen.query(LiveTable)
-        await pilot.press("v")  # offered nothing, and nothing breaks
-        assert "v" not in app.screen.active_bindings
+        await pilot.press("V")  # offered nothing, and nothing breaks
+        assert "V" not in app.screen.active_bindings
 
 
 def test_filter_parsing() -> None:
@@ -281,12 +281,14 @@ async def test_admin_disables_and_enables_a_user_and_suspends_an_nhi(
         assert humans.selected_key == "zed"
 
         await pilot.press("x")
+        await answer(pilot, "left the team")  # a reason is asked for, and recorded
         await wait_for(pilot, lambda: services.users.get("zed").disabled)
         await wait_for(pilot, lambda: column(humans, 2)[-1] == "disabled")
         await pilot.press("e")
+        await answer(pilot, "back from leave")
         await wait_for(pilot, lambda: not services.users.get("zed").disabled)
 
-        await pilot.press("t")
+        await pilot.press("right_square_bracket")
         machines = await wait_for_rows(pilot, "#machine-table")
         assert column(machines, 5) == ["0"]
         assert column(machines, 6) == ["root@web01: uptime"]  # its scope
@@ -297,6 +299,8 @@ async def test_admin_disables_and_enables_a_user_and_suspends_an_nhi(
 
     human = [(r.action, r.actor, r.authority) for r in services.audit.events(Trail.HUMAN)]
     assert ("user.disabled", "root-admin", "role:admin") in human
+    reasons = {r.action: r.reason for r in services.audit.events(Trail.HUMAN)}
+    assert reasons["user.disabled"] == "left the team"
     assert ("user.enabled", "root-admin", "role:admin") in human
     machine = list(services.audit.events(Trail.MACHINE))
     assert (machine[-1].action, machine[-1].actor, machine[-1].reason) == (
@@ -352,15 +356,15 @@ async def test_offboard_needs_the_name_and_a_reason(services: GatewayServices) -
     app = PamgateConsole(services)
     async with app.run_test(size=SIZE) as pilot:
         await open_section(pilot, admin, "6", IdentitiesScreen)
-        await pilot.press("t")
+        await pilot.press("right_square_bracket")
         await wait_for_rows(pilot, "#machine-table")
 
-        await pilot.press("o")
+        await pilot.press("f")
         await answer(pilot, "backup")
         await wait_for(pilot, lambda: noticed(app, "nothing was changed"))
         assert services.machines.get("backup-bot").status == "active"
 
-        await pilot.press("o")
+        await pilot.press("f")
         await answer(pilot, "backup-bot")
         await answer(pilot, "")  # an empty reason is refused
         problem = str(app.screen.query_one("#problem", Static).render())
@@ -369,7 +373,7 @@ async def test_offboard_needs_the_name_and_a_reason(services: GatewayServices) -
         await wait_for(pilot, lambda: services.machines.get("backup-bot").status == "offboarded")
         await wait_for(pilot, lambda: noticed(app, "offboarded; 0 certificate"))
 
-        await pilot.press("k")  # nothing outstanding: said plainly
+        await pilot.press("g")  # nothing outstanding: said plainly
         await answer(pilot, "cleanup")
         await wait_for(pilot, lambda: noticed(app, "no certificate left"))
 

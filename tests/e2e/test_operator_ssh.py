@@ -40,7 +40,7 @@ def test_an_approver_approves_a_waiting_request_in_the_console_over_ssh(
         console.expect("Pending requests", timeout=30)
         console.expect(alice.name, timeout=15)  # alice's request, live
         console.send("a")  # approve the highlighted request
-        console.expect("Comment", timeout=15)
+        console.expect("Grant length", timeout=15)  # the dialog, with what is being granted
         console.send("\r")
         output, _ = waiting.communicate(timeout=90)  # generous: CI machines are busy
         assert waiting.returncode == 0, output
@@ -69,7 +69,7 @@ def test_the_console_over_ssh_ends_when_its_user_loses_the_role(gateway: Gateway
     carl = gateway.make_user(groups=("auditors",))
     console = spawn_shell(gateway, carl, "console", rows=24, cols=80)
     try:
-        console.expect("Requests", timeout=30)
+        console.expect("Pending requests", timeout=30)
         assert gateway.cli("user", "set-groups", carl.name, "--group", "ops").returncode == 0
         changed_at = time.monotonic()
         console.expect("no longer has a console role", timeout=10)
@@ -100,7 +100,7 @@ def test_the_menu_offers_the_console_to_those_with_a_role(gateway: Gateway) -> N
     try:
         menu.expect("c\\) console", timeout=30)
         menu.send("c\r")
-        menu.expect("Requests", timeout=30)
+        menu.expect("Pending requests", timeout=30)
         menu.send("\x11")
         menu.expect(pexpect.EOF, timeout=20)
     finally:

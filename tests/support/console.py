@@ -103,3 +103,44 @@ def rows(app: PamgateConsole, table_id: str) -> list[list[str]]:
 def last_notification(app: PamgateConsole) -> str:
     notes = list(app._notifications)
     return str(notes[-1].message) if notes else ""
+
+
+def record_session(
+    services: GatewayServices,
+    session_id: str,
+    user: str,
+    events: list[tuple[float, str, str]],
+    *,
+    started: float,
+    width: int = 80,
+    height: int = 24,
+    kind: str = "shell",
+    authority: str = "rule:ops-web01",
+    status: str = "closed",
+    terminated_by: str | None = None,
+) -> Path:
+    """Write, seal, enter in the ledger (opened at ``started``, a UNIX time) and index an
+    asciicast recording, as the gateway does after a session; its path."""
+    import json
+
+    from gateway.domain.sessions import SessionEnd, SessionLedger, SessionStart
+    from recordings.asciicast import seal_file
+
+    relative = f"2025/03/14/{session_id}.cast"
+    path = services.config.recordings_dir / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"version": 2, "width": width, "height": height, "timestamp": int(started),
+              "env": {"TERM": "xterm-256color", "SHELL": ""}, "pamgate": {"user": user}}
+    path.write_text("\n".join(json.dumps(line) for line in [header, *events]) + "\n")
+    sealed = seal_file(path)
+    ledger = SessionLedger(services.store, services.audit, "console-test", clock=lambda: started)
+    start = SessionStart(lane="human", user=user, target="web01", account="root",
+                         source="192.0.2.7", authority=authority, kind=kind,
+                         command="backup.sh" if kind == "exec" else None)
+    ledger.open(session_id, start, recording_path=relative)
+    if terminated_by is not None:
+        ledger.request_termination(session_id, actor=terminated_by, reason="policy breach")
+    ledger.close(session_id, start, SessionEnd(
+        status=status, recording_path=relative, recording_sha256=sealed.sha256))
+    services.recordings.index_commands(session_id)
+    return sealed.path

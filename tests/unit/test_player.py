@@ -207,3 +207,15 @@ def cells(terminal: TerminalModel) -> list[tuple[str, str, str, bool]]:
         for y in range(screen.lines)
         for cell in (screen.buffer[y][x] for x in range(screen.columns))
     ]
+
+
+def test_exec_output_without_a_pty_is_drawn_line_under_line(tmp_path: Path) -> None:
+    """No pty turned ``\\n`` into ``\\r\\n``: newline_returns draws it as the viewer's terminal
+    would (the CLI replay); without it, the lines make a staircase."""
+    events = [(0.1, "o", "one\ntwo\nthree\n")]
+    path = write_cast(tmp_path / "exec.cast", events)
+    index = RecordingIndex.build(path)
+    staircase, _ = screen_at(path, index, 1.0)
+    assert staircase.screen.display[1].rstrip() == "   two"  # starts where "one" ended
+    terminal, _ = screen_at(path, index, 1.0, newline_returns=True)
+    assert [row.rstrip() for row in terminal.screen.display[:3]] == ["one", "two", "three"]

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from rich.console import RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Label
+from textual.widgets import Label
 
 from gateway.domain.entitlements.effective import AccessPath
 from gateway.domain.entitlements.stale import Finding
 from gateway.domain.operators import READ_TRAILS
-from tui.screens.section import SectionScreen, add_columns
+from tui.screens.section import SectionScreen
+from tui.tables import LiveTable, Row
 from tui.text import age, cell
 
 #: The report asks the access decision for every person and target account: not every second.
@@ -26,20 +26,16 @@ class AccessScreen(SectionScreen):
 
     view_roles = READ_TRAILS
     purpose = "read the access report"
-    BINDINGS = [Binding("r", "reload", "Reload")]
+    BINDINGS = [Binding("u", "reload", "Update")]
 
     def compose_section(self) -> ComposeResult:
         yield Label("Who can reach what now, through what; last use from the session records",
                     classes="section-title")  # fmt: skip
-        paths: DataTable[RenderableType] = DataTable(id="paths", cursor_type="row",
-                                                     zebra_stripes=True)  # fmt: skip
-        add_columns(paths, (("Identity", 12), ("Access", 16), ("Via", 10), ("Authority", 18),
-                            ("Last use", 10), ("Limits", 22)))  # fmt: skip
-        yield paths
+        yield LiveTable(("Identity", 12), ("Access", 16), ("Via", 10), ("Authority", 18),
+                        ("Last use", 10), ("Limits", 22), id="paths")  # fmt: skip
         yield Label("Stale and too broad (30 days)", classes="section-title")
-        findings: DataTable[RenderableType] = DataTable(id="findings", cursor_type="row")
-        add_columns(findings, (("Kind", 12), ("Identity", 12), ("Item", 20), ("Detail", 40)))
-        yield findings
+        yield LiveTable(("Kind", 12), ("Identity", 12), ("Item", 20), ("Detail", 40),
+                        id="findings", zebra=False)  # fmt: skip
 
     def on_mount(self) -> None:
         if self.allowed:
@@ -58,21 +54,25 @@ class AccessScreen(SectionScreen):
         found: tuple[list[AccessPath], list[Finding]] = data  # type: ignore[assignment]
         paths, findings = found
         now = self.console.now()
-        table = self.query_one("#paths", DataTable)
-        table.clear()
-        for path in paths:
+        rows: list[Row] = []
+        for number, path in enumerate(paths):
             who = f"{'M' if path.identity_type == 'machine' else 'H'} {path.identity}"
             used = _used(path.last_used, now)
             limits = ", ".join(path.limits.get("commands", [])) or str(
                 path.limits.get("file_transfer", ""))  # fmt: skip
-            table.add_row(cell(who, 24), cell(f"{path.account}@{path.target}", 30),
-                          path.via, cell(path.authority, 30), used, cell(limits, 40))  # fmt: skip
-        stale = self.query_one("#findings", DataTable)
-        stale.clear()
-        for finding in findings:
+            # Keys need only be unique: the screen is read-only (nothing acts on a selection).
+            rows.append((str(number), (
+                cell(who, 24), cell(f"{path.account}@{path.target}", 30), path.via,
+                cell(path.authority, 30), used, cell(limits, 40),
+            )))  # fmt: skip
+        self.query_one("#paths", LiveTable).refill(rows)
+        found_rows: list[Row] = []
+        for number, finding in enumerate(findings):
             kind = Text(finding.kind, style="bold red" if finding.excessive else "yellow")
-            stale.add_row(kind, cell(finding.identity, 24), cell(finding.item, 40),
-                          cell(finding.detail, 80))  # fmt: skip
+            found_rows.append((str(number), (
+                kind, cell(finding.identity, 24), cell(finding.item, 40), cell(finding.detail, 80),
+            )))  # fmt: skip
+        self.query_one("#findings", LiveTable).refill(found_rows)
 
 
 def _used(last: datetime | None, now: datetime) -> Text:

@@ -8,15 +8,15 @@ appended since the last one, so a busy trail costs little to watch.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from rich.console import RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -26,7 +26,9 @@ from gateway.config import parse_since
 from gateway.domain.audit.trail import AuditRecord, Trail, VerifyResult
 from gateway.domain.operators import SEE_SESSIONS
 from gateway.errors import PamgateError
+from tui.screens.dialogs import DetailDialog
 from tui.screens.section import SectionScreen
+from tui.tables import LiveTable, Row
 from tui.text import cell
 
 #: Events shown per trail.
@@ -39,9 +41,6 @@ SCAN_LIMIT = 200_000
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 FILTER_HELP = "filter: actor=NAME action=PREFIX since=30m|12h|7d|ISO-TIME (Enter)"
-
-#: One table row: its key and its cells.
-Row = tuple[str, Sequence[RenderableType]]
 
 
 @dataclass(frozen=True)
@@ -174,66 +173,37 @@ class TrailWindow:
         self._last_seq = head
 
 
-class LiveTable(DataTable[RenderableType]):
-    """A row-cursor table refilled every second without losing the reader's place.
-
-    :meth:`refill` does nothing when the rows are unchanged; otherwise it keeps
-    the selected row (by key, so it follows its event or identity when rows are
-    added above it) and the scroll position.
-    """
-
-    def __init__(self, *columns: str, id: str) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self.add_columns(*columns)
-        self._shown: list[tuple[str, tuple[str, ...]]] = []
-
-    @property
-    def selected_key(self) -> str | None:
-        """The key of the selected row, or None if the table is empty."""
-        if self.row_count == 0:
-            return None
-        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-
-    def refill(self, rows: Sequence[Row]) -> None:
-        """Show ``rows`` (key, cells) in order."""
-        shown = [(key, tuple(str(value) for value in cells)) for key, cells in rows]
-        if shown == self._shown:
-            return
-        self._shown = shown
-        selected, index = self.selected_key, self.cursor_row
-        scroll_x, scroll_y = self.scroll_x, self.scroll_y
-        self.clear()
-        for key, cells in rows:
-            self.add_row(*cells, key=key)
-        if not rows:
-            return
-        if selected is not None and selected in self.rows:
-            moved = self.get_row_index(selected) - index
-            index += moved
-            if scroll_y > 0:
-                # Scrolled down: rows added above must not push the ones being read away.
-                scroll_y += moved
-        self.move_cursor(row=min(index, len(rows) - 1), scroll=False)
-        # clear() scrolled home; go back once the new size is known.
-        self.call_after_refresh(self.scroll_to, scroll_x, scroll_y, animate=False)
-
-
 def event_row(record: AuditRecord) -> Row:
     """A table row for an event; every stored text is untrusted (the trail may be tampered)."""
     where = record.target or "-"
     if record.account:
         where = f"{record.account}@{where}"
+    # The reason before where and under what: at 120 columns it is on screen (Enter: all).
     return str(record.seq), (
-        str(record.seq), _event_time(record.ts), cell(record.actor, 20), cell(record.action, 28),
-        cell(record.outcome, 10), cell(where, 30), cell(record.authority or "-", 30),
-        cell(record.reason or "", 40),
+        str(record.seq), _event_time(record.ts), cell(record.actor, 12), cell(record.action, 22),
+        cell(record.outcome, 9), cell(record.reason or "", 60), cell(where, 24),
+        cell(record.authority or "-", 24),
     )  # fmt: skip
 
 
+def event_facts(record: AuditRecord) -> list[tuple[str, object]]:
+    """An event in full for its detail view: the reason whole, and the event as JSON."""
+    try:
+        as_json = json.dumps(json.loads(record.to_json()), indent=2, ensure_ascii=False)
+    except ValueError:  # details that are not JSON: a tampered row, shown as stored
+        as_json = record.details
+    return [
+        ("Time (UTC)", record.ts), ("Actor", f"{record.actor} ({record.actor_type})"),
+        ("Action", record.action), ("Outcome", record.outcome), ("Reason", record.reason),
+        ("Authority", record.authority), ("Event (JSON)", as_json),
+    ]  # fmt: skip
+
+
 def _event_time(ts: str) -> Text:
-    """``2026-11-23 08:00:05`` from the stored ``2026-11-23T08:00:05.123456Z``."""
+    """``11-23 08:00:05`` from the stored ``2026-11-23T08:00:05.123456Z`` (the year is in
+    the detail view: a week's audit does not need it on every row)."""
     if re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", ts):
-        return Text(f"{ts[:10]} {ts[11:19]}")
+        return Text(f"{ts[5:10]} {ts[11:19]}")
     return cell(ts, 30)
 
 
@@ -252,15 +222,19 @@ class AuditScreen(SectionScreen):
 
     view_roles = SEE_SESSIONS
     purpose = "see the audit trails"
+    # V, not v: v records a break-glass verdict. ] and [ switch tabs, as in Identities.
     BINDINGS = [
-        Binding("v", "verify", "Verify chain"),
-        Binding("t", "switch_trail", "Other trail"),
-        Binding("slash", "edit_filter", "Filter"),
+        Binding("V", "verify", "Verify chain", key_display="V"),
+        Binding("right_square_bracket,left_square_bracket", "switch_trail", "Other trail",
+                key_display="]"),
+        Binding("slash", "edit_filter", "Filter", key_display="/"),
+        Binding("enter", "detail", "Detail", key_display="⏎"),
+        Binding("escape", "leave_filter", "Table", show=False),
     ]
     #: Start in the table, so the keys above work at once (not typed into the filter).
     AUTO_FOCUS = "#human-events"
 
-    COLUMNS = ("Seq", "Time (UTC)", "Actor", "Action", "Outcome", "On", "Authority", "Reason")
+    COLUMNS = ("Seq", "Time (UTC)", "Actor", "Action", "Outcome", "Reason", "On", "Authority")
 
     def __init__(self) -> None:
         super().__init__()
@@ -342,8 +316,26 @@ class AuditScreen(SectionScreen):
 
     # -- actions ---------------------------------------------------------------
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_detail()
+
+    def action_detail(self) -> None:
+        """The highlighted event in full: every field and its details as JSON."""
+        page = self._pages.get(self.trail)
+        key = self.query_one(f"#{self.trail.value}-events", LiveTable).selected_key
+        record = next((r for r in page.records if str(r.seq) == key), None) if page else None
+        if record is None:
+            self.notify("No event is selected.", severity="warning")
+            return
+        self.app.push_screen(DetailDialog(
+            f"{record.trail} trail, event #{record.seq}", event_facts(record)))  # fmt: skip
+
+    def action_leave_filter(self) -> None:
+        self._focus_table()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("verify", "switch_trail", "edit_filter"):
+        if action in ("verify", "switch_trail", "edit_filter", "detail", "leave_filter"):
             # Hidden from the footer and palette of someone who sees the missing-role message.
             return self.console.user is not None and self.allowed
         return True

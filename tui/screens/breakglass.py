@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from rich.console import RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Label
 
 from gateway.domain.breakglass import CaseView
 from gateway.domain.operators import SEE_BREAKGLASS
 from gateway.errors import PamgateError
-from tui.screens.dialogs import VerdictDialog
-from tui.screens.section import SectionScreen, add_columns
+from tui.screens.dialogs import DetailDialog, VerdictDialog
+from tui.screens.section import SectionScreen
+from tui.tables import LiveTable, Row
 from tui.text import age, cell
+
+
+def case_facts(case: CaseView) -> list[tuple[str, object]]:
+    """Everything about a break-glass case, for its detail view."""
+    return [
+        ("User", case.user), ("Target", f"{case.account}@{case.target}"),
+        ("Justification", case.justification), ("Grant", f"grant:{case.grant_id}"),
+        ("Authority of its sessions", case.authority),
+        ("Used", f"{case.created_at:%Y-%m-%d %H:%M:%S} UTC"),
+        ("Review due", f"{case.review_due_at:%Y-%m-%d %H:%M:%S} UTC"),
+        ("Verdict", case.verdict or "not reviewed yet"), ("Reviewed by", case.reviewed_by),
+        ("Reviewer's note", case.note),
+    ]  # fmt: skip
 
 
 class BreakGlassScreen(SectionScreen):
@@ -22,20 +34,19 @@ class BreakGlassScreen(SectionScreen):
 
     view_roles = SEE_BREAKGLASS
     purpose = "see break-glass cases"
+    AUTO_FOCUS = "#cases"
     BINDINGS = [
         Binding("o", "open_recording", "Open recording"),
         Binding("v", "verdict", "Verdict"),
+        Binding("enter", "detail", "Detail", key_display="⏎"),
+        Binding("slash", "filter_list", "Filter", key_display="/"),
     ]
 
     def compose_section(self) -> ComposeResult:
         yield Label("Break-glass cases: unreviewed first; OVERDUE past the review deadline",
                     classes="section-title")  # fmt: skip
-        table: DataTable[RenderableType] = DataTable(
-            id="cases", cursor_type="row", zebra_stripes=True
-        )
-        add_columns(table, (("#", 3), ("User", 9), ("Where", 12), ("When", 8), ("Review", 14),
-                            ("Justification", 20)))  # fmt: skip
-        yield table
+        yield LiveTable(("#", 3), ("User", 9), ("Where", 12), ("When", 8), ("Review", 14),
+                        ("Justification", 20), id="cases")  # fmt: skip
         yield Label("", id="case-detail")
 
     def load(self) -> list[CaseView]:
@@ -44,9 +55,7 @@ class BreakGlassScreen(SectionScreen):
     def show(self, data: object) -> None:
         cases: list[CaseView] = data  # type: ignore[assignment]
         now = self.console.now()
-        table = self.query_one("#cases", DataTable)
-        keep = table.cursor_row
-        table.clear()
+        rows: list[Row] = []
         for case in cases:
             if case.verdict is not None:
                 review = Text(f"{case.verdict} ({case.reviewed_by})")
@@ -54,26 +63,31 @@ class BreakGlassScreen(SectionScreen):
                 review = Text(f"OVERDUE {age(case.review_due_at, now)}", style="bold red")
             else:
                 review = Text(f"due in {age(now, case.review_due_at)}", style="yellow")
-            table.add_row(
+            rows.append((str(case.id), (
                 str(case.id), cell(case.user, 16), cell(f"{case.account}@{case.target}", 24),
                 age(case.created_at, now) + " ago", review, cell(case.justification, 40),
-                key=str(case.id),
-            )  # fmt: skip
-        if cases:
-            table.move_cursor(row=min(keep, len(cases) - 1))
+            )))  # fmt: skip
+        self.query_one("#cases", LiveTable).refill(rows)
 
     def _selected(self) -> CaseView | None:
-        table = self.query_one("#cases", DataTable)
-        if not self.allowed or table.row_count == 0:
+        key = self.query_one("#cases", LiveTable).selected_key if self.allowed else None
+        if key is None:
             self.notify("No break-glass case is selected.", severity="warning")
             return None
-        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
-        case_id = int(str(key))
         try:
-            return self.actions.breakglass_case(case_id)
+            return self.actions.breakglass_case(int(key))
         except PamgateError as exc:
             self.notify(str(exc), severity="error")
             return None
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_detail()
+
+    def action_detail(self) -> None:
+        case = self._selected()
+        if case is not None:
+            self.app.push_screen(DetailDialog(f"Break-glass case #{case.id}", case_facts(case)))
 
     def action_open_recording(self) -> None:
         from tui.screens.replay import ReplayScreen

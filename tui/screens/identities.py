@@ -19,15 +19,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, TabbedContent, TabPane
+from textual.widgets import Button, DataTable, Label, TabbedContent, TabPane
 
 from gateway.domain.identities import TotpEnrolment, UserView
 from gateway.domain.machines.registry import STATUSES, MachineView
 from gateway.domain.machines.revocation import Revocation
 from gateway.domain.operators import SEE_IDENTITIES, Role
-from tui.screens.audit import LiveTable, Row
-from tui.screens.dialogs import TextDialog
+from tui.screens.dialogs import DetailDialog, TextDialog
 from tui.screens.section import SectionScreen
+from tui.tables import LiveTable, Row
 from tui.text import cell
 
 HUMANS = "humans"
@@ -88,6 +88,30 @@ def machine_row(machine: MachineView, certificates: int, now: datetime) -> Row:
     )  # fmt: skip
 
 
+def user_facts(user: UserView) -> list[tuple[str, object]]:
+    """Everything about a user, for the detail view (no secret, no hash)."""
+    return [
+        ("Name", user.name), ("Status", "disabled" if user.disabled else "enabled"),
+        ("Groups", ", ".join(user.groups)), ("Factors", factors(user)),
+        ("Keys", "\n".join(user.key_fingerprints)),
+        ("Created", f"{user.created_at:%Y-%m-%d %H:%M:%S} UTC"),
+    ]  # fmt: skip
+
+
+def machine_facts(machine: MachineView, certificates: int) -> list[tuple[str, object]]:
+    """Everything about an NHI, for the detail view."""
+    return [
+        ("Name", machine.name), ("Kind", machine.kind), ("Purpose", machine.purpose),
+        ("Status", machine.status), ("Why (last status change)", machine.status_reason),
+        ("Owner", machine.owner), ("Technical owner", machine.tech_owner),
+        ("Review by", f"{machine.review_by:%Y-%m-%d}" if machine.review_by else None),
+        ("Outstanding certificates", certificates), ("Scope", scope_summary(machine)),
+        ("Sources", ", ".join(machine.sources)),
+        ("Last used", f"{machine.last_used_at:%Y-%m-%d %H:%M:%S} UTC"
+         if machine.last_used_at else None),
+    ]  # fmt: skip
+
+
 def scope_summary(machine: MachineView) -> str:
     """Where an NHI may go and what it may run, in one line."""
     where = ", ".join(f"{t.account}@{t.target}" for t in machine.targets)
@@ -132,15 +156,20 @@ class IdentitiesScreen(SectionScreen):
 
     view_roles = SEE_IDENTITIES
     purpose = "see identities"
+    # The same letter means the same everywhere: g revokes (a grant in Sessions), ] and [
+    # switch tabs (as in Audit); o opens a recording elsewhere, so offboarding is f.
     BINDINGS = [
         Binding("e", "enable", "Enable"),
         Binding("x", "disable", "Disable"),
         Binding("m", "reset_mfa", "Reset MFA"),
         Binding("s", "suspend", "Suspend"),
         Binding("r", "resume", "Resume"),
-        Binding("o", "offboard", "Offboard"),
-        Binding("k", "revoke", "Revoke certs"),
-        Binding("t", "switch_tab", "Other tab"),
+        Binding("f", "offboard", "Offboard"),
+        Binding("g", "revoke", "Revoke certs"),
+        Binding("right_square_bracket,left_square_bracket", "switch_tab", "Other tab",
+                key_display="]"),
+        Binding("enter", "detail", "Detail", key_display="⏎"),
+        Binding("slash", "filter_list", "Filter", key_display="/"),
     ]
     AUTO_FOCUS = "#human-table"
 
@@ -190,6 +219,28 @@ class IdentitiesScreen(SectionScreen):
         self.refresh_bindings()  # the footer offers the new tab's actions
 
     # -- actions ---------------------------------------------------------------
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_detail()
+
+    def action_detail(self) -> None:
+        """Everything about the highlighted identity of the active tab."""
+        if not self.allowed:
+            return
+        if self.tab == HUMANS:
+            user = self._users.get(self.query_one("#human-table", LiveTable).selected_key or "")
+            if user is not None:
+                self.app.push_screen(DetailDialog(f"User {user.name}", user_facts(user)))
+                return
+        else:
+            table = self.query_one("#machine-table", LiveTable)
+            machine = self._machines.get(table.selected_key or "")
+            if machine is not None:
+                facts = machine_facts(machine, self._certificates[machine.name])
+                self.app.push_screen(DetailDialog(f"Machine identity {machine.name}", facts))
+                return
+        self._say("Nothing is selected.", "warning")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "switch_tab" or any(action in names for names in TAB_ACTIONS.values()):
@@ -267,10 +318,22 @@ class IdentitiesScreen(SectionScreen):
         if user.disabled == disabled:
             self._say(f"{user.name} is {verb}d already.")
             return
-        self.run_service(
-            lambda: self.actions.set_user_disabled(user.name, disabled),
-            lambda _: self._say(f"{user.name} is {verb}d."),
-        )
+        if disabled and user.name == self.user.name:
+            # Said before the question; the domain refuses it (and audits that) anyway.
+            self._say("You cannot disable yourself: another admin must.", "warning")
+            return
+
+        def change(reason: str) -> None:
+            self.run_service(
+                lambda: self.actions.set_user_disabled(user.name, disabled, reason=reason),
+                lambda _: self._say(f"{user.name} is {verb}d."),
+            )
+
+        effect = (
+            "They cannot sign in, and their live sessions and consoles end within 2 s."
+            if disabled else "They can sign in again."
+        )  # fmt: skip
+        self._ask_reason(f"{verb.capitalize()} {user.name}? {effect} Reason:", change)
 
     def action_reset_mfa(self) -> None:
         user = self._human("reset second factors")

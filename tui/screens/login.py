@@ -1,16 +1,25 @@
-"""The login screen: user name, password and TOTP code, as for SSH. No anonymous use."""
+"""The login screen: user name, password and TOTP code, as for SSH. No anonymous use.
+
+It is the lock screen too: there it shows how many requests and break-glass
+uses wait (counts only), so an approver sees them before unlocking.
+"""
 
 from __future__ import annotations
 
+import math
+
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label
+from textual.widgets import Button, Footer, Input, Label
 
 from gateway.domain.operators import roles_for
+from gateway.domain.sign_in import SignInFailed
 from gateway.errors import PamgateError
 from tui.screens.section import console_of
+from tui.widgets import TitleBar
 
 
 class LoginScreen(Screen[None]):
@@ -27,18 +36,29 @@ class LoginScreen(Screen[None]):
         return console_of(self).only_user
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         with Vertical(id="login"):
             yield Label("Sign in to the pamgate console", classes="dialog-title")
             # Above the fields, so it stays on screen at 80x24.
             yield Label(self._message, id="message", classes="problem", markup=False)
+            yield Label("", id="waiting", classes="waiting-count")
             yield Input(placeholder="user name", id="user")
             yield Input(placeholder="password", password=True, id="password")
             yield Input(placeholder="verification code (TOTP)", id="code", max_length=10)
             yield Button("Sign in", variant="primary", id="sign-in")
         yield Footer()
 
+    def show_waiting(self, sentence: str) -> None:
+        """What waits for the operator, as counts (the console is locked: no names)."""
+        found = self.query("#waiting")
+        if not found:
+            return  # not built yet: on_mount shows what waits then
+        label = found.first(Label)
+        label.update(Text(sentence))
+        label.display = bool(sentence)
+
     def on_mount(self) -> None:
+        self.show_waiting(console_of(self).waiting.sentence())
         only = self._only_user
         if only is not None:
             user_field = self.query_one("#user", Input)
@@ -79,13 +99,16 @@ class LoginScreen(Screen[None]):
             user = services.sign_in.sign_in(
                 name, password, code, source=console.source, purpose="console"
             )
-        except PamgateError:
-            self.app.call_from_thread(self._failed, "Wrong user name, password or code.")
+        except SignInFailed as failed:
+            self.app.call_from_thread(self._failed, failure_message(failed))
+            return
+        except PamgateError as exc:
+            self.app.call_from_thread(self._failed, f"Cannot sign in: {exc}")
             return
         if not roles_for(user.groups, services.config):
             self.app.call_from_thread(
                 self._failed,
-                f"{user.name} has no console role: ask for membership of an approver, "
+                f"{user.name} has no console role. Ask an admin to add you to an approver, "
                 "auditor or admin group ([console] in the config).",
             )
             return
@@ -97,3 +120,18 @@ class LoginScreen(Screen[None]):
         self.query_one("#code", Input).value = ""
         self.query_one("#sign-in", Button).disabled = False
         self.query_one("#password", Input).focus()
+
+
+def failure_message(failed: SignInFailed) -> str:
+    """What a refused sign-in is told: a back-off with its wait; otherwise one message for
+    every other cause (saying which factor was wrong would help a guesser), which names
+    the cause people hit most: a code used once already."""
+    if failed.retry_after_seconds is not None:
+        return (
+            "Too many failed sign-ins for this user or address: "
+            f"try again in {math.ceil(failed.retry_after_seconds)} s."
+        )
+    return (
+        "Wrong user name, password or code. A code works only once: "
+        "if you just used it, wait for the next one."
+    )

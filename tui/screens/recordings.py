@@ -1,9 +1,14 @@
 """Recordings: recorded sessions, filtered by user, target, date and command text.
 
-One filter line: ``user=alice target=web01 since=2d`` narrows the sessions;
-any other words are command text, searched in the commands extracted from
-the recordings (then each matching command is a row, with its time). Enter
-or ``o`` opens the replayer, at the matching command when there is one.
+One filter line: ``user=alice target=web01 since=2d until=2026-11-20
+authority=grant:12 breakglass=yes`` narrows the sessions; any other words are
+command text, searched in the commands extracted from the recordings (then
+each matching command is a row, with its time). Enter or ``o`` opens the
+replayer, at the matching command when there is one.
+
+A live session's commands are searched as far as they were extracted when
+the session was last indexed; the replayer's own search (``/``) reads the
+recording itself.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from rich.console import RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -22,6 +28,7 @@ from gateway.domain.operators import SEE_SESSIONS
 from gateway.domain.recordings.service import CommandHit, RecordingInfo
 from tui.screens.replay import ReplayScreen, clock, command_moment
 from tui.screens.section import SectionScreen
+from tui.tables import LiveTable
 from tui.text import cell
 
 #: Sessions listed at most (the newest that match); command hits are looked for among them.
@@ -53,6 +60,12 @@ class RecordingFilter:
     since: str | None = None
     #: Command text (the words that are not ``key=value`` filters).
     text: str = ""
+    #: ``until=`` as typed: sessions that started before it (an age or a date/time).
+    until: str | None = None
+    #: ``authority=``: ``grant:12`` exactly, or a prefix ending in ``:`` (``rule:``).
+    authority: str | None = None
+    #: ``breakglass=yes`` only emergency sessions; ``no`` none of them.
+    breakglass: bool | None = None
 
     @classmethod
     def parse(cls, line: str) -> RecordingFilter:
@@ -65,32 +78,68 @@ class RecordingFilter:
         words = []
         for token in line.split():
             key, equals, value = token.partition("=")
-            if equals and key in ("user", "target", "since"):
+            if equals and key in _EXAMPLES:
                 if not value:
                     raise FilterError(f"{key}= needs a value, e.g. {key}={_EXAMPLES[key]}")
                 fields[key] = value
             else:
                 words.append(token)
-        found = cls(fields.get("user"), fields.get("target"), fields.get("since"), " ".join(words))
-        found.since_time(datetime.now(UTC))  # a bad since= is reported now, not at each refresh
+        breakglass = fields.get("breakglass")
+        if breakglass is not None and breakglass not in ("yes", "no"):
+            raise FilterError(f"breakglass={breakglass}: give breakglass=yes or breakglass=no")
+        found = cls(
+            fields.get("user"), fields.get("target"), fields.get("since"), " ".join(words),
+            until=fields.get("until"), authority=fields.get("authority"),
+            breakglass=None if breakglass is None else breakglass == "yes",
+        )  # fmt: skip
+        # A bad since= or until= is reported now, not at each refresh.
+        now = datetime.now(UTC)
+        found.since_time(now)
+        found.until_time(now)
         return found
 
     def since_time(self, now: datetime) -> datetime | None:
         """The earliest start time asked for, or None."""
-        if self.since is None:
-            return None
-        try:
-            if re.match(DURATION_PATTERN, self.since):
-                return now - timedelta(seconds=duration_seconds(self.since))
-            when = datetime.fromisoformat(self.since)
-        except (ValueError, OverflowError):
-            raise FilterError(
-                f"since={self.since}: give an age (30m, 12h, 7d) or a date (2026-11-23)"
-            ) from None
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
+        return _moment("since", self.since, now)
+
+    def until_time(self, now: datetime) -> datetime | None:
+        """The start time sessions must be before, or None. A date alone means the end of
+        that day: ``until=2026-11-20`` includes the 20th."""
+        if self.until is not None and re.fullmatch(r"\d{4}-\d\d-\d\d", self.until):
+            day = _moment("until", self.until, now)
+            return day + timedelta(days=1) if day is not None else None
+        return _moment("until", self.until, now)
+
+    def authority_query(self) -> str | None:
+        """What the store is asked for: ``breakglass=yes`` is the ``breakglass:`` prefix."""
+        if self.breakglass and not self.authority:
+            return "breakglass:"
+        return self.authority
+
+    def keeps(self, info: RecordingInfo) -> bool:
+        """The filters the store is not asked for (``breakglass=no``)."""
+        return self.breakglass is None or info.break_glass == self.breakglass
 
 
-_EXAMPLES = {"user": "alice", "target": "web01", "since": "2d"}
+def _moment(key: str, typed: str | None, now: datetime) -> datetime | None:
+    """An age before ``now`` (``30m``, ``7d``) or an ISO date/time (UTC unless it says)."""
+    if typed is None:
+        return None
+    try:
+        if re.match(DURATION_PATTERN, typed):
+            return now - timedelta(seconds=duration_seconds(typed))
+        when = datetime.fromisoformat(typed)
+    except (ValueError, OverflowError):
+        raise FilterError(
+            f"{key}={typed}: give an age (30m, 12h, 7d) or a date (2026-11-23)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+_EXAMPLES = {
+    "user": "alice", "target": "web01", "since": "2d", "until": "2026-11-20",
+    "authority": "grant:12", "breakglass": "yes",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,6 +148,13 @@ class _Row:
 
     info: RecordingInfo
     hit: CommandHit | None
+
+    @property
+    def key(self) -> str:
+        """The session, and the command's moment when the row is a search hit."""
+        if self.hit is None:
+            return self.info.session_id
+        return f"{self.info.session_id}@{self.hit.offset!r}#{self.hit.text}"
 
 
 @dataclass(frozen=True)
@@ -123,7 +179,7 @@ class RecordingsScreen(SectionScreen):
     }
     """
     BINDINGS = [
-        Binding("o", "open", "Replay"),
+        Binding("o", "open_recording", "Open recording"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "leave_filter", "Table", show=False),
     ]
@@ -131,7 +187,7 @@ class RecordingsScreen(SectionScreen):
     def __init__(self) -> None:
         super().__init__()
         self._filter = RecordingFilter()
-        self._rows: list[_Row] = []
+        self._rows: dict[str, _Row] = {}
         self._searching: bool | None = None  # which columns the table has
         #: Why the last filter typed was not applied; shown until a filter is applied.
         self._problem: str | None = None
@@ -139,20 +195,20 @@ class RecordingsScreen(SectionScreen):
     def compose_section(self) -> ComposeResult:
         yield Label("Recorded sessions", classes="section-title")
         yield Input(
-            placeholder="/ filter: user=alice target=web01 since=2d, other words: command text",
+            placeholder="/ filter: user= target= since= until= authority= breakglass=yes, "
+            "other words: command text",
             id="filter",
         )
         yield Label("", id="filter-status")
-        yield DataTable(id="recordings", cursor_type="row", zebra_stripes=True)
+        yield LiveTable(*_SESSION_COLUMNS, id="recordings")
 
     def load(self) -> _Found:
         query = self._filter
-        sessions = self.actions.recordings(
-            user=query.user,
-            target=query.target,
-            since=query.since_time(datetime.now(UTC)),
-            limit=LIST_LIMIT,
-        )
+        now = datetime.now(UTC)
+        sessions = [info for info in self.actions.recordings(
+            user=query.user, target=query.target, since=query.since_time(now),
+            until=query.until_time(now), authority=query.authority_query(), limit=LIST_LIMIT,
+        ) if query.keeps(info)]  # fmt: skip
         if not query.text:
             return _Found(query, [_Row(info, None) for info in sessions])
         by_id = {info.session_id: info for info in sessions}
@@ -165,28 +221,26 @@ class RecordingsScreen(SectionScreen):
             return  # read for the previous filter; the next refresh reads the new one
         self._show_status(self._summary(data))
         searching = bool(data.query.text)
-        if searching == self._searching and data.rows == self._rows:
-            return  # unchanged: keep the table (and the user's place in it) as it is
-        table = self.query_one("#recordings", DataTable)
+        table = self.query_one("#recordings", LiveTable)
         if searching != self._searching:
-            table.clear(columns=True)
-            table.add_columns(*(_HIT_COLUMNS if searching else _SESSION_COLUMNS))
+            table.set_columns(_HIT_COLUMNS if searching else _SESSION_COLUMNS)
             self._searching = searching
-        keep = table.cursor_row
-        table.clear()
-        self._rows = data.rows
+        self._rows = {}
         for row in data.rows:
-            table.add_row(*self._cells(row))
-        if data.rows:
-            table.move_cursor(row=min(keep, len(data.rows) - 1))
+            key = row.key
+            while key in self._rows:  # the same command twice at one moment: keys stay unique
+                key += "+"
+            self._rows[key] = row
+        # By key: a recording that arrives above the highlighted one does not move it.
+        table.refill([(key, self._cells(row)) for key, row in self._rows.items()])
 
     @staticmethod
-    def _cells(row: _Row) -> list[object]:
+    def _cells(row: _Row) -> list[RenderableType]:
         info = row.info
-        cells: list[object] = [
+        cells: list[RenderableType] = [
             info.session_id[:12], cell(info.user, 20), cell(info.target, 20),
             cell(info.account, 16), info.lane, _kind(info), f"{info.started_at:%Y-%m-%d %H:%M}",
-            info.status, "yes" if info.sha256 else "no",
+            info.shown_status, "yes" if info.sha256 else "no",
         ]  # fmt: skip
         if row.hit is not None:
             cells[1:1] = [clock(row.hit.offset, hours=row.hit.offset >= 3600), cell(row.hit.text)]
@@ -234,15 +288,14 @@ class RecordingsScreen(SectionScreen):
     # -- opening -----------------------------------------------------------------
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.action_open()
+        self.action_open_recording()
 
-    def action_open(self) -> None:
+    def action_open_recording(self) -> None:
         if not self.allowed:
             return
-        table = self.query_one("#recordings", DataTable)
-        if not self._rows or not 0 <= table.cursor_row < len(self._rows):
+        row = self._rows.get(self.query_one("#recordings", LiveTable).selected_key or "")
+        if row is None:
             self.notify("No recorded session is selected.", severity="warning")
             return
-        row = self._rows[table.cursor_row]
         at = command_moment(row.hit.offset) if row.hit is not None else 0.0
         self.app.push_screen(ReplayScreen(row.info.session_id, at=at))

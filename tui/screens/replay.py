@@ -20,12 +20,12 @@ an emulator a worker is feeding.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from rich.console import RenderableType
 from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
@@ -33,7 +33,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Input, Label
 
 from gateway.domain.operators import SEE_SESSIONS
 from gateway.domain.recordings.service import LoggedCommand, RecordingInfo
@@ -49,6 +49,7 @@ from recordings.player import (
 )
 from recordings.terminal import TerminalModel, parse_size
 from tui.screens.section import SectionScreen, deliver
+from tui.tables import ListTable
 from tui.text import cell
 from tui.widgets import TerminalImage, TerminalView
 
@@ -56,6 +57,17 @@ from tui.widgets import TerminalImage, TerminalView
 TICK_SECONDS = 0.05
 #: Playback speeds offered by + and -.
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+#: Escape sequences (CSI, OSC, two-character escapes), removed from output searched as text.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
+#: Below this many columns beside the recording, the command list is an overlay (``c``).
+COMMANDS_MIN_WIDTH = 24
+#: The command list's width at most, beside the recording or over it.
+COMMANDS_MAX_WIDTH = 40
+NO_COMMANDS = "no commands extracted"
+#: Actions on keys the search field needs while it is being typed in.
+_TYPING_KEYS_ACTIONS = frozenset({"play_pause", "seek", "seek_to", "seek_to_end"})
+#: Session kinds recorded without a pty: their line feeds do not return the carriage.
+NO_PTY_KINDS = frozenset({"exec"})
 #: Playing forward past this much output rebuilds the screen through the index instead
 #: (its cost does not grow with the output skipped).
 ADVANCE_BY_SEEK = 4 * SEEK_TAIL
@@ -87,11 +99,19 @@ class Playback:
     screen runs one at a time. Each returns the screen drawn as an image.
     """
 
-    def __init__(self, recording: PlainRecording) -> None:
+    def __init__(self, recording: PlainRecording, *, newline_returns: bool = False) -> None:
+        """``newline_returns``: the session had no pty (exec), so its output's line feeds
+        return the carriage as the viewer's terminal would (no staircase)."""
         self._recording = recording
+        self._newline_returns = newline_returns
         self.index = recording.index()
         self.position = 0.0
-        self._terminal, self._offset = screen_at(recording.path, self.index, 0.0)
+        self._terminal, self._offset = self._screen_at(0.0)
+
+    def _screen_at(self, moment: float) -> tuple[TerminalModel, int]:
+        return screen_at(
+            self._recording.path, self.index, moment, newline_returns=self._newline_returns
+        )
 
     @property
     def duration(self) -> float:
@@ -104,7 +124,7 @@ class Playback:
     def seek(self, moment: float) -> TerminalImage:
         """Rebuild the screen as it was at ``moment`` (clamped to the recording)."""
         moment = min(max(moment, 0.0), self.duration)
-        self._terminal, self._offset = screen_at(self._recording.path, self.index, moment)
+        self._terminal, self._offset = self._screen_at(moment)
         self.position = moment
         return self.image()
 
@@ -134,6 +154,20 @@ class Playback:
         if last is None:
             return 0
         return last.output_chars - (first.output_chars if first is not None else 0)
+
+    def find_in_output(self, text: str) -> list[float]:
+        """Moments at which output containing ``text`` (case-insensitive) was printed.
+
+        Searched in the output with escape sequences removed, one event at a time (text
+        split across two output events is not found; the command log is searched too)."""
+        wanted = text.casefold()
+        found: list[float] = []
+        events = events_from(self._recording.path, self.index.header_end)
+        with contextlib.closing(events):
+            for event_time, code, data, _ in events:
+                if code == "o" and wanted in _ESCAPES.sub("", data).casefold():
+                    found.append(event_time)
+        return found
 
     def close(self) -> None:
         """Remove the unpacked copy of a compressed recording."""
@@ -266,14 +300,18 @@ class ReplayScreen(SectionScreen):
         Binding("right", "seek(1)", "+5s", key_display="→", priority=True),
         Binding("home", "seek_to(0)", "Start", priority=True, show=False),
         Binding("end", "seek_to_end", "End", priority=True, show=False),
-        Binding("plus,equals_sign", "speed(1)", "Faster", key_display="+"),
-        Binding("minus", "speed(-1)", "Slower", key_display="-"),
-        Binding("n", "command(1)", "Next cmd"),
-        Binding("p", "command(-1)", "Prev cmd", show=False),
-        Binding("c", "toggle_commands", "Commands", show=False),
+        Binding("plus,equals_sign", "speed(1)", "Faster", key_display="+", show=False),
+        Binding("minus", "speed(-1)", "Slower", key_display="-", show=False),
+        Binding("n", "command(1)", "Next cmd/match"),
+        Binding("p", "command(-1)", "Prev cmd/match", show=False),
+        Binding("c", "toggle_commands", "Commands"),
+        Binding("slash", "search", "Search", key_display="/"),
         Binding("escape,q", "back", "Back"),
     ]
     DEFAULT_CSS = """
+    ReplayScreen TitleBar {
+        display: none;
+    }
     ReplayScreen #replay-info {
         height: 1;
         padding: 0 1;
@@ -281,19 +319,35 @@ class ReplayScreen(SectionScreen):
     }
     ReplayScreen #replay-problem {
         padding: 0 1;
+        display: none;
     }
     ReplayScreen #replay-body {
         height: 1fr;
+        layers: base overlay;
     }
     ReplayScreen #terminal {
         width: 1fr;
         height: 1fr;
     }
     ReplayScreen #commands {
-        width: 30;
-        max-width: 45%;
+        width: 32;
         height: 1fr;
         border-left: vkey $panel-lighten-2;
+    }
+    ReplayScreen #replay-body.narrow #commands {
+        dock: right;
+        layer: overlay;
+        max-width: 70%;
+        background: $panel;
+    }
+    ReplayScreen #search {
+        display: none;
+        height: 1;
+        border: none;
+        padding: 0 1;
+    }
+    ReplayScreen #search.open {
+        display: block;
     }
     """
 
@@ -308,11 +362,19 @@ class ReplayScreen(SectionScreen):
         self._position = 0.0
         self._playing = False
         self._speed_index = SPEEDS.index(1.0)
+        self._info: RecordingInfo | None = None
         # One playback step runs at a time; a seek asked for meanwhile waits here.
         self._busy = False
         self._pending_seek: float | None = None
         #: monotonic() at which playback was last at ``_position`` (while playing).
         self._clock = 0.0
+        #: The recording's width as last drawn (the command list goes beside it if it fits).
+        self._recording_width = 0
+        #: The operator's choice with ``c``; None: shown when it fits beside the recording.
+        self._commands_wanted: bool | None = None
+        #: The search (``/``): its text, and the moments that match, in order.
+        self._search = ""
+        self._matches: list[float] = []
 
     # -- layout and opening ------------------------------------------------
 
@@ -321,15 +383,37 @@ class ReplayScreen(SectionScreen):
         yield Label("", id="replay-problem", classes="problem")
         with Horizontal(id="replay-body"):
             yield TerminalView(id="terminal")
-            commands: DataTable[RenderableType] = DataTable(id="commands", cursor_type="row")
-            commands.add_columns("At", "Command")
-            yield commands
+            yield ListTable("At", "Command", id="commands", zebra=False)
+        yield Input(placeholder="search the commands and the output (Enter; Esc closes)",
+                    id="search")  # fmt: skip
         yield Timeline(id="timeline")
 
     def on_mount(self) -> None:
         # SectionScreen.on_mount runs too (after this), and calls refresh_data.
         if self.allowed:
             self.set_interval(TICK_SECONDS, self._tick)
+
+    @property
+    def keeps_console_awake(self) -> bool:
+        """While it plays, the replay is being watched: the idle lock waits."""
+        return self._playing
+
+    def on_resize(self) -> None:
+        self._lay_out()
+
+    def _lay_out(self) -> None:
+        """The command list beside the recording if both fit, else an overlay on the right
+        shown with ``c``: the recording gets its full width either way."""
+        if not self.allowed:
+            return
+        body = self.query_one("#replay-body", Horizontal)
+        commands = self.query_one("#commands", ListTable)
+        room = self.size.width - self._recording_width - 1  # 1: the view's scrollbar
+        fits = room >= COMMANDS_MIN_WIDTH
+        body.set_class(not fits, "narrow")
+        commands.styles.width = min(room, COMMANDS_MAX_WIDTH) if fits else COMMANDS_MAX_WIDTH
+        shown = fits if self._commands_wanted is None else self._commands_wanted
+        commands.display = shown
 
     def on_unmount(self) -> None:
         self._closed = True
@@ -380,7 +464,7 @@ class ReplayScreen(SectionScreen):
             assert info.path is not None  # open_for_review refuses sessions without a file
             recording = PlainRecording(info.path)
             try:
-                playback = Playback(recording)
+                playback = Playback(recording, newline_returns=info.kind in NO_PTY_KINDS)
                 if self._start_at > 0:
                     playback.seek(self._start_at)
                 opened = _Opened(
@@ -400,7 +484,9 @@ class ReplayScreen(SectionScreen):
     def _failed(self, message: str) -> None:
         if self._closed:
             return
-        self.query_one("#replay-problem", Label).update(cell(message, 300))
+        problem = self.query_one("#replay-problem", Label)
+        problem.update(cell(message, 300))
+        problem.display = True
         self.query_one("#replay-info", Label).update("")
 
     def _opened(self, opened: _Opened) -> None:
@@ -408,28 +494,36 @@ class ReplayScreen(SectionScreen):
             opened.playback.close()
             return
         self._commands, self._playback = opened.commands, opened.playback
+        self._info = opened.info
         self._position = opened.playback.position
         self.query_one("#replay-info", Label).update(self._describe(opened.info))
-        table = self.query_one("#commands", DataTable)
+        table = self.query_one("#commands", ListTable)
         hours = opened.playback.duration >= 3600
         rows = [(clock(c.offset, hours=hours), cell(c.text)) for c in self._commands]
         # Fixed widths: DataTable measures auto-width columns later, when idle, and rows drawn
         # before that keep the old widths in its cache (seen as cut times at random).
         table.clear(columns=True)
         table.add_column("At", width=max([len("At"), *(len(at) for at, _ in rows)]))
-        table.add_column("Command", width=max([len("Command"), *(t.cell_len for _, t in rows)]))
+        texts = [t.cell_len for _, t in rows] or [len(NO_COMMANDS)]
+        table.add_column("Command", width=max([len("Command"), *texts]))
         for number, row in enumerate(rows):
             table.add_row(*row, key=str(number))
         if not self._commands:
-            table.add_row("", Text("no commands extracted", style="italic"), key="none")
+            table.add_row("", Text(NO_COMMANDS, style="italic"), key="none")
         # Opened at a command (from a search): the list starts on it.
         shown = [
             n for n, c in enumerate(self._commands) if command_moment(c.offset) <= self._position
         ]
         if shown:
             table.move_cursor(row=shown[-1])
-        self.query_one("#terminal", TerminalView).show_image(opened.image)
+        self._show_image(opened.image)
         self._show_timeline(marks=tuple(c.offset for c in self._commands))
+
+    def _show_image(self, image: TerminalImage) -> None:
+        self.query_one("#terminal", TerminalView).show_image(image)
+        if image.width != self._recording_width:
+            self._recording_width = image.width
+            self._lay_out()
 
     @staticmethod
     def _describe(info: RecordingInfo) -> Text:
@@ -501,7 +595,7 @@ class ReplayScreen(SectionScreen):
             self._clock = time.monotonic()
         if position >= self._playback.duration:
             self._playing = False
-        self.query_one("#terminal", TerminalView).show_image(image)
+        self._show_image(image)
         if self._pending_seek is not None:
             moment, self._pending_seek = self._pending_seek, None
             self._seek(moment)
@@ -527,7 +621,10 @@ class ReplayScreen(SectionScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Without the role there is nothing to play: only "back" is offered.
-        return action == "back" or self.allowed
+        if action != "back" and not self.allowed:
+            return False
+        # Typing a search: space and the arrows edit it, not the replay.
+        return not (action in _TYPING_KEYS_ACTIONS and isinstance(self.focused, Input))
 
     def action_play_pause(self) -> None:
         if self._playback is None:
@@ -553,8 +650,11 @@ class ReplayScreen(SectionScreen):
         self._show_timeline()
 
     def action_command(self, direction: int) -> None:
-        """Jump to the next (1) or previous (-1) command."""
+        """Jump to the next (1) or previous (-1) command, or search match while searching."""
         here = self._target()
+        if self._search:
+            self._jump_to_match(direction, here)
+            return
         if direction > 0:
             later = [n for n, c in enumerate(self._commands) if command_moment(c.offset) > here]
             chosen = later[0] if later else None
@@ -568,10 +668,87 @@ class ReplayScreen(SectionScreen):
         self._seek(command_moment(self._commands[chosen].offset))
 
     def action_toggle_commands(self) -> None:
-        table = self.query_one("#commands", DataTable)
-        table.display = not table.display
+        table = self.query_one("#commands", ListTable)
+        self._commands_wanted = not table.display
+        self._lay_out()
+        if table.display:
+            table.focus()
+
+    # -- search ------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        field = self.query_one("#search", Input)
+        field.add_class("open")
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value.strip()
+        field = self.query_one("#search", Input)
+        field.remove_class("open")
+        self.query_one("#commands", ListTable).focus()
+        self._search, self._matches = text, []
+        if not text:
+            self._show_search_status("")
+            return
+        if self._playback is None:
+            return
+        self._show_search_status(f"Searching for {text!r}...")
+        self._find(self._playback, text)
+
+    @work(thread=True, exclusive=True, group="replay-search")
+    def _find(self, playback: Playback, text: str) -> None:
+        try:
+            in_output = playback.find_in_output(text)
+        except (OSError, RecordingError) as exc:
+            deliver(self, self._show_search_status, f"Search failed: {exc}")
+            return
+        deliver(self, self._found, text, in_output)
+
+    def _found(self, text: str, in_output: list[float]) -> None:
+        if text != self._search:
+            return  # a newer search was started
+        wanted = text.casefold()
+        commands = [command_moment(c.offset) for c in self._commands
+                    if wanted in c.text.casefold()]  # fmt: skip
+        self._matches = sorted({*commands, *in_output})
+        count = len(self._matches)
+        self._show_search_status(
+            f"{count} match{'es' * (count != 1)} for {text!r} ({len(commands)} in commands, "
+            f"{len(in_output)} in output): n next, p previous, / new search"
+        )
+        if self._matches:
+            self._jump_to_match(1, self._target() - 0.001)
+
+    def _jump_to_match(self, direction: int, here: float) -> None:
+        if direction > 0:
+            later = [m for m in self._matches if m > here + 0.001]
+            chosen = later[0] if later else None
+        else:
+            earlier = [m for m in self._matches if m < here - 0.5]
+            chosen = earlier[-1] if earlier else None
+        if chosen is None:
+            self.notify(f"No more matches for {self._search!r} that way.", timeout=3)
+            return
+        self._seek(chosen)
+
+    def _show_search_status(self, text: str) -> None:
+        info = self.query_one("#replay-info", Label)
+        if text:
+            info.update(cell(text, 200))
+        elif self._info is not None:
+            info.update(self._describe(self._info))
 
     def action_back(self) -> None:
+        field = self.query_one("#search", Input) if self.allowed else None
+        if field is not None and field.has_class("open"):
+            field.remove_class("open")  # Esc in the search field closes it, not the replay
+            self.query_one("#commands", ListTable).focus()
+            return
+        if self._search:
+            self._search, self._matches = "", []
+            self._show_search_status("")
+            return
         self.dismiss()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

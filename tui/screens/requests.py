@@ -3,19 +3,74 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
-from rich.console import RenderableType
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Label
 
 from gateway.domain.approvals import RequestView
+from gateway.domain.breakglass import CaseView
 from gateway.domain.operators import SEE_REQUESTS, Role
 from gateway.errors import PamgateError
-from tui.screens.dialogs import TextDialog
-from tui.screens.section import SectionScreen, add_columns
+from tui.screens.dialogs import DetailDialog, TextDialog
+from tui.screens.section import SectionScreen
+from tui.tables import LiveTable, Row
 from tui.text import age, cell
+
+
+def minutes(seconds: int) -> str:
+    """A grant's length: ``15 min``, ``2 h``, ``1 h 30 min``."""
+    hours, mins = divmod(max(seconds, 0) // 60, 60)
+    if not hours:
+        return f"{mins} min"
+    return f"{hours} h" + (f" {mins} min" if mins else "")
+
+
+def request_facts(request: RequestView) -> list[tuple[str, object]]:
+    """Everything about a request, for its detail view and the decision dialogs."""
+    return [
+        ("Requester", request.user),
+        ("Target", f"{request.account}@{request.target}"),
+        ("Grant length if approved", minutes(request.duration_seconds)),
+        ("Reason", request.reason),
+        ("Rule", request.rule_id),
+        ("Approvals", f"{len(request.approvals)} of {request.approvals_required}"
+                      + (f" ({', '.join(request.approvals)})" if request.approvals else "")),
+        ("Approver groups", ", ".join(request.approver_groups)),
+        ("Status", request.status),
+        ("Created", f"{request.created_at:%Y-%m-%d %H:%M:%S} UTC"),
+        ("Expires", f"{request.expires_at:%Y-%m-%d %H:%M:%S} UTC"),
+        ("Decided by", request.decided_by),
+        ("Comment", request.comment),
+        ("Grant", f"grant:{request.grant_id}" if request.grant_id else None),
+    ]  # fmt: skip
+
+
+#: A request withdrawn this close to a break-glass use of the same access was given up for it.
+BREAKGLASS_WINDOW = timedelta(minutes=2)
+
+
+def breakglass_for(request: RequestView, cases: list[CaseView]) -> CaseView | None:
+    """The break-glass case a cancelled request was given up for: pressing ``b`` at the
+    waiting prompt withdraws the request and invokes break-glass for the same access."""
+    if request.status != "cancelled" or request.decided_at is None:
+        return None
+    for case in cases:
+        same = (case.user, case.target, case.account) == (
+            request.user, request.target, request.account)  # fmt: skip
+        if same and abs(case.created_at - request.decided_at) <= BREAKGLASS_WINDOW:
+            return case
+    return None
+
+
+def decision(request: RequestView, cases: list[CaseView]) -> Text | str:
+    """The status column: a request given up for break-glass says so, in red."""
+    case = breakglass_for(request, cases)
+    if case is None:
+        return request.status
+    return Text(f"BREAK-GLASS #{case.id}", style="bold red")
 
 
 class RequestsScreen(SectionScreen):
@@ -23,88 +78,96 @@ class RequestsScreen(SectionScreen):
 
     view_roles = SEE_REQUESTS
     purpose = "see access requests"
+    AUTO_FOCUS = "#pending"
     BINDINGS = [
         Binding("a", "approve", "Approve"),
         Binding("d", "deny", "Deny"),
+        Binding("enter", "detail", "Detail", key_display="⏎"),
+        Binding("slash", "filter_list", "Filter", key_display="/"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self._pending: dict[str, RequestView] = {}
+        self._recent: dict[str, RequestView] = {}
 
     def compose_section(self) -> ComposeResult:
         yield Label("Pending requests", classes="section-title")
-        pending: DataTable[RenderableType] = DataTable(
-            id="pending", cursor_type="row", zebra_stripes=True
-        )
-        add_columns(pending, (("#", 3), ("Requester", 10), ("Target", 12), ("Reason", 16),
-                              ("Age", 4), ("Approvals", 9), ("By", 10)))  # fmt: skip
-        yield pending
+        yield LiveTable(("#", 3), ("Requester", 10), ("Target", 12), ("Reason", 16), ("Age", 4),
+                        ("Approvals", 9), ("By", 10), id="pending")  # fmt: skip
         yield Label("", id="request-detail", markup=False)
         yield Label("Recent decisions", classes="section-title")
-        recent: DataTable[RenderableType] = DataTable(id="recent", cursor_type="row")
-        add_columns(recent, (("#", 3), ("Requester", 10), ("Target", 12), ("Status", 9),
-                             ("Decided by", 10), ("When", 8), ("Comment", 12)))  # fmt: skip
-        yield recent
+        yield LiveTable(("#", 3), ("Requester", 10), ("Target", 12), ("Status", 14),
+                        ("Decided by", 8), ("When", 8), ("Comment", 9), id="recent",
+                        zebra=False)  # fmt: skip
 
-    def load(self) -> tuple[list[RequestView], list[RequestView]]:
-        return self.actions.pending_requests(), self.actions.recent_decisions()
+    def load(self) -> tuple[list[RequestView], list[RequestView], list[CaseView]]:
+        actions = self.actions
+        return actions.pending_requests(), actions.recent_decisions(), actions.breakglass_cases()
 
     def show(self, data: object) -> None:
-        loaded: tuple[list[RequestView], list[RequestView]] = data  # type: ignore[assignment]
-        pending, recent = loaded
+        loaded: tuple[list[RequestView], list[RequestView], list[CaseView]] = data  # type: ignore[assignment]
+        pending, recent, cases = loaded
         now = self.console.now()
-        table = self.query_one("#pending", DataTable)
-        keep = table.cursor_row
-        table.clear()
+        rows: list[Row] = []
         for request in pending:
             mine = " (yours)" if request.user == self.user.name else ""
-            where = cell(f"{request.account}@{request.target}")
-            table.add_row(
-                str(request.id), cell(request.user + mine), where, cell(request.reason, 40),
+            rows.append((str(request.id), (
+                str(request.id), cell(request.user + mine),
+                cell(f"{request.account}@{request.target}"), cell(request.reason, 40),
                 age(request.created_at, now),
                 f"{len(request.approvals)}/{request.approvals_required}",
-                cell(", ".join(request.approver_groups)), key=str(request.id),
-            )  # fmt: skip
+                cell(", ".join(request.approver_groups)),
+            )))  # fmt: skip
         self._pending = {str(request.id): request for request in pending}
-        if pending:
-            table.move_cursor(row=min(keep, len(pending) - 1))
+        self.query_one("#pending", LiveTable).refill(rows)
         self._show_detail()
-        decided = self.query_one("#recent", DataTable)
-        decided.clear()
-        for request in recent:
-            when = request.decided_at or request.expires_at
-            decided.add_row(
-                str(request.id), cell(request.user), cell(f"{request.account}@{request.target}"),
-                request.status, cell(request.decided_by or "-"), age(when, now) + " ago",
-                cell(request.comment or "", 30),
-            )  # fmt: skip
+        self._recent = {str(request.id): request for request in recent}
+        self.query_one("#recent", LiveTable).refill([(str(request.id), (
+            str(request.id), cell(request.user), cell(f"{request.account}@{request.target}"),
+            decision(request, cases), cell(request.decided_by or "-"),
+            age(request.decided_at or request.expires_at, now) + " ago",
+            cell(request.comment or "", 30),
+        )) for request in recent])  # fmt: skip
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "pending":
             self._show_detail()
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_detail()
+
     def _show_detail(self) -> None:
-        """The highlighted request in full: the table cuts the reason short."""
-        table = self.query_one("#pending", DataTable)
-        request = None
-        if table.row_count:
-            key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
-            request = self._pending.get(str(key))
+        """The highlighted request in one line under the table (Enter shows all of it)."""
+        key = self.query_one("#pending", LiveTable).selected_key
+        request = self._pending.get(key) if key is not None else None
         detail = "" if request is None else (
             f"#{request.id} {request.user} wants {request.account}@{request.target} for "
-            f"{request.duration_seconds // 60} min: {request.reason}"
+            f"{minutes(request.duration_seconds)}: {request.reason}"
         )  # fmt: skip
         self.query_one("#request-detail", Label).update(cell(detail, 400))
 
+    def action_detail(self) -> None:
+        """Everything about the highlighted request (of whichever table has the focus)."""
+        if not self.allowed:
+            return
+        recent = self.focused is self.query_one("#recent", LiveTable)
+        table = self.query_one("#recent" if recent else "#pending", LiveTable)
+        key = table.selected_key
+        request = (self._recent if recent else self._pending).get(key or "")
+        if request is None:
+            self.notify("No request is selected.", severity="warning")
+            return
+        self.app.push_screen(DetailDialog(f"Request #{request.id}", request_facts(request)))
+
     def _selected(self) -> RequestView | None:
-        table = self.query_one("#pending", DataTable)
-        if table.row_count == 0:
+        key = self.query_one("#pending", LiveTable).selected_key
+        if key is None:
             self.notify("No pending request is selected.", severity="warning")
             return None
-        request_id = int(str(table.get_row_at(table.cursor_row)[0]))
         try:
-            return self.actions.request(request_id)
+            return self.actions.request(int(key))
         except PamgateError as exc:
             self.notify(str(exc), severity="error")
             return None
@@ -122,6 +185,9 @@ class RequestsScreen(SectionScreen):
                 severity="warning",
             )
             return None
+        if request.status != "pending":
+            self.notify(f"Request #{request.id} is {request.status} already.", severity="warning")
+            return None
         return request
 
     def action_approve(self) -> None:
@@ -129,19 +195,24 @@ class RequestsScreen(SectionScreen):
             "approve",
             lambda request: (
                 f"Approve request #{request.id} by {request.user} for "
-                f"{request.account}@{request.target}? Comment (optional):"
+                f"{request.account}@{request.target} ({minutes(request.duration_seconds)})?"
             ),
+            placeholder="comment (optional)",
             required=False,
         )
 
     def action_deny(self) -> None:
         self._decide(
             "deny",
-            lambda request: f"Deny request #{request.id} by {request.user}: reason for them",
+            lambda request: f"Deny request #{request.id} by {request.user}?",
+            placeholder="reason for them (required)",
             required=True,
         )
 
-    def _decide(self, verb: str, question: Callable[[RequestView], str], *, required: bool) -> None:
+    def _decide(
+        self, verb: str, question: Callable[[RequestView], str], *, placeholder: str,
+        required: bool,
+    ) -> None:  # fmt: skip
         """Ask for the comment, then approve or deny the selected request with it."""
         request = self._decidable(verb)
         if request is None:
@@ -155,4 +226,10 @@ class RequestsScreen(SectionScreen):
                     lambda view: self.notify(f"Request #{view.id}: {view.status}."),
                 )
 
-        self.app.push_screen(TextDialog(question(request), required=required), decided)
+        facts = [("Reason", request.reason),
+                 ("Grant length", minutes(request.duration_seconds)),
+                 ("Approvals so far", f"{len(request.approvals)} of {request.approvals_required}")]
+        self.app.push_screen(
+            TextDialog(question(request), placeholder=placeholder, required=required, facts=facts),
+            decided,
+        )  # fmt: skip

@@ -6,29 +6,23 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widget import Widget
+from textual.widgets import Footer, Input, Static
 
 from gateway.domain.operators import Operator, OperatorActions, OperatorSignedOut, Role
 from gateway.errors import PamgateError
+from tui.tables import LiveTable
+from tui.widgets import TitleBar
 
 if TYPE_CHECKING:
     from tui.app import PamgateConsole
 
 T = TypeVar("T")
-
-
-def add_columns(table: DataTable, columns: tuple[tuple[str, int], ...]) -> None:
-    """Columns with fixed widths, chosen to fit 80 columns.
-
-    DataTable sizes automatic columns only when idle, so a table filled on
-    first display could be drawn at header width; fixed widths avoid that.
-    """
-    for label, width in columns:
-        table.add_column(label, width=width)
 
 
 def console_of(screen: Screen[Any]) -> PamgateConsole:
@@ -51,6 +45,23 @@ def deliver(screen: Screen[Any], callback: Callable[..., object], *args: object)
             callback(*args)
 
     screen.app.call_from_thread(run)
+
+
+class SectionsBar(Widget):
+    """The line under the header: the sections and their number keys, the current one
+    highlighted, and the badge of what waits for the operator. Drawn for its width."""
+
+    DEFAULT_CSS = """
+    SectionsBar {
+        height: 1;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__(classes="sections-bar waiting")
+
+    def render(self) -> Text:
+        return console_of(self.screen).sections_bar(self.screen, self.size.width)
 
 
 class SectionScreen(Screen[None]):
@@ -84,21 +95,57 @@ class SectionScreen(Screen[None]):
         return bool(self.user.roles & self.view_roles)
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(self.console.sections_bar(self), classes="sections-bar")
+        yield TitleBar()
+        yield SectionsBar()
         if self.allowed:
             yield from self.compose_section()
         else:
             needed = " or ".join(sorted(self.view_roles))
             yield Static(
-                f"You need the {needed} role to {self.purpose}. "
-                f"You are {self.user.name} ({self.user.describe_roles()}).",
+                Text(f"You need the {needed} role to {self.purpose}. "
+                     f"You are {self.user.name} ({self.user.describe_roles()})."),
                 classes="missing-role",
-            )
+            )  # fmt: skip
         yield Footer()
 
     def compose_section(self) -> ComposeResult:
         raise NotImplementedError
+
+    # -- "/" in a section whose lists have no filter of their own ------------------------
+
+    def action_filter_list(self) -> None:
+        """Open the filter line under the lists (``/``): rows that contain its text stay."""
+        if not self.allowed:
+            return
+        field = self._list_filter()
+        field.display = True
+        field.focus()
+
+    def _list_filter(self) -> Input:
+        found = self.query("#list-filter")
+        if found:
+            return found.first(Input)
+        field = Input(placeholder="filter: rows containing this text (Enter; empty clears)",
+                      id="list-filter")  # fmt: skip
+        self.mount(field, before=self.query_one(Footer))
+        return field
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "list-filter":
+            return
+        event.stop()
+        text = event.value.strip()
+        tables = list(self.query(LiveTable))
+        for table in tables:
+            table.set_filter(text)
+        event.input.display = bool(text)  # an active filter stays in sight
+        if tables:
+            tables[0].focus()
+        if text:
+            shown = sum(table.row_count for table in tables)
+            total = sum(table.total for table in tables)
+            self.notify(f"{shown} of {total} rows contain {text!r}; / and Enter on an empty "
+                        "line shows them all.", timeout=4)  # fmt: skip
 
     def on_mount(self) -> None:
         if self.allowed:

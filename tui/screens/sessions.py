@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import RenderableType
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.coordinate import Coordinate
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label
+from textual.widgets import DataTable, Footer, Label
 
 from gateway.domain.operators import SEE_SESSIONS, Role
 from gateway.domain.sessions import LiveSession
@@ -18,12 +17,28 @@ from gateway.errors import PamgateError
 from recordings.asciicast import read_header
 from recordings.player import events_from
 from recordings.terminal import TerminalModel, parse_size
-from tui.screens.dialogs import TextDialog
-from tui.screens.section import SectionScreen, add_columns, console_of, deliver
+from tui.screens.dialogs import DetailDialog, TextDialog
+from tui.screens.replay import NO_PTY_KINDS
+from tui.screens.section import SectionScreen, console_of, deliver
+from tui.tables import LiveTable
 from tui.text import age, cell
+from tui.widgets import TitleBar
 
 #: Seconds between reads of a watched session's recording (it is flushed every 0.25 s).
 WATCH_POLL_SECONDS = 0.25
+#: Seconds between checks of whether a watched session is still live.
+WATCH_STATUS_SECONDS = 1.0
+
+
+def session_facts(session: LiveSession) -> list[tuple[str, object]]:
+    """Everything about a session, for its detail view."""
+    return [
+        ("Session", session.id), ("Lane", session.lane), ("User", session.user),
+        ("Target", f"{session.account}@{session.target}"), ("Source", session.source),
+        ("Node", session.node), ("Kind", session.kind), ("Command", session.command),
+        ("Authority", session.authority), ("Status", session.status),
+        ("Started", f"{session.started_at:%Y-%m-%d %H:%M:%S} UTC"),
+    ]  # fmt: skip
 
 
 class SessionsScreen(SectionScreen):
@@ -31,20 +46,19 @@ class SessionsScreen(SectionScreen):
 
     view_roles = SEE_SESSIONS
     purpose = "see live sessions"
+    AUTO_FOCUS = "#live"
     BINDINGS = [
         Binding("w", "watch", "Watch"),
         Binding("t", "terminate", "Terminate"),
-        Binding("g", "revoke_grant", "Revoke grant"),
+        Binding("g", "revoke", "Revoke grant"),
+        Binding("enter", "detail", "Detail", key_display="⏎"),
+        Binding("slash", "filter_list", "Filter", key_display="/"),
     ]
 
     def compose_section(self) -> ComposeResult:
         yield Label("Live sessions (H human lane, M machine lane)", classes="section-title")
-        table: DataTable[RenderableType] = DataTable(
-            id="live", cursor_type="row", zebra_stripes=True
-        )
-        add_columns(table, (("", 1), ("Who", 10), ("Where", 14), ("Node", 8), ("Kind", 5),
-                            ("Age", 4), ("Authority", 10), ("Command", 10)))  # fmt: skip
-        yield table
+        yield LiveTable(("", 1), ("Who", 10), ("Where", 14), ("Node", 8), ("Kind", 5),
+                        ("Age", 4), ("Authority", 10), ("Command", 10), id="live")  # fmt: skip
 
     def load(self) -> list[LiveSession]:
         return self.actions.live_sessions()
@@ -52,30 +66,32 @@ class SessionsScreen(SectionScreen):
     def show(self, data: object) -> None:
         sessions: list[LiveSession] = data  # type: ignore[assignment]
         now = self.console.now()
-        table = self.query_one("#live", DataTable)
-        keep = table.cursor_row
-        table.clear()
-        for session in sessions:
-            table.add_row(
-                "M" if session.lane == "machine" else "H", cell(session.user, 20),
-                cell(f"{session.account}@{session.target}", 24), cell(session.node, 12),
-                session.kind, age(session.started_at, now), cell(session.authority, 24),
-                cell(session.command or "", 30), key=session.id,
-            )  # fmt: skip
-        if sessions:
-            table.move_cursor(row=min(keep, len(sessions) - 1))
+        self.query_one("#live", LiveTable).refill([(session.id, (
+            "M" if session.lane == "machine" else "H", cell(session.user, 20),
+            cell(f"{session.account}@{session.target}", 24), cell(session.node, 12),
+            session.kind, age(session.started_at, now), cell(session.authority, 24),
+            cell(session.command or "", 30),
+        )) for session in sessions])  # fmt: skip
 
     def _selected(self) -> LiveSession | None:
-        table = self.query_one("#live", DataTable)
-        if not self.allowed or table.row_count == 0:
+        key = self.query_one("#live", LiveTable).selected_key if self.allowed else None
+        if key is None:
             self.notify("No live session is selected.", severity="warning")
             return None
-        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         try:
-            return self.actions.session(str(key))
+            return self.actions.session(key)
         except PamgateError as exc:
             self.notify(str(exc), severity="error")
             return None
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_detail()
+
+    def action_detail(self) -> None:
+        session = self._selected()
+        if session is not None:
+            self.app.push_screen(DetailDialog(f"Session {session.id[:12]}", session_facts(session)))
 
     def action_watch(self) -> None:
         session = self._selected()
@@ -102,7 +118,7 @@ class SessionsScreen(SectionScreen):
             confirmed,
         )  # fmt: skip
 
-    def action_revoke_grant(self) -> None:
+    def action_revoke(self) -> None:
         if not self.can(Role.ADMIN, "revoke grants"):
             return
         session = self._selected()
@@ -152,11 +168,12 @@ class WatchScreen(Screen[None]):
         self._path: Path | None = None
         self._offset = 0
         self._terminal: TerminalModel | None = None
+        self._ended_as: str | None = None
 
     def compose(self) -> ComposeResult:
         from tui.widgets import TerminalView
 
-        yield Header()
+        yield TitleBar()
         session = self._session
         yield Label(
             cell(f"Watching {session.user} on {session.account}@{session.target} "
@@ -169,6 +186,28 @@ class WatchScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._open()
+        self.set_interval(WATCH_STATUS_SECONDS, self._check_status)
+
+    @property
+    def ended(self) -> bool:
+        """True once the watched session is over (the view stays, marked as ended)."""
+        return self._ended_as is not None
+
+    def _check_status(self) -> None:
+        if self._ended_as is None:
+            self._read_status()
+
+    @work(thread=True, exclusive=True, group="status")
+    def _read_status(self) -> None:
+        actions = console_of(self).actions
+        if actions is None:
+            return
+        try:
+            session = actions.session(self._session.id)
+        except PamgateError:
+            return  # the next check tries again; the recording goes on being followed
+        if session.status != "live":
+            deliver(self, self._ended, session.status)
 
     @work(thread=True, exclusive=True)
     def _open(self) -> None:
@@ -184,7 +223,10 @@ class WatchScreen(Screen[None]):
             self.app.call_from_thread(self.notify, f"Cannot watch: {exc}", severity="error")
             return
         self._path = info.path
-        self._terminal = TerminalModel(int(header.get("width", 80)), int(header.get("height", 24)))
+        self._terminal = TerminalModel(
+            int(header.get("width", 80)), int(header.get("height", 24)),
+            newline_returns=self._session.kind in NO_PTY_KINDS,
+        )  # fmt: skip
         self.app.call_from_thread(self.set_interval, WATCH_POLL_SECONDS, self._follow)
 
     def _follow(self) -> None:
@@ -206,7 +248,7 @@ class WatchScreen(Screen[None]):
                 self._offset = offset
         except OSError:
             # Sealing may compress and replace the file: the session has ended.
-            deliver(self, self._ended)
+            deliver(self, self._ended, "ended")
             return
         if changed:
             deliver(self, self._draw)
@@ -217,5 +259,11 @@ class WatchScreen(Screen[None]):
         if self._terminal is not None:
             self.query_one("#watch-view", TerminalView).update_screen(self._terminal.screen)
 
-    def _ended(self) -> None:
-        self.query_one("#watch-status", Label).update("The session has ended.")
+    def _ended(self, status: str) -> None:
+        if self._ended_as is not None:
+            return
+        self._ended_as = status
+        self.notify(f"The watched session of {self._session.user} has ended ({status}).")
+        self.query_one("#watch-status", Label).update(Text(
+            f"The session has ended ({status}). What it showed last stays on screen; "
+            "Esc goes back.", style="bold"))  # fmt: skip

@@ -34,7 +34,12 @@ audit trails), :mod:`.identity_actions` (users and NHIs) and :mod:`.review_actio
 from __future__ import annotations
 
 from gateway.domain.operators.access_actions import AccessActions
-from gateway.domain.operators.core import ActionContext, OperatorCore, OperatorServices
+from gateway.domain.operators.core import (
+    ActionContext,
+    ActionRefused,
+    OperatorCore,
+    OperatorServices,
+)
 from gateway.domain.operators.evidence_actions import AuditReader, EvidenceActions
 from gateway.domain.operators.identity_actions import IdentityActions
 from gateway.domain.operators.review_actions import ReviewActions
@@ -74,6 +79,7 @@ __all__ = [
     "SEE_REQUESTS",
     "SEE_SESSIONS",
     "ActionContext",
+    "ActionRefused",
     "AuditReader",
     "LocalAdmin",
     "Operator",

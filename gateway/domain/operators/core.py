@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from gateway.config import GatewayConfig
 from gateway.domain.access import AccessDecisions
@@ -30,10 +30,15 @@ from gateway.domain.operators.roles import (
 )
 from gateway.domain.recordings.service import RecordingService
 from gateway.domain.sessions import SessionLedger
+from gateway.errors import PamgateError
 
 if TYPE_CHECKING:  # the entitlement services use the roles: imported for their types only
     from gateway.domain.entitlements.analysis import Entitlements
     from gateway.domain.entitlements.campaigns import ReviewCampaigns
+
+
+class ActionRefused(PamgateError):
+    """An action the operator's roles allow, refused for what it would do (nothing changed)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,17 @@ class OperatorCore:
             ))  # fmt: skip
             raise
         return self._actor(operator.name, authority=operator.authority(roles))
+
+    def _refuse(self, to_do: str, why: str) -> NoReturn:
+        """Refuse an action the operator's roles allow but its object does not (disabling
+        oneself): audited as ``operator.refused`` with the reason, then ActionRefused."""
+        message = f"{self.name} may not {to_do}: {why}"
+        self._services.audit.record(Trail.HUMAN, AuditEvent(
+            actor=self._actor(self.name), actor_type=ActorType.ADMIN,
+            action="operator.refused", outcome="refused", reason=message,
+            details={"attempted": to_do},
+        ))  # fmt: skip
+        raise ActionRefused(message)
 
     def _actor(self, name: str, *, authority: str = "") -> ActingOperator:
         return ActingOperator(name, authority=authority, details=self._context.details())

@@ -24,11 +24,15 @@ class EvidenceActions(OperatorCore):
     # -- recordings ------------------------------------------------------------------------
 
     def recordings(
-        self, *, user: str | None, target: str | None, since: datetime | None, limit: int
-    ) -> list[RecordingInfo]:
-        """Recorded sessions, newest first. Auditor or admin."""
+        self, *, user: str | None, target: str | None, since: datetime | None, limit: int,
+        until: datetime | None = None, authority: str | None = None,
+    ) -> list[RecordingInfo]:  # fmt: skip
+        """Recorded sessions, newest first (``until``: started before it; ``authority``: a
+        ``grant:``/``breakglass:``/``rule:`` prefix or a whole one). Auditor or admin."""
         self.require(READ_TRAILS, "see recordings")
-        return self._services.recordings.list(user=user, target=target, since=since, limit=limit)
+        return self._services.recordings.list(
+            user=user, target=target, since=since, until=until, authority=authority, limit=limit
+        )
 
     def recording(self, session_ref: str) -> RecordingInfo:
         """The recorded session ``session_ref`` names (an id or a unique prefix of one).

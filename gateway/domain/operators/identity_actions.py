@@ -44,10 +44,14 @@ class IdentityActions(OperatorCore):
             name, actor=actor, groups=groups, password=password, public_keys=public_keys
         )
 
-    def set_user_disabled(self, name: str, disabled: bool) -> None:
-        """Disable a user (their sessions end within 2 s) or enable them again. Admin."""
+    def set_user_disabled(self, name: str, disabled: bool, *, reason: str = "") -> None:
+        """Disable a user (their sessions end within 2 s) or enable them again, with the
+        reason for the trail. Admin; never oneself (a refusal, audited): an admin who
+        disabled themselves would be signed out with nobody having decided it."""
         actor = self._acting(CHANGE, "disable or enable users")
-        self._services.users.set_disabled(name, disabled, actor=actor)
+        if disabled and name == str(actor):
+            self._refuse("disable yourself", "another admin must disable you")
+        self._services.users.set_disabled(name, disabled, actor=actor, reason=reason)
 
     def reset_mfa(self, name: str) -> TotpEnrolment:
         """Give a user a new TOTP secret; the old one stops working. Admin."""

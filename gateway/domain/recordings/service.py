@@ -93,6 +93,16 @@ class RecordingInfo:
     sha256: str | None
     #: What allowed the session: ``grant:N``, ``breakglass:N``, ``rule:NAME``, ``nhi:NAME``.
     authority: str = ""
+    #: Who asked for the session to end, if someone did (it then ends as ``interrupted``).
+    terminated_by: str | None = None
+
+    @property
+    def shown_status(self) -> str:
+        """The status as people read it: an interrupted session someone ended is
+        ``terminated``, not lost to a crash or a cut connection."""
+        if self.status == "interrupted" and self.terminated_by:
+            return "terminated"
+        return self.status
 
     @property
     def break_glass(self) -> bool:
@@ -341,9 +351,12 @@ class RecordingService:
         user: str | None = None,
         target: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
+        authority: str | None = None,
         limit: int = 500,
     ) -> list[RecordingInfo]:
-        """Recorded sessions, newest first."""
+        """Recorded sessions, newest first: started at or after ``since`` and before
+        ``until``; ``authority`` ending in ``:`` is a prefix (``breakglass:``), else exact."""
         query = select(SessionRecord).where(SessionRecord.recording_path.is_not(None))
         if user:
             query = query.where(SessionRecord.user == user)
@@ -351,6 +364,14 @@ class RecordingService:
             query = query.where(SessionRecord.target == target)
         if since:
             query = query.where(SessionRecord.started_at >= since)
+        if until:
+            query = query.where(SessionRecord.started_at < until)
+        if authority:
+            query = query.where(
+                SessionRecord.authority.startswith(authority, autoescape=True)
+                if authority.endswith(":")
+                else SessionRecord.authority == authority
+            )
         with self._store.transaction(write=False) as db:
             rows = db.scalars(query.order_by(SessionRecord.started_at.desc()).limit(limit)).all()
         return [self._info(row) for row in rows]
@@ -506,6 +527,7 @@ class RecordingService:
             path=path,
             sha256=row.recording_sha256,
             authority=row.authority,
+            terminated_by=row.terminate_by,
         )
 
 
