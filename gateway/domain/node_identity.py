@@ -27,6 +27,7 @@ SHARED_KEYS = {
     "machine lane host key": "machine_host_ed25519.pub",
     "upstream CA": "upstream_ca.pub",
     "machine CA": "machine_ca.pub",
+    "login CA": "login_ca.pub",
     "audit signing key": "audit_signing.pub",
 }
 
