@@ -16,8 +16,6 @@ to the address it was issued to.
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +26,10 @@ from gateway.crypto.keys import parse_public_key_line
 from gateway.crypto.machine_ca import (
     BACKDATE_SECONDS,
     SIGN_TIMEOUT_SECONDS,
+    KeygenCA,
     keygen_validity,
     run_keygen,
 )
-from gateway.errors import CertificateAuthorityError
 from gateway.store.models import IssuedCertificate
 
 #: The ``ca`` column of the login CA's rows in ``issued_certificates``.
@@ -54,33 +52,10 @@ class SignedLoginCertificate:
     source_address: str | None
 
 
-class LoginCA:
+class LoginCA(KeygenCA):
     """Signs people's login certificates with the login CA key (through ``ssh-keygen``)."""
 
-    def __init__(self, key_path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        self._key_path = key_path
-        self._clock = clock
-        self._public_line: str | None = None
-
-    @property
-    def key_path(self) -> Path:
-        return self._key_path
-
-    def public_key_line(self) -> str:
-        """The CA's public key, one OpenSSH line (read once: logins compare against it)."""
-        if self._public_line is None:
-            try:
-                path = self._key_path.with_name(self._key_path.name + ".pub")
-                self._public_line = path.read_text().strip()
-            except OSError:
-                raise CertificateAuthorityError(
-                    f"login CA key {self._key_path} is missing: run 'pamgate init'"
-                ) from None
-        return self._public_line
-
-    def public_key_data(self) -> str:
-        """The CA's public key as ``TYPE BASE64``."""
-        return " ".join(self.public_key_line().split()[:2])
+    label = "login CA"
 
     def sign(
         self,

@@ -70,13 +70,20 @@ class SignedCertificate:
     ttl_seconds: int
 
 
-class MachineCA:
-    """Signs NHI certificates with the machine CA key (through ``ssh-keygen``)."""
+class KeygenCA:
+    """A CA key on disk that signs through ``ssh-keygen -s`` (the machine and login CAs)."""
+
+    #: How messages name it ("machine CA").
+    label = "CA"
 
     def __init__(self, key_path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self._key_path = key_path
         self._clock = clock
         self._public_line: str | None = None
+
+    @property
+    def key_path(self) -> Path:
+        return self._key_path
 
     def public_key_line(self) -> str:
         """The CA's public key, one OpenSSH line (read once: logins compare against it)."""
@@ -86,13 +93,19 @@ class MachineCA:
                 self._public_line = path.read_text().strip()
             except OSError:
                 raise CertificateAuthorityError(
-                    f"machine CA key {self._key_path} is missing: run 'pamgate init'"
+                    f"{self.label} key {self._key_path} is missing: run 'pamgate init'"
                 ) from None
         return self._public_line
 
     def public_key_data(self) -> str:
         """The CA's public key as ``TYPE BASE64``."""
         return " ".join(self.public_key_line().split()[:2])
+
+
+class MachineCA(KeygenCA):
+    """Signs NHI certificates with the machine CA key (through ``ssh-keygen``)."""
+
+    label = "machine CA"
 
     def sign(
         self,
