@@ -131,13 +131,16 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
         for step in steps:
             command = PLACEHOLDER.sub(lambda m: captured[m.group(1)], step.command)
             command = command.replace(f"-p {DOC_PORT} ", f"-p {port} ")
+            command = command.replace(f"-P {DOC_PORT} ", f"-P {port} ")
             command = command.replace(f"-p {DOC_MACHINE_PORT} ", f"-p {machine_port} ")
             command = command.replace(".venv/bin/pamgate ", f"{pamgate} ")
             env = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}
-            if command.startswith("ssh "):
+            if command.startswith("scp "):  # with a login certificate: no prompt to answer
+                command = command.replace("scp ", f"scp {ssh_options} ", 1)
+            elif command.startswith("ssh "):
                 login = next(word for word in shlex.split(command) if "@127.0.0.1" in word)
                 user = re.split(r"[:@]", login)[0]
-                if f"-p {machine_port} " in command:
+                if f"-p {machine_port} " in command or "BatchMode=yes" in command:
                     command = command.replace("ssh ", f"ssh {ssh_options} -o BatchMode=yes ", 1)
                 else:
                     password, secret = credentials(output, user)
@@ -155,4 +158,4 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
             check_output(step, result.stderr.splitlines() + result.stdout.splitlines(), captured)
     finally:
         stop_demo(child)
-    assert {"N", "GRANT", "SESSION"} <= captured.keys()
+    assert {"N", "GRANT", "SESSION", "SERIAL", "HOST"} <= captured.keys()
