@@ -498,8 +498,9 @@ def _run_demo(data_dir: Path, gateway_port: int | None, machine_port: int | None
     target = OpenSSHTarget(
         target_dir, target_settings.port, data.upstream_ca_key.with_name("upstream_ca.pub")
     )
-    target.start()
     try:
+        # Inside the try: a Ctrl-C while the target starts must not leave its sshd behind.
+        target.start()
         node = GatewayNode(config)
         asyncio.run(
             run_until_signalled(

@@ -270,3 +270,11 @@ def test_ctrl_c_while_the_demo_starts_exits_cleanly(tmp_path: Path, delay: float
     # 0 or 130 once pamgate handles it; SIGINT itself if it lands before Python does.
     outcome = (child.exitstatus, child.signalstatus)
     assert outcome in ((0, None), (130, None), (None, signal.SIGINT)), (outcome, output[-500:])
+    # Nothing it started is left behind (the demo target's sshd above all).
+    deadline = time.monotonic() + 5
+    while (left := subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True,
+                                  text=True).stdout.split()):  # fmt: skip
+        if time.monotonic() > deadline:
+            subprocess.run(["kill", *left], check=False)
+            raise AssertionError(f"left running after Ctrl-C: {left}")
+        time.sleep(0.2)
