@@ -488,7 +488,7 @@ _KEYS = {
 
 
 class _Terminated(Exception):
-    """SIGTERM or SIGHUP arrived during replay."""
+    """SIGINT, SIGTERM or SIGHUP arrived during replay."""
 
 
 def play_in_terminal(player: Player, start: float) -> None:
@@ -504,7 +504,10 @@ def play_in_terminal(player: Player, start: float) -> None:
     def terminated(signum: int, frame: object) -> None:
         raise _Terminated(signum)
 
-    handlers = {sig: signal.signal(sig, terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a replay started from a process that ignores it (a background job, a
+    # script) must still stop on Ctrl-C, which cbreak mode turns into SIGINT.
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    handlers = {sig: signal.signal(sig, terminated) for sig in stops}
     try:
         tty.setcbreak(fd, termios.TCSANOW)  # keep keys typed while starting
         player.play(start)
