@@ -42,7 +42,10 @@ def test_an_approver_approves_a_waiting_request_in_the_console_over_ssh(
         console.send("a")  # approve the highlighted request
         console.expect("Grant length", timeout=15)  # the dialog, with what is being granted
         console.send("\r")
-        output, _ = waiting.communicate(timeout=90)  # generous: CI machines are busy
+        # Read the console while it works, as a terminal does: ssh blocks writing to a
+        # pty nobody reads, and then it no longer reads the keys sent to it either.
+        console.expect(rf"Request #{request_id}: approved", timeout=60)
+        output, _ = waiting.communicate(timeout=60)
         assert waiting.returncode == 0, output
         assert b"approved-through-the-console" in output
         console.send("\x11")  # Ctrl-Q quits the console; the SSH session ends with it
