@@ -7,7 +7,9 @@ connection, puts every publickey request (query or signed) through
 :func:`gateway.crypto.algorithms.user_auth_refusal` with the lane's
 :class:`~gateway.crypto.algorithms.UserKeyRules` first; a refusal goes to the
 lane's server (:class:`AuditsRefusedKeys`) to be audited with its reason,
-and the client sees a plain publickey failure, as with sshd.
+and the client sees a plain publickey failure, as with sshd. A certificate
+goes to the lane's own admission (:meth:`AuditsRefusedKeys.admit_certificate`)
+before asyncssh checks it again.
 
 :func:`ssh_layer_refusal` says why asyncssh refused a certificate a lane's
 own checks passed (both lanes judge certificates first, then let asyncssh
@@ -19,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 from typing import cast
 
+import asyncssh
 from asyncssh.public_key import (
     CERT_TYPE_USER,
     KeyImportError,
@@ -27,6 +30,8 @@ from asyncssh.public_key import (
 )
 
 from gateway.crypto.algorithms import UserKeyRules, user_auth_refusal
+from gateway.crypto.certificates import is_certificate
+from gateway.domain.access import user_part
 
 
 class AuditsRefusedKeys:
@@ -41,11 +46,17 @@ class AuditsRefusedKeys:
         """Audit a key refused by the lane's rules (once per key and reason is enough)."""
         raise NotImplementedError
 
+    async def admit_certificate(self, username: str, key_data: bytes) -> bool:
+        """The lane's verdict on a presented certificate (refusals audited by the lane)."""
+        raise NotImplementedError
+
 
 class ChecksUserKeys:
-    """Server-connection mixin: the lane's key rules run before asyncssh's own checks."""
+    """Server-connection mixin: the lane's key rules and certificate admission run before
+    asyncssh's own checks."""
 
     _owner: object
+    _peer_addr: str
 
     async def validate_public_key(
         self, username: str, key_data: bytes, msg: bytes, signature: bytes
@@ -61,6 +72,29 @@ class ChecksUserKeys:
             username, key_data, msg, signature
         )
         return validated
+
+    async def _validate_client_certificate(
+        self, username: str, key_data: bytes
+    ) -> asyncssh.SSHKey | None:
+        owner = self._owner
+        if not is_certificate(key_data):
+            return None  # a plain key: judged by the lane server's validate_public_key
+        if not isinstance(owner, AuditsRefusedKeys) or not await owner.admit_certificate(
+            username, key_data
+        ):
+            return None
+        # The lane matched the principal against the user part of the login name
+        # (alice:web01 and svc:db01 log in as alice and svc); asyncssh compares the whole name.
+        principal = user_part(username)
+        key: asyncssh.SSHKey | None = await super()._validate_client_certificate(  # type: ignore[misc]
+            principal, key_data
+        )
+        if key is None:
+            # asyncssh refused what the lane passed (it expired in between, say): audit why.
+            owner.key_refused(username, key_data, ssh_layer_refusal(
+                key_data, principal, self._peer_addr
+            ))  # fmt: skip
+        return key
 
 
 def ssh_layer_refusal(key_data: bytes, principal: str, peer: str) -> str:

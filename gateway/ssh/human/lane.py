@@ -72,7 +72,7 @@ from gateway.ssh.lane import (
 )
 from gateway.ssh.partial_auth import MultiFactorServer, PartialSuccessServerConnection
 from gateway.ssh.server_connection import LaneServerConnection, describe_disconnect, log_disconnect
-from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys, ssh_layer_refusal
+from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys
 
 PASSWORD_PROMPT = "Password: "
 CODE_PROMPT = "Verification code: "
@@ -107,26 +107,6 @@ class HumanLaneConnection(  # type: ignore[misc]
         return isinstance(owner, HumanLaneServer) and await owner.certificate_proven(
             username, key_data
         )
-
-    async def _validate_client_certificate(
-        self, username: str, key_data: bytes
-    ) -> asyncssh.SSHKey | None:
-        owner = self._owner
-        if not is_certificate(key_data):
-            return None  # a plain key: judged by HumanLaneServer.validate_public_key
-        if not isinstance(owner, HumanLaneServer) or not await owner.admit_certificate(
-            username, key_data
-        ):
-            return None
-        # The lane matched the principal against the user part of the login name
-        # (alice:web01 logs in as alice); asyncssh compares the whole name.
-        principal = user_part(username)
-        key = await super()._validate_client_certificate(principal, key_data)
-        if key is None:
-            owner.key_refused(username, key_data, ssh_layer_refusal(
-                key_data, principal, self._peer_addr
-            ))  # fmt: skip
-        return key
 
 
 class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):

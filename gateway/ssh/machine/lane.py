@@ -52,7 +52,7 @@ from gateway.ssh.lane import (
 from gateway.ssh.machine.exchanges import JOIN_USER, JoinExchange
 from gateway.ssh.machine.session import MachineSession
 from gateway.ssh.server_connection import LaneServerConnection, log_disconnect
-from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys, ssh_layer_refusal
+from gateway.ssh.user_keys import AuditsRefusedKeys, ChecksUserKeys
 
 logger = logging.getLogger("pamgate.machine_lane")
 
@@ -85,26 +85,6 @@ class MachineLaneConnection(  # type: ignore[misc]
             return True  # a query ("would you accept this key?"): nothing is proven yet
         # The signature verified: this client holds the key, for this user name.
         return await owner.key_proven(username, key_data)
-
-    async def _validate_client_certificate(
-        self, username: str, key_data: bytes
-    ) -> asyncssh.SSHKey | None:
-        owner = self._owner
-        if not is_certificate(key_data):
-            return None  # a plain key: judged by MachineLaneServer.validate_public_key
-        if not isinstance(owner, MachineLaneServer) or not await owner.admit_certificate(
-            username, key_data
-        ):
-            return None
-        # The gate matched the principal against the NHI part of the login name
-        # (svc:db01 logs in as svc); asyncssh compares the whole name.
-        principal = user_part(username)
-        key = await super()._validate_client_certificate(principal, key_data)
-        if key is None:
-            # asyncssh refused what the gate passed (it expired in between, say): audit why.
-            refusal = ssh_layer_refusal(key_data, principal, self._peer_addr)
-            owner.key_refused(username, key_data, refusal)
-        return key
 
     def get_certificate_option(self, option: str, default: object = None) -> object:
         # asyncssh would swap a force-command in for whatever the client asked,
