@@ -96,7 +96,7 @@ def add_commands(commands: Subcommands) -> None:
     set_groups.set_defaults(handler=cmd_user_set_groups)
     passwd = user.add_parser(
         "passwd",
-        help="set a user's password",
+        help="set a user's password (revokes their login certificates)",
         description="Set a user's password (asked on the terminal).",
     )
     passwd.add_argument("name")

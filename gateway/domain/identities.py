@@ -48,6 +48,7 @@ from gateway.domain.audit.trail import (
 from gateway.domain.login_certificates import (
     REVOKED_DISABLED,
     REVOKED_MFA_RESET,
+    REVOKED_PASSWORD_SET,
     revoke_user_certificates,
 )
 from gateway.errors import IdentityError, InvalidName, UnknownUser, UserExists
@@ -246,14 +247,18 @@ class UserDirectory:
         self._audit.committed(record)
 
     def set_password(self, name: str, password: str, *, actor: str) -> None:
-        """Replace a user's password."""
+        """Replace a user's password; their login certificates are revoked with the old one."""
         _check_password_quality(password)
         with self._store.transaction() as db:
             user = self._require(db, name)
             user.password_hash = self._hasher.hash(password)
             user.updated_at = self._now()
             record = self._admin_event(db, actor, "user.password_set", name)
-        self._audit.committed(record)
+            # A new password is set when the old one may be known; a certificate signed
+            # on the strength of the old one must not outlive it.
+            revoked = self._revoke_login_certificates(db, actor, name, REVOKED_PASSWORD_SET)
+        for committed in (record, *revoked):
+            self._audit.committed(committed)
 
     def reset_mfa(self, name: str, *, actor: str) -> TotpEnrolment:
         """Give a user a new TOTP secret; the old one stops working at once."""

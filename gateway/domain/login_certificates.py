@@ -19,7 +19,8 @@ user, for this key, and not revoked.
 
 Every certificate is recorded (``issued_certificates``, ``ca = 'login'``) and
 audited (``login_cert.issued``: serial, key fingerprint, TTL, source binding).
-Disabling the user, resetting their MFA, ``pamgate user logout NAME`` and
+Disabling the user, resetting their MFA, setting their password,
+``pamgate user logout NAME`` and
 ``ssh alice@gw pamgate-logout`` revoke all of a user's outstanding
 certificates (:func:`revoke_user_certificates`, inside the caller's
 transaction where one is open): the next login with one is refused, and the
@@ -62,6 +63,7 @@ LOGIN_CERT_METHOD = "login-cert"
 REVOKED_LOGOUT = "logout"
 REVOKED_DISABLED = "user disabled"
 REVOKED_MFA_RESET = "MFA reset"
+REVOKED_PASSWORD_SET = "password changed"
 
 
 class LoginCertificateError(PamgateError):

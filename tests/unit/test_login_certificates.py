@@ -184,7 +184,7 @@ def test_lifetime_beyond_the_maximum_is_refused(lab: Lab) -> None:
                           bind_source=False, mfa_at=MFA_AT, method="password+totp")  # fmt: skip
 
 
-@pytest.mark.parametrize("how", ["disable", "reset-mfa", "logout"])
+@pytest.mark.parametrize("how", ["disable", "reset-mfa", "passwd", "logout"])
 def test_revocation_with_the_change_that_causes_it(lab: Lab, how: str) -> None:
     first, second = lab.issue(lab.key()), lab.issue(lab.key())
     if how == "disable":
@@ -193,6 +193,11 @@ def test_revocation_with_the_change_that_causes_it(lab: Lab, how: str) -> None:
     elif how == "reset-mfa":
         lab.users.reset_mfa("alice", actor="tests")
         reason = "MFA reset"
+    elif how == "passwd":
+        # An admin sets a new password when the old one may be known: the certificates
+        # signed on the strength of the old one go with it.
+        lab.users.set_password("alice", "a brand new passphrase", actor="tests")
+        reason = "password changed"
     else:
         revoked = lab.service.log_out(
             "alice", actor="alice", actor_type=ActorType.HUMAN, authority="self-service",
