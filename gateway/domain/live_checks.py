@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from gateway.domain.approvals import AccessRequests
 from gateway.domain.identities import UserDirectory, UserView
 from gateway.domain.login_certificates import LoginCertificates
-from gateway.domain.machines.registry import MachineRegistry
+from gateway.domain.machines.registry import MachineRegistry, MachineView
 from gateway.domain.sessions import SessionLedger
 
 
@@ -47,8 +47,8 @@ class LiveChecks:
     enabled_users: Mapping[str, UserView] = field(default_factory=dict)
     #: Grant id -> revocation reason, for revoked grants.
     revoked_grants: Mapping[int, str] = field(default_factory=dict)
-    #: NHI name -> status (``active``, ``suspended``, ``offboarded``).
-    nhi_status: Mapping[str, str] = field(default_factory=dict)
+    #: NHI name -> the NHI as it is now (status, scope); removed ones are absent.
+    machines: Mapping[str, MachineView] = field(default_factory=dict)
     #: Login certificate serial -> why it was revoked, for revoked ones.
     revoked_login_certificates: Mapping[int, str] = field(default_factory=dict)
 
@@ -84,6 +84,6 @@ class LiveCheckReader:
             disabled_users=frozenset(name for name in users if name not in enabled),
             enabled_users=enabled,
             revoked_grants=self._requests.revoked_among(grants),
-            nhi_status=self._machines.statuses(nhis),
+            machines=self._machines.views(nhis),
             revoked_login_certificates=self._login_certificates.revoked_among(serials),
         )

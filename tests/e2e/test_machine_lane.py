@@ -22,10 +22,11 @@ import pytest
 from gateway.config import load_config
 from gateway.crypto.certificates import parse_certificate_line
 from gateway.domain.audit.trail import AuditRecord, Trail
+from gateway.domain.machines.registry import ScopeTarget
 from gateway.services import GatewayServices
 from tests.support.docs import page
 from tests.support.gateway import Gateway, launch_gateway
-from tests.support.machines import Workload, issue, keypair, register
+from tests.support.machines import Workload, issue, keypair, machine_ssh_command, register
 
 pytestmark = pytest.mark.openssh
 
@@ -730,3 +731,49 @@ def test_every_multiplexed_command_gets_its_exit_status(
     ends = machine_events(gateway, workload.name, "session.end", want=51, timeout=30)
     statuses = Counter(json.loads(end.details)["exit_status"] for end in ends)
     assert statuses == Counter([0] + [index % 7 for index in range(50)])
+
+
+def test_narrowing_a_scope_ends_live_sessions_outside_it_and_binds_an_open_connection(
+    gateway: Gateway, services: GatewayServices, tmp_path: Path
+) -> None:
+    """A review narrows an NHI while it is connected: what it runs outside the new scope ends,
+    and its open (multiplexed) connection gets only what the new scope allows."""
+    workload = register(services, tmp_path, commands=("echo machine-ok", "re:sleep [0-9]+"))
+    issue(services, workload)
+    mux = ("-o", f"ControlPath={tmp_path / 'mux'}", "-o", "ControlMaster=auto",
+           "-o", "ControlPersist=60")  # fmt: skip
+    sleeper = None
+    try:
+        assert run(gateway, workload, "echo machine-ok", extra=mux).returncode == 0
+        sleeper = subprocess.Popen(
+            machine_ssh_command(gateway, f"{workload.name}:web01", "sleep 60",
+                                key=workload.key, cert=workload.cert, options=mux),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert len(machine_events(gateway, workload.name, "session.start", want=2, timeout=20)) == 2
+        services.machines.narrow_scope(
+            workload.name, actor="tests", targets=[ScopeTarget("web01", "root")],
+            commands=["echo machine-ok"], sources=[], allow_pty=False, allow_sftp=False,
+            reason="sleep is never needed",
+        )  # fmt: skip
+        narrowed_at = time.monotonic()
+        _, stderr = sleeper.communicate(timeout=20)
+        ended_after = time.monotonic() - narrowed_at
+        assert sleeper.returncode == 255
+        assert b"'sleep 60' was removed from" in stderr
+        # The same connection: the removed command is refused, the kept one runs.
+        refused = run(gateway, workload, "sleep 1", extra=mux)
+        assert refused.returncode != 0
+        assert b"not in" in refused.stderr and b"scope" in refused.stderr
+        assert run(gateway, workload, "echo machine-ok", extra=mux).returncode == 0
+    finally:
+        if sleeper is not None and sleeper.poll() is None:
+            sleeper.kill()
+        subprocess.run(["ssh", "-o", f"ControlPath={tmp_path / 'mux'}", "-O", "exit", "x"],
+                       capture_output=True, timeout=10)  # fmt: skip
+    ends = machine_events(gateway, workload.name, "session.end", want=3, timeout=10)
+    [cut] = [e for e in ends if json.loads(e.details).get("command") == "sleep 60"]
+    assert cut.reason.startswith(f"the command 'sleep 60' was removed from {workload.name}'s scope")
+    refusals = machine_events(gateway, workload.name, "command.refused")
+    assert any("sleep 1" in json.loads(e.details)["command"] for e in refusals)
+    print(f"narrowed scope took effect on the live session in {ended_after:.1f} s")

@@ -63,7 +63,7 @@ def issue(services: GatewayServices, workload: Workload, ttl: int = 300) -> int:
     return signed.serial
 
 
-def machine_ssh(
+def machine_ssh_command(
     gateway: Gateway,
     login: str,
     command: str | None,
@@ -72,9 +72,10 @@ def machine_ssh(
     cert: Path | None = None,
     options: tuple[str, ...] = (),
     port: int | None = None,
-) -> subprocess.CompletedProcess[bytes]:
-    """The stock ssh client: no config, no agent, only ``key`` (and ``cert``); ``options`` first,
-    since ssh keeps the first value given. ``port`` defaults to the machine lane."""
+) -> list[str]:
+    """The stock ssh client's command line: no config, no agent, only ``key`` (and ``cert``);
+    ``options`` first, since ssh keeps the first value given. ``port`` defaults to the
+    machine lane."""
     args = [
         "ssh", *options, "-F", "/dev/null", "-p", str(port or gateway.machine_port),
         "-o", f"UserKnownHostsFile={gateway.known_hosts}", "-o", "StrictHostKeyChecking=yes",
@@ -86,6 +87,23 @@ def machine_ssh(
     args.append(f"{login}@127.0.0.1")
     if command is not None:
         args.append(command)
+    return args
+
+
+def machine_ssh(
+    gateway: Gateway,
+    login: str,
+    command: str | None,
+    *,
+    key: Path,
+    cert: Path | None = None,
+    options: tuple[str, ...] = (),
+    port: int | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run :func:`machine_ssh_command` to the end (60 s at most)."""
+    args = machine_ssh_command(
+        gateway, login, command, key=key, cert=cert, options=options, port=port
+    )
     return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
 
 

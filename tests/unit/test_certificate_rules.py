@@ -33,7 +33,7 @@ from gateway.crypto.certificates import (
     fingerprint_of_blob,
     parse_certificate_line,
 )
-from gateway.ssh.machine.lane import ssh_layer_refusal
+from gateway.ssh.user_keys import ssh_layer_refusal
 from tests.support.certificates import Crafted, crafted_certificate, string
 from tests.support.machines import keypair
 

@@ -70,7 +70,9 @@ def test_live_checks_read_what_changed_for_each_subject(services: GatewayService
     assert checks.terminations == {"s-carol": "terminated by bob: wrong host"}
     assert checks.disabled_users == {"bob", "nobody-any-more"}
     assert checks.revoked_grants == {revoked: "incident 42"}
-    assert checks.nhi_status == {"backup-bot": "active", "deploy-bot": "suspended"}
+    assert {name: nhi.status for name, nhi in checks.machines.items()} == {
+        "backup-bot": "active", "deploy-bot": "suspended"
+    }
     assert services.live_checks.read([]) == LiveChecks()
 
 

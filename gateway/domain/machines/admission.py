@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.config import GatewayConfig, TargetSettings
 from gateway.crypto.algorithms import MACHINE_LANE_KEYS
@@ -140,6 +140,30 @@ class MachineGate:
         if status != "active":
             return f"{login.nhi.name} was {status}"
         return self._revocations.revocation_reason(login.certificate)
+
+    def refreshed(self, login: MachineLogin) -> MachineLogin:
+        """``login`` with its NHI as it is now: a connection may outlive a change of scope
+        (a review narrowed it), and each new session is judged by the scope of its time."""
+        try:
+            nhi = self._registry.get(login.nhi.name)
+        except MachineError:
+            raise ScopeRefused(f"{login.nhi.name} is no longer a registered identity") from None
+        return replace(login, nhi=nhi)
+
+    @staticmethod
+    def out_of_scope_because(
+        nhi: MachineView, target: str, account: str, command: str | None
+    ) -> str | None:
+        """Why a live session admitted for ``account@target`` running ``command`` (None for
+        SFTP) is outside ``nhi``'s scope as it is now, or None while it is inside."""
+        if not any(t.target == target and t.account == account for t in nhi.targets):
+            return f"{account}@{target} was removed from {nhi.name}'s scope"
+        if command is None:
+            if not nhi.allow_sftp:
+                return f"SFTP was removed from {nhi.name}'s scope"
+        elif not nhi.command_allowed(command):
+            return f"the command {command[:200]!r} was removed from {nhi.name}'s scope"
+        return None
 
     def new_session_refused_because(self, login: MachineLogin) -> str | None:
         """Why an authenticated connection may not open another session, or None.

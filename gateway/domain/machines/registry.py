@@ -227,15 +227,14 @@ class MachineRegistry:
         with self._store.transaction(write=False) as db:
             return machine_view(load_machine(db, name))
 
-    def statuses(self, names: Collection[str]) -> dict[str, str]:
-        """The status of each of these NHIs (``active``, ``suspended``, ...), in one query."""
+    def views(self, names: Collection[str]) -> dict[str, MachineView]:
+        """Each of these NHIs as it is now (status and scope), in one query; missing ones
+        are left out."""
         if not names:
             return {}
-        query = select(NonHumanIdentity.name, NonHumanIdentity.status).where(
-            NonHumanIdentity.name.in_(list(names))
-        )
+        query = select(NonHumanIdentity).where(NonHumanIdentity.name.in_(list(names)))
         with self._store.transaction(write=False) as db:
-            return {name: status for name, status in db.execute(query)}
+            return {row.name: machine_view(row) for row in db.scalars(query)}
 
     def list(self) -> list[MachineView]:
         with self._store.transaction(write=False) as db:
@@ -279,7 +278,7 @@ class MachineRegistry:
         not already in the old one: a target account it did not have, a command no current
         pattern allows (a ``re:`` pattern must be kept verbatim), a network outside its
         current ones, or pty or SFTP it was not allowed. The next login and command are
-        judged by the new scope."""
+        judged by the new scope, and live sessions outside it end within about 2 s."""
         scope, patterns, networks = list(targets), list(commands), list(sources)
         if not scope or not patterns:
             raise MachineError(

@@ -7,8 +7,10 @@ held to the NHI's scope by :class:`~gateway.domain.machines.admission.MachineGat
 (target account, command, force-command, no pty unless allowed), audited as
 ``command.allowed`` or ``command.refused``, and relayed like a human
 session, with a fresh upstream certificate and a recording of the exec. The
-session ends within about 2 s of the NHI being suspended or offboarded, or
-its certificate being revoked.
+session ends within about 2 s of the NHI being suspended or offboarded, its
+certificate being revoked, or what it runs leaving the NHI's scope (a review
+narrowed it); a new session on an open connection is judged by the scope as
+it is then.
 """
 
 from __future__ import annotations
@@ -29,11 +31,18 @@ from gateway.ssh.transfer.filter import TransferScope, transfer_filter_for
 
 
 class MachineLiveRules:
-    """What ends a live NHI session: the NHI suspended or offboarded, its certificate revoked."""
+    """What ends a live NHI session: the NHI suspended or offboarded, its certificate
+    revoked, or what the session runs taken out of the NHI's scope."""
 
     def __init__(self, gate: MachineGate, login: MachineLogin) -> None:
         self._gate = gate
         self._login = login
+        #: (target, account, command or None for SFTP), once the session is admitted.
+        self._admitted: tuple[str, str, str | None] | None = None
+
+    def admitted(self, target: str, account: str, command: str | None) -> None:
+        """The session runs ``command`` (None: SFTP) as ``account@target`` from now on."""
+        self._admitted = (target, account, command)
 
     def subject(self, session_id: str | None) -> WatchSubject:
         return WatchSubject(session_id=session_id, nhi=self._login.nhi.name)
@@ -42,8 +51,13 @@ class MachineLiveRules:
         return None
 
     def revoked_because(self, checks: LiveChecks) -> str | None:
-        status = checks.nhi_status.get(self._login.nhi.name, "removed")
-        return self._gate.revoked_because(self._login, status=status)
+        nhi = checks.machines.get(self._login.nhi.name)
+        reason = self._gate.revoked_because(
+            self._login, status=nhi.status if nhi is not None else "removed"
+        )
+        if reason or nhi is None or self._admitted is None:
+            return reason
+        return self._gate.out_of_scope_because(nhi, *self._admitted)
 
 
 class MachineSession:
@@ -63,6 +77,7 @@ class MachineSession:
         self._source = source
         self._login_recorded = login_recorded
         self._relayed: RelayedSession | None = None
+        self._rules: MachineLiveRules | None = None
         self._command: str | None = None
         self._pty = False
 
@@ -85,10 +100,10 @@ class MachineSession:
     async def run(self, channel: SessionChannel) -> None:
         services = self._host.services
         self._command, self._pty = channel.request.command, channel.request.pty
+        self._rules = MachineLiveRules(services.machine_gate, self._login)
         self._relayed = RelayedSession(
             channel, self._host, lane="machine", actor_type=ActorType.MACHINE,
-            actor=self._login.nhi.name, source=self._source,
-            rules=MachineLiveRules(services.machine_gate, self._login),
+            actor=self._login.nhi.name, source=self._source, rules=self._rules,
         )  # fmt: skip
         await self._relayed.run(lambda: self._admit(channel), self._record_refusal)
 
@@ -106,12 +121,14 @@ class MachineSession:
     async def _admit(self, channel: SessionChannel) -> Admitted | None:
         if not await self._login_recorded:
             raise PamgateError("the login could not be audited, so it is refused")
-        services, login, request = self._host.services, self._login, channel.request
+        services, request = self._host.services, channel.request
         gate = services.machine_gate
-        # Each session is a new decision: the connection may outlive a revocation.
-        refused = await asyncio.to_thread(gate.new_session_refused_because, login)
+        # Each session is a new decision: the connection may outlive a revocation, or a
+        # change of the NHI's scope; the session is judged by the scope as it is now.
+        refused = await asyncio.to_thread(gate.new_session_refused_because, self._login)
         if refused:
             raise PamgateError(refused)
+        login = self._login = await asyncio.to_thread(gate.refreshed, self._login)
         if request.command is not None and request.command.split()[:1] == [RENEW_COMMAND]:
             await RenewExchange(self._host, login, self._source).run(channel, self._authority)
             return None
@@ -123,6 +140,8 @@ class MachineSession:
             raise ScopeRefused(
                 f"this certificate may only run: {login.options.force_command[:200]}"
             )
+        elif not login.nhi.allow_sftp:  # asked for when the scope still had it
+            raise ScopeRefused(f"SFTP is not in {login.nhi.name}'s scope")
         else:
             gate.check_pty(login, request.pty)
         what = request.command if request.subsystem is None else f"subsystem:{request.subsystem}"
@@ -132,6 +151,10 @@ class MachineSession:
         )  # fmt: skip
         if not await self._host.record(allowed):
             raise PamgateError("the command could not be audited, so it is refused")
+        assert self._rules is not None
+        self._rules.admitted(
+            target.name, account, request.command if request.subsystem is None else None
+        )
         # The scope's command list already decided what may run; the transfer policy
         # adds the per-file audit and the scope's directories.
         nhi = login.nhi
