@@ -131,7 +131,8 @@ class S3Bucket:
             checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
             with open(path, "rb") as body:
                 answer = self._call("upload", name, lambda: self._client.put_object(
-                    Bucket=self.bucket, Key=name, Body=body, ChecksumSHA256=checksum, **extra,
+                    Bucket=self.bucket, Key=name, Body=body, ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum, **extra,
                 ))  # fmt: skip
             return str(answer["ETag"])
         extra["ChecksumAlgorithm"] = "SHA256"

@@ -237,3 +237,41 @@ def test_kill_9_mid_upload_is_sealed_as_interrupted_from_the_bucket(tmp_path: Pa
         assert not [n for n in store.names() if ".parts/" in n]
         replayed = own.cli("replay", str(sealed[0].session_id))
         assert replayed.returncode == 0 and "before-the-crash" in replayed.stdout
+
+
+def test_sealed_recordings_are_retained_where_the_bucket_has_object_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with s3_server(tmp_path / "s3", object_lock=True) as store:
+        # Endpoint and credentials from the standard AWS variables, not the config.
+        for variable, value in store.environment().items():
+            monkeypatch.setenv(variable, value)
+        locked = 's3_object_lock = "governance"\ns3_object_lock_days = 2\n'
+        with launch_gateway(tmp_path / "gw", store.config(from_env=True, extra=locked)) as own:
+            user = own.make_user()
+            assert own.run_ssh(user, "web01", "echo kept-for-two-days").returncode == 0
+            session = str(session_end(own, user.name)["session"])
+        [name] = [n for n in store.names() if n.endswith(f"/{session}.cast")]
+        # HEAD, not GetObjectRetention: moto 5.2 answers that one with a 500.
+        head = store.client.head_object(Bucket=BUCKET, Key=name)
+        assert head["ObjectLockMode"] == "GOVERNANCE"
+        days = (head["ObjectLockRetainUntilDate"].timestamp() - time.time()) / 86400
+        assert 1.9 < days <= 2.0
+        versions = store.client.list_object_versions(Bucket=BUCKET, Prefix=name)["Versions"]
+        [version] = [v for v in versions if v["Key"] == name]
+        with pytest.raises(store.client.exceptions.ClientError, match="AccessDenied"):
+            store.client.delete_object(Bucket=BUCKET, Key=name, VersionId=version["VersionId"])
+
+
+def test_object_lock_asked_of_a_bucket_without_it_is_skipped_and_said(tmp_path: Path) -> None:
+    with s3_server(tmp_path / "s3") as store:
+        locked = 's3_object_lock = "compliance"\n'
+        with launch_gateway(tmp_path / "gw", store.config(extra=locked)) as own:
+            user = own.make_user()
+            assert own.run_ssh(user, "web01", "echo stored-anyway").returncode == 0
+            session = str(session_end(own, user.name)["session"])
+            log = own.log_text()
+        [name] = [n for n in store.names() if n.endswith(f"/{session}.cast")]
+        assert b"stored-anyway" in store.read(name)
+        assert f"bucket {BUCKET} has no object lock" in log
+        assert "recordings are stored without retention" in log

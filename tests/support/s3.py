@@ -46,17 +46,33 @@ class S3Server:
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
         )  # fmt: skip
 
-    def config(self, *, interval: float = 1.0, extra: str = "") -> str:
-        """The ``[recordings]`` settings of a node that stores recordings here."""
+    def config(self, *, interval: float = 1.0, extra: str = "", from_env: bool = False) -> str:
+        """The ``[recordings]`` settings of a node that stores recordings here.
+
+        ``from_env``: leave the endpoint and credentials to the AWS environment
+        variables (see :meth:`environment`).
+        """
+        where = (
+            ""
+            if from_env
+            else f"""s3_endpoint_url = "{self.endpoint}"
+s3_access_key_id = "{ACCESS_KEY}"
+s3_secret_access_key = "{SECRET_KEY}"
+"""
+        )
         return f"""
 [recordings]
 url = "s3://{BUCKET}/{PREFIX}"
-s3_endpoint_url = "{self.endpoint}"
-s3_access_key_id = "{ACCESS_KEY}"
-s3_secret_access_key = "{SECRET_KEY}"
-s3_upload_interval_seconds = {interval}
+{where}s3_upload_interval_seconds = {interval}
 s3_timeout_seconds = 1
 {extra}"""
+
+    def environment(self) -> dict[str, str]:
+        """The standard AWS variables that point a client here."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1",
+        }  # fmt: skip
 
     def names(self, prefix: str = PREFIX) -> list[str]:
         """Every object under ``prefix``, sorted."""

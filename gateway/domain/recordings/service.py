@@ -229,6 +229,8 @@ class RecordingService:
             self._storage.sealed(sealed)
         except (RecordingError, OSError) as exc:
             logger.error("recording of session %s is incomplete: %s", session_id, exc)
+            # The session's end event says why (a write error has said so already).
+            writer.failed = writer.failed or f"recording storage failed: {exc}"
             return None
         return sealed
 
