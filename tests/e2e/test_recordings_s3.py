@@ -239,19 +239,25 @@ def test_kill_9_mid_upload_is_sealed_as_interrupted_from_the_bucket(tmp_path: Pa
         assert replayed.returncode == 0 and "before-the-crash" in replayed.stdout
 
 
-def test_sealed_recordings_are_retained_where_the_bucket_has_object_lock(
+def test_sealed_recordings_go_up_compressed_and_retained_under_object_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with s3_server(tmp_path / "s3", object_lock=True) as store:
         # Endpoint and credentials from the standard AWS variables, not the config.
         for variable, value in store.environment().items():
             monkeypatch.setenv(variable, value)
-        locked = 's3_object_lock = "governance"\ns3_object_lock_days = 2\n'
+        locked = 's3_object_lock = "governance"\ns3_object_lock_days = 2\ncompression = "zstd"\n'
         with launch_gateway(tmp_path / "gw", store.config(from_env=True, extra=locked)) as own:
             user = own.make_user()
             assert own.run_ssh(user, "web01", "echo kept-for-two-days").returncode == 0
-            session = str(session_end(own, user.name)["session"])
-        [name] = [n for n in store.names() if n.endswith(f"/{session}.cast")]
+            end = session_end(own, user.name)
+            session = str(end["session"])
+            # Compressed before the upload: the one object is the sealed .cast.zst (no chunks).
+            [name] = [n for n in store.names() if session in n]
+            assert name.endswith(f"/{session}.cast.zst")
+            assert hashlib.sha256(store.read(name)).hexdigest() == end["recording_sha256"]
+            replayed = own.cli("replay", session)
+            assert replayed.returncode == 0 and "kept-for-two-days" in replayed.stdout
         # HEAD, not GetObjectRetention: moto 5.2 answers that one with a 500.
         head = store.client.head_object(Bucket=BUCKET, Key=name)
         assert head["ObjectLockMode"] == "GOVERNANCE"
