@@ -114,3 +114,25 @@ def test_an_upload_that_fails_fails_the_recording_once(server: S3Server, tmp_pat
     assert len(errors) == 1 and writer.failed == errors[0]
     assert errors[0].startswith("recording storage failed: cannot upload to the bucket: s3://")
     store.close()
+
+
+def test_the_node_that_wrote_it_recovers_from_its_spool_losing_nothing(
+    server: S3Server, tmp_path: Path
+) -> None:
+    node = node_store(server, tmp_path / "node")
+    path = node.new_path(SESSION, datetime.now(UTC))
+    writer = RecordingWriter(path, width=80, height=24, term=None, metadata={})
+    node.opened(writer)
+    writer.output(b"written before the crash\r\n")
+    writer.flush()
+    # The crash: nothing more goes up, and the spool holds more than the bucket.
+    node.close()
+    with path.open("ab") as recording:
+        recording.write(b'[1.5, "o", "the last moment"]\n')
+    restarted = node_store(server, tmp_path / "node")
+    recovered = restarted.recover(restarted.key(path))
+    assert recovered is not None and b"the last moment" in recovered.read_bytes()
+    final = server.read(f"{PREFIX}/{restarted.key(path)}")
+    assert final == recovered.read_bytes() and chunks(server) == []
+    assert not path.exists()  # moved to the cache
+    restarted.close()
