@@ -271,14 +271,61 @@ class SessionSettings(_Section):
 class RecordingSettings(_Section):
     """``[recordings]``: where and how sessions are recorded."""
 
-    #: Folder for recordings; relative paths are inside the data directory.
+    #: Folder for recordings; relative paths are inside the data directory. With an
+    #: object store (``url``) it holds only this node's spool of live recordings and its
+    #: cache of downloaded ones, and is not shared.
     directory: Path = Path("recordings")
+    #: Where sealed recordings are kept: empty for ``directory`` (a folder every node
+    #: mounts), or an S3-compatible bucket, ``s3://BUCKET/PREFIX``.
+    url: str = ""
+    #: The S3 endpoint (MinIO, Ceph, a moto server...); empty: ``AWS_ENDPOINT_URL``, else AWS.
+    s3_endpoint_url: str = ""
+    #: The S3 region; empty: ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``), else ``us-east-1``.
+    s3_region: str = ""
+    #: S3 access key id; empty: ``AWS_ACCESS_KEY_ID`` or the standard AWS credential chain.
+    s3_access_key_id: str = ""
+    #: S3 secret key; empty: ``AWS_SECRET_ACCESS_KEY`` or the standard AWS credential chain.
+    #: Prefer the environment: this file is readable by whoever runs the node.
+    s3_secret_access_key: str = ""
+    #: Seconds between uploads of a live recording's new lines (one chunk object each):
+    #: a node that dies loses at most about this much of its live sessions.
+    s3_upload_interval_seconds: float = Field(default=2.0, gt=0, le=60)
+    #: Seconds one request to the bucket may take (connect, then each read) before it counts
+    #: as failed. Requests are tried three times: a session whose recording cannot be
+    #: uploaded for about three times this long is ended (fail closed).
+    s3_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: Object lock on sealed recordings: ``governance`` or ``compliance`` retention for
+    #: ``s3_object_lock_days``, when the bucket has object lock enabled (otherwise the node
+    #: logs that it stores recordings without retention). ``none``: no retention is asked for.
+    s3_object_lock: Literal["none", "governance", "compliance"] = "none"
+    #: Days a sealed recording is retained under ``s3_object_lock``.
+    s3_object_lock_days: int = Field(default=365, ge=1, le=36500)
     #: Compress sealed recordings; readers decompress transparently.
     compression: Literal["none", "gzip", "zstd"] = "none"
     #: For sessions without a pty (exec, ``ssh -T``), bytes of stdout, of stderr and of
     #: stdin kept in the recording (digests and byte counts always cover everything).
     #: 0 = metadata only.
     exec_payload_cap_bytes: int = Field(default=1024 * 1024, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if url and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", url):
+            raise ValueError(
+                "give s3://BUCKET or s3://BUCKET/PREFIX (a lower-case S3 bucket name), "
+                "or leave it empty for the recordings folder"
+            )
+        return url
+
+    @property
+    def bucket(self) -> str:
+        """The bucket of an ``s3://`` url (empty without one)."""
+        return self.url.removeprefix("s3://").partition("/")[0]
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of an ``s3://`` url, without slashes at either end."""
+        return self.url.removeprefix("s3://").partition("/")[2].strip("/")
 
 
 class ApprovalSettings(_Section):

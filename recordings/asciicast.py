@@ -202,6 +202,13 @@ class RecordingWriter:
             if self.on_drained is not None:
                 self.on_drained()
 
+    def fail(self, message: str) -> None:
+        """Mark the recording failed from outside (its storage went away): the session ends.
+
+        Calls the error callback once, as a failed write does; later writes are dropped.
+        """
+        self._fail(message)
+
     def _fail(self, message: str) -> None:
         if self.failed:
             return

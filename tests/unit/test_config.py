@@ -86,6 +86,9 @@ def test_bad_toml_names_the_file(tmp_path: Path) -> None:
             TARGET.replace('host_keys = ["' + HOST_KEY + '"]', "host_keys = []"),
             "targets[0].host_keys:",
         ),
+        ('[recordings]\nurl = "s3:/bucket"\n', "recordings.url: give s3://BUCKET"),
+        ('[recordings]\nurl = "s3://Bad_Bucket/x"\n', "recordings.url: give"),
+        ('[recordings]\ns3_object_lock = "forever"\n', "recordings.s3_object_lock:"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -98,3 +101,10 @@ def test_public_key_shape_check() -> None:
     assert openssh_public_key_problem(HOST_KEY) is None
     assert openssh_public_key_problem("ssh-ed25519") is not None
     assert openssh_public_key_problem("ssh-ed25519 AAAA") is not None
+
+
+def test_an_s3_url_names_the_bucket_and_the_prefix(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[recordings]\nurl = "s3://recs.example/site-1/gw/"\n'))
+    assert (config.recordings.bucket, config.recordings.prefix) == ("recs.example", "site-1/gw")
+    bare = load_config(write(tmp_path, '[recordings]\nurl = "s3://recs"\n')).recordings
+    assert (bare.bucket, bare.prefix) == ("recs", "")

@@ -1,11 +1,11 @@
 """Session recordings as the gateway uses them: where they live, sealing, commands, lookup.
 
 The file format, extraction and playback are in :mod:`recordings`; where the
-files live is up to :mod:`gateway.domain.recordings.storage` (a folder all nodes share,
-``RECORDINGS/YYYY/MM/DD/<session>.cast``). This module keeps the one flusher,
-stores each sealed recording's sha256 with its session, extracts commands
-off the relay (in the indexing worker: every few seconds while a session
-runs, and once over the sealed recording), audits each new command
+files live is up to :mod:`gateway.domain.recordings.storage` (a folder all nodes
+share, ``RECORDINGS/YYYY/MM/DD/<session>.cast``, or an S3-compatible bucket). This
+module keeps the one flusher, stores each sealed recording's sha256 with its
+session, extracts commands off the relay (in the indexing worker: every few
+seconds while a session runs, and once over the sealed recording), audits each new command
 (``command.executed``) and answers the CLI's and console's questions (list,
 search, verify, export; refusals and failed verifications are audited too).
 """
@@ -17,8 +17,10 @@ import logging
 import os
 import shutil
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,7 +35,7 @@ from gateway.domain.audit.trail import (
     Trail,
     admin_authority,
 )
-from gateway.domain.recordings.storage import RecordingStore, SharedDirectory
+from gateway.domain.recordings.storage import RecordingStore, open_recording_store
 from gateway.errors import PamgateError
 from gateway.store.database import Store
 from gateway.store.models import SessionCommand, SessionRecord
@@ -89,12 +91,23 @@ class RecordingInfo:
     status: str
     started_at: datetime
     ended_at: datetime | None
-    path: Path | None
     sha256: str | None
     #: What allowed the session: ``grant:N``, ``breakglass:N``, ``rule:NAME``, ``nhi:NAME``.
     authority: str = ""
     #: Who asked for the session to end, if someone did (it then ends as ``interrupted``).
     terminated_by: str | None = None
+    #: The recording's key in its store, as stored with the session (None: not recorded).
+    key: str | None = None
+    #: Finds the recording's local file (a remote store downloads it): asked on first use.
+    locate: Callable[[], Path | None] = field(default=lambda: None, repr=False, compare=False)
+
+    @cached_property
+    def path(self) -> Path | None:
+        """A readable local file of the recording, or None if it is missing.
+
+        Raises RecordingUnavailable if the recording store cannot be reached.
+        """
+        return self.locate()
 
     @property
     def shown_status(self) -> str:
@@ -141,7 +154,9 @@ class RecordingService:
     """Creates, seals, indexes and finds session recordings."""
 
     def __init__(self, config: GatewayConfig, store: Store, audit: AuditLog) -> None:
-        self._storage: RecordingStore = SharedDirectory(config.recordings_dir)
+        self._storage: RecordingStore = open_recording_store(
+            config.recordings, config.recordings_dir
+        )
         self._compression = config.recordings.compression
         self.exec_payload_cap = config.recordings.exec_payload_cap_bytes
         self._store = store
@@ -169,13 +184,24 @@ class RecordingService:
     ) -> RecordingWriter:
         """Create the recording file for a session. Raises RecordingUnavailable."""
         path = self._storage.new_path(session_id, datetime.now(UTC))
+        flusher = self._flusher_started()
         try:
             writer = RecordingWriter(path, width=width, height=height, term=term, metadata=metadata)
         except RecordingError as exc:
             raise RecordingUnavailable(
                 f"the session cannot be recorded ({exc}), so it is refused"
             ) from None
-        self._flusher_started().add(writer)
+        try:
+            self._storage.opened(writer)
+        except OSError as exc:
+            writer.close()
+            path.unlink(missing_ok=True)
+            logger.error("refusing session %s: the recording store failed: %s", session_id, exc)
+            raise RecordingUnavailable(
+                f"the session cannot be recorded (the recording store failed: {exc}), "
+                "so it is refused"
+            ) from None
+        flusher.add(writer)
         return writer
 
     def relative(self, path: Path) -> str:
@@ -187,6 +213,7 @@ class RecordingService:
         if self._flusher is not None:
             self._flusher.remove(writer)
         writer.close()
+        self._storage.discarded(writer.path)
         writer.path.unlink(missing_ok=True)
 
     def seal(self, session_id: str, writer: RecordingWriter) -> SealedRecording | None:
@@ -196,11 +223,14 @@ class RecordingService:
         """
         if self._flusher is not None:
             self._flusher.remove(writer)
+        self._storage.finishing(writer.path)
         try:
             sealed = writer.seal(self._compression)
-            self._storage.sealed(sealed.path)
+            self._storage.sealed(sealed)
         except (RecordingError, OSError) as exc:
             logger.error("recording of session %s is incomplete: %s", session_id, exc)
+            # The session's end event says why (a write error has said so already).
+            writer.failed = writer.failed or f"recording storage failed: {exc}"
             return None
         return sealed
 
@@ -217,6 +247,7 @@ class RecordingService:
         if self._flusher is not None:
             self._flusher.stop()
             self._flusher = None
+        self._storage.close()
 
     # -- commands ----------------------------------------------------------------
 
@@ -411,15 +442,21 @@ class RecordingService:
 
         A node that crashed never sealed its live sessions' recordings. The node
         that marks them interrupted (after its own restart, or taking over a dead
-        node) records the sha256 of the bytes on disk, so ``recordings verify``
-        tells a crash from later tampering. Returns the digest, or None if there
-        is nothing to seal (no file, already sealed, not interrupted).
+        node) records the sha256 of the bytes found (on disk, or what an object
+        store received before the crash, made its final object), so
+        ``recordings verify`` tells a crash from later tampering. Returns the
+        digest, or None if there is nothing to seal (no file, already sealed, not
+        interrupted).
         """
         info = self.info(session_id)
-        if info.status != "interrupted" or info.sha256 is not None or info.path is None:
+        if info.status != "interrupted" or info.sha256 is not None or info.key is None:
             return None
         try:
-            digest, size = file_sha256(info.path), info.path.stat().st_size
+            # A remote store makes the final object from what was uploaded before the crash.
+            path = self._storage.recover(info.key)
+            if path is None:
+                return None
+            digest, size = file_sha256(path), path.stat().st_size
         except OSError as exc:
             logger.warning("cannot seal the recording of session %s: %s", session_id, exc)
             return None
@@ -513,7 +550,18 @@ class RecordingService:
         return info
 
     def _info(self, row: SessionRecord) -> RecordingInfo:
-        path = self._storage.local_path(row.recording_path) if row.recording_path else None
+        key = row.recording_path
+
+        def locate() -> Path | None:
+            if key is None:
+                return None
+            try:
+                return self._storage.local_path(key)
+            except OSError as exc:
+                raise RecordingUnavailable(
+                    f"the recording of session {row.id} cannot be read: {exc}"
+                ) from None
+
         return RecordingInfo(
             session_id=row.id,
             lane=row.lane,
@@ -524,10 +572,11 @@ class RecordingService:
             status=row.status,
             started_at=row.started_at,
             ended_at=row.ended_at,
-            path=path,
             sha256=row.recording_sha256,
             authority=row.authority,
             terminated_by=row.terminate_by,
+            key=key,
+            locate=locate,
         )
 
 
