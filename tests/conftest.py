@@ -13,6 +13,7 @@ import pytest
 
 from gateway.store.database import Store
 from tests.support.database import TEST_DATABASE_ENV, database_url_for_test
+from tests.support.figures import FiguresReport
 from tests.support.gateway import SSH, SSHD, Gateway, launch_gateway
 
 
@@ -29,6 +30,7 @@ def pytest_configure(config: pytest.Config) -> None:
     url = config.getoption("--database-url")
     if url:
         os.environ[TEST_DATABASE_ENV] = url
+    config.pluginmanager.register(FiguresReport(), "pamgate-figures")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

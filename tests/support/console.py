@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyotp
+from textual.css.query import NoMatches
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input
 
@@ -87,9 +88,18 @@ async def sign_in(pilot: Pilot, person: Person, *, code: str | None = None) -> N
 
 
 async def wait_for(pilot: Pilot, condition, timeout: float = 10.0) -> None:  # noqa: ANN001
-    """Let the app run until ``condition()`` holds (workers and refreshes included)."""
+    """Let the app run until ``condition()`` holds (workers and refreshes included).
+
+    A widget the condition looks for that is not mounted yet (the next screen
+    still composing, on a busy machine) counts as "not yet".
+    """
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        try:
+            if condition():
+                return
+        except NoMatches:
+            pass
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await pilot.pause(0.05)
