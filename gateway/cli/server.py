@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,9 @@ from gateway.cli.common import local_admin, open_services, upstream_ca_line
 from gateway.config import GatewayConfig, find_config_path, load_config
 from gateway.crypto.secret_box import KEY_ENV_VAR
 from gateway.errors import PamgateError
+
+#: How long ``pamgate node reload`` waits for the node to answer (it looks every 2 s).
+RELOAD_ANSWER_SECONDS = 15.0
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -151,6 +156,39 @@ def add_commands(commands: Subcommands) -> None:
     )
     forget.add_argument("name", metavar="NAME", help="the node's [node] name")
     forget.set_defaults(handler=cmd_node_forget)
+    reload = node_commands.add_parser(
+        "reload",
+        help="make a running node re-read its policy, keeping live sessions",
+        description=(
+            "Ask a running node (on any host sharing the database) to re-read its config "
+            "file's targets, target groups and rules, and wait for its answer. Live sessions "
+            "go on; those the new policy no longer allows are ended within seconds. An "
+            "invalid file changes nothing (exit 1 with the reason). Other settings need a "
+            "restart. SIGHUP to 'pamgate serve' does the same for a local node. Audited "
+            "(node.reload_requested, then node.reloaded or node.reload_failed)."
+        ),
+    )
+    reload.add_argument(
+        "name", metavar="NAME", nargs="?", help="the node's [node] name (default: this one)"
+    )
+    reload.set_defaults(handler=cmd_node_reload)
+    drain = node_commands.add_parser(
+        "drain",
+        help="stop a node gently: no new sessions, live ones end by a deadline",
+        description=(
+            "Ask a running node (on any host sharing the database) to drain: within seconds "
+            "it refuses new sessions and its /healthz answers 503, its live sessions' users "
+            "are warned, those still live at the deadline are ended (reason 'node drained') "
+            "and the node stops with exit status 0. Asking again moves the deadline. Audited "
+            "(node.drain_requested, node.draining, node.drained)."
+        ),
+    )
+    drain.add_argument("name", metavar="NAME", help="the node's [node] name")
+    drain.add_argument(
+        "--deadline", default="30m", metavar="DURATION",
+        help="how long live sessions may go on, e.g. 90s, 15m, 2h (default: 30m)",
+    )  # fmt: skip
+    drain.set_defaults(handler=cmd_node_drain)
 
 
 def add_check_config_command(commands: Subcommands) -> None:
@@ -293,6 +331,55 @@ def cmd_node_forget(args: argparse.Namespace) -> int:
         )
     print(f"forgot node {forgotten.name} ({forgotten.status}, last heartbeat "
           f"{forgotten.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)")  # fmt: skip
+    return 0
+
+
+def cmd_node_reload(args: argparse.Namespace) -> int:
+    """Ask a node to reload its policy and wait for its answer; 1 if it refused or is silent."""
+    from gateway.domain.audit.actors import LOCAL_ADMIN_AUTHORITY
+
+    with open_services(args) as services:
+        name = args.name or services.config.node_name
+        control = services.node_control
+        asked = control.request_reload(
+            name, actor=local_admin().name, authority=LOCAL_ADMIN_AUTHORITY
+        )
+        deadline = time.monotonic() + RELOAD_ANSWER_SECONDS
+        answer = control.reload_answer(name, after_seq=asked)
+        while answer is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            answer = control.reload_answer(name, after_seq=asked)
+    if answer is None:
+        print(
+            f"pamgate: node {name} did not answer within {RELOAD_ANSWER_SECONDS:.0f} s; it "
+            "reloads when it reads the request (see 'pamgate audit tail')",
+            file=sys.stderr,
+        )
+        return 1
+    if answer.action != "node.reloaded":
+        print(f"pamgate: node {name} kept its policy: {answer.reason}", file=sys.stderr)
+        return 1
+    details = json.loads(answer.details)
+    print(f"node {name} reloaded its policy: sha256 {details['old_policy_sha256'][:12]} -> "
+          f"{details['new_policy_sha256'][:12]} ({details['targets']} targets, "
+          f"{details['rules']} rules)")  # fmt: skip
+    for section in details.get("restart_needed", []):
+        print(f"  [{section}] changed: it takes effect when the node restarts")
+    return 0
+
+
+def cmd_node_drain(args: argparse.Namespace) -> int:
+    """Ask a node to drain by a deadline."""
+    from gateway.config import parse_duration
+    from gateway.domain.audit.actors import LOCAL_ADMIN_AUTHORITY
+
+    seconds = parse_duration(args.deadline, "--deadline")
+    with open_services(args) as services:
+        deadline = services.node_control.request_drain(
+            args.name, seconds, actor=local_admin().name, authority=LOCAL_ADMIN_AUTHORITY
+        )
+    print(f"node {args.name} drains: it refuses new sessions within seconds; sessions still "
+          f"live at {deadline:%Y-%m-%d %H:%M:%S} UTC are ended, then it stops")  # fmt: skip
     return 0
 
 
