@@ -166,12 +166,12 @@ def test_drain_warns_refuses_ends_at_the_deadline_and_exits_0(tmp_path: Path) ->
     assert len(refusals) == 1
     ends = [e for e in events if e.action == "session.end" and e.reason == "node drained"]
     assert len(ends) == 1
-    actions = [e.action for e in events if e.target == "node:solo"]
+    node_events = [e for e in events if e.target == "node:solo"]
+    actions = [e.action for e in node_events]
     assert actions.index("node.drain_requested") < actions.index("node.draining")
     assert actions.index("node.draining") < actions.index("node.drained")
-    assert (
-        json.loads(node_records(gateway, "node.draining", "solo")[0].details)["live_sessions"] == 1
-    )
+    draining = node_events[actions.index("node.draining")]
+    assert json.loads(draining.details)["live_sessions"] == 1
 
 
 @pytest.fixture(scope="module")
