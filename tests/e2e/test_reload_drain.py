@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,8 +86,10 @@ def test_a_sighup_reload_keeps_live_sessions_and_new_sessions_follow_the_new_rul
     withdrawn, _, withdrawn_err = live_ssh(solo, "mortal", "sleep 60")
     before = policy_of(solo, "solo")
     solo.config_path.write_text(solo.config_path.read_text() + DENY_MORTAL)
+    signalled = time.monotonic()
     solo.process.send_signal(signal.SIGHUP)
     assert "policy reloaded (SIGHUP)" in wait_for_log(solo, "policy reloaded (SIGHUP)", 10)
+    print(f"SIGHUP to 'policy reloaded' in the log: {time.monotonic() - signalled:.2f} s")
 
     refused = solo.run_ssh(solo.make_user(), "mortal", "echo in")
     assert refused.returncode != 0 and b"in\n" not in refused.stdout
@@ -95,6 +98,7 @@ def test_a_sighup_reload_keeps_live_sessions_and_new_sessions_follow_the_new_rul
     assert allowed.returncode == 0 and allowed.stdout == b"in\n", allowed.stderr
     # The live session the new rule forbids is ended by the lane's watch, with the reason.
     withdrawn.wait(timeout=15)
+    print(f"SIGHUP to the withdrawn session's end: {time.monotonic() - signalled:.2f} s")
     withdrawn_err.wait_for(r"access is no longer allowed: .*rule 'no-mortal' \(deny\)")
     # The one it still allows runs to its end.
     assert kept.wait(timeout=20) == 0
@@ -147,9 +151,11 @@ def test_drain_warns_refuses_ends_at_the_deadline_and_exits_0(tmp_path: Path) ->
     with launch_gateway(tmp_path, node_config("solo", metrics_port)) as gateway:
         assert healthz(metrics_port)[0] == 200
         live, _, live_err = live_ssh(gateway, "web01", "sleep 120")
+        asked = time.monotonic()
         drain = gateway.cli("node", "drain", "solo", "--deadline", "8s")
         assert drain.returncode == 0, drain.stderr
         live_err.wait_for(r"node solo is draining: this session will be ended at")
+        print(f"drain asked to the user's warning: {time.monotonic() - asked:.2f} s")
         status, body = healthz(metrics_port)
         assert status == 503 and body["status"] == "draining", body
         refused = gateway.run_ssh(gateway.make_user(), "web01", "echo in")
@@ -159,9 +165,14 @@ def test_drain_warns_refuses_ends_at_the_deadline_and_exits_0(tmp_path: Path) ->
         assert "draining (sessions end by" in status_report.stdout, status_report.stdout
         # The deadline ends the session, and the node stops by itself, cleanly.
         assert gateway.process.wait(timeout=30) == 0
+        print(f"drain asked (deadline 8 s) to the node's exit: {time.monotonic() - asked:.2f} s")
         live.wait(timeout=10)
         live_err.wait_for("node drained")
         events = list(gateway.audit.events(Trail.HUMAN))
+        # Its last checkpoint, signed as it stopped, is a row of its own that verifies.
+        verified = gateway.cli("audit", "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "(nodes solo): all agree" in verified.stdout
     refusals = [e for e in events if e.action == "access.refused" and "draining" in e.reason]
     assert len(refusals) == 1
     ends = [e for e in events if e.action == "session.end" and e.reason == "node drained"]
