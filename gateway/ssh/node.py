@@ -9,8 +9,6 @@ import os
 import resource
 import signal
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
 
 from gateway.config import GatewayConfig, ListenerSettings
 from gateway.datadir import DataDir, check_ready
@@ -18,15 +16,15 @@ from gateway.domain.alerts import WebhookDelivery
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditRecord, Trail
 from gateway.domain.deliveries import DeliveryWorker
 from gateway.domain.metrics import GatewayMetrics
-from gateway.domain.node_control import DRAINED_REASON, adopt_policy, read_for_reload
-from gateway.domain.node_identity import node_identity, policy_digest
+from gateway.domain.node_identity import node_identity
 from gateway.domain.recordings.indexing import command_indexer
-from gateway.errors import ConfigError, PamgateError
+from gateway.errors import PamgateError
 from gateway.services import GatewayServices
 from gateway.ssh.human.lane import HumanLane
 from gateway.ssh.lane import Lane
 from gateway.ssh.machine.lane import MachineLane
 from gateway.ssh.metrics_endpoint import MetricsEndpoint
+from gateway.ssh.reload_drain import ReloadAndDrain
 
 logger = logging.getLogger("pamgate")
 
@@ -35,10 +33,6 @@ LIVE_COMMANDS_INTERVAL = 3.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: How often a node escalates review items past their due date (`pamgate review escalate` now).
 REVIEW_ESCALATION_SECONDS = 60.0
-#: How often a node reads the reload and drain requests in its registry row.
-CONTROL_INTERVAL = 2.0
-#: How often a draining node looks whether its last sessions have ended.
-DRAIN_POLL_SECONDS = 0.5
 
 
 def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
@@ -95,14 +89,12 @@ class GatewayNode:
         self._heartbeat: asyncio.Task[None] | None = None
         self._escalation: asyncio.Task[None] | None = None
         self._live_indexing: asyncio.Task[None] | None = None
-        self._control: asyncio.Task[None] | None = None
-        self._drain: asyncio.Task[None] | None = None
-        #: When a drain ends the sessions still live (a later request may move it).
-        self._drain_deadline: datetime | None = None
-        self._reloading = asyncio.Lock()
-        self._background: set[asyncio.Task[Any]] = set()
-        #: Set when the node has finished a drain: :func:`run_until_signalled` stops it.
+        #: Set when the node should stop (a signal, or a drain that has finished).
         self.stop_requested = asyncio.Event()
+        #: SIGHUP, ``pamgate node reload`` and ``pamgate node drain``.
+        self.reload_and_drain = ReloadAndDrain(
+            config, self.services, (self.human_lane, self.machine_lane), self.stop_requested
+        )
         self._deliveries = self._delivery_workers()
         self._listening = False
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -112,7 +104,7 @@ class GatewayNode:
             self._metrics_endpoint = MetricsEndpoint(
                 metrics, node=config.node_name, ping_database=self.services.store.ping,
                 lanes_listening=lambda: self._listening,
-                draining=lambda: self._drain_deadline is not None,
+                draining=lambda: self.reload_and_drain.draining,
             )  # fmt: skip
 
     def _delivery_workers(self) -> list[DeliveryWorker]:
@@ -195,9 +187,7 @@ class GatewayNode:
             self._escalate_reviews_every(REVIEW_ESCALATION_SECONDS)
         )
         self._live_indexing = asyncio.get_running_loop().create_task(self._index_live_every())
-        self._control = asyncio.get_running_loop().create_task(
-            self._answer_requests_every(CONTROL_INTERVAL)
-        )
+        self.reload_and_drain.start()
         interval = self.config.audit.checkpoint_interval_seconds
         if interval:
             self._checkpointer = asyncio.get_running_loop().create_task(
@@ -209,10 +199,7 @@ class GatewayNode:
         self._listening = False  # /healthz turns 503 first: the balancer stops sending logins
         if self._live_indexing is not None:
             self._live_indexing.cancel()
-        if self._control is not None:
-            self._control.cancel()
-        if self._drain is not None and self._drain is not asyncio.current_task():
-            self._drain.cancel()
+        self.reload_and_drain.stop()
         await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
         try:
             await asyncio.to_thread(self._record, "gateway.stopped")
@@ -235,121 +222,6 @@ class GatewayNode:
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.stop()
         self.services.close()
-
-    # -- reload and drain ----------------------------------------------------------------
-
-    def reload_soon(self, trigger: str) -> None:
-        """Start a policy reload (for a signal handler, which cannot wait for it)."""
-        task = asyncio.get_running_loop().create_task(self.reload(trigger))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def reload(self, trigger: str) -> bool:
-        """Re-read the config file and adopt its targets, target groups and rules; live
-        sessions go on (the lanes' watch ends those the new policy no longer allows).
-
-        An invalid file changes nothing; the failure is audited
-        (``node.reload_failed``) and logged. A reload is audited
-        (``node.reloaded``) before it takes effect, and does not happen if that
-        write fails. ``trigger`` says what asked for it. True if adopted.
-        """
-        control = self.services.node_control
-        async with self._reloading:
-            try:
-                reload = await asyncio.to_thread(read_for_reload, self.config)
-            except ConfigError as exc:
-                logger.error("reload refused, the running policy stays: %s", exc)
-                try:
-                    await asyncio.to_thread(
-                        control.record_reload_failure, str(exc),
-                        digest=policy_digest(self.config), trigger=trigger,
-                    )  # fmt: skip
-                except PamgateError as audit_exc:
-                    logger.error("cannot audit the refused reload: %s", audit_exc)
-                return False
-            try:
-                await asyncio.to_thread(control.record_reload, reload, trigger=trigger)
-            except PamgateError as exc:
-                logger.error("reload not done: it cannot be audited (%s)", exc)
-                return False
-            adopt_policy(self.config, reload)
-        logger.warning(
-            "policy reloaded (%s): %d targets, %d rules, policy sha256 %s -> %s",
-            trigger, len(reload.new.targets), len(reload.new.rules),
-            reload.old_digest[:12], reload.new_digest[:12],
-        )  # fmt: skip
-        for name in reload.restart_needed:
-            logger.warning(
-                "[%s] changed in %s: a reload does not apply it; restart the node",
-                name, self.config.source,
-            )  # fmt: skip
-        return True
-
-    async def _answer_requests_every(self, interval: float) -> None:
-        """Act on ``pamgate node reload`` and ``pamgate node drain`` (from any host)."""
-        control = self.services.node_control
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                requests = await asyncio.to_thread(control.requests)
-            except PamgateError as exc:
-                logger.error("cannot read this node's reload and drain requests: %s", exc)
-                continue
-            if requests.reload:
-                await self.reload("pamgate node reload")
-            if requests.drain_deadline is not None:
-                self.drain(requests.drain_deadline)
-
-    def drain(self, deadline: datetime) -> None:
-        """Drain the node: refuse new sessions, warn the live ones, end those left at
-        ``deadline``, then stop (:attr:`stop_requested`). Called again, moves the deadline."""
-        self._drain_deadline = deadline
-        if self._drain is None:
-            self._drain = asyncio.get_running_loop().create_task(self._drain_until_done())
-
-    def _live_sessions(self) -> list[Any]:
-        return [s for lane in (self.human_lane, self.machine_lane) for s in lane.watch.live()]
-
-    async def _drain_until_done(self) -> None:
-        assert self._drain_deadline is not None
-        name = self.config.node_name
-        refusal = (
-            f"node {name} is draining: it takes no new sessions; connect again to reach "
-            "another node"
-        )
-        # Refusing sessions is the safe side: it starts before anything else can fail.
-        self.human_lane.draining = self.machine_lane.draining = refusal
-        live = self._live_sessions()
-        deadline = self._drain_deadline
-        logger.warning("draining: %d live sessions, ended at %s at the latest",
-                       len(live), deadline.isoformat())  # fmt: skip
-        await self._record_drain(
-            "node.draining", deadline=deadline.isoformat(), live_sessions=len(live)
-        )
-        warning = (
-            f"node {name} is draining: this session will be ended at "
-            f"{deadline:%H:%M:%S} UTC; finish your work and connect again"
-        )
-        for session in live:
-            session.warn(warning)
-        while live and datetime.now(UTC) < self._drain_deadline:
-            await asyncio.sleep(DRAIN_POLL_SECONDS)
-            live = self._live_sessions()
-        for session in live:
-            session.terminate(DRAINED_REASON)
-        # Sessions still being admitted (waiting for an approval) end too.
-        for lane in (self.human_lane, self.machine_lane):
-            for waiting in list(lane.sessions):
-                waiting.terminate(DRAINED_REASON)
-        logger.warning("drained: ended %d sessions at the deadline; stopping", len(live))
-        await self._record_drain("node.drained", ended_at_deadline=len(live))
-        self.stop_requested.set()
-
-    async def _record_drain(self, action: str, **details: object) -> None:
-        try:
-            await asyncio.to_thread(self.services.node_control.record_drain, action, **details)
-        except PamgateError as exc:
-            logger.error("cannot audit %s: %s", action, exc)
 
     def _record(self, action: str) -> None:
         """Audit a start or stop with a digest of the config, so config changes are traceable."""
@@ -459,7 +331,7 @@ async def run_until_signalled(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, node.reload_soon, "SIGHUP")
+    loop.add_signal_handler(signal.SIGHUP, node.reload_and_drain.reload_soon, "SIGHUP")
     await node.start()
     try:
         if on_ready is not None:
