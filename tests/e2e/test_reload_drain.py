@@ -146,6 +146,19 @@ def test_an_invalid_config_on_reload_changes_nothing_and_is_audited(solo: Gatewa
     assert "[listeners] changed: it takes effect when the node restarts" in reload.stdout
 
 
+def test_operators_over_ssh_can_neither_drain_nor_reload_a_node(solo: Gateway) -> None:
+    # Approvers (a console role) try the host-only commands through NAME:admin.
+    for command in ("node drain solo --deadline 0s", "node reload solo"):
+        attempt = solo.run_ssh(solo.make_user(groups=("leads",)), "admin", command)
+        assert attempt.returncode != 0
+        assert b"works on the gateway host itself" in attempt.stderr, attempt.stderr
+    assert not node_records(solo, "node.drain_requested", "solo")
+    assert not node_records(solo, "node.reload_requested", "solo")
+    assert solo.process.poll() is None
+    allowed = solo.run_ssh(solo.make_user(), "web01", "echo in")
+    assert allowed.returncode == 0 and allowed.stdout == b"in\n", allowed.stderr
+
+
 def test_drain_warns_refuses_ends_at_the_deadline_and_exits_0(tmp_path: Path) -> None:
     metrics_port = free_port()
     with launch_gateway(tmp_path, node_config("solo", metrics_port)) as gateway:
