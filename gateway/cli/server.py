@@ -16,13 +16,20 @@ from gateway.config import GatewayConfig, find_config_path, load_config
 from gateway.crypto.secret_box import KEY_ENV_VAR
 from gateway.errors import PamgateError
 
-#: How long ``pamgate node reload`` waits for the node to answer (it looks every 2 s).
-RELOAD_ANSWER_SECONDS = 15.0
+#: How long ``pamgate node reload|drain`` wait for the node to answer (it looks every 2 s).
+ANSWER_SECONDS = 15.0
+#: Why a node may not answer a reload or drain request.
+SILENT = (
+    "it acts when it reads the request (see 'pamgate audit tail'); a node of a release "
+    "before 'node reload' and 'node drain' never does: stop it with SIGTERM instead"
+)
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from gateway.cli.common import Subcommands
+    from gateway.domain.audit.trail import AuditRecord
+    from gateway.domain.node_control import NodeControl
 
 EXAMPLE_CONFIG = """\
 # pamgate gateway configuration (written by 'pamgate init').
@@ -337,6 +344,7 @@ def cmd_node_forget(args: argparse.Namespace) -> int:
 def cmd_node_reload(args: argparse.Namespace) -> int:
     """Ask a node to reload its policy and wait for its answer; 1 if it refused or is silent."""
     from gateway.domain.audit.actors import LOCAL_ADMIN_AUTHORITY
+    from gateway.domain.node_control import RELOAD_ANSWERS
 
     with open_services(args) as services:
         name = args.name or services.config.node_name
@@ -344,17 +352,10 @@ def cmd_node_reload(args: argparse.Namespace) -> int:
         asked = control.request_reload(
             name, actor=local_admin().name, authority=LOCAL_ADMIN_AUTHORITY
         )
-        deadline = time.monotonic() + RELOAD_ANSWER_SECONDS
-        answer = control.reload_answer(name, after_seq=asked)
-        while answer is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-            answer = control.reload_answer(name, after_seq=asked)
+        answer = _wait_for_answer(control, name, RELOAD_ANSWERS, asked)
     if answer is None:
-        print(
-            f"pamgate: node {name} did not answer within {RELOAD_ANSWER_SECONDS:.0f} s; it "
-            "reloads when it reads the request (see 'pamgate audit tail')",
-            file=sys.stderr,
-        )
+        print(f"pamgate: node {name} did not answer within {ANSWER_SECONDS:.0f} s: {SILENT}",
+              file=sys.stderr)  # fmt: skip
         return 1
     if answer.action != "node.reloaded":
         print(f"pamgate: node {name} kept its policy: {answer.reason}", file=sys.stderr)
@@ -369,18 +370,39 @@ def cmd_node_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_node_drain(args: argparse.Namespace) -> int:
-    """Ask a node to drain by a deadline."""
+    """Ask a node to drain by a deadline and wait until it has begun; 1 if it is silent."""
     from gateway.config import parse_duration
     from gateway.domain.audit.actors import LOCAL_ADMIN_AUTHORITY
+    from gateway.domain.node_control import DRAIN_ANSWERS
 
     seconds = parse_duration(args.deadline, "--deadline")
     with open_services(args) as services:
-        deadline = services.node_control.request_drain(
+        control = services.node_control
+        deadline, asked = control.request_drain(
             args.name, seconds, actor=local_admin().name, authority=LOCAL_ADMIN_AUTHORITY
         )
-    print(f"node {args.name} drains: it refuses new sessions within seconds; sessions still "
-          f"live at {deadline:%Y-%m-%d %H:%M:%S} UTC are ended, then it stops")  # fmt: skip
+        answer = _wait_for_answer(control, args.name, DRAIN_ANSWERS, asked)
+    if answer is None:
+        print(f"pamgate: node {args.name} did not answer within {ANSWER_SECONDS:.0f} s: "
+              f"{SILENT}", file=sys.stderr)  # fmt: skip
+        return 1
+    live = json.loads(answer.details).get("live_sessions", 0)
+    print(f"node {args.name} is draining: it refuses new sessions; its {live} live "
+          f"sessions end by {deadline:%Y-%m-%d %H:%M:%S} UTC; then it stops")  # fmt: skip
     return 0
+
+
+def _wait_for_answer(
+    control: NodeControl, node: str, answers: tuple[str, ...], asked: int
+) -> AuditRecord | None:
+    """The node's answer to the request at ``asked`` in the human trail, once it has one
+    (None after ANSWER_SECONDS)."""
+    deadline = time.monotonic() + ANSWER_SECONDS
+    answer = control.answer(node, answers, after_seq=asked)
+    while answer is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        answer = control.answer(node, answers, after_seq=asked)
+    return answer
 
 
 def cmd_console(args: argparse.Namespace) -> int:

@@ -34,6 +34,10 @@ from gateway.store.models import GatewayNodeRecord
 RELOADABLE = ("targets", "target_groups", "rules")
 #: Why the sessions still live at a drain's deadline were ended (the audit reason).
 DRAINED_REASON = "node drained"
+#: The records with which a node answers a reload request.
+RELOAD_ANSWERS = ("node.reloaded", "node.reload_failed")
+#: The record with which a node answers a drain request (a new one when the deadline moves).
+DRAIN_ANSWERS = ("node.draining",)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class NodeControl:
     def request_reload(self, node: str, *, actor: str, authority: str) -> int:
         """Ask the running node ``node`` to reload its policy within a few seconds; audited
         (``node.reload_requested``). The request's place in the human trail (see
-        :meth:`reload_answer`); PamgateError if no such node runs."""
+        :meth:`answer`); PamgateError if no such node runs."""
         now = self._now()
         with self._store.transaction() as db:
             row = self._running(db.get(GatewayNodeRecord, node, with_for_update=True), node, now)
@@ -122,10 +126,10 @@ class NodeControl:
         self._audit.committed(record)
         return record.seq
 
-    def reload_answer(self, node: str, *, after_seq: int) -> AuditRecord | None:
-        """``node``'s answer to a reload request made at ``after_seq`` in the human trail:
-        its ``node.reloaded`` or ``node.reload_failed`` record, or None while it has none."""
-        answers = ("node.reloaded", "node.reload_failed")
+    def answer(self, node: str, answers: tuple[str, ...], *, after_seq: int) -> AuditRecord | None:
+        """``node``'s answer to a request made at ``after_seq`` in the human trail: its first
+        record among ``answers`` (:data:`RELOAD_ANSWERS`, :data:`DRAIN_ANSWERS`) since, or
+        None while it has none (a node of a release before 0011 never answers)."""
         for record in self._audit.events(Trail.HUMAN, after_seq=after_seq):
             if record.action in answers and record.target == f"node:{node}":
                 return record
@@ -133,10 +137,11 @@ class NodeControl:
 
     def request_drain(
         self, node: str, deadline_seconds: float, *, actor: str, authority: str
-    ) -> datetime:
+    ) -> tuple[datetime, int]:
         """Ask the running node ``node`` to drain: refuse new sessions, warn the live ones,
         end those left after ``deadline_seconds`` and stop. Audited (``node.drain_requested``).
-        Asking again moves the deadline. The deadline; PamgateError if no such node runs."""
+        Asking again moves the deadline. The deadline and the request's place in the human
+        trail (see :meth:`answer`); PamgateError if no such node runs."""
         if deadline_seconds < 0:
             raise PamgateError("the drain deadline cannot be negative")
         now = self._now()
@@ -150,7 +155,7 @@ class NodeControl:
                 details={"deadline": deadline.isoformat(), "host": row.host, "pid": row.pid},
             ))  # fmt: skip
         self._audit.committed(record)
-        return deadline
+        return deadline, record.seq
 
     def _running(
         self, row: GatewayNodeRecord | None, node: str, now: datetime

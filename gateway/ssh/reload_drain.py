@@ -139,9 +139,16 @@ class ReloadAndDrain:
     def drain(self, deadline: datetime) -> None:
         """Drain the node: refuse new sessions, warn the live ones, end those left at
         ``deadline``, then ask the node to stop. Called again, moves the deadline."""
+        moved = self._drain is not None and deadline != self._drain_deadline
         self._drain_deadline = deadline
         if self._drain is None:
             self._drain = self._spawn(self._drain_until_done())
+        elif moved:
+            logger.warning("draining: the deadline moved to %s", deadline.isoformat())
+            self._spawn(self._record_drain(
+                "node.draining", deadline=deadline.isoformat(), moved=True,
+                live_sessions=len(self._live_sessions()),
+            ))  # fmt: skip
 
     def _live_sessions(self) -> list[Watched]:
         return [session for lane in self._lanes for session in lane.watch.live()]

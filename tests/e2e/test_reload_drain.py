@@ -267,9 +267,15 @@ def test_reload_and_drain_of_another_node_through_the_database(
     assert status.returncode == 1 and "the nodes' targets and rules differ" in status.stdout
 
     live, _, live_err = live_ssh(node_b, "web01", "sleep 120")
+    drain = node_a.cli("node", "drain", "node-b", "--deadline", "10m")
+    assert drain.returncode == 0, drain.stderr
+    assert "node node-b is draining: it refuses new sessions; its 1 live sessions" in drain.stdout
+    live_err.wait_for(r"node node-b is draining")
+    # Asking again moves the deadline (the node answers with another node.draining).
     drain = node_a.cli("node", "drain", "node-b", "--deadline", "6s")
     assert drain.returncode == 0, drain.stderr
-    live_err.wait_for(r"node node-b is draining")
+    moved = node_records(node_a, "node.draining", "node-b")
+    assert len(moved) == 2 and json.loads(moved[1].details)["moved"] is True
     refused = node_b.run_ssh(node_b.make_user(), "web01", "echo in")
     assert b"node node-b is draining" in refused.stderr and refused.returncode != 0
     assert node_b.process.wait(timeout=30) == 0

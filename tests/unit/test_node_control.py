@@ -84,7 +84,7 @@ def test_requests_reach_the_named_node_only_and_a_restart_clears_them(store: Sto
     control_a, audit = registered(store, "node-a")
     control_b, _ = registered(store, "node-b")
     control_a.request_reload("node-b", actor="root", authority="local-admin")
-    deadline = control_a.request_drain("node-b", 60, actor="root", authority="local-admin")
+    deadline, _ = control_a.request_drain("node-b", 60, actor="root", authority="local-admin")
     assert control_a.requests().reload is False and control_a.requests().drain_deadline is None
     asked = control_b.requests()
     assert asked.reload and asked.drain_deadline == deadline
