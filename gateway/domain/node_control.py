@@ -83,11 +83,13 @@ def adopt_policy(running: GatewayConfig, reload: PolicyReload) -> None:
     of the node (the access decision, the policy, session setup, the lanes'
     live checks) holds this one object, so swapping its policy entries is seen
     by every path at once, where a new object would have to be wired into each.
-    Targets go first: a rule naming a target is only ever read with that
-    target present, or matches nothing.
+    The three entries change in one assignment of the model's ``__dict__``:
+    the config never holds rules of one file with targets of the other (a
+    decision in another thread that reads it twice across the swap may still
+    see one of each, and is checked again by the lane's watch a second later).
     """
-    for name in RELOADABLE:
-        object.__setattr__(running, name, getattr(reload.new, name))
+    adopted = {name: getattr(reload.new, name) for name in RELOADABLE}
+    object.__setattr__(running, "__dict__", {**running.__dict__, **adopted})
 
 
 class NodeControl:
