@@ -28,6 +28,7 @@ from tests.support.nodes import (
     add_node,
     healthz,
     node_records,
+    wait_for_records,
     wait_for_text,
 )
 
@@ -120,7 +121,7 @@ def test_an_invalid_config_on_reload_changes_nothing_and_is_audited(solo: Gatewa
     solo.process.send_signal(signal.SIGHUP)
     log = wait_for_text(log_path, "reload refused, the running policy stays")
     assert "reload refused, the running policy stays" in log and "'nowhere'" in log
-    failed = node_records(solo, "node.reload_failed", "solo")
+    failed = wait_for_records(solo, "node.reload_failed", "solo")  # (logged first)
     assert len(failed) == 1 and "nowhere" in failed[0].reason and failed[0].outcome == "failure"
     # On this host the command reads the same file: it names the problem and asks nothing.
     reload = solo.cli("node", "reload")

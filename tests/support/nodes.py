@@ -93,6 +93,18 @@ def wait_for_text(path: Path, needle: str, timeout: float = 10) -> str:
         time.sleep(0.05)
 
 
+def wait_for_records(
+    gateway: Gateway, action: str, node: str, timeout: float = 10
+) -> list[AuditRecord]:
+    """The ``action`` records about ``node``, once there is one (or once ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = node_records(gateway, action, node)
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def node_records(gateway: Gateway, action: str, node: str) -> list[AuditRecord]:
     """The human trail's ``action`` records about ``node`` (target ``node:NAME``)."""
     return [
