@@ -35,6 +35,7 @@ from gateway.domain.machines.admission import MachineGate
 from gateway.domain.machines.credentials import MachineCredentials
 from gateway.domain.machines.registry import MachineRegistry
 from gateway.domain.machines.revocation import MachineRevocations
+from gateway.domain.node_control import NodeControl
 from gateway.domain.nodes import NodeRegistry
 from gateway.domain.operators import (
     ActionContext,
@@ -116,7 +117,7 @@ class GatewayServices:
             store=store,
             audit=audit,
             checkpoints=CheckpointBook(
-                audit, data.audit_signing_key, data.checkpoints, config.node_name
+                audit, data.audit_signing_key, data.checkpoints, config.node_name, store=store
             ),
             users=users,
             limiter=limiter,
@@ -178,6 +179,14 @@ class GatewayServices:
         return ReviewCampaigns(
             self.config, self.store, self.audit, self.alerts, self.users, self.machines,
             self.machine_revocations, self.entitlements,
+        )  # fmt: skip
+
+    @functools.cached_property
+    def node_control(self) -> NodeControl:
+        """Reload and drain requests to the nodes, and this node's answers."""
+        return NodeControl(
+            self.store, self.audit, self.config.node_name,
+            timeout_seconds=self.config.node.heartbeat_timeout_seconds,
         )  # fmt: skip
 
     @functools.cached_property

@@ -45,8 +45,9 @@ def add_commands(commands: Subcommands) -> None:
         "--checkpoints",
         type=Path,
         metavar="FILE",
-        help="checkpoint file to check against (default: the data directory's; "
-        f"give an off-box copy to detect a rewritten chain; {STDIO}: stdin)",
+        help="checkpoint file to check against, besides every node's checkpoints in the "
+        "database (default: the data directory's; give an off-box copy, which may hold "
+        f"several nodes' lines, to detect a rewritten chain; {STDIO}: stdin)",
     )
     verify.set_defaults(handler=cmd_audit_verify)
     export = audit.add_parser(
@@ -152,7 +153,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                 print(f"{trail}: OK, {result.count} events, head {result.head_hash[:16]}")
     if checkpoints:
         outcome = "some trails disagree" if failed else "all agree"
-        print(f"compared with {len(checkpoints)} signed checkpoints: {outcome}")
+        nodes = ", ".join(sorted({c.node for c in checkpoints}))
+        print(f"compared with {len(checkpoints)} signed checkpoints (nodes {nodes}): {outcome}")
     return 1 if failed else 0
 
 

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,10 +16,20 @@ from gateway.config import GatewayConfig, find_config_path, load_config
 from gateway.crypto.secret_box import KEY_ENV_VAR
 from gateway.errors import PamgateError
 
+#: How long ``pamgate node reload|drain`` wait for the node to answer (it looks every 2 s).
+ANSWER_SECONDS = 15.0
+#: Why a node may not answer a reload or drain request.
+SILENT = (
+    "it acts when it reads the request (see 'pamgate audit tail'); a node of a release "
+    "before 'node reload' and 'node drain' never does: stop it with SIGTERM instead"
+)
+
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from gateway.cli.common import Subcommands
+    from gateway.domain.audit.trail import AuditRecord
+    from gateway.domain.node_control import NodeControl
 
 EXAMPLE_CONFIG = """\
 # pamgate gateway configuration (written by 'pamgate init').
@@ -151,6 +163,39 @@ def add_commands(commands: Subcommands) -> None:
     )
     forget.add_argument("name", metavar="NAME", help="the node's [node] name")
     forget.set_defaults(handler=cmd_node_forget)
+    reload = node_commands.add_parser(
+        "reload",
+        help="make a running node re-read its policy, keeping live sessions",
+        description=(
+            "Ask a running node (on any host sharing the database) to re-read its config "
+            "file's targets, target groups and rules, and wait for its answer. Live sessions "
+            "go on; those the new policy no longer allows are ended within seconds. An "
+            "invalid file changes nothing (exit 1 with the reason). Other settings need a "
+            "restart. SIGHUP to 'pamgate serve' does the same for a local node. Audited "
+            "(node.reload_requested, then node.reloaded or node.reload_failed)."
+        ),
+    )
+    reload.add_argument(
+        "name", metavar="NAME", nargs="?", help="the node's [node] name (default: this one)"
+    )
+    reload.set_defaults(handler=cmd_node_reload)
+    drain = node_commands.add_parser(
+        "drain",
+        help="stop a node gently: no new sessions, live ones end by a deadline",
+        description=(
+            "Ask a running node (on any host sharing the database) to drain: within seconds "
+            "it refuses new sessions and its /healthz answers 503, its live sessions' users "
+            "are warned, those still live at the deadline are ended (reason 'node drained') "
+            "and the node stops with exit status 0. Asking again moves the deadline. Audited "
+            "(node.drain_requested, node.draining, node.drained)."
+        ),
+    )
+    drain.add_argument("name", metavar="NAME", help="the node's [node] name")
+    drain.add_argument(
+        "--deadline", default="30m", metavar="DURATION",
+        help="how long live sessions may go on, e.g. 90s, 15m, 2h (default: 30m)",
+    )  # fmt: skip
+    drain.set_defaults(handler=cmd_node_drain)
 
 
 def add_check_config_command(commands: Subcommands) -> None:
@@ -294,6 +339,70 @@ def cmd_node_forget(args: argparse.Namespace) -> int:
     print(f"forgot node {forgotten.name} ({forgotten.status}, last heartbeat "
           f"{forgotten.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)")  # fmt: skip
     return 0
+
+
+def cmd_node_reload(args: argparse.Namespace) -> int:
+    """Ask a node to reload its policy and wait for its answer; 1 if it refused or is silent."""
+    from gateway.domain.audit.actors import LOCAL_ADMIN_AUTHORITY
+    from gateway.domain.node_control import RELOAD_ANSWERS
+
+    with open_services(args) as services:
+        name = args.name or services.config.node_name
+        control = services.node_control
+        asked = control.request_reload(
+            name, actor=local_admin().name, authority=LOCAL_ADMIN_AUTHORITY
+        )
+        answer = _wait_for_answer(control, name, RELOAD_ANSWERS, asked)
+    if answer is None:
+        print(f"pamgate: node {name} did not answer within {ANSWER_SECONDS:.0f} s: {SILENT}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if answer.action != "node.reloaded":
+        print(f"pamgate: node {name} kept its policy: {answer.reason}", file=sys.stderr)
+        return 1
+    details = json.loads(answer.details)
+    print(f"node {name} reloaded its policy: sha256 {details['old_policy_sha256'][:12]} -> "
+          f"{details['new_policy_sha256'][:12]} ({details['targets']} targets, "
+          f"{details['rules']} rules)")  # fmt: skip
+    for section in details.get("restart_needed", []):
+        print(f"  [{section}] changed: it takes effect when the node restarts")
+    return 0
+
+
+def cmd_node_drain(args: argparse.Namespace) -> int:
+    """Ask a node to drain by a deadline and wait until it has begun; 1 if it is silent."""
+    from gateway.config import parse_duration
+    from gateway.domain.audit.actors import LOCAL_ADMIN_AUTHORITY
+    from gateway.domain.node_control import DRAIN_ANSWERS
+
+    seconds = parse_duration(args.deadline, "--deadline")
+    with open_services(args) as services:
+        control = services.node_control
+        deadline, asked = control.request_drain(
+            args.name, seconds, actor=local_admin().name, authority=LOCAL_ADMIN_AUTHORITY
+        )
+        answer = _wait_for_answer(control, args.name, DRAIN_ANSWERS, asked)
+    if answer is None:
+        print(f"pamgate: node {args.name} did not answer within {ANSWER_SECONDS:.0f} s: "
+              f"{SILENT}", file=sys.stderr)  # fmt: skip
+        return 1
+    live = json.loads(answer.details).get("live_sessions", 0)
+    print(f"node {args.name} is draining: it refuses new sessions; its {live} live "
+          f"sessions end by {deadline:%Y-%m-%d %H:%M:%S} UTC; then it stops")  # fmt: skip
+    return 0
+
+
+def _wait_for_answer(
+    control: NodeControl, node: str, answers: tuple[str, ...], asked: int
+) -> AuditRecord | None:
+    """The node's answer to the request at ``asked`` in the human trail, once it has one
+    (None after ANSWER_SECONDS)."""
+    deadline = time.monotonic() + ANSWER_SECONDS
+    answer = control.answer(node, answers, after_seq=asked)
+    while answer is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        answer = control.answer(node, answers, after_seq=asked)
+    return answer
 
 
 def cmd_console(args: argparse.Namespace) -> int:

@@ -77,6 +77,8 @@ class DeploymentStatus:
                 state = "up?  (silent: a surviving node will take it over)"
             elif node.status == "dead" and node.taken_over_by:
                 state = f"dead (taken over by {node.taken_over_by})"
+            elif node.status == "up" and node.drain_deadline is not None:
+                state = f"draining (sessions end by {node.drain_deadline:%H:%M:%S} UTC)"
             policy = f"  policy {node.policy_digest[:12]}" if node.policy_digest else ""
             out.append(
                 f"  {node.name:<20} {state:<10} heartbeat {age:6.1f} s ago  "

@@ -57,6 +57,8 @@ class NodeInfo:
     taken_over_at: datetime | None = None
     #: sha256 of its targets and rules, when it recorded one.
     policy_digest: str | None = None
+    #: While it drains (``pamgate node drain``): when its last sessions are ended.
+    drain_deadline: datetime | None = None
 
     def heartbeat_age(self, now: datetime) -> float:
         """Seconds since the last heartbeat."""
@@ -122,6 +124,8 @@ class NodeRegistry:
             row.host, row.pid, row.status = self._host, self._pid, "up"
             row.started_at = row.heartbeat_at = now
             row.taken_over_by = row.taken_over_at = None
+            # A request to the previous process with this name is not one to this process.
+            row.reload_requested_at = row.drain_deadline = None
             if identity is not None:
                 row.policy_digest = identity.policy_digest
                 row.key_fingerprints = json.dumps(identity.keys, sort_keys=True)
@@ -315,5 +319,5 @@ def _info(row: GatewayNodeRecord, live_sessions: int) -> NodeInfo:
         name=row.name, host=row.host, pid=row.pid, status=row.status,
         started_at=row.started_at, heartbeat_at=row.heartbeat_at, live_sessions=live_sessions,
         taken_over_by=row.taken_over_by, taken_over_at=row.taken_over_at,
-        policy_digest=row.policy_digest,
+        policy_digest=row.policy_digest, drain_deadline=row.drain_deadline,
     )  # fmt: skip

@@ -132,6 +132,8 @@ class Lane:
         self.sessions: weakref.WeakSet[LaneSession] = weakref.WeakSet()
         #: Checks the live sessions each second (revocation, disabling, termination).
         self.watch = SessionWatch(services, self.track_task)
+        #: While the node drains: why new sessions are refused (set by the node).
+        self.draining: str | None = None
         settings = self.settings
         prefix = services.config.auth.source_ipv6_prefix
         #: Unauthenticated connections (max_startups, per_source_max_startups).

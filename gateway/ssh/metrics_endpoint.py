@@ -5,7 +5,8 @@ and cheap, and a thread keeps them off the relay's loop. Bound to
 ``[metrics] address`` (loopback by default). ``/healthz`` answers 200 with a
 JSON body while the node's lanes listen and its database answers, 503
 otherwise, so a load balancer stops sending logins to a node that could not
-record them.
+record them; also 503 while the node drains (``pamgate node drain``), so the
+balancer sends new logins elsewhere while its live sessions finish.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ class MetricsEndpoint:
         node: str,
         ping_database: Callable[[], None],
         lanes_listening: Callable[[], bool],
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self._metrics = metrics
         self._node = node
         self._ping = ping_database
         self._listening = lanes_listening
+        self._draining = draining
         self._server: ThreadingHTTPServer | None = None
 
     def start(self, address: str, port: int) -> None:
@@ -85,6 +88,9 @@ class MetricsEndpoint:
             return 503, body
         if not self._listening():
             body.update(status="unhealthy", problem="the lanes are not listening")
+            return 503, body
+        if self._draining():
+            body.update(status="draining", problem="the node is draining: no new sessions")
             return 503, body
         body["status"] = "ok"
         return 200, body

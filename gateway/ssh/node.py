@@ -24,6 +24,7 @@ from gateway.ssh.human.lane import HumanLane
 from gateway.ssh.lane import Lane
 from gateway.ssh.machine.lane import MachineLane
 from gateway.ssh.metrics_endpoint import MetricsEndpoint
+from gateway.ssh.reload_drain import ReloadAndDrain
 
 logger = logging.getLogger("pamgate")
 
@@ -88,6 +89,12 @@ class GatewayNode:
         self._heartbeat: asyncio.Task[None] | None = None
         self._escalation: asyncio.Task[None] | None = None
         self._live_indexing: asyncio.Task[None] | None = None
+        #: Set when the node should stop (a signal, or a drain that has finished).
+        self.stop_requested = asyncio.Event()
+        #: SIGHUP, ``pamgate node reload`` and ``pamgate node drain``.
+        self.reload_and_drain = ReloadAndDrain(
+            config, self.services, (self.human_lane, self.machine_lane), self.stop_requested
+        )
         self._deliveries = self._delivery_workers()
         self._listening = False
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -97,6 +104,7 @@ class GatewayNode:
             self._metrics_endpoint = MetricsEndpoint(
                 metrics, node=config.node_name, ping_database=self.services.store.ping,
                 lanes_listening=lambda: self._listening,
+                draining=lambda: self.reload_and_drain.draining,
             )  # fmt: skip
 
     def _delivery_workers(self) -> list[DeliveryWorker]:
@@ -179,6 +187,7 @@ class GatewayNode:
             self._escalate_reviews_every(REVIEW_ESCALATION_SECONDS)
         )
         self._live_indexing = asyncio.get_running_loop().create_task(self._index_live_every())
+        self.reload_and_drain.start()
         interval = self.config.audit.checkpoint_interval_seconds
         if interval:
             self._checkpointer = asyncio.get_running_loop().create_task(
@@ -190,6 +199,7 @@ class GatewayNode:
         self._listening = False  # /healthz turns 503 first: the balancer stops sending logins
         if self._live_indexing is not None:
             self._live_indexing.cancel()
+        self.reload_and_drain.stop()
         await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
         try:
             await asyncio.to_thread(self._record, "gateway.stopped")
@@ -315,11 +325,13 @@ class GatewayNode:
 async def run_until_signalled(
     node: GatewayNode, on_ready: Callable[[], None] | None = None
 ) -> None:
-    """Start ``node``, call ``on_ready``, and run until SIGINT or SIGTERM."""
-    stop = asyncio.Event()
+    """Start ``node``, call ``on_ready``, and run until SIGINT or SIGTERM, or until a drain
+    ends; SIGHUP reloads the policy."""
+    stop = node.stop_requested
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_and_drain.reload_soon, "SIGHUP")
     await node.start()
     try:
         if on_ready is not None:

@@ -47,6 +47,8 @@ class SessionHost(Protocol):
     services: GatewayServices
     #: Checks the lane's live sessions each second (revocation, disabling, termination).
     watch: SessionWatch
+    #: While the node drains: why new sessions are refused (None otherwise).
+    draining: str | None
 
     def track_task(self, task: asyncio.Task[Any]) -> None: ...
 
@@ -131,6 +133,8 @@ class RelayedSession:
         command, a cancelled wait).
         """
         try:
+            if self._host.draining:
+                raise PamgateError(self._host.draining)
             admitted = await admit()
             if admitted is not None:
                 await self._start(*admitted)
@@ -295,6 +299,11 @@ class RelayedSession:
             self._finish("closed", exit_status=ended.exit_status, exit_signal=signal)
         else:
             self._finish("closed", reason="client disconnected")
+
+    def warn(self, message: str) -> None:
+        """Tell the user something about the session without ending it (a node draining)."""
+        if not self._channel.gone:
+            self._channel.tell_user(message)
 
     def terminate(self, reason: str) -> None:
         """End the session from the gateway's side (shutdown, revocation), telling the user why."""

@@ -53,6 +53,9 @@ class Watched(Protocol):
         The reason is shown to the user as it is.
         """
 
+    def warn(self, message: str) -> None:
+        """Tell the user ``message`` (a line on stderr); the session goes on."""
+
     def terminate(self, reason: str) -> None: ...
 
 
@@ -69,6 +72,10 @@ class SessionWatch:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def live(self) -> list[Watched]:
+        """The watched sessions and forwards that have not finished."""
+        return [s for s in self._sessions if not s.watch_finished]
 
     def add(self, session: Watched) -> None:
         """Watch ``session`` from the next round on (starts the loop if it is not running)."""

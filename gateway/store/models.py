@@ -424,6 +424,32 @@ class GatewayNodeRecord(Base):
     policy_digest: Mapped[str | None] = mapped_column(String(64))
     #: Fingerprints of the keys every node must share, as JSON {name: fingerprint}.
     key_fingerprints: Mapped[str | None] = mapped_column(Text)
+    #: When an operator asked the node to re-read its policy (``pamgate node reload``);
+    #: the node clears it once it has. Nodes of older releases ignore it.
+    reload_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set while the node drains (``pamgate node drain``): it refuses new sessions and ends
+    #: the live ones at this time, then stops.
+    drain_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditCheckpointRecord(Base):
+    """A signed audit checkpoint of one node: in ``trail``, event ``seq`` had ``hash``.
+
+    Each node writes its own rows (keyed by its name), so ``pamgate audit verify``
+    on any node checks every node's checkpoints.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(64), index=True)
+    trail: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    #: When it was signed, ``YYYY-MM-DDTHH:MM:SSZ`` as signed.
+    ts: Mapped[str] = mapped_column(String(32))
+    #: Ed25519 signature (base64) over the other fields, by the node's audit signing key.
+    signature: Mapped[str] = mapped_column(Text)
 
 
 class OutboxMessage(Base):

@@ -234,7 +234,9 @@ def new_revision(message: str) -> Path:
     from alembic import command
 
     scripts = script_directory()
-    number = f"{len(list(scripts.walk_revisions())) + 1:04d}"
+    # After the highest number, not the count: parallel branches reserve numbers, so the
+    # chain can have gaps (0009 -> 0011).
+    number = f"{max(int(s.revision) for s in scripts.walk_revisions()) + 1:04d}"
     with tempfile.TemporaryDirectory() as scratch:
         engine = create_engine(f"sqlite:///{Path(scratch) / 'head.db'}")
         try:

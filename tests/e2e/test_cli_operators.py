@@ -271,7 +271,7 @@ def test_evidence_over_stdout_is_audited_with_the_operator(site: Site) -> None:
     verified = site.as_operator("ann", "audit", "verify", "--checkpoints", "-",
                                 input_text=checkpoints)  # fmt: skip
     assert verified.returncode == 0, verified.stderr
-    assert "signed checkpoints: all agree" in verified.stdout
+    assert ": all agree" in verified.stdout and "signed checkpoints (nodes " in verified.stdout
 
 
 # -- the local administrator -----------------------------------------------------------

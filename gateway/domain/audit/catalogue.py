@@ -27,7 +27,8 @@ ACTIONS: dict[str, AuditAction] = {
     # Signing in
     "auth.success": AuditAction("human", "a person signed in with both factors (details: method)"),
     "auth.failure": AuditAction(
-        "human", "a sign-in attempt failed; reason names the stage and cause "
+        "human",
+        "a sign-in attempt failed; reason names the stage and cause "
         "(wrong answer, abandoned at a prompt, timer ran out)",
     ),  # fmt: skip
     "auth.factor": AuditAction(
@@ -37,7 +38,8 @@ ACTIONS: dict[str, AuditAction] = {
         "human", "attempts from a (user, address) or an address are held back after failures"
     ),
     "auth.refused": AuditAction(
-        "both", "a credential the lane never accepts (a certificate on the human lane, a key "
+        "both",
+        "a credential the lane never accepts (a certificate on the human lane, a key "
         "sshd would refuse, a certificate failing a check), with the rule that refused it",
     ),  # fmt: skip
     "auth.accepted": AuditAction("machine", "a machine certificate was accepted (serial, key id)"),
@@ -64,7 +66,8 @@ ACTIONS: dict[str, AuditAction] = {
     "session.terminate_requested": AuditAction("both", "an operator asked to end a live session"),
     "access.refused": AuditAction("human", "the access decision refused a target (reason)"),
     "connection.refused": AuditAction(
-        "both", "a connection closed before SSH began: a PROXY header from an untrusted "
+        "both",
+        "a connection closed before SSH began: a PROXY header from an untrusted "
         "address, or none (or a malformed one) from a trusted balancer",
     ),
     "channel.refused": AuditAction(
@@ -174,6 +177,20 @@ ACTIONS: dict[str, AuditAction] = {
     "gateway.stopped": AuditAction("human", "a node stopped"),
     "node.taken_over": AuditAction("human", "a node took over a silent node's live sessions"),
     "node.forgotten": AuditAction("human", "a retired node was removed from the registry"),
+    "node.reload_requested": AuditAction("human", "an admin asked a node to reload its policy"),
+    "node.reloaded": AuditAction(
+        "human", "a node adopted its config's targets and rules (old and new policy sha256)"
+    ),
+    "node.reload_failed": AuditAction(
+        "human", "a node kept its policy: the config file was invalid (the reason)"
+    ),
+    "node.drain_requested": AuditAction("human", "an admin asked a node to drain by a deadline"),
+    "node.draining": AuditAction(
+        "human", "a node stopped taking sessions and warned its live ones (deadline)"
+    ),
+    "node.drained": AuditAction(
+        "human", "a draining node ended the sessions left at its deadline and stopped"
+    ),
     "node.policy_drift": AuditAction(
         "human", "a node started with targets and rules that differ from a running node's"
     ),

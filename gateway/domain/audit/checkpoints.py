@@ -5,9 +5,14 @@ cut off, or that the whole chain was rewritten with fresh hashes. A signed
 checkpoint copied off the box pins "event N had hash H" at a point in time;
 ``pamgate audit verify --checkpoints FILE`` then detects either.
 
-Checkpoints are appended as JSON lines to ``DATA_DIR/audit/checkpoints.jsonl``
-(fsynced), periodically by ``pamgate serve`` and on demand with
-``pamgate audit checkpoint``.
+Checkpoints are made periodically by ``pamgate serve`` and on demand with
+``pamgate audit checkpoint``. Each node appends its own to
+``DATA_DIR/audit/checkpoints.jsonl`` (fsynced) and to the database's
+``audit_checkpoints`` rows under its node name, so that verifying on any node
+checks every node's checkpoints. They are signed with the node's audit signing
+key, which every node sharing a database must hold (the node registry refuses a
+node whose key differs): one public key checks them all, and a row forged or
+altered in the database fails its signature.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select
 
 from gateway.domain.audit.trail import AuditLog, Trail
 from gateway.errors import PamgateError
+from gateway.store.database import Store
+from gateway.store.models import AuditCheckpointRecord
 
 
 class CheckpointError(PamgateError):
@@ -104,12 +112,15 @@ class CheckpointBook:
         checkpoints_path: Path,
         node: str,
         *,
+        store: Store | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._audit = audit
         self._key_path = key_path
         self.path = checkpoints_path
         self._node = node
+        #: Where every node's checkpoint rows are (None: the file only).
+        self._store = store
         self._clock = clock
 
     def checkpoint(self) -> list[Checkpoint]:
@@ -128,14 +139,58 @@ class CheckpointBook:
                 handle.write(json.dumps(checkpoint.__dict__, separators=(",", ":")) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        if self._store is not None:
+            with self._store.transaction() as db:
+                db.add_all(
+                    AuditCheckpointRecord(
+                        node=c.node,
+                        trail=c.trail,
+                        seq=c.seq,
+                        hash=c.hash,
+                        ts=c.ts,
+                        signature=c.signature,
+                    )  # fmt: skip
+                    for c in made
+                )
         return made
 
     def read(self, path: Path | None = None) -> list[Checkpoint]:
-        """Checkpoints from ``path`` (default: this gateway's file), signatures checked."""
+        """Checkpoints from ``path`` (default: this gateway's file) and every node's in the
+        database, signatures checked; CheckpointError names the first forged or altered one."""
         source = path or self.path
-        if not source.exists():
+        from_file = []
+        if source.exists():
+            from_file = self.parse(source.read_text(encoding="utf-8"), str(source))
+        return self.with_stored(from_file)
+
+    def with_stored(self, checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+        """``checkpoints`` (from a file) and every node's in the database, each once."""
+        # A node's own file lines are rows too.
+        seen = set(checkpoints)
+        return checkpoints + [c for c in self.stored() if c not in seen]
+
+    def stored(self) -> list[Checkpoint]:
+        """Every node's checkpoints in the database, oldest first, signatures checked."""
+        if self._store is None:
             return []
-        return self.parse(source.read_text(encoding="utf-8"), str(source))
+        public = _load_public(self._key_path.with_name(self._key_path.name + ".pub"))
+        with self._store.transaction(write=False) as db:
+            rows = db.scalars(
+                select(AuditCheckpointRecord).order_by(AuditCheckpointRecord.id)
+            ).all()
+            found = []
+            for row in rows:
+                checkpoint = Checkpoint(row.trail, row.seq, row.hash, row.ts, row.node,
+                                        row.signature)  # fmt: skip
+                try:
+                    public.verify(base64.b64decode(row.signature), checkpoint.signed_bytes())
+                except (ValueError, InvalidSignature):
+                    raise CheckpointError(
+                        f"checkpoint #{row.id} of node {row.node} in the database is not "
+                        "validly signed (forged or altered)"
+                    ) from None
+                found.append(checkpoint)
+        return found
 
     def parse(self, text: str, source: str) -> list[Checkpoint]:
         """Checkpoints from JSON lines (a copy of a checkpoint file), signatures checked;

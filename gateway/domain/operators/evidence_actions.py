@@ -109,16 +109,17 @@ class EvidenceActions(OperatorCore):
     # -- checkpoints -------------------------------------------------------------------------------
 
     def read_checkpoints(self, path: Path | None = None) -> list[Checkpoint]:
-        """The signed checkpoints in ``path`` (default: the gateway's own file).
-        Auditor or admin."""
+        """The signed checkpoints in ``path`` (default: the gateway's own file) and every
+        node's in the database. Auditor or admin."""
         self.require(READ_TRAILS, "read the audit checkpoints")
         return self._services.checkpoints.read(path)
 
     def parse_checkpoints(self, text: str, source: str) -> list[Checkpoint]:
         """Signed checkpoints from a copy of a checkpoint file (``source`` names it in
-        errors). Auditor or admin."""
+        errors), and every node's in the database. Auditor or admin."""
         self.require(READ_TRAILS, "read the audit checkpoints")
-        return self._services.checkpoints.parse(text, source)
+        book = self._services.checkpoints
+        return book.with_stored(book.parse(text, source))
 
     def checkpoint_problem(self, trail: Trail, checkpoints: list[Checkpoint]) -> str | None:
         """How the trail contradicts a checkpoint, or None if it agrees. Auditor or admin."""

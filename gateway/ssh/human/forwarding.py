@@ -163,6 +163,9 @@ class LocalForward:
     def ended_because(self, checks: LiveChecks) -> str | None:
         return self._rules.revoked_because(checks)
 
+    def warn(self, message: str) -> None:
+        pass  # a forward has no terminal of its own: its connection's session is warned
+
     def terminate(self, reason: str) -> None:
         self.closed(reason)
 

@@ -1,0 +1,196 @@
+"""A running node's answers to SIGHUP, ``pamgate node reload`` and ``pamgate node drain``.
+
+The decisions (what a reload adopts, what is audited, how requests travel
+through the database) are :mod:`gateway.domain.node_control`'s; this is the
+event-loop side: the loop that reads this node's requests, the reload under
+live sessions, and the drain over the node's lanes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.config import GatewayConfig
+from gateway.domain.node_control import DRAINED_REASON, adopt_policy, read_for_reload
+from gateway.domain.node_identity import policy_digest
+from gateway.errors import ConfigError, PamgateError
+from gateway.services import GatewayServices
+from gateway.ssh.lane import Lane
+from gateway.ssh.watch import Watched
+
+logger = logging.getLogger("pamgate")
+
+#: How often a node reads the reload and drain requests in its registry row.
+REQUESTS_INTERVAL = 2.0
+#: How often a draining node looks whether its last sessions have ended.
+DRAIN_POLL_SECONDS = 0.5
+
+
+class ReloadAndDrain:
+    """Policy reloads and the drain of one running node (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        services: GatewayServices,
+        lanes: Sequence[Lane],
+        stop_requested: asyncio.Event,
+    ) -> None:
+        self._config = config
+        self._services = services
+        self._lanes = lanes
+        #: Set once a drain has ended the last sessions: the node then stops.
+        self._stop_requested = stop_requested
+        self._reloading = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._drain: asyncio.Task[None] | None = None
+        #: When a drain ends the sessions still live (a later request may move it).
+        self._drain_deadline: datetime | None = None
+
+    @property
+    def draining(self) -> bool:
+        """A drain was asked for (``/healthz`` answers 503)."""
+        return self._drain_deadline is not None
+
+    def start(self) -> None:
+        """Start reading this node's requests every :data:`REQUESTS_INTERVAL` seconds."""
+        self._spawn(self._answer_requests_every(REQUESTS_INTERVAL))
+
+    def stop(self) -> None:
+        """Stop reading requests; a drain in progress stops where it is (the node stops)."""
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    def _spawn(self, work: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- reload ------------------------------------------------------------------------
+
+    def reload_soon(self, trigger: str) -> None:
+        """Start a policy reload (for a signal handler, which cannot wait for it)."""
+        self._spawn(self.reload(trigger))
+
+    async def reload(self, trigger: str) -> bool:
+        """Re-read the config file and adopt its targets, target groups and rules; live
+        sessions go on (the lanes' watch ends those the new policy no longer allows).
+
+        An invalid file changes nothing; the failure is audited
+        (``node.reload_failed``) and logged. A reload is audited
+        (``node.reloaded``) before it takes effect, and does not happen if that
+        write fails. ``trigger`` says what asked for it. True if adopted.
+        """
+        control = self._services.node_control
+        async with self._reloading:
+            try:
+                reload = await asyncio.to_thread(read_for_reload, self._config)
+            except ConfigError as exc:
+                logger.error("reload refused, the running policy stays: %s", exc)
+                try:
+                    await asyncio.to_thread(
+                        control.record_reload_failure, str(exc),
+                        digest=policy_digest(self._config), trigger=trigger,
+                    )  # fmt: skip
+                except PamgateError as audit_exc:
+                    logger.error("cannot audit the refused reload: %s", audit_exc)
+                return False
+            try:
+                await asyncio.to_thread(control.record_reload, reload, trigger=trigger)
+            except PamgateError as exc:
+                logger.error("reload not done: it cannot be audited (%s)", exc)
+                return False
+            adopt_policy(self._config, reload)
+        logger.warning(
+            "policy reloaded (%s): %d targets, %d rules, policy sha256 %s -> %s",
+            trigger, len(reload.new.targets), len(reload.new.rules),
+            reload.old_digest[:12], reload.new_digest[:12],
+        )  # fmt: skip
+        for name in reload.restart_needed:
+            logger.warning(
+                "[%s] changed in %s: a reload does not apply it; restart the node",
+                name, self._config.source,
+            )  # fmt: skip
+        return True
+
+    async def _answer_requests_every(self, interval: float) -> None:
+        """Act on ``pamgate node reload`` and ``pamgate node drain`` (from any host)."""
+        control = self._services.node_control
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                requests = await asyncio.to_thread(control.requests)
+            except PamgateError as exc:
+                logger.error("cannot read this node's reload and drain requests: %s", exc)
+                continue
+            if requests.reload:
+                await self.reload("pamgate node reload")
+            if requests.drain_deadline is not None:
+                self.drain(requests.drain_deadline)
+
+    # -- drain -------------------------------------------------------------------------
+
+    def drain(self, deadline: datetime) -> None:
+        """Drain the node: refuse new sessions, warn the live ones, end those left at
+        ``deadline``, then ask the node to stop. Called again, moves the deadline."""
+        moved = self._drain is not None and deadline != self._drain_deadline
+        self._drain_deadline = deadline
+        if self._drain is None:
+            self._drain = self._spawn(self._drain_until_done())
+        elif moved:
+            logger.warning("draining: the deadline moved to %s", deadline.isoformat())
+            self._spawn(self._record_drain(
+                "node.draining", deadline=deadline.isoformat(), moved=True,
+                live_sessions=len(self._live_sessions()),
+            ))  # fmt: skip
+
+    def _live_sessions(self) -> list[Watched]:
+        return [session for lane in self._lanes for session in lane.watch.live()]
+
+    async def _drain_until_done(self) -> None:
+        assert self._drain_deadline is not None
+        name = self._config.node_name
+        refusal = (
+            f"node {name} is draining: it takes no new sessions; connect again to reach "
+            "another node"
+        )
+        # Refusing sessions is the safe side: it starts before anything else can fail.
+        for lane in self._lanes:
+            lane.draining = refusal
+        live = self._live_sessions()
+        deadline = self._drain_deadline
+        logger.warning("draining: %d live sessions, ended at %s at the latest",
+                       len(live), deadline.isoformat())  # fmt: skip
+        await self._record_drain(
+            "node.draining", deadline=deadline.isoformat(), live_sessions=len(live)
+        )
+        warning = (
+            f"node {name} is draining: this session will be ended at "
+            f"{deadline:%H:%M:%S} UTC; finish your work and connect again"
+        )
+        for session in live:
+            session.warn(warning)
+        while live and datetime.now(UTC) < self._drain_deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+            live = self._live_sessions()
+        for session in live:
+            session.terminate(DRAINED_REASON)
+        # Sessions still being admitted (waiting for an approval) end too.
+        for lane in self._lanes:
+            for waiting in list(lane.sessions):
+                waiting.terminate(DRAINED_REASON)
+        logger.warning("drained: ended %d sessions at the deadline; stopping", len(live))
+        await self._record_drain("node.drained", ended_at_deadline=len(live))
+        self._stop_requested.set()
+
+    async def _record_drain(self, action: str, **details: object) -> None:
+        try:
+            await asyncio.to_thread(self._services.node_control.record_drain, action, **details)
+        except PamgateError as exc:
+            logger.error("cannot audit %s: %s", action, exc)
