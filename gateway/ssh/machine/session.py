@@ -109,7 +109,9 @@ class MachineSession:
         services, login, request = self._host.services, self._login, channel.request
         gate = services.machine_gate
         # Each session is a new decision: the connection may outlive a revocation.
-        refused = await asyncio.to_thread(gate.new_session_refused_because, login)
+        refused = await self._host.services.executors.run_db(
+            gate.new_session_refused_because, login
+        )
         if refused:
             raise PamgateError(refused)
         if request.command is not None and request.command.split()[:1] == [RENEW_COMMAND]:
