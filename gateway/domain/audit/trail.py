@@ -200,7 +200,7 @@ def canonical_details(details: dict[str, Any]) -> str:
 #: The canonical serialisation: a compact JSON array of the fields in RECORD_FIELDS order.
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 #: The fields between seq and prev_hash: serialised by the writer even where the
-#: database chains the events (it adds seq and prev_hash, see _append_in_database).
+#: database chains the events (it adds seq and prev_hash, see _chain_in_database).
 _MIDDLE_FIELDS = RECORD_FIELDS[2:-1]
 
 
@@ -238,6 +238,9 @@ class AuditLog:
         self._writing = False
         self._listeners: list[Callable[[AuditRecord], None]] = []
         self._timing = threading.local()
+        #: PostgreSQL: the connection group commits are written on (see _write_batch).
+        self._writer: Any = None
+        self._writer_lock = threading.Lock()
 
     def append_seconds(self) -> float | None:
         """How long this thread's latest :meth:`record` took, queueing and commit included.
@@ -296,10 +299,7 @@ class AuditLog:
                     self._writing = False
                     return
             try:
-                # PostgreSQL: one statement per trail, each its own transaction (see
-                # _append); SQLite: one BEGIN IMMEDIATE transaction for the batch.
-                with self._store.autocommit() as connection:
-                    records = self._append(connection, [(p.trail, p.event) for p in batch])
+                records = self._write_batch([(p.trail, p.event) for p in batch])
             except Exception as exc:  # every waiter must wake, whatever went wrong
                 for waiting in batch:
                     waiting.error = exc
@@ -308,6 +308,35 @@ class AuditLog:
             for waiting, stored in zip(batch, records, strict=True):
                 waiting.record = stored
                 waiting.done.set()
+
+    def _write_batch(self, items: list[tuple[Trail, AuditEvent]]) -> list[AuditRecord]:
+        """Write a group commit's events, each durable when this returns.
+
+        SQLite: one ``BEGIN IMMEDIATE`` transaction for the batch. PostgreSQL: one
+        statement per trail, each its own transaction, on the connection this log
+        keeps for its group commits (one batch is written at a time): the statement's
+        cost is then the driver's alone, not a pool checkout and a SQLAlchemy execution.
+        """
+        if self._store.is_sqlite:
+            with self._store.connection() as connection:
+                return self._append(connection, items)
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self._store.engine.raw_connection()
+                self._writer.driver_connection.autocommit = True
+            cursor = self._writer.cursor()
+
+            def execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+
+            try:
+                return self._chain_in_database(execute, items)
+            except Exception:
+                # A broken connection is not reused; the next batch opens another.
+                self._writer.invalidate()
+                self._writer = None
+                raise
 
     def append(self, db: Session, trail: Trail, event: AuditEvent) -> AuditRecord:
         """Append ``event`` inside the caller's transaction ``db``.
@@ -324,7 +353,11 @@ class AuditLog:
     ) -> list[AuditRecord]:
         """Chain and insert ``items`` in order; one head read and write per trail."""
         if self._sql.append_function is not None:
-            return self._append_in_database(connection, items)
+
+            def execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+                return [tuple(row) for row in connection.exec_driver_sql(sql, params)]
+
+            return self._chain_in_database(execute, items)
         sql = self._sql
         heads: dict[Trail, tuple[int, str]] = {}
         rows: dict[Trail, list[dict[str, Any]]] = {}
@@ -374,8 +407,10 @@ class AuditLog:
             "prev_hash": prev_hash,
         }
 
-    def _append_in_database(
-        self, connection: Connection, items: list[tuple[Trail, AuditEvent]]
+    def _chain_in_database(
+        self,
+        execute: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]],
+        items: list[tuple[Trail, AuditEvent]],
     ) -> list[AuditRecord]:
         """PostgreSQL: chain and insert each trail's events in one statement.
 
@@ -398,10 +433,10 @@ class AuditLog:
                     {name: values[name] for name in _MIDDLE_FIELDS}
                     | {"canonical_middle": "," + _CANONICAL(middle)[1:-1]}
                 )
-            chained = connection.exec_driver_sql(
+            chained = execute(
                 self._sql.append_function,
                 {"trail": trail.value, "rows": json.dumps(rows, ensure_ascii=False)},
-            ).all()
+            )
             if len(chained) != len(entries):
                 raise StoreError(f"the {trail} trail took {len(chained)} of {len(entries)} events")
             for (position, values), (seq, prev_hash, hash_) in zip(entries, chained, strict=True):
@@ -412,9 +447,10 @@ class AuditLog:
     def committed(self, record: AuditRecord) -> None:
         """Tell the log line and listeners about a committed record (never raises)."""
         # Also one JSON line in the gateway log, for operators reading it live.
-        line = {"event": record.action, "trail": record.trail, "seq": record.seq}
-        line.update(_log_fields(record))
-        logger.info(json.dumps(line, default=str))
+        if logger.isEnabledFor(logging.INFO):
+            line = {"event": record.action, "trail": record.trail, "seq": record.seq}
+            line.update(_log_fields(record))
+            logger.info(json.dumps(line, default=str))
         for listener in self._listeners:
             try:
                 listener(record)
