@@ -37,13 +37,16 @@ _ROW_COLUMNS = (
 
 
 def _insert(table: str) -> str:
+    # One INSERT for the whole batch (a statement per row costs more than its hashing).
     return f"""
             INSERT INTO {table} (seq, ts, actor, actor_type, action, target, account,
                                  session_id, source, outcome, reason, authority, details,
                                  prev_hash, hash)
-            VALUES (head_seq, r.ts, r.actor, r.actor_type, r.action, r.target, r.account,
-                    r.session_id, r.source, r.outcome, r.reason, r.authority, r.details,
-                    head_hash, next_hash);"""
+            SELECT first_seq + e.position, x.ts, x.actor, x.actor_type, x.action, x.target,
+                   x.account, x.session_id, x.source, x.outcome, x.reason, x.authority,
+                   x.details, hashes[e.position], hashes[e.position + 1]
+            FROM json_array_elements(p_rows) WITH ORDINALITY AS e(item, position),
+                 json_to_record(e.item) AS x({_ROW_COLUMNS});"""
 
 
 FUNCTION = f"""
@@ -51,43 +54,43 @@ CREATE OR REPLACE FUNCTION pamgate_audit_append(p_trail text, p_rows json)
 RETURNS TABLE (out_seq integer, out_prev_hash text, out_hash text)
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    head_seq integer;
+    first_seq integer;
     head_hash text;
-    next_hash text;
-    r record;
+    middles text[];
+    -- hashes[1] is the head's hash; hashes[i + 1] that of the i-th new event.
+    hashes text[];
+    i integer;
 BEGIN
     IF p_trail NOT IN ('human', 'machine') THEN
         RAISE EXCEPTION 'no audit trail %', p_trail;
     END IF;
-    SELECT h.seq, h.hash INTO head_seq, head_hash
+    SELECT h.seq, h.hash INTO first_seq, head_hash
         FROM audit_heads h WHERE h.trail = p_trail FOR UPDATE;
     IF NOT FOUND THEN
         -- The trail's first event; another node may be creating the head right now.
         INSERT INTO audit_heads (trail, seq, hash) VALUES (p_trail, 0, repeat('0', 64))
             ON CONFLICT (trail) DO NOTHING;
-        SELECT h.seq, h.hash INTO head_seq, head_hash
+        SELECT h.seq, h.hash INTO first_seq, head_hash
             FROM audit_heads h WHERE h.trail = p_trail FOR UPDATE;
     END IF;
-    FOR r IN
-        SELECT x.* FROM json_array_elements(p_rows) WITH ORDINALITY AS e(item, position),
-            json_to_record(e.item) AS x({_ROW_COLUMNS})
-        ORDER BY e.position
-    LOOP
-        head_seq := head_seq + 1;
+    SELECT array_agg(e.item ->> 'canonical_middle' ORDER BY e.position) INTO middles
+        FROM json_array_elements(p_rows) WITH ORDINALITY AS e(item, position);
+    hashes := ARRAY[head_hash];
+    FOR i IN 1 .. coalesce(array_length(middles, 1), 0) LOOP
         -- The canonical serialisation: ["trail",seq,<the rest as sent>,"prev_hash"].
-        next_hash := encode(sha256(convert_to(
-            '["' || p_trail || '",' || head_seq::text || r.canonical_middle
-            || ',"' || head_hash || '"]', 'UTF8')), 'hex');
-        IF p_trail = 'human' THEN{_insert("audit_human")}
-        ELSE{_insert("audit_machine")}
-        END IF;
-        out_seq := head_seq;
-        out_prev_hash := head_hash;
-        out_hash := next_hash;
-        RETURN NEXT;
-        head_hash := next_hash;
+        hashes := hashes || encode(sha256(convert_to(
+            '["' || p_trail || '",' || (first_seq + i)::text || middles[i]
+            || ',"' || hashes[i] || '"]', 'UTF8')), 'hex');
     END LOOP;
-    UPDATE audit_heads SET seq = head_seq, hash = head_hash WHERE trail = p_trail;
+    IF p_trail = 'human' THEN{_insert("audit_human")}
+    ELSE{_insert("audit_machine")}
+    END IF;
+    UPDATE audit_heads SET seq = first_seq + coalesce(array_length(middles, 1), 0),
+                           hash = hashes[array_length(hashes, 1)]
+        WHERE trail = p_trail;
+    RETURN QUERY SELECT first_seq + g.i, hashes[g.i], hashes[g.i + 1]
+        FROM generate_series(1, coalesce(array_length(middles, 1), 0)) AS g(i)
+        ORDER BY g.i;
 END
 $fn$
 """
