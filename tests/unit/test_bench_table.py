@@ -76,3 +76,14 @@ def test_a_page_without_markers_or_a_report_without_rows_is_refused(
     report.write_text(json.dumps({**REPORT, "benchmarks": {"echo": {"error": "x"}}}))
     assert main([str(report)]) == 1
     assert "no rows" in capsys.readouterr().err
+
+
+def test_the_docs_table_is_the_committed_run_unedited() -> None:
+    root = Path(__file__).resolve().parents[2]
+    page = (root / "docs" / "benchmarks.md").read_text()
+    block = page[page.index(START) + len(START) + 1 : page.index(END)]
+    report = json.loads((root / "bench" / "latest-results.json").read_text())
+    assert block == render(report), (
+        "docs/benchmarks.md's table is not bench/latest-results.json's: run "
+        "python -m bench.table bench/latest-results.json --write docs/benchmarks.md"
+    )
