@@ -11,6 +11,7 @@ listening sshd's).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -51,3 +52,18 @@ def tree_cpu_seconds(root: int) -> float:
             # Fields 14-17 of /proc/PID/stat: utime, stime, cutime, cstime (in clock ticks).
             total += sum(int(value) for value in fields[11:15])
     return total / _TICKS
+
+
+def settled_cpu_seconds(root: int, *, step: float = 0.2, timeout: float = 15.0) -> float:
+    """:func:`tree_cpu_seconds` once the tree has gone idle (a step without a clock tick
+    of CPU), so work that follows a transfer (sealing and hashing its recording,
+    reaping processes) is counted, and nothing is waited for longer than needed."""
+    deadline = time.monotonic() + timeout
+    last = tree_cpu_seconds(root)
+    while time.monotonic() < deadline:
+        time.sleep(step)
+        now = tree_cpu_seconds(root)
+        if now - last < 1 / _TICKS:
+            return now
+        last = now
+    return last

@@ -49,7 +49,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.mitm import MITM_CIPHERS, MitmUnavailable, mitm_proxy, recorded_bytes
-from bench.proctree import tree_cpu_seconds
+from bench.proctree import settled_cpu_seconds, tree_cpu_seconds
 from gateway.devtools.openssh_target import OpenSSHTarget, free_port
 from gateway.errors import PamgateError
 from tests.support.gateway import Gateway, launch_gateway
@@ -60,9 +60,6 @@ PATHS = ("direct", "-J", "pamgate", "ssh-mitm")
 RECORD_EVERYTHING = "\n[recordings]\nexec_payload_cap_bytes = 1099511627776\n"
 #: One relay process per core (the wave-workers setting; 0 means one per core).
 EVERY_CORE = "\n[node]\nworkers = 0\n"
-#: After a transfer, time for the middle hop to finish the session (seal the recording,
-#: reap sshd's processes) before its CPU is read.
-SETTLE_SECONDS = 0.5
 
 
 def client_certificate(gateway: Gateway, folder: Path, principal: str) -> Path:
@@ -200,10 +197,9 @@ def measure(paths: Paths, path: str, cipher: str, mode: str, size: int) -> dict[
         raise RuntimeError(f"{path} {mode}: {received} of {size} bytes arrived: {stderr!r}")
     sample = {"seconds": seconds, "bytes": received, "load_average": load}
     if middle and relaying:
-        # From the first byte to the session's end (recording sealed): the relay's cost,
+        # From the first byte until the middle is idle again (recording sealed): the relay's cost,
         # not the login's (an argon2 check alone is about half a CPU-second).
-        time.sleep(SETTLE_SECONDS)
-        sample["middle_cpu_seconds"] = tree_cpu_seconds(middle) - relaying[0]
+        sample["middle_cpu_seconds"] = settled_cpu_seconds(middle) - relaying[0]
     return sample
 
 
@@ -234,10 +230,9 @@ def measure_aggregate(
         raise RuntimeError(f"aggregate {path}: {received} of {sessions * size} bytes arrived")
     sample = {"seconds": seconds, "bytes": received, "load_average": load}
     if middle:
-        time.sleep(SETTLE_SECONDS)
         # Logins included (they overlap the transfers): see the single-session rows
         # for the relay's own CPU per GB.
-        sample["middle_cpu_seconds_with_logins"] = tree_cpu_seconds(middle) - cpu_before
+        sample["middle_cpu_seconds_with_logins"] = settled_cpu_seconds(middle) - cpu_before
     return sample
 
 
