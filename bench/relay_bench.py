@@ -16,7 +16,21 @@ recording and measure the escaping, not the relay. The client's cipher is
 set with ``-c``; every output byte is counted, and a path that delivers fewer
 bytes than were sent is reported, not hidden.
 Each login through pamgate uses a fresh user (TOTP codes are single-use).
+
+CPU-seconds per GB relayed, for pamgate and for the -J bastion: the CPU the
+middle hop's process tree used during the transfer (the gateway's ``pamgate
+serve`` and its children; the bastion sshd and its per-connection processes),
+from the kernel's accounting (bench/proctree.py), divided by the bytes. Unlike
+MB/s, this does not depend on how busy the machine is.
+
+Aggregate (``--aggregate-sessions 8``): that many exec sessions moving
+``--aggregate-megabytes`` each at once, total MB/s from the first start to the
+last end, through pamgate with one relay process and with one per core
+(``[node] workers = 0``; reported as not available when this build of the
+gateway does not accept the setting), and through -J.
+
 Medians of --repeat runs; read the ratios: these machines are shared and noisy.
+The 1-minute load average at each measurement is kept with it.
 """
 
 from __future__ import annotations
@@ -28,18 +42,24 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench.mitm import MITM_CIPHERS, MitmUnavailable, mitm_proxy, recorded_bytes
+from bench.proctree import settled_cpu_seconds, tree_cpu_seconds
 from gateway.devtools.openssh_target import OpenSSHTarget, free_port
+from gateway.errors import PamgateError
 from tests.support.gateway import Gateway, launch_gateway
 
 CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com")
 PATHS = ("direct", "-J", "pamgate", "ssh-mitm")
 #: Record every exec byte too, so exec and pty cost the same recording work.
 RECORD_EVERYTHING = "\n[recordings]\nexec_payload_cap_bytes = 1099511627776\n"
+#: One relay process per core (the wave-workers setting; 0 means one per core).
+EVERY_CORE = "\n[node]\nworkers = 0\n"
 
 
 def client_certificate(gateway: Gateway, folder: Path, principal: str) -> Path:
@@ -74,12 +94,16 @@ def timed(command: list[str], env: dict[str, str] | None = None, expect: int = 0
 
 
 def transfer(
-    command: list[str], env: dict[str, str] | None = None, stdin: bytes | None = None
+    command: list[str],
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    on_first_output: Callable[[], None] | None = None,
 ) -> tuple[float, int, bytes]:
     """Run ``command``, counting (not keeping) its output; (seconds, bytes, stderr tail).
 
+    ``on_first_output`` is called when the first bytes arrive (the login is over).
     Raises if it exits non-zero with no output at all.
-    """
+    """  # fmt: skip
     started = time.perf_counter()
     with subprocess.Popen(
         command, env=env, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -92,6 +116,8 @@ def transfer(
             process.stdin.flush()  # left open: a closed stdin would end the shell early
         received = 0
         while chunk := process.stdout.read1(1 << 20):
+            if received == 0 and on_first_output is not None:
+                on_first_output()
             received += len(chunk)
         elapsed = time.perf_counter() - started
         stderr = process.stderr.read()[-500:]
@@ -118,6 +144,15 @@ class Paths:
         self.known_hosts = folder / "known_hosts"
         self.bastion = bastion
         self.mitm: tuple[int, Path, Path] | None = None
+
+    def middle_pid(self, path: str) -> int | None:
+        """The process at the root of the middle hop's tree (None: there is no middle)."""
+        if path == "pamgate":
+            return self.gateway.process.pid
+        if path == "-J":
+            assert self.bastion.process is not None
+            return self.bastion.process.pid
+        return None
 
     def command(self, path: str, cipher: str, tty: bool) -> tuple[list[str], dict | None]:
         web01 = self.gateway.targets["web01"]
@@ -149,10 +184,56 @@ def measure(paths: Paths, path: str, cipher: str, mode: str, size: int) -> dict[
         stdin = f"{payload_command(size)}; exit\n".encode()
     else:
         command = [*command, payload_command(size)]
-    seconds, received, stderr = transfer(command, env, stdin)
+    middle = paths.middle_pid(path)
+    relaying: list[float] = []  # the middle's CPU when the first bytes arrived
+
+    def logged_in() -> None:
+        if middle:
+            relaying.append(tree_cpu_seconds(middle))
+
+    load = os.getloadavg()[0]
+    seconds, received, stderr = transfer(command, env, stdin, logged_in)
     if path != "ssh-mitm" and received < size:
         raise RuntimeError(f"{path} {mode}: {received} of {size} bytes arrived: {stderr!r}")
-    return {"seconds": seconds, "bytes": received}
+    sample = {"seconds": seconds, "bytes": received, "load_average": load}
+    if middle and relaying:
+        # From the first byte until the middle is idle again (recording sealed): the relay's cost,
+        # not the login's (an argon2 check alone is about half a CPU-second).
+        sample["middle_cpu_seconds"] = settled_cpu_seconds(middle) - relaying[0]
+    return sample
+
+
+def measure_aggregate(
+    paths: Paths, path: str, cipher: str, sessions: int, size: int
+) -> dict[str, float]:
+    """``sessions`` exec transfers of ``size`` bytes at once: total bytes, wall seconds and
+    the middle hop's CPU."""
+    commands = [paths.command(path, cipher, tty=False) for _ in range(sessions)]
+    middle = paths.middle_pid(path)
+    cpu_before = tree_cpu_seconds(middle) if middle else 0.0
+    load = os.getloadavg()[0]
+    results: list[tuple[float, int, bytes]] = []
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(
+            target=lambda c=command, e=env: results.append(transfer([*c, payload_command(size)], e))
+        )
+        for command, env in commands
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    received = sum(result[1] for result in results)
+    if len(results) != sessions or received < sessions * size:
+        raise RuntimeError(f"aggregate {path}: {received} of {sessions * size} bytes arrived")
+    sample = {"seconds": seconds, "bytes": received, "load_average": load}
+    if middle:
+        # Logins included (they overlap the transfers): see the single-session rows
+        # for the relay's own CPU per GB.
+        sample["middle_cpu_seconds_with_logins"] = settled_cpu_seconds(middle) - cpu_before
+    return sample
 
 
 def schedule(ciphers: list[str], *, with_mitm: bool) -> list[tuple[str, str, str]]:
@@ -175,6 +256,8 @@ def main() -> int:
     parser.add_argument("--ciphers", default=",".join(CIPHERS))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-mitm", action="store_true", help="leave ssh-mitm out")
+    parser.add_argument("--aggregate-sessions", type=int, default=8)
+    parser.add_argument("--aggregate-megabytes", type=int, default=100, help="per session")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ciphers = [name for name in args.ciphers.split(",") if name]
@@ -203,7 +286,12 @@ def main() -> int:
                     measure(paths, path, cipher, mode, sizes[mode])
                 )
         mitm_recorded = recorded_bytes(paths.mitm[2]) if paths.mitm else 0
+        aggregate = measure_aggregates(
+            stack, folder, paths, ciphers[0], args.aggregate_sessions,
+            args.aggregate_megabytes * 1024 * 1024, args.repeat,
+        )  # fmt: skip
     figures = summarise(runs, sizes, ciphers)
+    figures["aggregate"] = aggregate
     figures.update(
         runs=runs,
         megabytes={mode: size >> 20 for mode, size in sizes.items()},
@@ -217,16 +305,69 @@ def main() -> int:
     return 0
 
 
+def measure_aggregates(
+    stack: ExitStack,
+    folder: Path,
+    paths: Paths,
+    cipher: str,
+    sessions: int,
+    size: int,
+    repeat: int,
+) -> dict:
+    """Aggregate throughput of ``sessions`` concurrent sessions: -J, pamgate with one
+    relay process, and pamgate with one per core when the gateway accepts that."""
+    runs: dict[str, list[dict[str, float]]] = {}
+    every_core: Paths | None = None
+    note = "ok"
+    try:
+        gateway = stack.enter_context(
+            launch_gateway(folder / "gw-every-core", RECORD_EVERYTHING + EVERY_CORE)
+        )
+        every_core = Paths(gateway, folder / "gw-every-core", paths.bastion)
+    except PamgateError as exc:
+        note = f"not available: {exc}"
+        print(f"pamgate with a relay process per core {note}", file=sys.stderr, flush=True)
+    candidates = [("-J", paths), ("pamgate 1 worker", paths)]
+    if every_core is not None:
+        candidates.append(("pamgate N workers", every_core))
+    for run in range(repeat):
+        for name, through in candidates:
+            print(f"run {run + 1}/{repeat}: aggregate {sessions} x {size >> 20} MB {name}...",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            path = "-J" if name == "-J" else "pamgate"
+            runs.setdefault(name, []).append(
+                measure_aggregate(through, path, cipher, sessions, size)
+            )
+    figures: dict = {
+        "sessions": sessions, "megabytes_each": size >> 20, "cipher": cipher,
+        "workers_n": os.cpu_count(), "workers_n_note": note, "runs": runs,
+        "mb_per_s": {}, "cpu_s_per_gb_with_logins": {},
+    }  # fmt: skip
+    for name, samples in runs.items():
+        figures["mb_per_s"][name] = statistics.median(
+            s["bytes"] / s["seconds"] / 1048576 for s in samples
+        )
+        figures["cpu_s_per_gb_with_logins"][name] = statistics.median(
+            s["middle_cpu_seconds_with_logins"] / s["bytes"] * 1e9 for s in samples
+        )
+    return figures
+
+
 def summarise(
     runs: dict[str, list[dict[str, float]]], sizes: dict[str, int], ciphers: list[str]
 ) -> dict:
     """Median MB/s per cipher, mode and path, the bytes lost, and pamgate's ratios."""
     rates: dict[str, float] = {}
     lost: dict[str, int] = {}
+    cpu_per_gb: dict[str, float] = {}
     for name, samples in runs.items():
         mode = name.split()[1]
         rates[name] = statistics.median(s["bytes"] / s["seconds"] / 1048576 for s in samples)
         lost[name] = max(sizes[mode] - int(s["bytes"]) for s in samples)
+        if all("middle_cpu_seconds" in s for s in samples):
+            cpu_per_gb[name] = statistics.median(
+                s["middle_cpu_seconds"] / s["bytes"] * 1e9 for s in samples
+            )
     ratios: dict[str, float] = {}
     for cipher in ciphers:
         for mode in ("exec", "pty"):
@@ -235,7 +376,11 @@ def summarise(
                 theirs = rates.get(f"{cipher} {mode} {baseline}")
                 if ours and theirs:
                     ratios[f"{cipher} {mode} pamgate/{baseline}"] = ours / theirs
-    return {"mb_per_s": rates, "bytes_lost": lost, "ratios": ratios}
+    load = [s["load_average"] for samples in runs.values() for s in samples]
+    return {
+        "mb_per_s": rates, "bytes_lost": lost, "ratios": ratios, "cpu_s_per_gb": cpu_per_gb,
+        "load_average": {"min": min(load), "max": max(load)},
+    }  # fmt: skip
 
 
 def print_tables(figures: dict, ciphers: list[str]) -> None:
@@ -266,6 +411,23 @@ def print_tables(figures: dict, ciphers: list[str]) -> None:
                 shown = [f"{c:.2f}" if c else "-" for c in cells]
                 print(f"| {cipher}: pamgate / {baseline} | {shown[0]} | {shown[1]} |")
     print(f"ssh-mitm: {figures['mitm']['note']}")
+    print("\n| middle hop CPU-s per GB | exec | pty |")
+    print("|---|---|---|")
+    for cipher in ciphers:
+        for path in ("pamgate", "-J"):
+            cells = [figures["cpu_s_per_gb"].get(f"{cipher} {mode} {path}")
+                     for mode in ("exec", "pty")]  # fmt: skip
+            shown = [f"{c:.1f}" if c is not None else "-" for c in cells]
+            print(f"| {cipher} {path} | {shown[0]} | {shown[1]} |")
+    aggregate = figures["aggregate"]
+    print(f"\naggregate, {aggregate['sessions']} sessions x {aggregate['megabytes_each']} MB, "
+          f"{aggregate['cipher']}: " + ", ".join(
+              f"{name} {rate:.1f} MB/s "
+              f"({aggregate['cpu_s_per_gb_with_logins'][name]:.1f} CPU-s/GB with logins)"
+              for name, rate in aggregate["mb_per_s"].items()
+          ) + f"; N workers: {aggregate['workers_n_note']}")  # fmt: skip
+    load = figures["load_average"]
+    print(f"load average (1 min) during the runs: {load['min']:.1f} to {load['max']:.1f}")
 
 
 if __name__ == "__main__":

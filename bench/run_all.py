@@ -14,6 +14,7 @@ Progress goes to stderr, the table to stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -43,6 +44,8 @@ class Row:
     ratio: str
     goal: str
     met: bool | None  # None: no goal, or not measured
+    #: The 1-minute load average around the benchmark's run(s), "start-end" (set by main).
+    load: str = "-"
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,49 @@ def relay_rows(f: dict[str, Any]) -> list[Row]:
                     ratio >= goal,
                 )
             )
+    for name in sorted({key.rsplit(" ", 1)[0] for key in rates}, key=_cipher_mode_order):
+        cipher, mode = name.split()
+        ours_cpu = f.get("cpu_s_per_gb", {}).get(f"{name} pamgate")
+        theirs_cpu = f.get("cpu_s_per_gb", {}).get(f"{name} -J")
+        if ours_cpu is None or theirs_cpu is None:
+            continue
+        short = cipher.split("@")[0].split("-")[0]
+        rows.append(
+            Row(
+                f"1 CPU-seconds per GB relayed, {mode} {f['megabytes'][mode]} MB, {short}: "
+                "middle hop's process tree, first byte to session end",
+                f"{ours_cpu:.1f} CPU-s/GB",
+                f"-J bastion sshd {theirs_cpu:.1f} CPU-s/GB",
+                f"{ours_cpu / theirs_cpu:.2f}" if theirs_cpu else "-",
+                "- (reported; lower is better)",
+                None,
+            )
+        )
+    aggregate = f.get("aggregate")
+    if aggregate:
+        sessions, each = aggregate["sessions"], aggregate["megabytes_each"]
+        short = aggregate["cipher"].split("@")[0].split("-")[0]
+        jump = aggregate["mb_per_s"].get("-J")
+        every_core = f"{aggregate['workers_n']} relay processes"
+        for name, label in (("pamgate 1 worker", "1 relay process"),
+                            ("pamgate N workers", every_core)):  # fmt: skip
+            ours = aggregate["mb_per_s"].get(name)
+            figure = f"1 aggregate of {sessions} concurrent exec sessions x {each} MB, {short}, "
+            if ours is None:
+                rows.append(Row(figure + label, aggregate["workers_n_note"][:90], "-", "-",
+                                ">= 1", None))  # fmt: skip
+                continue
+            ratio = ours / jump if jump else None
+            rows.append(
+                Row(
+                    figure + label,
+                    f"{ours:.1f} MB/s",
+                    f"-J {jump:.1f} MB/s" if jump else "-",
+                    f"{ratio:.2f}" if ratio else "-",
+                    ">= 1",
+                    ratio >= 1.0 if ratio else None,
+                )
+            )
     if not any("ssh-mitm" in key for key in rates):
         rows.append(
             Row(
@@ -102,7 +148,9 @@ def _cipher_mode_order(name: str) -> tuple[str, int]:
 
 def echo_rows(f: dict[str, Any]) -> list[Row]:
     busy = int(f["busy_sessions"])
-    direct = f"direct p50 {f['direct_p50_ms']:.2f} / p99 {f['direct_p99_ms']:.2f} ms"
+    # Older runs measured the baseline before the load; say which this is.
+    when = " at the same time" if "baseline" in f else " (measured before the load)"
+    direct = f"direct{when} p50 {f['direct_p50_ms']:.2f} / p99 {f['direct_p99_ms']:.2f} ms"
     ours = f"p50 {f['pamgate_p50_ms']:.2f} / p99 {f['pamgate_p99_ms']:.2f} ms"
     if busy == 0:
         added = f["added_p50_ms"]
@@ -188,25 +236,31 @@ def seek_rows(f: dict[str, Any]) -> list[Row]:
 
 def audit_rows(f: dict[str, Any]) -> list[Row]:
     rate = statistics.median(f["append_rates_per_s"])
-    verify = statistics.median(f["verify_seconds"])
-    return [
+    cpu = statistics.median(f["append_client_cpu_us"])
+    rows = [
         Row(
-            f"7 audit appends/s, hash chain, {f['writers']} writers",
+            f"7 audit appends/s, hash chain, PostgreSQL, {f['processes']} processes x "
+            f"{f['writers']} writers, each append committed",
             f"{rate:,.0f}/s",
-            "-",
+            f"client CPU {cpu:.0f} us/append",
             "-",
             ">= 5,000/s",
             rate >= 5000,
-        ),
-        Row(
-            f"7 audit verify {f['verify_events']:,} events",
-            f"{verify:.1f} s",
-            "-",
-            "-",
-            "<= 10 s",
-            verify <= 10,
-        ),
+        )
     ]
+    for backend, key in (("PostgreSQL", "verify_seconds"), ("SQLite", "verify_seconds_sqlite")):
+        verify = statistics.median(f[key])
+        rows.append(
+            Row(
+                f"7 audit verify {f['verify_events']:,} events, {backend}",
+                f"{verify:.1f} s",
+                "-",
+                "-",
+                "<= 10 s",
+                verify <= 10,
+            )
+        )
+    return rows
 
 
 def extraction_rows(f: dict[str, Any]) -> list[Row]:
@@ -228,7 +282,17 @@ BENCHMARKS = (
         "relay",
         "relay_bench",
         (),
-        ("--exec-megabytes", "2", "--pty-megabytes", "1", "--no-mitm"),
+        (
+            "--exec-megabytes",
+            "2",
+            "--pty-megabytes",
+            "1",
+            "--no-mitm",
+            "--aggregate-sessions",
+            "2",
+            "--aggregate-megabytes",
+            "1",
+        ),  # fmt: skip
         True,
         relay_rows,
     ),
@@ -270,7 +334,7 @@ BENCHMARKS = (
         "audit",
         "audit_bench",
         (),
-        ("--appends", "200", "--verify-events", "2000"),
+        ("--appends", "200", "--processes", "2", "--writers", "2", "--verify-events", "2000"),
         True,
         audit_rows,
     ),
@@ -314,14 +378,23 @@ def run_benchmark(bench: Benchmark, *, quick: bool, repeat: int, folder: Path) -
     return {"command": arguments, "runs": runs, "median": median_figures(runs)}
 
 
-def print_table(rows: list[Row]) -> None:
-    print("| # figure | pamgate | baseline | ratio | goal | met? |")
-    print("|---|---|---|---|---|---|")
+def table_lines(rows: list[Row]) -> list[str]:
+    """The markdown table of ``rows``: a header, then one line per row."""
+    lines = [
+        "| # figure | pamgate | baseline | ratio | goal | met? | load avg |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         met = "-" if row.met is None else ("yes" if row.met else "**no**")
-        print(
-            f"| {row.figure} | {row.pamgate} | {row.baseline} | {row.ratio} | {row.goal} | {met} |"
+        lines.append(
+            f"| {row.figure} | {row.pamgate} | {row.baseline} | {row.ratio} | {row.goal} "
+            f"| {met} | {row.load} |"
         )
+    return lines
+
+
+def print_table(rows: list[Row]) -> None:
+    print("\n".join(table_lines(rows)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,12 +441,18 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             bench_started = time.perf_counter()
+            load_before = os.getloadavg()[0]
             try:
                 result = run_benchmark(
                     bench, quick=args.quick, repeat=args.repeat, folder=Path(folder)
                 )
-                result["rows"] = [row.__dict__ for row in bench.rows(result["median"])]
-                rows.extend(bench.rows(result["median"]))
+                load = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
+                result["load_average"] = {"start": load_before, "end": os.getloadavg()[0]}
+                bench_rows = [
+                    dataclasses.replace(row, load=load) for row in bench.rows(result["median"])
+                ]
+                result["rows"] = [row.__dict__ for row in bench_rows]
+                rows.extend(bench_rows)
             except (RuntimeError, OSError, ValueError, KeyError) as exc:
                 failed.append(bench.name)
                 result = {"error": f"{type(exc).__name__}: {exc}"}

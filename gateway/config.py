@@ -109,6 +109,14 @@ class NodeSettings(_Section):
     #: A node silent this long is taken for dead: a surviving node marks its
     #: live sessions interrupted.
     heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
+    #: Threads for database work (logins, access decisions, audit writes). Each kind
+    #: of blocking work has its own threads, so a burst of one (many sessions ending
+    #: at once) cannot hold up the others. Keep it within the database pool (15).
+    database_threads: int = Field(default=8, ge=1, le=64)
+    #: Threads that wait for command extraction (it runs in a worker process).
+    extraction_threads: int = Field(default=2, ge=1, le=32)
+    #: Threads for recording files: sealing, compressing and reading them.
+    file_threads: int = Field(default=4, ge=1, le=64)
 
     @model_validator(mode="after")
     def _timeout_outlasts_heartbeats(self) -> NodeSettings:

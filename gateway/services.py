@@ -27,6 +27,7 @@ from gateway.domain.breakglass import BreakGlass
 from gateway.domain.entitlements.analysis import Entitlements
 from gateway.domain.entitlements.campaigns import ReviewCampaigns
 from gateway.domain.entitlements.usage import UsageReader
+from gateway.domain.executors import Executors
 from gateway.domain.identities import UserDirectory
 from gateway.domain.live_checks import LiveCheckReader
 from gateway.domain.lockout import FailureLimiter
@@ -48,8 +49,10 @@ from gateway.domain.recordings.service import RecordingService
 from gateway.domain.session_setup import SessionSetup
 from gateway.domain.sessions import SessionLedger
 from gateway.domain.sign_in import SignIn
+from gateway.domain.wakeups import DecisionWakeups
 from gateway.errors import PamgateError
 from gateway.store.database import Store
+from gateway.store.notifications import PostgresDecisionChannel
 
 
 @dataclass
@@ -77,6 +80,8 @@ class GatewayServices:
     sign_in: SignIn
     alerts: WebhookAlerts
     login_certificates: LoginCertificates
+    #: The thread pools blocking work runs on, one per kind (``[node]`` sizes them).
+    executors: Executors = field(default_factory=Executors, repr=False)
     _upstream_ca: UpstreamCA | None = field(default=None, repr=False)
     #: The syslog copy of the trails, when ``[audit.syslog]`` is set (run by ``serve``).
     syslog: SyslogForwarder | None = field(default=None, repr=False)
@@ -110,6 +115,7 @@ class GatewayServices:
             audit,
             alerts=alerts,
             request_ttl=timedelta(seconds=duration_seconds(config.approvals.request_ttl)),
+            wakeups=DecisionWakeups(None if store.is_sqlite else PostgresDecisionChannel(store)),
         )
         return cls(
             config=config,
@@ -146,6 +152,11 @@ class GatewayServices:
                 store, audit, LoginCA(data.login_ca_key), config.auth
             ),
             syslog=syslog,
+            executors=Executors(
+                database=config.node.database_threads,
+                extraction=config.node.extraction_threads,
+                files=config.node.file_threads,
+            ),
         )
 
     @property
@@ -234,6 +245,8 @@ class GatewayServices:
     def close(self) -> None:
         """Stop the recording flusher; release the database connections and the syslog socket."""
         self.recordings.stop()
+        self.executors.shutdown()
+        self.requests.wakeups.close()
         if self.syslog is not None:
             self.syslog.close()
         self.store.dispose()

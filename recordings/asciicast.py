@@ -108,7 +108,12 @@ class RecordingWriter:
             make_private_dirs(path.parent)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             self._file = os.fdopen(fd, "wb")
-            self._file.write(json.dumps(header, ensure_ascii=False).encode() + b"\n")
+            # The digest of the stored bytes grows as they are written, so sealing does not
+            # read the whole recording back (a large session's end was mostly that).
+            self._digest = hashlib.sha256()
+            first_line = json.dumps(header, ensure_ascii=False).encode() + b"\n"
+            self._file.write(first_line)
+            self._digest.update(first_line)
             self._file.flush()
         except OSError as exc:
             raise RecordingError(f"cannot create recording {path}: {exc.strerror or exc}") from exc
@@ -185,7 +190,10 @@ class RecordingWriter:
                     lines.append(orjson.dumps([round(offset, 6), code, text]))
             try:
                 if lines and not self._file.closed:
-                    self._file.write(b"\n".join(lines) + b"\n")
+                    lines.append(b"")  # the last line's newline, without copying the block
+                    block = b"\n".join(lines)
+                    self._file.write(block)
+                    self._digest.update(block)
                     self._file.flush()
                     # Writes to an unlinked file succeed and vanish with the last
                     # descriptor: a removed recording is a failed one.
@@ -244,39 +252,66 @@ class RecordingWriter:
         self.close()
         if self.failed:
             raise RecordingError(self.failed)
-        return seal_file(self.path, compression)
+        return seal_file(self.path, compression, plain_sha256=self._digest.hexdigest())
 
 
-def seal_file(path: Path, compression: str = "none") -> SealedRecording:
-    """Compress (optionally) and make read-only a closed recording; return its digest."""
+def seal_file(
+    path: Path, compression: str = "none", *, plain_sha256: str | None = None
+) -> SealedRecording:
+    """Compress (optionally) and make read-only a closed recording; return its digest.
+
+    ``plain_sha256``: the digest of the file as it is, when the writer kept it (the
+    file is then not read back); without it, or when compressing, the digest is of the
+    bytes stored, computed as they are read or written.
+    """
     try:
         if compression == "none":
             final = path
+            digest = plain_sha256 or file_sha256(final)
         else:
             final = path.with_name(path.name + (".gz" if compression == "gzip" else ".zst"))
-            _compress(path, final, compression)
+            digest = _compress(path, final, compression)
             path.unlink()
-        digest = file_sha256(final)
         final.chmod(0o444)
         return SealedRecording(final, digest, final.stat().st_size)
     except OSError as exc:
         raise RecordingError(f"cannot seal recording {path}: {exc.strerror or exc}") from exc
 
 
-def _compress(source: Path, target: Path, compression: str) -> None:
+class _HashingFile:
+    """A writable file that also digests what goes through it (for the compressors)."""
+
+    def __init__(self, target: io.BufferedWriter) -> None:
+        self._target = target
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self._target.write(data)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+
+def _compress(source: Path, target: Path, compression: str) -> str:
+    """Write ``source`` compressed to ``target``; return the sha256 of the compressed bytes."""
     temporary = target.with_name(target.name + ".tmp")
     with open(source, "rb") as plain, open(temporary, "wb") as packed:
+        hashing = _HashingFile(packed)
         if compression == "gzip":
-            with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as stream:
+            with gzip.GzipFile(fileobj=hashing, mode="wb", mtime=0) as stream:
                 _copy(plain, stream)
         elif compression == "zstd":
-            with zstandard.ZstdCompressor(level=3).stream_writer(packed, closefd=False) as stream:
+            compressor = zstandard.ZstdCompressor(level=3)
+            writer = compressor.stream_writer(hashing, closefd=False)  # type: ignore[arg-type]
+            with writer as stream:
                 _copy(plain, stream)
         else:
             raise RecordingError(f"unknown compression {compression!r}")
         packed.flush()
         os.fsync(packed.fileno())
     temporary.rename(target)
+    return hashing.digest.hexdigest()
 
 
 def _copy(source: io.BufferedReader, target: Any) -> None:

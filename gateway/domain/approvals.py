@@ -39,6 +39,7 @@ from gateway.domain.audit.trail import (
     Trail,
     admin_authority,
 )
+from gateway.domain.wakeups import DecisionWakeups
 from gateway.errors import PamgateError
 from gateway.store.database import Store
 from gateway.store.models import AccessGrant, AccessRequest, RequestApproval, User
@@ -107,8 +108,11 @@ class AccessRequests:
         alerts: WebhookAlerts | None = None,
         request_ttl: timedelta = DEFAULT_REQUEST_TTL,
         clock: Callable[[], float] = time.time,
+        wakeups: DecisionWakeups | None = None,
     ) -> None:
         self._store = store
+        #: Sessions waiting for a decision are woken through it, in this process and others.
+        self.wakeups = wakeups or DecisionWakeups()
         self._audit = audit
         self._alerts = alerts
         self._ttl = request_ttl
@@ -241,9 +245,12 @@ class AccessRequests:
                     reason=f"approved by {', '.join(counting)}",
                     grant=grant.id, ends_at=grant.ends_at.isoformat(),
                 ))  # fmt: skip
+                self.wakeups.announce(db, request.id)
             view = _request_view(db, request)
         for record in records:
             self._audit.committed(record)
+        if view.status != "pending":
+            self.wakeups.decided(request_id)
         self._announce(
             "request.approved" if view.status == "approved" else "request.approval", view
         )
@@ -262,8 +269,10 @@ class AccessRequests:
                 db, approver, ActorType.HUMAN, "request.denied", request,
                 authority=f"policy:{request.rule_id}", reason=comment,
             )  # fmt: skip
+            self.wakeups.announce(db, request.id)
             view = _request_view(db, request)
         self._audit.committed(record)
+        self.wakeups.decided(request_id)
         self._announce("request.denied", view)
         return view
 
@@ -276,7 +285,9 @@ class AccessRequests:
             request.status = "cancelled"
             request.decided_at = self._now()
             record = self._event(db, user, ActorType.HUMAN, "request.cancelled", request)
+            self.wakeups.announce(db, request.id)
         self._audit.committed(record)
+        self.wakeups.decided(request_id)
 
     def expire_stale(self) -> int:
         """Mark pending requests past their expiry as expired, audited; returns how many.
@@ -307,8 +318,12 @@ class AccessRequests:
                     db, "gateway", ActorType.GATEWAY, "request.expired", request,
                     reason="nobody answered in time",
                 ))  # fmt: skip
+                self.wakeups.announce(db, request.id)
+            expired = [request.id for request in stale]
         for record in records:
             self._audit.committed(record)
+        for request_id in expired:
+            self.wakeups.decided(request_id)
         return len(records)
 
     # -- grants -------------------------------------------------------------------

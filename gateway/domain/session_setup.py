@@ -121,9 +121,11 @@ class SessionSetup:
         return OpenedSession(session_id, start, target, credential, legacy_key, tap)
 
     def close(self, session: OpenedSession, end: SessionEnd) -> None:
-        """Seal the recording, record the end (with the recording's sha256), extract commands.
+        """Seal the recording and record the end (with the recording's sha256).
 
-        Once per session; later calls do nothing. Blocking: run it off the event loop.
+        Once per session; later calls do nothing. Blocking: run it off the event loop,
+        then :meth:`extract_commands` (kept apart so that extraction, the slow part of a
+        large session's end, runs on its own threads).
         """
         if session.closed:
             return
@@ -140,6 +142,9 @@ class SessionSetup:
             )  # fmt: skip
         end = dataclasses.replace(end, details=details)
         self._ledger.close(session.session_id, session.start, end)
+
+    def extract_commands(self, session: OpenedSession) -> None:
+        """Extract the commands of a closed session (logged, not raised, if that fails)."""
         try:
             command_indexer(self._config).index(session.session_id)
         except (PamgateError, OSError) as exc:

@@ -10,6 +10,7 @@ with None when the user cancels or goes away. It knows nothing of policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -99,9 +100,11 @@ class TerminalDialog:
         check: Callable[[], Awaitable[T | None]],
         *,
         interval: float = 0.5,
+        wake: asyncio.Event | None = None,
         hotkeys: Mapping[int, str] | None = None,
     ) -> T | str | None:
-        """Call ``check`` every ``interval`` seconds until it returns something.
+        """Call ``check`` until it returns something: again each time ``wake`` is set,
+        and at the latest every ``interval`` seconds.
 
         Returns None if the user presses Ctrl-C or leaves first, or the value
         of a key in ``hotkeys`` if they press it.
@@ -116,13 +119,17 @@ class TerminalDialog:
                 elif byte in keys:
                     _settle(result, keys[byte])
 
+        woken = wake or asyncio.Event()
+
         async def poll() -> None:
             while not result.done():
+                woken.clear()  # before the check: a wake during it means check again
                 found = await check()
                 if found is not None:
                     _settle(result, found)
                     return
-                await asyncio.sleep(interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), interval)
 
         poller = asyncio.get_running_loop().create_task(poll())
         try:

@@ -25,8 +25,10 @@ import signal
 import struct
 import subprocess
 import termios
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncssh
 
@@ -187,7 +189,7 @@ class RunningProgram:
 
     async def _wait(self) -> None:
         assert self._process is not None
-        status = await asyncio.to_thread(self._process.wait)
+        status = await self._exit_status(self._process)
         # Output still in the pty or pipes is read before the status is passed on
         # (bounded: a grandchild could keep them open).
         deadline = self._loop.time() + STOP_GRACE_SECONDS
@@ -199,6 +201,34 @@ class RunningProgram:
             self._pipe.exit_received(status, None)
         self._pipe.target_closed(None)
         self._release()
+
+    async def _exit_status(self, process: subprocess.Popen[bytes]) -> int:
+        """Wait for ``process`` to end without holding a thread for the whole session.
+
+        A pidfd becomes readable when the process ends (Linux 5.3+); elsewhere a
+        thread of its own waits, off the pools the rest of the node relies on.
+        """
+        try:
+            pidfd = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):
+            exited = self._loop.create_future()
+
+            def wait_in_thread() -> None:
+                status = process.wait()
+                self._loop.call_soon_threadsafe(_set_result_once, exited, status)
+
+            threading.Thread(
+                target=wait_in_thread, name="pamgate-program-wait", daemon=True
+            ).start()
+            return int(await exited)
+        ended = self._loop.create_future()
+        self._loop.add_reader(pidfd, _set_result_once, ended, None)
+        try:
+            await ended
+        finally:
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
+        return process.wait()
 
     def _release(self) -> None:
         """Stop watching the child's descriptors and close them, each exactly once.
@@ -239,3 +269,8 @@ def _set_size(fd: int, columns: int, rows: int) -> None:
 def _close_quietly(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+def _set_result_once(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)

@@ -226,7 +226,7 @@ class Lane:
         Callers granting something must treat False as "do not grant".
         """
         try:
-            await asyncio.to_thread(self.services.audit.record, self.trail, event)
+            await self.services.executors.run_db(self.services.audit.record, self.trail, event)
         except StoreError:  # AuditWriteFailed, or the database is unreachable
             logger.exception("audit write failed for %s", event.action)
             return False

@@ -128,16 +128,16 @@ class GatewayNode:
     async def start(self) -> None:
         """Recover from a previous crash, then start listening."""
         upgrade = f"pamgate --config {self.config.source} db upgrade"
-        await asyncio.to_thread(self.services.store.require_current_schema, upgrade)
+        await self.services.executors.run_db(self.services.store.require_current_schema, upgrade)
         # Before anything else: a second process with this node's name must not
         # mark the first one's sessions interrupted.
         identity = node_identity(self.config, DataDir(self.config.data_dir).keys)
-        await asyncio.to_thread(self.services.nodes.register, identity)
+        await self.services.executors.run_db(self.services.nodes.register, identity)
         self.services.recordings.attach_loop(asyncio.get_running_loop())
         for worker in self._deliveries:
             worker.start()
-        await asyncio.to_thread(self._record, "gateway.started")
-        interrupted = await asyncio.to_thread(self.services.ledger.mark_interrupted)
+        await self.services.executors.run_db(self._record, "gateway.started")
+        interrupted = await self.services.executors.run_db(self.services.ledger.mark_interrupted)
         if interrupted:
             logger.warning(
                 "marked %d sessions interrupted (the gateway stopped while they were live)",
@@ -145,11 +145,11 @@ class GatewayNode:
             )
             # Their recordings stay as written (readable up to the crash); index them.
             self._indexing = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(self._index_commands, interrupted)
+                self.services.executors.run_extraction(self._index_commands, interrupted)
             )
         # A missing or wrong TOTP secret key, or secrets left in clear, stop the node here.
-        await asyncio.to_thread(self.services.users.check_secrets)
-        await asyncio.to_thread(self.services.users.prepare_for_logins)
+        await self.services.executors.run_db(self.services.users.check_secrets)
+        await self.services.executors.run_db(self.services.users.prepare_for_logins)
         if not self.services.data.login_ca_key.exists():
             # A data directory from before login certificates: everything else works.
             logger.warning(
@@ -202,7 +202,7 @@ class GatewayNode:
         self.reload_and_drain.stop()
         await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
         try:
-            await asyncio.to_thread(self._record, "gateway.stopped")
+            await self.services.executors.run_db(self._record, "gateway.stopped")
         except PamgateError as exc:
             logger.error("cannot audit the gateway's stop: %s", exc)
         if self._escalation is not None:
@@ -213,12 +213,12 @@ class GatewayNode:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             try:
-                await asyncio.to_thread(self.services.nodes.stopped)
+                await self.services.executors.run_db(self.services.nodes.stopped)
             except PamgateError as exc:
                 logger.error("cannot record this node's stop: %s", exc)
         # A last round for what is due (the stop's own record to syslog among it);
         # what is left stays queued for the next node to run.
-        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self._deliveries))
+        await asyncio.gather(*(self.services.executors.run_db(w.stop) for w in self._deliveries))
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.stop()
         self.services.close()
@@ -254,10 +254,12 @@ class GatewayNode:
         while True:
             await asyncio.sleep(interval)
             try:
-                live = await asyncio.to_thread(self.services.ledger.live)
+                live = await self.services.executors.run_db(self.services.ledger.live)
                 for session in live:
                     if session.node == self.config.node_name and session.kind == "shell":
-                        await asyncio.to_thread(indexer.index, session.id, live=True)
+                        await self.services.executors.run_extraction(
+                            indexer.index, session.id, live=True
+                        )
             except (PamgateError, OSError) as exc:
                 logger.warning("cannot index the commands of live sessions: %s", exc)
 
@@ -266,10 +268,10 @@ class GatewayNode:
         while True:
             await asyncio.sleep(interval)
             try:
-                alive = await asyncio.to_thread(self.services.nodes.heartbeat)
-                takeovers = await asyncio.to_thread(self.services.nodes.take_over_dead)
+                alive = await self.services.executors.run_db(self.services.nodes.heartbeat)
+                takeovers = await self.services.executors.run_db(self.services.nodes.take_over_dead)
                 # Requests nobody answered: written (and audited) here, not by readers.
-                await asyncio.to_thread(self.services.requests.expire_stale)
+                await self.services.executors.run_db(self.services.requests.expire_stale)
             except PamgateError as exc:
                 logger.error("heartbeat failed (the database may be unreachable): %s", exc)
                 continue
@@ -285,7 +287,9 @@ class GatewayNode:
                     takeover.node, takeover.last_heartbeat.isoformat(), len(takeover.interrupted),
                 )  # fmt: skip
                 self._indexing = asyncio.get_running_loop().create_task(
-                    asyncio.to_thread(self._index_commands, takeover.interrupted)
+                    self.services.executors.run_extraction(
+                        self._index_commands, takeover.interrupted
+                    )
                 )
 
     async def _escalate_reviews_every(self, interval: float) -> None:
@@ -294,7 +298,9 @@ class GatewayNode:
         while True:
             await asyncio.sleep(interval)
             try:
-                escalated = await asyncio.to_thread(self.services.reviews.escalate_overdue)
+                escalated = await self.services.executors.run_db(
+                    self.services.reviews.escalate_overdue
+                )
             except PamgateError as exc:
                 logger.error("escalating overdue review items failed: %s", exc)
                 continue
@@ -306,7 +312,7 @@ class GatewayNode:
         while True:
             await asyncio.sleep(interval)
             await self._checkpoint()
-            await asyncio.to_thread(self._log_overdue_reviews)
+            await self.services.executors.run_db(self._log_overdue_reviews)
 
     def _log_overdue_reviews(self) -> None:
         for case in self.services.breakglass.list(overdue=True):
@@ -317,7 +323,7 @@ class GatewayNode:
 
     async def _checkpoint(self) -> None:
         try:
-            await asyncio.to_thread(self.services.checkpoints.checkpoint)
+            await self.services.executors.run_db(self.services.checkpoints.checkpoint)
         except PamgateError as exc:
             logger.error("audit checkpoint failed: %s", exc)
 

@@ -175,7 +175,9 @@ class RelayedSession:
         terminal = None
         if request.term_type is not None:
             terminal = Terminal(request.term_type, request.term_size[0], request.term_size[1])
-        opened = await asyncio.to_thread(services.session_setup.open, start, target, terminal)
+        opened = await services.executors.run_db(
+            services.session_setup.open, start, target, terminal
+        )
         self._opened = opened
         if self._channel.gone:
             # The client left while the session was set up: it still ends properly.
@@ -346,7 +348,11 @@ class RelayedSession:
         if self._filter is not None:
             await self._filter.finished(end.exit_status)
         if self._opened is not None:
-            await asyncio.to_thread(self._services.session_setup.close, self._opened, end)
+            executors = self._services.executors
+            await executors.run_files(self._services.session_setup.close, self._opened, end)
+            await executors.run_extraction(
+                self._services.session_setup.extract_commands, self._opened
+            )
 
     # -- the recording --------------------------------------------------------
 

@@ -87,14 +87,14 @@ class ReloadAndDrain:
         (``node.reloaded``) before it takes effect, and does not happen if that
         write fails. ``trigger`` says what asked for it. True if adopted.
         """
-        control = self._services.node_control
+        control, run_db = self._services.node_control, self._services.executors.run_db
         async with self._reloading:
             try:
-                reload = await asyncio.to_thread(read_for_reload, self._config)
+                reload = await self._services.executors.run_files(read_for_reload, self._config)
             except ConfigError as exc:
                 logger.error("reload refused, the running policy stays: %s", exc)
                 try:
-                    await asyncio.to_thread(
+                    await run_db(
                         control.record_reload_failure, str(exc),
                         digest=policy_digest(self._config), trigger=trigger,
                     )  # fmt: skip
@@ -102,7 +102,7 @@ class ReloadAndDrain:
                     logger.error("cannot audit the refused reload: %s", audit_exc)
                 return False
             try:
-                await asyncio.to_thread(control.record_reload, reload, trigger=trigger)
+                await run_db(control.record_reload, reload, trigger=trigger)
             except PamgateError as exc:
                 logger.error("reload not done: it cannot be audited (%s)", exc)
                 return False
@@ -125,7 +125,7 @@ class ReloadAndDrain:
         while True:
             await asyncio.sleep(interval)
             try:
-                requests = await asyncio.to_thread(control.requests)
+                requests = await self._services.executors.run_db(control.requests)
             except PamgateError as exc:
                 logger.error("cannot read this node's reload and drain requests: %s", exc)
                 continue
@@ -191,6 +191,8 @@ class ReloadAndDrain:
 
     async def _record_drain(self, action: str, **details: object) -> None:
         try:
-            await asyncio.to_thread(self._services.node_control.record_drain, action, **details)
+            await self._services.executors.run_db(
+                self._services.node_control.record_drain, action, **details
+            )
         except PamgateError as exc:
             logger.error("cannot audit %s: %s", action, exc)

@@ -106,7 +106,7 @@ class SessionWatch:
             if not watched:
                 continue
             try:
-                reasons = await asyncio.to_thread(self._round, watched)
+                reasons = await self._services.executors.run_db(self._round, watched)
             except PamgateError as exc:
                 failed += 1
                 logger.warning("live-session checks failed (%d in a row): %s", failed, exc)

@@ -152,6 +152,23 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc}") from exc
 
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A Core connection on which each statement is its own transaction (PostgreSQL).
+
+        For a hot path that is one statement: its locks are held while it runs and
+        commits, not across a client's round trips. On SQLite, as :meth:`connection`.
+        """
+        if self.is_sqlite:
+            with self.connection() as connection:
+                yield connection
+            return
+        try:
+            with self.engine.connect() as connection:
+                yield connection.execution_options(isolation_level="AUTOCOMMIT")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
     def dispose(self) -> None:
         """Close all pooled connections."""
         self.engine.dispose()

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pyotp
 import pytest
@@ -25,10 +26,11 @@ import pytest
 from gateway.config import load_config
 from gateway.devtools.openssh_target import free_port
 from gateway.domain.audit.trail import Trail
+from gateway.domain.wakeups import CHANNEL_SAFETY_POLL_SECONDS
 from gateway.services import GatewayServices
 from tests.support.console import add_person, rows, sign_in, wait_for
 from tests.support.database import fresh_database, postgres_server_url
-from tests.support.gateway import Gateway, TestUser, launch_gateway, serve
+from tests.support.gateway import Gateway, TestUser, decide, launch_gateway, serve
 from tui.app import PamgateConsole
 from tui.screens.sessions import SessionsScreen
 
@@ -178,6 +180,35 @@ def test_approval_on_another_node_wakes_the_waiting_session_within_a_second(
     starts = [r for r in cluster.services.audit.events(Trail.HUMAN)
               if r.action == "session.start" and r.actor == approved.user.name]  # fmt: skip
     assert len(starts) == 1 and '"node":"node-a"' in starts[0].details
+
+
+def test_a_decision_by_the_cli_wakes_the_waiting_session_by_notify(cluster: Cluster) -> None:
+    """The CLI is another process: its decision reaches the waiting session by
+    LISTEN/NOTIFY, well before the safety poll would have (every 10 s on PostgreSQL)."""
+    node = cluster.a
+    requester = node.make_user(groups=("requesters",))
+    approver = node.make_user(groups=("leads",))
+    process = node.start_ssh(requester, "web01", "echo woken-by-notify")
+    stderr = StderrLines(process)
+    _, waiting = stderr.wait_for(r"Request #(\d+) for web01 \(root\) is waiting")
+    request_id = int(waiting.group(1))
+    time.sleep(0.5)  # the session's first read of its request is done: it sleeps now
+    approved = decide(node, "approve", request_id, approver)
+    assert approved.returncode == 0, approved.stderr
+    told_at, _ = stderr.wait_for(rf"request #{request_id} approved by {approver.name}")
+    told_wall = time.time() - (time.monotonic() - told_at)
+    stdout, _ = process.communicate(timeout=20)
+    assert stdout == b"woken-by-notify\n" and process.returncode == 0
+    committed = next(
+        r for r in cluster.services.audit.events(Trail.HUMAN)
+        if r.action == "grant.created" and f'"request":{request_id}' in r.details
+    )  # fmt: skip
+    committed_wall = (
+        datetime.strptime(committed.ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    )
+    latency = told_wall - committed_wall
+    print(f"CLI approval to the waiting session told: {latency * 1000:.0f} ms")
+    assert latency < CHANNEL_SAFETY_POLL_SECONDS / 2  # woken, not found by the safety poll
 
 
 def test_revoking_a_grant_on_one_node_ends_its_sessions_on_every_node(cluster: Cluster) -> None:

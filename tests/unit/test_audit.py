@@ -78,6 +78,43 @@ def test_chain_links_every_event(audit: AuditLog) -> None:
     assert result.ok and result.count == 5 and result.head_hash == records[-1].hash
 
 
+def test_any_text_chains_the_same_as_verify_recomputes_it(audit: AuditLog) -> None:
+    """On PostgreSQL the database chains the events (pamgate_audit_append) from the text
+    this side serialised: quotes, escapes, control characters and non-ASCII text hash
+    to what verify recomputes, and the record returned is the row stored."""
+    odd = 'quote " backslash \\ newline \n tab \t bell \x07 é 漢字 🔐 \u2028'
+    recorded = [
+        audit.record(
+            Trail.HUMAN,
+            AuditEvent(
+                actor="älice",
+                actor_type=ActorType.HUMAN,
+                action="auth.failure",
+                outcome="failure",
+                reason=odd,
+                target=None,
+                source="::1",
+                details={"odd": odd, "nested": {"n": [1, None]}},
+            ),
+        ),  # fmt: skip
+        audit.record(
+            Trail.MACHINE,
+            AuditEvent(
+                actor="ci",
+                actor_type=ActorType.MACHINE,
+                action="auth.failure",
+                outcome="failure",
+                reason="",
+                details={},
+            ),
+        ),  # fmt: skip
+    ]
+    assert audit.verify(Trail.HUMAN).ok and audit.verify(Trail.MACHINE).ok
+    stored = [next(iter(audit.events(Trail.HUMAN))), next(iter(audit.events(Trail.MACHINE)))]
+    assert stored == recorded
+    assert recorded[0].reason == odd and recorded[0].seq == 1
+
+
 def test_trails_are_separate(audit: AuditLog) -> None:
     fill(audit, 3, Trail.HUMAN)
     audit.record(

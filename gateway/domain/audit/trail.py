@@ -11,7 +11,10 @@ database transaction as the change they record, or treat
 :class:`AuditWriteFailed` as "the action did not happen". Appends lock the
 trail's head row (``SELECT ... FOR UPDATE``; on SQLite the transaction's
 ``BEGIN IMMEDIATE``), so concurrent writers, in one process or several,
-never fork the chain.
+never fork the chain. On PostgreSQL one statement does it all
+(``pamgate_audit_append``, migration 0013), so the lock is held while the
+statement runs and commits rather than across client round trips; callers in
+one process share each commit (group commit, :meth:`AuditLog.record`).
 
 Plain Python over the store; no sockets.
 """
@@ -43,6 +46,8 @@ logger = logging.getLogger("pamgate.audit")
 GENESIS_HASH = "0" * 64
 #: Verification reports progress every this many events.
 PROGRESS_EVERY = 100_000
+#: Verification reads the chain this many rows at a time.
+CHAIN_FETCH_ROWS = 20_000
 
 #: Fields in the order they appear in exports; all of them are hashed.
 RECORD_FIELDS = (
@@ -194,6 +199,9 @@ def canonical_details(details: dict[str, Any]) -> str:
 
 #: The canonical serialisation: a compact JSON array of the fields in RECORD_FIELDS order.
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: The fields between seq and prev_hash: serialised by the writer even where the
+#: database chains the events (it adds seq and prev_hash, see _chain_in_database).
+_MIDDLE_FIELDS = RECORD_FIELDS[2:-1]
 
 
 def record_hash(values: dict[str, Any]) -> str:
@@ -230,6 +238,9 @@ class AuditLog:
         self._writing = False
         self._listeners: list[Callable[[AuditRecord], None]] = []
         self._timing = threading.local()
+        #: PostgreSQL: the connection group commits are written on (see _write_batch).
+        self._writer: Any = None
+        self._writer_lock = threading.Lock()
 
     def append_seconds(self) -> float | None:
         """How long this thread's latest :meth:`record` took, queueing and commit included.
@@ -270,7 +281,7 @@ class AuditLog:
             self._writing = True
         if lead:
             self._drain()
-        pending.done.wait()
+        pending.wait()
         if pending.error is not None:
             raise AuditWriteFailed(
                 f"cannot write the {trail} audit trail: {pending.error}"
@@ -288,16 +299,44 @@ class AuditLog:
                     self._writing = False
                     return
             try:
-                with self._store.connection() as connection:
-                    records = self._append(connection, [(p.trail, p.event) for p in batch])
+                records = self._write_batch([(p.trail, p.event) for p in batch])
             except Exception as exc:  # every waiter must wake, whatever went wrong
                 for waiting in batch:
                     waiting.error = exc
-                    waiting.done.set()
+                    waiting.finish()
                 continue
             for waiting, stored in zip(batch, records, strict=True):
                 waiting.record = stored
-                waiting.done.set()
+                waiting.finish()
+
+    def _write_batch(self, items: list[tuple[Trail, AuditEvent]]) -> list[AuditRecord]:
+        """Write a group commit's events, each durable when this returns.
+
+        SQLite: one ``BEGIN IMMEDIATE`` transaction for the batch. PostgreSQL: one
+        statement per trail, each its own transaction, on the connection this log
+        keeps for its group commits (one batch is written at a time): the statement's
+        cost is then the driver's alone, not a pool checkout and a SQLAlchemy execution.
+        """
+        if self._store.is_sqlite:
+            with self._store.connection() as connection:
+                return self._append(connection, items)
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self._store.engine.raw_connection()
+                self._writer.driver_connection.autocommit = True
+            cursor = self._writer.cursor()
+
+            def execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+
+            try:
+                return self._chain_in_database(execute, items)
+            except Exception:
+                # A broken connection is not reused; the next batch opens another.
+                self._writer.invalidate()
+                self._writer = None
+                raise
 
     def append(self, db: Session, trail: Trail, event: AuditEvent) -> AuditRecord:
         """Append ``event`` inside the caller's transaction ``db``.
@@ -313,6 +352,12 @@ class AuditLog:
         self, connection: Connection, items: list[tuple[Trail, AuditEvent]]
     ) -> list[AuditRecord]:
         """Chain and insert ``items`` in order; one head read and write per trail."""
+        if self._sql.append_function is not None:
+
+            def execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+                return [tuple(row) for row in connection.exec_driver_sql(sql, params)]
+
+            return self._chain_in_database(execute, items)
         sql = self._sql
         heads: dict[Trail, tuple[int, str]] = {}
         rows: dict[Trail, list[dict[str, Any]]] = {}
@@ -332,23 +377,7 @@ class AuditLog:
                 # Never None: the head row was just read, or inserted and read back.
                 heads[trail] = tuple(found)  # type: ignore[arg-type]
             head_seq, head_hash = heads[trail]
-            values: dict[str, Any] = {
-                "trail": trail.value,
-                "seq": head_seq + 1,
-                "ts": datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "actor": event.actor,
-                "actor_type": str(event.actor_type),
-                "action": event.action,
-                "target": event.target,
-                "account": event.account,
-                "session_id": event.session_id,
-                "source": event.source,
-                "outcome": event.outcome,
-                "reason": event.reason,
-                "authority": event.authority,
-                "details": canonical_details(event.details),
-                "prev_hash": head_hash,
-            }
+            values = self._values(trail, event, head_seq + 1, head_hash)
             values["hash"] = record_hash(values)
             heads[trail] = (values["seq"], values["hash"])
             rows.setdefault(trail, []).append(values)
@@ -358,12 +387,70 @@ class AuditLog:
             connection.exec_driver_sql(sql.update_head, trail_rows[-1])
         return records
 
+    def _values(self, trail: Trail, event: AuditEvent, seq: int, prev_hash: str) -> dict[str, Any]:
+        """The stored fields of ``event`` as event ``seq`` after ``prev_hash`` (no hash yet)."""
+        return {
+            "trail": trail.value,
+            "seq": seq,
+            "ts": datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "actor": event.actor,
+            "actor_type": str(event.actor_type),
+            "action": event.action,
+            "target": event.target,
+            "account": event.account,
+            "session_id": event.session_id,
+            "source": event.source,
+            "outcome": event.outcome,
+            "reason": event.reason,
+            "authority": event.authority,
+            "details": canonical_details(event.details),
+            "prev_hash": prev_hash,
+        }
+
+    def _chain_in_database(
+        self,
+        execute: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]],
+        items: list[tuple[Trail, AuditEvent]],
+    ) -> list[AuditRecord]:
+        """PostgreSQL: chain and insert each trail's events in one statement.
+
+        ``pamgate_audit_append`` (migration 0013) locks the head, gives each row its seq
+        and prev_hash, and hashes the canonical serialisation this side sends for the
+        other fields; the statement is the whole transaction when ``connection`` is in
+        autocommit, so the head stays locked only while it runs and commits.
+        """
+        assert self._sql.append_function is not None
+        by_trail: dict[Trail, list[tuple[int, dict[str, Any]]]] = {}
+        for position, (trail, event) in enumerate(items):
+            values = self._values(trail, event, 0, "")
+            by_trail.setdefault(trail, []).append((position, values))
+        records: list[AuditRecord | None] = [None] * len(items)
+        for trail, entries in by_trail.items():
+            rows = []
+            for _, values in entries:
+                middle = [values[name] for name in _MIDDLE_FIELDS]
+                rows.append(
+                    {name: values[name] for name in _MIDDLE_FIELDS}
+                    | {"canonical_middle": "," + _CANONICAL(middle)[1:-1]}
+                )
+            chained = execute(
+                self._sql.append_function,
+                {"trail": trail.value, "rows": json.dumps(rows, ensure_ascii=False)},
+            )
+            if len(chained) != len(entries):
+                raise StoreError(f"the {trail} trail took {len(chained)} of {len(entries)} events")
+            for (position, values), (seq, prev_hash, hash_) in zip(entries, chained, strict=True):
+                values.update(seq=seq, prev_hash=prev_hash, hash=hash_)
+                records[position] = AuditRecord(**values)
+        return [record for record in records if record is not None]
+
     def committed(self, record: AuditRecord) -> None:
         """Tell the log line and listeners about a committed record (never raises)."""
         # Also one JSON line in the gateway log, for operators reading it live.
-        line = {"event": record.action, "trail": record.trail, "seq": record.seq}
-        line.update(_log_fields(record))
-        logger.info(json.dumps(line, default=str))
+        if logger.isEnabledFor(logging.INFO):
+            line = {"event": record.action, "trail": record.trail, "seq": record.seq}
+            line.update(_log_fields(record))
+            logger.info(json.dumps(line, default=str))
         for listener in self._listeners:
             try:
                 listener(record)
@@ -434,6 +521,8 @@ class AuditLog:
         expected, prev = 1, GENESIS_HASH
         count = 0
         name = trail.value
+        # The hot loop of a million-event verify: locals only, one encode and one hash a row.
+        encode, sha256 = _CANONICAL, hashlib.sha256
         for row in self._chain_rows(connection, trail, head_seq):
             # row: seq, ts, ..., prev_hash, hash (the stored columns in RECORD_FIELDS order)
             seq = row[0]
@@ -450,7 +539,7 @@ class AuditLog:
                     f"{seq - 1} (events inserted, deleted or reordered)",
                 )  # fmt: skip
             stored = row[-1]
-            if _hash_fields([name, *row[:-1]]) != stored:
+            if sha256(encode([name, *row[:-1]]).encode()).hexdigest() != stored:
                 return VerifyResult(
                     trail, False, count, seq,
                     f"event {seq} ({_describe(row)}): contents do not match its hash (edited)",
@@ -480,14 +569,34 @@ class AuditLog:
     def _chain_rows(
         self, connection: Connection, trail: Trail, until_seq: int
     ) -> Iterator[tuple[Any, ...]]:
-        """All stored columns of events 1..until_seq as plain tuples, streamed."""
-        table = _TABLES[trail]
-        query = select(*_columns(table)).where(table.seq <= until_seq).order_by(table.seq)
+        """All stored columns of events 1..until_seq as plain tuples, streamed.
+
+        Straight from the driver's cursor (a server-side cursor on PostgreSQL), inside
+        ``connection``'s transaction: building SQLAlchemy rows would cost more than
+        hashing them.
+        """
+        columns = ", ".join([*RECORD_FIELDS[1:], "hash"])
+        marker = "%s" if self._store.engine.dialect.paramstyle in ("format", "pyformat") else "?"
+        query = (
+            f"SELECT {columns} FROM {_TABLES[trail].__tablename__} "
+            f"WHERE seq <= {marker} ORDER BY seq"
+        )
+        errors: tuple[type[BaseException], ...] = (SQLAlchemyError, *_driver_errors(connection))
         try:
-            result = connection.execution_options(yield_per=20_000).execute(query)
-            for partition in result.partitions():
-                yield from (tuple(row) for row in partition)
-        except SQLAlchemyError as exc:
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            if self._store.is_sqlite:
+                cursor = driver.cursor()
+            else:
+                cursor = driver.cursor(name=f"pamgate_verify_{trail.value}")
+                cursor.itersize = CHAIN_FETCH_ROWS
+            try:
+                cursor.execute(query, (until_seq,))
+                while rows := cursor.fetchmany(CHAIN_FETCH_ROWS):
+                    yield from rows
+            finally:
+                cursor.close()
+        except errors as exc:
             raise StoreError(f"cannot read the {trail} audit trail: {exc}") from exc
 
     def hash_at(self, trail: Trail, seq: int) -> str | None:
@@ -508,9 +617,20 @@ class _Pending:
     def __init__(self, trail: Trail, event: AuditEvent) -> None:
         self.trail = trail
         self.event = event
-        self.done = threading.Event()
+        # A lock taken now and released by the writer: cheaper to block on than an
+        # Event (no condition variable), and appends are the hottest wait there is.
+        self._done = threading.Lock()
+        self._done.acquire()
         self.record: AuditRecord | None = None
         self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        """The writer is done with this event (stored, or failed): wake its caller."""
+        self._done.release()
+
+    def wait(self) -> None:
+        """Block until :meth:`finish`."""
+        self._done.acquire()
 
 
 class _AppendStatements:
@@ -537,12 +657,25 @@ class _AppendStatements:
             f"UPDATE audit_heads SET seq = {param('seq')}, hash = {param('hash')} "
             f"WHERE trail = {param('trail')}"
         )
+        #: PostgreSQL chains in one statement (migration 0013); None on SQLite.
+        self.append_function = (
+            None
+            if is_sqlite
+            else f"SELECT out_seq, out_prev_hash, out_hash FROM pamgate_audit_append("
+            f"{param('trail')}, {param('rows')}::json)"
+        )
         columns = [*RECORD_FIELDS[1:], "hash"]
         self.insert_event = {
             trail: f"INSERT INTO {_TABLES[trail].__tablename__} ({', '.join(columns)}) "
             f"VALUES ({', '.join(param(c) for c in columns)})"
             for trail in Trail
         }
+
+
+def _driver_errors(connection: Connection) -> tuple[type[BaseException], ...]:
+    """The database driver's own error class (raised by its cursor, not by SQLAlchemy)."""
+    error = getattr(connection.dialect.dbapi, "Error", None)
+    return (error,) if isinstance(error, type) else ()
 
 
 def _describe(row: tuple[Any, ...]) -> str:

@@ -86,7 +86,7 @@ class Admission:
                 text = f"{exc}\r\n{TargetMenu.PROMPT}"
 
     async def _decide(self, target: str, account: str | None) -> Allowed | NeedsApproval:
-        decision = await asyncio.to_thread(
+        decision = await self._services.executors.run_db(
             self._services.access.decide, self._user.name, target, account, source=self._source
         )
         if isinstance(decision, Denied):
@@ -128,26 +128,43 @@ class Admission:
                     return False
                 reason = answer.strip()
         user = self._user.name
-        request = await asyncio.to_thread(
+        request = await self._services.executors.run_db(
             requests.create, user=user, target=target, account=account, rule=rule,
             reason=reason, source=self._source,
         )  # fmt: skip
         can_break_glass = needed.break_glass_allowed and self._pty
-        self._dialog.say(
-            f"Request #{request.id} for {target} ({account}) is waiting for approval by "
-            f"{', '.join(request.approver_groups)} ({request.approvals_required} needed)... "
-            + ("Press b for break-glass, " if can_break_glass else "")
-            + "Ctrl-C cancels."
-        )
-        decided = await self._dialog.wait_for(
-            lambda: self._decision(request.id),
-            hotkeys={ord("b"): "breakglass"} if can_break_glass else None,
-        )
+        # Woken when the decision is made, here or in another process (see
+        # gateway.domain.wakeups); the check also runs every safety_poll_seconds.
+        # Watching starts before the user is told to wait: from the message on, the
+        # dialog must own the input at once, or a Ctrl-C typed then would be kept for
+        # the session instead of cancelling.
+        wakeups, woken = requests.wakeups, asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(woken.set)
+
+        stop_watching = await self._services.executors.run_db(wakeups.watch, request.id, wake)
+        try:
+            self._dialog.say(
+                f"Request #{request.id} for {target} ({account}) is waiting for approval by "
+                f"{', '.join(request.approver_groups)} ({request.approvals_required} needed)... "
+                + ("Press b for break-glass, " if can_break_glass else "")
+                + "Ctrl-C cancels."
+            )
+            decided = await self._dialog.wait_for(
+                lambda: self._decision(request.id),
+                interval=wakeups.safety_poll_seconds,
+                wake=woken,
+                hotkeys={ord("b"): "breakglass"} if can_break_glass else None,
+            )
+        finally:
+            stop_watching()
         if decided == "breakglass":
-            await asyncio.to_thread(requests.cancel, request.id, user)
+            await self._services.executors.run_db(requests.cancel, request.id, user)
             return await self._break_glass(needed) is not None
         if decided is None:
-            await asyncio.to_thread(requests.cancel, request.id, user)
+            await self._services.executors.run_db(requests.cancel, request.id, user)
             self._dialog.say(f"request #{request.id} cancelled")
             return False
         assert isinstance(decided, RequestView)
@@ -168,7 +185,7 @@ class Admission:
             if justification is None:
                 return None
             try:
-                case, grant = await asyncio.to_thread(
+                case, grant = await self._services.executors.run_db(
                     self._services.breakglass.invoke, user=self._user.name,
                     target=needed.target.name, account=needed.account, rule=needed.rule,
                     justification=justification, source=self._source,
@@ -183,5 +200,5 @@ class Admission:
             return grant
 
     async def _decision(self, request_id: int) -> RequestView | None:
-        view = await asyncio.to_thread(self._services.requests.get, request_id)
+        view = await self._services.executors.run_db(self._services.requests.get, request_id)
         return None if view.status == "pending" else view

@@ -14,7 +14,6 @@ disabled, the policy no longer allowing it.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -105,7 +104,7 @@ class LocalForward:
     async def open(self, dest_host: str, dest_port: int) -> asyncssh.SSHTCPSession[bytes]:
         """Decide, audit, connect through the target; the client side's session."""
         self._destination_text = f"{dest_host}:{dest_port}"
-        allowed = await asyncio.to_thread(self.decide, dest_host, dest_port)
+        allowed = await self._services.executors.run_db(self.decide, dest_host, dest_port)
         target, account = allowed.target, allowed.account
         opened = AuditEvent(
             actor=self._user.name, actor_type=ActorType.HUMAN, action="forward.opened",
@@ -119,7 +118,7 @@ class LocalForward:
         credential = None
         legacy_key = None
         if target.upstream_auth == "certificate":
-            credential = await asyncio.to_thread(
+            credential = await self._services.executors.run_db(
                 services.upstream_ca.mint_upstream_certificate,
                 user=self._user.name, account=account, session_id=services.ledger.new_session_id(),
                 port_forwarding=True,

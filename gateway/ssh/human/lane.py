@@ -85,7 +85,10 @@ MAX_KEYS_AUDITED = 16
 
 
 class HumanLaneConnection(  # type: ignore[misc]
-    ChecksUserKeys, RefusesAgentAndX11, PartialSuccessServerConnection, LaneServerConnection,
+    ChecksUserKeys,
+    RefusesAgentAndX11,
+    PartialSuccessServerConnection,
+    LaneServerConnection,
 ):
     """Server connection with partial success and the lanes' limits that refuses agent and
     X11 forwarding, and keys or signatures sshd would refuse (gateway.ssh.user_keys), and
@@ -161,7 +164,7 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
         log_disconnect(self._lane.name, self._source, exc, signed_in=signed_in)
         if signed_in or self._attempts is None:
             return
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(
+        task = asyncio.get_running_loop().create_task(self._services.executors.run_db(
             self._attempts.closed, self._hung_up or describe_disconnect(exc),
             began_auth=bool(self._login_name),
             name=self._user, reached=self._reached,
@@ -188,12 +191,12 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
             if len(self._certificate_verdicts) >= MAX_KEYS_PER_CONNECTION:
                 return False
             self._reached = "certificate offered"
-            verdict = await asyncio.to_thread(self._judge_certificate, username, key_data)
+            verdict = await self._services.executors.run_db(
+                self._judge_certificate, username, key_data
+            )
             if isinstance(verdict, str):
                 self.key_refused(username, key_data, verdict)
-            self._certificate_verdicts[verdict_key] = (
-                None if isinstance(verdict, str) else verdict
-            )
+            self._certificate_verdicts[verdict_key] = None if isinstance(verdict, str) else verdict
         return self._certificate_verdicts[verdict_key] is not None
 
     def _judge_certificate(self, username: str, key_data: bytes) -> CertificateLogin | str:
@@ -224,7 +227,9 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
         self._reached = "login certificate accepted"
         self._certificate = login
         try:
-            self._fresh_code_rule = await asyncio.to_thread(self._fresh_code_rule_for, username)
+            self._fresh_code_rule = await self._services.executors.run_db(
+                self._fresh_code_rule_for, username
+            )
         except PamgateError:
             # The decision could not be asked: ask for the code rather than let the
             # certificate stand in for it (fail closed).
@@ -232,7 +237,7 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
         if self._fresh_code_rule is not None:
             self._key_fingerprint = login.key_fingerprint
             return True  # the first factor: method_succeeded answers with partial success
-        result = await asyncio.to_thread(
+        result = await self._services.executors.run_db(
             self._services.sign_in.sign_in_with_certificate, login, self._source
         )
         if result.user is None:
@@ -262,7 +267,9 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
             return False
         self._keys_checked.add(key_data)
         self._reached = "publickey offered"
-        matched = await asyncio.to_thread(self._services.sign_in.check_key, self._user, key_data)
+        matched = await self._services.executors.run_db(
+            self._services.sign_in.check_key, self._user, key_data
+        )
         if matched:
             self._key_fingerprint = key.get_fingerprint()
         return matched
@@ -289,14 +296,16 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
             details["fresh_mfa_rule"] = self._fresh_code_rule or ""
         # A client that restarts instead of answering gets the same failure delay as one
         # that answers wrongly: the open attempt is settled, then the wait, then a new one.
-        await asyncio.to_thread(attempts.settle_open, RESTARTED)
+        await self._services.executors.run_db(attempts.settle_open, RESTARTED)
         await asyncio.sleep(attempts.wait_seconds())
-        allowed = await asyncio.to_thread(attempts.begin, self._user, factor, details)
+        allowed = await self._services.executors.run_db(attempts.begin, self._user, factor, details)
         if not allowed:
             self._disconnect("too many failed attempts")
             return False
         if not self._key_passed:
-            self._one_prompt = await asyncio.to_thread(self._accepts_password_with_code)
+            self._one_prompt = await self._services.executors.run_db(
+                self._accepts_password_with_code
+            )
         if self._key_passed:
             return ("", "", "", [(CODE_PROMPT, False)])
         return ("", "", "", [(PASSWORD_PROMPT, False)])
@@ -313,12 +322,14 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
             combined = split_password_and_code(answer) if self._one_prompt else None
             if combined is not None:
                 answer = combined[0]
-            check = await asyncio.to_thread(attempts.answer_password, answer)
+            check = await self._services.executors.run_db(attempts.answer_password, answer)
             # Checks queue by priority (PasswordChecks); a restart cancels this wait and drops
             # a check not started yet (the attempt is counted either way).
             await asyncio.wrap_future(check)
             if combined is not None:
-                result = await asyncio.to_thread(attempts.answer_code, combined[1], one_prompt=True)
+                result = await self._services.executors.run_db(
+                    attempts.answer_code, combined[1], one_prompt=True
+                )
                 if result.user is not None or result.retry_code:
                     return await self._settled(attempts, result)
                 # Failed: the code prompt still comes, as after any password, so the answer
@@ -335,13 +346,11 @@ class HumanLaneServer(AuditsRefusedKeys, RefusesForwarding, MultiFactorServer):
             login.user, login.target, login.account, source=self._source
         )
 
-    async def _finish_login(
-        self, attempts: ConnectionSignIn, code: str | None
-    ) -> KbdIntChallenge:
+    async def _finish_login(self, attempts: ConnectionSignIn, code: str | None) -> KbdIntChallenge:
         """Settle the attempt through the sign-in service; answer a failure after its delay.
 
         A right code that was already used gets the code prompt again, saying so."""
-        result = await asyncio.to_thread(attempts.answer_code, code)
+        result = await self._services.executors.run_db(attempts.answer_code, code)
         return await self._settled(attempts, result)
 
     async def _settled(self, attempts: ConnectionSignIn, result: SignInResult) -> KbdIntChallenge:

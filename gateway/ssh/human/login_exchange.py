@@ -17,7 +17,6 @@ target, and never reach a target. Refusals are audited
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 from gateway.config import parse_duration
@@ -119,7 +118,7 @@ class LoginExchange:
             line = first_line(data)
             if not line:
                 raise LoginUsageError(f"no public key on stdin. {LOGIN_USAGE}")
-            signed = await asyncio.to_thread(
+            signed = await services.executors.run_db(
                 services.login_certificates.issue, user, line, ttl_seconds=ttl,
                 source=self._source, bind_source=bind, mfa_at=signed_in.mfa_at,
                 method=signed_in.method,
@@ -144,7 +143,7 @@ class LoginExchange:
             channel.answer(EXCHANGE_REFUSED_STATUS, note=f"usage: {LOGOUT_COMMAND}")
             return
         try:
-            serials = await asyncio.to_thread(
+            serials = await services.executors.run_db(
                 services.login_certificates.log_out, user, actor=user,
                 actor_type=ActorType.HUMAN, authority=SELF_SERVICE, source=self._source,
             )  # fmt: skip

@@ -13,8 +13,6 @@ disabled, or the access decision no longer allowing it.
 
 from __future__ import annotations
 
-import asyncio
-
 from gateway.domain.access import parse_login_name
 from gateway.domain.audit.trail import ActorType, AuditEvent
 from gateway.domain.sign_in import SignedIn
@@ -82,7 +80,7 @@ class HumanSession:
         certificate = self._signed_in.certificate
         if certificate is not None and channel.request.command != LOGOUT_COMMAND:
             # Every new channel asks again: a multiplexed connection outlives no revocation.
-            refused = await asyncio.to_thread(
+            refused = await self._host.services.executors.run_db(
                 self._host.services.login_certificates.new_channel_refused_because, certificate
             )
             if refused:
@@ -113,7 +111,7 @@ class HumanSession:
     async def _admit_operator(self, channel: SessionChannel, service: str) -> GatewayProgram:
         """The console or an admin command for this user (see operator_session)."""
         services = self._host.services
-        program = await asyncio.to_thread(
+        program = await self._host.services.executors.run_db(
             operator_program, services.config, services.operator_actions(self._user.name),
             self._user, service, channel.request,
         )  # fmt: skip
@@ -130,7 +128,7 @@ class HumanSession:
         if not is_gateway_command(command, has_target=login.target is not None):
             return False
         assert command is not None
-        result = await asyncio.to_thread(
+        result = await self._host.services.executors.run_db(
             run_gateway_command, self._host.services, user=self._user.name,
             source=self._source, command=command, target=login.target, account=login.account,
         )  # fmt: skip

@@ -92,7 +92,9 @@ class JoinExchange:
         # counters: a noisy CI runner must not lock admins at the same address out.
         limiter_user, limiter_source = f"{JOIN_USER}@{self._source}", f"join:{self._source}"
         try:
-            lock = await asyncio.to_thread(services.limiter.state, limiter_user, limiter_source)
+            lock = await services.executors.run_db(
+                services.limiter.state, limiter_user, limiter_source
+            )
             if lock.blocked:
                 raise JoinRefused(
                     "too many failed joins from this address; "
@@ -109,12 +111,12 @@ class JoinExchange:
             channel.answer(EXCHANGE_REFUSED_STATUS, note=str(exc))
             return
         try:
-            nhi, signed = await asyncio.to_thread(
+            nhi, signed = await services.executors.run_db(
                 services.machine_credentials.join, first_line(data), self._key_line,
                 ttl_seconds=ttl, source=self._source,
             )  # fmt: skip
         except PamgateError as exc:  # audited by join()
-            outcome = await asyncio.to_thread(
+            outcome = await services.executors.run_db(
                 services.limiter.record_failure, limiter_user, limiter_source
             )
             await asyncio.sleep(outcome.delay_seconds)
@@ -141,7 +143,7 @@ class RenewExchange:
             data = await channel.read_input(MAX_EXCHANGE_INPUT, EXCHANGE_INPUT_TIMEOUT)
             if data is None:
                 raise ExchangeUsageError("send the new public key on stdin (one line, then EOF)")
-            signed = await asyncio.to_thread(
+            signed = await services.executors.run_db(
                 services.machine_credentials.renew, login.nhi.name, login.certificate,
                 first_line(data), ttl_seconds=ttl, source=self._source,
             )  # fmt: skip

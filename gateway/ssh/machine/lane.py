@@ -159,7 +159,9 @@ class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer
         if verdict_key not in self._verdicts:
             if len(self._verdicts) >= MAX_KEYS_PER_CONNECTION:
                 return False
-            self._verdicts[verdict_key] = await asyncio.to_thread(self._judge, username, key_data)
+            self._verdicts[verdict_key] = await self._services.executors.run_db(
+                self._judge, username, key_data
+            )
         return self._verdicts[verdict_key] is not None
 
     def _judge(self, username: str, key_data: bytes) -> MachineLogin | None:
@@ -212,7 +214,7 @@ class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer
             return False
         if login.lineage is not None and login.lineage.superseded:
             # Proven possession of a replaced certificate: a copy is in use.
-            reason = await asyncio.to_thread(
+            reason = await self._services.executors.run_db(
                 self._services.machine_credentials.lock_copied_credential, login.nhi.name,
                 login.certificate, login.lineage, source=self._source,
             )  # fmt: skip
@@ -253,7 +255,7 @@ class MachineLaneServer(AuditsRefusedKeys, RefusesForwarding, asyncssh.SSHServer
 
     async def _record_login(self, login: MachineLogin) -> bool:
         try:
-            await asyncio.to_thread(
+            await self._services.executors.run_db(
                 self._services.machine_credentials.record_login, login.nhi, login.certificate,
                 source=self._source, lineage=login.lineage,
             )  # fmt: skip

@@ -125,10 +125,11 @@ class MachineSession:
         gate = services.machine_gate
         # Each session is a new decision: the connection may outlive a revocation, or a
         # change of the NHI's scope; the session is judged by the scope as it is now.
-        refused = await asyncio.to_thread(gate.new_session_refused_because, self._login)
+        run_db = services.executors.run_db
+        refused = await run_db(gate.new_session_refused_because, self._login)
         if refused:
             raise PamgateError(refused)
-        login = self._login = await asyncio.to_thread(gate.refreshed, self._login)
+        login = self._login = await run_db(gate.refreshed, self._login)
         if request.command is not None and request.command.split()[:1] == [RENEW_COMMAND]:
             await RenewExchange(self._host, login, self._source).run(channel, self._authority)
             return None
