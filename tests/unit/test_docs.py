@@ -1,5 +1,6 @@
 """The docs: generated reference pages match the code, the site builds strictly, the systemd
-unit is valid and confined, and the README stays a short entry point."""
+unit is valid and confined, the README stays a short entry point, and the several-nodes
+page's config and HAProxy examples are read by pamgate and haproxy as written."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import reference_docs
 from gateway.cli.reference_docs import PAGES, REFERENCE_DIR
+from gateway.config import load_config
 from tests.support.docs import DOCS, ROOT, page
 
 
@@ -88,3 +91,34 @@ def test_the_systemd_unit_is_valid_and_confined(tmp_path: Path) -> None:
     assert exposure, security.stdout[-2000:] + security.stderr
     documented = re.search(r"rates the unit ([\d.]+)", page("operations/systemd.md"))
     assert documented and float(exposure.group(1)) <= float(documented.group(1))
+
+
+def _block_after(text: str, marker: str) -> str:
+    """The fenced code block that follows ``<!-- marker -->``, its indentation removed."""
+    after = text.split(f"<!-- {marker} -->", 1)[1]
+    found = re.search(r"```\w*\n(.*?)^\s*```", after, re.S | re.M)
+    assert found, f"no code block after <!-- {marker} -->"
+    return textwrap.dedent(found.group(1))
+
+
+def test_the_three_node_example_config_is_read_as_documented(tmp_path: Path) -> None:
+    path = tmp_path / "pamgate.toml"
+    path.write_text(_block_after(page("operations/several-nodes.md"), "three-node-config"))
+    config = load_config(path)
+    assert config.node.name == "gw1"
+    assert config.gateway.database_url.startswith("postgresql+psycopg://")
+    assert config.recordings.url == "s3://pamgate-recordings/prod"
+    assert config.recordings.s3_object_lock == "compliance"
+    assert [str(n) for n in config.listeners.human.proxy_protocol_from] == ["10.0.0.5/32"]
+
+
+def test_the_documented_haproxy_file_is_valid(tmp_path: Path) -> None:
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    assert Path(haproxy).exists(), "haproxy is needed (scripts/setup.sh --test installs it)"
+    text = page("operations/several-nodes.md")
+    found = re.search(r"```\n(# /etc/haproxy/haproxy.cfg.*?)```", text, re.S)
+    assert found, "the HAProxy example is gone from several-nodes.md"
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(found.group(1))
+    checked = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
