@@ -320,7 +320,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     # Not open_services: that refuses an outdated schema, which status must report.
     services = GatewayServices.open(config)
     try:
-        status = deployment_status(services.store, services.nodes)
+        status = deployment_status(
+            services.store, services.nodes, services.recordings.storage_status()
+        )
     finally:
         services.close()
     for line in status.lines(config.node.heartbeat_timeout_seconds):

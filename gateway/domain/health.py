@@ -6,7 +6,7 @@ Plain Python over the store; no sockets of its own.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import make_url
@@ -29,6 +29,9 @@ class DeploymentStatus:
     schema: SchemaState | None = None
     problem: str = ""
     nodes: list[NodeInfo] = field(default_factory=list)
+    #: Where recordings go (a folder, a bucket), and why they cannot ('' when they can).
+    recordings: str = ""
+    recordings_problem: str = ""
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -56,14 +59,15 @@ class DeploymentStatus:
         return problems
 
     def healthy(self, heartbeat_timeout: float) -> bool:
-        """The database is healthy and no node is silent or dead."""
-        return self.database_healthy and not self.node_problems(heartbeat_timeout)
+        """The database is healthy, recordings can be stored and no node is silent or dead."""
+        return (self.database_healthy and not self.recordings_problem
+                and not self.node_problems(heartbeat_timeout))  # fmt: skip
 
     def lines(self, heartbeat_timeout: float) -> list[str]:
         """The report, one line each; nodes silent past ``heartbeat_timeout`` are flagged."""
         out = [f"database: {_redact(self.database_url)}"]
         if not self.reachable:
-            return [*out, f"  unreachable: {self.problem}"]
+            return [*out, f"  unreachable: {self.problem}", *self._recordings_lines()]
         out.append(f"  reachable, round trip {self.latency_ms:.1f} ms")
         if self.schema is not None:
             out.append(f"  schema: {self.schema.describe()}")
@@ -84,12 +88,30 @@ class DeploymentStatus:
                 f"  {node.name:<20} {state:<10} heartbeat {age:6.1f} s ago  "
                 f"live sessions {node.live_sessions:<4} {node.host} pid {node.pid}{policy}"
             )
+        out += self._recordings_lines()
         out += [f"unhealthy: {problem}" for problem in self.node_problems(heartbeat_timeout)]
+        if self.recordings_problem:
+            out.append("unhealthy: recordings cannot be stored here, so no session can start")
         return out
 
+    def _recordings_lines(self) -> list[str]:
+        if not self.recordings:
+            return []
+        if self.recordings_problem:
+            return [f"recordings: {self.recordings}", f"  unreachable: {self.recordings_problem}"]
+        return [f"recordings: {self.recordings} (reachable)"]
 
-def deployment_status(store: Store, nodes: NodeRegistry) -> DeploymentStatus:
-    """Check the database (reachable, latency, schema) and list the nodes."""
+
+def deployment_status(
+    store: Store, nodes: NodeRegistry, recordings: tuple[str, str] = ("", "")
+) -> DeploymentStatus:
+    """Check the database (reachable, latency, schema) and list the nodes; ``recordings`` is
+    where recordings go and the problem reaching it (RecordingService.storage_status)."""
+    status = _database_status(store, nodes)
+    return replace(status, recordings=recordings[0], recordings_problem=recordings[1])
+
+
+def _database_status(store: Store, nodes: NodeRegistry) -> DeploymentStatus:
     try:
         started = time.perf_counter()
         store.ping()

@@ -107,6 +107,12 @@ def test_a_session_goes_to_the_bucket_and_another_node_replays_and_verifies_it(
     assert everything.returncode == 0, everything.stdout
 
 
+def test_status_reports_the_bucket_reachable(gateway: Gateway) -> None:
+    status = gateway.cli("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"recordings: bucket {BUCKET}, prefix {PREFIX}/ (reachable)" in status.stdout
+
+
 def test_chunks_reach_the_bucket_while_the_session_runs(gateway: Gateway, bucket: S3Server) -> None:
     user = gateway.make_user()
     process = gateway.start_ssh(user, "web01", "echo live-chunk-marker; sleep 30")
@@ -170,6 +176,11 @@ def test_an_unreachable_store_refuses_the_session(tmp_path: Path) -> None:
                    if r.action == "access.refused" and r.actor == user.name]  # fmt: skip
         assert "recording store failed" in event.reason and f"s3://{BUCKET}/" in event.reason
         assert not [p for p in (own.data_dir / "recordings").rglob("*") if p.is_file()]
+        # The operator's health check says so too: unhealthy, and why.
+        status = own.cli("status")
+        assert status.returncode == 1, status.stdout
+        assert f"recordings: s3://{BUCKET}/" in status.stdout and "  unreachable: " in status.stdout
+        assert "unhealthy: recordings cannot be stored here" in status.stdout
 
 
 def test_a_store_that_goes_away_ends_the_live_session(tmp_path: Path) -> None:

@@ -157,6 +157,8 @@ class RecordingService:
         self._storage: RecordingStore = open_recording_store(
             config.recordings, config.recordings_dir
         )
+        #: Where recordings go, as the config says it (for a status that cannot reach it).
+        self._storage_where = config.recordings.url or f"folder {config.recordings_dir}"
         self._compression = config.recordings.compression
         self.exec_payload_cap = config.recordings.exec_payload_cap_bytes
         self._store = store
@@ -248,6 +250,13 @@ class RecordingService:
             self._flusher.stop()
             self._flusher = None
         self._storage.close()
+
+    def storage_status(self) -> tuple[str, str]:
+        """Where recordings go and the problem reaching it ('' when there is none)."""
+        try:
+            return self._storage.check(), ""
+        except OSError as exc:
+            return self._storage_where, str(exc)
 
     # -- commands ----------------------------------------------------------------
 

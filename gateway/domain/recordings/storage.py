@@ -103,6 +103,10 @@ class RecordingStore(Protocol):
         """Stop background work (live uploads)."""
         ...
 
+    def check(self) -> str:
+        """Where recordings go, for ``pamgate status``; raises OSError if they cannot go there."""
+        ...
+
 
 def _inside(root: Path, key: str) -> Path | None:
     """``root / key``, or None if the key leads out of ``root`` (a key comes from the database)."""
@@ -145,6 +149,17 @@ class SharedDirectory:
     def close(self) -> None:
         """Nothing runs in the background."""
 
+    def check(self) -> str:
+        # The folder is made with the first recording: until then its nearest existing
+        # parent must let this user make it.
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise OSError(f"the recordings folder {self.root} cannot be written by this user "
+                          f"({existing} is not a writable folder)")  # fmt: skip
+        return f"folder {self.root}" + ("" if existing == self.root else " (not made yet)")
+
 
 class Bucket(Protocol):
     """One S3-compatible bucket, as :class:`ObjectStore` uses it.
@@ -152,6 +167,9 @@ class Bucket(Protocol):
     Names are full object keys. Every method raises OSError when the bucket
     cannot be reached or refuses.
     """
+
+    #: The bucket's name.
+    bucket: str
 
     def put_bytes(self, name: str, data: bytes) -> None:
         """Store ``data`` as object ``name``."""
@@ -385,6 +403,11 @@ class ObjectStore:
             self._uploader.join(timeout=30)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+    def check(self) -> str:
+        # A HEAD of a name nobody writes: the bucket answers (404) or the reason it cannot.
+        self.bucket.etag(f"{self.prefix}.pamgate-status-probe")
+        return f"bucket {self.bucket.bucket}, prefix {self.prefix or '(none)'}"
 
 
 def open_recording_store(settings: RecordingSettings, root: Path) -> RecordingStore:
