@@ -1,4 +1,14 @@
-"""Running a gateway node: open the services, start the lanes, stop cleanly."""
+"""Running a gateway node: open the services, start the lanes, stop cleanly.
+
+A node relays its sessions in one of two ways (``[node] workers``): its two
+lanes in this process (:class:`InProcessLanes`, ``workers = 1``), or relay
+worker processes that each run both lanes on the same ports
+(:class:`gateway.ssh.workers.WorkerPool`). Either way the node-wide duties run
+once, here, in :class:`GatewayNode`: registration and heartbeats, takeover and
+request expiry, crash sealing of interrupted recordings, webhook and syslog
+delivery, review escalation, the live command index, audit checkpoints and
+the metrics endpoint.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +18,8 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from gateway.config import GatewayConfig, ListenerSettings
 from gateway.datadir import DataDir, check_ready
@@ -30,12 +41,17 @@ logger = logging.getLogger("pamgate")
 #: Seconds between passes storing the commands of live sessions (search sees them this late).
 LIVE_COMMANDS_INTERVAL = 3.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: A relay worker's log lines say which worker wrote them.
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[worker {worker}]: %(message)s"
 #: How often a node escalates review items past their due date (`pamgate review escalate` now).
 REVIEW_ESCALATION_SECONDS = 60.0
 
 
-def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
-    """Log to ``DATA_DIR/logs/gateway.log`` and, unless told not to, to stderr."""
+def configure_logging(
+    config: GatewayConfig, *, to_stderr: bool = True, worker: int | None = None
+) -> None:
+    """Log to ``DATA_DIR/logs/gateway.log`` and, unless told not to, to stderr;
+    ``worker``: the relay worker process logging (its lines name it)."""
     data = DataDir(config.data_dir)
     data.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     # The log names users and sources: owner-only, like the database.
@@ -44,7 +60,9 @@ def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
     if to_stderr:
         handlers.append(logging.StreamHandler())
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(logging.Formatter(
+            LOG_FORMAT if worker is None else WORKER_LOG_FORMAT.format(worker=worker)
+        ))  # fmt: skip
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(logging.WARNING)
@@ -74,29 +92,100 @@ def raise_open_files_limit() -> tuple[int, int]:
     return soft, wanted
 
 
-class GatewayNode:
-    """One running gateway: its services and lanes."""
+class Relay(Protocol):
+    """Where a node's sessions are relayed: its lanes in this process, or worker processes."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    async def start(self) -> None:
+        """Listen on both lanes' ports; PamgateError if that is impossible."""
+
+    async def stop(self) -> None:
+        """Stop listening and end the live sessions, telling their users."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether logins are taken (``/healthz``)."""
+
+    @property
+    def workers(self) -> int:
+        """Processes relaying sessions now (``pamgate_workers``)."""
+
+
+class InProcessLanes:
+    """Both lanes of a node in this process: the whole node (``workers = 1``), or one
+    relay worker process of it (``reuse_port``: its siblings listen on the same ports)."""
+
+    def __init__(self, services: GatewayServices, *, reuse_port: bool = False) -> None:
+        self.services = services
+        self.human_lane = HumanLane(services)
+        self.machine_lane = MachineLane(services)
+        self._reuse_port = reuse_port
+        self._listening = False
+
+    async def start(self) -> None:
+        """Listen on both lanes' ports (the machine lane's if enabled)."""
+        config = self.services.config
+        lanes: list[tuple[str, Lane, ListenerSettings]] = [
+            ("human", self.human_lane, config.listeners.human)
+        ]
+        if config.listeners.machine.enabled:
+            lanes.append(("machine", self.machine_lane, config.listeners.machine))
+        for name, lane, settings in lanes:
+            try:
+                await lane.start(reuse_port=self._reuse_port)
+            except OSError as exc:
+                raise PamgateError(
+                    f"cannot listen on {settings.address}:{settings.port} for the {name} lane: "
+                    f"{exc.strerror}"
+                ) from None
+        self._listening = True
+
+    async def stop(self) -> None:
+        """Stop both lanes; their live sessions are told and end."""
+        self._listening = False
+        await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+
+class GatewayNode:
+    """One running gateway: its services, its node-wide duties and its relay.
+
+    ``workers``: relay worker processes; 1 relays in this process.
+    """
+
+    def __init__(self, config: GatewayConfig, *, workers: int = 1) -> None:
         check_ready(config)
         self.config = config
         self.services = GatewayServices.open(config)
-        self.human_lane = HumanLane(self.services)
-        self.machine_lane = MachineLane(self.services)
+        self.relay: Relay
+        if workers == 1:
+            self.relay = InProcessLanes(self.services)
+        else:
+            from gateway.ssh.workers import WorkerPool
+
+            self.relay = WorkerPool(config, workers, on_exit=self._worker_died)
         self._checkpointer: asyncio.Task[None] | None = None
         self._indexing: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._escalation: asyncio.Task[None] | None = None
         self._live_indexing: asyncio.Task[None] | None = None
         self._deliveries = self._delivery_workers()
-        self._listening = False
         self._metrics_endpoint: MetricsEndpoint | None = None
         if config.metrics.port is not None:
-            metrics = GatewayMetrics(self.services.store, self.services.audit, config.node_name)
+            metrics = GatewayMetrics(
+                self.services.store, self.services.audit, config.node_name,
+                workers=lambda: self.relay.workers,
+            )  # fmt: skip
             self.services.audit.add_listener(metrics.on_audit_record)
             self._metrics_endpoint = MetricsEndpoint(
                 metrics, node=config.node_name, ping_database=self.services.store.ping,
-                lanes_listening=lambda: self._listening,
+                lanes_listening=lambda: self.relay.listening,
             )  # fmt: skip
 
     def _delivery_workers(self) -> list[DeliveryWorker]:
@@ -141,7 +230,8 @@ class GatewayNode:
             )
         # A missing or wrong TOTP secret key, or secrets left in clear, stop the node here.
         await asyncio.to_thread(self.services.users.check_secrets)
-        await asyncio.to_thread(self.services.users.prepare_for_logins)
+        if isinstance(self.relay, InProcessLanes):
+            await asyncio.to_thread(self.services.users.prepare_for_logins)
         if not self.services.data.login_ca_key.exists():
             # A data directory from before login certificates: everything else works.
             logger.warning(
@@ -149,26 +239,14 @@ class GatewayNode:
                 "existing keys, to create it)", self.services.data.login_ca_key,
             )  # fmt: skip
         raise_open_files_limit()
-        lanes: list[tuple[str, Lane, ListenerSettings]] = [
-            ("human", self.human_lane, self.config.listeners.human)
-        ]
-        if self.config.listeners.machine.enabled:
-            lanes.append(("machine", self.machine_lane, self.config.listeners.machine))
-        for name, lane, settings in lanes:
-            try:
-                await lane.start()
-            except OSError as exc:
-                raise PamgateError(
-                    f"cannot listen on {settings.address}:{settings.port} for the {name} lane: "
-                    f"{exc.strerror}"
-                ) from None
-        self._listening = True
+        await self.relay.start()
         if self._metrics_endpoint is not None:
             address, port = self.config.metrics.address, self.config.metrics.port
             assert port is not None
             try:
                 self._metrics_endpoint.start(address, port)
             except OSError as exc:
+                await self.relay.stop()
                 raise PamgateError(
                     f"cannot listen on {address}:{port} for [metrics]: {exc.strerror}"
                 ) from None
@@ -187,10 +265,10 @@ class GatewayNode:
 
     async def stop(self) -> None:
         """Stop the lanes, record the stop, sign a final checkpoint and release the store."""
-        self._listening = False  # /healthz turns 503 first: the balancer stops sending logins
         if self._live_indexing is not None:
             self._live_indexing.cancel()
-        await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
+        # /healthz turns 503 first: the balancer stops sending logins.
+        await self.relay.stop()
         try:
             await asyncio.to_thread(self._record, "gateway.stopped")
         except PamgateError as exc:
@@ -212,6 +290,24 @@ class GatewayNode:
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.stop()
         self.services.close()
+
+    async def _worker_died(self, worker: int) -> None:
+        """A relay worker process died: its live sessions are interrupted, their
+        recordings sealed as found. Called before a replacement takes its place."""
+        try:
+            interrupted = await asyncio.to_thread(
+                self.services.ledger.mark_interrupted, worker=worker
+            )
+        except PamgateError as exc:
+            # The heartbeat's takeover or the next start marks them; the watch of no
+            # worker holds them any more, so nothing is relayed meanwhile.
+            logger.error("cannot mark relay worker %d's sessions interrupted: %s", worker, exc)
+            return
+        if interrupted:
+            logger.warning(
+                "marked %d sessions of relay worker %d interrupted", len(interrupted), worker
+            )
+            await asyncio.to_thread(self._index_commands, interrupted)
 
     def _record(self, action: str) -> None:
         """Audit a start or stop with a digest of the config, so config changes are traceable."""
@@ -312,9 +408,27 @@ class GatewayNode:
             logger.error("audit checkpoint failed: %s", exc)
 
 
-async def run_until_signalled(
-    node: GatewayNode, on_ready: Callable[[], None] | None = None
-) -> None:
+class Runnable(Protocol):
+    """What :func:`run_until_signalled` runs: a whole node, or one relay worker of it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the gateway's event loop: uvloop when installed (the relay moves bytes
+    with less overhead per packet there), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+async def run_until_signalled(node: Runnable, on_ready: Callable[[], None] | None = None) -> None:
     """Start ``node``, call ``on_ready``, and run until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
