@@ -369,15 +369,18 @@ def serve(
     config_path: Path,
     *,
     open_files: int | None = None,
-    workers: int | None = 1,
+    workers: int | None = None,
     new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start ``pamgate serve`` and wait until both lanes listen.
 
     ``open_files``: start it with this open-files soft limit (the hard limit stays).
-    ``workers``: ``serve --workers`` (1, one process, unless a test asks for more;
-    None: the config decides). ``new_session``: in a process group of its own.
+    ``workers``: ``serve --workers``; None: the config's ``[node] workers`` if it
+    sets one, else 1 (one process: the suite does not pay for workers it does not
+    test). ``new_session``: in a process group of its own.
     """
+    if workers is None and "workers" not in load_config(config_path).node.model_fields_set:
+        workers = 1
     log = config_path.with_suffix(".serve.log")
 
     def limit_open_files() -> None:
@@ -409,7 +412,7 @@ def serve(
 @contextmanager
 def launch_gateway(
     root: Path, extra_config: str = "", database_url: str | None = None, *,
-    human_listener: str = "", open_files: int | None = None, workers: int | None = 1,
+    human_listener: str = "", open_files: int | None = None, workers: int | None = None,
     new_session: bool = False,
 ) -> Iterator[Gateway]:  # fmt: skip
     """A gateway with four targets: web01, mortal (killed by a test), badkey, deadport.
