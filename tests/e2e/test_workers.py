@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -258,3 +260,22 @@ def sample(text: str, name: str, **labels: str) -> float:
         if found and ",".join(sorted((found.group(1) or "").split(","))) == wanted:
             return float(found.group(2))
     return 0.0
+
+
+def test_a_port_taken_stops_the_node_with_the_reason_and_no_worker_left(
+    gateway: Gateway,
+) -> None:
+    gateway.process.send_signal(signal.SIGTERM)
+    assert gateway.process.wait(timeout=30) == 0
+    # Someone else holds the human lane's port, without SO_REUSEPORT.
+    with socket.create_server(("127.0.0.1", gateway.port)):
+        second = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "--config", str(gateway.config_path),
+             "serve", "--workers", str(WORKERS)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        _, stderr = second.communicate(timeout=90)
+        assert second.returncode == 1, stderr
+        assert f"cannot listen on 127.0.0.1:{gateway.port} for the human lane" in stderr
+        assert not group_processes(second.pid)
