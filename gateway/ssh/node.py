@@ -35,6 +35,7 @@ from gateway.ssh.human.lane import HumanLane
 from gateway.ssh.lane import Lane
 from gateway.ssh.machine.lane import MachineLane
 from gateway.ssh.metrics_endpoint import MetricsEndpoint
+from gateway.ssh.workers import WorkerPool
 
 logger = logging.getLogger("pamgate")
 
@@ -167,8 +168,6 @@ class GatewayNode:
         if workers == 1:
             self.relay = InProcessLanes(self.services)
         else:
-            from gateway.ssh.workers import WorkerPool
-
             self.relay = WorkerPool(config, workers, on_exit=self._worker_died)
         self._checkpointer: asyncio.Task[None] | None = None
         self._indexing: asyncio.Task[None] | None = None
