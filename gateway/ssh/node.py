@@ -290,18 +290,29 @@ class GatewayNode:
             self._metrics_endpoint.stop()
         self.services.close()
 
-    async def _worker_died(self, worker: int) -> None:
-        """A relay worker process died: its live sessions are interrupted, their
-        recordings sealed as found. Called before a replacement takes its place."""
+    async def _worker_died(self, worker: int, reason: str) -> None:
+        """A relay worker process died (``reason``: how): its live sessions are
+        interrupted, their recordings sealed as found, and the death audited.
+        Called before a replacement takes its place."""
         try:
             interrupted = await asyncio.to_thread(
                 self.services.ledger.mark_interrupted, worker=worker
             )
         except PamgateError as exc:
-            # The heartbeat's takeover or the next start marks them; the watch of no
-            # worker holds them any more, so nothing is relayed meanwhile.
+            # The heartbeat's takeover or the next start marks them; no worker's
+            # watch holds them any more, so nothing is relayed meanwhile.
             logger.error("cannot mark relay worker %d's sessions interrupted: %s", worker, exc)
-            return
+            interrupted = []
+        try:
+            await asyncio.to_thread(self.services.audit.record, Trail.HUMAN, AuditEvent(
+                actor=f"gateway:{self.config.gateway.name}", actor_type=ActorType.GATEWAY,
+                action="gateway.worker_died", outcome="failure", reason=reason,
+                target=f"node:{self.config.node_name}",
+                details={"node": self.config.node_name, "worker": worker,
+                         "sessions_interrupted": len(interrupted)},
+            ))  # fmt: skip
+        except PamgateError as exc:
+            logger.error("cannot audit relay worker %d's death (%s): %s", worker, reason, exc)
         if interrupted:
             logger.warning(
                 "marked %d sessions of relay worker %d interrupted", len(interrupted), worker

@@ -82,8 +82,8 @@ def exit_reason(exitcode: int | None) -> str:
 class WorkerPool:
     """Starts, supervises, restarts and stops a node's relay worker processes.
 
-    ``on_exit(index)`` is awaited after worker ``index`` died while the node
-    runs (or had to be killed at stop), before any replacement starts: the
+    ``on_exit(index, reason)`` is awaited after worker ``index`` died while the
+    node runs (or had to be killed at stop), before any replacement starts: the
     node interrupts that worker's sessions there.
     """
 
@@ -92,7 +92,7 @@ class WorkerPool:
         config: GatewayConfig,
         count: int,
         *,
-        on_exit: Callable[[int], Awaitable[None]],
+        on_exit: Callable[[int, str], Awaitable[None]],
     ) -> None:
         if count < 2:
             raise ValueError("a worker pool has at least two workers")
@@ -167,7 +167,7 @@ class WorkerPool:
                 worker.process.kill()
                 await asyncio.to_thread(worker.process.join)
                 self._closed(worker)
-                await self._on_exit(worker.index)
+                await self._on_exit(worker.index, "did not stop in time: killed")
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -217,7 +217,7 @@ class WorkerPool:
             "relay worker %d (pid %s) died (%s): interrupting its sessions and starting "
             "a replacement", worker.index, worker.process.pid, reason,
         )  # fmt: skip
-        task = asyncio.get_running_loop().create_task(self._replace(worker))
+        task = asyncio.get_running_loop().create_task(self._replace(worker, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -231,8 +231,8 @@ class WorkerPool:
         worker.reports.close()
         worker.exited.set()
 
-    async def _replace(self, worker: _Worker) -> None:
-        await self._on_exit(worker.index)
+    async def _replace(self, worker: _Worker, reason: str) -> None:
+        await self._on_exit(worker.index, reason)
         if time.monotonic() - worker.started < YOUNG_SECONDS:
             failures = self._restarts.get(worker.index, 0) + 1
             self._restarts[worker.index] = failures

@@ -10,6 +10,7 @@ nor SIGTERM of the parent leaves a process behind.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -180,6 +181,9 @@ def test_a_killed_worker_is_replaced_and_its_session_sealed_interrupted(
     wait_until(lambda: worker_pids(gateway).get(row.worker, victim) != victim, 15, "a replacement")
     log = gateway.log_text()
     assert re.search(rf"relay worker {row.worker} \(pid {victim}\) died \(killed by SIGKILL\)", log)
+    (died,) = [r for r in gateway.audit.tail(Trail.HUMAN, 100) if r.action == "gateway.worker_died"]
+    assert died.reason == "killed by SIGKILL" and died.outcome == "failure"
+    assert json.loads(died.details or "{}")["sessions_interrupted"] == 1
     # The node serves on: every new connection succeeds, in both workers.
     users = [gateway.make_user() for _ in range(8)]
     with ThreadPoolExecutor(4) as pool:
