@@ -192,6 +192,10 @@ class WorkerPool:
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(worker.reports.fileno())
             return
+        self._settle(worker, kind, message)
+
+    def _settle(self, worker: _Worker, kind: str, message: str) -> None:
+        """A worker told whether it listens (``ready``) or why it cannot (``failed``)."""
         if worker.ready.done():
             return
         if kind == _READY:
@@ -200,9 +204,18 @@ class WorkerPool:
         else:
             worker.ready.set_exception(PamgateError(message))
 
+    def _read_last_reports(self, worker: _Worker) -> None:
+        """Read what a worker that just ended said before it ended (its reason)."""
+        try:
+            while worker.reports.poll():
+                self._settle(worker, *worker.reports.recv())
+        except (EOFError, OSError):
+            pass
+
     def _on_sentinel(self, worker: _Worker) -> None:
         # The sentinel is readable as the process exits; reaping it takes a moment more.
         worker.process.join(5)
+        self._read_last_reports(worker)
         self._closed(worker)
         reason = exit_reason(worker.process.exitcode)
         if not worker.ready.done():
