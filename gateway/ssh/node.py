@@ -213,6 +213,12 @@ class GatewayNode:
         # mark the first one's sessions interrupted.
         identity = node_identity(self.config, DataDir(self.config.data_dir).keys)
         await asyncio.to_thread(self.services.nodes.register, identity)
+        # Heartbeats from registration on: the rest of the start (password hashing,
+        # relay workers importing the gateway) can outlast the heartbeat timeout on a
+        # loaded host, and a silent node is taken over by the others.
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
+        )
         self.services.recordings.attach_loop(asyncio.get_running_loop())
         for worker in self._deliveries:
             worker.start()
@@ -249,9 +255,6 @@ class GatewayNode:
                 raise PamgateError(
                     f"cannot listen on {address}:{port} for [metrics]: {exc.strerror}"
                 ) from None
-        self._heartbeat = asyncio.get_running_loop().create_task(
-            self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
-        )
         self._escalation = asyncio.get_running_loop().create_task(
             self._escalate_reviews_every(REVIEW_ESCALATION_SECONDS)
         )
