@@ -291,3 +291,28 @@ def test_a_port_taken_stops_the_node_with_the_reason_and_no_worker_left(
         assert f"cannot listen on 127.0.0.1:{gateway.port} for the human lane" in stderr
         # multiprocessing's resource tracker ends once the parent's descriptor closes.
         wait_until(lambda: not group_processes(second.pid), 5, "no process left")
+
+
+def test_the_guessing_budget_is_the_nodes_not_each_workers(gateway: Gateway) -> None:
+    """An attacker's connections land in both workers; the per-(user, address) budget
+    (user_source_failures = 3 in the test config) still holds for the node as a whole."""
+    user = gateway.make_user()
+    guesses = 0
+    while guesses < 3:
+        assert gateway.run_ssh(user, "web01", "true", password="guess").returncode != 0
+        guesses = sum(
+            1 for record in gateway.audit.tail(Trail.HUMAN, 200)
+            if record.action == "auth.failure" and record.actor == user.name
+        )  # fmt: skip
+    # Now even the right password and code are held back, in whichever worker.
+    attempts = [gateway.run_ssh(user, "web01", "echo in") for _ in range(12)]
+    assert all(attempt.stdout == b"" and attempt.returncode != 0 for attempt in attempts)
+    held_by = {
+        int(found.group(1))
+        for found in re.finditer(
+            rf'pamgate\.audit\[worker (\d)\]: \{{"event": "auth\.failure".*"actor": "{user.name}"'
+            rf'.*"reason": "throttled \(pair\)',
+            gateway.log_text(),
+        )
+    }
+    assert held_by == {0, 1}, f"12 held-back attempts, refused by workers {held_by}"
