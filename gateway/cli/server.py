@@ -207,7 +207,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run this node until SIGINT or SIGTERM."""
     config: GatewayConfig = args.loaded_config
     workers = config.node.worker_count(args.workers)
-    if workers > 1:
+    if workers > 1 and config.metrics.port is not None:
         _share_metrics_between_processes()
     from gateway.ssh.node import GatewayNode, configure_logging, run_event_loop, run_until_signalled
 
