@@ -163,6 +163,17 @@ def add_commands(commands: Subcommands) -> None:
     forget.set_defaults(handler=cmd_node_forget)
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _worker_count(text: str) -> int:
     """``--workers``: a whole number from 0 (one per core) up."""
     try:
@@ -223,7 +234,8 @@ def _share_metrics_between_processes() -> None:
 
     prometheus_client picks where counters live when it is imported, from
     ``PROMETHEUS_MULTIPROC_DIR``: so this runs before anything imports it, and the
-    relay workers inherit the variable. The directory goes when ``serve`` exits.
+    relay workers inherit the variable. The directory goes when ``serve`` exits,
+    or (after a ``kill -9``) when the next ``serve`` finds its owner's pid gone.
     """
     import atexit
     import shutil
@@ -231,7 +243,12 @@ def _share_metrics_between_processes() -> None:
 
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before its multiprocess mode was set")
-    directory = tempfile.mkdtemp(prefix="pamgate-metrics-")
+    prefix = "pamgate-metrics-"
+    for left in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        owner = left.name.removeprefix(prefix).split("-")[0]
+        if owner.isdigit() and not _running(int(owner)):
+            shutil.rmtree(left, ignore_errors=True)
+    directory = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
 
