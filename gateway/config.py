@@ -117,6 +117,17 @@ class NodeSettings(_Section):
     extraction_threads: int = Field(default=2, ge=1, le=32)
     #: Threads for recording files: sealing, compressing and reading them.
     file_threads: int = Field(default=4, ge=1, le=64)
+    #: Relay worker processes ``pamgate serve`` runs, each listening on both lanes'
+    #: ports (``SO_REUSEPORT``) with its own event loop and database pool: 0 means one
+    #: per core, 1 one process for everything (no separate workers). ``serve
+    #: --workers N`` overrides it.
+    workers: int = Field(default=0, ge=0, le=512)
+
+    def worker_count(self, override: int | None = None) -> int:
+        """How many relay processes to run: ``override`` (``serve --workers``) if given,
+        else ``workers``; 0 is one per core."""
+        wanted = self.workers if override is None else override
+        return wanted or os.cpu_count() or 1
 
     @model_validator(mode="after")
     def _timeout_outlasts_heartbeats(self) -> NodeSettings:

@@ -87,8 +87,9 @@ class GatewayServices:
     syslog: SyslogForwarder | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, config: GatewayConfig) -> GatewayServices:
-        """Open the store and build the services."""
+    def open(cls, config: GatewayConfig, *, worker: int | None = None) -> GatewayServices:
+        """Open the store and build the services; ``worker``: the relay worker process
+        (of ``pamgate serve``) they serve, which the sessions it opens carry."""
         data = DataDir(config.data_dir)
         store = Store(config.database_url)
         audit = AuditLog(store)
@@ -109,7 +110,7 @@ class GatewayServices:
         limiter = FailureLimiter(store, audit, config.auth)
         machine_credentials = MachineCredentials(store, audit, machine_ca, alerts)
         machine_revocations = MachineRevocations(store, audit, machines, machine_ca)
-        ledger = SessionLedger(store, audit, config.node_name)
+        ledger = SessionLedger(store, audit, config.node_name, worker=worker)
         requests = AccessRequests(
             store,
             audit,

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.cli.common import local_admin, open_services, upstream_ca_line
 from gateway.config import GatewayConfig, find_config_path, load_config
@@ -25,8 +25,6 @@ SILENT = (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
-
     from gateway.cli.common import Subcommands
     from gateway.domain.audit.trail import AuditRecord
     from gateway.domain.node_control import NodeControl
@@ -73,11 +71,23 @@ def add_commands(commands: Subcommands) -> None:
         ),
     ).set_defaults(handler=cmd_init, needs_config=False)
 
-    commands.add_parser(
+    serve = commands.add_parser(
         "serve",
         help="run the gateway",
-        description="Run the gateway in the foreground until SIGINT or SIGTERM.",
-    ).set_defaults(handler=cmd_serve)
+        description=(
+            "Run the gateway in the foreground until SIGINT or SIGTERM. With several relay "
+            "workers ([node] workers), each worker process listens on both lanes' ports and "
+            "this process supervises them and runs the node-wide duties."
+        ),
+    )
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="relay worker processes (overrides [node] workers; 0: one per core, "
+        "1: everything in one process)",
+    )
+    serve.set_defaults(handler=cmd_serve)
 
     demo = commands.add_parser(
         "demo",
@@ -198,6 +208,28 @@ def add_commands(commands: Subcommands) -> None:
     drain.set_defaults(handler=cmd_node_drain)
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _worker_count(text: str) -> int:
+    """``--workers``: a whole number from 0 (one per core) up."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= count <= 512:
+        raise argparse.ArgumentTypeError(f"{count}: give 0 (one per core) to 512")
+    return count
+
+
 def add_check_config_command(commands: Subcommands) -> None:
     """``check-config`` (added last, so it comes last in ``pamgate --help``)."""
     commands.add_parser(
@@ -229,27 +261,41 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run this node until SIGINT or SIGTERM."""
-    from gateway.ssh.node import GatewayNode, configure_logging, run_until_signalled
-
     config: GatewayConfig = args.loaded_config
+    workers = config.node.worker_count(args.workers)
+    if workers > 1 and config.metrics.port is not None:
+        _share_metrics_between_processes()
+    from gateway.ssh.node import GatewayNode, configure_logging, run_event_loop, run_until_signalled
+
     configure_logging(config)
-    node = GatewayNode(config)
+    node = GatewayNode(config, workers=workers)
     run_event_loop(run_until_signalled(node))
     return 0
 
 
-def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run the gateway's event loop: uvloop when installed (the relay moves bytes
-    with less overhead per packet there), else asyncio's own loop."""
-    import asyncio
+def _share_metrics_between_processes() -> None:
+    """Have every process of this ``serve`` count its metrics into one fresh directory
+    that the endpoint adds up (prometheus_client's multiprocess mode).
 
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+    prometheus_client picks where counters live when it is imported, from
+    ``PROMETHEUS_MULTIPROC_DIR``: so this runs before anything imports it, and the
+    relay workers inherit the variable. The directory goes when ``serve`` exits,
+    or (after a ``kill -9``) when the next ``serve`` finds its owner's pid gone.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess mode was set")
+    prefix = "pamgate-metrics-"
+    for left in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        owner = left.name.removeprefix(prefix).split("-")[0]
+        if owner.isdigit() and not _running(int(owner)):
+            shutil.rmtree(left, ignore_errors=True)
+    directory = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

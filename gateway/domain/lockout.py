@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from gateway.config import AuthSettings
 from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, Trail, admin_authority
-from gateway.store.database import Store
+from gateway.store.database import Store, insert_missing
 from gateway.store.models import AuthThrottle
 
 #: The failure delay grows with recent failures from a source up to this multiple.
@@ -129,15 +129,18 @@ class FailureLimiter:
         now = self._clock()
         backoffs = []
         source_level = 0.0
+        keys = self._keys(user, source)
         with self._store.transaction() as db:
-            for scope, key_user, key_source in self._keys(user, source):
+            # Other relay workers and nodes count failures from this source at the same
+            # moment: the counters are created without racing them, then locked.
+            insert_missing(db, AuthThrottle, [
+                {"scope": scope, "source": key_source, "user": key_user, "level": 0.0,
+                 "updated_at": now, "blocked_until": 0.0}
+                for scope, key_user, key_source in keys
+            ])  # fmt: skip
+            for scope, key_user, key_source in keys:
                 row = db.get(AuthThrottle, (scope, key_source, key_user), with_for_update=True)
-                if row is None:
-                    row = AuthThrottle(
-                        scope=scope, source=key_source, user=key_user, level=0.0,
-                        updated_at=now, blocked_until=0.0,
-                    )  # fmt: skip
-                    db.add(row)
+                assert row is not None, "inserted above"
                 self._catch_up(row, scope, now)
                 level = row.level = row.level + 1
                 backoff = self._backoff(level, scope)

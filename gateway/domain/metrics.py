@@ -8,6 +8,11 @@ Gauges (live sessions by lane and node, pending requests, unreviewed
 break-glass, queued alerts) are read from the database when Prometheus
 scrapes, so every node reports the deployment's state, not only its own.
 
+With relay worker processes (``[node] workers``), every process of the node
+counts into files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's
+multiprocess mode, set by ``pamgate serve``) and the endpoint, in the parent,
+adds them up: the counters are the node's, whichever worker committed the record.
+
 The endpoint that serves them is :mod:`gateway.ssh.metrics_endpoint`.
 """
 
@@ -15,11 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
@@ -40,10 +47,23 @@ _SIGN_INS = {
 
 
 class GatewayMetrics:
-    """One node's metrics registry; feed it committed audit records."""
+    """One node's metrics registry; feed it committed audit records.
 
-    def __init__(self, store: Store, audit: AuditLog, node: str) -> None:
+    ``workers``: how many processes relay sessions now (the ``pamgate_workers``
+    gauge); a relay worker's own instance, which only counts, leaves it out.
+    """
+
+    def __init__(
+        self, store: Store, audit: AuditLog, node: str, *, workers: Callable[[], int] | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        #: The registry the endpoint serves: in multiprocess mode the counters' values
+        #: come from every process's files, not from this process's objects.
+        self._served = self.registry
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if shared:
+            self._served = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self._served, path=shared)
         self._logins = Counter(
             "pamgate_logins", "Sign-in attempts settled, by lane and outcome",
             ["lane", "outcome"], registry=self.registry,
@@ -72,7 +92,7 @@ class GatewayMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self._audit = audit
-        self.registry.register(_DeploymentGauges(store, node))
+        self._served.register(_DeploymentGauges(store, node, workers or (lambda: 1)))
 
     def on_audit_record(self, record: AuditRecord) -> None:
         """Count one committed record (an :meth:`AuditLog.add_listener` callback)."""
@@ -95,15 +115,16 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format."""
-        return generate_latest(self.registry)
+        return generate_latest(self._served)
 
 
 class _DeploymentGauges(Collector):
     """Gauges read from the database at each scrape."""
 
-    def __init__(self, store: Store, node: str) -> None:
+    def __init__(self, store: Store, node: str, workers: Callable[[], int]) -> None:
         self._store = store
         self._node = node
+        self._workers = workers
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         live = GaugeMetricFamily(
@@ -114,8 +135,15 @@ class _DeploymentGauges(Collector):
             "pamgate_breakglass_unreviewed", "Break-glass cases not reviewed yet"
         )
         alerts = GaugeMetricFamily("pamgate_alerts_queued", "Webhook alerts not delivered yet")
-        workers = GaugeMetricFamily("pamgate_relay_workers", "Relay worker processes")
-        workers.add_metric([], 1)  # one process relays every session (for now)
+        workers = GaugeMetricFamily(
+            "pamgate_workers", "Processes of this node relaying sessions ([node] workers)"
+        )
+        workers.add_metric([], self._workers())
+        by_worker = GaugeMetricFamily(
+            "pamgate_worker_sessions_live",
+            "This node's live sessions, by relay worker process (with [node] workers > 1)",
+            labels=["worker"],
+        )
         try:
             with self._store.transaction(write=False) as db:
                 by_lane_node = Tally(
@@ -132,6 +160,14 @@ class _DeploymentGauges(Collector):
                     select(func.count()).where(BreakGlassCase.reviewed_at.is_(None))
                 )
                 queued = db.scalar(select(func.count(OutboxMessage.id)))
+                per_worker = {
+                    int(worker or 0): count for worker, count in db.execute(
+                        select(SessionRecord.worker, func.count())
+                        .where(SessionRecord.node == self._node, SessionRecord.status == "live",
+                               SessionRecord.worker.is_not(None))
+                        .group_by(SessionRecord.worker)
+                    ).tuples()
+                }  # fmt: skip
         except PamgateError as exc:
             logger.warning("metrics: cannot read the database: %s", exc)
             yield workers
@@ -143,4 +179,8 @@ class _DeploymentGauges(Collector):
         pending.add_metric([], waiting or 0)
         breakglass.add_metric([], unreviewed or 0)
         alerts.add_metric([], queued or 0)
-        yield from (live, pending, breakglass, alerts, workers)
+        relaying = self._workers()
+        if relaying > 1:
+            for worker in sorted(set(range(relaying)) | set(per_worker)):
+                by_worker.add_metric([str(worker)], per_worker.get(worker, 0))
+        yield from (live, pending, breakglass, alerts, workers, by_worker)

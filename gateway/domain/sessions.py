@@ -100,11 +100,15 @@ class SessionLedger:
         audit: AuditLog,
         node: str,
         *,
+        worker: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._audit = audit
         self._node = node
+        #: The relay worker process of ``node`` this ledger opens sessions in (None: the
+        #: node relays in one process). A dead worker's sessions are found by it.
+        self._worker = worker
         self._clock = clock
 
     @staticmethod
@@ -122,6 +126,7 @@ class SessionLedger:
                     id=session_id,
                     lane=start.lane,
                     node=self._node,
+                    worker=self._worker,
                     user=start.user,
                     target=start.target,
                     account=start.account,
@@ -135,7 +140,10 @@ class SessionLedger:
                     recording_path=recording_path,
                 )
             )
-            event = self._event(session_id, start, details={"recording": recording_path})
+            details: dict[str, object] = {"recording": recording_path}
+            if self._worker is not None:
+                details["worker"] = self._worker
+            event = self._event(session_id, start, details=details)
             record = self._audit.append(db, start.trail, event)
         self._audit.committed(record)
 
@@ -245,32 +253,38 @@ class SessionLedger:
                 for session_id, by, reason in db.execute(query)
             }
 
-    def mark_interrupted(self) -> list[str]:
+    def mark_interrupted(self, *, worker: int | None = None) -> list[str]:
         """Mark this node's sessions still ``live`` as ``interrupted`` (after a crash).
 
-        Only this node's: other nodes sharing the database keep theirs. Each
-        gets a ``session.interrupted`` audit event. Returns their ids.
+        Only this node's: other nodes sharing the database keep theirs; with
+        ``worker``, only those of that relay worker process (it died, the node
+        runs on). Each gets a ``session.interrupted`` audit event. Returns their ids.
         """
+        reason = "gateway stopped while the session was live"
+        if worker is not None:
+            reason = f"relay worker {worker} of the gateway died while the session was live"
         with self._store.transaction() as db:
-            records = self.interrupt_in(
-                db, self._node, reason="gateway stopped while the session was live"
-            )
+            records = self.interrupt_in(db, self._node, reason=reason, worker=worker)
         for record in records:
             self._audit.committed(record)
         return [record.session_id for record in records if record.session_id]
 
-    def interrupt_in(self, db: Session, node: str, *, reason: str) -> list[AuditRecord]:
-        """Inside ``db``, mark ``node``'s live sessions ``interrupted``, each audited.
+    def interrupt_in(
+        self, db: Session, node: str, *, reason: str, worker: int | None = None
+    ) -> list[AuditRecord]:
+        """Inside ``db``, mark ``node``'s live sessions (only relay worker ``worker``'s,
+        if given) ``interrupted``, each audited.
 
         They also get a termination request, so that if ``node`` is in fact
         still running (cut off, not dead), its relays end them. The caller
         commits, then passes the records to :meth:`AuditLog.committed`.
         """
-        stale = db.scalars(
-            select(SessionRecord)
-            .where(SessionRecord.node == node, SessionRecord.status == "live")
-            .with_for_update()
-        ).all()
+        query = select(SessionRecord).where(
+            SessionRecord.node == node, SessionRecord.status == "live"
+        )
+        if worker is not None:
+            query = query.where(SessionRecord.worker == worker)
+        stale = db.scalars(query.with_for_update()).all()
         records = []
         for row in stale:
             row.status = "interrupted"

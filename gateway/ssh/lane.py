@@ -157,8 +157,9 @@ class Lane:
         """The server object for one new client connection."""
         raise NotImplementedError
 
-    async def start(self) -> None:
-        """Start listening on the configured address and port."""
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Start listening on the configured address and port; ``reuse_port`` shares
+        the port with the node's other relay worker processes (``SO_REUSEPORT``)."""
         settings = self.settings
         host_key = load_private_key(self.host_key_path, f"{self.name} lane host")
         self._acceptor = await listen_with_connection_class(
@@ -178,6 +179,7 @@ class Lane:
             agent_forwarding=False,
             login_timeout=settings.login_grace_time_seconds,
             keepalive_interval=30,
+            reuse_port=reuse_port,
         )
         logger.info("%s lane listening on %s:%s", self.name, settings.address, self.port)
 

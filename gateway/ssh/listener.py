@@ -25,11 +25,14 @@ async def listen_with_connection_class(
     prepare: Callable[[asyncssh.SSHServerConnection], None] | None = None,
     wrap: Callable[[asyncssh.SSHServerConnection], asyncio.Protocol] | None = None,
     backlog: int = 100,
+    reuse_port: bool = False,
     **options: Any,
 ) -> asyncssh.SSHAcceptor:
     """Like :func:`asyncssh.listen`, but each connection is a ``connection_class``,
     handed to ``prepare`` (if given) before it sees its socket, and to ``wrap`` (if
     given), whose protocol then receives the socket first (the PROXY protocol).
+    ``reuse_port``: set ``SO_REUSEPORT``, so that several relay worker processes
+    listen on the same port and the kernel spreads connections over them.
 
     ``options`` are :class:`asyncssh.SSHServerConnectionOptions` keywords.
     No OpenSSH server config file is read.
@@ -57,7 +60,7 @@ async def listen_with_connection_class(
         backlog,
         None,
         True,
-        None,
+        reuse_port or None,
         connection_factory,
         "Creating SSH listener on",
     )

@@ -1,4 +1,14 @@
-"""Running a gateway node: open the services, start the lanes, stop cleanly."""
+"""Running a gateway node: open the services, start the lanes, stop cleanly.
+
+A node relays its sessions in one of two ways (``[node] workers``): its two
+lanes in this process (:class:`InProcessLanes`, ``workers = 1``), or relay
+worker processes that each run both lanes on the same ports
+(:class:`gateway.ssh.workers.WorkerPool`). Either way the node-wide duties run
+once, here, in :class:`GatewayNode`: registration and heartbeats, takeover and
+request expiry, crash sealing of interrupted recordings, webhook and syslog
+delivery, review escalation, the live command index, audit checkpoints and
+the metrics endpoint.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +18,8 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from gateway.config import GatewayConfig, ListenerSettings
 from gateway.datadir import DataDir, check_ready
@@ -25,18 +36,24 @@ from gateway.ssh.lane import Lane
 from gateway.ssh.machine.lane import MachineLane
 from gateway.ssh.metrics_endpoint import MetricsEndpoint
 from gateway.ssh.reload_drain import ReloadAndDrain
+from gateway.ssh.workers import WorkerPool
 
 logger = logging.getLogger("pamgate")
 
 #: Seconds between passes storing the commands of live sessions (search sees them this late).
 LIVE_COMMANDS_INTERVAL = 3.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: A relay worker's log lines say which worker wrote them.
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[worker {worker}]: %(message)s"
 #: How often a node escalates review items past their due date (`pamgate review escalate` now).
 REVIEW_ESCALATION_SECONDS = 60.0
 
 
-def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
-    """Log to ``DATA_DIR/logs/gateway.log`` and, unless told not to, to stderr."""
+def configure_logging(
+    config: GatewayConfig, *, to_stderr: bool = True, worker: int | None = None
+) -> None:
+    """Log to ``DATA_DIR/logs/gateway.log`` and, unless told not to, to stderr;
+    ``worker``: the relay worker process logging (its lines name it)."""
     data = DataDir(config.data_dir)
     data.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     # The log names users and sources: owner-only, like the database.
@@ -45,7 +62,9 @@ def configure_logging(config: GatewayConfig, *, to_stderr: bool = True) -> None:
     if to_stderr:
         handlers.append(logging.StreamHandler())
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(logging.Formatter(
+            LOG_FORMAT if worker is None else WORKER_LOG_FORMAT.format(worker=worker)
+        ))  # fmt: skip
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(logging.WARNING)
@@ -75,15 +94,82 @@ def raise_open_files_limit() -> tuple[int, int]:
     return soft, wanted
 
 
-class GatewayNode:
-    """One running gateway: its services and lanes."""
+class Relay(Protocol):
+    """Where a node's sessions are relayed: its lanes in this process, or worker processes."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    async def start(self) -> None:
+        """Listen on both lanes' ports; PamgateError if that is impossible."""
+
+    async def stop(self) -> None:
+        """Stop listening and end the live sessions, telling their users."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether logins are taken (``/healthz``)."""
+
+    @property
+    def workers(self) -> int:
+        """Processes relaying sessions now (``pamgate_workers``)."""
+
+
+class InProcessLanes:
+    """Both lanes of a node in this process: the whole node (``workers = 1``), or one
+    relay worker process of it (``reuse_port``: its siblings listen on the same ports)."""
+
+    def __init__(self, services: GatewayServices, *, reuse_port: bool = False) -> None:
+        self.services = services
+        self.human_lane = HumanLane(services)
+        self.machine_lane = MachineLane(services)
+        self._reuse_port = reuse_port
+        self._listening = False
+
+    async def start(self) -> None:
+        """Listen on both lanes' ports (the machine lane's if enabled)."""
+        config = self.services.config
+        lanes: list[tuple[str, Lane, ListenerSettings]] = [
+            ("human", self.human_lane, config.listeners.human)
+        ]
+        if config.listeners.machine.enabled:
+            lanes.append(("machine", self.machine_lane, config.listeners.machine))
+        for name, lane, settings in lanes:
+            try:
+                await lane.start(reuse_port=self._reuse_port)
+            except OSError as exc:
+                raise PamgateError(
+                    f"cannot listen on {settings.address}:{settings.port} for the {name} lane: "
+                    f"{exc.strerror}"
+                ) from None
+        self._listening = True
+
+    async def stop(self) -> None:
+        """Stop both lanes; their live sessions are told and end."""
+        self._listening = False
+        await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+
+class GatewayNode:
+    """One running gateway: its services, its node-wide duties and its relay.
+
+    ``workers``: relay worker processes; 1 relays in this process.
+    """
+
+    def __init__(self, config: GatewayConfig, *, workers: int = 1) -> None:
         check_ready(config)
         self.config = config
         self.services = GatewayServices.open(config)
-        self.human_lane = HumanLane(self.services)
-        self.machine_lane = MachineLane(self.services)
+        self.relay: Relay
+        if workers == 1:
+            self.relay = InProcessLanes(self.services)
+        else:
+            self.relay = WorkerPool(config, workers, on_exit=self._worker_died)
         self._checkpointer: asyncio.Task[None] | None = None
         self._indexing: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -91,19 +177,28 @@ class GatewayNode:
         self._live_indexing: asyncio.Task[None] | None = None
         #: Set when the node should stop (a signal, or a drain that has finished).
         self.stop_requested = asyncio.Event()
-        #: SIGHUP, ``pamgate node reload`` and ``pamgate node drain``.
-        self.reload_and_drain = ReloadAndDrain(
-            config, self.services, (self.human_lane, self.machine_lane), self.stop_requested
-        )
+        #: SIGHUP, ``pamgate node reload`` and ``pamgate node drain``: over the lanes in
+        #: this process, or passed on to the relay workers, which act on their own lanes.
+        if isinstance(self.relay, InProcessLanes):
+            lanes: tuple[Lane, ...] = (self.relay.human_lane, self.relay.machine_lane)
+            self.reload_and_drain = ReloadAndDrain(
+                config, self.services, lanes, self.stop_requested
+            )
+        else:
+            self.reload_and_drain = ReloadAndDrain(
+                config, self.services, (), self.stop_requested, workers=self.relay.signal_all
+            )
         self._deliveries = self._delivery_workers()
-        self._listening = False
         self._metrics_endpoint: MetricsEndpoint | None = None
         if config.metrics.port is not None:
-            metrics = GatewayMetrics(self.services.store, self.services.audit, config.node_name)
+            metrics = GatewayMetrics(
+                self.services.store, self.services.audit, config.node_name,
+                workers=lambda: self.relay.workers,
+            )  # fmt: skip
             self.services.audit.add_listener(metrics.on_audit_record)
             self._metrics_endpoint = MetricsEndpoint(
                 metrics, node=config.node_name, ping_database=self.services.store.ping,
-                lanes_listening=lambda: self._listening,
+                lanes_listening=lambda: self.relay.listening,
                 draining=lambda: self.reload_and_drain.draining,
             )  # fmt: skip
 
@@ -133,6 +228,12 @@ class GatewayNode:
         # mark the first one's sessions interrupted.
         identity = node_identity(self.config, DataDir(self.config.data_dir).keys)
         await self.services.executors.run_db(self.services.nodes.register, identity)
+        # Heartbeats from registration on: the rest of the start (password hashing,
+        # relay workers importing the gateway) can outlast the heartbeat timeout on a
+        # loaded host, and a silent node is taken over by the others.
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
+        )
         self.services.recordings.attach_loop(asyncio.get_running_loop())
         for worker in self._deliveries:
             worker.start()
@@ -149,7 +250,8 @@ class GatewayNode:
             )
         # A missing or wrong TOTP secret key, or secrets left in clear, stop the node here.
         await self.services.executors.run_db(self.services.users.check_secrets)
-        await self.services.executors.run_db(self.services.users.prepare_for_logins)
+        if isinstance(self.relay, InProcessLanes):
+            await self.services.executors.run_db(self.services.users.prepare_for_logins)
         if not self.services.data.login_ca_key.exists():
             # A data directory from before login certificates: everything else works.
             logger.warning(
@@ -157,32 +259,17 @@ class GatewayNode:
                 "existing keys, to create it)", self.services.data.login_ca_key,
             )  # fmt: skip
         raise_open_files_limit()
-        lanes: list[tuple[str, Lane, ListenerSettings]] = [
-            ("human", self.human_lane, self.config.listeners.human)
-        ]
-        if self.config.listeners.machine.enabled:
-            lanes.append(("machine", self.machine_lane, self.config.listeners.machine))
-        for name, lane, settings in lanes:
-            try:
-                await lane.start()
-            except OSError as exc:
-                raise PamgateError(
-                    f"cannot listen on {settings.address}:{settings.port} for the {name} lane: "
-                    f"{exc.strerror}"
-                ) from None
-        self._listening = True
+        await self.relay.start()
         if self._metrics_endpoint is not None:
             address, port = self.config.metrics.address, self.config.metrics.port
             assert port is not None
             try:
                 self._metrics_endpoint.start(address, port)
             except OSError as exc:
+                await self.relay.stop()
                 raise PamgateError(
                     f"cannot listen on {address}:{port} for [metrics]: {exc.strerror}"
                 ) from None
-        self._heartbeat = asyncio.get_running_loop().create_task(
-            self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
-        )
         self._escalation = asyncio.get_running_loop().create_task(
             self._escalate_reviews_every(REVIEW_ESCALATION_SECONDS)
         )
@@ -194,13 +281,17 @@ class GatewayNode:
                 self._checkpoint_every(interval)
             )
 
+    def signal_handlers(self) -> dict[int, Callable[[], None]]:
+        """SIGHUP reloads the policy (and has the relay workers adopt it)."""
+        return {signal.SIGHUP: lambda: self.reload_and_drain.reload_soon("SIGHUP")}
+
     async def stop(self) -> None:
         """Stop the lanes, record the stop, sign a final checkpoint and release the store."""
-        self._listening = False  # /healthz turns 503 first: the balancer stops sending logins
         if self._live_indexing is not None:
             self._live_indexing.cancel()
         self.reload_and_drain.stop()
-        await asyncio.gather(self.human_lane.stop(), self.machine_lane.stop())
+        # /healthz turns 503 first: the balancer stops sending logins.
+        await self.relay.stop()
         try:
             await self.services.executors.run_db(self._record, "gateway.stopped")
         except PamgateError as exc:
@@ -222,6 +313,35 @@ class GatewayNode:
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.stop()
         self.services.close()
+
+    async def _worker_died(self, worker: int, reason: str) -> None:
+        """A relay worker process died (``reason``: how): its live sessions are
+        interrupted, their recordings sealed as found, and the death audited.
+        Called before a replacement takes its place."""
+        try:
+            interrupted = await asyncio.to_thread(
+                self.services.ledger.mark_interrupted, worker=worker
+            )
+        except PamgateError as exc:
+            # The heartbeat's takeover or the next start marks them; no worker's
+            # watch holds them any more, so nothing is relayed meanwhile.
+            logger.error("cannot mark relay worker %d's sessions interrupted: %s", worker, exc)
+            interrupted = []
+        try:
+            await asyncio.to_thread(self.services.audit.record, Trail.HUMAN, AuditEvent(
+                actor=f"gateway:{self.config.gateway.name}", actor_type=ActorType.GATEWAY,
+                action="gateway.worker_died", outcome="failure", reason=reason,
+                target=f"node:{self.config.node_name}",
+                details={"node": self.config.node_name, "worker": worker,
+                         "sessions_interrupted": len(interrupted)},
+            ))  # fmt: skip
+        except PamgateError as exc:
+            logger.error("cannot audit relay worker %d's death (%s): %s", worker, reason, exc)
+        if interrupted:
+            logger.warning(
+                "marked %d sessions of relay worker %d interrupted", len(interrupted), worker
+            )
+            await asyncio.to_thread(self._index_commands, interrupted)
 
     def _record(self, action: str) -> None:
         """Audit a start or stop with a digest of the config, so config changes are traceable."""
@@ -328,16 +448,42 @@ class GatewayNode:
             logger.error("audit checkpoint failed: %s", exc)
 
 
-async def run_until_signalled(
-    node: GatewayNode, on_ready: Callable[[], None] | None = None
-) -> None:
-    """Start ``node``, call ``on_ready``, and run until SIGINT or SIGTERM, or until a drain
-    ends; SIGHUP reloads the policy."""
+class Runnable(Protocol):
+    """What :func:`run_until_signalled` runs: a whole node, or one relay worker of it."""
+
+    #: Set when it should stop of its own accord.
+    stop_requested: asyncio.Event
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def signal_handlers(self) -> dict[int, Callable[[], None]]:
+        """What to do on signals other than SIGINT and SIGTERM (which stop it)."""
+        ...
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the gateway's event loop: uvloop when installed (the relay moves bytes
+    with less overhead per packet there), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+async def run_until_signalled(node: Runnable, on_ready: Callable[[], None] | None = None) -> None:
+    """Start ``node``, call ``on_ready``, and run until SIGINT or SIGTERM, or until the node
+    asks to stop (a drain that has finished); its own handlers take the other signals."""
     stop = node.stop_requested
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, node.reload_and_drain.reload_soon, "SIGHUP")
+    for other, handler in node.signal_handlers().items():
+        loop.add_signal_handler(other, handler)
     await node.start()
     try:
         if on_ready is not None:

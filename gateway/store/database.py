@@ -174,6 +174,24 @@ class Store:
         self.engine.dispose()
 
 
+def insert_missing(db: Session, table: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Inside ``db``, insert ``rows`` into ``table``, skipping each whose primary key is
+    already there (``INSERT ... ON CONFLICT DO NOTHING``).
+
+    For a row that several processes (relay workers, nodes) may create at the
+    same moment: a plain check-then-insert lets both insert, and the second
+    fails on the primary key. Lock the row after this, with ``with_for_update``.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        db.execute(postgresql_insert(table).values(rows).on_conflict_do_nothing())
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        db.execute(sqlite_insert(table).values(rows).on_conflict_do_nothing())
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event emit BEGIN (pysqlite's own is always deferred).
     dbapi_connection.isolation_level = None

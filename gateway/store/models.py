@@ -153,6 +153,9 @@ class SessionRecord(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     lane: Mapped[str] = mapped_column(String(16))
     node: Mapped[str] = mapped_column(String(64))
+    #: The relay worker process of ``node`` that holds the session (0..N-1); None when
+    #: the node relays in one process, or for sessions from before workers.
+    worker: Mapped[int | None] = mapped_column(Integer)
     user: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(64))
     account: Mapped[str] = mapped_column(String(64))

@@ -59,7 +59,7 @@ def test_metrics_count_what_happened_and_health_answers(tmp_path: Path) -> None:
         live = re.search(r'pamgate_sessions_live\{lane="human",node="([^"]+)"\} 0\.0', after)
         assert live, "this node's live sessions, none left"
         assert sample(after, "pamgate_requests_pending") == 0
-        assert sample(after, "pamgate_relay_workers") == 1
+        assert sample(after, "pamgate_workers") == 1
         assert "# TYPE pamgate_audit_append_seconds histogram" in after
         status, body = scrape(port, "/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok", body

@@ -43,8 +43,8 @@ mode = "deny"
 """
 
 
-def node_config(name: str, metrics_port: int | None = None) -> str:
-    text = f'\n[node]\nname = "{name}"\nheartbeat_interval_seconds = 0.5\n'
+def node_config(name: str, metrics_port: int | None = None, workers: int = 1) -> str:
+    text = f'\n[node]\nname = "{name}"\nheartbeat_interval_seconds = 0.5\nworkers = {workers}\n'
     if metrics_port is not None:
         text += f"\n[metrics]\nport = {metrics_port}\n"
     return text
@@ -54,6 +54,10 @@ def node_config(name: str, metrics_port: int | None = None) -> str:
 def solo(tmp_path: Path) -> Iterator[Gateway]:
     with launch_gateway(tmp_path, node_config("solo")) as gateway:
         yield gateway
+
+
+#: One process, and two relay worker processes that must each follow the node's process.
+RELAYS = pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 
 
 def live_ssh(gateway: Gateway, destination: str, command: str) -> tuple[
@@ -80,9 +84,15 @@ def policy_of(gateway: Gateway, node: str) -> str | None:
         return next(n.policy_digest for n in services.nodes.list() if n.name == node)
 
 
+@RELAYS
 def test_a_sighup_reload_keeps_live_sessions_and_new_sessions_follow_the_new_rules(
-    solo: Gateway,
+    tmp_path: Path, workers: int
 ) -> None:
+    with launch_gateway(tmp_path, node_config("solo", workers=workers)) as solo:
+        sighup_reload_under_live_sessions(solo)
+
+
+def sighup_reload_under_live_sessions(solo: Gateway) -> None:
     kept, kept_out, _ = live_ssh(solo, "web01", "sleep 6; echo survived")
     withdrawn, _, withdrawn_err = live_ssh(solo, "mortal", "sleep 60")
     before = policy_of(solo, "solo")
@@ -160,9 +170,10 @@ def test_operators_over_ssh_can_neither_drain_nor_reload_a_node(solo: Gateway) -
     assert allowed.returncode == 0 and allowed.stdout == b"in\n", allowed.stderr
 
 
-def test_drain_warns_refuses_ends_at_the_deadline_and_exits_0(tmp_path: Path) -> None:
+@RELAYS
+def test_drain_warns_refuses_ends_at_the_deadline_and_exits_0(tmp_path: Path, workers: int) -> None:
     metrics_port = free_port()
-    with launch_gateway(tmp_path, node_config("solo", metrics_port)) as gateway:
+    with launch_gateway(tmp_path, node_config("solo", metrics_port, workers)) as gateway:
         assert healthz(metrics_port)[0] == 200
         live, _, live_err = live_ssh(gateway, "web01", "sleep 120")
         asked = time.monotonic()

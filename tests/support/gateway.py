@@ -365,11 +365,22 @@ max_duration = "4s"
     return text
 
 
-def serve(config_path: Path, *, open_files: int | None = None) -> subprocess.Popen[bytes]:
+def serve(
+    config_path: Path,
+    *,
+    open_files: int | None = None,
+    workers: int | None = None,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
     """Start ``pamgate serve`` and wait until both lanes listen.
 
     ``open_files``: start it with this open-files soft limit (the hard limit stays).
+    ``workers``: ``serve --workers``; None: the config's ``[node] workers`` if it
+    sets one, else 1 (one process: the suite does not pay for workers it does not
+    test). ``new_session``: in a process group of its own.
     """
+    if workers is None and "workers" not in load_config(config_path).node.model_fields_set:
+        workers = 1
     log = config_path.with_suffix(".serve.log")
 
     def limit_open_files() -> None:
@@ -379,12 +390,14 @@ def serve(config_path: Path, *, open_files: int | None = None) -> subprocess.Pop
 
     with log.open("ab") as output:  # why a node did not start is in the test's failure
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve"],
+            [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve",
+             *(["--workers", str(workers)] if workers is not None else [])],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
             preexec_fn=limit_open_files if open_files is not None else None,
-        )
+            start_new_session=new_session,
+        )  # fmt: skip
     listeners = load_config(config_path).listeners
     try:
         for lane in (listeners.human, listeners.machine):
@@ -399,19 +412,22 @@ def serve(config_path: Path, *, open_files: int | None = None) -> subprocess.Pop
 @contextmanager
 def launch_gateway(
     root: Path, extra_config: str = "", database_url: str | None = None, *,
-    human_listener: str = "", open_files: int | None = None,
+    human_listener: str = "", open_files: int | None = None, workers: int | None = None,
+    new_session: bool = False,
 ) -> Iterator[Gateway]:  # fmt: skip
     """A gateway with four targets: web01, mortal (killed by a test), badkey, deadport.
 
     Its store is ``database_url``, else as :func:`database_url_for_test` picks.
     ``human_listener`` adds lines to ``[listeners.human]``; ``open_files`` is the
-    open-files soft limit ``pamgate serve`` starts with.
+    open-files soft limit ``pamgate serve`` starts with; ``workers`` its relay worker
+    processes and ``new_session`` its process group (see :func:`serve`).
     """
     if database_url is None and os.environ.get(TEST_DATABASE_ENV):
         with (
             fresh_database(os.environ[TEST_DATABASE_ENV]) as url,
             launch_gateway(root, extra_config, url, human_listener=human_listener,
-                           open_files=open_files) as running,
+                           open_files=open_files, workers=workers,
+                           new_session=new_session) as running,
         ):  # fmt: skip
             yield running
         return
@@ -448,7 +464,7 @@ def launch_gateway(
     known_hosts.write_text(
         f"[127.0.0.1]:{port} {human_pub}[127.0.0.1]:{machine_port} {machine_pub}"
     )
-    process = serve(config_path, open_files=open_files)
+    process = serve(config_path, open_files=open_files, workers=workers, new_session=new_session)
     store = Store(config.database_url)
     running = None
     try:

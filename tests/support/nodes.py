@@ -53,13 +53,23 @@ class OutputLines:
             return "".join(self.lines)
 
 
-def healthz(port: int) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, JSON body) of ``GET /healthz`` on a node's metrics port."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+def healthz(port: int, *, wait: float = 10.0) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body) of ``GET /healthz`` on a node's metrics port, waiting up to
+    ``wait`` seconds for the port to open (a node with relay workers opens it once they
+    listen, so a moment after its lanes)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+        except urllib.error.URLError as error:
+            if not isinstance(error.reason, ConnectionRefusedError) or (
+                time.monotonic() > deadline
+            ):
+                raise
+            time.sleep(0.1)
 
 
 def add_node(first: Gateway, name: str, *, first_name: str) -> Gateway:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from gateway.config import AuthSettings
@@ -111,3 +114,27 @@ def test_unlock_clears_the_user_everywhere_and_is_audited(limiter, store: Store)
     assert not limits.state("bob", "10.0.0.2").blocked
     unlocked = [e for e in AuditLog(store).events(Trail.HUMAN) if e.action == "user.unlocked"]
     assert unlocked and '"sources_cleared":2' in unlocked[-1].details
+
+
+def test_failures_counted_at_once_by_several_processes_all_count(store: Store) -> None:
+    # Relay workers and nodes each have their own connections: the first failure
+    # from an address reaches several of them at the same moment.
+    clock = Clock()
+    stores = [Store(store.url) for _ in range(6)]
+    start = threading.Barrier(len(stores))
+
+    def fail(index: int) -> None:
+        limits = FailureLimiter(stores[index], AuditLog(stores[index]), SETTINGS, clock=clock)
+        start.wait()
+        limits.record_failure(f"user{index}", "10.0.0.7")
+
+    try:
+        with ThreadPoolExecutor(len(stores)) as pool:
+            list(pool.map(fail, range(len(stores))))
+    finally:
+        for each in stores:
+            each.dispose()
+    limits = FailureLimiter(store, AuditLog(store), SETTINGS, clock=clock)
+    state = limits.state("someone-else", "10.0.0.7")
+    assert state.source_failures == len(stores)
+    assert state.blocked and state.scope == "source"

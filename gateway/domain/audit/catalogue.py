@@ -175,6 +175,11 @@ ACTIONS: dict[str, AuditAction] = {
     # The gateway itself
     "gateway.started": AuditAction("human", "a node started (config digest)"),
     "gateway.stopped": AuditAction("human", "a node stopped"),
+    "gateway.worker_died": AuditAction(
+        "human",
+        "a relay worker process of a node died (reason: how); its live sessions were marked "
+        "interrupted and a replacement started",
+    ),
     "node.taken_over": AuditAction("human", "a node took over a silent node's live sessions"),
     "node.forgotten": AuditAction("human", "a retired node was removed from the registry"),
     "node.reload_requested": AuditAction("human", "an admin asked a node to reload its policy"),

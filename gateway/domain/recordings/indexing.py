@@ -11,12 +11,9 @@ The worker writes the commands itself, exactly as
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
-import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.domain.audit.trail import AuditLog
 from gateway.domain.recordings.service import RecordingService
 from gateway.errors import PamgateError
+from gateway.processes import die_with_parent
 from gateway.store.database import Store
 
 logger = logging.getLogger("pamgate.commands")
@@ -33,28 +31,11 @@ logger = logging.getLogger("pamgate.commands")
 _worker_recordings: RecordingService | None = None
 
 
-#: prctl(2) option: the signal the kernel sends this process when its parent dies.
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Have the kernel SIGKILL this worker when the gateway dies, however it dies.
-
-    Without it a ``kill -9`` of ``pamgate serve`` leaves the worker (and, through
-    the descriptor the worker holds, multiprocessing's resource tracker) running
-    for ever. Linux only, where the gateway runs; elsewhere the worker still ends
-    when it next reads from its dead parent's queue.
-    """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _open_worker(config: GatewayConfig, parent_pid: int) -> None:
     global _worker_recordings
-    _die_with_parent(parent_pid)
+    # Without it a ``kill -9`` of ``pamgate serve`` would leave this worker (and, through
+    # the descriptor it holds, multiprocessing's resource tracker) running for ever.
+    die_with_parent(parent_pid)
     store = Store(config.database_url)
     _worker_recordings = RecordingService(config, store, AuditLog(store))
 
