@@ -632,6 +632,7 @@ class _Bench:
         self.shared["rsa768"] = _small_rsa_key(folder / "shared-rsa768")
         #: (case, side) -> the end of ssh's stderr, for the failure messages.
         self.stderr: dict[tuple[str, str], str] = {}
+        self.oracle_log = ""
 
     def run(self) -> dict[str, Outcome]:
         attempts = {case.name: self._prepare(case) for case in CASES}
@@ -647,6 +648,15 @@ class _Bench:
         try:
             first = [case for case in CASES if case.name != CA_REVOKED]
             verdicts = self._attempt_all(first, attempts, oracle.port)
+            # The oracle answered twice unlike OpenSSH's own tests in ~30 CI runs, each time
+            # for an ordinary certificate it accepts in every other run, on a loaded machine.
+            # A second, lone attempt tells a transient refusal from a real one (which it
+            # repeats); the sshd log is kept for the failure message either way.
+            for case in first:
+                if verdicts[case.name][0] != case.sshd:
+                    again = self._attempt(case, "sshd", *attempts[case.name], oracle.port)
+                    verdicts[case.name] = (again, verdicts[case.name][1])
+            self.oracle_log = oracle.log_path.read_text(errors="replace")
             # Last, as it revokes every certificate of this CA: the CA key itself.
             ca_public = str(self.ca.with_suffix(".pub"))
             revoked = self.gateway.cli("machine", "revoke", "--key", ca_public)
@@ -659,8 +669,14 @@ class _Bench:
         refused = {f"c-{name}" for name, (_, gateway) in verdicts.items() if not gateway}
         reasons = self._reasons(refused)
         return {name: Outcome(sshd, gateway, reasons.get(f"c-{name}", []),
-                              self.stderr.get((name, "sshd"), ""))
+                              self.stderr.get((name, "sshd"), "") + self._oracle_lines(name))
                 for name, (sshd, gateway) in verdicts.items()}  # fmt: skip
+
+    def _oracle_lines(self, name: str) -> str:
+        """The oracle sshd's log lines naming the case's key id or principal."""
+        marks = (f"conf-{name}", f"c-{name}")
+        lines = [line for line in self.oracle_log.splitlines() if any(m in line for m in marks)]
+        return "\n  sshd log: " + " | ".join(lines[-6:]) if lines else ""
 
     # -- one case's key and certificate --------------------------------------------------------
 
