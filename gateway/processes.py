@@ -1,4 +1,4 @@
-"""Child processes of ``pamgate serve`` that must not outlive it.
+"""Child processes of ``pamgate serve`` that must not outlive it, and whether a process runs.
 
 The relay workers and the command extraction worker are separate processes.
 If ``pamgate serve`` is killed (``kill -9``, the OOM killer), nothing runs
@@ -30,3 +30,14 @@ def die_with_parent(parent_pid: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def process_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

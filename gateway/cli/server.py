@@ -15,6 +15,7 @@ from gateway.cli.common import local_admin, open_services, upstream_ca_line
 from gateway.config import GatewayConfig, find_config_path, load_config
 from gateway.crypto.secret_box import KEY_ENV_VAR
 from gateway.errors import PamgateError
+from gateway.processes import process_exists
 
 #: How long ``pamgate node reload|drain`` wait for the node to answer (it looks every 2 s).
 ANSWER_SECONDS = 15.0
@@ -208,17 +209,6 @@ def add_commands(commands: Subcommands) -> None:
     drain.set_defaults(handler=cmd_node_drain)
 
 
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists (another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _worker_count(text: str) -> int:
     """``--workers``: a whole number from 0 (one per core) up."""
     try:
@@ -291,7 +281,7 @@ def _share_metrics_between_processes() -> None:
     prefix = "pamgate-metrics-"
     for left in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
         owner = left.name.removeprefix(prefix).split("-")[0]
-        if owner.isdigit() and not _running(int(owner)):
+        if owner.isdigit() and not process_exists(int(owner)):
             shutil.rmtree(left, ignore_errors=True)
     directory = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)

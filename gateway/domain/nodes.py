@@ -30,6 +30,7 @@ from gateway.domain.audit.trail import ActorType, AuditEvent, AuditLog, AuditRec
 from gateway.domain.node_identity import NodeIdentity
 from gateway.domain.sessions import SessionLedger
 from gateway.errors import PamgateError
+from gateway.processes import process_exists
 from gateway.store.database import Store
 from gateway.store.models import GatewayNodeRecord, SessionRecord
 
@@ -297,21 +298,11 @@ class NodeRegistry:
         if now - row.heartbeat_at > self._timeout:
             return False
         if row.host == self._host:
-            return row.pid != self._pid and _process_exists(row.pid)
+            return row.pid != self._pid and process_exists(row.pid)
         return True
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _info(row: GatewayNodeRecord, live_sessions: int) -> NodeInfo:

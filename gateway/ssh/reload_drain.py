@@ -202,10 +202,14 @@ class ReloadAndDrain:
             logger.warning("draining: the deadline moved to %s", deadline.isoformat())
             if self._workers is not None:
                 self._workers(DRAIN_SIGNAL)
-            self._spawn(self._record_drain(
-                "node.draining", deadline=deadline.isoformat(), moved=True,
-                live_sessions=len(self._live_sessions()),
-            ))  # fmt: skip
+            if self._leads:
+                self._spawn(self._record_moved_deadline(deadline))
+
+    async def _record_moved_deadline(self, deadline: datetime) -> None:
+        await self._record_drain(
+            "node.draining", deadline=deadline.isoformat(), moved=True,
+            live_sessions=await self._live_count(),
+        )  # fmt: skip
 
     def _live_sessions(self) -> list[Watched]:
         return [session for lane in self._lanes for session in lane.watch.live()]
