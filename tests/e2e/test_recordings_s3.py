@@ -111,6 +111,13 @@ def test_status_reports_the_bucket_reachable(gateway: Gateway) -> None:
     status = gateway.cli("status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"recordings: bucket {BUCKET}, prefix {PREFIX}/ (reachable)" in status.stdout
+    # A bucket that does not exist (a typo in the config) is no place for recordings.
+    typo = gateway.root / "typo.toml"
+    typo.write_text(gateway.config_path.read_text().replace(f"s3://{BUCKET}/", "s3://no-such/"))
+    status = run_cli("--config", str(typo), "status")
+    assert status.returncode == 1, status.stdout
+    assert "recordings: s3://no-such/" in status.stdout
+    assert "  unreachable: " in status.stdout and "NoSuchBucket" in status.stdout
 
 
 def test_chunks_reach_the_bucket_while_the_session_runs(gateway: Gateway, bucket: S3Server) -> None:

@@ -405,8 +405,10 @@ class ObjectStore:
             self._pool.shutdown(wait=True)
 
     def check(self) -> str:
-        # A HEAD of a name nobody writes: the bucket answers (404) or the reason it cannot.
-        self.bucket.etag(f"{self.prefix}.pamgate-status-probe")
+        # A listing under a name nobody writes: empty, or why the bucket cannot answer (a
+        # HEAD would not do: S3 answers a missing bucket's HEAD with a bare 404, as for a
+        # missing object).
+        self.bucket.names(f"{self.prefix}.pamgate-status-probe")
         return f"bucket {self.bucket.bucket}, prefix {self.prefix or '(none)'}"
 
 
