@@ -158,7 +158,8 @@ class SharedDirectory:
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise OSError(f"the recordings folder {self.root} cannot be written by this user "
                           f"({existing} is not a writable folder)")  # fmt: skip
-        return f"folder {self.root}" + ("" if existing == self.root else " (not made yet)")
+        made = "" if existing == self.root else ", made with the first recording"
+        return f"folder {self.root}{made}"
 
 
 class Bucket(Protocol):
