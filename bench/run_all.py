@@ -181,7 +181,7 @@ def login_rows(f: dict[str, Any]) -> list[Row]:
     ratio = f["ratio"]
     return [
         Row(
-            "3 login (password + TOTP, grant, fresh certificate) to `true`",
+            "3 login (password + TOTP, a policy allow rule, fresh upstream certificate) to `true`",
             f"{f['pamgate_median_s'] * 1000:.0f} ms",
             f"direct certificate login {f['direct_median_s'] * 1000:.0f} ms",
             f"{ratio:.2f}",
