@@ -156,6 +156,21 @@ class ReloadAndDrain:
             # The node's process read the same file a moment ago: it changed since.
             logger.error("reload refused in this worker, its policy stays: %s", exc)
             return False
+        # Only what the node's process audited takes effect: the digest it recorded.
+        name = self._config.node_name
+        try:
+            nodes = await self._services.executors.run_db(self._services.nodes.list)
+        except PamgateError as exc:
+            logger.error("reload not adopted in this worker: cannot read its audit (%s)", exc)
+            return False
+        audited = next((node.policy_digest for node in nodes if node.name == name), None)
+        if audited != reload.new_digest:
+            logger.error(
+                "reload not adopted in this worker: the file changed after the node audited "
+                "its reload (policy sha256 %s here, %s audited); reload the node again",
+                reload.new_digest[:12], (audited or "none")[:12],
+            )  # fmt: skip
+            return False
         adopt_policy(self._config, reload)
         logger.info("policy adopted: sha256 %s", reload.new_digest[:12])
         return True
