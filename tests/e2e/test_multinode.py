@@ -9,7 +9,6 @@ from one node to another; the audit chain stays single and unbroken.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import signal
 import subprocess
@@ -24,13 +23,13 @@ import pyotp
 import pytest
 
 from gateway.config import load_config
-from gateway.devtools.openssh_target import free_port
 from gateway.domain.audit.trail import Trail
 from gateway.domain.wakeups import CHANNEL_SAFETY_POLL_SECONDS
 from gateway.services import GatewayServices
 from tests.support.console import add_person, rows, sign_in, wait_for
 from tests.support.database import fresh_database, postgres_server_url
-from tests.support.gateway import Gateway, TestUser, decide, launch_gateway, serve
+from tests.support.gateway import Gateway, TestUser, decide, launch_gateway
+from tests.support.nodes import add_node
 from tui.app import PamgateConsole
 from tui.screens.sessions import SessionsScreen
 
@@ -59,28 +58,6 @@ class Cluster:
         return (self.a, self.b, self.c)
 
 
-def add_node(first: Gateway, name: str) -> Gateway:
-    """Start another node: ``first``'s config with its own ports and node name."""
-    port, machine_port = free_port(), free_port()
-    text = first.config_path.read_text()
-    text = text.replace(f"port = {first.port}\n", f"port = {port}\n")
-    text = text.replace(f"port = {first.machine_port}\n", f"port = {machine_port}\n")
-    text = text.replace('name = "node-a"', f'name = "{name}"')
-    config_path = first.root / f"{name}.toml"
-    config_path.write_text(text)
-    # Same data directory, so the same host keys: a load balancer may send a
-    # client to any node.
-    lines = first.known_hosts.read_text().splitlines()
-    for old, new in ((first.port, port), (first.machine_port, machine_port)):
-        key = next(line for line in lines if line.startswith(f"[127.0.0.1]:{old} "))
-        lines.append(key.replace(f"[127.0.0.1]:{old} ", f"[127.0.0.1]:{new} "))
-    first.known_hosts.write_text("\n".join(lines) + "\n")
-    return dataclasses.replace(
-        first, config_path=config_path, port=port, machine_port=machine_port,
-        process=serve(config_path),
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("cluster")
@@ -88,8 +65,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         fresh_database(postgres_server_url()) as url,
         launch_gateway(root, NODE_CONFIG, url) as node_a,
     ):
-        node_b = add_node(node_a, "node-b")
-        node_c = add_node(node_a, "node-c")
+        node_b = add_node(node_a, "node-b", first_name="node-a")
+        node_c = add_node(node_a, "node-c", first_name="node-a")
         services = GatewayServices.open(load_config(node_b.config_path))
         try:
             yield Cluster(node_a, node_b, node_c, services)

@@ -8,7 +8,6 @@ session sealed as interrupted, from the bucket, by the node that takes over.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import signal
@@ -18,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devtools.openssh_target import free_port
 from gateway.domain.audit.trail import Trail
 from tests.support.database import fresh_database, postgres_server_url
-from tests.support.gateway import Gateway, launch_gateway, serve
+from tests.support.gateway import Gateway, launch_gateway
+from tests.support.nodes import add_node as add_cluster_node
 from tests.support.s3 import S3Server, s3_server
 
 pytestmark = [pytest.mark.openssh, pytest.mark.postgres]
@@ -40,28 +39,12 @@ def recordings_folder(root: Path, name: str) -> Path:
 
 
 def add_node(first: Gateway, name: str) -> Gateway:
-    """Another node: ``first``'s config with its own ports, name and recordings folder."""
-    port, machine_port = free_port(), free_port()
-    text = first.config_path.read_text()
-    text = text.replace(f"port = {first.port}\n", f"port = {port}\n")
-    text = text.replace(f"port = {first.machine_port}\n", f"port = {machine_port}\n")
-    text = text.replace('name = "node-a"', f'name = "{name}"')
-    text = text.replace(
-        f'directory = "{recordings_folder(first.root, "node-a")}"',
-        f'directory = "{recordings_folder(first.root, name)}"',
-    )
-    config_path = first.root / f"{name}.toml"
-    config_path.write_text(text)
-    # The same host keys (one data directory for keys): a load balancer may pick any node.
-    lines = first.known_hosts.read_text().splitlines()
-    for old, new in ((first.port, port), (first.machine_port, machine_port)):
-        key = next(line for line in lines if line.startswith(f"[127.0.0.1]:{old} "))
-        lines.append(key.replace(f"[127.0.0.1]:{old} ", f"[127.0.0.1]:{new} "))
-    first.known_hosts.write_text("\n".join(lines) + "\n")
-    return dataclasses.replace(
-        first, config_path=config_path, port=port, machine_port=machine_port,
-        process=serve(config_path),
-    )  # fmt: skip
+    """Another node of the cluster, with a recordings folder (its spool and cache) of its own."""
+    own_folder = {
+        f'directory = "{recordings_folder(first.root, "node-a")}"':
+            f'directory = "{recordings_folder(first.root, name)}"'
+    }  # fmt: skip
+    return add_cluster_node(first, name, first_name="node-a", replace=own_folder)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -72,14 +73,20 @@ def healthz(port: int, *, wait: float = 10.0) -> tuple[int, dict[str, Any]]:
             time.sleep(0.1)
 
 
-def add_node(first: Gateway, name: str, *, first_name: str) -> Gateway:
+def add_node(
+    first: Gateway, name: str, *, first_name: str, replace: Mapping[str, str] | None = None
+) -> Gateway:
     """Start another node: ``first``'s config (node name ``first_name``) with its own ports
-    and node name, sharing its database and data directory (so its keys)."""
+    and node name, sharing its database and data directory (so its keys, and host keys a
+    load balancer's client finds the same on every node). ``replace``: more text of
+    ``first``'s config to change for this node (e.g. its own recordings folder)."""
     port, machine_port = free_port(), free_port()
     text = first.config_path.read_text()
     text = text.replace(f"port = {first.port}\n", f"port = {port}\n")
     text = text.replace(f"port = {first.machine_port}\n", f"port = {machine_port}\n")
     text = text.replace(f'name = "{first_name}"', f'name = "{name}"')
+    for old, new in (replace or {}).items():
+        text = text.replace(old, new)
     config_path = first.root / f"{name}.toml"
     config_path.write_text(text)
     lines = first.known_hosts.read_text().splitlines()
