@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from gateway.devtools.openssh_target import free_port
 from tests.support.gateway import launch_gateway
+from tests.support.nodes import sample, scrape
 
 pytestmark = pytest.mark.openssh
-
-
-def scrape(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus' text format (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in text.splitlines():
-        found = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
-        if found and ",".join(sorted((found.group(1) or "").split(","))) == wanted:
-            return float(found.group(2))
-    return 0.0
 
 
 def test_metrics_count_what_happened_and_health_answers(tmp_path: Path) -> None:

@@ -18,8 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +32,7 @@ from gateway.services import GatewayServices
 from gateway.store.database import Store
 from gateway.store.models import SessionRecord
 from tests.support.gateway import Gateway, TestUser, launch_gateway
+from tests.support.nodes import sample, scrape
 
 pytestmark = pytest.mark.openssh
 
@@ -253,24 +252,6 @@ def test_metrics_add_up_every_worker(gateway: Gateway) -> None:
     assert status == 200, body
     for client in clients:
         client.kill()
-
-
-def scrape(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus' text format (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in text.splitlines():
-        found = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
-        if found and ",".join(sorted((found.group(1) or "").split(","))) == wanted:
-            return float(found.group(2))
-    return 0.0
 
 
 def test_a_port_taken_stops_the_node_with_the_reason_and_no_worker_left(

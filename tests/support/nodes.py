@@ -54,6 +54,25 @@ class OutputLines:
             return "".join(self.lines)
 
 
+def scrape(port: int, path: str) -> tuple[int, str]:
+    """(HTTP status, body) of ``GET path`` on a node's metrics port."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus' text format (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        found = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if found and ",".join(sorted((found.group(1) or "").split(","))) == wanted:
+            return float(found.group(2))
+    return 0.0
+
+
 def healthz(port: int, *, wait: float = 10.0) -> tuple[int, dict[str, Any]]:
     """(HTTP status, JSON body) of ``GET /healthz`` on a node's metrics port, waiting up to
     ``wait`` seconds for the port to open (a node with relay workers opens it once they
