@@ -17,7 +17,7 @@ import pytest
 
 from gateway.domain.audit.trail import Trail
 from recordings.asciicast import SUFFIXES, iter_events, read_header
-from tests.support.gateway import Gateway, launch_gateway, set_prompt, spawn_shell
+from tests.support.gateway import Gateway, launch_gateway, session_end, set_prompt, spawn_shell
 
 pytestmark = pytest.mark.openssh
 
@@ -28,17 +28,6 @@ def asciinema_cat(path: Path) -> tuple[int, bytes]:
     output = child.read()
     child.close()
     return child.exitstatus, output
-
-
-def session_end(gateway: Gateway, user: str, timeout: float = 10) -> dict[str, object]:
-    """The details of ``user``'s session.end event, once it is written."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for record in gateway.audit.events(Trail.HUMAN):
-            if record.action == "session.end" and record.actor == user:
-                return {**json.loads(record.details), "session": record.session_id}
-        time.sleep(0.1)
-    raise AssertionError(f"no session.end for {user}")
 
 
 def recording_of(gateway: Gateway, session: str) -> Path:

@@ -18,7 +18,14 @@ import pexpect
 import pytest
 
 from gateway.domain.audit.trail import Trail
-from tests.support.gateway import Gateway, launch_gateway, run_cli, set_prompt, spawn_shell
+from tests.support.gateway import (
+    Gateway,
+    launch_gateway,
+    run_cli,
+    session_end,
+    set_prompt,
+    spawn_shell,
+)
 from tests.support.s3 import BUCKET, PREFIX, S3Server, s3_server
 
 pytestmark = pytest.mark.openssh
@@ -47,17 +54,6 @@ def other_node(gateway: Gateway, name: str) -> Path:
     return path
 
 
-def session_end(gateway: Gateway, user: str, timeout: float = 15) -> dict[str, object]:
-    """The details of ``user``'s session.end event, once it is written."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for record in gateway.audit.events(Trail.HUMAN):
-            if record.action == "session.end" and record.actor == user:
-                return {**json.loads(record.details), "session": record.session_id}
-        time.sleep(0.1)
-    raise AssertionError(f"no session.end for {user}")
-
-
 def wait_for_object(bucket: S3Server, text: bytes, timeout: float = 20) -> list[str]:
     """The chunk objects, once one of them holds ``text``."""
     deadline = time.monotonic() + timeout
@@ -75,7 +71,7 @@ def test_a_session_goes_to_the_bucket_and_another_node_replays_and_verifies_it(
     user = gateway.make_user()
     done = gateway.run_ssh(user, "web01", "echo stored-in-s3; echo second-line")
     assert done.returncode == 0, done.stderr
-    end = session_end(gateway, user.name)
+    end = session_end(gateway, user.name, timeout=15)
     session = str(end["session"])
     [name] = [n for n in bucket.names() if session in n]
     assert name.startswith(f"{PREFIX}/") and name.endswith(f"/{session}.cast")
@@ -136,7 +132,7 @@ def test_chunks_reach_the_bucket_while_the_session_runs(gateway: Gateway, bucket
     finally:
         process.kill()
         process.wait(timeout=10)
-    end = session_end(gateway, user.name)
+    end = session_end(gateway, user.name, timeout=15)
     assert end["session"] == session
     assert not [n for n in bucket.names() if ".parts/" in n and session in n]
 
@@ -146,7 +142,7 @@ def test_a_replaced_object_fails_verification_on_every_node(
 ) -> None:
     user = gateway.make_user()
     assert gateway.run_ssh(user, "web01", "echo original-text").returncode == 0
-    session = str(session_end(gateway, user.name)["session"])
+    session = str(session_end(gateway, user.name, timeout=15)["session"])
     [name] = [n for n in bucket.names() if session in n]
     node_d = other_node(gateway, "node-d")
     assert run_cli("--config", str(node_d), "recordings", "verify", session).returncode == 0
@@ -208,7 +204,7 @@ def test_a_store_that_goes_away_ends_the_live_session(tmp_path: Path) -> None:
             child.expect(pexpect.EOF, timeout=20)
         finally:
             child.close()
-        end = session_end(own, user.name)
+        end = session_end(own, user.name, timeout=15)
         assert end["status"] == "interrupted"
         assert "cannot upload to the bucket" in str(end.get("recording_incomplete"))
 
@@ -268,7 +264,7 @@ def test_sealed_recordings_go_up_compressed_and_retained_under_object_lock(
         with launch_gateway(tmp_path / "gw", store.config(from_env=True, extra=locked)) as own:
             user = own.make_user()
             assert own.run_ssh(user, "web01", "echo kept-for-two-days").returncode == 0
-            end = session_end(own, user.name)
+            end = session_end(own, user.name, timeout=15)
             session = str(end["session"])
             # Compressed before the upload: the one object is the sealed .cast.zst (no chunks).
             [name] = [n for n in store.names() if session in n]
@@ -293,7 +289,7 @@ def test_object_lock_asked_of_a_bucket_without_it_is_skipped_and_said(tmp_path: 
         with launch_gateway(tmp_path / "gw", store.config(extra=locked)) as own:
             user = own.make_user()
             assert own.run_ssh(user, "web01", "echo stored-anyway").returncode == 0
-            session = str(session_end(own, user.name)["session"])
+            session = str(session_end(own, user.name, timeout=15)["session"])
             log = own.log_text()
         [name] = [n for n in store.names() if n.endswith(f"/{session}.cast")]
         assert b"stored-anyway" in store.read(name)

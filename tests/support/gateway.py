@@ -9,6 +9,7 @@ client, answering keyboard-interactive prompts through ``SSH_ASKPASS``.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import resource
@@ -33,7 +34,7 @@ from gateway.devtools.openssh_target import (
     free_port,
     wait_for_port,
 )
-from gateway.domain.audit.trail import AuditLog
+from gateway.domain.audit.trail import AuditLog, Trail
 from gateway.domain.identities import UserDirectory
 from gateway.store.database import Store
 from tests.support.database import TEST_DATABASE_ENV, fresh_database
@@ -536,3 +537,14 @@ def decide(gateway: Gateway, verb: str, request_id: int, approver: TestUser, com
         "--totp", code, "--comment", comment,
         input_text=f"{approver.password}\n",
     )  # fmt: skip
+
+
+def session_end(gateway: Gateway, user: str, timeout: float = 10) -> dict[str, object]:
+    """The details of ``user``'s session.end event (and its session id), once it is written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in gateway.audit.events(Trail.HUMAN):
+            if record.action == "session.end" and record.actor == user:
+                return {**json.loads(record.details), "session": record.session_id}
+        time.sleep(0.1)
+    raise AssertionError(f"no session.end for {user}")
