@@ -27,6 +27,8 @@ from gateway.ssh.channel import SessionChannel
 
 #: How long the target's EOF waits for the exit status that usually follows it at once.
 EOF_GRACE_SECONDS = 1.0
+#: Output pieces at least this big are sent as they came (see RelayPipe.flush).
+WHOLE_PACKET = 16 * 1024
 
 
 class PayloadFilter(Protocol):
@@ -162,19 +164,29 @@ class RelayPipe:
         self._target_output.append(data)
 
     def flush(self) -> None:
-        """Record and send the stdout gathered since the last send."""
+        """Record and send the stdout gathered since the last send.
+
+        Small pieces (a pty's) are joined into one send. Pieces of at least
+        WHOLE_PACKET bytes (bulk exec output: the target's packets are 32 KiB,
+        the client's largest) already make full packets: joining them would
+        only copy every byte once more.
+        """
         if not self._target_output:
             return
         gathered = self._target_output
-        data = gathered[0] if len(gathered) == 1 else b"".join(gathered)
         self._target_output = []
         if not self._client.is_open:
             return
-        self._tap_output(data, stderr=False)
-        if self._filter is not None:
-            data = self._filter.to_client(data)
-        if data:
-            self._client.write(data)
+        if len(gathered) > 1 and (
+            self._filter is not None or min(map(len, gathered)) < WHOLE_PACKET
+        ):
+            gathered = [b"".join(gathered)]
+        for data in gathered:
+            self._tap_output(data, stderr=False)
+            if self._filter is not None:
+                data = self._filter.to_client(data)
+            if data:
+                self._client.write(data)
 
     def exit_received(self, status: int | None, signal: tuple[str, bool, str, str] | None) -> None:
         """The target sent the command's exit status (or signal)."""

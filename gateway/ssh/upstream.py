@@ -17,6 +17,7 @@ import asyncssh
 from gateway.config import TargetSettings
 from gateway.crypto.upstream_ca import UpstreamCredential, load_private_key
 from gateway.errors import HostKeyMismatch, UpstreamAuthFailed, UpstreamUnreachable
+from gateway.ssh.packet_io import UpstreamTCP
 
 logger = logging.getLogger("pamgate.upstream")
 
@@ -74,6 +75,7 @@ async def connect_upstream(
                 encryption_algs=[name.decode() for name in UPSTREAM_CIPHERS],
                 connect_timeout=timeout,
                 encoding=None,
+                tunnel=UpstreamTCP(),
             ),
             timeout=timeout + 1,
         )

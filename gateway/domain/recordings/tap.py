@@ -6,16 +6,76 @@ bytes of stdout, of stderr (both as output events) and of stdin (as input
 events), while byte counts and sha256 digests cover every byte: an auditor
 needs to know what a 10 GB ``pg_dump`` or ``bash -s < script`` was, not to
 have it twice.
+
+The digests are computed off the event loop: a stream's bytes are handed,
+in batches of DIGEST_BATCH bytes, to one digest thread per process
+(:class:`StreamDigest`). ``hashlib`` releases the GIL while it hashes, so
+the relay goes on moving bytes on its own core; at 1 GB/s of exec output
+the sha256 alone was a tenth of the relay's time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from recordings.asciicast import RecordingWriter
 
 STREAMS = ("stdout", "stderr", "stdin")
+#: Bytes of a stream kept (as the chunks they came in: no copy) before the digest thread
+#: gets them: one hand-over per MiB rather than one per packet.
+DIGEST_BATCH = 1024 * 1024
+
+_digest_thread: ThreadPoolExecutor | None = None
+_digest_thread_lock = threading.Lock()
+
+
+def _digest_worker() -> ThreadPoolExecutor:
+    """The process's digest thread (one: each stream's batches must be hashed in order)."""
+    global _digest_thread
+    with _digest_thread_lock:
+        if _digest_thread is None:
+            _digest_thread = ThreadPoolExecutor(1, thread_name_prefix="pamgate-digest")
+        return _digest_thread
+
+
+def _hash_chunks(digest: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+
+
+class StreamDigest:
+    """The byte count and sha256 of one stream, hashed on the digest thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._sha256 = hashlib.sha256()
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._last: Future[None] | None = None
+
+    def add(self, data: bytes) -> None:
+        self.count += len(data)
+        self._batch.append(data)
+        self._batched += len(data)
+        if self._batched >= DIGEST_BATCH:
+            self._hand_over()
+
+    def hexdigest(self) -> str:
+        """The sha256 of every byte added (blocks until the digest thread has them all)."""
+        if self._batch:
+            self._hand_over()
+        if self._last is not None:
+            self._last.result()
+        return self._sha256.hexdigest()
+
+    def _hand_over(self) -> None:
+        batch, self._batch, self._batched = self._batch, [], 0
+        # One worker thread runs the batches in the order given, so only the last
+        # needs waiting for.
+        self._last = _digest_worker().submit(_hash_chunks, self._sha256, batch)
 
 
 class SessionTap:
@@ -25,8 +85,7 @@ class SessionTap:
         """``exec_payload_cap`` is None for a pty session (record everything)."""
         self.writer = writer
         self._cap = exec_payload_cap
-        self._digests = {name: hashlib.sha256() for name in STREAMS}
-        self._counts = dict.fromkeys(STREAMS, 0)
+        self._streams = {name: StreamDigest() for name in STREAMS}
 
     @property
     def is_exec(self) -> bool:
@@ -52,21 +111,24 @@ class SessionTap:
 
     def _count(self, stream: str, data: bytes, cap: int) -> bytes:
         """Count and digest ``data`` on ``stream``; return the part within the cap."""
-        self._digests[stream].update(data)
-        kept = self._counts[stream]
-        self._counts[stream] = kept + len(data)
-        return data[: max(cap - kept, 0)]
+        digest = self._streams[stream]
+        kept = digest.count
+        digest.add(data)
+        return data[: max(cap - kept, 0)] if kept < cap else b""
 
     def resize(self, width: int, height: int) -> None:
         self.writer.resize(width, height)
 
     def summary(self) -> dict[str, Any]:
-        """Stream facts for the session's end event (exec sessions)."""
+        """Stream facts for the session's end event (exec sessions).
+
+        Blocking (it waits for the digest thread): call it off the event loop.
+        """
         if self._cap is None:
             return {}
         facts: dict[str, Any] = {"payload_cap_bytes": self._cap}
-        for stream in STREAMS:
-            facts[f"{stream}_bytes"] = self._counts[stream]
-            facts[f"{stream}_sha256"] = self._digests[stream].hexdigest()
-            facts[f"{stream}_truncated"] = self._counts[stream] > self._cap
+        for name, stream in self._streams.items():
+            facts[f"{name}_bytes"] = stream.count
+            facts[f"{name}_sha256"] = stream.hexdigest()
+            facts[f"{name}_truncated"] = stream.count > self._cap
         return facts
