@@ -8,6 +8,9 @@ Paths measured, each moving the same bytes from a loopback sshd to a stock ``ssh
 - direct:   ssh → sshd (a certificate from the same CA)
 - -J:       ssh → sshd (bastion) → sshd, end-to-end encrypted (cannot record)
 - pamgate:  ssh → pamgate → sshd, recording every byte (exec payload cap unlimited)
+- pamgate-default: exec only, through a second gateway with the default
+            settings: the first MiB of each exec stream recorded, every byte
+            counted and sha256-digested (``exec_payload_cap_bytes``)
 - ssh-mitm: ssh → ssh-mitm → sshd, ssh-mitm recording (see bench/mitm.py; AES only)
 For exec (``ssh host cmd``) and through a pty (``ssh -tt host cmd``), each
 moving N MB of base64 text (``head -c ... /dev/zero | base64 -w 0``): text,
@@ -55,7 +58,12 @@ from gateway.errors import PamgateError
 from tests.support.gateway import Gateway, launch_gateway
 
 CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com")
-PATHS = ("direct", "-J", "pamgate", "ssh-mitm")
+PATHS = ("direct", "-J", "pamgate", "pamgate-default", "ssh-mitm")
+#: The paths through pamgate, and what each records.
+PAMGATE_PATHS = {
+    "pamgate": "every byte recorded",
+    "pamgate-default": "default settings: first MiB recorded, all digested",
+}
 #: Record every exec byte too, so exec and pty cost the same recording work.
 RECORD_EVERYTHING = "\n[recordings]\nexec_payload_cap_bytes = 1099511627776\n"
 #: One relay process per core (the wave-workers setting; 0 means one per core).
@@ -137,8 +145,16 @@ def payload_command(size: int) -> str:
 class Paths:
     """The commands that reach the same target by each path, for one cipher."""
 
-    def __init__(self, gateway: Gateway, folder: Path, bastion: OpenSSHTarget) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        folder: Path,
+        bastion: OpenSSHTarget,
+        default_gateway: Gateway | None = None,
+    ) -> None:
         self.gateway = gateway
+        #: A gateway with the default recording settings (the pamgate-default path).
+        self.default_gateway = default_gateway
         self.account = os.environ.get("USER") or "root"
         self.key = client_certificate(gateway, folder, self.account)
         self.known_hosts = folder / "known_hosts"
@@ -149,6 +165,9 @@ class Paths:
         """The process at the root of the middle hop's tree (None: there is no middle)."""
         if path == "pamgate":
             return self.gateway.process.pid
+        if path == "pamgate-default":
+            assert self.default_gateway is not None
+            return self.default_gateway.process.pid
         if path == "-J":
             assert self.bastion.process is not None
             return self.bastion.process.pid
@@ -165,10 +184,12 @@ class Paths:
             hop = f"ssh {' '.join(options)} -p {self.bastion.port} -W %h:%p {login}"
             return ["ssh", *flags, *options, "-o", f"ProxyCommand={hop}", "-p", str(web01.port),
                     login], None  # fmt: skip
-        if path == "pamgate":
-            user = self.gateway.make_user()
-            through = self.gateway.ssh_command(f"{user.name}:web01", extra=("-c", cipher, *flags))
-            return through, self.gateway.ssh_env(user)
+        if path in PAMGATE_PATHS:
+            gateway = self.gateway if path == "pamgate" else self.default_gateway
+            assert gateway is not None
+            user = gateway.make_user()
+            through = gateway.ssh_command(f"{user.name}:web01", extra=("-c", cipher, *flags))
+            return through, gateway.ssh_env(user)
         assert self.mitm is not None
         port, key, _ = self.mitm
         options = base_options(key, self.known_hosts, cipher)
@@ -244,6 +265,7 @@ def schedule(ciphers: list[str], *, with_mitm: bool) -> list[tuple[str, str, str
         for mode in ("exec", "pty")
         for path in PATHS
         if path != "ssh-mitm" or (with_mitm and cipher in MITM_CIPHERS)
+        if path != "pamgate-default" or mode == "exec"
     ]
 
 
@@ -267,11 +289,12 @@ def main() -> int:
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pamgate-relay-")))
         gateway = stack.enter_context(launch_gateway(folder / "gw", RECORD_EVERYTHING))
+        default_gateway = stack.enter_context(launch_gateway(folder / "gw-default"))
         ca_pub = gateway.data_dir / "keys" / "upstream_ca.pub"
         bastion = OpenSSHTarget(folder / "bastion", free_port(), ca_pub)
         bastion.start()
         stack.callback(bastion.stop)
-        paths = Paths(gateway, folder, bastion)
+        paths = Paths(gateway, folder, bastion, default_gateway)
         if not args.no_mitm:
             try:
                 paths.mitm = stack.enter_context(mitm_proxy(folder / "mitm", ca_pub))
@@ -371,11 +394,12 @@ def summarise(
     ratios: dict[str, float] = {}
     for cipher in ciphers:
         for mode in ("exec", "pty"):
-            ours = rates.get(f"{cipher} {mode} pamgate")
-            for baseline in ("-J", "direct", "ssh-mitm"):
-                theirs = rates.get(f"{cipher} {mode} {baseline}")
-                if ours and theirs:
-                    ratios[f"{cipher} {mode} pamgate/{baseline}"] = ours / theirs
+            for path in PAMGATE_PATHS:
+                ours = rates.get(f"{cipher} {mode} {path}")
+                for baseline in ("-J", "direct", "ssh-mitm"):
+                    theirs = rates.get(f"{cipher} {mode} {baseline}")
+                    if ours and theirs:
+                        ratios[f"{cipher} {mode} {path}/{baseline}"] = ours / theirs
     load = [s["load_average"] for samples in runs.values() for s in samples]
     return {
         "mb_per_s": rates, "bytes_lost": lost, "ratios": ratios, "cpu_s_per_gb": cpu_per_gb,
@@ -404,17 +428,18 @@ def print_tables(figures: dict, ciphers: list[str]) -> None:
     print("\n| ratio (throughput) | exec | pty |")
     print("|---|---|---|")
     for cipher in ciphers:
-        for baseline in ("-J", "direct", "ssh-mitm"):
-            cells = [figures["ratios"].get(f"{cipher} {mode} pamgate/{baseline}")
-                     for mode in ("exec", "pty")]  # fmt: skip
-            if any(cells):
-                shown = [f"{c:.2f}" if c else "-" for c in cells]
-                print(f"| {cipher}: pamgate / {baseline} | {shown[0]} | {shown[1]} |")
+        for path in PAMGATE_PATHS:
+            for baseline in ("-J", "direct", "ssh-mitm"):
+                cells = [figures["ratios"].get(f"{cipher} {mode} {path}/{baseline}")
+                         for mode in ("exec", "pty")]  # fmt: skip
+                if any(cells):
+                    shown = [f"{c:.2f}" if c else "-" for c in cells]
+                    print(f"| {cipher}: {path} / {baseline} | {shown[0]} | {shown[1]} |")
     print(f"ssh-mitm: {figures['mitm']['note']}")
     print("\n| middle hop CPU-s per GB | exec | pty |")
     print("|---|---|---|")
     for cipher in ciphers:
-        for path in ("pamgate", "-J"):
+        for path in (*PAMGATE_PATHS, "-J"):
             cells = [figures["cpu_s_per_gb"].get(f"{cipher} {mode} {path}")
                      for mode in ("exec", "pty")]  # fmt: skip
             shown = [f"{c:.1f}" if c is not None else "-" for c in cells]

@@ -31,7 +31,7 @@ from gateway.domain.node_identity import node_identity
 from gateway.domain.recordings.indexing import command_indexer
 from gateway.errors import PamgateError
 from gateway.services import GatewayServices
-from gateway.ssh import gcm_packets
+from gateway.ssh import cipher_packets
 from gateway.ssh.human.lane import HumanLane
 from gateway.ssh.lane import Lane
 from gateway.ssh.machine.lane import MachineLane
@@ -467,8 +467,8 @@ class Runnable(Protocol):
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run the gateway's event loop: uvloop when installed (the relay moves bytes
     with less overhead per packet there), else asyncio's own loop; with the
-    gateway's AES-GCM packets (:mod:`gateway.ssh.gcm_packets`)."""
-    gcm_packets.install()
+    gateway's AEAD cipher packets (:mod:`gateway.ssh.cipher_packets`)."""
+    cipher_packets.install()
     try:
         import uvloop
     except ImportError:

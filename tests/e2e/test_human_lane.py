@@ -247,7 +247,7 @@ def test_every_offered_cipher_relays_megabytes_both_ways_intact(
     gateway: Gateway, cipher: str
 ) -> None:
     # Enough packets in each direction for the relay's own packet path (gateway.ssh.packet_io,
-    # gcm_packets, the direct channel data send) to carry them, checked by the target's
+    # cipher_packets, the direct channel data send) to carry them, checked by the target's
     # sha256sum on the way in and by ours on the way out.
     import hashlib
 

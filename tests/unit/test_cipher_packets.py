@@ -1,4 +1,4 @@
-"""The gateway's AES-GCM packets against asyncssh's own GCM shim, the oracle, both ways.
+"""The gateway's AEAD packets against asyncssh's own shims, the oracle, both ways.
 
 Each side seals a run of packets as asyncssh's ``send_packet`` would
 (length header, then padding length, payload and padding), the other side
@@ -12,10 +12,10 @@ import os
 
 import pytest
 from asyncssh import encryption as asyncssh_encryption
-from asyncssh.encryption import GCMEncryption
+from asyncssh.encryption import ChachaEncryption, GCMEncryption
 
-from gateway.ssh import gcm_packets
-from gateway.ssh.gcm_packets import AesGcmPackets
+from gateway.ssh import cipher_packets
+from gateway.ssh.cipher_packets import AesGcmPackets, ChachaPackets
 
 BLOCK = 16
 HEADER = 4
@@ -57,7 +57,7 @@ def test_packets_match_asyncssh_in_both_directions(cipher_name: str, key_size: i
             GCMEncryption.new(cipher_name, key, start),
             AesGcmPackets.new(cipher_name, key, start),
         )
-        for seq, size in enumerate([0, 1, 15, 16, 17, 100, 4096, 32768, 35000, 7]):
+        for seq, size in enumerate(PAYLOAD_SIZES):
             payload = os.urandom(size)
             sent = wire(ours_out, seq, payload)
             assert opened(theirs_in, seq, sent) == payload
@@ -74,13 +74,44 @@ def test_a_tampered_packet_is_refused_and_the_counter_still_advances() -> None:
     assert opened(receiver, 1, wire(sender, 1, b"again")) == b"again"
 
 
-def test_install_replaces_only_the_gcm_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
+PAYLOAD_SIZES = [0, 1, 15, 16, 17, 100, 4096, 32768, 35000, 7]
+
+
+def test_chacha_packets_match_asyncssh_in_both_directions() -> None:
+    key = os.urandom(64)
+    ours_out, theirs_in = (
+        ChachaPackets.new("chacha20-poly1305", key, b""),
+        ChachaEncryption.new("chacha20-poly1305", key, b""),
+    )
+    theirs_out, ours_in = (
+        ChachaEncryption.new("chacha20-poly1305", key, b""),
+        ChachaPackets.new("chacha20-poly1305", key, b""),
+    )
+    # Sequence numbers near the 32-bit wrap as well as from 0.
+    for seq in [*range(len(PAYLOAD_SIZES)), 2**32 - 2, 2**32 - 1]:
+        payload = os.urandom(PAYLOAD_SIZES[seq % len(PAYLOAD_SIZES)])
+        assert opened(theirs_in, seq, wire(ours_out, seq, payload)) == payload
+        assert opened(ours_in, seq, wire(theirs_out, seq, payload)) == payload
+
+
+def test_a_tampered_chacha_packet_is_refused() -> None:
+    key = os.urandom(64)
+    sender, receiver = ChachaEncryption.new("chacha20-poly1305", key, b""), ChachaPackets(key)
+    for position in (2, 10, 40):  # the length, the packet, the tag
+        sent = bytearray(wire(sender, 5, os.urandom(20)))
+        sent[position if position < 30 else len(sent) - 3] ^= 1
+        assert opened(receiver, 5, bytes(sent)) is None
+
+
+def test_install_replaces_only_the_aead_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
     table = dict(asyncssh_encryption._enc_params)
     monkeypatch.setattr(asyncssh_encryption, "_enc_params", table)
     before = dict(table)
-    gcm_packets.install()
+    cipher_packets.install()
+    replaced = {b"aes128-gcm@openssh.com": AesGcmPackets, b"aes256-gcm@openssh.com": AesGcmPackets,
+                b"chacha20-poly1305@openssh.com": ChachaPackets}  # fmt: skip
     for algorithm, entry in table.items():
-        if algorithm in gcm_packets.GCM_ALGORITHMS:
-            assert entry == (AesGcmPackets, before[algorithm][1])
+        if algorithm in replaced:
+            assert entry == (replaced[algorithm], before[algorithm][1])
         else:
             assert entry == before[algorithm]
