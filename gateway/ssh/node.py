@@ -235,7 +235,6 @@ class GatewayNode:
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_every(self.config.node.heartbeat_interval_seconds)
         )
-        self.services.recordings.attach_loop(asyncio.get_running_loop())
         for worker in self._deliveries:
             worker.start()
         await self.services.executors.run_db(self._record, "gateway.started")

@@ -64,7 +64,9 @@ class BatchedTransport:
         self._transport.close()
 
     def abort(self) -> None:
-        self._pending = []
+        # As unbatched: what was written is tried at once (a disconnect message before
+        # asyncssh's abort), and what the socket does not take then is dropped.
+        self.flush()
         self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:

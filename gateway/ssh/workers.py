@@ -316,7 +316,6 @@ class RelayWorker:
         """Listen on both lanes' ports, then tell the parent."""
         from gateway.ssh.node import raise_open_files_limit
 
-        self.services.recordings.attach_loop(asyncio.get_running_loop())
         await asyncio.to_thread(self.services.users.prepare_for_logins)
         raise_open_files_limit()
         await self.lanes.start()

@@ -12,7 +12,6 @@ search, verify, export; refusals and failed verifications are audited too).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -165,13 +164,8 @@ class RecordingService:
         self._audit = audit
         self._flusher: Flusher | None = None
         self._flusher_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         #: Extractors of live sessions, kept between live passes (in the indexing worker).
         self._live_extractions: dict[str, _LiveExtraction] = {}
-
-    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Flush recordings on this event loop (the gateway's) rather than a thread."""
-        self._loop = loop
 
     # -- recording ------------------------------------------------------------
 
@@ -239,9 +233,7 @@ class RecordingService:
     def _flusher_started(self) -> Flusher:
         with self._flusher_lock:
             if self._flusher is None:
-                if self._loop is None:
-                    raise RecordingUnavailable("recording needs the gateway's event loop")
-                self._flusher = Flusher(self._loop)
+                self._flusher = Flusher()
             return self._flusher
 
     def stop(self) -> None:
