@@ -99,7 +99,10 @@ def check_output(step: Step, actual: list[str], captured: dict[str, str]) -> Non
 
 class Codes:
     """One unused TOTP code per login: codes are single use, and a newer one is needed
-    each time (steps now-1..now+1 are accepted), so waits where the tour would."""
+    each time (steps now-1..now+1 are accepted), so waits where the tour would.
+
+    Never the previous step's code: a login that takes a few seconds on a loaded
+    machine may reach the gateway after the step has moved on twice."""
 
     def __init__(self) -> None:
         self._last: dict[str, int] = {}
@@ -107,7 +110,7 @@ class Codes:
     def next(self, user: str, secret: str) -> str:
         while True:
             now = int(time.time() // 30)
-            step = max(self._last.get(user, -1) + 1, now - 1)
+            step = max(self._last.get(user, -1) + 1, now)
             if step <= now + 1:
                 self._last[user] = step
                 return pyotp.TOTP(secret).at(step * 30)
