@@ -12,8 +12,8 @@ in-memory list; a :class:`Flusher`, on a thread of its own, encodes and
 writes every writer's pending events at least every ``interval`` seconds
 (0.25 s by default), so a SIGKILL loses at most about that much. If the disk
 falls behind, the writer reports backlog so the relay can pause reading
-(recording bytes are never dropped). A write error marks the writer failed and calls its error
-callback: the session must end (fail closed).
+(recording bytes are never dropped). A write error marks the writer failed
+and calls its error callback: the session must end (fail closed).
 
 Sealing flushes and fsyncs, optionally compresses (gzip or zstd), makes the
 file read-only and returns its sha256. Readers open ``.cast``,

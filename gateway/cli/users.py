@@ -62,12 +62,8 @@ def add_commands(commands: Subcommands) -> None:
         ("enable", "enable a disabled user", cmd_user_enable),
         ("reset-mfa", "give a user a new TOTP secret", cmd_user_reset_mfa),
         ("unlock", "clear a user's failed sign-ins at every address", cmd_user_unlock),
-        (
-            "logout",
-            "revoke a user's login certificates (pamgate-login); their sessions "
-            "signed in with one end within 2 s",
-            cmd_user_logout,
-        ),
+        ("logout", "revoke a user's login certificates (pamgate-login); their sessions "
+         "signed in with one end within 2 s", cmd_user_logout),
     ):
         sub = user.add_parser(
             name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."

@@ -87,16 +87,8 @@ class WebhookAlerts:
             with self._store.transaction() as db:
                 db.add_all(
                     OutboxMessage(
-                        url=url,
-                        kind=kind,
-                        body=text,
-                        trail=trail.value,
-                        authority=authority,
-                        attempts=0,
-                        due_at=0.0,
-                        claimed_until=0.0,
-                        last_error="",
-                        created_at=now,
+                        url=url, kind=kind, body=text, trail=trail.value, authority=authority,
+                        attempts=0, due_at=0.0, claimed_until=0.0, last_error="", created_at=now,
                     )  # fmt: skip
                     for url in self._urls
                 )

@@ -169,7 +169,9 @@ class LoginCertificates:
         self._audit.committed(record)
         return signed
 
-    def check(self, user: str, cert: PresentedCertificate, *, source: str) -> CertificateLogin:
+    def check(
+        self, user: str, cert: PresentedCertificate, *, source: str
+    ) -> CertificateLogin:
         """Accept ``cert`` for ``user`` from ``source`` (see the module docstring), or raise
         CertificateRefused naming the first rule it breaks."""
         now = self._clock()
@@ -245,10 +247,8 @@ class LoginCertificates:
         with self._store.transaction(write=False) as db:
             return [
                 OutstandingLoginCertificate(
-                    user=row.principal,
-                    serial=row.serial,
-                    key_fingerprint=row.key_fingerprint or "",
-                    issued_at=row.issued_at,
+                    user=row.principal, serial=row.serial,
+                    key_fingerprint=row.key_fingerprint or "", issued_at=row.issued_at,
                     valid_before=row.valid_before,
                     source_address=row.source_address,
                 )  # fmt: skip

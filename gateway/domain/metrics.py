@@ -153,7 +153,9 @@ class _DeploymentGauges(Collector):
                         .group_by(SessionRecord.lane, SessionRecord.node)
                     ).tuples()}
                 )  # fmt: skip
-                waiting = db.scalar(select(func.count()).where(AccessRequest.status == "pending"))
+                waiting = db.scalar(
+                    select(func.count()).where(AccessRequest.status == "pending")
+                )
                 unreviewed = db.scalar(
                     select(func.count()).where(BreakGlassCase.reviewed_at.is_(None))
                 )

@@ -138,14 +138,12 @@ class NodeRegistry:
     ) -> list[AuditRecord]:
         """Refuse keys that differ from a running node's; audit a policy that does."""
         running = db.scalars(
-            select(GatewayNodeRecord)
-            .where(
+            select(GatewayNodeRecord).where(
                 GatewayNodeRecord.status == "up",
                 GatewayNodeRecord.name != self.name,
                 GatewayNodeRecord.heartbeat_at >= now - self._timeout,
                 GatewayNodeRecord.key_fingerprints.is_not(None),
-            )
-            .order_by(GatewayNodeRecord.name)
+            ).order_by(GatewayNodeRecord.name)
         ).all()
         drift = []
         for other in running:

@@ -554,16 +554,8 @@ async def test_recordings_filter_by_end_date_authority_and_breakglass_and_say_te
     record_session(services, "a" * 32, "alice", shell_events(1), started=STARTED)
     record_session(services, "b" * 32, "bob", shell_events(1), started=STARTED + 2 * day,
                    authority="breakglass:3")  # fmt: skip
-    record_session(
-        services,
-        "c" * 32,
-        "carl",
-        shell_events(1),
-        started=STARTED + 3 * day,
-        authority="grant:12",
-        status="interrupted",
-        terminated_by="root-admin",
-    )
+    record_session(services, "c" * 32, "carl", shell_events(1), started=STARTED + 3 * day,
+                   authority="grant:12", status="interrupted", terminated_by="root-admin")
     app = PamgateConsole(services)
     async with app.run_test(size=LARGE) as pilot:
         await sign_in(pilot, carol)
@@ -598,15 +590,8 @@ async def test_the_watch_view_says_when_the_session_ended(services: GatewayServi
     path.parent.mkdir(parents=True)
     path.write_text('{"version": 2, "width": 40, "height": 6, "timestamp": 0}\n'
                     '[0.1, "o", "$ make deploy\\r\\n"]\n')  # fmt: skip
-    start = SessionStart(
-        lane="human",
-        user="alice",
-        target="web01",
-        account="root",
-        source="10.0.0.1",
-        authority="policy:ops-web01",
-        kind="shell",
-    )
+    start = SessionStart(lane="human", user="alice", target="web01", account="root",
+                         source="10.0.0.1", authority="policy:ops-web01", kind="shell")
     services.ledger.open(session_id, start, recording_path=f"live/{session_id}.cast")
     app = PamgateConsole(services)
     async with app.run_test(size=SMALL) as pilot:

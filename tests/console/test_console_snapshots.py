@@ -62,11 +62,8 @@ def live_session(services: GatewayServices, session_id: str = SESSION) -> None:
     ledger = SessionLedger(services.store, services.audit, "node-a", clock=lambda: NOW.timestamp())
     path = services.config.recordings_dir / "live" / f"{session_id}.cast"
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        {"version": 2, "width": 60, "height": 8, "timestamp": 0},
-        [0.1, "o", PROMPT],
-        [0.3, "o", "tail -f /var/log/app.log\r\nGET /health 200\r\n"],
-    ]
+    lines = [{"version": 2, "width": 60, "height": 8, "timestamp": 0}, [0.1, "o", PROMPT],
+             [0.3, "o", "tail -f /var/log/app.log\r\nGET /health 200\r\n"]]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     ledger.open(session_id, SessionStart(
         lane="human", user="alice", target="web01", account="root", source="10.0.0.1",
@@ -76,11 +73,8 @@ def live_session(services: GatewayServices, session_id: str = SESSION) -> None:
 
 def recorded(services: GatewayServices) -> None:
     events: list[tuple[float, str, str]] = [(0.2, "o", PROMPT)]
-    typed = (
-        (1.0, "ls /etc", "hosts  passwd\r\n"),
-        (6.0, "uptime", " up 3 days\r\n"),
-        (12.0, "vi notes.txt", ""),
-    )
+    typed = ((1.0, "ls /etc", "hosts  passwd\r\n"), (6.0, "uptime", " up 3 days\r\n"),
+             (12.0, "vi notes.txt", ""))
     for at, line, output in typed:
         events += [(at, "i", line + "\r"), (at + 0.01, "o", line + "\r\n" + output + PROMPT)]
     record_session(services, "a11ce" + "0" * 27, "alice", events, started=NOW.timestamp(),

@@ -139,34 +139,18 @@ def record_session(
     relative = f"2025/03/14/{session_id}.cast"
     path = services.config.recordings_dir / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {
-        "version": 2,
-        "width": width,
-        "height": height,
-        "timestamp": int(started),
-        "env": {"TERM": "xterm-256color", "SHELL": ""},
-        "pamgate": {"user": user},
-    }
+    header = {"version": 2, "width": width, "height": height, "timestamp": int(started),
+              "env": {"TERM": "xterm-256color", "SHELL": ""}, "pamgate": {"user": user}}
     path.write_text("\n".join(json.dumps(line) for line in [header, *events]) + "\n")
     sealed = seal_file(path)
     ledger = SessionLedger(services.store, services.audit, "console-test", clock=lambda: started)
-    start = SessionStart(
-        lane="human",
-        user=user,
-        target="web01",
-        account="root",
-        source="192.0.2.7",
-        authority=authority,
-        kind=kind,
-        command="backup.sh" if kind == "exec" else None,
-    )
+    start = SessionStart(lane="human", user=user, target="web01", account="root",
+                         source="192.0.2.7", authority=authority, kind=kind,
+                         command="backup.sh" if kind == "exec" else None)
     ledger.open(session_id, start, recording_path=relative)
     if terminated_by is not None:
         ledger.request_termination(session_id, actor=terminated_by, reason="policy breach")
-    ledger.close(
-        session_id,
-        start,
-        SessionEnd(status=status, recording_path=relative, recording_sha256=sealed.sha256),
-    )
+    ledger.close(session_id, start, SessionEnd(
+        status=status, recording_path=relative, recording_sha256=sealed.sha256))
     services.recordings.index_commands(session_id)
     return sealed.path

@@ -28,10 +28,8 @@ def header(version: str, client: str, client_port: int, server: tuple[str, int])
             payload = address.packed + destination.packed + struct.pack("!HH", client_port,
                                                                          server[1])  # fmt: skip
             return V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x11, len(payload)) + payload
-        payload = (
-            address.packed
-            + ipaddress.IPv6Address("::1").packed
-            + struct.pack("!HH", client_port, server[1])
+        payload = address.packed + ipaddress.IPv6Address("::1").packed + struct.pack(
+            "!HH", client_port, server[1]
         )
         return V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x21, len(payload)) + payload
     if version == "garbage":

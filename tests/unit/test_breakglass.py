@@ -118,3 +118,5 @@ def test_alerts_wait_in_the_outbox_and_each_is_delivered_once(store: Store) -> N
     sent = [r for r in audit.events(Trail.HUMAN) if r.action == "alert.sent"]
     assert len(sent) == 2 and {r.authority for r in sent} == {"request:7"}
     assert nodes[0].pending() == 0
+
+

@@ -78,9 +78,9 @@ def test_the_systemd_unit_is_valid_and_confined(tmp_path: Path) -> None:
     pamgate = Path(sys.executable).with_name("pamgate")
     unit = tmp_path / "pamgate.service"
     unit.write_text(
-        (ROOT / "config" / "pamgate.service")
-        .read_text()
-        .replace("/opt/pamgate/bin/pamgate", str(pamgate))
+        (ROOT / "config" / "pamgate.service").read_text().replace(
+            "/opt/pamgate/bin/pamgate", str(pamgate)
+        )
     )
     verify = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr

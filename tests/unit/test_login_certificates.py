@@ -208,8 +208,7 @@ def test_revocation_with_the_change_that_causes_it(lab: Lab, how: str) -> None:
     for cert in (first, second):
         assert lab.refused(cert) == f"login certificate serial {cert.serial} was revoked ({reason})"
     assert lab.service.revoked_among([first.serial, second.serial, 999]) == {
-        first.serial: reason,
-        second.serial: reason,
+        first.serial: reason, second.serial: reason
     }
     assert lab.service.outstanding("alice") == []
     events = [r for r in lab.audit.events(Trail.HUMAN) if r.action == "login_cert.revoked"]

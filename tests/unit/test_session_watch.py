@@ -71,8 +71,7 @@ def test_live_checks_read_what_changed_for_each_subject(services: GatewayService
     assert checks.disabled_users == {"bob", "nobody-any-more"}
     assert checks.revoked_grants == {revoked: "incident 42"}
     assert {name: nhi.status for name, nhi in checks.machines.items()} == {
-        "backup-bot": "active",
-        "deploy-bot": "suspended",
+        "backup-bot": "active", "deploy-bot": "suspended"
     }
     assert services.live_checks.read([]) == LiveChecks()
 

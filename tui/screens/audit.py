@@ -225,12 +225,8 @@ class AuditScreen(SectionScreen):
     # V, not v: v records a break-glass verdict. ] and [ switch tabs, as in Identities.
     BINDINGS = [
         Binding("V", "verify", "Verify chain", key_display="V"),
-        Binding(
-            "right_square_bracket,left_square_bracket",
-            "switch_trail",
-            "Other trail",
-            key_display="]",
-        ),
+        Binding("right_square_bracket,left_square_bracket", "switch_trail", "Other trail",
+                key_display="]"),
         Binding("slash", "edit_filter", "Filter", key_display="/"),
         Binding("enter", "detail", "Detail", key_display="⏎"),
         Binding("escape", "leave_filter", "Table", show=False),

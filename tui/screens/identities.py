@@ -166,9 +166,8 @@ class IdentitiesScreen(SectionScreen):
         Binding("r", "resume", "Resume"),
         Binding("f", "offboard", "Offboard"),
         Binding("g", "revoke", "Revoke certs"),
-        Binding(
-            "right_square_bracket,left_square_bracket", "switch_tab", "Other tab", key_display="]"
-        ),
+        Binding("right_square_bracket,left_square_bracket", "switch_tab", "Other tab",
+                key_display="]"),
         Binding("enter", "detail", "Detail", key_display="⏎"),
         Binding("slash", "filter_list", "Filter", key_display="/"),
     ]
@@ -340,7 +339,6 @@ class IdentitiesScreen(SectionScreen):
         user = self._human("reset second factors")
         if user is None:
             return
-
         def reset() -> None:
             self.run_service(
                 lambda: self.actions.reset_mfa(user.name),
@@ -374,7 +372,6 @@ class IdentitiesScreen(SectionScreen):
         machine = self._machine(f"{verb} machine identities", allowed=(before,))
         if machine is None:
             return
-
         def change(reason: str) -> None:
             self.run_service(
                 lambda: self.actions.set_machine_status(machine.name, after, reason),
@@ -387,7 +384,6 @@ class IdentitiesScreen(SectionScreen):
         machine = self._machine("offboard machine identities", allowed=("active", "suspended"))
         if machine is None:
             return
-
         def offboarded(revoked: list[Revocation]) -> None:
             count = len(revoked)
             message = f"{machine.name} is offboarded; {count} certificate(s) revoked."

@@ -226,11 +226,9 @@ class RequestsScreen(SectionScreen):
                     lambda view: self.notify(f"Request #{view.id}: {view.status}."),
                 )
 
-        facts = [
-            ("Reason", request.reason),
-            ("Grant length", minutes(request.duration_seconds)),
-            ("Approvals so far", f"{len(request.approvals)} of {request.approvals_required}"),
-        ]
+        facts = [("Reason", request.reason),
+                 ("Grant length", minutes(request.duration_seconds)),
+                 ("Approvals so far", f"{len(request.approvals)} of {request.approvals_required}")]
         self.app.push_screen(
             TextDialog(question(request), placeholder=placeholder, required=required, facts=facts),
             decided,

@@ -157,7 +157,9 @@ class SyslogForwarder:
             self._socket.sendto(message, self._address)
             return
         if self._socket is None:
-            self._socket = socket.create_connection(self._address, timeout=CONNECT_TIMEOUT_SECONDS)
+            self._socket = socket.create_connection(
+                self._address, timeout=CONNECT_TIMEOUT_SECONDS
+            )
         self._socket.sendall(f"{len(message)} ".encode() + message)
 
     def close(self) -> None:

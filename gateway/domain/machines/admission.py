@@ -239,3 +239,4 @@ class MachineGate:
         nhi = login.nhi
         if pty and not (nhi.allow_pty and "permit-pty" in login.options.extensions):
             raise ScopeRefused(f"a terminal (pty) is not allowed for {nhi.name}: run without -t")
+
