@@ -32,6 +32,8 @@ so when its event loop starts.
 
 from __future__ import annotations
 
+from typing import Self
+
 from asyncssh import encryption as asyncssh_encryption
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext
@@ -47,13 +49,11 @@ _ZERO_BLOCK = bytes(64)
 _POLY1305_KEY_SIZE = 32
 
 
-class AesGcmPackets(asyncssh_encryption.GCMEncryption):
-    """One direction of an SSH connection's AES-GCM (see the module docstring)."""
+class _KeyedByAsyncssh:
+    """asyncssh's constructor for a direction's encryption, after each key exchange."""
 
     def __init__(self, key: bytes, iv: bytes) -> None:
-        self._aead = AESGCM(key)
-        self._fixed = iv[:4]
-        self._counter = int.from_bytes(iv[4:12], "big")
+        raise NotImplementedError
 
     @classmethod
     def new(
@@ -64,9 +64,18 @@ class AesGcmPackets(asyncssh_encryption.GCMEncryption):
         mac_alg: bytes = b"",
         mac_key: bytes = b"",
         etm: bool = False,
-    ) -> AesGcmPackets:
-        """What asyncssh calls to key a direction after each key exchange."""
+    ) -> Self:
+        """What asyncssh calls (the MAC arguments do not apply to AEAD ciphers)."""
         return cls(key, iv)
+
+
+class AesGcmPackets(_KeyedByAsyncssh, asyncssh_encryption.GCMEncryption):
+    """One direction of an SSH connection's AES-GCM (see the module docstring)."""
+
+    def __init__(self, key: bytes, iv: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._fixed = iv[:4]
+        self._counter = int.from_bytes(iv[4:12], "big")
 
     def _next_nonce(self) -> bytes:
         nonce = self._fixed + self._counter.to_bytes(8, "big")
@@ -89,25 +98,12 @@ class AesGcmPackets(asyncssh_encryption.GCMEncryption):
             return None
 
 
-class ChachaPackets(asyncssh_encryption.ChachaEncryption):
+class ChachaPackets(_KeyedByAsyncssh, asyncssh_encryption.ChachaEncryption):
     """One direction of an SSH connection's ChaCha20-Poly1305 (see the module docstring)."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, iv: bytes = b"") -> None:  # the nonce is the sequence number
         half = len(key) // 2
         self._packet_key, self._length_key = key[:half], key[half:]
-
-    @classmethod
-    def new(
-        cls,
-        cipher_name: str,
-        key: bytes,
-        iv: bytes,
-        mac_alg: bytes = b"",
-        mac_key: bytes = b"",
-        etm: bool = False,
-    ) -> ChachaPackets:
-        """What asyncssh calls to key a direction after each key exchange."""
-        return cls(key)
 
     def _length_cipher(self, nonce: bytes) -> CipherContext:
         return Cipher(ChaCha20(self._length_key, _BLOCK_0 + nonce), None).encryptor()

@@ -133,7 +133,9 @@ def successes(gateway: Gateway, user: str, method: str) -> list[dict[str, Any]]:
 # -- MFA once, then the stock tools with no prompt ------------------------------------
 
 
-def test_login_once_then_twenty_commands_without_a_prompt(gateway: Gateway, tmp_path: Path) -> None:
+def test_login_once_then_twenty_commands_without_a_prompt(
+    gateway: Gateway, tmp_path: Path
+) -> None:
     """The issue's "done when": one pamgate-login with password + code, then 20 ssh, scp,
     sftp and rsync commands with BatchMode=yes, each one in the trail as a login-cert
     sign-in and a session; after ``user logout`` the next is refused and a live session
@@ -205,10 +207,8 @@ def test_login_once_then_twenty_commands_without_a_prompt(gateway: Gateway, tmp_
     assert f"1 login certificate(s) revoked (serials {certificate.serial})" in out.stdout
     live.wait(timeout=10)
     ended = time.monotonic()
-    print(
-        f"live session ended {ended - logged_out:.2f} s after 'user logout' returned "
-        f"({ended - asked:.2f} s after it was started)"
-    )
+    print(f"live session ended {ended - logged_out:.2f} s after 'user logout' returned "
+          f"({ended - asked:.2f} s after it was started)")
     assert ended - logged_out < 2.0
     assert b"revoked (logout)" in live.stderr.read()  # type: ignore[union-attr]
     refused = cert_ssh(gateway, login, key, "echo again")
@@ -481,13 +481,8 @@ def test_weak_keys_get_no_certificate(gateway: Gateway) -> None:
     got = pamgate_login(gateway, user, key)
     assert got.returncode == 1
     assert b"ssh-dss (DSA, SHA-1) keys are not accepted" in got.stderr
-    garbage = gateway.run_ssh(
-        user,
-        None,
-        "pamgate-login",
-        input_bytes=b"not a key\n",
-        code=pyotp.TOTP(user.totp_secret).at(time.time() + 30),
-    )
+    garbage = gateway.run_ssh(user, None, "pamgate-login", input_bytes=b"not a key\n",
+                              code=pyotp.TOTP(user.totp_secret).at(time.time() + 30))
     assert garbage.returncode == 1
     assert b"not a public key" in garbage.stderr
     refused = events(gateway, user.name, "login_cert.refused")
@@ -501,13 +496,8 @@ def test_ttl_beyond_the_maximum_is_refused(gateway: Gateway) -> None:
     got = pamgate_login(gateway, user, key, "--ttl", "2d")
     assert got.returncode == 1
     assert b"--ttl must be between 1 min and 1440 min" in got.stderr
-    bad = gateway.run_ssh(
-        user,
-        None,
-        "pamgate-login --ttel 1h",
-        input_bytes=b"",
-        code=pyotp.TOTP(user.totp_secret).at(time.time() + 30),
-    )
+    bad = gateway.run_ssh(user, None, "pamgate-login --ttel 1h", input_bytes=b"",
+                          code=pyotp.TOTP(user.totp_secret).at(time.time() + 30))
     assert bad.returncode == 1
     assert b"usage: pamgate-login" in bad.stderr
     assert not cert_path(key).exists()
@@ -626,7 +616,7 @@ def test_readme_login_once_block_runs_with_stock_openssh(
     # pinned (ssh reads ~/.ssh from the password database, not $HOME).
     pinned = f"-F /dev/null -o UserKnownHostsFile={gateway.known_hosts} -o IdentitiesOnly=yes"
     wrappers = "".join(
-        f'{tool}() {{ command {tool} {pinned} "$@"; }}\n' for tool in ("ssh", "scp", "sftp")
+        f"{tool}() {{ command {tool} {pinned} \"$@\"; }}\n" for tool in ("ssh", "scp", "sftp")
     )
     env = {**gateway.ssh_env(alice), "HOME": str(home), "GW": "127.0.0.1",
            "PORT": str(gateway.port)}  # fmt: skip
