@@ -22,8 +22,8 @@ from tests.support.console import (
     add_person,
     console_services,
     record_session,
-    rows,
     sign_in,
+    table_shows,
     wait_for,
 )
 from tui.app import PamgateConsole
@@ -113,7 +113,7 @@ def test_requests_screen_with_badge(
 
     async def run_before(pilot: Pilot) -> None:
         await sign_in(pilot, bob)
-        await wait_for(pilot, lambda: len(rows(app, "#pending")) == 1 and app.waiting.known)
+        await wait_for(pilot, lambda: table_shows(app, "#pending", 1) and app.waiting.known)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
@@ -142,7 +142,7 @@ def test_sessions_screen_and_detail(
     async def run_before(pilot: Pilot) -> None:
         await sign_in(pilot, eve)
         await press_until(pilot, "2", SessionsScreen)
-        await wait_for(pilot, lambda: len(rows(app, "#live")) == 1)
+        await wait_for(pilot, lambda: table_shows(app, "#live", 1))
         await press_until(pilot, "enter", DetailDialog)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
@@ -157,7 +157,7 @@ def test_watch_screen(snap_compare: Snap, services: GatewayServices, size: tuple
     async def run_before(pilot: Pilot) -> None:
         await sign_in(pilot, eve)
         await press_until(pilot, "2", SessionsScreen)
-        await wait_for(pilot, lambda: len(rows(app, "#live")) == 1)
+        await wait_for(pilot, lambda: table_shows(app, "#live", 1))
         await press_until(pilot, "w", WatchScreen)
         await wait_for(pilot, lambda: "GET /health" in app.screen.query_one("#watch-view")
                        .image.text)  # type: ignore[attr-defined]  # fmt: skip
@@ -180,7 +180,7 @@ def test_breakglass_screen(
     async def run_before(pilot: Pilot) -> None:
         await sign_in(pilot, rita)
         await press_until(pilot, "3", BreakGlassScreen)
-        await wait_for(pilot, lambda: len(rows(app, "#cases")) == 1 and app.waiting.known)
+        await wait_for(pilot, lambda: table_shows(app, "#cases", 1) and app.waiting.known)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
@@ -196,7 +196,7 @@ def test_recordings_screen(
     async def run_before(pilot: Pilot) -> None:
         await sign_in(pilot, carol)
         await press_until(pilot, "4", RecordingsScreen)
-        await wait_for(pilot, lambda: len(rows(app, "#recordings")) == 2)
+        await wait_for(pilot, lambda: table_shows(app, "#recordings", 2))
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 

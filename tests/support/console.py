@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyotp
+from rich.cells import cell_len
 from textual.css.query import NoMatches
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input
@@ -108,6 +109,25 @@ async def wait_for(pilot: Pilot, condition, timeout: float = 10.0) -> None:  # n
 def rows(app: PamgateConsole, table_id: str) -> list[list[str]]:
     table = app.screen.query_one(table_id, DataTable)
     return [[str(value) for value in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def table_shows(app: PamgateConsole, table_id: str, count: int) -> bool:
+    """The table has ``count`` rows and has sized its automatic columns to them.
+
+    DataTable widens automatic columns only when idle: on a busy machine a
+    screenshot taken as soon as the rows are in shows them cut at header width.
+    """
+    table = app.screen.query_one(table_id, DataTable)
+    if table.row_count != count:
+        return False
+    for index, column in enumerate(table.ordered_columns):
+        if column.auto_width:
+            widest = max(
+                (cell_len(str(table.get_row_at(i)[index])) for i in range(count)), default=0
+            )
+            if column.content_width < widest:
+                return False
+    return True
 
 
 def last_notification(app: PamgateConsole) -> str:
