@@ -114,7 +114,7 @@ class SessionTap:
         digest = self._streams[stream]
         kept = digest.count
         digest.add(data)
-        return data[: max(cap - kept, 0)] if kept < cap else b""
+        return data[: max(cap - kept, 0)]
 
     def resize(self, width: int, height: int) -> None:
         self.writer.resize(width, height)
