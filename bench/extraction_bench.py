@@ -68,10 +68,12 @@ def shell_session(gateway: Gateway, size: int) -> float:
     user = gateway.make_user()
     command = gateway.ssh_command(f"{user.name}:web01", extra=("-tt",))
     typed = f"{payload_command(size)}; exit\n".encode()
-    seconds, received, stderr = transfer(command, gateway.ssh_env(user), typed)
-    if received < size:
-        raise RuntimeError(f"shell session printed {received} of {size} bytes: {stderr!r}")
-    return seconds
+    done = transfer(command, gateway.ssh_env(user), typed)
+    if done.received < size:
+        raise RuntimeError(
+            f"shell session printed {done.received} of {size} bytes: {done.stderr!r}"
+        )
+    return done.seconds
 
 
 def main() -> int:

@@ -20,6 +20,13 @@ set with ``-c``; every output byte is counted, and a path that delivers fewer
 bytes than were sent is reported, not hidden.
 Each login through pamgate uses a fresh user (TOTP codes are single-use).
 
+A single session's MB/s is timed from the first byte of output to the last,
+so it measures the relay and not the logins before it: two for -J (bastion
+and target), two for pamgate (the gateway's password + TOTP and its own
+certificate login to the target), one for direct. The login benchmark
+measures those. Each sample keeps ``seconds_with_login`` too, and the JSON
+has the medians with logins (``mb_per_s_with_login``).
+
 CPU-seconds per GB relayed, for pamgate and for the -J bastion: the CPU the
 middle hop's process tree used during the transfer (the gateway's ``pamgate
 serve`` and its children; the bastion sshd and its per-connection processes),
@@ -50,6 +57,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.mitm import MITM_CIPHERS, MitmUnavailable, mitm_proxy, recorded_bytes
 from bench.proctree import settled_cpu_seconds, tree_cpu_seconds
@@ -92,10 +100,29 @@ def base_options(key: Path, known_hosts: Path, cipher: str | None = None) -> lis
 
 def timed(command: list[str], env: dict[str, str] | None = None, expect: int = 0) -> float:
     """Seconds ``command`` took; raises if it failed or printed fewer than ``expect`` bytes."""
-    seconds, received, stderr = transfer(command, env)
-    if received < expect:
-        raise RuntimeError(f"{command[:3]}... printed {received} of {expect} bytes: {stderr!r}")
-    return seconds
+    done = transfer(command, env)
+    if done.received < expect:
+        raise RuntimeError(
+            f"{command[:3]}... printed {done.received} of {expect} bytes: {done.stderr!r}"
+        )
+    return done.seconds
+
+
+class Transfer(NamedTuple):
+    """One command's run, its output counted and not kept."""
+
+    #: From launch to the last byte of output.
+    seconds: float
+    #: From launch to the first byte of output: the logins and the session's set-up.
+    first_byte_seconds: float
+    received: int
+    #: The last 500 bytes of its stderr.
+    stderr: bytes
+
+    @property
+    def streaming_seconds(self) -> float:
+        """From the first byte of output to the last: the relay's share, no login in it."""
+        return self.seconds - self.first_byte_seconds
 
 
 def transfer(
@@ -103,13 +130,14 @@ def transfer(
     env: dict[str, str] | None = None,
     stdin: bytes | None = None,
     on_first_output: Callable[[], None] | None = None,
-) -> tuple[float, int, bytes]:
-    """Run ``command``, counting (not keeping) its output; (seconds, bytes, stderr tail).
+) -> Transfer:
+    """Run ``command``, counting (not keeping) its output.
 
     ``on_first_output`` is called when the first bytes arrive (the login is over).
     Raises if it exits non-zero with no output at all.
     """  # fmt: skip
     started = time.perf_counter()
+    first_byte = 0.0
     with subprocess.Popen(
         command, env=env, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -121,8 +149,10 @@ def transfer(
             process.stdin.flush()  # left open: a closed stdin would end the shell early
         received = 0
         while chunk := process.stdout.read1(1 << 20):
-            if received == 0 and on_first_output is not None:
-                on_first_output()
+            if received == 0:
+                first_byte = time.perf_counter() - started
+                if on_first_output is not None:
+                    on_first_output()
             received += len(chunk)
         elapsed = time.perf_counter() - started
         stderr = process.stderr.read()[-500:]
@@ -131,7 +161,7 @@ def transfer(
         status = process.wait(timeout=60)
     if status != 0 and received == 0:
         raise RuntimeError(f"{command[:3]}... failed ({status}): {stderr!r}")
-    return elapsed, received, stderr
+    return Transfer(elapsed, first_byte, received, stderr)
 
 
 def payload_command(size: int) -> str:
@@ -210,10 +240,17 @@ def measure(paths: Paths, path: str, cipher: str, mode: str, size: int) -> dict[
             relaying.append(tree_cpu_seconds(middle))
 
     load = os.getloadavg()[0]
-    seconds, received, stderr = transfer(command, env, stdin, logged_in)
-    if path != "ssh-mitm" and received < size:
-        raise RuntimeError(f"{path} {mode}: {received} of {size} bytes arrived: {stderr!r}")
-    sample = {"seconds": seconds, "bytes": received, "load_average": load}
+    done = transfer(command, env, stdin, logged_in)
+    if path != "ssh-mitm" and done.received < size:
+        raise RuntimeError(
+            f"{path} {mode}: {done.received} of {size} bytes arrived: {done.stderr!r}"
+        )
+    sample = {
+        "seconds": done.streaming_seconds,
+        "seconds_with_login": done.seconds,
+        "bytes": done.received,
+        "load_average": load,
+    }
     if middle and relaying:
         # From the first byte until the middle is idle again (recording sealed): the relay's cost,
         # not the login's (an argon2 check alone is about half a CPU-second).
@@ -230,7 +267,7 @@ def measure_aggregate(
     middle = paths.middle_pid(path)
     cpu_before = tree_cpu_seconds(middle) if middle else 0.0
     load = os.getloadavg()[0]
-    results: list[tuple[float, int, bytes]] = []
+    results: list[Transfer] = []
     started = time.perf_counter()
     threads = [
         threading.Thread(
@@ -243,7 +280,7 @@ def measure_aggregate(
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
-    received = sum(result[1] for result in results)
+    received = sum(result.received for result in results)
     if len(results) != sessions or received < sessions * size:
         raise RuntimeError(f"aggregate {path}: {received} of {sessions * size} bytes arrived")
     sample = {"seconds": seconds, "bytes": received, "load_average": load}
@@ -266,17 +303,28 @@ def schedule(ciphers: list[str], *, with_mitm: bool) -> list[tuple[str, str, str
     ]
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--exec-megabytes", type=int, default=500)
-    parser.add_argument("--pty-megabytes", type=int, default=200)
+    parser.add_argument("--exec-megabytes", type=at_least_one, default=500)
+    parser.add_argument("--pty-megabytes", type=at_least_one, default=200)
     parser.add_argument("--ciphers", default=",".join(CIPHERS))
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=at_least_one, default=3)
     parser.add_argument("--no-mitm", action="store_true", help="leave ssh-mitm out")
-    parser.add_argument("--aggregate-sessions", type=int, default=8)
-    parser.add_argument("--aggregate-megabytes", type=int, default=100, help="per session")
+    parser.add_argument("--aggregate-sessions", type=at_least_one, default=8)
+    parser.add_argument("--aggregate-megabytes", type=at_least_one, default=100, help="per session")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ciphers = [name for name in args.ciphers.split(",") if name]
@@ -378,11 +426,15 @@ def summarise(
 ) -> dict:
     """Median MB/s per cipher, mode and path, the bytes lost, and pamgate's ratios."""
     rates: dict[str, float] = {}
+    rates_with_login: dict[str, float] = {}
     lost: dict[str, int] = {}
     cpu_per_gb: dict[str, float] = {}
     for name, samples in runs.items():
         mode = name.split()[1]
         rates[name] = statistics.median(s["bytes"] / s["seconds"] / 1048576 for s in samples)
+        rates_with_login[name] = statistics.median(
+            s["bytes"] / s["seconds_with_login"] / 1048576 for s in samples
+        )
         lost[name] = max(sizes[mode] - int(s["bytes"]) for s in samples)
         if all("middle_cpu_seconds" in s for s in samples):
             cpu_per_gb[name] = statistics.median(
@@ -399,7 +451,8 @@ def summarise(
                         ratios[f"{cipher} {mode} {path}/{baseline}"] = ours / theirs
     load = [s["load_average"] for samples in runs.values() for s in samples]
     return {
-        "mb_per_s": rates, "bytes_lost": lost, "ratios": ratios, "cpu_s_per_gb": cpu_per_gb,
+        "mb_per_s": rates, "mb_per_s_with_login": rates_with_login, "bytes_lost": lost,
+        "ratios": ratios, "cpu_s_per_gb": cpu_per_gb,
         "load_average": {"min": min(load), "max": max(load)},
     }  # fmt: skip
 
@@ -407,7 +460,9 @@ def summarise(
 def print_tables(figures: dict, ciphers: list[str]) -> None:
     rates, lost = figures["mb_per_s"], figures["bytes_lost"]
     megabytes = figures["megabytes"]
-    print(f"\nthroughput MB/s, median of {figures['repeat']} "
+    with_login = figures["mb_per_s_with_login"]
+    print(f"\nthroughput MB/s from the first byte to the last (with the logins), "
+          f"median of {figures['repeat']} "
           f"(exec {megabytes['exec']} MB, pty {megabytes['pty']} MB)")  # fmt: skip
     print("| cipher | path | exec | pty |")
     print("|---|---|---|---|")
@@ -420,7 +475,7 @@ def print_tables(figures: dict, ciphers: list[str]) -> None:
                     cells.append("-")
                     continue
                 short = f" ({lost[name] >> 10} KiB lost)" if lost[name] > 0 else ""
-                cells.append(f"{rates[name]:.1f}{short}")
+                cells.append(f"{rates[name]:.1f} ({with_login[name]:.1f}){short}")
             print(f"| {cipher} | {path} | {cells[0]} | {cells[1]} |")
     print("\n| ratio (throughput) | exec | pty |")
     print("|---|---|---|")

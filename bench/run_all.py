@@ -90,7 +90,8 @@ def relay_rows(f: dict[str, Any]) -> list[Row]:
                 direct = rates.get(f"{name} direct")
                 rows.append(
                     Row(
-                        f"1 throughput {mode} {size} MB, {short}, {recording}, vs {baseline}{note}",
+                        f"1 throughput {mode} {size} MB (first byte to last), {short}, "
+                        f"{recording}, vs {baseline}{note}",
                         f"{ours:.1f} MB/s",
                         f"{baseline} {theirs:.1f} MB/s"
                         + (f"; direct {direct:.1f}" if direct else ""),
@@ -127,7 +128,10 @@ def relay_rows(f: dict[str, Any]) -> list[Row]:
         for name, label in (("pamgate 1 worker", "1 relay process"),
                             ("pamgate N workers", every_core)):  # fmt: skip
             ours = aggregate["mb_per_s"].get(name)
-            figure = f"1 aggregate of {sessions} concurrent exec sessions x {each} MB, {short}, "
+            figure = (
+                f"1 aggregate of {sessions} concurrent exec sessions x {each} MB "
+                f"(logins included), {short}, "
+            )
             if ours is None:
                 rows.append(Row(figure + label, aggregate["workers_n_note"][:90], "-", "-",
                                 ">= 1", None))  # fmt: skip
