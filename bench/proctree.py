@@ -10,6 +10,7 @@ listening sshd's).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from pathlib import Path
@@ -67,3 +68,34 @@ def settled_cpu_seconds(root: int, *, step: float = 0.2, timeout: float = 15.0) 
             return now
         last = now
     return last
+
+
+#: prctl(2) option: orphaned descendants are re-parented to this process, not to init.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Make this process the reaper of its orphaned descendants (Linux).
+
+    A client's helper processes (``ssh -J``'s ProxyCommand) may outlive the
+    client, which then never reaps them: their CPU would be lost to this
+    process's accounting of its children. As their subreaper, this process
+    can reap them (:func:`reap`) and so count them.
+    """
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def reap(pids: list[int], *, timeout: float = 5.0) -> None:
+    """Wait for those of ``pids`` that became this process's children (see
+    :func:`become_subreaper`); the others were reaped by their own parent."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not ours: its parent reaped it
+                break
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)

@@ -31,7 +31,12 @@ CPU-seconds per GB relayed, for pamgate and for the -J bastion: the CPU the
 middle hop's process tree used during the transfer (the gateway's ``pamgate
 serve`` and its children; the bastion sshd and its per-connection processes),
 from the kernel's accounting (bench/proctree.py), divided by the bytes. Unlike
-MB/s, this does not depend on how busy the machine is.
+MB/s, this does not depend on how busy the machine is. The same accounting
+over every process the bytes pass through (the client ssh with its
+ProxyCommand, the middle hop, the target sshd with the command it runs)
+gives each path's whole CPU per GB: when the machine's cores are all busy,
+as on a 2-core machine running client, relay and target at once, the
+throughput of each path follows that figure, not the middle hop's alone.
 
 Aggregate (``--aggregate-sessions 8``): that many exec sessions moving
 ``--aggregate-megabytes`` each at once, total MB/s from the first start to the
@@ -48,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,7 +66,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.mitm import MITM_CIPHERS, MitmUnavailable, mitm_proxy, recorded_bytes
-from bench.proctree import settled_cpu_seconds, tree_cpu_seconds
+from bench.proctree import (
+    become_subreaper,
+    descendants,
+    reap,
+    settled_cpu_seconds,
+    tree_cpu_seconds,
+)
 from gateway.devtools.openssh_target import OpenSSHTarget, free_port
 from gateway.errors import PamgateError
 from tests.support.gateway import Gateway, launch_gateway
@@ -129,11 +141,12 @@ def transfer(
     command: list[str],
     env: dict[str, str] | None = None,
     stdin: bytes | None = None,
-    on_first_output: Callable[[], None] | None = None,
+    on_first_output: Callable[[int], None] | None = None,
 ) -> Transfer:
     """Run ``command``, counting (not keeping) its output.
 
-    ``on_first_output`` is called when the first bytes arrive (the login is over).
+    ``on_first_output`` is called with the command's pid when the first bytes arrive
+    (the login is over).
     Raises if it exits non-zero with no output at all.
     """  # fmt: skip
     started = time.perf_counter()
@@ -152,7 +165,7 @@ def transfer(
             if received == 0:
                 first_byte = time.perf_counter() - started
                 if on_first_output is not None:
-                    on_first_output()
+                    on_first_output(process.pid)
             received += len(chunk)
         elapsed = time.perf_counter() - started
         stderr = process.stderr.read()[-500:]
@@ -187,6 +200,13 @@ class Paths:
         self.known_hosts = folder / "known_hosts"
         self.bastion = bastion
         self.mitm: tuple[int, Path, Path] | None = None
+
+    def target_pid(self, path: str) -> int | None:
+        """The target sshd that ``path`` reaches (its listener, the root of its tree)."""
+        gateway = self.default_gateway if path == "pamgate-default" else self.gateway
+        assert gateway is not None
+        process = gateway.targets["web01"].process
+        return process.pid if process is not None else None
 
     def middle_pid(self, path: str) -> int | None:
         """The process at the root of the middle hop's tree (None: there is no middle)."""
@@ -233,14 +253,25 @@ def measure(paths: Paths, path: str, cipher: str, mode: str, size: int) -> dict[
     else:
         command = [*command, payload_command(size)]
     middle = paths.middle_pid(path)
-    relaying: list[float] = []  # the middle's CPU when the first bytes arrived
+    target = paths.target_pid(path)
+    # Each tree's CPU when the first bytes arrived: client, middle (0 without one), target.
+    relaying: list[float] = []
+    helpers: list[int] = []  # the client's own children then (-J's ProxyCommand)
 
-    def logged_in() -> None:
-        if middle:
-            relaying.append(tree_cpu_seconds(middle))
+    def logged_in(client: int) -> None:
+        helpers.extend(descendants(client))
+        relaying.extend((
+            tree_cpu_seconds(client),
+            tree_cpu_seconds(middle) if middle else 0.0,
+            tree_cpu_seconds(target) if target else 0.0,
+        ))  # fmt: skip
 
     load = os.getloadavg()[0]
+    # The client's whole CPU, its ProxyCommand's included, is known once it is reaped.
+    clients_before = reaped_children_cpu_seconds()
     done = transfer(command, env, stdin, logged_in)
+    reap(helpers)
+    client_cpu = reaped_children_cpu_seconds() - clients_before
     if path != "ssh-mitm" and done.received < size:
         raise RuntimeError(
             f"{path} {mode}: {done.received} of {size} bytes arrived: {done.stderr!r}"
@@ -251,11 +282,28 @@ def measure(paths: Paths, path: str, cipher: str, mode: str, size: int) -> dict[
         "bytes": done.received,
         "load_average": load,
     }
-    if middle and relaying:
-        # From the first byte until the middle is idle again (recording sealed): the relay's cost,
-        # not the login's (an argon2 check alone is about half a CPU-second).
-        sample["middle_cpu_seconds"] = settled_cpu_seconds(middle) - relaying[0]
+    if relaying:
+        client_at_first, middle_at_first, target_at_first = relaying
+        middle_cpu = 0.0
+        if middle:
+            # From the first byte until the middle is idle again (recording sealed): the
+            # relay's cost, not the login's (an argon2 check alone is about half a CPU-second).
+            middle_cpu = settled_cpu_seconds(middle) - middle_at_first
+            sample["middle_cpu_seconds"] = middle_cpu
+        if target and (middle or path == "direct"):
+            # Every process the bytes pass through, from the first byte: what a machine running
+            # them all pays, and what throughput follows when its cores are all busy.
+            sample["path_cpu_seconds"] = (
+                client_cpu - client_at_first + middle_cpu
+                + settled_cpu_seconds(target) - target_at_first
+            )  # fmt: skip
     return sample
+
+
+def reaped_children_cpu_seconds() -> float:
+    """User + system CPU of this process's children reaped so far (and of theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure_aggregate(
@@ -331,6 +379,7 @@ def main() -> int:
     sizes = {"exec": args.exec_megabytes * 1024 * 1024, "pty": args.pty_megabytes * 1024 * 1024}
     runs: dict[str, list[dict[str, float]]] = {}
     mitm_note = "left out (--no-mitm)" if args.no_mitm else ""
+    become_subreaper()  # so that every client process's CPU is counted (see measure)
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pamgate-relay-")))
         gateway = stack.enter_context(launch_gateway(folder / "gw", RECORD_EVERYTHING))
@@ -429,6 +478,7 @@ def summarise(
     rates_with_login: dict[str, float] = {}
     lost: dict[str, int] = {}
     cpu_per_gb: dict[str, float] = {}
+    path_cpu_per_gb: dict[str, float] = {}
     for name, samples in runs.items():
         mode = name.split()[1]
         rates[name] = statistics.median(s["bytes"] / s["seconds"] / 1048576 for s in samples)
@@ -439,6 +489,10 @@ def summarise(
         if all("middle_cpu_seconds" in s for s in samples):
             cpu_per_gb[name] = statistics.median(
                 s["middle_cpu_seconds"] / s["bytes"] * 1e9 for s in samples
+            )
+        if all("path_cpu_seconds" in s for s in samples):
+            path_cpu_per_gb[name] = statistics.median(
+                s["path_cpu_seconds"] / s["bytes"] * 1e9 for s in samples
             )
     ratios: dict[str, float] = {}
     for cipher in ciphers:
@@ -452,7 +506,7 @@ def summarise(
     load = [s["load_average"] for samples in runs.values() for s in samples]
     return {
         "mb_per_s": rates, "mb_per_s_with_login": rates_with_login, "bytes_lost": lost,
-        "ratios": ratios, "cpu_s_per_gb": cpu_per_gb,
+        "ratios": ratios, "cpu_s_per_gb": cpu_per_gb, "path_cpu_s_per_gb": path_cpu_per_gb,
         "load_average": {"min": min(load), "max": max(load)},
     }  # fmt: skip
 
@@ -488,14 +542,19 @@ def print_tables(figures: dict, ciphers: list[str]) -> None:
                     shown = [f"{c:.2f}" if c else "-" for c in cells]
                     print(f"| {cipher}: {path} / {baseline} | {shown[0]} | {shown[1]} |")
     print(f"ssh-mitm: {figures['mitm']['note']}")
-    print("\n| middle hop CPU-s per GB | exec | pty |")
+    print("\n| CPU-s per GB: middle hop (whole path: client + middle + target) | exec | pty |")
     print("|---|---|---|")
     for cipher in ciphers:
-        for path in (*PAMGATE_PATHS, "-J"):
-            cells = [figures["cpu_s_per_gb"].get(f"{cipher} {mode} {path}")
-                     for mode in ("exec", "pty")]  # fmt: skip
-            shown = [f"{c:.1f}" if c is not None else "-" for c in cells]
-            print(f"| {cipher} {path} | {shown[0]} | {shown[1]} |")
+        for path in ("direct", "-J", *PAMGATE_PATHS):
+            cells = []
+            for mode in ("exec", "pty"):
+                name = f"{cipher} {mode} {path}"
+                middle = figures["cpu_s_per_gb"].get(name)
+                whole = figures["path_cpu_s_per_gb"].get(name)
+                shown = [f"{figure:.1f}" if figure is not None else "-"
+                         for figure in (middle, whole)]  # fmt: skip
+                cells.append(f"{shown[0]} ({shown[1]})")
+            print(f"| {cipher} {path} | {cells[0]} | {cells[1]} |")
     aggregate = figures["aggregate"]
     print(f"\naggregate, {aggregate['sessions']} sessions x {aggregate['megabytes_each']} MB, "
           f"{aggregate['cipher']}: " + ", ".join(

@@ -119,6 +119,25 @@ def relay_rows(f: dict[str, Any]) -> list[Row]:
                     None,
                 )
             )
+        whole = f.get("path_cpu_s_per_gb", {})
+        jump_path, direct_path = whole.get(f"{name} -J"), whole.get(f"{name} direct")
+        for path, recording in RECORDING_LABELS.items():
+            ours_path = whole.get(f"{name} {path}")
+            if ours_path is None or jump_path is None:
+                continue
+            rows.append(
+                Row(
+                    f"1 CPU-seconds per GB on the whole path, {mode} {f['megabytes'][mode]} MB, "
+                    f"{short}, {recording}: client + middle hop + target, first byte to end "
+                    "(what throughput follows when every core is busy)",
+                    f"{ours_path:.1f} CPU-s/GB",
+                    f"-J {jump_path:.1f} CPU-s/GB"
+                    + (f"; direct {direct_path:.1f}" if direct_path else ""),
+                    f"{ours_path / jump_path:.2f}" if jump_path else "-",
+                    "- (reported; lower is better)",
+                    None,
+                )
+            )
     aggregate = f.get("aggregate")
     if aggregate:
         sessions, each = aggregate["sessions"], aggregate["megabytes_each"]
