@@ -39,10 +39,13 @@ as on a 2-core machine running client, relay and target at once, the
 throughput of each path follows that figure, not the middle hop's alone.
 
 Aggregate (``--aggregate-sessions 8``): that many exec sessions moving
-``--aggregate-megabytes`` each at once, total MB/s from the first start to the
-last end, through pamgate with one relay process and with one per core
+``--aggregate-megabytes`` each at once, through -J and through pamgate with
+the default settings, with one relay process and with one per core
 (``[node] workers = 0``; reported as not available when this build of the
-gateway does not accept the setting), and through -J.
+gateway does not accept the setting). Each session logs in, says it is
+ready and waits; once all are ready they start together, and the total MB/s
+and the middle hop's CPU are taken from that start to the last byte, so the
+logins (eight password + TOTP checks at once, for pamgate) are not in them.
 
 Medians of --repeat runs; read the ratios: these machines are shared and noisy.
 The 1-minute load average at each measurement is kept with it.
@@ -85,6 +88,8 @@ PAMGATE_PATHS = ("pamgate", "pamgate-default")
 RECORD_EVERYTHING = "\n[recordings]\nexec_payload_cap_bytes = 1099511627776\n"
 #: One relay process per core (the wave-workers setting; 0 means one per core).
 EVERY_CORE = "\n[node]\nworkers = 0\n"
+#: What an aggregate session prints once it has logged in, before it waits for the start.
+READY_MARK = b"R"
 
 
 def client_certificate(gateway: Gateway, folder: Path, principal: str) -> Path:
@@ -306,36 +311,72 @@ def reaped_children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def gated_stream(
+    command: list[str], env: dict[str, str] | None, size: int, ready: threading.Barrier
+) -> int:
+    """Log in and run a command that says it is ready, then waits for a line before it
+    prints ``size`` bytes; the line is sent once ``ready`` lets every session through.
+    Returns the payload bytes received (the ready mark not counted)."""
+    remote = f"printf {READY_MARK.decode()}; read -r go; {payload_command(size)}"
+    with subprocess.Popen(
+        [*command, remote], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:  # fmt: skip
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stderr is not None
+        if process.stdout.read(len(READY_MARK)) != READY_MARK:
+            ready.abort()  # the others must not wait for a session that never came
+            raise RuntimeError(f"{command[:3]}... never got ready: {process.stderr.read()!r}")
+        ready.wait()
+        process.stdin.write(b"go\n")
+        process.stdin.flush()
+        received = 0
+        while chunk := process.stdout.read1(1 << 20):
+            received += len(chunk)
+        process.stdin.close()
+        process.wait(timeout=60)
+    return received
+
+
 def measure_aggregate(
     paths: Paths, path: str, cipher: str, sessions: int, size: int
 ) -> dict[str, float]:
-    """``sessions`` exec transfers of ``size`` bytes at once: total bytes, wall seconds and
-    the middle hop's CPU."""
+    """``sessions`` exec transfers of ``size`` bytes at once, started together once every
+    session has logged in: total bytes, wall seconds from the start to the last byte, and
+    the middle hop's CPU over the same span."""
     commands = [paths.command(path, cipher, tty=False) for _ in range(sessions)]
     middle = paths.middle_pid(path)
-    cpu_before = tree_cpu_seconds(middle) if middle else 0.0
     load = os.getloadavg()[0]
-    results: list[Transfer] = []
-    started = time.perf_counter()
-    threads = [
-        threading.Thread(
-            target=lambda c=command, e=env: results.append(transfer([*c, payload_command(size)], e))
-        )
-        for command, env in commands
-    ]
+    # Every session and this thread: when it opens, all have logged in.
+    ready = threading.Barrier(sessions + 1, timeout=120)
+    received: list[int] = []
+
+    def stream(command: list[str], env: dict[str, str] | None) -> None:
+        try:
+            received.append(gated_stream(command, env, size, ready))
+        except (RuntimeError, threading.BrokenBarrierError) as exc:
+            print(f"aggregate {path}: {exc}", file=sys.stderr, flush=True)
+
+    threads = [threading.Thread(target=stream, args=pair) for pair in commands]
     for thread in threads:
         thread.start()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        for thread in threads:
+            thread.join()
+        raise RuntimeError(f"aggregate {path}: a session did not log in") from None
+    started = time.perf_counter()
+    cpu_before = tree_cpu_seconds(middle) if middle else 0.0
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
-    received = sum(result.received for result in results)
-    if len(results) != sessions or received < sessions * size:
-        raise RuntimeError(f"aggregate {path}: {received} of {sessions * size} bytes arrived")
-    sample = {"seconds": seconds, "bytes": received, "load_average": load}
+    total = sum(received)
+    if len(received) != sessions or total < sessions * size:
+        raise RuntimeError(f"aggregate {path}: {total} of {sessions * size} bytes arrived")
+    sample = {"seconds": seconds, "bytes": total, "load_average": load}
     if middle:
-        # Logins included (they overlap the transfers): see the single-session rows
-        # for the relay's own CPU per GB.
-        sample["middle_cpu_seconds_with_logins"] = settled_cpu_seconds(middle) - cpu_before
+        sample["middle_cpu_seconds"] = settled_cpu_seconds(middle) - cpu_before
     return sample
 
 
@@ -431,41 +472,42 @@ def measure_aggregates(
     size: int,
     repeat: int,
 ) -> dict:
-    """Aggregate throughput of ``sessions`` concurrent sessions: -J, pamgate with one
-    relay process, and pamgate with one per core when the gateway accepts that."""
+    """Aggregate throughput of ``sessions`` concurrent sessions: -J, and pamgate with the
+    default settings with one relay process and with one per core (when the gateway
+    accepts that)."""
     runs: dict[str, list[dict[str, float]]] = {}
     every_core: Paths | None = None
     note = "ok"
     try:
         gateway = stack.enter_context(
-            launch_gateway(folder / "gw-every-core", RECORD_EVERYTHING + EVERY_CORE)
+            launch_gateway(folder / "gw-every-core", EVERY_CORE)
         )
         every_core = Paths(gateway, folder / "gw-every-core", paths.bastion)
     except PamgateError as exc:
         note = f"not available: {exc}"
         print(f"pamgate with a relay process per core {note}", file=sys.stderr, flush=True)
-    candidates = [("-J", paths), ("pamgate 1 worker", paths)]
+    # (name, the gateways and targets, the path through them)
+    candidates = [("-J", paths, "-J"), ("pamgate 1 worker", paths, "pamgate-default")]
     if every_core is not None:
-        candidates.append(("pamgate N workers", every_core))
+        candidates.append(("pamgate N workers", every_core, "pamgate"))
     for run in range(repeat):
-        for name, through in candidates:
+        for name, through, path in candidates:
             print(f"run {run + 1}/{repeat}: aggregate {sessions} x {size >> 20} MB {name}...",
                   file=sys.stderr, flush=True)  # fmt: skip
-            path = "-J" if name == "-J" else "pamgate"
             runs.setdefault(name, []).append(
                 measure_aggregate(through, path, cipher, sessions, size)
             )
     figures: dict = {
         "sessions": sessions, "megabytes_each": size >> 20, "cipher": cipher,
         "workers_n": os.cpu_count(), "workers_n_note": note, "runs": runs,
-        "mb_per_s": {}, "cpu_s_per_gb_with_logins": {},
+        "mb_per_s": {}, "cpu_s_per_gb": {},
     }  # fmt: skip
     for name, samples in runs.items():
         figures["mb_per_s"][name] = statistics.median(
             s["bytes"] / s["seconds"] / 1048576 for s in samples
         )
-        figures["cpu_s_per_gb_with_logins"][name] = statistics.median(
-            s["middle_cpu_seconds_with_logins"] / s["bytes"] * 1e9 for s in samples
+        figures["cpu_s_per_gb"][name] = statistics.median(
+            s["middle_cpu_seconds"] / s["bytes"] * 1e9 for s in samples
         )
     return figures
 
@@ -559,7 +601,7 @@ def print_tables(figures: dict, ciphers: list[str]) -> None:
     print(f"\naggregate, {aggregate['sessions']} sessions x {aggregate['megabytes_each']} MB, "
           f"{aggregate['cipher']}: " + ", ".join(
               f"{name} {rate:.1f} MB/s "
-              f"({aggregate['cpu_s_per_gb_with_logins'][name]:.1f} CPU-s/GB with logins)"
+              f"({aggregate['cpu_s_per_gb'][name]:.1f} CPU-s/GB)"
               for name, rate in aggregate["mb_per_s"].items()
           ) + f"; N workers: {aggregate['workers_n_note']}")  # fmt: skip
     load = figures["load_average"]

@@ -149,7 +149,7 @@ def relay_rows(f: dict[str, Any]) -> list[Row]:
             ours = aggregate["mb_per_s"].get(name)
             figure = (
                 f"1 aggregate of {sessions} concurrent exec sessions x {each} MB "
-                f"(logins included), {short}, "
+                f"(started together once logged in), {short}, default settings, "
             )
             if ours is None:
                 rows.append(Row(figure + label, aggregate["workers_n_note"][:90], "-", "-",
