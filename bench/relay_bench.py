@@ -317,7 +317,8 @@ def gated_stream(
     """Log in and run a command that says it is ready, then waits for a line before it
     prints ``size`` bytes; the line is sent once ``ready`` lets every session through.
     Returns the payload bytes received (the ready mark not counted)."""
-    remote = f"printf {READY_MARK.decode()}; read -r go; {payload_command(size)}"
+    # Without the line (the bench gave up on the others) the command prints nothing.
+    remote = f"printf {READY_MARK.decode()} && read -r go && {payload_command(size)}"
     with subprocess.Popen(
         [*command, remote], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
