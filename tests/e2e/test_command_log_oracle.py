@@ -30,16 +30,23 @@ PROMPT = "PG> "
 
 
 def logged_commands(
-    services: GatewayServices, session: str, timeout: float = 20
+    services: GatewayServices, session: str, *, last: str = "exit", timeout: float = 20
 ) -> list[LoggedCommand]:
-    """The session's command log, once extraction (just after the session) has run."""
+    """The session's command log once the final extraction pass has stored it.
+
+    While a shell session runs, live passes store the commands finished so
+    far; just after it ends, the final pass replaces them with the definitive
+    log. Read in between, the log is a live pass's prefix. Each session here
+    ends with ``last``, which only a pass that saw the whole session stores.
+    After ``timeout`` the log is returned as it is, for the caller's assertion
+    to show what is missing.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         commands = services.recordings.commands(session)
-        if commands:
+        if (commands and commands[-1].text == last) or time.monotonic() > deadline:
             return commands
         time.sleep(0.2)
-    raise AssertionError(f"no command log for session {session}")
 
 
 def session_of(services: GatewayServices, user: str, timeout: float = 15) -> str:

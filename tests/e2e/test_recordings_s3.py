@@ -54,6 +54,10 @@ def other_node(gateway: Gateway, name: str) -> Path:
     return path
 
 
+#: A line of output as a recording's JSON holds it (CR LF escaped); typed keys end in CR only.
+OUTPUT_LINE = b"%s\\r\\n"
+
+
 def wait_for_object(bucket: S3Server, text: bytes, timeout: float = 20) -> list[str]:
     """The chunk objects, once one of them holds ``text``."""
     deadline = time.monotonic() + timeout
@@ -220,7 +224,9 @@ def test_kill_9_mid_upload_is_sealed_as_interrupted_from_the_bucket(tmp_path: Pa
             set_prompt(child)
             child.sendline("echo before-the-crash")
             child.expect("PG> ")
-            wait_for_object(store, b"before-the-crash")
+            # The command's output, not only its keystrokes (an input event, which a chunk
+            # can hold alone): the replay below shows output.
+            wait_for_object(store, OUTPUT_LINE % b"before-the-crash")
             own.process.send_signal(signal.SIGKILL)
             own.process.wait(timeout=10)
             child.expect(pexpect.EOF, timeout=20)
