@@ -176,6 +176,9 @@ class PamgateConsole(App[None]):
         self.switch_screen(LoginScreen(message=why))
 
     def _lock_when_idle(self) -> None:
+        if not self.screen_stack:
+            # The console is closing: its screens are gone before its timers stop.
+            return
         if getattr(self.screen, "keeps_console_awake", False):
             # A replay that is playing is being watched, keys or not.
             self._last_activity = time.monotonic()

@@ -95,6 +95,17 @@ async def test_idle_console_locks_itself(services: GatewayServices) -> None:
         assert isinstance(app.screen, LoginScreen)
 
 
+def test_the_idle_check_ticking_while_no_screen_is_up_does_nothing(
+    services: GatewayServices,
+) -> None:
+    """The console's screens are gone before its timers stop when it closes; the idle
+    check must not raise then (it once failed a console test with ScreenStackError)."""
+    app = PamgateConsole(services, idle_lock_seconds=0)
+    assert app.screen_stack == []
+    app._lock_when_idle()  # noqa: SLF001 - the timer's callback, called as the timer would
+    assert app.user is None
+
+
 async def test_a_section_says_plainly_which_role_is_missing(services: GatewayServices) -> None:
     bob = add_person(services, "bob", "approvers")
     app = PamgateConsole(services)
