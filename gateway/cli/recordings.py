@@ -59,7 +59,9 @@ def add_commands(commands: Subcommands) -> None:
             "witnesses read them, the screen and the keystrokes: where only one saw a command, "
             "or they disagree, a note in brackets says so ([keys: never appeared on the "
             "screen], [screen: the keystrokes say: ...]). --json gives source and note for "
-            "every command."
+            "every command. While a session is live, and until the final pass over its "
+            "sealed recording has run, the log is what was found so far: a first line in "
+            "parentheses says so (--json: \"final\": false)."
         ),
     )
     show.add_argument("session", help="a session id, or a unique prefix of one")
@@ -170,8 +172,11 @@ def cmd_recordings_commands(args: argparse.Namespace) -> int:
             print_json_line({"session": info.session_id, "seq": command.seq,
                              "offset": command.offset, "at": command.at,
                              "text": command.text, "source": command.source,
-                             "note": command.note})  # fmt: skip
+                             "note": command.note, "final": info.commands_final})  # fmt: skip
         return 0
+    so_far = info.commands_so_far_note() if commands or info.status == "live" else None
+    if so_far:
+        print(f"({so_far})")
     if not commands:
         print(f"no commands extracted for session {info.session_id} ({info.kind})")
     for command in commands:

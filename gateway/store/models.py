@@ -179,6 +179,9 @@ class SessionRecord(Base):
     #: Set when someone asks for a live session to end; its node ends it within ~2 s.
     terminate_reason: Mapped[str | None] = mapped_column(Text)
     terminate_by: Mapped[str | None] = mapped_column(String(255))
+    #: When the final extraction pass stored the session's command log (read from the whole
+    #: sealed recording). None: the log holds what live passes found so far, if anything.
+    commands_extracted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SessionCommand(Base):

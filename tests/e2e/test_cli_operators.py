@@ -115,15 +115,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def record_session(
-    services: GatewayServices, session_id: str, user: str, commands: list[str]
+    services: GatewayServices, session_id: str, user: str, commands: list[str],
+    *, final_pass: bool = True,
 ) -> None:
-    """A sealed shell recording typing ``commands``, in the ledger and indexed."""
+    """A sealed shell recording typing ``commands``, in the ledger and indexed (by a live
+    pass only, as if the final one had not run yet, unless ``final_pass``)."""
     started = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
     relative = f"2026/03/14/{session_id}.cast"
     path = services.config.recordings_dir / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     lines: list[object] = [{"version": 2, "width": 80, "height": 24,
-                            "timestamp": int(started.timestamp())}, [0.1, "o", "$ "]]  # fmt: skip
+                            "timestamp": int(started.timestamp()),
+                            "pamgate": {"kind": "shell", "pty": True}},
+                           [0.1, "o", "$ "]]  # fmt: skip
     for number, command in enumerate(commands, 1):
         lines += [[number, "i", command + "\r"], [number + 0.01, "o", command + "\r\n$ "]]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
@@ -134,7 +138,7 @@ def record_session(
     ledger.open(session_id, start, recording_path=relative)
     ledger.close(session_id, start, SessionEnd(status="closed", recording_path=relative,
                                                recording_sha256=sealed.sha256))  # fmt: skip
-    services.recordings.index_commands(session_id)
+    services.recordings.index_commands(session_id, live=not final_pass)
 
 
 def local_admin() -> str:
@@ -351,7 +355,7 @@ def test_json_listings_carry_the_facts_of_the_tables(site: Site) -> None:
     ]  # fmt: skip
     assert table(site.cli("recordings", "list").stdout)[SESSION_ID[:12]][3] == "alice"
     commands = json_lines(site.cli("recordings", "commands", SESSION_ID, "--json").stdout)
-    assert [c["text"] for c in commands] == ["ls /etc", "uptime"]
+    assert [(c["text"], c["final"]) for c in commands] == [("ls /etc", True), ("uptime", True)]
     hits = json_lines(site.cli("recordings", "search", "UPTIME", "--json").stdout)
     assert [(h["session"], h["text"], h["where"]) for h in hits] == [
         (SESSION_ID, "uptime", "root@web01")
@@ -381,3 +385,33 @@ def test_json_breakglass_cases(site: Site) -> None:
     assert (case["user"], case["verdict"], case["overdue"]) == ("erin", None, False)
     assert case["justification"] == "database down, pager INC-7 says restart now"
     assert rows[f"#{case['id']}"][3:5] == ["erin", "root@web01"]
+
+
+def test_a_command_log_before_its_final_pass_says_it_is_what_was_found_so_far(
+    site: Site,
+) -> None:
+    """Live passes store a session's commands while it runs; the final pass, just after
+    it ends, stores the definitive log. Until then (or if it failed) a reader is told."""
+    session_id = "f1a1" + "0" * 28
+    services = site.services()
+    try:
+        record_session(services, session_id, "alice", ["id", "uptime"], final_pass=False)
+        assert not services.recordings.info(session_id).commands_final
+    finally:
+        services.close()
+    shown = site.cli("recordings", "commands", session_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("(commands so far: the final pass over the recording has not")
+    assert [line.split()[-1] for line in lines[1:]] == ["id", "uptime"]
+    as_json = json_lines(site.cli("recordings", "commands", session_id, "--json").stdout)
+    assert [(c["text"], c["final"]) for c in as_json] == [("id", False), ("uptime", False)]
+
+    services = site.services()
+    try:
+        services.recordings.index_commands(session_id)
+        assert services.recordings.info(session_id).commands_final
+    finally:
+        services.close()
+    lines = site.cli("recordings", "commands", session_id).stdout.splitlines()
+    assert [line.split()[-1] for line in lines] == ["id", "uptime"]

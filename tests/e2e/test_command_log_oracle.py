@@ -30,23 +30,22 @@ PROMPT = "PG> "
 
 
 def logged_commands(
-    services: GatewayServices, session: str, *, last: str = "exit", timeout: float = 20
+    services: GatewayServices, session: str, timeout: float = 20
 ) -> list[LoggedCommand]:
     """The session's command log once the final extraction pass has stored it.
 
     While a shell session runs, live passes store the commands finished so
     far; just after it ends, the final pass replaces them with the definitive
-    log. Read in between, the log is a live pass's prefix. Each session here
-    ends with ``last``, which only a pass that saw the whole session stores.
+    log and marks it final. Read in between, the log is a live pass's prefix.
     After ``timeout`` the log is returned as it is, for the caller's assertion
     to show what is missing.
     """
     deadline = time.monotonic() + timeout
-    while True:
-        commands = services.recordings.commands(session)
-        if (commands and commands[-1].text == last) or time.monotonic() > deadline:
-            return commands
+    while not services.recordings.info(session).commands_final:
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.2)
+    return services.recordings.commands(session)
 
 
 def session_of(services: GatewayServices, user: str, timeout: float = 15) -> str:
@@ -253,6 +252,10 @@ def test_live_session_commands_are_searchable_and_audited_while_it_runs(
             time.sleep(0.3)
         session = services.recordings.search("live-search-marker")[0].session_id
         assert services.ledger.get(session).status == "live"
+        # Not final while it runs, and a reader is told so.
+        assert not services.recordings.info(session).commands_final
+        shown = gateway.cli("recordings", "commands", session).stdout
+        assert shown.startswith("(commands so far: the session is live)\n"), shown
         assert [e["text"] for e in command_events(gateway, session)][-1] == (
             "echo live-search-marker"
         )
@@ -267,3 +270,6 @@ def test_live_session_commands_are_searchable_and_audited_while_it_runs(
         time.sleep(0.3)
     texts = [e["text"] for e in command_events(gateway, session)]
     assert texts == ["export PS1='PG''> '", "echo live-search-marker", "exit"]
+    assert [c.text for c in logged_commands(services, session)] == texts
+    assert services.recordings.info(session).commands_final
+    assert "so far" not in gateway.cli("recordings", "commands", session).stdout

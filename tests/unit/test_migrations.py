@@ -24,7 +24,7 @@ from tests.support.gateway import run_cli
 
 #: Every revision, oldest first: a new one is added here when it is written.
 REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0011",
-             "0012", "0013"]
+             "0012", "0013", "0014"]
 
 
 def test_one_head_and_it_matches_the_models(store: Store) -> None:

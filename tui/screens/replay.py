@@ -505,7 +505,9 @@ class ReplayScreen(SectionScreen):
         table.clear(columns=True)
         table.add_column("At", width=max([len("At"), *(len(at) for at, _ in rows)]))
         texts = [t.cell_len for _, t in rows] or [len(NO_COMMANDS)]
-        table.add_column("Command", width=max([len("Command"), *texts]))
+        # A live session's, or one whose final extraction pass has not stored its log.
+        heading = "Command" if opened.info.commands_final else "Command (so far)"
+        table.add_column(heading, width=max([len(heading), *texts]))
         for number, row in enumerate(rows):
             table.add_row(*row, key=str(number))
         if not self._commands:

@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 
 from gateway.config import GatewayConfig
 from gateway.domain.audit.trail import (
@@ -97,6 +97,9 @@ class RecordingInfo:
     terminated_by: str | None = None
     #: The recording's key in its store, as stored with the session (None: not recorded).
     key: str | None = None
+    #: When the final extraction pass stored the command log; None while it has not (see
+    #: :attr:`commands_final`).
+    commands_extracted_at: datetime | None = None
     #: Finds the recording's local file (a remote store downloads it): asked on first use.
     locate: Callable[[], Path | None] = field(default=lambda: None, repr=False, compare=False)
 
@@ -120,6 +123,27 @@ class RecordingInfo:
     def break_glass(self) -> bool:
         """The session ran under an emergency grant: its review starts from this recording."""
         return self.authority.startswith("breakglass:")
+
+    @property
+    def commands_final(self) -> bool:
+        """The command log is the final pass's, read from the whole sealed recording.
+
+        Until then it holds what live passes found while the session ran: the
+        session is live, its final pass has not run yet (it runs just after the
+        session ends), or that pass failed (the gateway's log says why).
+        """
+        return self.commands_extracted_at is not None
+
+    def commands_so_far_note(self) -> str | None:
+        """Why this session's command log may be incomplete, for people (None: it is final)."""
+        if self.commands_final:
+            return None
+        if self.status == "live":
+            return "commands so far: the session is live"
+        return (
+            "commands so far: the final pass over the recording has not stored its log yet "
+            "(it runs just after a session ends; if this stays, it failed: see the gateway's log)"
+        )
 
 
 @dataclass(frozen=True)
@@ -318,6 +342,13 @@ class RecordingService:
             if replace:
                 db.execute(
                     delete(SessionCommand).where(SessionCommand.session_id == info.session_id)
+                )
+                # With the rows, so the log is never marked final without them, nor the
+                # other way round.
+                db.execute(
+                    update(SessionRecord)
+                    .where(SessionRecord.id == info.session_id)
+                    .values(commands_extracted_at=datetime.now(UTC))
                 )
             for seq, command in enumerate(commands, first_seq):
                 at = datetime.fromtimestamp(started.timestamp() + command.time, UTC)
@@ -577,6 +608,7 @@ class RecordingService:
             authority=row.authority,
             terminated_by=row.terminate_by,
             key=key,
+            commands_extracted_at=row.commands_extracted_at,
             locate=locate,
         )
 
