@@ -26,6 +26,7 @@ from tests.support.console import (
     last_notification,
     rows,
     sign_in,
+    table_shows,
     wait_for,
 )
 from tests.support.gateway import Gateway, start_waiting
@@ -284,7 +285,7 @@ def test_requests_screen_snapshot(snap_compare, tmp_path: Path) -> None:  # noqa
 
     async def run_before(pilot) -> None:  # noqa: ANN001
         await sign_in(pilot, bob)
-        await wait_for(pilot, lambda: len(rows(app, "#pending")) == 1)
+        await wait_for(pilot, lambda: table_shows(app, "#pending", 1))
 
     try:
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
@@ -303,7 +304,7 @@ def test_breakglass_screen_snapshot(snap_compare, tmp_path: Path) -> None:  # no
         await sign_in(pilot, rita)
         await pilot.press("3")
         await wait_for(pilot, lambda: isinstance(app.screen, BreakGlassScreen)
-                       and len(rows(app, "#cases")) == 1)  # fmt: skip
+                       and table_shows(app, "#cases", 1))  # fmt: skip
 
     try:
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -253,7 +253,8 @@ def test_audit_screen(snap_compare: Snap, services: GatewayServices, size: tuple
         await wait_for(pilot, lambda: table.row_count >= 4)
         # The sign-in's own event carries the real time: filtered out for a still picture.
         await pilot.press("slash", *"action=user.", "enter")
-        await wait_for(pilot, lambda: table.row_count == 3)  # two created, one disabled
+        # Two created, one disabled.
+        await wait_for(pilot, lambda: table_shows(app, "#human-events", 3))
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
@@ -270,7 +271,6 @@ def test_identities_screen(
     async def run_before(pilot: Pilot) -> None:
         await sign_in(pilot, root)
         await press_until(pilot, "6", IdentitiesScreen)
-        table = app.screen.query_one("#human-table", LiveTable)
-        await wait_for(pilot, lambda: table.row_count == 2)
+        await wait_for(pilot, lambda: table_shows(app, "#human-table", 2))
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
