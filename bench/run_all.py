@@ -100,44 +100,36 @@ def relay_rows(f: dict[str, Any]) -> list[Row]:
                         ratio >= goal,
                     )
                 )
+    # (JSON key, what it covers, the -J baseline's name): the middle hop alone, then the path.
+    cpu_figures = (
+        ("cpu_s_per_gb", "relayed", "middle hop's process tree, first byte to session end",
+         "-J bastion sshd"),
+        ("path_cpu_s_per_gb", "on the whole path", "client + middle hop + target, first byte "
+         "to end (what throughput follows when every core is busy)", "-J"),
+    )  # fmt: skip
     for name in names:
         cipher, mode = name.split()
         short = cipher.split("@")[0].split("-")[0]
-        theirs_cpu = f.get("cpu_s_per_gb", {}).get(f"{name} -J")
-        for path, recording in RECORDING_LABELS.items():
-            ours_cpu = f.get("cpu_s_per_gb", {}).get(f"{name} {path}")
-            if ours_cpu is None or theirs_cpu is None:
-                continue
-            rows.append(
-                Row(
-                    f"1 CPU-seconds per GB relayed, {mode} {f['megabytes'][mode]} MB, {short}, "
-                    f"{recording}: middle hop's process tree, first byte to session end",
-                    f"{ours_cpu:.1f} CPU-s/GB",
-                    f"-J bastion sshd {theirs_cpu:.1f} CPU-s/GB",
-                    f"{ours_cpu / theirs_cpu:.2f}" if theirs_cpu else "-",
-                    "- (reported; lower is better)",
-                    None,
+        for key, scope, covers, jump_name in cpu_figures:
+            figures = f.get(key, {})
+            # The middle hop has no direct figure: direct has no middle.
+            theirs, direct = figures.get(f"{name} -J"), figures.get(f"{name} direct")
+            for path, recording in RECORDING_LABELS.items():
+                ours = figures.get(f"{name} {path}")
+                if ours is None or theirs is None:
+                    continue
+                rows.append(
+                    Row(
+                        f"1 CPU-seconds per GB {scope}, {mode} {f['megabytes'][mode]} MB, "
+                        f"{short}, {recording}: {covers}",
+                        f"{ours:.1f} CPU-s/GB",
+                        f"{jump_name} {theirs:.1f} CPU-s/GB"
+                        + (f"; direct {direct:.1f}" if direct else ""),
+                        f"{ours / theirs:.2f}" if theirs else "-",
+                        "- (reported; lower is better)",
+                        None,
+                    )
                 )
-            )
-        whole = f.get("path_cpu_s_per_gb", {})
-        jump_path, direct_path = whole.get(f"{name} -J"), whole.get(f"{name} direct")
-        for path, recording in RECORDING_LABELS.items():
-            ours_path = whole.get(f"{name} {path}")
-            if ours_path is None or jump_path is None:
-                continue
-            rows.append(
-                Row(
-                    f"1 CPU-seconds per GB on the whole path, {mode} {f['megabytes'][mode]} MB, "
-                    f"{short}, {recording}: client + middle hop + target, first byte to end "
-                    "(what throughput follows when every core is busy)",
-                    f"{ours_path:.1f} CPU-s/GB",
-                    f"-J {jump_path:.1f} CPU-s/GB"
-                    + (f"; direct {direct_path:.1f}" if direct_path else ""),
-                    f"{ours_path / jump_path:.2f}" if jump_path else "-",
-                    "- (reported; lower is better)",
-                    None,
-                )
-            )
     aggregate = f.get("aggregate")
     if aggregate:
         sessions, each = aggregate["sessions"], aggregate["megabytes_each"]

@@ -117,17 +117,15 @@ def table_shows(app: PamgateConsole, table_id: str, count: int) -> bool:
     DataTable widens automatic columns only when idle: on a busy machine a
     screenshot taken as soon as the rows are in shows them cut at header width.
     """
-    table = app.screen.query_one(table_id, DataTable)
-    if table.row_count != count:
+    shown = rows(app, table_id)
+    if len(shown) != count:
         return False
-    for index, column in enumerate(table.ordered_columns):
-        if column.auto_width:
-            widest = max(
-                (cell_len(str(table.get_row_at(i)[index])) for i in range(count)), default=0
-            )
-            if column.content_width < widest:
-                return False
-    return True
+    columns = app.screen.query_one(table_id, DataTable).ordered_columns
+    return all(
+        column.content_width >= max((cell_len(row[index]) for row in shown), default=0)
+        for index, column in enumerate(columns)
+        if column.auto_width
+    )
 
 
 def last_notification(app: PamgateConsole) -> str:
