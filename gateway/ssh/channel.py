@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncssh
 
+from gateway.ssh.data_packets import write_channel_data
 from gateway.ssh.dialog import TerminalDialog
 
 if TYPE_CHECKING:
@@ -242,8 +243,8 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
 
     def write(self, data: bytes) -> None:
         """Bytes on the client's stdout (relayed output, or the gateway's own protocol reply)."""
-        if self.is_open:
-            self._chan.write(data)  # type: ignore[union-attr]
+        if self.is_open and self._chan is not None:
+            write_channel_data(self._chan, data)
 
     def write_eof(self) -> None:
         """No more output for the client (the exit status may still follow)."""

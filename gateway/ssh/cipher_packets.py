@@ -47,6 +47,9 @@ _BLOCK_0 = bytes(8)
 #: One ChaCha20 block: encrypting it yields the Poly1305 key and moves the stream to block 1.
 _ZERO_BLOCK = bytes(64)
 _POLY1305_KEY_SIZE = 32
+#: A packet's length field, and the tag after it (both AEAD ciphers).
+_LENGTH_SIZE = 4
+_TAG_SIZE = 16
 
 
 class _KeyedByAsyncssh:
@@ -69,7 +72,28 @@ class _KeyedByAsyncssh:
         return cls(key, iv)
 
 
-class AesGcmPackets(_KeyedByAsyncssh, asyncssh_encryption.GCMEncryption):
+class AeadPackets(_KeyedByAsyncssh):
+    """What :mod:`gateway.ssh.data_packets` needs to open a whole packet where it lies.
+
+    :meth:`open_packet` changes no state, so a packet it opens may still be
+    handed to asyncssh, which opens it again; :meth:`packet_taken` moves the
+    direction on once the caller has taken the packet instead.
+    """
+
+    def packet_length(self, seq: int, length: memoryview) -> int:
+        """The packet length a packet's first four bytes on the wire give."""
+        raise NotImplementedError
+
+    def open_packet(self, seq: int, sealed: memoryview) -> bytes | None:
+        """The plaintext after the length of a whole sealed packet (length, body, tag),
+        or None if the tag does not verify."""
+        raise NotImplementedError
+
+    def packet_taken(self) -> None:
+        """The packet last opened was handled without asyncssh (see the class docstring)."""
+
+
+class AesGcmPackets(AeadPackets, asyncssh_encryption.GCMEncryption):
     """One direction of an SSH connection's AES-GCM (see the module docstring)."""
 
     def __init__(self, key: bytes, iv: bytes) -> None:
@@ -97,8 +121,23 @@ class AesGcmPackets(_KeyedByAsyncssh, asyncssh_encryption.GCMEncryption):
         except InvalidTag:
             return None
 
+    def packet_length(self, seq: int, length: memoryview) -> int:
+        """The length travels in the clear (it is the additional data)."""
+        return int.from_bytes(length, "big")
 
-class ChachaPackets(_KeyedByAsyncssh, asyncssh_encryption.ChachaEncryption):
+    def open_packet(self, seq: int, sealed: memoryview) -> bytes | None:
+        """Decrypted with the next nonce, which :meth:`packet_taken` then uses up."""
+        nonce = self._fixed + self._counter.to_bytes(8, "big")
+        try:
+            return self._aead.decrypt(nonce, sealed[_LENGTH_SIZE:], sealed[:_LENGTH_SIZE])
+        except InvalidTag:
+            return None
+
+    def packet_taken(self) -> None:
+        self._counter = (self._counter + 1) & _COUNTER_MASK
+
+
+class ChachaPackets(AeadPackets, asyncssh_encryption.ChachaEncryption):
     """One direction of an SSH connection's ChaCha20-Poly1305 (see the module docstring)."""
 
     def __init__(self, key: bytes, iv: bytes = b"") -> None:  # the nonce is the sequence number
@@ -141,6 +180,19 @@ class ChachaPackets(_KeyedByAsyncssh, asyncssh_encryption.ChachaEncryption):
         except InvalidSignature:
             return None
         return stream.update(b"".join((memoryview(first)[header_len:], rest)))
+
+    def packet_length(self, seq: int, length: memoryview) -> int:
+        return int.from_bytes(self._length_cipher(seq.to_bytes(8, "big")).update(length), "big")
+
+    def open_packet(self, seq: int, sealed: memoryview) -> bytes | None:
+        """Opened with keys from the sequence number alone: nothing to move on."""
+        stream, poly = self._packet_stream(seq.to_bytes(8, "big"))
+        poly.update(sealed[:-_TAG_SIZE])
+        try:
+            poly.verify(bytes(sealed[-_TAG_SIZE:]))
+        except InvalidSignature:
+            return None
+        return stream.update(sealed[_LENGTH_SIZE:-_TAG_SIZE])
 
 
 #: The algorithms replaced: asyncssh's name for each, the class, and asyncssh's cipher name.

@@ -19,14 +19,22 @@ are fixed here, around it rather than inside it:
 
 :class:`UpstreamTCP` gives the gateway's connections to targets the same
 shape: asyncssh's ``connect`` takes it as its ``tunnel``, the documented way
-to supply the byte stream a client connection runs over.
+to supply the byte stream a client connection runs over. On both kinds of
+connection, a read first goes to a
+:class:`~gateway.ssh.data_packets.ChannelDataReceiver`, which takes the
+channel data packets itself; what it leaves reaches asyncssh in pieces.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
+
+from asyncssh.connection import SSHConnection
+
+from gateway.ssh.data_packets import ChannelDataReceiver
 
 #: Largest piece of a read handed to asyncssh at once: about one full data packet
 #: (32 KiB of data with its headers, padding and MAC).
@@ -73,14 +81,17 @@ class BatchedTransport:
         return getattr(self._transport, name)
 
 
-def feed_in_pieces(data_received: Callable[[bytes], None], data: bytes) -> None:
-    """Give ``data`` to an asyncssh connection's ``data_received`` a packet or so at a time."""
+def feed_in_pieces(data_received: Callable[[bytes], None], data: bytes | memoryview) -> None:
+    """Give ``data`` to an asyncssh connection's ``data_received`` a packet or so at a time.
+
+    asyncssh appends what it is given to its bytes buffer, and bytes plus a
+    memoryview make bytes: views are handed over as they are.
+    """
     if len(data) <= INPUT_PIECE:
-        data_received(data)
+        data_received(cast(bytes, data))
         return
     view = memoryview(data)
     for start in range(0, len(data), INPUT_PIECE):
-        # asyncssh appends the piece to its bytes buffer (bytes + memoryview makes bytes).
         data_received(cast(bytes, view[start : start + INPUT_PIECE]))
 
 
@@ -89,12 +100,15 @@ class _UpstreamProtocol(asyncio.Protocol):
 
     def __init__(self, connection: asyncio.Protocol) -> None:
         self.connection = connection
+        self._receiver = ChannelDataReceiver(
+            cast(SSHConnection, connection), partial(feed_in_pieces, connection.data_received)
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connection.connection_made(BatchedTransport(transport))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
-        feed_in_pieces(self.connection.data_received, data)
+        self._receiver.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.connection.eof_received()

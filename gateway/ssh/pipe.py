@@ -24,6 +24,7 @@ import asyncssh
 
 from gateway.domain.recordings.tap import SessionTap
 from gateway.ssh.channel import SessionChannel
+from gateway.ssh.data_packets import write_channel_data
 
 #: How long the target's EOF waits for the exit status that usually follows it at once.
 EOF_GRACE_SECONDS = 1.0
@@ -113,7 +114,11 @@ class RelayPipe:
         self._tap.from_client(data)
         if self._filter is not None:
             data = self._filter.to_target(data)
-        if data and self.upstream is not None:
+        if not data or self.upstream is None:
+            return
+        if isinstance(self.upstream, asyncssh.SSHClientChannel):
+            write_channel_data(self.upstream, data)  # the target's SSH channel: the fast path
+        else:
             self.upstream.write(data)
 
     def client_eof(self) -> None:

@@ -15,35 +15,31 @@
   counted for the lanes' ``session_requested``.
 - **Protocol-level disconnects** are logged (:func:`log_disconnect`).
 - **The relay's hot path**: the packets go out batched and come in a packet
-  at a time (:mod:`gateway.ssh.packet_io`); asyncssh's empty
-  ``SSH_MSG_IGNORE`` before every packet is not sent (it protects CBC modes,
-  which the lanes do not offer: they take asyncssh's default ciphers,
-  AES-GCM, ChaCha20-Poly1305 and AES-CTR; sshd sends no such packets
-  either); and a channel data packet is sealed with one copy
-  of its data instead of four, when asyncssh's ``send_packet`` would do
-  nothing else (no rekey due, no compression, no packet log).
+  at a time (:mod:`gateway.ssh.packet_io`), channel data packets are taken
+  off the input and sealed without asyncssh's copies
+  (:mod:`gateway.ssh.data_packets`, also when asyncssh's own ``send_packet``
+  is asked for one); and asyncssh's empty ``SSH_MSG_IGNORE`` before every
+  packet is not sent (it protects CBC modes, which the lanes do not offer:
+  they take asyncssh's default ciphers, AES-GCM, ChaCha20-Poly1305 and
+  AES-CTR; sshd sends no such packets either).
 
 It relies on internals of asyncssh 2.24.1 (``_process_service_request``,
 ``_next_service``, ``_auth_in_progress``, ``_packet_handlers``, ``_channels``,
-and for the hot path ``send_packet``'s state: ``_send_seq``, ``_send_encryption``,
-``_rekey_*``), pinned in ``pyproject.toml`` for the same reason as
-:mod:`gateway.ssh.partial_auth`.
+and for the hot path those :mod:`gateway.ssh.data_packets` names), pinned in
+``pyproject.toml`` for the same reason as :mod:`gateway.ssh.partial_auth`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
 from typing import cast
 
 import asyncssh
-from asyncssh import logging as asyncssh_logging
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE, MSG_SERVICE_REQUEST
-from asyncssh.encryption import Encryption
 from asyncssh.packet import SSHPacket, String
 
+from gateway.ssh.data_packets import ChannelDataReceiver, send_channel_data_packet, sends_directly
 from gateway.ssh.packet_io import BatchedTransport, feed_in_pieces
 from gateway.ssh.startups import StartupLimiter
 
@@ -63,6 +59,7 @@ class LaneServerConnection(asyncssh.SSHServerConnection):
     #: Set by the lane for each new connection (see :meth:`Lane.prepare_connection`).
     startups: StartupLimiter | None = None
     _slot_address: str | None = None
+    _receiver: ChannelDataReceiver | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -78,9 +75,16 @@ class LaneServerConnection(asyncssh.SSHServerConnection):
                 transport.close()
                 return
             self._slot_address = address
+        self._receiver = ChannelDataReceiver(self, self._feed_asyncssh)
         super().connection_made(BatchedTransport(transport))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
+        if self._receiver is None:  # refused a startup slot: closing, asyncssh discards it
+            self._feed_asyncssh(data)
+        else:
+            self._receiver.data_received(data)
+
+    def _feed_asyncssh(self, data: bytes | memoryview) -> None:
         feed_in_pieces(super().data_received, data)
 
     # -- the relay's hot path (see the module docstring) ---------------------------
@@ -88,38 +92,10 @@ class LaneServerConnection(asyncssh.SSHServerConnection):
     def send_packet(self, pkttype: int, *args: bytes, handler: object = None) -> None:
         if pkttype == MSG_IGNORE and args == _EMPTY_STRING:
             return
-        if pkttype == MSG_CHANNEL_DATA and self._sends_data_directly():
-            self._send_channel_data(args)
+        if pkttype == MSG_CHANNEL_DATA and sends_directly(self):
+            send_channel_data_packet(self, args)
             return
         super().send_packet(pkttype, *args, handler=handler)  # type: ignore[arg-type]
-
-    def _sends_data_directly(self) -> bool:
-        """True when asyncssh's send_packet would do no more than seal and send the packet:
-        signed in, keys in place, no rekey due, no compression, no packet logging."""
-        return (
-            self._auth_complete
-            and self._kex_complete
-            and self._send_encryption is not None
-            and not self._compressor
-            and self._rekey_bytes_sent < self._rekey_bytes
-            and not (self._rekey_seconds and time.monotonic() >= self._rekey_time)
-            and asyncssh_logging.logger._debug_level < PACKET_LOG_LEVEL  # noqa: SLF001
-        )
-
-    def _send_channel_data(self, args: tuple[bytes, ...]) -> None:
-        """asyncssh's send_packet for a channel data packet, with one copy of the data
-        instead of four (padding as it pads, sequence and rekey counts as it keeps them)."""
-        size = 1 + sum(map(len, args))
-        padding = -(self._send_enchdrlen + size) % self._send_blocksize
-        if padding < 4:
-            padding += self._send_blocksize
-        packet = b"".join((bytes((padding, MSG_CHANNEL_DATA)), *args, os.urandom(padding)))
-        seq = self._send_seq
-        encryption = cast("Encryption", self._send_encryption)  # _sends_data_directly checked
-        sealed, mac = encryption.encrypt_packet(seq, len(packet).to_bytes(4, "big"), packet)
-        self._send(sealed + mac)
-        self._send_seq = (seq + 1) & 0xFFFFFFFF
-        self._rekey_bytes_sent += len(packet)
 
     def _release_slot(self) -> None:
         if self._slot_address is not None and self.startups is not None:

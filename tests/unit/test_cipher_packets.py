@@ -9,6 +9,7 @@ MAC field), and the bytes on the wire must be the same.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from asyncssh import encryption as asyncssh_encryption
@@ -101,6 +102,32 @@ def test_a_tampered_chacha_packet_is_refused() -> None:
         sent = bytearray(wire(sender, 5, os.urandom(20)))
         sent[position if position < 30 else len(sent) - 3] ^= 1
         assert opened(receiver, 5, bytes(sent)) is None
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (GCMEncryption.new("aes128-gcm", k := os.urandom(16), iv := os.urandom(12)),
+             AesGcmPackets(k, iv)),
+    lambda: (ChachaEncryption.new("chacha20-poly1305", k := os.urandom(64), b""),
+             ChachaPackets(k)),
+], ids=["aes-gcm", "chacha20-poly1305"])  # fmt: skip
+def test_a_whole_packet_opened_where_it_lies_changes_nothing_until_taken(make: Any) -> None:
+    """open_packet (gateway.ssh.data_packets) may open a packet that asyncssh then opens
+    again: only packet_taken moves the direction on."""
+    sender, receiver = make()
+    for seq, size in enumerate(PAYLOAD_SIZES):
+        payload = os.urandom(size)
+        sent = wire(sender, seq, payload)
+        length = receiver.packet_length(seq, memoryview(sent)[:HEADER])
+        assert length == len(sent) - HEADER - 16
+        plain = receiver.open_packet(seq, memoryview(sent))
+        assert plain is not None and plain[1 : len(plain) - plain[0]] == payload
+        if seq % 2:  # taken here
+            receiver.packet_taken()
+        else:  # handed to asyncssh after all: it opens the same packet itself
+            assert opened(receiver, seq, sent) == payload
+    tampered = bytearray(wire(sender, len(PAYLOAD_SIZES), b"x" * 64))
+    tampered[30] ^= 1
+    assert receiver.open_packet(len(PAYLOAD_SIZES), memoryview(bytes(tampered))) is None
 
 
 def test_install_replaces_only_the_aead_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:

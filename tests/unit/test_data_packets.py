@@ -1,0 +1,310 @@
+"""The relay's data packets, taken and sent without asyncssh's copies, on real connections.
+
+A real asyncssh server (the lanes' :class:`LaneServerConnection`) and a real
+asyncssh client over the gateway's upstream tunnel (:class:`UpstreamTCP`),
+both with the fast paths of :mod:`gateway.ssh.data_packets`, move data both
+ways while keys are renewed every few hundred kilobytes, the peer's window is
+small, stderr and EOF are interleaved, and every read is cut at odd places
+(packets split across reads, lengths split in two). What arrives must be
+what was sent, in order, and the fast paths must be the ones that carried it.
+A byte changed on the wire must close the connection before any data it
+touched is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import asyncssh
+import pytest
+from asyncssh.connection import SSHConnection
+
+from gateway.ssh import cipher_packets, data_packets, packet_io
+from gateway.ssh.data_packets import ChannelDataReceiver, write_channel_data
+from gateway.ssh.listener import listen_with_connection_class
+from gateway.ssh.server_connection import LaneServerConnection
+
+CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
+#: Small enough that a few megabytes see several key exchanges.
+REKEY_BYTES = 300_000
+SMALL_WINDOW = 100_000
+PACKET_SIZE = 16 * 1024
+STDERR_EVERY = 7
+
+
+@pytest.fixture(autouse=True)
+def gateway_ciphers() -> None:
+    cipher_packets.install()  # as the gateway's event loop does; the fast path needs them
+
+
+def pieces(data: bytes, rng: random.Random) -> Iterator[bytes]:
+    """``data`` cut into pieces of 1 byte to 70 KB, small ones often."""
+    position = 0
+    while position < len(data):
+        size = rng.choice((1, 2, 3, 5, 17, 100, 4096, 33_000, 70_000))
+        yield data[position : position + size]
+        position += size
+
+
+class Source(asyncssh.SSHServerSession[bytes]):
+    """``send N``: N pseudo-random bytes in odd-sized writes, stderr between them;
+    ``echo``: the client's input back, then its EOF."""
+
+    def __init__(self) -> None:
+        self._chan: Any = None
+        self._command = ""
+
+    def connection_made(self, chan: Any) -> None:
+        self._chan = chan
+
+    def exec_requested(self, command: str) -> bool:
+        self._command = command
+        return True
+
+    def session_started(self) -> None:
+        if self._command.startswith("send "):
+            data = random.Random(1).randbytes(int(self._command.split()[1]))
+            for number, piece in enumerate(pieces(data, random.Random(2))):
+                write_channel_data(self._chan, piece)
+                if number % STDERR_EVERY == 0:
+                    self._chan.write_stderr(b"e%d;" % number)
+            self._chan.write_eof()
+            self._chan.exit(0)
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        write_channel_data(self._chan, data)
+
+    def eof_received(self) -> bool:
+        self._chan.write_eof()
+        self._chan.exit(0)
+        return True
+
+
+class Sink(asyncssh.SSHClientSession[bytes]):
+    """Keeps stdout and stderr; reads slowly at times, so the server's window fills."""
+
+    def __init__(self) -> None:
+        self.stdout: list[bytes] = []
+        self.stderr: list[bytes] = []
+        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self._chan: Any = None
+        self._reads = 0
+
+    def connection_made(self, chan: Any) -> None:
+        self._chan = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        (self.stderr if datatype == asyncssh.EXTENDED_DATA_STDERR else self.stdout).append(data)
+        self._reads += 1
+        if self._reads % 50 == 0:
+            self._chan.pause_reading()
+            asyncio.get_running_loop().call_later(0.01, self._chan.resume_reading)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+
+class Server(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return False  # no credentials: this is about the data, not sign-in
+
+    def session_requested(self) -> Source:
+        return Source()
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the packets each fast path carried."""
+    counts = {"taken": 0, "sent": 0, "key exchanges": 0}
+    take, send = ChannelDataReceiver._take, data_packets.send_channel_data_packet
+    send_kexinit = SSHConnection._send_kexinit
+
+    def counting_take(self: ChannelDataReceiver, *args: Any) -> bool:
+        taken = take(self, *args)
+        counts["taken"] += taken
+        return taken
+
+    def counting_send(*args: Any) -> None:
+        counts["sent"] += 1
+        send(*args)
+
+    def counting_kexinit(self: SSHConnection) -> None:
+        counts["key exchanges"] += 1
+        send_kexinit(self)
+
+    monkeypatch.setattr(SSHConnection, "_send_kexinit", counting_kexinit)
+    monkeypatch.setattr(ChannelDataReceiver, "_take", counting_take)
+    monkeypatch.setattr(data_packets, "send_channel_data_packet", counting_send)
+    return counts
+
+
+@pytest.fixture
+def odd_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every read of both connections cut at odd places before the receivers see it."""
+    rng = random.Random(3)
+    cuts = []
+
+    def cutting(original: Callable[[Any, bytes], None]) -> Callable[..., None]:
+        def data_received(self: Any, data: bytes, *args: Any) -> None:
+            for piece in pieces(data, rng):
+                cuts.append(len(piece))
+                original(self, piece)
+
+        return data_received
+
+    monkeypatch.setattr(
+        packet_io._UpstreamProtocol, "data_received",
+        cutting(packet_io._UpstreamProtocol.data_received),
+    )  # fmt: skip
+    monkeypatch.setattr(
+        LaneServerConnection, "data_received", cutting(LaneServerConnection.data_received)
+    )
+    yield
+    assert cuts.count(1) > 100 and cuts.count(3) > 100  # lengths were split, too
+
+
+async def start_server(cipher: str) -> tuple[asyncssh.SSHAcceptor, int]:
+    acceptor = await listen_with_connection_class(
+        "127.0.0.1", 0,
+        connection_class=LaneServerConnection,
+        server_factory=Server,
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+        encryption_algs=[cipher],
+        rekey_bytes=REKEY_BYTES,
+        encoding=None,
+        line_editor=False,
+    )  # fmt: skip
+    return acceptor, acceptor.sockets[0].getsockname()[1]
+
+
+async def connect(port: int, cipher: str) -> asyncssh.SSHClientConnection:
+    return await asyncssh.connect(
+        "127.0.0.1", port,
+        username="relay", known_hosts=None, client_keys=None, agent_path=None, config=None,
+        encryption_algs=[cipher], rekey_bytes=REKEY_BYTES, tunnel=packet_io.UpstreamTCP(),
+    )  # fmt: skip
+
+
+async def run(conn: asyncssh.SSHClientConnection, command: str, data: bytes = b"") -> Sink:
+    chan, sink = await conn.create_session(
+        Sink, command, encoding=None, window=SMALL_WINDOW, max_pktsize=PACKET_SIZE
+    )
+    for piece in pieces(data, random.Random(4)):
+        write_channel_data(chan, piece)
+    if data:
+        chan.write_eof()
+    await asyncio.wait_for(chan.wait_closed(), 60)
+    assert chan.get_exit_status() == 0
+    return sink
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+@pytest.mark.parametrize("reads", ["whole", "odd"])
+async def test_data_arrives_whole_and_in_order_through_both_fast_paths(
+    cipher: str, reads: str, spy: dict[str, int], request: pytest.FixtureRequest
+) -> None:
+    if reads == "odd":
+        request.getfixturevalue("odd_reads")
+    acceptor, port = await start_server(cipher)
+    try:
+        async with await connect(port, cipher) as conn:
+            size = 3_000_000
+            sink = await run(conn, f"send {size}")
+            sent = random.Random(1).randbytes(size)
+            received = b"".join(sink.stdout)
+            assert len(received) == size
+            assert hashlib.sha256(received).digest() == hashlib.sha256(sent).digest()
+            stderr_writes = len(list(pieces(sent, random.Random(2))))
+            expected_stderr = b"".join(
+                b"e%d;" % number for number in range(0, stderr_writes, STDERR_EVERY)
+            )
+            assert b"".join(sink.stderr) == expected_stderr
+            downloaded = dict(spy)
+            # Most of it went through the fast paths (the rest: around each key exchange).
+            assert downloaded["taken"] > size // PACKET_SIZE // 2
+            assert downloaded["sent"] > size // PACKET_SIZE // 2
+
+            upload = random.Random(5).randbytes(2_000_000)
+            echoed = await run(conn, "echo", upload)
+            assert b"".join(echoed.stdout) == upload
+            assert spy["taken"] - downloaded["taken"] > 2 * len(upload) // PACKET_SIZE // 2
+            # Keys were renewed again and again while data flowed (two sides, two at the start).
+            assert spy["key exchanges"] > 2 * 2 + 2 * (size + len(upload)) // REKEY_BYTES // 2
+    finally:
+        acceptor.close()
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+async def test_asyncssh_takes_over_when_it_logs_data_and_the_bytes_still_arrive(
+    cipher: str, spy: dict[str, int]
+) -> None:
+    asyncssh.set_debug_level(2)
+    acceptor, port = await start_server(cipher)
+    try:
+        async with await connect(port, cipher) as conn:
+            sink = await run(conn, "send 500000")
+            assert b"".join(sink.stdout) == random.Random(1).randbytes(500_000)
+    finally:
+        acceptor.close()
+        asyncssh.set_debug_level(1)
+    assert spy["taken"] == spy["sent"] == 0
+
+
+class Tamperer:
+    """A TCP hop that flips one byte of the server's stream, deep in the data."""
+
+    def __init__(self, server_port: int, flip_at: int) -> None:
+        self._server_port = server_port
+        self._flip_at = flip_at
+        self.flipped = False
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._server_port)
+
+        async def pump(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, flip: bool
+        ) -> None:
+            seen = 0
+            while chunk := await source.read(65536):
+                if flip and not self.flipped and seen + len(chunk) > self._flip_at:
+                    changed = bytearray(chunk)
+                    changed[self._flip_at - seen] ^= 0x01
+                    chunk = bytes(changed)
+                    self.flipped = True
+                seen += len(chunk)
+                sink.write(chunk)
+                await sink.drain()
+            sink.close()
+
+        await asyncio.gather(
+            pump(reader, up_writer, False), pump(up_reader, writer, True), return_exceptions=True
+        )
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+async def test_a_changed_byte_closes_the_connection_and_delivers_nothing_it_touched(
+    cipher: str,
+) -> None:
+    acceptor, port = await start_server(cipher)
+    tamperer = Tamperer(port, flip_at=1_000_000)
+    hop = await asyncio.start_server(tamperer.handle, "127.0.0.1", 0)
+    size = 3_000_000
+    try:
+        conn = await connect(hop.sockets[0].getsockname()[1], cipher)
+        chan, sink = await conn.create_session(Sink, f"send {size}", encoding=None)
+        error = await asyncio.wait_for(sink.closed, 30)
+        received = b"".join(sink.stdout)
+        assert tamperer.flipped
+        assert isinstance(error, asyncssh.DisconnectError), error
+        assert "MAC" in str(error.reason)
+        assert 0 < len(received) < size
+        assert received == random.Random(1).randbytes(size)[: len(received)]
+        conn.close()
+    finally:
+        hop.close()
+        acceptor.close()
