@@ -27,8 +27,14 @@ need and one more, and leaves every other packet to asyncssh:
   :mod:`gateway.ssh.server_connection`).
 
 Both sides apply only when asyncssh would do nothing more than this: keys in
-place, the gateway's own AEAD cipher classes (:mod:`gateway.ssh.cipher_packets`),
-no compression, no rekey due, no debug logging of data. The state they keep
+place, the gateway's own AEAD cipher classes (:mod:`gateway.ssh.cipher_packets`)
+to open packets, no compression, no rekey due, no debug logging of data. Data
+packets sent this way go without the empty ``SSH_MSG_IGNORE`` asyncssh puts
+before each packet it sends: a countermeasure for CBC ciphers, which neither
+the lanes nor the connections to targets offer. Speculative opening costs a
+second decryption for a packet that is not channel data (asyncssh opens it
+again): window adjusts and requests are small, and a peer flooding large
+``SSH_MSG_IGNORE`` packets pays the same to seal them. The state they keep
 is asyncssh's own (sequence numbers, rekey byte counts, windows), read and
 updated as its ``_recv_packet``, ``send_packet`` and channel methods do.
 ``tests/unit/test_data_packets.py`` checks them against asyncssh on a real
@@ -48,7 +54,7 @@ from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA
 from asyncssh.misc import DisconnectError
-from asyncssh.packet import String, UInt32
+from asyncssh.packet import SSHPacketHandler, String, UInt32
 
 from gateway.ssh.cipher_packets import AeadPackets
 
@@ -58,6 +64,7 @@ DATA_LOG_LEVEL = 2
 _DATA_HEAD = 1 + 4 + 4
 _LENGTH_SIZE = 4
 _TAG_SIZE = 16
+_MIN_PADDING = 4
 #: asyncssh's receive states: between packets, and inside one (its header read).
 _RECV_PACKET_HEADER = SSHConnection._recv_pkthdr  # noqa: SLF001
 _RECV_PACKET_REST = SSHConnection._recv_packet  # noqa: SLF001
@@ -73,6 +80,7 @@ def sends_directly(conn: Any) -> bool:
     return (
         conn._auth_complete
         and conn._kex_complete
+        and not conn._deferred_packets  # nothing may overtake them
         and conn._send_encryption is not None
         and not conn._compressor
         and conn._rekey_bytes_sent < conn._rekey_bytes
@@ -313,15 +321,16 @@ class ChannelDataReceiver:
         conn = self._conn
         seq = conn._recv_seq
         plain = encryption.open_packet(seq, sealed)
-        if plain is None:
-            return False
+        if plain is None or len(plain) < 1 + _DATA_HEAD or plain[0] < _MIN_PADDING:
+            return False  # asyncssh refuses what it refuses (RFC 4253 asks for 4 bytes of padding)
         end = len(plain) - plain[0]
-        if end < _DATA_HEAD + 1 or plain[1] != MSG_CHANNEL_DATA:
+        if end < 1 + _DATA_HEAD or plain[1] != MSG_CHANNEL_DATA:
             return False
         channel: Any = conn._channels.get(int.from_bytes(plain[2:6], "big"))
         data_length = int.from_bytes(plain[6:10], "big")
         if (
             channel is None
+            or type(channel).process_packet is not _PROCESS_PACKET
             or type(channel)._packet_handlers.get(MSG_CHANNEL_DATA) is not _PROCESS_DATA
             or channel._recv_state != "open"
             or 1 + _DATA_HEAD + data_length != end
@@ -334,4 +343,6 @@ class ChannelDataReceiver:
         return True
 
 
+#: How asyncssh's channels handle a data packet (a channel class that differs is left to it).
+_PROCESS_PACKET = SSHPacketHandler.process_packet
 _PROCESS_DATA = SSHChannel._packet_handlers[MSG_CHANNEL_DATA]  # noqa: SLF001

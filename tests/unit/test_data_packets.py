@@ -22,6 +22,8 @@ from typing import Any
 import asyncssh
 import pytest
 from asyncssh.connection import SSHConnection
+from asyncssh.constants import MSG_CHANNEL_DATA
+from asyncssh.packet import UInt32
 
 from gateway.ssh import cipher_packets, data_packets, packet_io
 from gateway.ssh.data_packets import ChannelDataReceiver, write_channel_data
@@ -52,7 +54,7 @@ def pieces(data: bytes, rng: random.Random) -> Iterator[bytes]:
 
 class Source(asyncssh.SSHServerSession[bytes]):
     """``send N``: N pseudo-random bytes in odd-sized writes, stderr between them;
-    ``echo``: the client's input back, then its EOF."""
+    ``echo``: the client's input back, then its EOF; ``mutate``: see its test."""
 
     def __init__(self) -> None:
         self._chan: Any = None
@@ -66,6 +68,13 @@ class Source(asyncssh.SSHServerSession[bytes]):
         return True
 
     def session_started(self) -> None:
+        if self._command == "mutate":
+            write_channel_data(self._chan, bytes(3 * SMALL_WINDOW))  # more than the window
+            queued = bytearray(b"original")
+            write_channel_data(self._chan, queued)
+            queued[:] = b"changed!"
+            self._chan.write_eof()
+            self._chan.exit(0)
         if self._command.startswith("send "):
             data = random.Random(1).randbytes(int(self._command.split()[1]))
             for number, piece in enumerate(pieces(data, random.Random(2))):
@@ -144,10 +153,11 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 @pytest.fixture
-def odd_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every read of both connections cut at odd places before the receivers see it."""
+def odd_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every read of both connections cut at odd places before the receivers see it;
+    the sizes of the pieces, as they are cut."""
     rng = random.Random(3)
-    cuts = []
+    cuts: list[int] = []
 
     def cutting(original: Callable[[Any, bytes], None]) -> Callable[..., None]:
         def data_received(self: Any, data: bytes, *args: Any) -> None:
@@ -164,8 +174,7 @@ def odd_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(
         LaneServerConnection, "data_received", cutting(LaneServerConnection.data_received)
     )
-    yield
-    assert cuts.count(1) > 100 and cuts.count(3) > 100  # lengths were split, too
+    return cuts
 
 
 async def start_server(cipher: str) -> tuple[asyncssh.SSHAcceptor, int]:
@@ -208,8 +217,7 @@ async def run(conn: asyncssh.SSHClientConnection, command: str, data: bytes = b"
 async def test_data_arrives_whole_and_in_order_through_both_fast_paths(
     cipher: str, reads: str, spy: dict[str, int], request: pytest.FixtureRequest
 ) -> None:
-    if reads == "odd":
-        request.getfixturevalue("odd_reads")
+    cuts = request.getfixturevalue("odd_reads") if reads == "odd" else []
     acceptor, port = await start_server(cipher)
     try:
         async with await connect(port, cipher) as conn:
@@ -233,6 +241,8 @@ async def test_data_arrives_whole_and_in_order_through_both_fast_paths(
             echoed = await run(conn, "echo", upload)
             assert b"".join(echoed.stdout) == upload
             assert spy["taken"] - downloaded["taken"] > 2 * len(upload) // PACKET_SIZE // 2
+            if reads == "odd":  # lengths were split too
+                assert cuts.count(1) > 100 and cuts.count(3) > 100
             # Keys were renewed again and again while data flowed (two sides, two at the start).
             assert spy["key exchanges"] > 2 * 2 + 2 * (size + len(upload)) // REKEY_BYTES // 2
     finally:
@@ -256,11 +266,12 @@ async def test_asyncssh_takes_over_when_it_logs_data_and_the_bytes_still_arrive(
 
 
 class Tamperer:
-    """A TCP hop that flips one byte of the server's stream, deep in the data."""
+    """A TCP hop that flips one byte of one direction's stream, deep in the data."""
 
-    def __init__(self, server_port: int, flip_at: int) -> None:
+    def __init__(self, server_port: int, flip_at: int, *, toward_client: bool) -> None:
         self._server_port = server_port
         self._flip_at = flip_at
+        self._toward_client = toward_client
         self.flipped = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -282,29 +293,151 @@ class Tamperer:
             sink.close()
 
         await asyncio.gather(
-            pump(reader, up_writer, False), pump(up_reader, writer, True), return_exceptions=True
+            pump(reader, up_writer, not self._toward_client),
+            pump(up_reader, writer, self._toward_client),
+            return_exceptions=True,
         )
 
 
 @pytest.mark.parametrize("cipher", CIPHERS)
+@pytest.mark.parametrize("toward", ["client", "server"])
+@pytest.mark.parametrize("reads", ["whole", "odd"])
 async def test_a_changed_byte_closes_the_connection_and_delivers_nothing_it_touched(
-    cipher: str,
+    cipher: str, toward: str, reads: str, request: pytest.FixtureRequest
 ) -> None:
+    """Toward the client: the server's output is changed on its way (the client's
+    receiver must refuse it). Toward the server: the client's upload is (the server's)."""
+    if reads == "odd":
+        request.getfixturevalue("odd_reads")
     acceptor, port = await start_server(cipher)
-    tamperer = Tamperer(port, flip_at=1_000_000)
+    tamperer = Tamperer(port, flip_at=1_000_000, toward_client=toward == "client")
     hop = await asyncio.start_server(tamperer.handle, "127.0.0.1", 0)
     size = 3_000_000
+    sent = random.Random(1).randbytes(size)
     try:
         conn = await connect(hop.sockets[0].getsockname()[1], cipher)
-        chan, sink = await conn.create_session(Sink, f"send {size}", encoding=None)
+        if toward == "client":
+            chan, sink = await conn.create_session(Sink, f"send {size}", encoding=None)
+        else:
+            chan, sink = await conn.create_session(Sink, "echo", encoding=None)
+            for piece in pieces(sent, random.Random(4)):
+                write_channel_data(chan, piece)
         error = await asyncio.wait_for(sink.closed, 30)
         received = b"".join(sink.stdout)
         assert tamperer.flipped
         assert isinstance(error, asyncssh.DisconnectError), error
         assert "MAC" in str(error.reason)
         assert 0 < len(received) < size
-        assert received == random.Random(1).randbytes(size)[: len(received)]
+        assert received == sent[: len(received)]
         conn.close()
     finally:
         hop.close()
         acceptor.close()
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+async def test_bytes_written_are_sent_as_they_were_when_written(cipher: str) -> None:
+    """A bytearray queued behind a full window and changed afterwards goes out unchanged."""
+    acceptor, port = await start_server(cipher)
+    try:
+        async with await connect(port, cipher) as conn:
+            sink = await run(conn, "mutate")
+            assert b"".join(sink.stdout) == bytes(3 * SMALL_WINDOW) + b"original"
+    finally:
+        acceptor.close()
+
+
+# -- a hostile peer: hand-built packets, the fast path against asyncssh alone ----------
+
+
+class Echo(asyncssh.SSHServerSession[bytes]):
+    """Sends back what it gets; ``raise`` in the data makes it fail."""
+
+    def connection_made(self, chan: Any) -> None:
+        self._chan = chan
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if b"raise" in data:
+            raise ValueError("the session failed on this data")
+        write_channel_data(self._chan, data)
+
+
+class EchoServer(Server):
+    def session_requested(self) -> Echo:  # type: ignore[override]
+        return Echo()
+
+
+def data_packet(
+    channel: int, data: bytes, *, padding: int = 8, claimed: int | None = None
+) -> bytes:
+    """A channel data packet's plaintext after its length, padding as given."""
+    length = len(data) if claimed is None else claimed
+    body = bytes([MSG_CHANNEL_DATA]) + UInt32(channel) + UInt32(length) + data
+    return bytes([padding]) + body + bytes(padding)
+
+
+HOSTILE_PACKETS: dict[str, Callable[[Any], bytes]] = {
+    "well formed": lambda chan: data_packet(chan._send_chan, b"fine"),
+    "padding 0": lambda chan: data_packet(chan._send_chan, b"no padding", padding=0),
+    "padding 2": lambda chan: data_packet(chan._send_chan, b"short padding", padding=2),
+    "empty packet": lambda chan: b"",
+    "type byte only": lambda chan: bytes([4, MSG_CHANNEL_DATA]) + bytes(4),
+    "unknown channel": lambda chan: data_packet(chan._send_chan + 7, b"who?"),
+    "length claims more": lambda chan: data_packet(chan._send_chan, b"short", claimed=50),
+    "length claims less": lambda chan: data_packet(chan._send_chan, b"trailing", claimed=3),
+    "beyond the window": lambda chan: data_packet(chan._send_chan, bytes(chan._send_window + 1)),
+    "session raises": lambda chan: data_packet(chan._send_chan, b"please raise"),
+}
+
+
+async def hostile_exchange(cipher: str, build: Callable[[Any], bytes]) -> tuple[bytes, str]:
+    """Send one hand-built packet after a session opened, then a marker; what came back, and
+    how the connection ended (or 'open')."""
+    acceptor = await listen_with_connection_class(
+        "127.0.0.1", 0, connection_class=LaneServerConnection, server_factory=EchoServer,
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+        encryption_algs=[cipher], encoding=None, line_editor=False,
+    )  # fmt: skip
+    try:
+        conn = await connect(acceptor.sockets[0].getsockname()[1], cipher)
+        chan, sink = await conn.create_session(Sink, "echo", encoding=None)
+        raw: Any = conn
+        plain = build(chan)
+        sealed, mac = raw._send_encryption.encrypt_packet(raw._send_seq, UInt32(len(plain)), plain)
+        raw._send(sealed + mac)
+        raw._send_seq = (raw._send_seq + 1) & 0xFFFFFFFF
+        chan.write(b"MARK")  # once it is back, the packet before it was handled
+
+        async def until_marked() -> None:
+            while not b"".join(sink.stdout).endswith(b"MARK"):
+                await asyncio.sleep(0.01)
+
+        marked = asyncio.ensure_future(until_marked())
+        await asyncio.wait([marked, sink.closed], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        marked.cancel()
+        ended = "open"
+        if sink.closed.done():
+            error = sink.closed.result()
+            ended = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+        conn.close()
+        return b"".join(sink.stdout), ended
+    finally:
+        acceptor.close()
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+@pytest.mark.parametrize("case", HOSTILE_PACKETS)
+async def test_a_hostile_packet_gets_what_asyncssh_alone_gives_it(
+    cipher: str, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = await hostile_exchange(cipher, HOSTILE_PACKETS[case])
+    monkeypatch.setattr(ChannelDataReceiver, "_take", lambda self, *args: False)
+    alone = await hostile_exchange(cipher, HOSTILE_PACKETS[case])
+    assert fast == alone
+    if case == "well formed":
+        assert fast == (b"fineMARK", "open")
+    elif case != "padding 2":
+        assert fast[1] != "open" and b"MARK" not in fast[0]
