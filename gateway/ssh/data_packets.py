@@ -6,25 +6,28 @@ its input buffer, joined for the cipher, sliced out of the plaintext, out of
 the packet; on the way out into a ``bytearray`` send buffer, behind a length,
 behind the channel number, joined with the padding. At a gigabyte relayed,
 those copies and the Python around them cost the gateway more CPU than the
-ciphers (py-spy, ``bench/``). This module does the same work for the one
-packet that matters, ``SSH_MSG_CHANNEL_DATA``, with the copies the ciphers
-need and one more, and leaves every other packet to asyncssh:
+ciphers (py-spy, ``bench/``). This module does the same work for the packets
+that matter, ``SSH_MSG_CHANNEL_DATA`` and the ``SSH_MSG_CHANNEL_WINDOW_ADJUST``
+that keeps it flowing, with the copies the ciphers need and one more, and
+leaves every other packet to asyncssh:
 
 - **In**: :class:`ChannelDataReceiver` stands before a connection's
   ``data_received``. While the connection is signed in and between packets,
-  it opens each whole packet of a read where it lies. A channel data packet
-  for an open channel, within its window, goes straight to the channel's own
+  it opens each whole packet of a read where it lies. A data packet for an
+  open channel, within its window, goes straight to the channel's own
   ``_accept_data``, which keeps flow control, window adjusts and delivery as
-  asyncssh does. Anything else (another packet type, a packet that does not
-  verify, a partial packet asyncssh already holds) is handed to asyncssh as
-  it came, before any state changed: the packet is opened *speculatively*,
-  and its cipher moves on only once the packet is taken.
-- **Out**: :func:`write_channel_data` replaces a channel's ``write`` for
-  stdout data when nothing is queued and the window has room: each packet is
-  built with one join and sealed. Otherwise it calls ``write``.
-  :func:`send_channel_data_packet` seals a data packet that asyncssh's own
-  ``send_packet`` was asked for (the connection's override in
-  :mod:`gateway.ssh.server_connection`).
+  asyncssh does; a window adjust opens the channel's window and flushes it.
+  Anything else (another packet type, a packet that does not verify, one
+  asyncssh would refuse, a partial packet asyncssh already holds) is handed
+  to asyncssh as it came, before any state changed: the packet is opened
+  *speculatively*, and its cipher moves on only once the packet is taken.
+- **Out**: :func:`write_channel_data` queues stdout in the channel's own send
+  buffer as the bytes written (asyncssh copies them into a ``bytearray``),
+  and :func:`flush_send_buffer`, which takes the place of the channel's
+  ``_flush_send_buf``, builds each packet with one join and seals it.
+  :func:`send_channel_data_packet` also seals a data packet that asyncssh's
+  own ``send_packet`` was asked for (the lanes' connection class overrides
+  it: :mod:`gateway.ssh.server_connection`).
 
 Both sides apply only when asyncssh would do nothing more than this: keys in
 place, the gateway's own AEAD cipher classes (:mod:`gateway.ssh.cipher_packets`)
@@ -32,8 +35,8 @@ to open packets, no compression, no rekey due, no debug logging of data. Data
 packets sent this way go without the empty ``SSH_MSG_IGNORE`` asyncssh puts
 before each packet it sends: a countermeasure for CBC ciphers, which neither
 the lanes nor the connections to targets offer. Speculative opening costs a
-second decryption for a packet that is not channel data (asyncssh opens it
-again): window adjusts and requests are small, and a peer flooding large
+second decryption for a packet not taken here (asyncssh opens it again):
+requests and EOFs are small, and a peer flooding large
 ``SSH_MSG_IGNORE`` packets pays the same to seal them. The state they keep
 is asyncssh's own (sequence numbers, rekey byte counts, windows), read and
 updated as its ``_recv_packet``, ``send_packet`` and channel methods do.
@@ -52,7 +55,12 @@ from typing import Any, cast
 from asyncssh import logging as asyncssh_logging
 from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA
+from asyncssh.constants import (
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EOF,
+    MSG_CHANNEL_EXTENDED_DATA,
+    MSG_CHANNEL_WINDOW_ADJUST,
+)
 from asyncssh.misc import DisconnectError
 from asyncssh.packet import SSHPacketHandler, String, UInt32
 
@@ -316,33 +324,50 @@ class ChannelDataReceiver:
         return _LENGTH_SIZE + body + _TAG_SIZE
 
     def _take(self, encryption: AeadPackets, sealed: memoryview) -> bool:
-        """Open ``sealed``; if it is a data packet the channel accepts as it stands,
-        deliver it and move the connection on. Otherwise change nothing: False."""
+        """Open ``sealed``; if it is a data packet (or a window adjust) the channel accepts
+        as it stands, handle it and move the connection on. Otherwise change nothing: False."""
         conn = self._conn
         seq = conn._recv_seq
         plain = encryption.open_packet(seq, sealed)
+        # Both packets have a 9-byte payload head: type, channel, then a length or an adjust.
         if plain is None or len(plain) < 1 + _DATA_HEAD or plain[0] < _MIN_PADDING:
             return False  # asyncssh refuses what it refuses (RFC 4253 asks for 4 bytes of padding)
         end = len(plain) - plain[0]
-        if end < 1 + _DATA_HEAD or plain[1] != MSG_CHANNEL_DATA:
+        kind = plain[1]
+        if end < 1 + _DATA_HEAD or kind not in _HANDLED:
             return False
         channel: Any = conn._channels.get(int.from_bytes(plain[2:6], "big"))
-        data_length = int.from_bytes(plain[6:10], "big")
         if (
             channel is None
             or type(channel).process_packet is not _PROCESS_PACKET
-            or type(channel)._packet_handlers.get(MSG_CHANNEL_DATA) is not _PROCESS_DATA
-            or channel._recv_state != "open"
-            or 1 + _DATA_HEAD + data_length != end
-            or data_length > channel._recv_window
+            or type(channel)._packet_handlers.get(kind) is not _HANDLED[kind]
         ):
             return False  # asyncssh handles it (and raises what it raises)
-        encryption.packet_taken()
-        channel._accept_data(plain[1 + _DATA_HEAD : end])
-        conn._finish_recv_packet(MSG_CHANNEL_DATA, seq)
+        value = int.from_bytes(plain[6:10], "big")
+        if kind == MSG_CHANNEL_DATA:
+            if (
+                channel._recv_state != "open"
+                or 1 + _DATA_HEAD + value != end
+                or value > channel._recv_window
+            ):
+                return False
+            encryption.packet_taken()
+            channel._accept_data(plain[1 + _DATA_HEAD : end])
+        else:  # as asyncssh's _process_window_adjust
+            if channel._recv_state not in _ADJUSTABLE or end != 1 + _DATA_HEAD:
+                return False
+            encryption.packet_taken()
+            channel._send_window += value
+            channel._flush_send_buf()
+        conn._finish_recv_packet(kind, seq)
         return True
 
 
-#: How asyncssh's channels handle a data packet (a channel class that differs is left to it).
+#: How asyncssh's channels handle the packets taken here (a channel class that differs
+#: is left to asyncssh), and the channel states in which it accepts a window adjust.
 _PROCESS_PACKET = SSHPacketHandler.process_packet
-_PROCESS_DATA = SSHChannel._packet_handlers[MSG_CHANNEL_DATA]  # noqa: SLF001
+_HANDLED = {
+    kind: SSHChannel._packet_handlers[kind]  # noqa: SLF001
+    for kind in (MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST)
+}
+_ADJUSTABLE = frozenset({"open", "eof_pending", "eof"})

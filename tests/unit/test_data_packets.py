@@ -22,7 +22,7 @@ from typing import Any
 import asyncssh
 import pytest
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_CHANNEL_DATA
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST
 from asyncssh.packet import UInt32
 
 from gateway.ssh import cipher_packets, data_packets, packet_io
@@ -370,6 +370,13 @@ class EchoServer(Server):
         return Echo()
 
 
+def window_adjust(channel: int, trailing: bytes = b"") -> bytes:
+    """A window adjust's plaintext after its length (trailing: bytes after its payload)."""
+    return (
+        bytes([8, MSG_CHANNEL_WINDOW_ADJUST]) + UInt32(channel) + UInt32(1000) + trailing + bytes(8)
+    )
+
+
 def data_packet(
     channel: int, data: bytes, *, padding: int = 8, claimed: int | None = None
 ) -> bytes:
@@ -390,6 +397,15 @@ HOSTILE_PACKETS: dict[str, Callable[[Any], bytes]] = {
     "length claims less": lambda chan: data_packet(chan._send_chan, b"trailing", claimed=3),
     "beyond the window": lambda chan: data_packet(chan._send_chan, bytes(chan._send_window + 1)),
     "session raises": lambda chan: data_packet(chan._send_chan, b"please raise"),
+    "window adjust": lambda chan: window_adjust(chan._send_chan),
+    "window adjust, unknown channel": lambda chan: window_adjust(chan._send_chan + 7),
+    "window adjust, trailing bytes": lambda chan: window_adjust(chan._send_chan, b"xyz"),
+}
+#: What comes back from the cases that leave the connection open (the others close it).
+STAYS_OPEN = {
+    "well formed": b"fineMARK",
+    "padding 2": b"short paddingMARK",
+    "window adjust": b"MARK",
 }
 
 
@@ -437,7 +453,7 @@ async def test_a_hostile_packet_gets_what_asyncssh_alone_gives_it(
     monkeypatch.setattr(ChannelDataReceiver, "_take", lambda self, *args: False)
     alone = await hostile_exchange(cipher, HOSTILE_PACKETS[case])
     assert fast == alone
-    if case == "well formed":
-        assert fast == (b"fineMARK", "open")
-    elif case != "padding 2":
+    if case in STAYS_OPEN:
+        assert fast == (STAYS_OPEN[case], "open")
+    else:
         assert fast[1] != "open" and b"MARK" not in fast[0]
