@@ -73,3 +73,26 @@ def test_medians_keep_the_shape_of_one_run() -> None:
     runs = [{"a": 1.0, "b": {"c": [1]}, "n": "x"}, {"a": 3.0, "b": {"c": [2]}, "n": "x"},
             {"a": 2.0, "b": {"c": [3]}, "n": "x"}]  # fmt: skip
     assert median_figures(runs) == {"a": 2.0, "b": {"c": [1]}, "n": "x"}
+
+
+@pytest.mark.openssh
+def test_the_relay_ab_compares_this_tree_with_a_commit(tmp_path: Path) -> None:
+    output = tmp_path / "ab.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.relay_ab", "--base", "HEAD", "--megabytes", "2",
+         "--rounds", "1", "--json", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(output.read_text())
+    assert figures["base"] == "HEAD"
+    for side in ("before", "after"):
+        assert len(figures["samples"][side]) == 1
+        assert figures["medians"][side]["mb_per_s"] > 0
+        assert figures["medians"][side]["cpu_s_per_gb"] > 0
+    assert "after/before: CPU per GB" in result.stdout
+    # The base's worktree is gone again.
+    worktrees = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True
+    )
+    assert "pamgate-ab-base-" not in worktrees.stdout
