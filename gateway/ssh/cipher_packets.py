@@ -49,8 +49,8 @@ _BLOCK_0 = bytes(8)
 _ZERO_BLOCK = bytes(64)
 _POLY1305_KEY_SIZE = 32
 #: A packet's length field, and the tag after it (both AEAD ciphers).
-_LENGTH_SIZE = 4
-_TAG_SIZE = 16
+LENGTH_SIZE = 4
+TAG_SIZE = 16
 
 
 class _KeyedByAsyncssh:
@@ -130,7 +130,7 @@ class AesGcmPackets(AeadPackets, asyncssh_encryption.GCMEncryption):
         """Decrypted with the next nonce, which :meth:`packet_taken` then uses up."""
         nonce = self._fixed + self._counter.to_bytes(8, "big")
         try:
-            return self._aead.decrypt(nonce, sealed[_LENGTH_SIZE:], sealed[:_LENGTH_SIZE])
+            return self._aead.decrypt(nonce, sealed[LENGTH_SIZE:], sealed[:LENGTH_SIZE])
         except InvalidTag:
             return None
 
@@ -195,12 +195,12 @@ class ChachaPackets(AeadPackets, asyncssh_encryption.ChachaEncryption):
     def open_packet(self, seq: int, sealed: memoryview) -> bytes | None:
         """Opened with keys from the sequence number alone: nothing to move on."""
         stream, poly = self._packet_stream(seq.to_bytes(8, "big"))
-        poly.update(sealed[:-_TAG_SIZE])
+        poly.update(sealed[:-TAG_SIZE])
         try:
-            poly.verify(bytes(sealed[-_TAG_SIZE:]))
+            poly.verify(bytes(sealed[-TAG_SIZE:]))
         except InvalidSignature:
             return None
-        return stream.update(sealed[_LENGTH_SIZE:-_TAG_SIZE])
+        return stream.update(sealed[LENGTH_SIZE:-TAG_SIZE])
 
 
 #: The algorithms replaced: asyncssh's name for each, the class, and asyncssh's cipher name.

@@ -64,14 +64,13 @@ from asyncssh.constants import (
 from asyncssh.misc import DisconnectError
 from asyncssh.packet import SSHPacketHandler, String, UInt32
 
-from gateway.ssh.cipher_packets import AeadPackets
+from gateway.ssh.cipher_packets import LENGTH_SIZE, TAG_SIZE, AeadPackets
 
 #: asyncssh logs data sizes from this debug level up (its channel's logger.debug2).
 DATA_LOG_LEVEL = 2
 #: The channel data packet's fixed head after the padding length: type, channel, data length.
 _DATA_HEAD = 1 + 4 + 4
-_LENGTH_SIZE = 4
-_TAG_SIZE = 16
+#: RFC 4253 6: at least 4 bytes of random padding.
 _MIN_PADDING = 4
 #: asyncssh's receive states: between packets, and inside one (its header read).
 _RECV_PACKET_HEADER = SSHConnection._recv_pkthdr  # noqa: SLF001
@@ -103,7 +102,7 @@ def send_channel_data_packet(conn: Any, parts: tuple[bytes | bytearray | memoryv
     The caller has checked :func:`sends_directly`."""
     size = 1 + sum(map(len, parts))
     padding = -(conn._send_enchdrlen + size) % conn._send_blocksize
-    if padding < 4:
+    if padding < _MIN_PADDING:
         padding += conn._send_blocksize
     packet = b"".join((bytes((padding, MSG_CHANNEL_DATA)), *parts, os.urandom(padding)))
     seq = conn._send_seq
@@ -236,10 +235,10 @@ class ChannelDataReceiver:
         end = len(view)
         while position < end and self._between_packets():
             encryption: AeadPackets = conn._recv_encryption
-            if end - position < _LENGTH_SIZE:
+            if end - position < LENGTH_SIZE:
                 self._partial = bytes(view[position:])
                 return b""
-            size = self._packet_size(encryption, view[position : position + _LENGTH_SIZE])
+            size = self._packet_size(encryption, view[position : position + LENGTH_SIZE])
             if size is None:
                 break  # asyncssh refuses it
             if end - position < size:
@@ -263,8 +262,8 @@ class ChannelDataReceiver:
         if not self._between_packets():
             self._feed(partial)  # asyncssh takes over from the packet's start
             return view
-        head = partial[:_LENGTH_SIZE] + bytes(view[: max(_LENGTH_SIZE - len(partial), 0)])
-        if len(head) < _LENGTH_SIZE:
+        head = partial[:LENGTH_SIZE] + bytes(view[: max(LENGTH_SIZE - len(partial), 0)])
+        if len(head) < LENGTH_SIZE:
             self._partial = head
             return None
         encryption: AeadPackets = self._conn._recv_encryption
@@ -309,7 +308,7 @@ class ChannelDataReceiver:
             and not conn._inpbuf
             and getattr(conn._recv_handler, "__func__", None) is _RECV_PACKET_HEADER
             and isinstance(conn._recv_encryption, AeadPackets)
-            and conn._recv_macsize == _TAG_SIZE
+            and conn._recv_macsize == TAG_SIZE
             and conn._decompressor is None
             and conn._auth_complete
             and not _logging_data()
@@ -321,7 +320,7 @@ class ChannelDataReceiver:
         body = encryption.packet_length(conn._recv_seq, length)
         if body > conn._max_recv_pktlen:
             return None
-        return _LENGTH_SIZE + body + _TAG_SIZE
+        return LENGTH_SIZE + body + TAG_SIZE
 
     def _take(self, encryption: AeadPackets, sealed: memoryview) -> bool:
         """Open ``sealed``; if it is a data packet (or a window adjust) the channel accepts
@@ -331,7 +330,7 @@ class ChannelDataReceiver:
         plain = encryption.open_packet(seq, sealed)
         # Both packets have a 9-byte payload head: type, channel, then a length or an adjust.
         if plain is None or len(plain) < 1 + _DATA_HEAD or plain[0] < _MIN_PADDING:
-            return False  # asyncssh refuses what it refuses (RFC 4253 asks for 4 bytes of padding)
+            return False  # asyncssh refuses what it refuses
         end = len(plain) - plain[0]
         kind = plain[1]
         if end < 1 + _DATA_HEAD or kind not in _HANDLED:
